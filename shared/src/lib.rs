@@ -1,1 +1,13 @@
-pub fn placeholder() {}
+//! ade-backup's shared library: the domain types every handler sees, the clients for Azure
+//! (ARM, Blob state, Service Bus), retry/pacing policies and telemetry.
+//!
+//! Room plan: `ids` (parsed identifiers), `state` (optimistic-concurrency document store),
+//! `messaging` (Service Bus sender + embedded local queue), `arm` (Azure Resource Manager client),
+//! `credential` (Entra ID tokens), `telemetry` (JSON tracing with redaction).
+
+pub mod arm;
+pub mod credential;
+pub mod ids;
+pub mod messaging;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Azure Resource Manager client. (Filled in by the control-plane work.)

@@ -1,0 +1,160 @@
+//! Operation state in blob storage, with optimistic concurrency.
+//!
+//! The contract (shared by `BlobStateStore` and `FsStateStore`, proven by one contract suite):
+//! - `get` returns the document and its ETag, or `None`.
+//! - `create` writes only if absent (`If-None-Match: *`); `StateError::Conflict` if it exists.
+//! - `replace` writes only if the ETag still matches (`If-Match`); `StateError::Conflict` otherwise.
+//! - `list` returns keys under a prefix, sorted.
+//! A lost race is always a typed conflict that the caller retries on fresh state, never a silent
+//! overwrite. Keys are `/`-separated relative paths (see README "Blob layout").
+
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Opaque version tag of a stored document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ETag(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state conflict on {key}: the document changed or already exists")]
+    Conflict { key: String },
+    #[error("invalid state key {key:?}: {rule}")]
+    InvalidKey { key: String, rule: &'static str },
+    #[error("state document {key} is not valid JSON for its type: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError>;
+    async fn create(&self, key: &str, body: &[u8]) -> Result<ETag, StateError>;
+    async fn replace(&self, key: &str, body: &[u8], etag: &ETag) -> Result<ETag, StateError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError>;
+}
+
+/// Checks a key: relative, `/`-separated, no empty, `.` or `..` segments, a safe character set.
+pub fn validate_key(key: &str) -> Result<(), StateError> {
+    let bad = |rule| {
+        Err(StateError::InvalidKey {
+            key: key.to_string(),
+            rule,
+        })
+    };
+    if key.is_empty() || key.len() > 512 {
+        return bad("must be 1 to 512 characters");
+    }
+    if key.starts_with('/') || key.ends_with('/') {
+        return bad("must not start or end with '/'");
+    }
+    for seg in key.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return bad("segments must be non-empty and not '.' or '..'");
+        }
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '=' | '@'))
+    {
+        return bad("only ASCII letters, digits and / - _ . = @ are allowed");
+    }
+    Ok(())
+}
+
+/// Typed JSON helpers over any store.
+pub mod json {
+    use super::*;
+
+    pub async fn get<T: DeserializeOwned>(
+        store: &dyn StateStore,
+        key: &str,
+    ) -> Result<Option<(T, ETag)>, StateError> {
+        match store.get(key).await? {
+            None => Ok(None),
+            Some((bytes, etag)) => serde_json::from_slice(&bytes)
+                .map(|v| Some((v, etag)))
+                .map_err(|source| StateError::Corrupt {
+                    key: key.to_string(),
+                    source,
+                }),
+        }
+    }
+
+    fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StateError> {
+        serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    pub async fn create<T: Serialize + Sync>(
+        store: &dyn StateStore,
+        key: &str,
+        value: &T,
+    ) -> Result<ETag, StateError> {
+        store.create(key, &encode(key, value)?).await
+    }
+
+    pub async fn replace<T: Serialize + Sync>(
+        store: &dyn StateStore,
+        key: &str,
+        value: &T,
+        etag: &ETag,
+    ) -> Result<ETag, StateError> {
+        store.replace(key, &encode(key, value)?, etag).await
+    }
+
+    /// Read-modify-write with optimistic concurrency: `f` is applied to the current document (or
+    /// `None`) and may be called again on fresh state after a conflict. Returns the stored value.
+    /// `f` returning `Ok(None)` means "no change": nothing is written.
+    pub async fn update<T, E, F>(store: &dyn StateStore, key: &str, mut f: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync,
+        E: From<StateError>,
+        F: FnMut(Option<&T>) -> Result<Option<T>, E> + Send,
+    {
+        const MAX_ATTEMPTS: usize = 16;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current: Option<(T, ETag)> = get(store, key).await?;
+            let next = f(current.as_ref().map(|(v, _)| v))?;
+            let Some(next) = next else {
+                return match current {
+                    Some((v, _)) => Ok(v),
+                    None => Err(E::from(StateError::Unavailable(format!(
+                        "update of {key} produced no document"
+                    )))),
+                };
+            };
+            let written = match &current {
+                None => create(store, key, &next).await,
+                Some((_, etag)) => replace(store, key, &next, etag).await,
+            };
+            match written {
+                Ok(_) => return Ok(next),
+                Err(StateError::Conflict { .. }) if attempt < MAX_ATTEMPTS => continue,
+                Err(e) => return Err(E::from(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_key;
+
+    #[test]
+    fn keys_reject_path_tricks() {
+        assert!(validate_key("operations/protect/abc.json").is_ok());
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "./a", "a\\b", "a b", "a?b"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}
