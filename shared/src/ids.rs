@@ -75,7 +75,7 @@ impl ResourceId {
             ));
         }
         let rest = &parts[6..];
-        if rest.is_empty() || rest.len() % 2 != 0 {
+        if rest.is_empty() || !rest.len().is_multiple_of(2) {
             return Err(id_err(FIELD, "types and names must come in pairs", s));
         }
         if !parts[5].contains('.') {

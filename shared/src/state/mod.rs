@@ -5,6 +5,7 @@
 //! - `create` writes only if absent (`If-None-Match: *`); `StateError::Conflict` if it exists.
 //! - `replace` writes only if the ETag still matches (`If-Match`); `StateError::Conflict` otherwise.
 //! - `list` returns keys under a prefix, sorted.
+//!
 //! A lost race is always a typed conflict that the caller retries on fresh state, never a silent
 //! overwrite. Keys are `/`-separated relative paths (see README "Blob layout").
 
