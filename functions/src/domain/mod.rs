@@ -1,0 +1,5 @@
+//! Pure domain logic shared by the handlers: no I/O here, so every rule is unit-tested.
+
+pub mod events;
+pub mod kv_access;
+pub mod rules;
