@@ -1,5 +1,6 @@
 //! Pure domain logic shared by the handlers: no I/O here, so every rule is unit-tested.
 
+pub mod ade;
 pub mod events;
 pub mod kv_access;
 pub mod rules;
