@@ -3,4 +3,5 @@
 pub mod ade;
 pub mod events;
 pub mod kv_access;
+pub mod restore_request;
 pub mod rules;

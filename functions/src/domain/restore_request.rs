@@ -1,0 +1,578 @@
+//! Restore requests from ticketing systems (queue `restore-requests`), version 1.
+//! JSON Schema: `schemas/restore-request.v1.schema.json`. Parse, don't validate: a
+//! `RestoreRequest` only exists once every field passed its rule; each failure names the field.
+
+use ade_backup_shared::ids::{ResourceId, TicketId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A rejection: the field, the rule, and a sentence a human can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{field}: {rule}")]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// Machine-readable reason, e.g. `invalid-field`, `unsupported-restore-type`, `forbidden`.
+    pub code: String,
+    pub field: String,
+    pub rule: String,
+}
+
+pub fn reject(code: &str, field: &str, rule: impl Into<String>) -> Rejection {
+    Rejection {
+        code: code.to_string(),
+        field: field.to_string(),
+        rule: rule.into(),
+    }
+}
+
+/// `/subscriptions/{s}/resourceGroups/{rg}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceGroupId {
+    pub subscription: String,
+    pub name: String,
+}
+
+impl ResourceGroupId {
+    pub fn parse(field: &str, s: &str) -> Result<Self, Rejection> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 90
+                && n != "."
+                && n != ".."
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
+        };
+        match parts.as_slice() {
+            ["", subs, sub, rgs, rg]
+                if subs.eq_ignore_ascii_case("subscriptions")
+                    && rgs.eq_ignore_ascii_case("resourceGroups")
+                    && uuid::Uuid::parse_str(sub).is_ok()
+                    && ok_name(rg) =>
+            {
+                Ok(Self {
+                    subscription: sub.to_string(),
+                    name: rg.to_string(),
+                })
+            }
+            _ => Err(reject(
+                "invalid-field",
+                field,
+                "must be a resource group id: /subscriptions/{guid}/resourceGroups/{name}",
+            )),
+        }
+    }
+    pub fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            self.subscription, self.name
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RecoveryPointChoice {
+    Latest,
+    Id { id: String },
+    Before { before: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRequest {
+    pub ticket_id: TicketId,
+    pub vm_resource_id: ResourceId,
+    pub recovery_point: RecoveryPointChoice,
+    pub target_resource_group: ResourceGroupId,
+    pub staging_storage_account_id: ResourceId,
+    pub target_vm_name: Option<String>,
+    pub target_subnet_id: Option<ResourceId>,
+    pub requested_by: Option<String>,
+    pub reply_to: Option<String>,
+    /// SHA-256 of the request's meaningful fields: a different request reusing a ticket id is a conflict.
+    pub fingerprint: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Wire {
+    version: Option<Value>,
+    ticket_id: Option<Value>,
+    vm_resource_id: Option<Value>,
+    recovery_point: Option<Value>,
+    target_resource_group: Option<Value>,
+    staging_storage_account_id: Option<Value>,
+    target_vm_name: Option<Value>,
+    target_subnet_id: Option<Value>,
+    restore_type: Option<Value>,
+    requested_by: Option<Value>,
+    reply_to: Option<Value>,
+}
+
+fn string_field(
+    field: &str,
+    v: Option<Value>,
+    required: bool,
+) -> Result<Option<String>, Rejection> {
+    match v {
+        None | Some(Value::Null) if required => Err(reject("invalid-field", field, "is required")),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(reject("invalid-field", field, "must be a string")),
+    }
+}
+
+/// The ticket id alone, best effort, so even a rejected request can be answered on its ticket.
+pub fn peek_ticket_id(body: &[u8]) -> Option<TicketId> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    TicketId::parse(v.get("ticketId")?.as_str()?).ok()
+}
+
+/// Queue names a reply may go to: Service Bus entity rules, no path characters.
+pub fn valid_queue_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 260
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(reject(
+            "invalid-message",
+            "$",
+            format!(
+                "message is {} bytes; the limit is {MAX_REQUEST_BYTES}",
+                body.len()
+            ),
+        ));
+    }
+    let raw: Value = serde_json::from_slice(body).map_err(|e| {
+        reject(
+            "invalid-message",
+            "$",
+            format!("must be a JSON object ({e})"),
+        )
+    })?;
+    if !raw.is_object() {
+        return Err(reject("invalid-message", "$", "must be a JSON object"));
+    }
+    let wire: Wire = serde_json::from_value(raw.clone())
+        .map_err(|e| reject("invalid-message", "$", format!("unexpected shape: {e}")))?;
+    match wire.version {
+        None => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(_) => {
+            return Err(reject(
+                "invalid-field",
+                "version",
+                "only version 1 is supported",
+            ))
+        }
+    }
+    let ticket = string_field("ticketId", wire.ticket_id, true)?.unwrap_or_default();
+    let ticket_id =
+        TicketId::parse(&ticket).map_err(|e| reject("invalid-field", "ticketId", e.rule))?;
+
+    let restore_type = string_field("restoreType", wire.restore_type, false)?
+        .unwrap_or_else(|| "restoreDisks".to_string());
+    check_restore_type(&restore_type)?;
+
+    let vm = string_field("vmResourceId", wire.vm_resource_id, true)?.unwrap_or_default();
+    let vm_resource_id =
+        ResourceId::parse(&vm).map_err(|e| reject("invalid-field", "vmResourceId", e.rule))?;
+    if !vm_resource_id.is_type("Microsoft.Compute/virtualMachines") {
+        return Err(reject(
+            "invalid-field",
+            "vmResourceId",
+            "must be a Microsoft.Compute/virtualMachines id",
+        ));
+    }
+
+    let recovery_point = match wire.recovery_point {
+        None | Some(Value::Null) => RecoveryPointChoice::Latest,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("latest") => RecoveryPointChoice::Latest,
+        Some(Value::String(s)) => {
+            if s.is_empty()
+                || s.len() > 64
+                || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(reject(
+                    "invalid-field",
+                    "recoveryPoint",
+                    "must be \"latest\", a recovery point id (digits, letters, '-'), or {\"before\": RFC 3339 time}",
+                ));
+            }
+            RecoveryPointChoice::Id { id: s }
+        }
+        Some(Value::Object(m)) => match (m.get("before"), m.len()) {
+            (Some(Value::String(t)), 1) => RecoveryPointChoice::Before {
+                before: DateTime::parse_from_rfc3339(t)
+                    .map_err(|_| {
+                        reject(
+                            "invalid-field",
+                            "recoveryPoint.before",
+                            "must be an RFC 3339 time",
+                        )
+                    })?
+                    .with_timezone(&Utc),
+            },
+            _ => {
+                return Err(reject(
+                    "invalid-field",
+                    "recoveryPoint",
+                    "an object must be exactly {\"before\": RFC 3339 time}",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(reject(
+                "invalid-field",
+                "recoveryPoint",
+                "must be a string or {\"before\": time}",
+            ))
+        }
+    };
+
+    let rg =
+        string_field("targetResourceGroup", wire.target_resource_group, true)?.unwrap_or_default();
+    let target_resource_group = ResourceGroupId::parse("targetResourceGroup", &rg)?;
+
+    let sa = string_field(
+        "stagingStorageAccountId",
+        wire.staging_storage_account_id,
+        true,
+    )?
+    .unwrap_or_default();
+    let staging_storage_account_id = ResourceId::parse(&sa)
+        .map_err(|e| reject("invalid-field", "stagingStorageAccountId", e.rule))?;
+    if !staging_storage_account_id.is_type("Microsoft.Storage/storageAccounts") {
+        return Err(reject(
+            "invalid-field",
+            "stagingStorageAccountId",
+            "must be a Microsoft.Storage/storageAccounts id",
+        ));
+    }
+
+    let target_vm_name = string_field("targetVmName", wire.target_vm_name, false)?;
+    if let Some(n) = &target_vm_name {
+        if n.is_empty()
+            || n.len() > 64
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || n.starts_with('-')
+        {
+            return Err(reject(
+                "invalid-field",
+                "targetVmName",
+                "must be 1-64 letters, digits, '-' or '_', not starting with '-'",
+            ));
+        }
+    }
+    let target_subnet_id = match string_field("targetSubnetId", wire.target_subnet_id, false)? {
+        None => None,
+        Some(s) => {
+            let id = ResourceId::parse(&s)
+                .map_err(|e| reject("invalid-field", "targetSubnetId", e.rule))?;
+            if !id.is_type("Microsoft.Network/virtualNetworks/subnets") {
+                return Err(reject(
+                    "invalid-field",
+                    "targetSubnetId",
+                    "must be a Microsoft.Network/virtualNetworks/subnets id",
+                ));
+            }
+            Some(id)
+        }
+    };
+    let requested_by = string_field("requestedBy", wire.requested_by, false)?;
+    if requested_by.as_ref().is_some_and(|r| r.len() > 256) {
+        return Err(reject(
+            "invalid-field",
+            "requestedBy",
+            "must be at most 256 characters",
+        ));
+    }
+    let reply_to = string_field("replyTo", wire.reply_to, false)?;
+    if let Some(q) = &reply_to {
+        if !valid_queue_name(q) {
+            return Err(reject(
+                "invalid-field",
+                "replyTo",
+                "must be a Service Bus queue name (letters, digits, '-', '_', '.')",
+            ));
+        }
+    }
+    // Same-subscription rule (Azure Backup, ADE VMs): target and staging in the VM's subscription.
+    let sub = vm_resource_id.subscription();
+    if !target_resource_group.subscription.eq_ignore_ascii_case(sub) {
+        return Err(reject(
+            "cross-subscription",
+            "targetResourceGroup",
+            format!(
+                "must be in the VM's subscription {sub} (got {}): Azure Backup restores encrypted VMs only within their subscription",
+                target_resource_group.subscription
+            ),
+        ));
+    }
+    if !staging_storage_account_id
+        .subscription()
+        .eq_ignore_ascii_case(sub)
+    {
+        return Err(reject(
+            "cross-subscription",
+            "stagingStorageAccountId",
+            format!(
+                "must be in the VM's subscription {sub} (got {}): Azure Backup restores encrypted VMs only within their subscription",
+                staging_storage_account_id.subscription()
+            ),
+        ));
+    }
+    if let Some(subnet) = &target_subnet_id {
+        if !subnet.subscription().eq_ignore_ascii_case(sub) {
+            return Err(reject(
+                "cross-subscription",
+                "targetSubnetId",
+                format!("must be in the VM's subscription {sub}"),
+            ));
+        }
+    }
+    let fingerprint = fingerprint(&[
+        &vm_resource_id.canonical(),
+        &serde_json::to_string(&recovery_point).unwrap_or_default(),
+        &target_resource_group.id().to_ascii_lowercase(),
+        &staging_storage_account_id.canonical(),
+        target_vm_name.as_deref().unwrap_or(""),
+        &target_subnet_id
+            .as_ref()
+            .map(|s| s.canonical())
+            .unwrap_or_default(),
+        &restore_type.to_ascii_lowercase(),
+    ]);
+    Ok(RestoreRequest {
+        ticket_id,
+        vm_resource_id,
+        recovery_point,
+        target_resource_group,
+        staging_storage_account_id,
+        target_vm_name,
+        target_subnet_id,
+        requested_by,
+        reply_to,
+        fingerprint,
+    })
+}
+
+fn fingerprint(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1f]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Encrypted VMs can only be restored by restoring disks (Azure Backup docs).
+fn check_restore_type(t: &str) -> Result<(), Rejection> {
+    let lower = t.to_ascii_lowercase();
+    match lower.as_str() {
+        "restoredisks" => Ok(()),
+        "replaceexisting" | "originallocation" | "replacedisks" => Err(reject(
+            "unsupported-restore-type",
+            "restoreType",
+            format!("{t:?} is not supported for VMs encrypted with Azure Disk Encryption: Azure Backup cannot replace an existing encrypted VM; use restoreDisks (ade-backup then redeploys the VM)"),
+        )),
+        "createvm" | "alternatelocation" | "createnew" => Err(reject(
+            "unsupported-restore-type",
+            "restoreType",
+            format!("{t:?} is not supported for VMs encrypted with Azure Disk Encryption: Azure Backup only restores their disks; use restoreDisks (ade-backup then creates the VM from the generated template)"),
+        )),
+        "filelevel" | "filerecovery" | "itemlevel" | "itemlevelrestore" | "file" => Err(reject(
+            "unsupported-restore-type",
+            "restoreType",
+            format!("{t:?} is not supported: Azure Backup offers no file- or folder-level recovery for VMs encrypted with Azure Disk Encryption; restore the disks instead"),
+        )),
+        _ => Err(reject(
+            "invalid-field",
+            "restoreType",
+            format!("{t:?} is not a restore type; the only one allowed for ADE VMs is restoreDisks"),
+        )),
+    }
+}
+
+/// Which subscriptions / resource groups a ticketing system may restore into (configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreAllowlist {
+    #[serde(default)]
+    pub entries: Vec<AllowEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowEntry {
+    pub subscription: String,
+    /// Resource group names; `["*"]` for any in the subscription.
+    pub resource_groups: Vec<String>,
+}
+
+impl RestoreAllowlist {
+    pub fn allows(&self, rg: &ResourceGroupId) -> bool {
+        self.entries.iter().any(|e| {
+            e.subscription.eq_ignore_ascii_case(&rg.subscription)
+                && e.resource_groups
+                    .iter()
+                    .any(|g| g == "*" || g.eq_ignore_ascii_case(&rg.name))
+        })
+    }
+
+    /// Rejects targets outside the allowlist (and staging accounts outside it too).
+    pub fn check(&self, req: &RestoreRequest) -> Result<(), Rejection> {
+        if !self.allows(&req.target_resource_group) {
+            return Err(reject(
+                "forbidden",
+                "targetResourceGroup",
+                format!(
+                    "{} is not in the restore allowlist for ticketing systems",
+                    req.target_resource_group.id()
+                ),
+            ));
+        }
+        let staging_rg = ResourceGroupId {
+            subscription: req.staging_storage_account_id.subscription().to_string(),
+            name: req.staging_storage_account_id.resource_group().to_string(),
+        };
+        if !self.allows(&staging_rg) {
+            return Err(reject(
+                "forbidden",
+                "stagingStorageAccountId",
+                format!(
+                    "{} is not in the restore allowlist for ticketing systems",
+                    staging_rg.id()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const S: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn valid() -> Value {
+        json!({
+            "version": 1,
+            "ticketId": "INC0012345",
+            "vmResourceId": format!("/subscriptions/{S}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm-1"),
+            "recoveryPoint": "latest",
+            "targetResourceGroup": format!("/subscriptions/{S}/resourceGroups/rg-restore"),
+            "stagingStorageAccountId": format!("/subscriptions/{S}/resourceGroups/rg-restore/providers/Microsoft.Storage/storageAccounts/stagingsa"),
+            "targetVmName": "vm-1-restored",
+            "requestedBy": "jane@contoso.com",
+            "replyTo": "restore-status"
+        })
+    }
+
+    fn parse_v(v: &Value) -> Result<RestoreRequest, Rejection> {
+        parse(&serde_json::to_vec(v).expect("json"))
+    }
+
+    #[test]
+    fn valid_request_parses() {
+        let r = parse_v(&valid()).expect("valid");
+        assert_eq!(r.ticket_id.as_str(), "INC0012345");
+        assert_eq!(r.recovery_point, RecoveryPointChoice::Latest);
+        let mut before = valid();
+        before["recoveryPoint"] = json!({"before": "2026-11-20T00:00:00Z"});
+        assert!(matches!(
+            parse_v(&before).expect("valid").recovery_point,
+            RecoveryPointChoice::Before { .. }
+        ));
+        let mut id = valid();
+        id["recoveryPoint"] = json!("932883886256475");
+        assert!(matches!(
+            parse_v(&id).expect("valid").recovery_point,
+            RecoveryPointChoice::Id { .. }
+        ));
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let cases: Vec<(&str, Value, &str, &str)> = vec![
+            ("ticketId", json!(null), "ticketId", "invalid-field"),
+            ("ticketId", json!("a/b"), "ticketId", "invalid-field"),
+            ("restoreType", json!("replaceExisting"), "restoreType", "unsupported-restore-type"),
+            ("restoreType", json!("createVm"), "restoreType", "unsupported-restore-type"),
+            ("restoreType", json!("alternateLocation"), "restoreType", "unsupported-restore-type"),
+            ("restoreType", json!("fileLevel"), "restoreType", "unsupported-restore-type"),
+            ("vmResourceId", json!("/subscriptions/x"), "vmResourceId", "invalid-field"),
+            ("recoveryPoint", json!({"before": "yesterday"}), "recoveryPoint.before", "invalid-field"),
+            ("targetResourceGroup", json!("/subscriptions/00000000-0000-0000-0000-000000000002/resourceGroups/rg"), "targetResourceGroup", "cross-subscription"),
+            ("stagingStorageAccountId", json!("/subscriptions/00000000-0000-0000-0000-000000000002/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa"), "stagingStorageAccountId", "cross-subscription"),
+            ("replyTo", json!("../admin"), "replyTo", "invalid-field"),
+        ];
+        for (key, value, field, code) in cases {
+            let mut v = valid();
+            v[key] = value;
+            let err = parse_v(&v).expect_err(key);
+            assert_eq!(
+                (err.field.as_str(), err.code.as_str()),
+                (field, code),
+                "{key}: {err}"
+            );
+        }
+        let mut unknown = valid();
+        unknown["extra"] = json!(1);
+        assert_eq!(parse_v(&unknown).expect_err("unknown").field, "$");
+        assert_eq!(parse(b"nope").expect_err("json").code, "invalid-message");
+    }
+
+    #[test]
+    fn different_requests_have_different_fingerprints() {
+        let a = parse_v(&valid()).expect("a");
+        let mut v = valid();
+        v["targetVmName"] = json!("other");
+        let b = parse_v(&v).expect("b");
+        assert_ne!(a.fingerprint, b.fingerprint);
+        assert_eq!(
+            a.fingerprint,
+            parse_v(&valid()).expect("a again").fingerprint
+        );
+    }
+
+    #[test]
+    fn allowlist_forbids_other_targets() {
+        let r = parse_v(&valid()).expect("valid");
+        let list = RestoreAllowlist {
+            entries: vec![AllowEntry {
+                subscription: S.into(),
+                resource_groups: vec!["rg-restore".into()],
+            }],
+        };
+        assert!(list.check(&r).is_ok());
+        let other = RestoreAllowlist {
+            entries: vec![AllowEntry {
+                subscription: S.into(),
+                resource_groups: vec!["rg-other".into()],
+            }],
+        };
+        assert_eq!(other.check(&r).expect_err("forbidden").code, "forbidden");
+        assert_eq!(
+            RestoreAllowlist::default()
+                .check(&r)
+                .expect_err("empty")
+                .code,
+            "forbidden"
+        );
+    }
+}
