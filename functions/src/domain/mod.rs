@@ -5,3 +5,4 @@ pub mod events;
 pub mod kv_access;
 pub mod restore_request;
 pub mod rules;
+pub mod steps;
