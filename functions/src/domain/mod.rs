@@ -6,3 +6,4 @@ pub mod kv_access;
 pub mod restore_request;
 pub mod rules;
 pub mod steps;
+pub mod sweep_plan;
