@@ -7,7 +7,13 @@
 //! - `list` returns keys under a prefix, sorted.
 //!
 //! A lost race is always a typed conflict that the caller retries on fresh state, never a silent
-//! overwrite. Keys are `/`-separated relative paths (see README "Blob layout").
+//! overwrite. Keys are `/`-separated relative paths (see docs/state.md).
+
+pub mod blob;
+pub mod fs;
+
+pub use blob::{BlobStateStore, BlobStateStoreOptions};
+pub use fs::FsStateStore;
 
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -121,6 +127,8 @@ pub mod json {
         F: FnMut(Option<&T>) -> Result<Option<T>, E> + Send,
     {
         const MAX_ATTEMPTS: usize = 16;
+        const BACKOFF_BASE_MS: u64 = 2;
+        const BACKOFF_CAP_MS: u64 = 250;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -140,7 +148,13 @@ pub mod json {
             };
             match written {
                 Ok(_) => return Ok(next),
-                Err(StateError::Conflict { .. }) if attempt < MAX_ATTEMPTS => continue,
+                Err(StateError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                    // Without a pause, contenders re-read and collide in lockstep, and one of
+                    // 20 concurrent writers can lose all attempts. Full jitter, exponential, capped.
+                    let cap_ms = (BACKOFF_BASE_MS << attempt.min(8)).min(BACKOFF_CAP_MS);
+                    let pause = rand::random_range(0..=cap_ms);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
                 Err(e) => return Err(E::from(e)),
             }
         }
