@@ -27,7 +27,7 @@ pub fn key_segment(s: &str) -> String {
         }
     }
     if out.is_empty() {
-        out.push_str("=");
+        out.push('=');
     }
     out
 }
