@@ -231,3 +231,111 @@ mod tests {
         assert!(validate_key(&deadletter_key("restore-requests", "m/../x")).is_ok());
     }
 }
+
+/// Restore statuses reported to the ticket, in order.
+pub mod restore_status {
+    pub const ACCEPTED: &str = "accepted";
+    pub const REJECTED: &str = "rejected";
+    pub const RESTORING_DISKS: &str = "restoring-disks";
+    pub const DISKS_RESTORED: &str = "disks-restored";
+    pub const DEPLOYING: &str = "deploying";
+    pub const REINSTALLING_ADE: &str = "reinstalling-ade";
+    pub const COMPLETED: &str = "completed";
+    pub const FAILED: &str = "failed";
+
+    pub fn is_final(s: &str) -> bool {
+        matches!(s, REJECTED | COMPLETED | FAILED)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreAzureIds {
+    pub vault_id: Option<String>,
+    pub protected_item_id: Option<String>,
+    pub recovery_point_id: Option<String>,
+    pub recovery_point_time: Option<DateTime<Utc>>,
+    pub restore_job_id: Option<String>,
+    /// Template blob URI from the restore job (never with a SAS query).
+    pub template_blob_uri: Option<String>,
+    #[serde(default)]
+    pub restored_disk_ids: Vec<String>,
+    pub deployment_id: Option<String>,
+    pub restored_vm_id: Option<String>,
+    pub ade_extension_id: Option<String>,
+}
+
+/// One status message to the ticketing system (also kept in the restore document's history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatusUpdate {
+    pub ticket_id: String,
+    /// Monotonic per ticket: lets a ticketing system order updates and drop duplicates.
+    pub sequence: u32,
+    pub status: String,
+    pub at: DateTime<Utc>,
+    /// The step the status is about (e.g. `restore-disks`, `deploy`, `reinstall-ade`).
+    pub step: Option<String>,
+    /// A sentence for a human.
+    pub message: String,
+    /// Reason code on rejected / failed.
+    pub reason: Option<String>,
+    /// For rejected: the field at fault.
+    pub field: Option<String>,
+    /// For failed: what a human should do next.
+    pub next_action: Option<String>,
+    #[serde(default)]
+    pub azure: RestoreAzureIds,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreOperation {
+    pub ticket_id: TicketId,
+    /// Fingerprint of the accepted request: a different request with this ticket id is a conflict.
+    pub fingerprint: String,
+    pub request: Option<crate::domain::restore_request::RestoreRequest>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub reply_to: Option<String>,
+    pub requested_by: Option<String>,
+    /// ADE settings to reinstall (from the VM record captured at protection time).
+    pub ade: Option<AdeSettings>,
+    #[serde(default)]
+    pub steps: Steps,
+    #[serde(default)]
+    pub azure: RestoreAzureIds,
+    #[serde(default)]
+    pub history: Vec<RestoreStatusUpdate>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl RestoreOperation {
+    /// Appends a status update (returned, to be sent to `replyTo`).
+    pub fn push_status(
+        &mut self,
+        now: DateTime<Utc>,
+        status: &str,
+        step: Option<&str>,
+        message: impl Into<String>,
+    ) -> RestoreStatusUpdate {
+        let update = RestoreStatusUpdate {
+            ticket_id: self.ticket_id.as_str().to_string(),
+            sequence: self.history.len() as u32 + 1,
+            status: status.to_string(),
+            at: now,
+            step: step.map(str::to_string),
+            message: message.into(),
+            reason: None,
+            field: None,
+            next_action: None,
+            azure: self.azure.clone(),
+        };
+        self.status = status.to_string();
+        self.updated_at = now;
+        self.history.push(update.clone());
+        update
+    }
+}
