@@ -1,2 +1,17 @@
+//! ade-backup's Azure Functions custom handler.
+//!
+//! - [`host`]: the custom-handler protocol (`protocol`) and the axum server (`server`) the
+//!   Functions host talks to.
+//! - [`handlers`]: the function registry, the dispatch core and one module per function.
+//! - [`domain`]: pure decision logic (events, ADE classification, rules, Key Vault access,
+//!   restore requests, sweep plans, step claims) — no I/O, unit-tested.
+//! - [`records`]: the documents kept in the state store and their keys.
+//! - [`context`]: what handlers get (state store, sender, settings, clock).
+//! - [`settings`]: environment configuration.
+
+pub mod context;
 pub mod domain;
+pub mod handlers;
+pub mod host;
 pub mod records;
+pub mod settings;

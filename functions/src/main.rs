@@ -1,1 +1,149 @@
-fn main() {}
+//! `ade-backup`: the Azure Functions custom handler and its operator CLI.
+//!
+//! `host.json` launches `ade-backup serve`; with no subcommand and `FUNCTIONS_CUSTOMHANDLER_PORT`
+//! set, the binary serves too (so a bare `defaultExecutablePath` also works).
+
+use ade_backup_functions::context::{Context, SystemClock};
+use ade_backup_functions::handlers::Registry;
+use ade_backup_functions::host::server;
+use ade_backup_functions::settings::Settings;
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const PORT_VAR: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ade-backup",
+    version,
+    about = "Keeps Azure Disk Encryption VMs backed up and restorable"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Azure Functions custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Port the Functions host assigned (it sets FUNCTIONS_CUSTOMHANDLER_PORT).
+    #[arg(long, env = PORT_VAR)]
+    port: u16,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let command = match cli.command {
+        Some(c) => c,
+        None => match std::env::var(PORT_VAR) {
+            Ok(p) => match p.trim().parse::<u16>() {
+                Ok(port) => Command::Serve(ServeArgs { port }),
+                Err(_) => {
+                    eprintln!("error: {PORT_VAR} must be a TCP port number (0-65535), got {p:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            Err(_) => {
+                eprintln!(
+                    "error: no subcommand given and {PORT_VAR} is not set; try `ade-backup --help`"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ade-backup failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Arc::new(Settings::from_env()?);
+    let ctx = Context {
+        state: Arc::new(wiring::NotWiredStateStore),
+        sender: Arc::new(wiring::NotWiredSender),
+        settings,
+        clock: Arc::new(SystemClock),
+    };
+    server::serve(args.port, Registry::production(), ctx).await?;
+    Ok(())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // JSON lines on stdout: the Functions host forwards worker output to its logs.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .try_init();
+}
+
+/// Backends `serve` does not have yet.
+///
+/// NOT DONE: `FsStateStore` / `BlobStateStore` and `ServiceBusSender` are written in parallel by
+/// other work items; the lead replaces these two with the real ones chosen from
+/// `Settings::state` and `Settings::servicebus_endpoint`. Until then every invocation that
+/// touches state fails as transient (500, message redelivered) with a log saying so — never a
+/// silent success.
+mod wiring {
+    use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
+    use ade_backup_shared::state::{ETag, StateError, StateStore};
+    use async_trait::async_trait;
+
+    const STATE: &str =
+        "state store not wired into `ade-backup serve` yet (FsStateStore/BlobStateStore pending)";
+
+    pub struct NotWiredStateStore;
+
+    #[async_trait]
+    impl StateStore for NotWiredStateStore {
+        async fn get(&self, _key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
+            Err(StateError::Unavailable(STATE.into()))
+        }
+        async fn create(&self, _key: &str, _body: &[u8]) -> Result<ETag, StateError> {
+            Err(StateError::Unavailable(STATE.into()))
+        }
+        async fn replace(&self, _: &str, _: &[u8], _: &ETag) -> Result<ETag, StateError> {
+            Err(StateError::Unavailable(STATE.into()))
+        }
+        async fn list(&self, _prefix: &str) -> Result<Vec<String>, StateError> {
+            Err(StateError::Unavailable(STATE.into()))
+        }
+    }
+
+    pub struct NotWiredSender;
+
+    #[async_trait]
+    impl MessageSender for NotWiredSender {
+        async fn send(&self, _message: OutboundMessage) -> Result<(), MessagingError> {
+            Err(MessagingError::Transient(
+                "Service Bus sender not wired into `ade-backup serve` yet".into(),
+            ))
+        }
+    }
+}

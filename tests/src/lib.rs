@@ -1,1 +1,221 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: an in-memory state store, a recording message sender,
+//! and `spawn_app` which runs the real custom-handler server on an ephemeral loopback port.
+
+use ade_backup_functions::context::{Context, ManualClock};
+use ade_backup_functions::handlers::Registry;
+use ade_backup_functions::host::server::{self, ServeError};
+use ade_backup_functions::settings::Settings;
+use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
+use ade_backup_shared::state::{validate_key, ETag, StateError, StateStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test handler must not wedge every later test on a poisoned lock.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A `StateStore` in memory with the same contract as the real ones (create-if-absent,
+/// replace-if-ETag-matches, sorted list). `fail_writes` simulates an outage.
+#[derive(Debug, Default)]
+pub struct MemoryStateStore {
+    docs: Mutex<BTreeMap<String, (Vec<u8>, ETag)>>,
+    next_etag: AtomicU64,
+    pub fail_writes: AtomicBool,
+}
+
+impl MemoryStateStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn etag(&self) -> ETag {
+        ETag(format!(
+            "\"{}\"",
+            self.next_etag.fetch_add(1, Ordering::SeqCst)
+        ))
+    }
+    fn check_writable(&self) -> Result<(), StateError> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(StateError::Unavailable("simulated outage".into()));
+        }
+        Ok(())
+    }
+    /// The stored document at `key` as JSON, if any.
+    pub fn json(&self, key: &str) -> Option<serde_json::Value> {
+        lock(&self.docs)
+            .get(key)
+            .and_then(|(b, _)| serde_json::from_slice(b).ok())
+    }
+    pub fn keys(&self) -> Vec<String> {
+        lock(&self.docs).keys().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
+        validate_key(key)?;
+        Ok(lock(&self.docs).get(key).cloned())
+    }
+    async fn create(&self, key: &str, body: &[u8]) -> Result<ETag, StateError> {
+        validate_key(key)?;
+        self.check_writable()?;
+        let mut docs = lock(&self.docs);
+        if docs.contains_key(key) {
+            return Err(StateError::Conflict {
+                key: key.to_string(),
+            });
+        }
+        let etag = self.etag();
+        docs.insert(key.to_string(), (body.to_vec(), etag.clone()));
+        Ok(etag)
+    }
+    async fn replace(&self, key: &str, body: &[u8], etag: &ETag) -> Result<ETag, StateError> {
+        validate_key(key)?;
+        self.check_writable()?;
+        let mut docs = lock(&self.docs);
+        match docs.get(key) {
+            Some((_, current)) if current == etag => {
+                let next = self.etag();
+                docs.insert(key.to_string(), (body.to_vec(), next.clone()));
+                Ok(next)
+            }
+            _ => Err(StateError::Conflict {
+                key: key.to_string(),
+            }),
+        }
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        Ok(lock(&self.docs)
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
+/// A `MessageSender` that records what it was asked to send.
+#[derive(Debug, Default)]
+pub struct RecordingSender {
+    sent: Mutex<Vec<OutboundMessage>>,
+}
+
+impl RecordingSender {
+    pub fn sent(&self) -> Vec<OutboundMessage> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl MessageSender for RecordingSender {
+    async fn send(&self, message: OutboundMessage) -> Result<(), MessagingError> {
+        lock(&self.sent).push(message);
+        Ok(())
+    }
+}
+
+/// Settings good enough for the server: nothing in them is dialled by the scaffold handlers.
+pub fn test_settings() -> Settings {
+    Settings::from_lookup(|k| match k {
+        "ADE_BACKUP_STATE" => Some("fs:/nonexistent/ade-backup-tests".into()),
+        "ADE_BACKUP_SERVICEBUS_ENDPOINT" => Some("https://test.servicebus.windows.net/".into()),
+        _ => None,
+    })
+    .expect("test settings are valid")
+}
+
+pub fn test_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
+        .expect("valid time")
+        .with_timezone(&Utc)
+}
+
+/// A running server plus handles on everything behind it.
+pub struct TestApp {
+    /// `http://127.0.0.1:{port}`
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: Arc<MemoryStateStore>,
+    pub sender: Arc<RecordingSender>,
+    pub clock: Arc<ManualClock>,
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The server task; resolves once the server has shut down.
+    pub server: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TestApp {
+    /// POSTs `body` to `/{function}` like the Functions host does.
+    pub async fn invoke(&self, function: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/{function}", self.address))
+            .header(
+                "X-Azure-Functions-InvocationId",
+                uuid::Uuid::new_v4().to_string(),
+            )
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the server")
+    }
+
+    /// POSTs raw bytes to `/{function}`.
+    pub async fn invoke_raw(&self, function: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(format!("{}/{function}", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the server")
+    }
+
+    /// Asks the server to shut down gracefully (what SIGTERM does in production).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Runs the production registry (zero2prod style: bind `127.0.0.1:0`, serve in a task).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Registry::production()).await
+}
+
+/// Runs `registry` (tests add test-only functions to it).
+pub async fn spawn_app_with(registry: Registry) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an ephemeral port");
+    let port = listener.local_addr().expect("local addr").port();
+    let state = Arc::new(MemoryStateStore::new());
+    let sender = Arc::new(RecordingSender::default());
+    let clock = Arc::new(ManualClock::new(test_time()));
+    let ctx = Context {
+        state: state.clone(),
+        sender: sender.clone(),
+        settings: Arc::new(test_settings()),
+        clock: clock.clone(),
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(listener, registry, ctx, async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("http client"),
+        state,
+        sender,
+        clock,
+        shutdown: Some(tx),
+        server,
+    }
+}

@@ -1,0 +1,16 @@
+//! `BackupVm`: Service Bus trigger on queue `backup-vm`. Protects the VM in its Recovery Services vault and records its ADE settings.
+//!
+//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
+//! only proves the wiring: it parses the message (JSON object body + metadata), records the
+//! receipt at `operations/backup-vm/{messageId}.json` and completes. A body
+//! that is not a JSON object is poison (`MalformedBody`).
+
+use crate::context::Context;
+use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::host::protocol::TriggerInput;
+
+pub const NAME: &str = "BackupVm";
+
+pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
+    record_message_receipt(NAME, input, ctx).await
+}

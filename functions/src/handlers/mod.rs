@@ -1,0 +1,531 @@
+//! Function registry and the transport-independent dispatch core.
+//!
+//! A handler is a plain `async fn(TriggerInput, &Context) -> Result<HandlerOutput, HandlerError>`;
+//! the [`Registry`] maps each Functions function name (the folder holding its `function.json`) to
+//! its trigger and handler. [`dispatch`] runs a handler and turns its result into an [`Outcome`]
+//! that the HTTP adapter (`host::server`) renders.
+//!
+//! Failure contract (the README repeats it):
+//! - `Ok` → 200; the host completes the message.
+//! - [`HandlerError::Transient`] → 500 with the error in `Logs`; the host abandons the message,
+//!   Service Bus redelivers it (`DeliveryCount` + 1) and dead-letters it after `maxDeliveryCount`.
+//! - [`HandlerError::Poison`] → the reason is first recorded at
+//!   `deadletters/{queue}/{messageId}.json`, then 500 with `ReturnValue: {"deadLetter": {"reason",
+//!   "description"}}`. The embedded local host dead-letters at once with that reason; the Azure
+//!   host ignores `ReturnValue` on failure, so there Service Bus dead-letters after
+//!   `maxDeliveryCount` — the recorded document keeps the real reason. If recording fails the
+//!   outcome degrades to transient (no `deadLetter`), so the message is retried rather than lost.
+
+use crate::context::Context;
+use crate::host::protocol::{DeadLetter, TriggerInput, TriggerSpec};
+use ade_backup_shared::state::{self, StateError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod backup_vm;
+pub mod grant_key_vault_access;
+pub mod on_restore_request;
+pub mod on_vm_encryption_event;
+pub mod policy_sweep;
+pub mod redeploy_vm;
+pub mod restore_vm;
+
+/// What a successful handler returns: log lines for the invocation log and an optional
+/// `ReturnValue` (none of this app's functions bind `$return`, so it is informational).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HandlerOutput {
+    pub logs: Vec<String>,
+    pub return_value: Value,
+}
+
+impl HandlerOutput {
+    pub fn log(mut self, line: impl Into<String>) -> Self {
+        self.logs.push(line.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying: the message is abandoned and redelivered.
+    #[error("transient failure, the message will be redelivered: {0}")]
+    Transient(String),
+    /// Will never succeed: dead-letter with this reason (see the module docs).
+    #[error("poison message ({reason}): {description}")]
+    Poison { reason: String, description: String },
+}
+
+impl HandlerError {
+    pub fn poison(reason: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::Poison {
+            reason: reason.into(),
+            description: description.into(),
+        }
+    }
+}
+
+impl From<StateError> for HandlerError {
+    fn from(e: StateError) -> Self {
+        match e {
+            // A key is built from the input; an invalid one will be invalid on every delivery.
+            StateError::InvalidKey { .. } => Self::poison("InvalidStateKey", e.to_string()),
+            _ => Self::Transient(e.to_string()),
+        }
+    }
+}
+
+pub type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<HandlerOutput, HandlerError>> + Send + 'a>>;
+/// The boxed form of an `async fn(TriggerInput, &Context)`; build one with [`handler_fn!`].
+pub type HandlerFn = for<'a> fn(TriggerInput, &'a Context) -> HandlerFuture<'a>;
+
+/// Wraps an `async fn(TriggerInput, &Context) -> Result<HandlerOutput, HandlerError>` path into a
+/// [`HandlerFn`].
+#[macro_export]
+macro_rules! handler_fn {
+    ($path:path) => {{
+        fn boxed<'a>(
+            input: $crate::host::protocol::TriggerInput,
+            ctx: &'a $crate::context::Context,
+        ) -> $crate::handlers::HandlerFuture<'a> {
+            Box::pin($path(input, ctx))
+        }
+        boxed as $crate::handlers::HandlerFn
+    }};
+}
+
+/// One registered function.
+#[derive(Clone)]
+pub struct FunctionSpec {
+    pub name: &'static str,
+    pub trigger: TriggerSpec,
+    pub handler: HandlerFn,
+}
+
+impl std::fmt::Debug for FunctionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionSpec")
+            .field("name", &self.name)
+            .field("trigger", &self.trigger)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Function name → spec. Names are matched exactly, as the host sends the folder name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    functions: BTreeMap<&'static str, FunctionSpec>,
+}
+
+/// Binding name of every Service Bus trigger in this app's `function.json` files.
+pub const MESSAGE_BINDING: &str = "message";
+/// Binding name of the timer trigger.
+pub const TIMER_BINDING: &str = "timer";
+/// The policy sweep's NCRONTAB schedule (6 fields, seconds first).
+pub const POLICY_SWEEP_SCHEDULE: &str = "0 */30 * * * *";
+
+impl Registry {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Every function this app deploys. Must agree with the `function.json` files (a test checks).
+    pub fn production() -> Self {
+        let sb = |queue| TriggerSpec::ServiceBus {
+            queue,
+            binding: MESSAGE_BINDING,
+        };
+        Self::empty()
+            .with(FunctionSpec {
+                name: on_vm_encryption_event::NAME,
+                trigger: sb("vm-encryption-events"),
+                handler: handler_fn!(on_vm_encryption_event::handle),
+            })
+            .with(FunctionSpec {
+                name: policy_sweep::NAME,
+                trigger: TriggerSpec::Timer {
+                    schedule: POLICY_SWEEP_SCHEDULE,
+                    binding: TIMER_BINDING,
+                },
+                handler: handler_fn!(policy_sweep::handle),
+            })
+            .with(FunctionSpec {
+                name: on_restore_request::NAME,
+                trigger: sb("restore-requests"),
+                handler: handler_fn!(on_restore_request::handle),
+            })
+            .with(FunctionSpec {
+                name: grant_key_vault_access::NAME,
+                trigger: sb("grant-key-vault-access"),
+                handler: handler_fn!(grant_key_vault_access::handle),
+            })
+            .with(FunctionSpec {
+                name: backup_vm::NAME,
+                trigger: sb("backup-vm"),
+                handler: handler_fn!(backup_vm::handle),
+            })
+            .with(FunctionSpec {
+                name: restore_vm::NAME,
+                trigger: sb("restore-vm"),
+                handler: handler_fn!(restore_vm::handle),
+            })
+            .with(FunctionSpec {
+                name: redeploy_vm::NAME,
+                trigger: sb("redeploy-vm"),
+                handler: handler_fn!(redeploy_vm::handle),
+            })
+    }
+
+    /// Adds (or replaces) a function.
+    pub fn with(mut self, spec: FunctionSpec) -> Self {
+        self.functions.insert(spec.name, spec);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&FunctionSpec> {
+        self.functions.get(name)
+    }
+
+    pub fn specs(&self) -> impl Iterator<Item = &FunctionSpec> {
+        self.functions.values()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.functions.keys().copied().collect()
+    }
+}
+
+/// The result of one invocation, before it is rendered for the host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed(HandlerOutput),
+    Failed {
+        error: HandlerError,
+        logs: Vec<String>,
+        /// Set only for a Service Bus poison message whose reason was recorded.
+        dead_letter: Option<DeadLetter>,
+    },
+}
+
+/// What is stored at `deadletters/{queue}/{messageId}.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterRecord {
+    pub queue: String,
+    pub message_id: String,
+    pub function: String,
+    pub reason: String,
+    pub description: String,
+    pub correlation_id: Option<String>,
+    pub delivery_count: u32,
+    pub first_recorded_at: DateTime<Utc>,
+    pub last_recorded_at: DateTime<Utc>,
+}
+
+/// Runs `spec`'s handler on `input` and classifies the result, recording poison reasons.
+pub async fn dispatch(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -> Outcome {
+    let message = match &input {
+        TriggerInput::ServiceBus(m) => Some(m.clone()),
+        TriggerInput::Timer(_) => None,
+    };
+    match (spec.handler)(input, ctx).await {
+        Ok(out) => Outcome::Completed(out),
+        Err(error @ HandlerError::Transient(_)) => Outcome::Failed {
+            logs: vec![error.to_string()],
+            error,
+            dead_letter: None,
+        },
+        Err(HandlerError::Poison {
+            reason,
+            description,
+        }) => {
+            let error = HandlerError::poison(reason.clone(), description.clone());
+            let Some(m) = message else {
+                return Outcome::Failed {
+                    logs: vec![error.to_string()],
+                    error,
+                    dead_letter: None,
+                };
+            };
+            let key = dead_letter_key(&m.queue, &m.message_id);
+            let now = ctx.clock.now();
+            let recorded = state::json::update::<DeadLetterRecord, StateError, _>(
+                ctx.state.as_ref(),
+                &key,
+                |current| {
+                    Ok(Some(DeadLetterRecord {
+                        queue: m.queue.clone(),
+                        message_id: m.message_id.clone(),
+                        function: spec.name.to_string(),
+                        reason: reason.clone(),
+                        description: description.clone(),
+                        correlation_id: m.correlation_id.clone(),
+                        delivery_count: m.delivery_count,
+                        first_recorded_at: current.map_or(now, |c| c.first_recorded_at),
+                        last_recorded_at: now,
+                    }))
+                },
+            )
+            .await;
+            match recorded {
+                Ok(_) => Outcome::Failed {
+                    logs: vec![
+                        error.to_string(),
+                        format!("poison reason recorded at {key}"),
+                    ],
+                    error,
+                    dead_letter: Some(DeadLetter {
+                        reason,
+                        description,
+                    }),
+                },
+                Err(e) => {
+                    let error = HandlerError::Transient(format!(
+                        "could not record the poison reason at {key} ({e}); retrying instead of dead-lettering: {error}"
+                    ));
+                    Outcome::Failed {
+                        logs: vec![error.to_string()],
+                        error,
+                        dead_letter: None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `deadletters/{queue}/{messageId}.json`, with the id made key-safe.
+pub fn dead_letter_key(queue: &str, message_id: &str) -> String {
+    format!(
+        "deadletters/{}/{}.json",
+        key_segment(queue),
+        key_segment(message_id)
+    )
+}
+
+/// A state-key segment for an arbitrary id: the id itself when it is already safe, otherwise a
+/// deterministic UUID of it (so redeliveries of one message land on one document).
+pub fn key_segment(id: &str) -> String {
+    let safe = !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=' | '@'));
+    if safe {
+        id.to_string()
+    } else {
+        format!("id-{}", ade_backup_shared::ids::deterministic_uuid(&[id]))
+    }
+}
+
+/// What the scaffold handlers store at `operations/{function}/{id}.json` until their real logic
+/// lands: proof that the message arrived, parsed, and reached the state store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedOperation {
+    pub function: String,
+    pub status: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub delivery_count: Option<u32>,
+    pub enqueued_time: Option<DateTime<Utc>>,
+    pub deliveries: u32,
+    pub first_received_at: DateTime<Utc>,
+    pub last_received_at: DateTime<Utc>,
+    pub input: Value,
+}
+
+/// Shared body of the scaffold Service Bus handlers: the body must be a JSON object (anything
+/// else is poison — it will never parse), and the receipt is recorded idempotently per MessageId.
+pub(crate) async fn record_message_receipt(
+    function: &'static str,
+    input: TriggerInput,
+    ctx: &Context,
+) -> Result<HandlerOutput, HandlerError> {
+    let TriggerInput::ServiceBus(m) = input else {
+        return Err(HandlerError::poison(
+            "WrongTrigger",
+            format!("{function} is bound to a Service Bus queue but received a timer invocation"),
+        ));
+    };
+    let body: Value = m.json().map_err(|e| {
+        HandlerError::poison(
+            "MalformedBody",
+            format!("the message body must be a JSON object: {e}"),
+        )
+    })?;
+    if !body.is_object() {
+        return Err(HandlerError::poison(
+            "MalformedBody",
+            "the message body must be a JSON object",
+        ));
+    }
+    let key = format!(
+        "operations/{}/{}.json",
+        kebab(function),
+        key_segment(&m.message_id)
+    );
+    let now = ctx.clock.now();
+    let stored = state::json::update::<ReceivedOperation, HandlerError, _>(
+        ctx.state.as_ref(),
+        &key,
+        |current| {
+            Ok(Some(ReceivedOperation {
+                function: function.to_string(),
+                status: "received".into(),
+                message_id: Some(m.message_id.clone()),
+                correlation_id: m.correlation_id.clone(),
+                delivery_count: Some(m.delivery_count),
+                enqueued_time: m.enqueued_time,
+                deliveries: current.map_or(1, |c| c.deliveries + 1),
+                first_received_at: current.map_or(now, |c| c.first_received_at),
+                last_received_at: now,
+                input: body.clone(),
+            }))
+        },
+    )
+    .await?;
+    Ok(HandlerOutput::default().log(format!(
+        "{function}: recorded message {} at {key} (delivery {}, seen {} time(s))",
+        m.message_id, m.delivery_count, stored.deliveries
+    )))
+}
+
+/// `OnVmEncryptionEvent` → `on-vm-encryption-event`.
+pub fn kebab(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    #[test]
+    fn key_segments_are_safe_and_deterministic() {
+        assert_eq!(key_segment("abc-123"), "abc-123");
+        let odd = key_segment("a/b:c");
+        assert!(odd.starts_with("id-"));
+        assert_eq!(odd, key_segment("a/b:c"));
+        assert_ne!(odd, key_segment("a/b:d"));
+        for id in ["..", "", "x y", "a/../b"] {
+            let k = dead_letter_key("backup-vm", id);
+            assert!(state::validate_key(&k).is_ok(), "{k}");
+        }
+        assert_eq!(
+            dead_letter_key("backup-vm", "m1"),
+            "deadletters/backup-vm/m1.json"
+        );
+    }
+
+    #[test]
+    fn kebab_case_names() {
+        assert_eq!(kebab("OnVmEncryptionEvent"), "on-vm-encryption-event");
+        assert_eq!(kebab("PolicySweep"), "policy-sweep");
+    }
+
+    #[test]
+    fn state_errors_classify() {
+        let e: HandlerError = StateError::Unavailable("down".into()).into();
+        assert!(matches!(e, HandlerError::Transient(_)));
+        let e: HandlerError = StateError::InvalidKey {
+            key: "x".into(),
+            rule: "r",
+        }
+        .into();
+        assert!(matches!(e, HandlerError::Poison { .. }));
+    }
+
+    fn read_json(path: &Path) -> Value {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+    }
+
+    /// The registry and the deployed `function.json` files must describe the same functions.
+    #[test]
+    fn function_json_files_match_the_registry() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let registry = Registry::production();
+        assert_eq!(registry.names().len(), 7);
+        for spec in registry.specs() {
+            let doc = read_json(&root.join(spec.name).join("function.json"));
+            let bindings = doc["bindings"].as_array().expect("bindings array");
+            assert_eq!(bindings.len(), 1, "{}: one trigger binding", spec.name);
+            let b = &bindings[0];
+            assert_eq!(b["direction"], "in");
+            match &spec.trigger {
+                TriggerSpec::ServiceBus { queue, binding } => {
+                    assert_eq!(b["type"], "serviceBusTrigger", "{}", spec.name);
+                    assert_eq!(b["queueName"], *queue, "{}", spec.name);
+                    assert_eq!(b["name"], *binding, "{}", spec.name);
+                    assert_eq!(b["connection"], "ServiceBusConnection", "{}", spec.name);
+                }
+                TriggerSpec::Timer { schedule, binding } => {
+                    assert_eq!(b["type"], "timerTrigger", "{}", spec.name);
+                    assert_eq!(b["schedule"], *schedule);
+                    assert_eq!(b["name"], *binding);
+                    assert_eq!(b["runOnStartup"], false);
+                    assert_eq!(
+                        schedule.split_whitespace().count(),
+                        6,
+                        "NCRONTAB has 6 fields"
+                    );
+                }
+            }
+        }
+        // No function folder the registry does not know about.
+        for entry in std::fs::read_dir(root).expect("crate dir") {
+            let path = entry.expect("entry").path();
+            if path.join("function.json").exists() {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .expect("utf-8 name");
+                assert!(
+                    registry.get(name).is_some(),
+                    "{name}/function.json is not registered"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn host_json_runs_this_binary_as_a_custom_handler() {
+        let host = read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("host.json"));
+        assert_eq!(host["version"], "2.0");
+        let d = &host["customHandler"]["description"];
+        assert_eq!(d["defaultExecutablePath"], "ade-backup");
+        assert_eq!(d["arguments"], json!(["serve"]));
+        assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], false);
+        assert_eq!(
+            host["extensionBundle"]["id"],
+            "Microsoft.Azure.Functions.ExtensionBundle"
+        );
+        let sb = &host["extensions"]["serviceBus"];
+        // Non-C# handlers cannot settle messages themselves: completion must be automatic.
+        assert_eq!(sb["autoCompleteMessages"], true);
+        assert!(sb["maxConcurrentCalls"].as_u64().is_some_and(|n| n >= 1));
+        assert!(sb["prefetchCount"].as_u64().is_some());
+        assert!(sb["maxAutoLockRenewalDuration"].is_string());
+    }
+}

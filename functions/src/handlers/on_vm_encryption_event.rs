@@ -1,0 +1,16 @@
+//! `OnVmEncryptionEvent`: Service Bus trigger on queue `vm-encryption-events`. Reacts to ADE being enabled, changed or removed on a VM (Event Grid events routed to the queue): decides whether the VM must be protected.
+//!
+//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
+//! only proves the wiring: it parses the message (JSON object body + metadata), records the
+//! receipt at `operations/on-vm-encryption-event/{messageId}.json` and completes. A body
+//! that is not a JSON object is poison (`MalformedBody`).
+
+use crate::context::Context;
+use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::host::protocol::TriggerInput;
+
+pub const NAME: &str = "OnVmEncryptionEvent";
+
+pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
+    record_message_receipt(NAME, input, ctx).await
+}

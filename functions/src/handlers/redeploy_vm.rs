@@ -1,0 +1,16 @@
+//! `RedeployVm`: Service Bus trigger on queue `redeploy-vm`. Recreates the VM from restored disks and reinstalls the ADE extension.
+//!
+//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
+//! only proves the wiring: it parses the message (JSON object body + metadata), records the
+//! receipt at `operations/redeploy-vm/{messageId}.json` and completes. A body
+//! that is not a JSON object is poison (`MalformedBody`).
+
+use crate::context::Context;
+use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::host::protocol::TriggerInput;
+
+pub const NAME: &str = "RedeployVm";
+
+pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
+    record_message_receipt(NAME, input, ctx).await
+}

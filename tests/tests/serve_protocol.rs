@@ -1,0 +1,390 @@
+//! The custom-handler server, end to end over HTTP, with payloads shaped like the Functions host's
+//! (MicrosoftDocs/azure-docs functions-custom-handlers.md; host `ToHttpScriptInvocationContext`).
+
+use ade_backup_functions::context::Context;
+use ade_backup_functions::handler_fn;
+use ade_backup_functions::handlers::{FunctionSpec, HandlerError, HandlerOutput, Registry};
+use ade_backup_functions::host::protocol::{TriggerInput, TriggerSpec};
+use ade_backup_tests::{spawn_app, spawn_app_with};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A Service Bus invocation exactly as the host sends it: the text body in `Data.message`,
+/// metadata values JSON-encoded inside strings, properties as objects.
+fn service_bus_payload(message_id: &str, body: &str) -> Value {
+    json!({
+        "Data": { "message": body },
+        "Metadata": {
+            "MessageId": format!("\"{message_id}\""),
+            "DeliveryCount": "1",
+            "CorrelationId": "\"corr-1\"",
+            "ContentType": "\"application/json\"",
+            "EnqueuedTimeUtc": "\"2024-05-01T09:59:58.1234567Z\"",
+            "ExpiresAtUtc": "\"9999-12-31T23:59:59.9999999Z\"",
+            "SequenceNumber": "17",
+            "LockToken": "\"6f1c0e52-4a6b-4f1e-9d43-9b0e3f1b2c3d\"",
+            "ApplicationProperties": { "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+            "UserProperties": { "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+            "sys": { "MethodName": "BackupVm", "UtcNow": "2024-05-01T10:00:00.0000001Z", "RandGuid": "24ad4c06-24ad-4e5b-8294-3da9714877e9" }
+        }
+    })
+}
+
+/// The timer invocation from functions-bindings-timer.md.
+fn timer_payload() -> Value {
+    json!({
+        "Data": { "timer": {
+            "Schedule": { "AdjustForDST": true },
+            "ScheduleStatus": {
+                "Last": "2024-05-01T09:30:00+00:00",
+                "Next": "2024-05-01T10:00:00+00:00",
+                "LastUpdated": "2024-05-01T09:30:00.1234567+00:00"
+            },
+            "IsPastDue": false
+        }},
+        "Metadata": { "sys": { "MethodName": "PolicySweep", "UtcNow": "2024-05-01T10:00:00Z" } }
+    })
+}
+
+async fn body_json(resp: reqwest::Response) -> Value {
+    resp.json().await.expect("JSON response body")
+}
+
+fn assert_invocation_shape(v: &Value) {
+    assert!(v["Outputs"].is_object(), "Outputs must be an object: {v}");
+    assert!(v["Logs"].is_array(), "Logs must be an array: {v}");
+    assert!(
+        v.get("ReturnValue").is_some(),
+        "ReturnValue must be present: {v}"
+    );
+}
+
+#[tokio::test]
+async fn healthz_lists_the_functions() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = body_json(resp).await;
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["functions"].as_array().map(Vec::len), Some(7));
+}
+
+#[tokio::test]
+async fn every_service_bus_function_accepts_a_host_shaped_message() {
+    let app = spawn_app().await;
+    for (function, dir) in [
+        ("OnVmEncryptionEvent", "on-vm-encryption-event"),
+        ("OnRestoreRequest", "on-restore-request"),
+        ("GrantKeyVaultAccess", "grant-key-vault-access"),
+        ("BackupVm", "backup-vm"),
+        ("RestoreVm", "restore-vm"),
+        ("RedeployVm", "redeploy-vm"),
+    ] {
+        let id = format!("msg-{dir}");
+        let resp = app
+            .invoke(function, &service_bus_payload(&id, r#"{"vmId":"vm-1"}"#))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{function}");
+        let v = body_json(resp).await;
+        assert_invocation_shape(&v);
+        assert_eq!(v["Outputs"], json!({}));
+        assert_eq!(v["ReturnValue"], Value::Null);
+        assert!(
+            v["Logs"][0].as_str().is_some_and(|l| l.contains(&id)),
+            "{function} logs: {v}"
+        );
+        let doc = app
+            .state
+            .json(&format!("operations/{dir}/{id}.json"))
+            .unwrap_or_else(|| panic!("{function} recorded nothing; keys: {:?}", app.state.keys()));
+        assert_eq!(doc["messageId"], id.as_str());
+        assert_eq!(doc["correlationId"], "corr-1");
+        assert_eq!(doc["deliveryCount"], 1);
+        assert_eq!(doc["input"], json!({"vmId": "vm-1"}));
+    }
+}
+
+#[tokio::test]
+async fn redelivery_updates_the_same_operation_document() {
+    let app = spawn_app().await;
+    let mut payload = service_bus_payload("same-id", r#"{"vmId":"vm-1"}"#);
+    assert_eq!(
+        app.invoke("BackupVm", &payload).await.status(),
+        StatusCode::OK
+    );
+    payload["Metadata"]["DeliveryCount"] = json!("2");
+    assert_eq!(
+        app.invoke("BackupVm", &payload).await.status(),
+        StatusCode::OK
+    );
+    let doc = app
+        .state
+        .json("operations/backup-vm/same-id.json")
+        .expect("recorded");
+    assert_eq!(doc["deliveries"], 2);
+    assert_eq!(doc["deliveryCount"], 2);
+}
+
+#[tokio::test]
+async fn timer_trigger_runs_the_policy_sweep() {
+    let app = spawn_app().await;
+    let resp = app.invoke("PolicySweep", &timer_payload()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = body_json(resp).await;
+    assert_invocation_shape(&v);
+    let doc = app
+        .state
+        .json("operations/policy-sweep/20240501T100000Z.json")
+        .expect("sweep recorded under the clock's time");
+    assert_eq!(doc["function"], "PolicySweep");
+    assert_eq!(doc["input"]["isPastDue"], false);
+}
+
+#[tokio::test]
+async fn unknown_function_is_404_naming_it() {
+    let app = spawn_app().await;
+    let resp = app.invoke("NoSuchFunction", &timer_payload()).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], "FunctionNotFound");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("NoSuchFunction")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_payloads_are_400_naming_the_field() {
+    let app = spawn_app().await;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("BackupVm", b"this is not json".to_vec(), "body"),
+        ("BackupVm", br#"{"Metadata": {}}"#.to_vec(), "Data"),
+        ("BackupVm", br#"{"Data": [], "Metadata": {}}"#.to_vec(), "Data"),
+        (
+            "BackupVm",
+            br#"{"Data": {"msg": "{}"}, "Metadata": {"MessageId": "m", "DeliveryCount": 1}}"#.to_vec(),
+            "Data.message",
+        ),
+        (
+            "BackupVm",
+            br#"{"Data": {"message": "{}"}, "Metadata": {"DeliveryCount": 1}}"#.to_vec(),
+            "Metadata.MessageId",
+        ),
+        (
+            "BackupVm",
+            br#"{"Data": {"message": "{}"}, "Metadata": {"MessageId": "m", "DeliveryCount": "two"}}"#
+                .to_vec(),
+            "Metadata.DeliveryCount",
+        ),
+        (
+            "PolicySweep",
+            br#"{"Data": {"timer": {"IsPastDue": "sometimes"}}}"#.to_vec(),
+            "Data.timer.IsPastDue",
+        ),
+    ];
+    for (function, body, field) in cases {
+        let resp = app.invoke_raw(function, body.clone()).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], "MalformedPayload");
+        assert_eq!(v["error"]["field"], field, "{v}");
+        assert!(v["error"]["rule"].as_str().is_some_and(|r| !r.is_empty()));
+        assert!(
+            v["Logs"][0].as_str().is_some_and(|l| l.contains(field)),
+            "{v}"
+        );
+    }
+    assert!(
+        app.state.keys().is_empty(),
+        "nothing recorded for malformed payloads"
+    );
+}
+
+async fn always_transient(_: TriggerInput, _: &Context) -> Result<HandlerOutput, HandlerError> {
+    Err(HandlerError::Transient("ARM answered 503".into()))
+}
+
+#[tokio::test]
+async fn handler_failure_is_500_with_the_error_in_logs() {
+    let app = spawn_app_with(Registry::production().with(FunctionSpec {
+        name: "Flaky",
+        trigger: TriggerSpec::ServiceBus {
+            queue: "flaky",
+            binding: "message",
+        },
+        handler: handler_fn!(always_transient),
+    }))
+    .await;
+    let resp = app.invoke("Flaky", &service_bus_payload("m-1", "{}")).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let v = body_json(resp).await;
+    assert_invocation_shape(&v);
+    assert_eq!(
+        v["ReturnValue"],
+        Value::Null,
+        "transient errors must not dead-letter"
+    );
+    assert!(
+        v["Logs"][0]
+            .as_str()
+            .is_some_and(|l| l.contains("ARM answered 503")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn poison_is_500_with_dead_letter_and_the_reason_is_recorded() {
+    let app = spawn_app().await;
+    let resp = app
+        .invoke(
+            "BackupVm",
+            &service_bus_payload("poison-1", "definitely not json"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let v = body_json(resp).await;
+    assert_invocation_shape(&v);
+    assert_eq!(v["ReturnValue"]["deadLetter"]["reason"], "MalformedBody");
+    assert!(v["ReturnValue"]["deadLetter"]["description"].is_string());
+    let rec = app
+        .state
+        .json("deadletters/backup-vm/poison-1.json")
+        .expect("poison reason recorded before answering");
+    assert_eq!(rec["reason"], "MalformedBody");
+    assert_eq!(rec["function"], "BackupVm");
+    assert_eq!(rec["queue"], "backup-vm");
+    assert_eq!(rec["messageId"], "poison-1");
+}
+
+#[tokio::test]
+async fn poison_whose_reason_cannot_be_recorded_is_retried_not_dead_lettered() {
+    let app = spawn_app().await;
+    app.state.fail_writes.store(true, Ordering::SeqCst);
+    let resp = app
+        .invoke("BackupVm", &service_bus_payload("poison-2", "not json"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let v = body_json(resp).await;
+    assert_eq!(v["ReturnValue"], Value::Null, "{v}");
+    assert!(
+        v["Logs"][0]
+            .as_str()
+            .is_some_and(|l| l.contains("could not record")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn oversize_body_is_413() {
+    let app = spawn_app().await;
+    let big = "x".repeat(3 * 1024 * 1024);
+    let resp = app
+        .invoke("BackupVm", &service_bus_payload("big", &big))
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], "PayloadTooLarge");
+    assert_eq!(v["error"]["field"], "body");
+}
+
+async fn panics(_: TriggerInput, _: &Context) -> Result<HandlerOutput, HandlerError> {
+    panic!("handler bug")
+}
+
+#[tokio::test]
+async fn panicking_handler_is_500_and_the_server_keeps_serving() {
+    let app = spawn_app_with(Registry::production().with(FunctionSpec {
+        name: "Panics",
+        trigger: TriggerSpec::ServiceBus {
+            queue: "panics",
+            binding: "message",
+        },
+        handler: handler_fn!(panics),
+    }))
+    .await;
+    for _ in 0..2 {
+        let resp = app.invoke("Panics", &service_bus_payload("p", "{}")).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], "HandlerPanicked");
+        assert!(
+            !v.to_string().contains("handler bug"),
+            "panic text stays in the log"
+        );
+    }
+    let resp = app
+        .invoke("BackupVm", &service_bus_payload("after-panic", "{}"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!app.server.is_finished());
+}
+
+static SLOW_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+async fn slow(_: TriggerInput, _: &Context) -> Result<HandlerOutput, HandlerError> {
+    SLOW_STARTED.notify_one();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Ok(HandlerOutput::default().log("slow handler finished"))
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_invocations() {
+    let mut app = spawn_app_with(Registry::production().with(FunctionSpec {
+        name: "Slow",
+        trigger: TriggerSpec::ServiceBus {
+            queue: "slow",
+            binding: "message",
+        },
+        handler: handler_fn!(slow),
+    }))
+    .await;
+    let client = app.client.clone();
+    let url = format!("{}/Slow", app.address);
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&service_bus_payload("slow-1", "{}"))
+            .send()
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), SLOW_STARTED.notified())
+        .await
+        .expect("slow handler started");
+    app.begin_shutdown();
+
+    let resp = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("in-flight request completes")
+        .expect("task")
+        .expect("response arrives despite shutdown");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = body_json(resp).await;
+    assert_eq!(v["Logs"][0], "slow handler finished");
+
+    let server = std::mem::replace(&mut app.server, tokio::spawn(async { Ok(()) }));
+    let exit = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server exits after draining")
+        .expect("server task");
+    assert!(exit.is_ok(), "{exit:?}");
+    let after = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await;
+    assert!(after.is_err(), "no longer accepting connections");
+}
