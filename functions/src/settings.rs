@@ -9,10 +9,14 @@
 //! | `ADE_BACKUP_BMS_OBJECT_ID` | no | GUID: object id of the Backup Management Service principal; overrides the Graph lookup |
 //! | `ADE_BACKUP_SUBSCRIPTIONS` | no | comma-separated subscription GUIDs the policy sweep covers |
 //! | `ADE_BACKUP_QUEUE_*` | no, see [`QueueNames`] | Service Bus queue names |
+//! | `ADE_BACKUP_PROTECTION_RULES`, `ADE_BACKUP_RESTORE_ALLOWLIST`, `ADE_BACKUP_RBAC_ROLE`, ... | no | see [`WorkflowSettings`] |
 //!
 //! Every error names the variable and the rule it breaks. Values are never echoed for URL
 //! variables (they might carry a secret the rule is there to refuse).
 
+use crate::domain::kv_access::RbacRoleChoice;
+use crate::domain::restore_request::RestoreAllowlist;
+use crate::domain::rules::ProtectionRules;
 use std::path::PathBuf;
 use url::Url;
 
@@ -69,6 +73,149 @@ pub struct Settings {
     pub bms_object_id: Option<uuid::Uuid>,
     pub subscriptions: Vec<uuid::Uuid>,
     pub queues: QueueNames,
+    pub workflow: WorkflowSettings,
+}
+
+/// How the workflows behave (rules, limits, timings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowSettings {
+    /// `ADE_BACKUP_PROTECTION_RULES`: JSON (inline, or `@path` to a file).
+    pub protection_rules: ProtectionRules,
+    /// `ADE_BACKUP_RESTORE_ALLOWLIST`: JSON (inline or `@path`). Empty: every restore is forbidden.
+    pub restore_allowlist: RestoreAllowlist,
+    /// `ADE_BACKUP_RBAC_ROLE`: `custom` (least privilege, default) or `key-vault-administrator`.
+    pub rbac_role: RbacRoleChoice,
+    /// `ADE_BACKUP_FIRST_BACKUP_RETENTION_DAYS` (1..=99, default 30).
+    pub first_backup_retention_days: u32,
+    /// `ADE_BACKUP_POLL_INTERVAL_MS`: delay of the follow-up messages that track Azure jobs.
+    pub poll_interval: std::time::Duration,
+    /// `ADE_BACKUP_RECHECK_DELAY_MS`: delay before looking again at a VM whose encryption is in progress.
+    pub recheck_delay: std::time::Duration,
+    /// `ADE_BACKUP_MAX_RECHECKS` (default 12).
+    pub max_rechecks: u32,
+    /// `ADE_BACKUP_MAX_POLLS`: follow-ups before a tracked Azure operation is declared stuck (default 720).
+    pub max_polls: u32,
+    /// `ADE_BACKUP_STEP_LEASE_MS`: how long a claimed step is protected from a concurrent invocation.
+    pub step_lease: std::time::Duration,
+    /// `ADE_BACKUP_QUEUE_NOTIFICATIONS`: messages for humans (blocked operations).
+    pub notifications_queue: String,
+    /// `ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE` (`true`/`false`, default false): allow staging in the
+    /// vault's paired region.
+    pub allow_cross_region_restore: bool,
+}
+
+impl Default for WorkflowSettings {
+    fn default() -> Self {
+        Self {
+            protection_rules: ProtectionRules::default(),
+            restore_allowlist: RestoreAllowlist::default(),
+            rbac_role: RbacRoleChoice::default(),
+            first_backup_retention_days: 30,
+            poll_interval: std::time::Duration::from_secs(60),
+            recheck_delay: std::time::Duration::from_secs(300),
+            max_rechecks: 12,
+            max_polls: 720,
+            step_lease: std::time::Duration::from_secs(120),
+            notifications_queue: "notifications".into(),
+            allow_cross_region_restore: false,
+        }
+    }
+}
+
+fn json_setting(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<String>, SettingsError> {
+    match get(var) {
+        None => Ok(None),
+        Some(v) => match v.strip_prefix('@') {
+            Some(path) => {
+                std::fs::read_to_string(path)
+                    .map(Some)
+                    .map_err(|e| SettingsError::Invalid {
+                        var,
+                        rule: format!("could not read the file {path:?} it names: {e}"),
+                    })
+            }
+            None => Ok(Some(v)),
+        },
+    }
+}
+
+fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettings, SettingsError> {
+    let d = WorkflowSettings::default();
+    let protection_rules = match json_setting(get, "ADE_BACKUP_PROTECTION_RULES")? {
+        None => d.protection_rules,
+        Some(text) => ProtectionRules::from_json(&text).map_err(|e| SettingsError::Invalid {
+            var: "ADE_BACKUP_PROTECTION_RULES",
+            rule: e.to_string(),
+        })?,
+    };
+    let restore_allowlist = match json_setting(get, "ADE_BACKUP_RESTORE_ALLOWLIST")? {
+        None => d.restore_allowlist,
+        Some(text) => serde_json::from_str(&text).map_err(|e| SettingsError::Invalid {
+            var: "ADE_BACKUP_RESTORE_ALLOWLIST",
+            rule: format!("must be {{\"entries\": [{{\"subscription\": GUID, \"resourceGroups\": [names or \"*\"]}}]}}: {e}"),
+        })?,
+    };
+    let rbac_role = match get("ADE_BACKUP_RBAC_ROLE").as_deref() {
+        None | Some("custom") => RbacRoleChoice::CustomLeastPrivilege,
+        Some("key-vault-administrator") => RbacRoleChoice::KeyVaultAdministrator,
+        Some(other) => {
+            return Err(SettingsError::Invalid {
+                var: "ADE_BACKUP_RBAC_ROLE",
+                rule: format!("must be custom or key-vault-administrator, got {other:?}"),
+            })
+        }
+    };
+    let number =
+        |var: &'static str, default: u64, min: u64, max: u64| -> Result<u64, SettingsError> {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(SettingsError::Invalid {
+                        var,
+                        rule: format!("must be a whole number from {min} to {max}, got {v:?}"),
+                    }),
+                },
+            }
+        };
+    let ms = |var: &'static str,
+              default: std::time::Duration|
+     -> Result<std::time::Duration, SettingsError> {
+        number(var, default.as_millis() as u64, 0, 86_400_000).map(std::time::Duration::from_millis)
+    };
+    let notifications_queue =
+        get("ADE_BACKUP_QUEUE_NOTIFICATIONS").unwrap_or(d.notifications_queue);
+    validate_queue_name(&notifications_queue).map_err(|rule| SettingsError::Invalid {
+        var: "ADE_BACKUP_QUEUE_NOTIFICATIONS",
+        rule: rule.to_string(),
+    })?;
+    let allow_cross_region_restore = match get("ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(SettingsError::Invalid {
+                var: "ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE",
+                rule: format!("must be true or false, got {other:?}"),
+            })
+        }
+    };
+    Ok(WorkflowSettings {
+        protection_rules,
+        restore_allowlist,
+        rbac_role,
+        first_backup_retention_days: number("ADE_BACKUP_FIRST_BACKUP_RETENTION_DAYS", 30, 1, 99)?
+            as u32,
+        poll_interval: ms("ADE_BACKUP_POLL_INTERVAL_MS", d.poll_interval)?,
+        recheck_delay: ms("ADE_BACKUP_RECHECK_DELAY_MS", d.recheck_delay)?,
+        max_rechecks: number("ADE_BACKUP_MAX_RECHECKS", 12, 0, 1000)? as u32,
+        max_polls: number("ADE_BACKUP_MAX_POLLS", 720, 1, 100_000)? as u32,
+        step_lease: ms("ADE_BACKUP_STEP_LEASE_MS", d.step_lease)?,
+        notifications_queue,
+        allow_cross_region_restore,
+    })
 }
 
 impl Settings {
@@ -160,6 +307,7 @@ impl Settings {
             restore_vm: queue("ADE_BACKUP_QUEUE_RESTORE_VM", d.restore_vm)?,
             redeploy_vm: queue("ADE_BACKUP_QUEUE_REDEPLOY_VM", d.redeploy_vm)?,
         };
+        let workflow = parse_workflow(&get)?;
         Ok(Self {
             state,
             servicebus_endpoint,
@@ -168,6 +316,7 @@ impl Settings {
             bms_object_id,
             subscriptions,
             queues,
+            workflow,
         })
     }
 }
@@ -409,5 +558,35 @@ mod tests {
         )])
         .expect_err("refused");
         assert!(!err.to_string().contains("supersecret"), "{err}");
+    }
+
+    #[test]
+    fn workflow_settings_parse_and_name_the_variable() {
+        let s = with(&[
+            ("ADE_BACKUP_RBAC_ROLE", "key-vault-administrator"),
+            ("ADE_BACKUP_POLL_INTERVAL_MS", "50"),
+            ("ADE_BACKUP_RESTORE_ALLOWLIST", r#"{"entries":[{"subscription":"00000000-0000-0000-0000-000000000001","resourceGroups":["*"]}]}"#),
+        ])
+        .expect("valid");
+        assert_eq!(s.workflow.rbac_role, RbacRoleChoice::KeyVaultAdministrator);
+        assert_eq!(
+            s.workflow.poll_interval,
+            std::time::Duration::from_millis(50)
+        );
+        assert_eq!(s.workflow.restore_allowlist.entries.len(), 1);
+        assert_eq!(s.workflow.first_backup_retention_days, 30);
+        for (var, val) in [
+            ("ADE_BACKUP_RBAC_ROLE", "owner"),
+            ("ADE_BACKUP_FIRST_BACKUP_RETENTION_DAYS", "0"),
+            ("ADE_BACKUP_PROTECTION_RULES", "{not json"),
+            ("ADE_BACKUP_RESTORE_ALLOWLIST", "[]"),
+            ("ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE", "yes"),
+            ("ADE_BACKUP_PROTECTION_RULES", "@/nonexistent/rules.json"),
+        ] {
+            match with(&[(var, val)]) {
+                Err(SettingsError::Invalid { var: v, .. }) => assert_eq!(v, var),
+                other => panic!("{var}={val}: {other:?}"),
+            }
+        }
     }
 }
