@@ -579,7 +579,7 @@ mod tests {
             ("ADE_BACKUP_RBAC_ROLE", "owner"),
             ("ADE_BACKUP_FIRST_BACKUP_RETENTION_DAYS", "0"),
             ("ADE_BACKUP_PROTECTION_RULES", "{not json"),
-            ("ADE_BACKUP_RESTORE_ALLOWLIST", "[]"),
+            ("ADE_BACKUP_RESTORE_ALLOWLIST", r#"{"entries": "all"}"#),
             ("ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE", "yes"),
             ("ADE_BACKUP_PROTECTION_RULES", "@/nonexistent/rules.json"),
         ] {
