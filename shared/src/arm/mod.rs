@@ -1,1 +1,70 @@
-//! Azure Resource Manager client. (Filled in by the control-plane work.)
+//! Azure Resource Manager (and Microsoft Graph) client for ade-backup.
+//!
+//! Contract: `docs/arm-surface.md` (paths and api-versions, shared with the simulator). Request
+//! and response shapes follow the `Azure/azure-rest-api-specs` examples listed in `EXAMPLES.md`
+//! next to this file.
+//!
+//! Layout: one file per service (`compute`, `keyvault`, `authorization`, `graph`,
+//! `recovery_services`, `resources`, `resource_graph`), plus the machinery:
+//! - `client`: [`ArmClient`], [`ArmClientOptions`], [`ArmStats`], and the single `send` path
+//!   every request takes: token → pacing → HTTP → classify, inside the retry policy.
+//! - `retry`: the one retry policy, built on `backon` (not the unmaintained `backoff` crate,
+//!   RUSTSEC-2025-0012 / RUSTSEC-2024-0384): exponential backoff with full jitter, `Retry-After`
+//!   wins, bounded attempts and elapsed time, idempotent requests only (non-idempotent POSTs
+//!   retry only on 429).
+//! - `pacing`: token buckets shaped like ARM's (per subscription × reads/writes/deletes, plus a
+//!   tenant bucket), lowered by `x-ms-ratelimit-remaining-*`.
+//! - `lro`: `Azure-AsyncOperation` / `Location` polling, blocking (`wait`) and one-shot
+//!   (`poll_once` on a serializable [`PendingOperation`]) for short-lived handlers.
+//! - `error`: [`ArmError`], classified (transient, throttled, permanent, not found, ...) with
+//!   Azure's error code kept.
+//! - `scope`: [`SubscriptionId`], [`ResourceGroupRef`] and the URL builder: every path is built
+//!   from `ResourceId` or validated segments, never from raw input strings.
+//!
+//! Tokens are fetched per attempt from the [`crate::credential::TokenSource`] (which caches) and
+//! never appear in errors or logs.
+
+pub mod authorization;
+mod client;
+mod common;
+pub mod compute;
+pub mod error;
+pub mod graph;
+pub mod keyvault;
+pub mod lro;
+pub mod pacing;
+pub mod recovery_services;
+pub mod resource_graph;
+pub mod resources;
+pub mod retry;
+pub mod scope;
+
+pub use authorization::{
+    RoleAssignment, RoleAssignmentProperties, RoleDefinition, RoleDefinitionProperties,
+    RolePermission, BACKUP_KEY_VAULT_DATA_ACTIONS,
+};
+pub use client::{ArmClient, ArmClientOptions, ArmStats};
+pub use common::SubResource;
+pub use compute::{
+    AdeSettings, DataDisk, DiskEncryptionSettings, DiskInstanceView, ExtensionInstanceView,
+    InstanceViewStatus, KeyVaultKeyReference, KeyVaultSecretReference, OsDisk, StorageProfile,
+    VirtualMachine, VmExtension, VmExtensionProperties, VmInstanceView, VmProperties,
+};
+pub use error::ArmError;
+pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};
+pub use keyvault::{
+    AccessPolicyEntry, AccessPolicyUpdateResult, KeyVault, KeyVaultProperties, Permissions,
+};
+pub use lro::{LroOutcome, PendingOperation, PollKind, PollOutcome, Started};
+pub use pacing::{BucketKey, BucketShape, PacingPolicy, RequestClass};
+pub use recovery_services::{
+    container_name, protected_item_id, protected_item_name, BackupJob, BackupJobFilter,
+    BackupJobProperties, BackupPolicy, BackupPolicyProperties, EncryptionDetails, JobErrorInfo,
+    JobExtendedInfo, JobOperation, JobStatus, KeyAndSecretDetails, ProtectableItem, ProtectedItem,
+    ProtectedItemProperties, RecoveryPoint, RecoveryPointProperties, RecoveryPointTierInfo,
+    RecoveryServicesVault, RestoreDisksRequest, SchedulePolicy,
+};
+pub use resource_graph::{queries, GraphRow, ResourceGraphPage};
+pub use resources::{Deployment, DeploymentError, DeploymentProperties, DeploymentRequest};
+pub use retry::RetryPolicy;
+pub use scope::{ResourceGroupRef, SubscriptionId};

@@ -1,0 +1,442 @@
+//! `ArmClient`: configuration, the single `send` path (token → pacing → HTTP → classify, inside the
+//! one retry policy), and the call counters.
+
+use super::error::{parse_error_body, ArmError};
+use super::pacing::{BucketKey, Pacer, PacingPolicy, RequestClass};
+use super::retry::{self, AttemptError, Repeat, RetryPolicy};
+use super::scope::SubscriptionId;
+use crate::credential::{TokenSource, ARM_SCOPE};
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use url::Url;
+
+/// Client configuration. `Default` targets public Azure.
+#[derive(Debug, Clone)]
+pub struct ArmClientOptions {
+    pub retry: RetryPolicy,
+    pub pacing: PacingPolicy,
+    /// Per-attempt timeout (connect + response).
+    pub request_timeout: Duration,
+    /// Microsoft Graph base (sovereign clouds and tests override it).
+    pub graph_endpoint: Url,
+    /// Token scope for ARM calls.
+    pub arm_scope: String,
+    /// Token scope for Graph calls.
+    pub graph_scope: String,
+    pub user_agent: String,
+    /// Poll interval for long-running operations when the service sends no `Retry-After`.
+    pub default_poll_interval: Duration,
+}
+
+impl Default for ArmClientOptions {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            pacing: PacingPolicy::default(),
+            request_timeout: Duration::from_secs(60),
+            graph_endpoint: Url::parse("https://graph.microsoft.com")
+                .unwrap_or_else(|_| unreachable_url()),
+            arm_scope: ARM_SCOPE.to_string(),
+            graph_scope: "https://graph.microsoft.com/.default".to_string(),
+            user_agent: format!("ade-backup/{}", env!("CARGO_PKG_VERSION")),
+            default_poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+// A literal URL always parses; this keeps `Default` free of `expect`.
+fn unreachable_url() -> Url {
+    Url::parse("http://localhost").unwrap_or_else(|_| unreachable!("literal URL"))
+}
+
+/// A snapshot of the client's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ArmStats {
+    /// HTTP attempts per operation name (retries included).
+    pub calls: BTreeMap<String, u64>,
+    /// Responses with status 429.
+    pub throttled: u64,
+    /// Retries performed (attempts after the first).
+    pub retries: u64,
+    /// Requests that had to wait for a pacing token.
+    pub paced: u64,
+    /// Total time spent waiting for pacing tokens, in milliseconds.
+    pub paced_wait_ms: u64,
+}
+
+impl ArmStats {
+    pub fn total_calls(&self) -> u64 {
+        self.calls.values().sum()
+    }
+}
+
+/// Which token a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    Arm,
+    Graph,
+}
+
+/// One logical request, before retries.
+pub(crate) struct Call {
+    pub operation: &'static str,
+    pub method: Method,
+    pub url: Url,
+    pub body: Option<Bytes>,
+    pub repeat: Repeat,
+    pub bucket: BucketKey,
+    pub audience: Audience,
+}
+
+impl Call {
+    pub fn new(operation: &'static str, method: Method, url: Url, bucket_of: Bucket) -> Self {
+        let class = RequestClass::of_method(&method);
+        let bucket = match bucket_of {
+            Bucket::Subscription(s) => BucketKey::Subscription(s, class),
+            Bucket::Tenant => BucketKey::Tenant(class),
+            Bucket::TenantReads => BucketKey::Tenant(RequestClass::Reads),
+        };
+        let repeat = if method == Method::POST {
+            Repeat::NotIdempotent
+        } else {
+            Repeat::Idempotent
+        };
+        Self {
+            operation,
+            method,
+            url,
+            body: None,
+            repeat,
+            bucket,
+            audience: Audience::Arm,
+        }
+    }
+    pub fn json<T: serde::Serialize>(mut self, body: &T) -> Result<Self, ArmError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| ArmError::invalid("body", format!("cannot serialize: {e}")))?;
+        self.body = Some(Bytes::from(bytes));
+        Ok(self)
+    }
+    /// Marks a POST as safe to repeat (query, refresh).
+    pub fn safe_to_repeat(mut self) -> Self {
+        self.repeat = Repeat::Idempotent;
+        self
+    }
+    pub fn graph(mut self) -> Self {
+        self.audience = Audience::Graph;
+        self
+    }
+}
+
+/// Which bucket family a call draws from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bucket {
+    Subscription(SubscriptionId),
+    Tenant,
+    /// Tenant-level POSTs that only read (Resource Graph queries).
+    TenantReads,
+}
+
+/// A successful (2xx) response.
+#[derive(Debug, Clone)]
+pub(crate) struct RawResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    pub fn json<T: DeserializeOwned>(&self, operation: &str) -> Result<T, ArmError> {
+        serde_json::from_slice(&self.body).map_err(|e| ArmError::decode(operation, e))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Azure Resource Manager (and Microsoft Graph) client.
+#[derive(Clone)]
+pub struct ArmClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub endpoint: Url,
+    pub http: reqwest::Client,
+    pub credential: Arc<dyn TokenSource>,
+    pub options: ArmClientOptions,
+    pub pacer: Pacer,
+    pub stats: Mutex<ArmStats>,
+}
+
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient")
+            .field("endpoint", &self.inner.endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArmClient {
+    /// `endpoint`: `https://management.azure.com` in public Azure, the simulator's or a mock's base
+    /// URL otherwise (a path prefix is kept).
+    pub fn new(
+        endpoint: Url,
+        credential: Arc<dyn TokenSource>,
+        options: ArmClientOptions,
+    ) -> Result<Self, ArmError> {
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.cannot_be_a_base() {
+            return Err(ArmError::invalid("endpoint", "must be an http(s) base URL"));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(options.user_agent.clone())
+            .timeout(options.request_timeout)
+            .connect_timeout(options.request_timeout.min(Duration::from_secs(15)))
+            .build()
+            .map_err(|e| ArmError::invalid("options", format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                http,
+                credential,
+                pacer: Pacer::new(options.pacing.clone()),
+                options,
+                stats: Mutex::new(ArmStats::default()),
+            }),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.inner.endpoint
+    }
+
+    pub fn options(&self) -> &ArmClientOptions {
+        &self.inner.options
+    }
+
+    /// Counters since the client was built (shared by clones).
+    pub fn stats(&self) -> ArmStats {
+        self.lock_stats().clone()
+    }
+
+    /// The pacer (tests and diagnostics read bucket levels from it).
+    pub fn pacer(&self) -> &Pacer {
+        &self.inner.pacer
+    }
+
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, ArmStats> {
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The only way a request leaves the client: every attempt takes a token, waits for pacing,
+    /// is counted, and failures are classified and retried by the one policy.
+    pub(crate) async fn send(&self, call: &Call) -> Result<RawResponse, ArmError> {
+        let policy = self.inner.options.retry.clone();
+        retry::run(
+            &policy,
+            call.repeat,
+            || self.attempt(call),
+            |e, delay| {
+                self.lock_stats().retries += 1;
+                tracing::debug!(
+                    operation = call.operation,
+                    error = %e,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying ARM request"
+                );
+            },
+        )
+        .await
+    }
+
+    async fn attempt(&self, call: &Call) -> Result<RawResponse, AttemptError> {
+        let no_retry = |error: ArmError| AttemptError {
+            error,
+            retry_after: None,
+        };
+        let scope = match call.audience {
+            Audience::Arm => &self.inner.options.arm_scope,
+            Audience::Graph => &self.inner.options.graph_scope,
+        };
+        let token = self
+            .inner
+            .credential
+            .token(scope)
+            .await
+            .map_err(|e| no_retry(ArmError::Auth(e)))?;
+        let waited = self.inner.pacer.acquire(call.bucket).await;
+        {
+            let mut s = self.lock_stats();
+            *s.calls.entry(call.operation.to_string()).or_default() += 1;
+            if !waited.is_zero() {
+                s.paced += 1;
+                s.paced_wait_ms += waited.as_millis() as u64;
+            }
+        }
+        let mut req = self
+            .inner
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .bearer_auth(token.secret())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = &call.body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        } else if call.method == Method::POST || call.method == Method::PUT {
+            req = req.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(no_retry(self.transport_error(call, e))),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        self.observe_ratelimit(call, &headers);
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Err(no_retry(self.transport_error(call, e))),
+        };
+        if (200..300).contains(&status) {
+            return Ok(RawResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+        if status == 429 {
+            self.lock_stats().throttled += 1;
+        }
+        let retry_after = retry_after(&headers);
+        let error = classify(call.operation, status, retry_after, &body);
+        tracing::debug!(operation = call.operation, status, code = ?error.code(), "ARM request failed");
+        Err(AttemptError { error, retry_after })
+    }
+
+    fn transport_error(&self, call: &Call, e: reqwest::Error) -> ArmError {
+        if e.is_timeout() {
+            ArmError::Timeout {
+                operation: call.operation.to_string(),
+                after: self.inner.options.request_timeout,
+            }
+        } else {
+            // reqwest's Display names the URL; ours carry no secrets (tokens travel in headers)
+            // but drop it anyway so a future SAS-bearing URL cannot leak.
+            ArmError::Transient {
+                operation: call.operation.to_string(),
+                status: None,
+                code: None,
+                message: format!("connection failed: {}", e.without_url()),
+            }
+        }
+    }
+
+    fn observe_ratelimit(&self, call: &Call, headers: &HeaderMap) {
+        let class = match call.bucket {
+            BucketKey::Subscription(_, c) | BucketKey::Tenant(c) => c,
+        };
+        let name = match call.bucket {
+            BucketKey::Subscription(..) => class.remaining_header().to_string(),
+            BucketKey::Tenant(c) => format!(
+                "x-ms-ratelimit-remaining-tenant-{}",
+                match c {
+                    RequestClass::Reads => "reads",
+                    RequestClass::Writes => "writes",
+                    RequestClass::Deletes => "deletes",
+                }
+            ),
+        };
+        if let Some(n) = headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            self.inner.pacer.observe_remaining(call.bucket, n);
+        }
+    }
+
+    /// Sends and decodes a JSON body.
+    pub(crate) async fn send_json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ArmError> {
+        self.send(call).await?.json(call.operation)
+    }
+
+    pub(crate) fn arm_url<'a>(
+        &self,
+        segments: impl IntoIterator<Item = &'a str>,
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, ArmError> {
+        super::scope::build_url(&self.inner.endpoint, segments, Some(api_version), query)
+    }
+}
+
+/// `Retry-After` in seconds (ARM never sends the HTTP-date form; a date is ignored).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+pub(crate) fn classify(
+    operation: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ArmError {
+    let (code, message) = parse_error_body(body);
+    let message = message.unwrap_or_else(|| format!("HTTP {status}"));
+    let operation = operation.to_string();
+    match status {
+        404 => ArmError::NotFound {
+            operation,
+            code,
+            message,
+        },
+        429 => ArmError::Throttled {
+            operation,
+            retry_after,
+        },
+        408 | 500 | 502 | 503 | 504 => ArmError::Transient {
+            operation,
+            status: Some(status),
+            code,
+            message,
+        },
+        _ => ArmError::Permanent {
+            operation,
+            status,
+            code,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses() {
+        let body = br#"{"error":{"code":"ResourceNotFound","message":"x"}}"#;
+        assert!(
+            matches!(classify("op", 404, None, body), ArmError::NotFound { code: Some(c), .. } if c == "ResourceNotFound")
+        );
+        assert!(classify("op", 503, None, b"").is_transient());
+        assert!(!classify("op", 400, None, b"").is_transient());
+        assert!(matches!(
+            classify("op", 429, Some(Duration::from_secs(3)), b""),
+            ArmError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+    }
+}

@@ -1,0 +1,175 @@
+//! Azure Resource Graph: fleet discovery, 1,000 rows a page, following `$skipToken`.
+//!
+//! Shapes: resourcegraph 2022-10-01 examples ResourcesFirstPageQuery.json and
+//! ResourcesNextPageQuery.json (`options.$skipToken` in, `$skipToken` out, absent on the last page).
+
+use super::client::{ArmClient, Bucket, Call};
+use super::error::ArmError;
+use super::scope::SubscriptionId;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub const RESOURCE_GRAPH_API_VERSION: &str = "2022-10-01";
+pub const PAGE_SIZE: u32 = 1000;
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceGraphPage {
+    #[serde(default)]
+    pub total_records: Option<i64>,
+    #[serde(default)]
+    pub count: Option<i64>,
+    #[serde(default)]
+    pub data: Vec<serde_json::Value>,
+    #[serde(default, rename = "$skipToken")]
+    pub skip_token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct QueryRequest<'a> {
+    subscriptions: Vec<String>,
+    query: &'a str,
+    options: QueryOptions<'a>,
+}
+
+#[derive(Serialize)]
+struct QueryOptions<'a> {
+    #[serde(rename = "$top")]
+    top: u32,
+    #[serde(rename = "$skipToken", skip_serializing_if = "Option::is_none")]
+    skip_token: Option<&'a str>,
+    #[serde(rename = "resultFormat")]
+    result_format: &'static str,
+}
+
+/// The queries the project sends (the subset the simulator implements; docs/arm-surface.md).
+pub mod queries {
+    pub const VIRTUAL_MACHINES: &str =
+        "resources | where type =~ 'microsoft.compute/virtualmachines'";
+    pub const ADE_EXTENSIONS: &str = "resources | where type =~ 'microsoft.compute/virtualmachines/extensions' and properties.publisher =~ 'Microsoft.Azure.Security'";
+    pub const KEY_VAULTS: &str = "resources | where type =~ 'microsoft.keyvault/vaults'";
+    pub const PROTECTED_ITEMS: &str = "recoveryservicesresources | where type =~ 'microsoft.recoveryservices/vaults/backupfabrics/protectioncontainers/protecteditems'";
+
+    /// Role assignments of one principal (a GUID, so nothing can be injected into the query).
+    pub fn role_assignments_of(principal: uuid::Uuid) -> String {
+        format!(
+            "authorizationresources | where type =~ 'microsoft.authorization/roleassignments' and properties.principalId =~ '{}'",
+            principal.hyphenated()
+        )
+    }
+}
+
+impl ArmClient {
+    /// One page (`skip_token` from the previous page). Tenant-level: uses the tenant bucket.
+    /// Safe to repeat (a read).
+    pub async fn resource_graph_page(
+        &self,
+        subscriptions: &[SubscriptionId],
+        query: &str,
+        skip_token: Option<&str>,
+    ) -> Result<ResourceGraphPage, ArmError> {
+        if subscriptions.is_empty() {
+            return Err(ArmError::invalid(
+                "subscriptions",
+                "at least one subscription is required",
+            ));
+        }
+        let url = self.arm_url(
+            ["providers", "Microsoft.ResourceGraph", "resources"],
+            RESOURCE_GRAPH_API_VERSION,
+            &[],
+        )?;
+        let body = QueryRequest {
+            subscriptions: subscriptions.iter().map(|s| s.to_string()).collect(),
+            query,
+            options: QueryOptions {
+                top: PAGE_SIZE,
+                skip_token,
+                result_format: "objectArray",
+            },
+        };
+        let call = Call::new(
+            "resourceGraph.query",
+            Method::POST,
+            url,
+            Bucket::TenantReads,
+        )
+        .json(&body)?
+        .safe_to_repeat();
+        self.send_json(&call).await
+    }
+
+    /// Every row, following `$skipToken` to the end.
+    pub async fn resource_graph_query(
+        &self,
+        subscriptions: &[SubscriptionId],
+        query: &str,
+    ) -> Result<Vec<serde_json::Value>, ArmError> {
+        let mut rows = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0u32;
+        loop {
+            pages += 1;
+            if pages > 100_000 {
+                return Err(ArmError::decode(
+                    "resourceGraph.query",
+                    "skipToken never ends",
+                ));
+            }
+            let page = self
+                .resource_graph_page(subscriptions, query, token.as_deref())
+                .await?;
+            rows.extend(page.data);
+            match page.skip_token.filter(|t| !t.is_empty()) {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                Some(_) => {
+                    return Err(ArmError::decode(
+                        "resourceGraph.query",
+                        "the same $skipToken came back twice",
+                    ))
+                }
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    /// Every row, decoded as `T` (a row that does not fit is a `Decode` error naming its index).
+    pub async fn resource_graph_query_as<T: DeserializeOwned>(
+        &self,
+        subscriptions: &[SubscriptionId],
+        query: &str,
+    ) -> Result<Vec<T>, ArmError> {
+        self.resource_graph_query(subscriptions, query)
+            .await?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                serde_json::from_value(v)
+                    .map_err(|e| ArmError::decode("resourceGraph.query", format!("row {i}: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// The ARM resource shape every row has.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphRow {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "type")]
+    pub resource_type: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub subscription_id: Option<String>,
+    #[serde(default)]
+    pub resource_group: Option<String>,
+    #[serde(default)]
+    pub tags: Option<serde_json::Value>,
+    #[serde(default)]
+    pub properties: Option<serde_json::Value>,
+}
