@@ -3,6 +3,7 @@
 //! only in what is put in here.
 
 use crate::settings::Settings;
+use ade_backup_shared::arm::ArmClient;
 use ade_backup_shared::messaging::MessageSender;
 use ade_backup_shared::state::StateStore;
 use chrono::{DateTime, Utc};
@@ -53,6 +54,10 @@ pub struct Context {
     pub sender: Arc<dyn MessageSender>,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
+    /// Azure Resource Manager (and Graph) client, shared: its pacing buckets are per process.
+    pub arm: Arc<ArmClient>,
+    /// The Backup Management Service object id, looked up once per process when not configured.
+    pub bms_object_id: Arc<tokio::sync::OnceCell<uuid::Uuid>>,
 }
 
 impl std::fmt::Debug for Context {

@@ -15,3 +15,4 @@ pub mod handlers;
 pub mod host;
 pub mod records;
 pub mod settings;
+pub mod workflows;

@@ -141,6 +141,10 @@ pub struct ProtectionOperation {
     pub steps: Steps,
     #[serde(default)]
     pub azure: ProtectionAzureIds,
+    /// Bumped when the operation restarts; part of every message id, so a restart's messages are
+    /// not taken for duplicates of the previous run's.
+    #[serde(default)]
+    pub generation: u32,
     /// How many times a backup failure sent the operation back to the grant step.
     #[serde(default)]
     pub grant_retries: u32,

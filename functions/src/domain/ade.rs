@@ -13,6 +13,8 @@ use serde_json::Value;
 pub const ADE_PUBLISHER: &str = "Microsoft.Azure.Security";
 pub const ADE_WINDOWS: &str = "AzureDiskEncryption";
 pub const ADE_LINUX: &str = "AzureDiskEncryptionForLinux";
+/// Both extension names (the extension is named after its type).
+pub const ADE_EXTENSION_NAMES_ALL: [&str; 2] = [ADE_WINDOWS, ADE_LINUX];
 /// Azure Backup cannot restore ADE settings of a VM with a disk larger than this (GB).
 pub const MAX_DISK_GB_FOR_ADE_RESTORE: u64 = 4097;
 /// ... or with more disks than this.
