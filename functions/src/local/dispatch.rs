@@ -83,7 +83,12 @@ impl Shared {
 pub(crate) enum Verdict {
     Complete,
     Abandon(String),
-    DeadLetter { reason: String, description: String },
+    /// No HTTP answer at all (the handler died or is restarting).
+    Unreachable(String),
+    DeadLetter {
+        reason: String,
+        description: String,
+    },
 }
 
 fn now_string(t: DateTime<Utc>) -> String {
@@ -196,7 +201,7 @@ async fn post(shared: &Shared, url: &str, function: &str, payload: &Value) -> Ve
             "no answer within functionTimeout ({} s)",
             shared.function_timeout.as_secs()
         )),
-        Err(e) => Verdict::Abandon(format!("handler unreachable: {e}")),
+        Err(e) => Verdict::Unreachable(format!("handler unreachable: {e}")),
     }
 }
 
@@ -292,8 +297,14 @@ async fn invoke_message(
             }
         })
     };
-    let verdict = post(shared, url, function, &payload).await;
+    let mut verdict = post(shared, url, function, &payload).await;
     renewer.abort();
+    if let Verdict::Unreachable(why) = verdict {
+        // Give the supervisor time to notice a dead child before the message is offered again,
+        // so a crash does not burn several deliveries in a few milliseconds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        verdict = Verdict::Abandon(why);
+    }
 
     let m = &rx.message;
     let ms = started.elapsed().as_millis();
@@ -306,7 +317,7 @@ async fn invoke_message(
         let verdict = verdict.clone();
         tokio::task::spawn_blocking(move || match verdict {
             Verdict::Complete => q.complete(&name, token).map(|_| None),
-            Verdict::Abandon(_) => q.abandon(&name, token).map(Some),
+            Verdict::Abandon(_) | Verdict::Unreachable(_) => q.abandon(&name, token).map(Some),
             Verdict::DeadLetter {
                 reason,
                 description,
@@ -335,7 +346,10 @@ async fn invoke_message(
             shared.update(function, |r| r.completed += 1);
             println!("{head} → completed ({ms} ms)");
         }
-        (Verdict::Abandon(why), Ok(Some(AbandonOutcome::DeadLettered))) => {
+        (
+            Verdict::Abandon(why) | Verdict::Unreachable(why),
+            Ok(Some(AbandonOutcome::DeadLettered)),
+        ) => {
             shared.update(function, |r| {
                 r.abandoned += 1;
                 r.dead_lettered += 1;
@@ -344,7 +358,7 @@ async fn invoke_message(
                 "{head} → abandoned ({why}); dead-lettered MaxDeliveryCountExceeded ({ms} ms)"
             );
         }
-        (Verdict::Abandon(why), _) => {
+        (Verdict::Abandon(why) | Verdict::Unreachable(why), _) => {
             shared.update(function, |r| r.abandoned += 1);
             println!("{head} → abandoned ({why}) ({ms} ms)");
         }
@@ -438,7 +452,7 @@ async fn fire_timer(
             shared.update(function, |r| r.completed += 1);
             println!("[local] {function} timer → completed ({ms} ms)");
         }
-        Verdict::Abandon(why) => {
+        Verdict::Abandon(why) | Verdict::Unreachable(why) => {
             shared.update(function, |r| r.failed += 1);
             println!("[local] {function} timer → failed ({why}) ({ms} ms)");
         }
