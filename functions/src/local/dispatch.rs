@@ -9,7 +9,9 @@
 //! (functions-bindings-service-bus-trigger.md, "Message metadata"): `MessageId`, `DeliveryCount`,
 //! `EnqueuedTimeUtc`, `SequenceNumber`, `LockToken`, `ContentType`, `CorrelationId`,
 //! `ApplicationProperties` / `UserProperties`, plus the host's `sys` block.
-//! The message body is passed as a JSON string (as in the documented queue example), UTF-8.
+//! Values are encoded as the host's HTTP worker encodes them: the text body and scalar metadata
+//! JSON-serialized into strings (`"DeliveryCount": "1"`, `"MessageId": "\"id\""`), objects
+//! (`ApplicationProperties`, `sys`, the timer's `TimerInfo`) as objects.
 
 use super::queue::{AbandonOutcome, LocalQueue, ReceivedMessage};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -22,6 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
+
+/// Reported in `x-azure-functions-hostversion`; identifies the embedded host, not a real one.
+const HOST_VERSION: &str = "4.0.0-ade-backup-local";
 
 /// Per-function counters for the report.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -99,28 +104,48 @@ fn sys(function: &str, now: DateTime<Utc>) -> Value {
     json!({"MethodName": function, "UtcNow": now_string(now), "RandGuid": Uuid::new_v4().to_string()})
 }
 
+/// Encodes a scalar the way the Functions host's HTTP worker does
+/// (`JsonConvert.SerializeObject(value)`): strings end up JSON-encoded inside a string and
+/// numbers as strings; objects stay objects.
+fn host_scalar(v: Value) -> Value {
+    match v {
+        Value::Object(_) | Value::Null => v,
+        other => Value::String(other.to_string()),
+    }
+}
+
+/// The Service Bus invocation exactly as the Functions host's HTTP worker builds it
+/// (Azure/azure-functions-host `ScriptInvocationContextExtensions.ToHttpScriptInvocationContext`:
+/// input and metadata values go through `GetHttpScriptInvocationContextValue`, i.e. objects as
+/// objects, everything else `JsonConvert.SerializeObject`-ed, `DateTime` as an ISO string).
 pub(crate) fn service_bus_payload(function: &str, binding: &str, rx: &ReceivedMessage) -> Value {
     let m = &rx.message;
     let body = String::from_utf8_lossy(&m.body).into_owned();
     let mut data = serde_json::Map::new();
-    data.insert(binding.to_string(), Value::String(body));
-    json!({
-        "Data": data,
-        "Metadata": {
-            "MessageId": m.message_id,
-            "DeliveryCount": m.delivery_count,
-            "EnqueuedTimeUtc": now_string(m.enqueued_time),
-            "SequenceNumber": m.sequence_number,
-            "LockToken": rx.lock_token.to_string(),
-            "LockedUntilUtc": now_string(rx.locked_until),
-            "ContentType": m.content_type,
-            "CorrelationId": m.correlation_id,
-            "ScheduledEnqueueTimeUtc": m.scheduled_enqueue_time.map(now_string),
-            "ApplicationProperties": m.properties,
-            "UserProperties": m.properties,
-            "sys": sys(function, Utc::now()),
-        }
-    })
+    data.insert(binding.to_string(), host_scalar(Value::String(body)));
+    let mut meta = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        meta.insert(k.to_string(), v);
+    };
+    put("MessageId", host_scalar(json!(m.message_id)));
+    put("DeliveryCount", host_scalar(json!(m.delivery_count)));
+    put("SequenceNumber", host_scalar(json!(m.sequence_number)));
+    put("LockToken", host_scalar(json!(rx.lock_token.to_string())));
+    put("EnqueuedTimeUtc", json!(now_string(m.enqueued_time)));
+    put("LockedUntilUtc", json!(now_string(rx.locked_until)));
+    if let Some(c) = &m.content_type {
+        put("ContentType", host_scalar(json!(c)));
+    }
+    if let Some(c) = &m.correlation_id {
+        put("CorrelationId", host_scalar(json!(c)));
+    }
+    if let Some(t) = m.scheduled_enqueue_time {
+        put("ScheduledEnqueueTimeUtc", json!(now_string(t)));
+    }
+    put("ApplicationProperties", json!(m.properties));
+    put("UserProperties", json!(m.properties));
+    put("sys", sys(function, Utc::now()));
+    json!({"Data": data, "Metadata": meta})
 }
 
 pub(crate) fn timer_payload(
@@ -177,6 +202,9 @@ async fn post(shared: &Shared, url: &str, function: &str, payload: &Value) -> Ve
     let response = shared
         .client
         .post(format!("{url}/{function}"))
+        // The headers the host's HTTP worker adds to every invocation (DefaultHttpWorkerService.AddHeaders).
+        .header("x-azure-functions-invocationid", Uuid::new_v4().to_string())
+        .header("x-azure-functions-hostversion", HOST_VERSION)
         .json(payload)
         .timeout(shared.function_timeout)
         .send()
