@@ -13,6 +13,7 @@ pub mod context;
 pub mod domain;
 pub mod handlers;
 pub mod host;
+pub mod local;
 pub mod records;
 pub mod settings;
 pub mod workflows;

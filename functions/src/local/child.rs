@@ -1,0 +1,160 @@
+//! Runs the custom handler (`ade-backup serve`) as a child process the way the Functions host
+//! does: a free port in `FUNCTIONS_CUSTOMHANDLER_PORT`, readiness within 60 s (the documented
+//! custom-handler start limit, functions-custom-handlers.md), and a restart whenever it dies.
+//! Readiness is probed with `GET /healthz` (the ade-backup server's health route).
+
+use super::LocalError;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+/// Consecutive deaths before readiness that end the run instead of restarting forever.
+const MAX_FAILED_STARTS: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub(crate) struct ChildSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// `Some(file)`: append the child's output there instead of passing it through.
+    pub log_file: Option<PathBuf>,
+    pub start_timeout: Duration,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    // Bind-then-release: the port could be taken in between, in which case the child fails to
+    // bind, exits, and the supervisor retries on another port.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Keeps one healthy child running until `stop` turns true. Publishes the child's base URL on
+/// `ready` while it is healthy (`None` while it is down).
+pub(crate) async fn supervise(
+    spec: ChildSpec,
+    client: reqwest::Client,
+    ready: watch::Sender<Option<String>>,
+    restarts: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), LocalError> {
+    let mut failed_starts = 0u32;
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let port = free_port().map_err(|source| LocalError::HandlerSpawn {
+            program: spec.program.clone(),
+            source,
+        })?;
+        let mut cmd = tokio::process::Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(cwd) = &spec.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd.spawn().map_err(|source| LocalError::HandlerSpawn {
+            program: spec.program.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward(out, spec.log_file.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward(err, spec.log_file.clone()));
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + spec.start_timeout;
+
+        // Wait for readiness, an early exit, or stop.
+        let early_exit: Option<ExitStatus> = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status.map_err(|source| LocalError::HandlerSpawn {
+                    program: spec.program.clone(), source })?),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if healthy(&client, &url).await {
+                        break None;
+                    }
+                    if Instant::now() >= deadline {
+                        let _ = child.kill().await;
+                        return Err(LocalError::HandlerStartTimeout {
+                            seconds: spec.start_timeout.as_secs(),
+                        });
+                    }
+                }
+                _ = stop.changed() => {
+                    let _ = child.kill().await;
+                    return Ok(());
+                }
+            }
+        };
+        if let Some(status) = early_exit {
+            failed_starts += 1;
+            eprintln!("[local] serve (pid {pid}) exited before it was ready: {status}");
+            if failed_starts >= MAX_FAILED_STARTS {
+                return Err(LocalError::HandlerCrashLoop {
+                    attempts: failed_starts,
+                    status: status.to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200u64 << failed_starts.min(5))).await;
+            continue;
+        }
+        failed_starts = 0;
+        println!("[local] serve ready (pid {pid}, {url})");
+        let _ = ready.send(Some(url));
+        tokio::select! {
+            status = child.wait() => {
+                let _ = ready.send(None);
+                restarts.fetch_add(1, Ordering::Relaxed);
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                eprintln!("[local] serve (pid {pid}) exited: {status} → restarting");
+            }
+            _ = stop.changed() => {
+                let _ = ready.send(None);
+                let _ = child.kill().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn healthy(client: &reqwest::Client, url: &str) -> bool {
+    client
+        .get(format!("{url}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+async fn forward(stream: impl AsyncRead + Unpin, log_file: Option<PathBuf>) {
+    let mut lines = BufReader::new(stream).lines();
+    let mut file = match &log_file {
+        Some(path) => tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .ok(),
+        None => None,
+    };
+    while let Ok(Some(line)) = lines.next_line().await {
+        match file.as_mut() {
+            Some(f) => {
+                let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+            }
+            None => eprintln!("[serve] {line}"),
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Plays the Functions host's trigger side: delivers queue messages and timer ticks to the custom
+//! handler as `POST /{FunctionName}` with `{"Data":{..},"Metadata":{..}}`
+//! (functions-custom-handlers.md, "Request payload"), and settles each message from the answer:
+//! 2xx → complete; 5xx / other status / connection error → abandon (Service Bus dead-letters after
+//! max deliveries); a failed answer whose `ReturnValue.deadLetter = {reason, description}` →
+//! dead-letter at once with that reason (ade-backup's poison contract, README "Failure contract").
+//!
+//! Service Bus trigger metadata uses the names of the Functions Service Bus trigger
+//! (functions-bindings-service-bus-trigger.md, "Message metadata"): `MessageId`, `DeliveryCount`,
+//! `EnqueuedTimeUtc`, `SequenceNumber`, `LockToken`, `ContentType`, `CorrelationId`,
+//! `ApplicationProperties` / `UserProperties`, plus the host's `sys` block.
+//! Values are encoded as the host's HTTP worker encodes them: the text body and scalar metadata
+//! JSON-serialized into strings (`"DeliveryCount": "1"`, `"MessageId": "\"id\""`), objects
+//! (`ApplicationProperties`, `sys`, the timer's `TimerInfo`) as objects.
+
+use super::queue::{AbandonOutcome, LocalQueue, ReceivedMessage};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// Reported in `x-azure-functions-hostversion`; identifies the embedded host, not a real one.
+const HOST_VERSION: &str = "4.0.0-ade-backup-local";
+
+/// Per-function counters for the report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionReport {
+    /// `serviceBusTrigger` or `timerTrigger`.
+    pub trigger: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    pub invocations: u64,
+    pub completed: u64,
+    pub abandoned: u64,
+    pub dead_lettered: u64,
+    /// Timer invocations that did not answer 2xx (timers are not retried).
+    pub failed: u64,
+}
+
+pub(crate) struct Shared {
+    pub queue: LocalQueue,
+    pub client: reqwest::Client,
+    pub handler: watch::Receiver<Option<String>>,
+    pub reports: Mutex<BTreeMap<String, FunctionReport>>,
+    /// In-flight invocations plus timers that still owe their `runOnStartup` run.
+    pub busy: AtomicUsize,
+    /// Next due time per timer function.
+    pub timer_next: Mutex<BTreeMap<String, Option<DateTime<Utc>>>>,
+    pub function_timeout: Duration,
+    pub max_auto_lock_renewal: Duration,
+}
+
+impl Shared {
+    pub(crate) fn update(&self, function: &str, f: impl FnOnce(&mut FunctionReport)) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        f(reports.entry(function.to_string()).or_default());
+    }
+
+    /// Waits until the handler is up; `None` when asked to stop first.
+    async fn handler_url(&self, stop: &mut watch::Receiver<bool>) -> Option<String> {
+        let mut handler = self.handler.clone();
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            if let Some(url) = handler.borrow_and_update().clone() {
+                return Some(url);
+            }
+            tokio::select! {
+                r = handler.changed() => { if r.is_err() { return None; } }
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// What the handler's answer means for the message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Verdict {
+    Complete,
+    Abandon(String),
+    /// No HTTP answer at all (the handler died or is restarting).
+    Unreachable(String),
+    DeadLetter {
+        reason: String,
+        description: String,
+    },
+}
+
+fn now_string(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn sys(function: &str, now: DateTime<Utc>) -> Value {
+    json!({"MethodName": function, "UtcNow": now_string(now), "RandGuid": Uuid::new_v4().to_string()})
+}
+
+/// Encodes a scalar the way the Functions host's HTTP worker does
+/// (`JsonConvert.SerializeObject(value)`): strings end up JSON-encoded inside a string and
+/// numbers as strings; objects stay objects.
+fn host_scalar(v: Value) -> Value {
+    match v {
+        Value::Object(_) | Value::Null => v,
+        other => Value::String(other.to_string()),
+    }
+}
+
+/// The Service Bus invocation exactly as the Functions host's HTTP worker builds it
+/// (Azure/azure-functions-host `ScriptInvocationContextExtensions.ToHttpScriptInvocationContext`:
+/// input and metadata values go through `GetHttpScriptInvocationContextValue`, i.e. objects as
+/// objects, everything else `JsonConvert.SerializeObject`-ed, `DateTime` as an ISO string).
+pub(crate) fn service_bus_payload(function: &str, binding: &str, rx: &ReceivedMessage) -> Value {
+    let m = &rx.message;
+    let body = String::from_utf8_lossy(&m.body).into_owned();
+    let mut data = serde_json::Map::new();
+    data.insert(binding.to_string(), host_scalar(Value::String(body)));
+    let mut meta = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        meta.insert(k.to_string(), v);
+    };
+    put("MessageId", host_scalar(json!(m.message_id)));
+    put("DeliveryCount", host_scalar(json!(m.delivery_count)));
+    put("SequenceNumber", host_scalar(json!(m.sequence_number)));
+    put("LockToken", host_scalar(json!(rx.lock_token.to_string())));
+    put("EnqueuedTimeUtc", json!(now_string(m.enqueued_time)));
+    put("LockedUntilUtc", json!(now_string(rx.locked_until)));
+    if let Some(c) = &m.content_type {
+        put("ContentType", host_scalar(json!(c)));
+    }
+    if let Some(c) = &m.correlation_id {
+        put("CorrelationId", host_scalar(json!(c)));
+    }
+    if let Some(t) = m.scheduled_enqueue_time {
+        put("ScheduledEnqueueTimeUtc", json!(now_string(t)));
+    }
+    put("ApplicationProperties", json!(m.properties));
+    put("UserProperties", json!(m.properties));
+    put("sys", sys(function, Utc::now()));
+    json!({"Data": data, "Metadata": meta})
+}
+
+pub(crate) fn timer_payload(
+    function: &str,
+    binding: &str,
+    last: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
+    is_past_due: bool,
+) -> Value {
+    let now = Utc::now();
+    let mut data = serde_json::Map::new();
+    data.insert(
+        binding.to_string(),
+        json!({
+            "Schedule": {"AdjustForDST": true},
+            "ScheduleStatus": {
+                "Last": last.map(now_string),
+                "Next": next.map(now_string),
+                "LastUpdated": now_string(now),
+            },
+            "IsPastDue": is_past_due,
+        }),
+    );
+    json!({"Data": data, "Metadata": {"sys": sys(function, now)}})
+}
+
+/// Reads the `deadLetter` request out of a failed response body. `ReturnValue` may be an object
+/// or a string holding JSON (the response table types it as a string).
+pub(crate) fn dead_letter_request(body: &str) -> Option<(String, String)> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let rv = match v.get("ReturnValue")? {
+        Value::String(s) => serde_json::from_str::<Value>(s).ok()?,
+        other => other.clone(),
+    };
+    let dl = rv.get("deadLetter")?;
+    let reason = dl.get("reason")?.as_str()?.trim();
+    if reason.is_empty() {
+        return None;
+    }
+    let description = dl
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Some((reason.to_string(), description.to_string()))
+}
+
+fn first_log(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let line = v.get("Logs")?.as_array()?.iter().find_map(Value::as_str)?;
+    Some(line.chars().take(200).collect())
+}
+
+async fn post(shared: &Shared, url: &str, function: &str, payload: &Value) -> Verdict {
+    let response = shared
+        .client
+        .post(format!("{url}/{function}"))
+        // The headers the host's HTTP worker adds to every invocation (DefaultHttpWorkerService.AddHeaders).
+        .header("x-azure-functions-invocationid", Uuid::new_v4().to_string())
+        .header("x-azure-functions-hostversion", HOST_VERSION)
+        .json(payload)
+        .timeout(shared.function_timeout)
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => Verdict::Complete,
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            if let Some((reason, description)) = dead_letter_request(&body) {
+                return Verdict::DeadLetter {
+                    reason,
+                    description,
+                };
+            }
+            match first_log(&body) {
+                Some(log) => Verdict::Abandon(format!("HTTP {}: {log}", status.as_u16())),
+                None => Verdict::Abandon(format!("HTTP {}", status.as_u16())),
+            }
+        }
+        Err(e) if e.is_timeout() => Verdict::Abandon(format!(
+            "no answer within functionTimeout ({} s)",
+            shared.function_timeout.as_secs()
+        )),
+        Err(e) => Verdict::Unreachable(format!("handler unreachable: {e}")),
+    }
+}
+
+/// Delivers one queue's messages to its function until `stop`, then drains in-flight work.
+pub(crate) async fn run_queue_function(
+    shared: Arc<Shared>,
+    function: String,
+    binding: String,
+    queue_name: String,
+    concurrency: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let Some(url) = shared.handler_url(&mut stop).await else {
+            break;
+        };
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let q = shared.queue.clone();
+        let name = queue_name.clone();
+        // Count as busy before the lock is taken so the idle check never sees a gap.
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        let received = tokio::task::spawn_blocking(move || q.receive(&name)).await;
+        match received {
+            Ok(Ok(Some(rx))) => {
+                let shared = shared.clone();
+                let (function, binding, queue_name) =
+                    (function.clone(), binding.clone(), queue_name.clone());
+                tasks.spawn(async move {
+                    invoke_message(&shared, &function, &binding, &queue_name, &url, rx).await;
+                    shared.busy.fetch_sub(1, Ordering::SeqCst);
+                    drop(permit);
+                });
+            }
+            other => {
+                shared.busy.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
+                match other {
+                    Ok(Err(e)) => {
+                        eprintln!("[local] {function}: receive from {queue_name} failed: {e}")
+                    }
+                    Err(e) => eprintln!("[local] {function}: receive task failed: {e}"),
+                    Ok(Ok(_)) => {}
+                }
+                tokio::select! {
+                    _ = shared.queue.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn invoke_message(
+    shared: &Arc<Shared>,
+    function: &str,
+    binding: &str,
+    queue_name: &str,
+    url: &str,
+    rx: ReceivedMessage,
+) {
+    let started = Instant::now();
+    shared.update(function, |r| r.invocations += 1);
+    let payload = service_bus_payload(function, binding, &rx);
+
+    // Renew the lock while the function runs, up to maxAutoLockRenewalDuration, as the host does.
+    let lock_duration = shared.queue.options().lock_duration;
+    let renewer = {
+        let (q, name, token) = (shared.queue.clone(), queue_name.to_string(), rx.lock_token);
+        let max = shared.max_auto_lock_renewal;
+        tokio::spawn(async move {
+            let every = (lock_duration / 2).max(Duration::from_millis(50));
+            let begun = Instant::now();
+            loop {
+                tokio::time::sleep(every).await;
+                if begun.elapsed() + every > max {
+                    return;
+                }
+                let (q, name) = (q.clone(), name.clone());
+                if !matches!(
+                    tokio::task::spawn_blocking(move || q.renew_lock(&name, token)).await,
+                    Ok(Ok(_))
+                ) {
+                    return;
+                }
+            }
+        })
+    };
+    let mut verdict = post(shared, url, function, &payload).await;
+    renewer.abort();
+    if let Verdict::Unreachable(why) = verdict {
+        // Give the supervisor time to notice a dead child before the message is offered again,
+        // so a crash does not burn several deliveries in a few milliseconds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        verdict = Verdict::Abandon(why);
+    }
+
+    let m = &rx.message;
+    let ms = started.elapsed().as_millis();
+    let head = format!(
+        "[local] {function} msg={} delivery={}",
+        m.message_id, m.delivery_count
+    );
+    let (q, name, token) = (shared.queue.clone(), queue_name.to_string(), rx.lock_token);
+    let settle = {
+        let verdict = verdict.clone();
+        tokio::task::spawn_blocking(move || match verdict {
+            Verdict::Complete => q.complete(&name, token).map(|_| None),
+            Verdict::Abandon(_) | Verdict::Unreachable(_) => q.abandon(&name, token).map(Some),
+            Verdict::DeadLetter {
+                reason,
+                description,
+            } => q
+                .dead_letter(&name, token, &reason, &description)
+                .map(|_| None),
+        })
+        .await
+    };
+    let settle = match settle {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("{head} → settling panicked; the lock will expire and it is redelivered");
+            return;
+        }
+    };
+    if let Err(e) = settle {
+        // Typically the lock expired during a very long run: the message is (or will be)
+        // redelivered, so the work must be idempotent — which the handlers are.
+        println!("{head} → could not settle ({e}) ({ms} ms)");
+        shared.update(function, |r| r.abandoned += 1);
+        return;
+    }
+    match (&verdict, settle) {
+        (Verdict::Complete, _) => {
+            shared.update(function, |r| r.completed += 1);
+            println!("{head} → completed ({ms} ms)");
+        }
+        (
+            Verdict::Abandon(why) | Verdict::Unreachable(why),
+            Ok(Some(AbandonOutcome::DeadLettered)),
+        ) => {
+            shared.update(function, |r| {
+                r.abandoned += 1;
+                r.dead_lettered += 1;
+            });
+            println!(
+                "{head} → abandoned ({why}); dead-lettered MaxDeliveryCountExceeded ({ms} ms)"
+            );
+        }
+        (Verdict::Abandon(why) | Verdict::Unreachable(why), _) => {
+            shared.update(function, |r| r.abandoned += 1);
+            println!("{head} → abandoned ({why}) ({ms} ms)");
+        }
+        (Verdict::DeadLetter { reason, .. }, _) => {
+            shared.update(function, |r| r.dead_lettered += 1);
+            println!("{head} → dead-lettered: {reason} ({ms} ms)");
+        }
+    }
+}
+
+/// Fires a timer function on `runOnStartup` and then on every occurrence of its schedule.
+/// Runs are sequential, so a long run delays the next tick instead of overlapping it (the
+/// Functions host holds a singleton lock per timer function).
+pub(crate) async fn run_timer_function(
+    shared: Arc<Shared>,
+    function: String,
+    binding: String,
+    schedule: cron::Schedule,
+    run_on_startup: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last: Option<DateTime<Utc>> = None;
+    let next_after = |t: DateTime<Utc>| schedule.after(&t).next();
+    if run_on_startup {
+        // `busy` was raised for this run by the caller, so the idle check waits for it.
+        if let Some(url) = shared.handler_url(&mut stop).await {
+            let now = Utc::now();
+            fire_timer(
+                &shared,
+                &function,
+                &binding,
+                &url,
+                last,
+                next_after(now),
+                false,
+            )
+            .await;
+            last = Some(now);
+        }
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+    loop {
+        let next = next_after(Utc::now());
+        {
+            let mut t = shared.timer_next.lock().unwrap_or_else(|p| p.into_inner());
+            t.insert(function.clone(), next);
+        }
+        let Some(due) = next else { return };
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        if let Some(url) = shared.handler_url(&mut stop).await {
+            // Past due when the handler was down long enough to miss the next occurrence too.
+            let now = Utc::now();
+            let past_due = next_after(due).is_some_and(|n| n <= now);
+            fire_timer(
+                &shared,
+                &function,
+                &binding,
+                &url,
+                last,
+                next_after(now),
+                past_due,
+            )
+            .await;
+            last = Some(due);
+        }
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn fire_timer(
+    shared: &Shared,
+    function: &str,
+    binding: &str,
+    url: &str,
+    last: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
+    past_due: bool,
+) {
+    let started = Instant::now();
+    shared.update(function, |r| r.invocations += 1);
+    let payload = timer_payload(function, binding, last, next, past_due);
+    let verdict = post(shared, url, function, &payload).await;
+    let ms = started.elapsed().as_millis();
+    match verdict {
+        Verdict::Complete => {
+            shared.update(function, |r| r.completed += 1);
+            println!("[local] {function} timer → completed ({ms} ms)");
+        }
+        Verdict::Abandon(why) | Verdict::Unreachable(why) => {
+            shared.update(function, |r| r.failed += 1);
+            println!("[local] {function} timer → failed ({why}) ({ms} ms)");
+        }
+        Verdict::DeadLetter { reason, .. } => {
+            shared.update(function, |r| r.failed += 1);
+            println!("[local] {function} timer → failed ({reason}) ({ms} ms)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_dead_letter_request_from_object_or_string_return_value() {
+        let obj = r#"{"Outputs":{},"Logs":["bad"],"ReturnValue":{"deadLetter":{"reason":"InvalidEvent","description":"no subject"}}}"#;
+        assert_eq!(
+            dead_letter_request(obj),
+            Some(("InvalidEvent".into(), "no subject".into()))
+        );
+        let s = r#"{"ReturnValue":"{\"deadLetter\":{\"reason\":\"R\"}}"}"#;
+        assert_eq!(dead_letter_request(s), Some(("R".into(), String::new())));
+        assert_eq!(dead_letter_request(r#"{"ReturnValue":null}"#), None);
+        assert_eq!(
+            dead_letter_request(r#"{"ReturnValue":{"deadLetter":{"reason":""}}}"#),
+            None
+        );
+        assert_eq!(dead_letter_request("not json"), None);
+    }
+
+    #[test]
+    fn timer_payload_shape() {
+        let p = timer_payload("Sweep", "timer", None, None, false);
+        assert_eq!(p["Data"]["timer"]["IsPastDue"], json!(false));
+        assert_eq!(p["Data"]["timer"]["Schedule"]["AdjustForDST"], json!(true));
+        assert_eq!(p["Metadata"]["sys"]["MethodName"], json!("Sweep"));
+    }
+}

@@ -1,0 +1,596 @@
+//! `ade-backup local`: the whole product on one machine. This module plays the Azure Functions
+//! host (reads `host.json` + `*/function.json`, launches the custom handler as a child process,
+//! fires timers, delivers queue messages with the host's payload shape) and Service Bus (the
+//! durable [`queue::LocalQueue`] behind a Service-Bus-compatible REST endpoint,
+//! [`sb_endpoint`]).
+//!
+//! Entry points for the CLI: [`LocalArgs`] (clap) and [`run`]; [`run_with`] adds [`LocalHooks`]
+//! so the caller can start extra services (the simulator) before the child, seed messages, veto
+//! idleness and add report sections.
+
+mod child;
+pub mod dispatch;
+pub mod project;
+pub mod queue;
+pub mod sb_endpoint;
+
+use chrono::{DateTime, Utc};
+use dispatch::{FunctionReport, Shared};
+use futures::future::BoxFuture;
+use project::{Project, ProjectError, Trigger};
+use queue::{LocalQueue, LocalQueueError, LocalQueueOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Default per-function concurrency when host.json sets no `maxConcurrentCalls`.
+const DEFAULT_CONCURRENCY: usize = 8;
+/// Consumption-plan default `functionTimeout` (the plan in `infra/main.bicep`).
+const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long in-flight invocations may finish after a stop before the run ends anyway.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalArgs {
+    /// The Functions app root (holds host.json); `<dir>/functions` is tried too.
+    #[arg(long, default_value = ".")]
+    pub project_dir: PathBuf,
+    /// Where queues, handler state and logs live.
+    #[arg(long, default_value = "./.ade-backup")]
+    pub state_dir: PathBuf,
+    /// The custom handler executable (default: this executable), run with host.json's
+    /// `customHandler.description.arguments`.
+    #[arg(long)]
+    pub serve_bin: Option<PathBuf>,
+    /// Use an already running handler at this base URL instead of starting a child (tests).
+    #[arg(long, hide = true)]
+    pub handler_url: Option<String>,
+    /// Exit when every triggered queue is drained, nothing is locked, and no scheduled message
+    /// or timer is due within --idle-horizon.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// Seconds ahead that --until-idle looks for scheduled messages and timers.
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_horizon: f64,
+    /// Write a JSON summary here at exit.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Stop after this many seconds whatever happens.
+    #[arg(long)]
+    pub max_runtime: Option<f64>,
+    /// Send the handler's output to <state-dir>/serve.log instead of the terminal.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Deliveries before a message is dead-lettered (Service Bus maxDeliveryCount).
+    #[arg(long, default_value_t = 10)]
+    pub max_delivery_count: u32,
+    /// Peek-lock duration in seconds (Service Bus lockDuration).
+    #[arg(long, default_value_t = 60.0)]
+    pub lock_duration: f64,
+    /// Duplicate detection window in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub duplicate_window: f64,
+    /// Concurrent invocations per queue-triggered function (default: host.json
+    /// extensions.serviceBus.maxConcurrentCalls, else 8).
+    #[arg(long)]
+    pub max_concurrent_calls: Option<usize>,
+    /// Port of the local Service Bus endpoint (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    pub sb_port: u16,
+    /// Seconds the handler has to answer /healthz (the Functions host allows 60).
+    #[arg(long, default_value_t = 60.0, hide = true)]
+    pub handler_start_timeout: f64,
+}
+
+impl Default for LocalArgs {
+    fn default() -> Self {
+        Self {
+            project_dir: PathBuf::from("."),
+            state_dir: PathBuf::from("./.ade-backup"),
+            serve_bin: None,
+            handler_url: None,
+            until_idle: false,
+            idle_horizon: 5.0,
+            report: None,
+            max_runtime: None,
+            quiet: false,
+            max_delivery_count: 10,
+            lock_duration: 60.0,
+            duplicate_window: 600.0,
+            max_concurrent_calls: None,
+            sb_port: 0,
+            handler_start_timeout: 60.0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("--{flag}: {rule}")]
+    InvalidArgument { flag: &'static str, rule: String },
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Queue(#[from] LocalQueueError),
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("local Service Bus endpoint could not listen on 127.0.0.1:{port}: {source}")]
+    Endpoint {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP client: {0}")]
+    HttpClient(String),
+    #[error("could not start the custom handler {program}: {source}")]
+    HandlerSpawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the custom handler did not answer GET /healthz within {seconds} s (the Functions host limit is 60 s)")]
+    HandlerStartTimeout { seconds: u64 },
+    #[error("the custom handler exited {attempts} times in a row before becoming ready (last: {status})")]
+    HandlerCrashLoop { attempts: u32, status: String },
+    #[error("startup hook failed: {0}")]
+    Hook(String),
+    #[error("writing report {path}: {source}")]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the caller's hooks can reach once the queue and the endpoint are up.
+#[derive(Debug, Clone)]
+pub struct LocalHandles {
+    /// The queue, e.g. to enqueue seed messages.
+    pub queue: LocalQueue,
+    /// Base URL of the Service-Bus-compatible endpoint, with a trailing slash.
+    pub servicebus_endpoint: String,
+    /// Absolute state directory.
+    pub state_dir: PathBuf,
+}
+
+pub type BeforeChildHook = Box<
+    dyn FnOnce(LocalHandles) -> BoxFuture<'static, Result<Vec<(String, String)>, String>> + Send,
+>;
+
+pub type IdleCheck = Box<dyn Fn() -> bool + Send + Sync>;
+pub type BeforeReportHook = Box<dyn FnOnce(&mut LocalOutcome) + Send>;
+
+/// Extension points for the embedding caller (the CLI's simulator wiring).
+#[derive(Default)]
+pub struct LocalHooks {
+    /// Extra environment for the child.
+    pub extra_env: Vec<(String, String)>,
+    /// Runs after the queue and endpoint are up and before the child starts; may start
+    /// services (spawn tasks) and returns more environment for the child.
+    pub before_child: Option<BeforeChildHook>,
+    /// Extra condition for --until-idle (e.g. "the simulator has no pending events").
+    pub idle_check: Option<IdleCheck>,
+    /// Last look at the outcome before the report is written (add `extras` sections).
+    pub before_report: Option<BeforeReportHook>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ExitReason {
+    Idle,
+    MaxRuntime,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterReport {
+    pub queue: String,
+    pub message_id: String,
+    pub sequence_number: u64,
+    pub correlation_id: Option<String>,
+    pub reason: String,
+    pub description: String,
+    pub delivery_count: u32,
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueReport {
+    /// Messages still waiting (visible or scheduled) at exit.
+    pub remaining: usize,
+    pub dead_lettered: usize,
+}
+
+/// The run's summary; serialized as the `--report` file.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalOutcome {
+    pub exit_reason: ExitReason,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub functions: BTreeMap<String, FunctionReport>,
+    pub queues: BTreeMap<String, QueueReport>,
+    pub dead_letters: Vec<DeadLetterReport>,
+    /// Times the handler died after it had been ready and was restarted.
+    pub handler_restarts: u64,
+    /// Sections added by the caller (flattened into the top level of the report).
+    #[serde(flatten)]
+    pub extras: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `ade-backup local`.
+pub async fn run(args: LocalArgs) -> Result<LocalOutcome, LocalError> {
+    run_with(args, LocalHooks::default()).await
+}
+
+fn secs(flag: &'static str, v: f64) -> Result<Duration, LocalError> {
+    Duration::try_from_secs_f64(v).map_err(|_| LocalError::InvalidArgument {
+        flag,
+        rule: format!("{v} must be a non-negative number of seconds"),
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, LocalError> {
+    std::fs::create_dir_all(path).map_err(|source| LocalError::StateDir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::canonicalize(path).map_err(|source| LocalError::StateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `ade-backup local` with the caller's hooks.
+pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOutcome, LocalError> {
+    let started_at = Utc::now();
+    let clock = std::time::Instant::now();
+    let lock_duration = secs("lock-duration", args.lock_duration)?;
+    if lock_duration.is_zero() {
+        return Err(LocalError::InvalidArgument {
+            flag: "lock-duration",
+            rule: "must be greater than 0".into(),
+        });
+    }
+    if args.max_delivery_count == 0 {
+        return Err(LocalError::InvalidArgument {
+            flag: "max-delivery-count",
+            rule: "must be at least 1".into(),
+        });
+    }
+    let idle_horizon = chrono::Duration::from_std(secs("idle-horizon", args.idle_horizon)?)
+        .unwrap_or(chrono::Duration::MAX);
+    let max_runtime = args
+        .max_runtime
+        .map(|s| secs("max-runtime", s))
+        .transpose()?;
+    let start_timeout = secs("handler-start-timeout", args.handler_start_timeout)?;
+
+    let state_dir = absolute(&args.state_dir)?;
+    let queue = LocalQueue::open(
+        &state_dir.join("queues"),
+        LocalQueueOptions {
+            lock_duration,
+            max_delivery_count: args.max_delivery_count,
+            duplicate_detection_window: secs("duplicate-window", args.duplicate_window)?,
+        },
+    )?;
+
+    let (sb_url, sb_task) = sb_endpoint::serve(queue.clone(), args.sb_port)
+        .await
+        .map_err(|source| LocalError::Endpoint {
+            port: args.sb_port,
+            source,
+        })?;
+    println!(
+        "[local] Service Bus endpoint {sb_url} (queues in {})",
+        state_dir.join("queues").display()
+    );
+
+    let mut child_env: Vec<(String, String)> = vec![
+        (
+            "ADE_BACKUP_STATE".into(),
+            format!("fs:{}", state_dir.join("state").display()),
+        ),
+        ("ADE_BACKUP_SERVICEBUS_ENDPOINT".into(), sb_url.clone()),
+        ("ADE_BACKUP_CREDENTIAL".into(), "static".into()),
+        ("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()),
+    ];
+    child_env.append(&mut hooks.extra_env);
+    if let Some(hook) = hooks.before_child.take() {
+        let handles = LocalHandles {
+            queue: queue.clone(),
+            servicebus_endpoint: sb_url.clone(),
+            state_dir: state_dir.clone(),
+        };
+        let mut more = hook(handles).await.map_err(LocalError::Hook)?;
+        child_env.append(&mut more);
+    }
+
+    // %AppSetting% in host.json / function.json resolves against what the child will see.
+    let lookup_env = child_env.clone();
+    let lookup = move |name: &str| {
+        lookup_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    };
+    let project: Project = project::load(&args.project_dir, &lookup)?;
+    for (name, why) in &project.skipped {
+        println!("[local] {name}: skipped ({why})");
+    }
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| LocalError::HttpClient(e.to_string()))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel::<Option<String>>(None);
+    let restarts = Arc::new(AtomicU64::new(0));
+
+    // The handler: a supervised child, or a given URL (tests).
+    let mut supervisor = None;
+    match &args.handler_url {
+        Some(url) => {
+            let _ = ready_tx.send(Some(url.trim_end_matches('/').to_string()));
+        }
+        None => {
+            let program = match &args.serve_bin {
+                Some(p) => p.clone(),
+                None => std::env::current_exe().map_err(|source| LocalError::HandlerSpawn {
+                    program: PathBuf::from("<current executable>"),
+                    source,
+                })?,
+            };
+            let spec = child::ChildSpec {
+                program,
+                args: project.host.arguments.clone(),
+                cwd: Some(
+                    project
+                        .host
+                        .working_directory
+                        .clone()
+                        .unwrap_or_else(|| project.root.clone()),
+                ),
+                env: child_env.clone(),
+                log_file: args.quiet.then(|| state_dir.join("serve.log")),
+                start_timeout,
+            };
+            supervisor = Some(tokio::spawn(child::supervise(
+                spec,
+                client.clone(),
+                ready_tx,
+                restarts.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        queue: queue.clone(),
+        client,
+        handler: ready_rx.clone(),
+        reports: Mutex::new(BTreeMap::new()),
+        busy: AtomicUsize::new(0),
+        timer_next: Mutex::new(BTreeMap::new()),
+        function_timeout: project
+            .host
+            .function_timeout
+            .unwrap_or(DEFAULT_FUNCTION_TIMEOUT),
+        max_auto_lock_renewal: project.host.max_auto_lock_renewal,
+    });
+    let concurrency = args
+        .max_concurrent_calls
+        .or(project.host.max_concurrent_calls)
+        .unwrap_or(DEFAULT_CONCURRENCY);
+    let mut triggered_queues = Vec::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for f in &project.functions {
+        match &f.trigger {
+            Trigger::ServiceBus { binding, queue: q } => {
+                queue.ensure_queue(q)?;
+                triggered_queues.push(q.clone());
+                shared.update(&f.name, |r| {
+                    r.trigger = "serviceBusTrigger".into();
+                    r.queue = Some(q.clone());
+                });
+                workers.spawn(dispatch::run_queue_function(
+                    shared.clone(),
+                    f.name.clone(),
+                    binding.clone(),
+                    q.clone(),
+                    concurrency,
+                    stop_rx.clone(),
+                ));
+            }
+            Trigger::Timer {
+                binding,
+                schedule,
+                cron,
+                run_on_startup,
+            } => {
+                shared.update(&f.name, |r| {
+                    r.trigger = "timerTrigger".into();
+                    r.schedule = Some(schedule.clone());
+                });
+                if *run_on_startup {
+                    shared.busy.fetch_add(1, Ordering::SeqCst);
+                }
+                // Known before the timer task runs, so the idle check never misses it.
+                shared
+                    .timer_next
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(f.name.clone(), cron.after(&Utc::now()).next());
+                workers.spawn(dispatch::run_timer_function(
+                    shared.clone(),
+                    f.name.clone(),
+                    binding.clone(),
+                    (**cron).clone(),
+                    *run_on_startup,
+                    stop_rx.clone(),
+                ));
+            }
+        }
+    }
+    println!(
+        "[local] {} functions from {} ({} per queue function)",
+        project.functions.len(),
+        project.root.display(),
+        concurrency
+    );
+
+    // Main wait: idle, max runtime, Ctrl-C, or a fatal supervisor error.
+    let deadline = max_runtime.map(|d| tokio::time::Instant::now() + d);
+    let mut ready_seen = ready_rx.clone();
+    let mut was_ready = ready_seen.borrow().is_some();
+    let mut idle_streak = 0u32;
+    let mut fatal: Option<LocalError> = None;
+    let exit_reason = loop {
+        if let Some(task) = supervisor.as_mut().filter(|t| t.is_finished()) {
+            match task.await {
+                Ok(Err(e)) => fatal = Some(e),
+                Ok(Ok(())) => {}
+                Err(e) => fatal = Some(LocalError::Hook(format!("supervisor task failed: {e}"))),
+            }
+            supervisor = None;
+            if fatal.is_some() {
+                break ExitReason::Interrupted;
+            }
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break ExitReason::MaxRuntime;
+        }
+        was_ready |= ready_seen.borrow_and_update().is_some();
+        if args.until_idle && was_ready {
+            let idle = is_idle(&shared, &triggered_queues, idle_horizon)?
+                && hooks.idle_check.as_ref().is_none_or(|f| f());
+            idle_streak = if idle { idle_streak + 1 } else { 0 };
+            // Three consecutive idle looks, 100 ms apart, so a message sent by an answer that
+            // just completed is not missed.
+            if idle_streak >= 3 {
+                break ExitReason::Idle;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::signal::ctrl_c() => break ExitReason::Interrupted,
+        }
+    };
+
+    // Stop taking work, let in-flight invocations settle, then stop the child.
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_GRACE, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!("[local] in-flight invocations did not finish within {DRAIN_GRACE:?}; their locks are released on the next start");
+        workers.abort_all();
+    }
+    if let Some(task) = supervisor {
+        if let Ok(Err(e)) = task.await {
+            fatal.get_or_insert(e);
+        }
+    }
+    sb_task.abort();
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+
+    let mut outcome = LocalOutcome {
+        exit_reason,
+        started_at,
+        finished_at: Utc::now(),
+        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        functions: shared
+            .reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        queues: BTreeMap::new(),
+        dead_letters: Vec::new(),
+        handler_restarts: restarts.load(Ordering::Relaxed),
+        extras: serde_json::Map::new(),
+    };
+    for name in queue.queue_names() {
+        let stats = queue.stats(&name)?;
+        outcome.queues.insert(
+            name.clone(),
+            QueueReport {
+                remaining: stats.active + stats.scheduled + stats.locked,
+                dead_lettered: stats.dead_lettered,
+            },
+        );
+        for dl in queue.dead_letters(&name)? {
+            outcome.dead_letters.push(DeadLetterReport {
+                queue: name.clone(),
+                message_id: dl.message.message_id,
+                sequence_number: dl.message.sequence_number,
+                correlation_id: dl.message.correlation_id,
+                reason: dl.reason,
+                description: dl.description,
+                delivery_count: dl.message.delivery_count,
+                dead_lettered_at: dl.dead_lettered_at,
+            });
+        }
+    }
+    if let Some(hook) = hooks.before_report.take() {
+        hook(&mut outcome);
+    }
+    println!(
+        "[local] stopped ({:?}) after {} ms; {} dead-lettered",
+        outcome.exit_reason,
+        outcome.duration_ms,
+        outcome.dead_letters.len()
+    );
+    if let Some(path) = &args.report {
+        write_report(path, &outcome)?;
+    }
+    Ok(outcome)
+}
+
+fn is_idle(
+    shared: &Shared,
+    triggered_queues: &[String],
+    horizon: chrono::Duration,
+) -> Result<bool, LocalError> {
+    if shared.busy.load(Ordering::SeqCst) > 0 {
+        return Ok(false);
+    }
+    let until = Utc::now() + horizon;
+    for q in triggered_queues {
+        let s = shared.queue.stats(q)?;
+        if s.active > 0 || s.locked > 0 || s.next_visible_at.is_some_and(|t| t <= until) {
+            return Ok(false);
+        }
+    }
+    let timers = shared.timer_next.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(!timers.values().flatten().any(|t| *t <= until))
+}
+
+fn write_report(path: &Path, outcome: &LocalOutcome) -> Result<(), LocalError> {
+    let io = |source| LocalError::Report {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let json = serde_json::to_vec_pretty(outcome)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    std::fs::write(path, json).map_err(io)
+}

@@ -1,0 +1,544 @@
+//! Reads a Functions app the way the Functions host does: `host.json` at the app root and one
+//! `{FunctionName}/function.json` folder per function beside it (functions-custom-handlers.md,
+//! "Application structure"). Only the triggers ade-backup uses are supported:
+//! `serviceBusTrigger {name, queueName}` and `timerTrigger {name, schedule, runOnStartup}`.
+//! Binding values may use `%AppSetting%` expansion, as in Azure.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("no host.json in {dir} or {dir}/functions: pass --project-dir pointing at the Functions app root")]
+    NoHostJson { dir: PathBuf },
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: field {field}: {rule}")]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        rule: String,
+    },
+    #[error("function {function}: schedule {schedule:?}: {rule}")]
+    Schedule {
+        function: String,
+        schedule: String,
+        rule: String,
+    },
+    #[error("app setting %{name}% referenced by {path} is not set")]
+    MissingSetting { path: PathBuf, name: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// `customHandler.description.arguments`, `%VAR%`-expanded.
+    pub arguments: Vec<String>,
+    /// `customHandler.description.workingDirectory`, resolved against the app root.
+    pub working_directory: Option<PathBuf>,
+    /// `extensions.serviceBus.maxConcurrentCalls`.
+    pub max_concurrent_calls: Option<usize>,
+    /// `extensions.serviceBus.maxAutoLockRenewalDuration` (default 5 min).
+    pub max_auto_lock_renewal: Duration,
+    /// `functionTimeout`.
+    pub function_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    ServiceBus {
+        binding: String,
+        queue: String,
+    },
+    Timer {
+        binding: String,
+        /// As written (NCRONTAB, 6 fields).
+        schedule: String,
+        cron: Box<cron::Schedule>,
+        run_on_startup: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionDef {
+    pub name: String,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub host: HostConfig,
+    pub functions: Vec<FunctionDef>,
+    /// Functions skipped (disabled or with a trigger the local host does not run), with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, ProjectError> {
+    let bytes = std::fs::read(path).map_err(|source| ProjectError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| ProjectError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Expands `%NAME%` from app settings; `%%` is a literal percent.
+pub fn expand_settings(
+    s: &str,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ProjectError> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find('%') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('%') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        if name.is_empty() {
+            out.push('%');
+        } else {
+            let value = lookup(name).ok_or_else(|| ProjectError::MissingSetting {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+            })?;
+            out.push_str(&value);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses a .NET TimeSpan `hh:mm:ss` (optionally `d.hh:mm:ss`).
+pub fn parse_timespan(s: &str) -> Option<Duration> {
+    let (days, hms) = match s.split_once('.') {
+        Some((d, rest)) if rest.contains(':') && !d.contains(':') => (d.parse::<u64>().ok()?, rest),
+        _ => (0, s),
+    };
+    let parts: Vec<&str> = hms.split(':').collect();
+    let [h, m, sec] = parts.as_slice() else {
+        return None;
+    };
+    let h: u64 = h.parse().ok()?;
+    let m: u64 = m.parse().ok()?;
+    let sec: f64 = sec.parse().ok()?;
+    if m >= 60 || !(0.0..60.0).contains(&sec) {
+        return None;
+    }
+    Some(Duration::from_secs(days * 86_400 + h * 3600 + m * 60) + Duration::from_secs_f64(sec))
+}
+
+/// NCRONTAB (`{second} {minute} {hour} {day} {month} {day-of-week}`, day-of-week 0–6 with
+/// 0 = Sunday, functions-bindings-timer.md) → a `cron` crate schedule (day-of-week 1–7 with
+/// 1 = Sunday). Only numeric day-of-week values need shifting; names pass through.
+pub fn parse_ncrontab(expr: &str) -> Result<cron::Schedule, String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 6 {
+        return Err(format!(
+            "must have 6 fields (second minute hour day month day-of-week), found {}",
+            fields.len()
+        ));
+    }
+    let dow = shift_day_of_week(fields[5])?;
+    let translated = format!(
+        "{} {} {} {} {} {}",
+        fields[0], fields[1], fields[2], fields[3], fields[4], dow
+    );
+    cron::Schedule::from_str(&translated)
+        .map_err(|e| format!("not a valid NCRONTAB expression: {e}"))
+}
+
+fn shift_day_of_week(field: &str) -> Result<String, String> {
+    let shift = |token: &str| -> Result<String, String> {
+        match token.parse::<u8>() {
+            Ok(n @ 0..=6) => Ok((n + 1).to_string()),
+            // Some NCRONTAB dialects accept 7 for Sunday too.
+            Ok(7) => Ok("1".to_string()),
+            Ok(n) => Err(format!("day-of-week {n} is outside 0-6 (0 = Sunday)")),
+            Err(_) => Ok(token.to_string()),
+        }
+    };
+    let mut items = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (item, None),
+        };
+        let range = range
+            .split('-')
+            .map(shift)
+            .collect::<Result<Vec<_>, _>>()?
+            .join("-");
+        items.push(match step {
+            Some(s) => format!("{range}/{s}"),
+            None => range,
+        });
+    }
+    Ok(items.join(","))
+}
+
+/// Finds the app root: `dir/host.json`, else `dir/functions/host.json` (running from the repo).
+pub fn find_root(dir: &Path) -> Result<PathBuf, ProjectError> {
+    for candidate in [dir.to_path_buf(), dir.join("functions")] {
+        if candidate.join("host.json").is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(ProjectError::NoHostJson {
+        dir: dir.to_path_buf(),
+    })
+}
+
+pub fn load(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Project, ProjectError> {
+    let root = find_root(dir)?;
+    let host_path = root.join("host.json");
+    let host_json = read_json(&host_path)?;
+    let host = parse_host(&host_json, &host_path, &root, lookup)?;
+
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map_err(|source| ProjectError::Io {
+            path: root.clone(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("function.json").is_file())
+        .collect();
+    entries.sort();
+
+    let mut functions = Vec::new();
+    let mut skipped = Vec::new();
+    for dir in entries {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        let path = dir.join("function.json");
+        let json = read_json(&path)?;
+        match parse_function(&name, &json, &path, lookup)? {
+            Ok(f) => functions.push(f),
+            Err(why) => skipped.push((name, why)),
+        }
+    }
+    Ok(Project {
+        root,
+        host,
+        functions,
+        skipped,
+    })
+}
+
+fn parse_host(
+    json: &serde_json::Value,
+    path: &Path,
+    root: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<HostConfig, ProjectError> {
+    let description = &json["customHandler"]["description"];
+    let arguments = match &description["arguments"] {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| ProjectError::Field {
+                        path: path.to_path_buf(),
+                        field: "customHandler.description.arguments",
+                        rule: "must be an array of strings".into(),
+                    })
+                    .and_then(|s| expand_settings(s, path, lookup))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(ProjectError::Field {
+                path: path.to_path_buf(),
+                field: "customHandler.description.arguments",
+                rule: "must be an array of strings".into(),
+            })
+        }
+    };
+    let working_directory = description["workingDirectory"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| root.join(s));
+    let sb = &json["extensions"]["serviceBus"];
+    let max_concurrent_calls = match &sb["maxConcurrentCalls"] {
+        serde_json::Value::Null => None,
+        v => Some(
+            v.as_u64()
+                .filter(|n| *n >= 1)
+                .map(|n| n as usize)
+                .ok_or_else(|| ProjectError::Field {
+                    path: path.to_path_buf(),
+                    field: "extensions.serviceBus.maxConcurrentCalls",
+                    rule: "must be a positive integer".into(),
+                })?,
+        ),
+    };
+    let timespan =
+        |field: &'static str, v: &serde_json::Value| -> Result<Option<Duration>, ProjectError> {
+            match v {
+                serde_json::Value::Null => Ok(None),
+                serde_json::Value::String(s) => {
+                    parse_timespan(s)
+                        .map(Some)
+                        .ok_or_else(|| ProjectError::Field {
+                            path: path.to_path_buf(),
+                            field,
+                            rule: format!("{s:?} must be a TimeSpan hh:mm:ss"),
+                        })
+                }
+                _ => Err(ProjectError::Field {
+                    path: path.to_path_buf(),
+                    field,
+                    rule: "must be a TimeSpan string hh:mm:ss".into(),
+                }),
+            }
+        };
+    let max_auto_lock_renewal = timespan(
+        "extensions.serviceBus.maxAutoLockRenewalDuration",
+        &sb["maxAutoLockRenewalDuration"],
+    )?
+    .unwrap_or(Duration::from_secs(300));
+    let function_timeout = timespan("functionTimeout", &json["functionTimeout"])?;
+    Ok(HostConfig {
+        arguments,
+        working_directory,
+        max_concurrent_calls,
+        max_auto_lock_renewal,
+        function_timeout,
+    })
+}
+
+/// `Ok(Err(why))` = a valid function the local host does not run.
+fn parse_function(
+    name: &str,
+    json: &serde_json::Value,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Result<FunctionDef, String>, ProjectError> {
+    if json["disabled"].as_bool() == Some(true) {
+        return Ok(Err("disabled in function.json".into()));
+    }
+    let bindings = json["bindings"]
+        .as_array()
+        .ok_or_else(|| ProjectError::Field {
+            path: path.to_path_buf(),
+            field: "bindings",
+            rule: "must be an array".into(),
+        })?;
+    let field = |field: &'static str, rule: &str| ProjectError::Field {
+        path: path.to_path_buf(),
+        field,
+        rule: rule.to_string(),
+    };
+    for b in bindings {
+        let kind = b["type"].as_str().unwrap_or_default();
+        let binding = || -> Result<String, ProjectError> {
+            b["name"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    field(
+                        "bindings[].name",
+                        "a trigger binding needs a non-empty name",
+                    )
+                })
+        };
+        match kind {
+            "serviceBusTrigger" => {
+                if b.get("topicName").is_some() {
+                    return Ok(Err("topic subscriptions are not supported locally".into()));
+                }
+                let queue = b["queueName"].as_str().ok_or_else(|| {
+                    field("bindings[].queueName", "required for serviceBusTrigger")
+                })?;
+                let queue = expand_settings(queue, path, lookup)?;
+                return Ok(Ok(FunctionDef {
+                    name: name.to_string(),
+                    trigger: Trigger::ServiceBus {
+                        binding: binding()?,
+                        queue,
+                    },
+                }));
+            }
+            "timerTrigger" => {
+                let schedule = b["schedule"]
+                    .as_str()
+                    .ok_or_else(|| field("bindings[].schedule", "required for timerTrigger"))?;
+                let schedule = expand_settings(schedule, path, lookup)?;
+                let cron = parse_ncrontab(&schedule).map_err(|rule| ProjectError::Schedule {
+                    function: name.to_string(),
+                    schedule: schedule.clone(),
+                    rule,
+                })?;
+                let run_on_startup = match &b["runOnStartup"] {
+                    serde_json::Value::Null => false,
+                    serde_json::Value::Bool(v) => *v,
+                    _ => return Err(field("bindings[].runOnStartup", "must be true or false")),
+                };
+                return Ok(Ok(FunctionDef {
+                    name: name.to_string(),
+                    trigger: Trigger::Timer {
+                        binding: binding()?,
+                        schedule,
+                        cron: Box::new(cron),
+                        run_on_startup,
+                    },
+                }));
+            }
+            _ => {}
+        }
+    }
+    Ok(Err(
+        "no serviceBusTrigger or timerTrigger binding (the local host runs only those)".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, TimeZone, Timelike, Utc};
+
+    fn no_settings(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn ncrontab_day_of_week_zero_is_sunday() {
+        // 2025-01-01 is a Wednesday.
+        let start = Utc
+            .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+            .single()
+            .expect("date");
+        let s = parse_ncrontab("0 30 9 * * 0").expect("valid");
+        let next = s.after(&start).next().expect("next");
+        assert_eq!(next.weekday(), chrono::Weekday::Sun);
+        assert_eq!((next.hour(), next.minute()), (9, 30));
+        let weekdays = parse_ncrontab("0 0 3 * * 1-5").expect("valid");
+        let next = weekdays.after(&start).next().expect("next");
+        assert_eq!(next.weekday(), chrono::Weekday::Wed);
+        let every_other = parse_ncrontab("0 0 3 * * 0/2").expect("valid");
+        assert!(every_other.after(&start).next().is_some());
+        assert!(parse_ncrontab("0 0 3 * * MON").is_ok());
+    }
+
+    #[test]
+    fn ncrontab_rejects_wrong_field_count_and_day() {
+        assert!(parse_ncrontab("*/5 * * * *")
+            .expect_err("5 fields")
+            .contains("6 fields"));
+        assert!(parse_ncrontab("0 0 0 * * 8")
+            .expect_err("dow 8")
+            .contains("0-6"));
+    }
+
+    #[test]
+    fn expands_app_settings() {
+        let lookup = |n: &str| (n == "SWEEP").then(|| "0 0 * * * *".to_string());
+        let p = Path::new("x/function.json");
+        assert_eq!(
+            expand_settings("%SWEEP%", p, &lookup).expect("ok"),
+            "0 0 * * * *"
+        );
+        assert_eq!(
+            expand_settings("50%% off", p, &lookup).expect("ok"),
+            "50% off"
+        );
+        assert!(matches!(
+            expand_settings("%NOPE%", p, &lookup),
+            Err(ProjectError::MissingSetting { .. })
+        ));
+    }
+
+    #[test]
+    fn timespans() {
+        assert_eq!(parse_timespan("00:05:00"), Some(Duration::from_secs(300)));
+        assert_eq!(
+            parse_timespan("1.00:00:01"),
+            Some(Duration::from_secs(86_401))
+        );
+        assert_eq!(parse_timespan("5 minutes"), None);
+        assert_eq!(parse_timespan("00:61:00"), None);
+    }
+
+    #[test]
+    fn loads_app_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("functions");
+        std::fs::create_dir_all(root.join("OnEvent")).expect("mkdir");
+        std::fs::create_dir_all(root.join("Sweep")).expect("mkdir");
+        std::fs::create_dir_all(root.join("Web")).expect("mkdir");
+        std::fs::write(
+            root.join("host.json"),
+            r#"{"version":"2.0","functionTimeout":"00:10:00","customHandler":{"description":{"defaultExecutablePath":"ade-backup","arguments":["serve"]}},"extensions":{"serviceBus":{"maxConcurrentCalls":3}}}"#,
+        )
+        .expect("write");
+        std::fs::write(
+            root.join("OnEvent/function.json"),
+            r#"{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"message","queueName":"vm-encryption-events","connection":"ServiceBusConnection"}]}"#,
+        )
+        .expect("write");
+        std::fs::write(
+            root.join("Sweep/function.json"),
+            r#"{"bindings":[{"type":"timerTrigger","direction":"in","name":"timer","schedule":"0 0 */6 * * *","runOnStartup":true}]}"#,
+        )
+        .expect("write");
+        std::fs::write(
+            root.join("Web/function.json"),
+            r#"{"bindings":[{"type":"httpTrigger","direction":"in","name":"req"}]}"#,
+        )
+        .expect("write");
+        let p = load(dir.path(), &no_settings).expect("loads from the repo root");
+        assert_eq!(p.root, root);
+        assert_eq!(p.host.arguments, vec!["serve".to_string()]);
+        assert_eq!(p.host.max_concurrent_calls, Some(3));
+        assert_eq!(p.host.function_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(p.functions.len(), 2);
+        assert!(matches!(
+            &p.functions[0].trigger,
+            Trigger::ServiceBus { binding, queue } if binding == "message" && queue == "vm-encryption-events"
+        ));
+        assert!(matches!(
+            &p.functions[1].trigger,
+            Trigger::Timer { run_on_startup: true, binding, .. } if binding == "timer"
+        ));
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].0, "Web");
+    }
+
+    #[test]
+    fn bad_schedule_names_function_and_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("T")).expect("mkdir");
+        std::fs::write(dir.path().join("host.json"), "{}").expect("write");
+        std::fs::write(
+            dir.path().join("T/function.json"),
+            r#"{"bindings":[{"type":"timerTrigger","name":"t","schedule":"* * *"}]}"#,
+        )
+        .expect("write");
+        let err = load(dir.path(), &no_settings)
+            .expect_err("bad schedule")
+            .to_string();
+        assert!(
+            err.contains("function T") && err.contains("6 fields"),
+            "{err}"
+        );
+    }
+}
