@@ -16,4 +16,5 @@ pub mod host;
 pub mod local;
 pub mod records;
 pub mod settings;
+pub mod wiring;
 pub mod workflows;

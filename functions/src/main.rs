@@ -3,13 +3,12 @@
 //! `host.json` launches `ade-backup serve`; with no subcommand and `FUNCTIONS_CUSTOMHANDLER_PORT`
 //! set, the binary serves too (so a bare `defaultExecutablePath` also works).
 
-use ade_backup_functions::context::{Context, SystemClock};
+use ade_backup_functions::wiring;
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server;
 use ade_backup_functions::settings::Settings;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 const PORT_VAR: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
 
@@ -81,13 +80,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Arc::new(Settings::from_env()?);
-    let ctx = Context {
-        state: Arc::new(wiring::NotWiredStateStore),
-        sender: Arc::new(wiring::NotWiredSender),
-        settings,
-        clock: Arc::new(SystemClock),
-    };
+    let settings = Settings::from_env()?;
+    let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
+    let ctx = wiring::context(settings, &identity)?;
     server::serve(args.port, Registry::production(), ctx).await?;
     Ok(())
 }
@@ -103,47 +98,3 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Backends `serve` does not have yet.
-///
-/// NOT DONE: `FsStateStore` / `BlobStateStore` and `ServiceBusSender` are written in parallel by
-/// other work items; the lead replaces these two with the real ones chosen from
-/// `Settings::state` and `Settings::servicebus_endpoint`. Until then every invocation that
-/// touches state fails as transient (500, message redelivered) with a log saying so — never a
-/// silent success.
-mod wiring {
-    use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
-    use ade_backup_shared::state::{ETag, StateError, StateStore};
-    use async_trait::async_trait;
-
-    const STATE: &str =
-        "state store not wired into `ade-backup serve` yet (FsStateStore/BlobStateStore pending)";
-
-    pub struct NotWiredStateStore;
-
-    #[async_trait]
-    impl StateStore for NotWiredStateStore {
-        async fn get(&self, _key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
-            Err(StateError::Unavailable(STATE.into()))
-        }
-        async fn create(&self, _key: &str, _body: &[u8]) -> Result<ETag, StateError> {
-            Err(StateError::Unavailable(STATE.into()))
-        }
-        async fn replace(&self, _: &str, _: &[u8], _: &ETag) -> Result<ETag, StateError> {
-            Err(StateError::Unavailable(STATE.into()))
-        }
-        async fn list(&self, _prefix: &str) -> Result<Vec<String>, StateError> {
-            Err(StateError::Unavailable(STATE.into()))
-        }
-    }
-
-    pub struct NotWiredSender;
-
-    #[async_trait]
-    impl MessageSender for NotWiredSender {
-        async fn send(&self, _message: OutboundMessage) -> Result<(), MessagingError> {
-            Err(MessagingError::Transient(
-                "Service Bus sender not wired into `ade-backup serve` yet".into(),
-            ))
-        }
-    }
-}

@@ -201,6 +201,8 @@ pub async fn spawn_app_with(registry: Registry) -> TestApp {
         sender: sender.clone(),
         settings: Arc::new(test_settings()),
         clock: clock.clone(),
+        arm: Arc::new(unreachable_arm()),
+        bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
     };
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::run(listener, registry, ctx, async move {
@@ -218,4 +220,16 @@ pub async fn spawn_app_with(registry: Registry) -> TestApp {
         shutdown: Some(tx),
         server,
     }
+}
+
+/// An ARM client pointed at a closed loopback port: for tests whose handlers must not reach Azure.
+pub fn unreachable_arm() -> ade_backup_shared::arm::ArmClient {
+    ade_backup_shared::arm::ArmClient::new(
+        url::Url::parse("http://127.0.0.1:9/").expect("literal url"),
+        Arc::new(ade_backup_shared::credential::StaticToken(
+            ade_backup_shared::credential::AccessToken::new("test"),
+        )),
+        Default::default(),
+    )
+    .expect("arm client")
 }

@@ -1,16 +1,20 @@
-//! `BackupVm`: Service Bus trigger on queue `backup-vm`. Protects the VM in its Recovery Services vault and records its ADE settings.
+//! `BackupVm`: Service Bus trigger on queue `backup-vm`.
 //!
-//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
-//! only proves the wiring: it parses the message (JSON object body + metadata), records the
-//! receipt at `operations/backup-vm/{messageId}.json` and completes. A body
-//! that is not a JSON object is poison (`MalformedBody`).
+//! Enables protection (refreshing containers when the vault cannot see the VM yet), triggers the
+//! first backup and tracks the job with scheduled follow-up messages until a recovery point exists.
+//! See [`crate::workflows::protect::backup`].
 
 use crate::context::Context;
-use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::handlers::{HandlerError, HandlerOutput};
 use crate::host::protocol::TriggerInput;
+use crate::workflows::protect::{self, BackupMessage};
+use crate::workflows::{service_bus, worker_message};
 
 pub const NAME: &str = "BackupVm";
 
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
-    record_message_receipt(NAME, input, ctx).await
+    let msg = service_bus(&input)?;
+    let body: BackupMessage = worker_message(msg)?;
+    let line = protect::backup(ctx, &body, msg).await?;
+    Ok(HandlerOutput::default().log(line))
 }

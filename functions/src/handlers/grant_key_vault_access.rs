@@ -1,16 +1,21 @@
-//! `GrantKeyVaultAccess`: Service Bus trigger on queue `grant-key-vault-access`. Grants the Backup Management Service access to the VM's Key Vault (access policy or RBAC role).
+//! `GrantKeyVaultAccess`: Service Bus trigger on queue `grant-key-vault-access`.
 //!
-//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
-//! only proves the wiring: it parses the message (JSON object body + metadata), records the
-//! receipt at `operations/grant-key-vault-access/{messageId}.json` and completes. A body
-//! that is not a JSON object is poison (`MalformedBody`).
+//! Gives the Backup Management Service exactly the Key Vault access Azure Backup documents for the
+//! VM's ADE mode (access policy merge, or least-privilege custom role on RBAC vaults), skipping the
+//! write when an equal or broader grant exists, then sends `BackupVm`. See
+//! [`crate::workflows::protect::grant`].
 
 use crate::context::Context;
-use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::handlers::{HandlerError, HandlerOutput};
 use crate::host::protocol::TriggerInput;
+use crate::workflows::protect::{self, GrantMessage};
+use crate::workflows::{service_bus, worker_message};
 
 pub const NAME: &str = "GrantKeyVaultAccess";
 
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
-    record_message_receipt(NAME, input, ctx).await
+    let msg = service_bus(&input)?;
+    let body: GrantMessage = worker_message(msg)?;
+    let line = protect::grant(ctx, &body, msg).await?;
+    Ok(HandlerOutput::default().log(line))
 }

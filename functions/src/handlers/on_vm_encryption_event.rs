@@ -1,16 +1,44 @@
-//! `OnVmEncryptionEvent`: Service Bus trigger on queue `vm-encryption-events`. Reacts to ADE being enabled, changed or removed on a VM (Event Grid events routed to the queue): decides whether the VM must be protected.
+//! `OnVmEncryptionEvent`: Service Bus trigger on queue `vm-encryption-events` (fed by an Event
+//! Grid subscription on the subscriptions' `Microsoft.Resources.ResourceWriteSuccess` events).
 //!
-//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
-//! only proves the wiring: it parses the message (JSON object body + metadata), records the
-//! receipt at `operations/on-vm-encryption-event/{messageId}.json` and completes. A body
-//! that is not a JSON object is poison (`MalformedBody`).
+//! The event is a hint: the VM is read and classified ([`crate::domain::ade`]), and an ADE VM is
+//! handed to the protection workflow ([`crate::workflows::protect::evaluate`]). Irrelevant events
+//! are acknowledged with a debug log; malformed ones are poison (dead-lettered with the reason).
+//! The queue also carries ade-backup's own "look again" messages for VMs whose encryption was
+//! still in progress.
 
 use crate::context::Context;
-use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::domain::events::{self, EventHint};
+use crate::handlers::{HandlerError, HandlerOutput};
 use crate::host::protocol::TriggerInput;
+use crate::workflows::protect::{self, Origin, RecheckMessage, RECHECK_KIND};
+use crate::workflows::service_bus;
 
 pub const NAME: &str = "OnVmEncryptionEvent";
 
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
-    record_message_receipt(NAME, input, ctx).await
+    let msg = service_bus(&input)?;
+    let mut out = HandlerOutput::default();
+    if let Ok(recheck) = serde_json::from_slice::<RecheckMessage>(&msg.body) {
+        if recheck.kind == RECHECK_KIND {
+            let line = protect::evaluate(ctx, &recheck.vm_id, Origin::Recheck(recheck.attempt)).await?;
+            return Ok(out.log(line));
+        }
+    }
+    let hints = events::parse(&msg.body)
+        .map_err(|e| HandlerError::poison("InvalidEvent", e.to_string()))?;
+    for hint in hints {
+        match hint {
+            EventHint::Irrelevant { event_id, why } => {
+                tracing::debug!(event_id = %event_id, %why, "event ignored");
+                out = out.log(format!("event {event_id} ignored: {why}"));
+            }
+            EventHint::CheckVm { vm, event_id, .. } => {
+                let line = protect::evaluate(ctx, &vm, Origin::Event(event_id)).await?;
+                tracing::info!(vm = %vm, "{line}");
+                out = out.log(line);
+            }
+        }
+    }
+    Ok(out)
 }

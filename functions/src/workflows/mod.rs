@@ -76,3 +76,39 @@ pub fn is_forbidden(e: &ArmError) -> bool {
                 || c.eq_ignore_ascii_case("LinkedAuthorizationFailed")
         })
 }
+
+/// Who holds a step claim: this delivery of this message. A redelivery after a crash is a new
+/// holder, so it waits for the crashed holder's lease to expire instead of racing a live one.
+pub fn claimant(msg: &ServiceBusMessage) -> String {
+    format!("{}#{}", msg.message_id, msg.delivery_count)
+}
+
+/// Sends the same message again, to arrive at `at` (a step is held by a live invocation: look
+/// again when its lease ends). Completing the current delivery then loses nothing.
+pub async fn redeliver_at(
+    ctx: &Context,
+    msg: &ServiceBusMessage,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), HandlerError> {
+    let id = format!("{}~retry-{}", msg.message_id, at.timestamp_millis());
+    let mut m = OutboundMessage {
+        queue: msg.queue.clone(),
+        message_id: id,
+        correlation_id: msg.correlation_id.clone(),
+        scheduled_enqueue_time: Some(at),
+        content_type: msg
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/json".to_string()),
+        body: msg.body.clone(),
+        properties: Default::default(),
+    };
+    if m.message_id.len() > 128 {
+        // Service Bus MessageId limit: keep it deterministic but short.
+        m.message_id = format!(
+            "retry-{}",
+            ade_backup_shared::ids::deterministic_uuid(&[&msg.message_id, &at.timestamp_millis().to_string()])
+        );
+    }
+    ctx.sender.send(m).await.map_err(messaging_error)
+}

@@ -7,7 +7,8 @@
 //! - `grant-key-vault-access`: [`GrantMessage`].
 //! - `backup-vm`: [`BackupMessage`] with a phase; polls are scheduled follow-ups.
 
-use super::{arm_transient, is_forbidden, send};
+use super::{arm_transient, claimant, is_forbidden, redeliver_at, send};
+use crate::host::protocol::ServiceBusMessage;
 use crate::context::Context;
 use crate::domain::ade::{self, AdeState, ExtensionObservation, OsType, VmObservation};
 use crate::domain::kv_access::{self, KeyMode, Permissions, RbacRoleChoice};
@@ -18,7 +19,7 @@ use crate::records::{
     self, protect_operation_key, status, vm_record_key, ErrorRecord, ProtectionAzureIds,
     ProtectionOperation, VmRecord,
 };
-use ade_backup_shared::arm::recovery_services::{BackupJobFilter, JobOperation, JobStatus};
+use ade_backup_shared::arm::recovery_services::{BackupJobFilter, JobOperation};
 use ade_backup_shared::arm::{
     AccessPolicyEntry, ArmError, PendingOperation, PollOutcome, RoleAssignmentProperties,
     RoleDefinitionProperties, RolePermission, VirtualMachine,
@@ -190,7 +191,7 @@ pub async fn observe_vm(
 pub async fn upsert_vm_record(
     ctx: &Context,
     vm_id: &ResourceId,
-    f: impl Fn(&mut VmRecord) + Send,
+    f: impl Fn(&mut VmRecord) + Send + Sync,
 ) -> Result<(), HandlerError> {
     let at = now(ctx);
     let key = vm_record_key(vm_id);
@@ -701,8 +702,13 @@ async fn grant_on_vault(ctx: &Context, need: &VaultNeed, bms: uuid::Uuid) -> Res
     }
 }
 
-pub async fn grant(ctx: &Context, msg: &GrantMessage, by: &str) -> Result<String, HandlerError> {
-    let (op, claim) = claim(ctx, &msg.operation_id, msg.generation, step::GRANT, by).await?;
+pub async fn grant(
+    ctx: &Context,
+    msg: &GrantMessage,
+    delivery: &ServiceBusMessage,
+) -> Result<String, HandlerError> {
+    let by = claimant(delivery);
+    let (op, claim) = claim(ctx, &msg.operation_id, msg.generation, step::GRANT, &by).await?;
     match claim {
         Claim::AlreadyDone => {
             if op.generation == msg.generation && !op.is_finished() {
@@ -711,7 +717,8 @@ pub async fn grant(ctx: &Context, msg: &GrantMessage, by: &str) -> Result<String
             return Ok(format!("{}: grant already done", op.operation_id));
         }
         Claim::HeldByOther { until } => {
-            return Ok(format!("{}: grant in progress elsewhere until {until}", op.operation_id));
+            redeliver_at(ctx, delivery, until).await?;
+            return Ok(format!("{}: grant in progress elsewhere until {until}; will look again", op.operation_id));
         }
         Claim::Acquired => {}
     }
@@ -775,7 +782,12 @@ fn poll_delay(ctx: &Context, pending: Option<&PendingOperation>) -> std::time::D
     }
 }
 
-pub async fn backup(ctx: &Context, msg: &BackupMessage, by: &str) -> Result<String, HandlerError> {
+pub async fn backup(
+    ctx: &Context,
+    msg: &BackupMessage,
+    delivery: &ServiceBusMessage,
+) -> Result<String, HandlerError> {
+    let by = claimant(delivery);
     let op = load_op(ctx, &msg.operation_id).await?;
     if op.generation != msg.generation || op.is_finished() {
         return Ok(format!("{}: stale message (operation is {} generation {})", op.operation_id, op.status, op.generation));
@@ -786,15 +798,20 @@ pub async fn backup(ctx: &Context, msg: &BackupMessage, by: &str) -> Result<Stri
         return Ok(format!("{}: {m}", op.operation_id));
     }
     match msg.phase {
-        BackupPhase::Protect => protect_phase(ctx, op, by).await,
+        BackupPhase::Protect => protect_phase(ctx, op, &by, delivery).await,
         BackupPhase::ProtectPoll => protect_poll(ctx, op, msg.poll).await,
-        BackupPhase::BackupNow => backup_now_phase(ctx, op, by).await,
+        BackupPhase::BackupNow => backup_now_phase(ctx, op, &by, delivery).await,
         BackupPhase::BackupPoll => backup_poll(ctx, op, msg.poll).await,
         BackupPhase::Track => track(ctx, op, msg.poll).await,
     }
 }
 
-async fn protect_phase(ctx: &Context, op: ProtectionOperation, by: &str) -> Result<String, HandlerError> {
+async fn protect_phase(
+    ctx: &Context,
+    op: ProtectionOperation,
+    by: &str,
+    delivery: &ServiceBusMessage,
+) -> Result<String, HandlerError> {
     let (op, claim) = claim(ctx, &op.operation_id, op.generation, step::PROTECT, by).await?;
     match claim {
         Claim::AlreadyDone => {
@@ -803,7 +820,10 @@ async fn protect_phase(ctx: &Context, op: ProtectionOperation, by: &str) -> Resu
             }
             return Ok(format!("{}: protection already enabled", op.operation_id));
         }
-        Claim::HeldByOther { .. } => return Ok(format!("{}: protection being enabled elsewhere", op.operation_id)),
+        Claim::HeldByOther { until } => {
+            redeliver_at(ctx, delivery, until).await?;
+            return Ok(format!("{}: protection being enabled elsewhere; will look again", op.operation_id));
+        }
         Claim::Acquired => {}
     }
     let vault = op.target.target.vault_id.clone();
@@ -938,7 +958,12 @@ async fn protect_poll(ctx: &Context, op: ProtectionOperation, poll: u32) -> Resu
     }
 }
 
-async fn backup_now_phase(ctx: &Context, op: ProtectionOperation, by: &str) -> Result<String, HandlerError> {
+async fn backup_now_phase(
+    ctx: &Context,
+    op: ProtectionOperation,
+    by: &str,
+    delivery: &ServiceBusMessage,
+) -> Result<String, HandlerError> {
     let (op, claim) = claim(ctx, &op.operation_id, op.generation, step::BACKUP_NOW, by).await?;
     match claim {
         Claim::AlreadyDone => {
@@ -947,7 +972,10 @@ async fn backup_now_phase(ctx: &Context, op: ProtectionOperation, by: &str) -> R
             }
             return Ok(format!("{}: backup already triggered", op.operation_id));
         }
-        Claim::HeldByOther { .. } => return Ok(format!("{}: backup being triggered elsewhere", op.operation_id)),
+        Claim::HeldByOther { until } => {
+            redeliver_at(ctx, delivery, until).await?;
+            return Ok(format!("{}: backup being triggered elsewhere; will look again", op.operation_id));
+        }
         Claim::Acquired => {}
     }
     let vault = op.target.target.vault_id.clone();
@@ -1102,7 +1130,7 @@ async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<Stri
             Ok(format!("{}: protected, recovery point {}", op.operation_id, op.azure.recovery_point_id.unwrap_or_default()))
         }
         "Failed" | "Cancelled" => {
-            let code = job.first_error_code().unwrap_or("backup-job-failed").to_string();
+            let code = job.error_code().unwrap_or("backup-job-failed").to_string();
             let text = job
                 .properties
                 .error_details
