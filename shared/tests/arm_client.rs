@@ -955,3 +955,54 @@ async fn access_policy_add_and_role_assignment_bodies() {
     assert_eq!(err.code(), Some("RoleAssignmentExists"));
     assert_eq!(err.status(), Some(409));
 }
+
+#[tokio::test]
+async fn per_request_timeout_is_retried_then_reported() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(VM))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(vm_body())
+                .set_delay(Duration::from_millis(800)),
+        )
+        .mount(&server)
+        .await;
+    let mut opts = options(fast_retry(2), PacingPolicy::disabled());
+    opts.request_timeout = Duration::from_millis(150);
+    let c = client_with(&server, opts);
+    let err = c.get_virtual_machine(&vm()).await.expect_err("times out");
+    assert!(matches!(err, ArmError::Timeout { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert_eq!(c.stats().calls.get("compute.vm.get"), Some(&2), "one retry");
+}
+
+#[tokio::test]
+async fn resource_graph_quota_header_lowers_the_tenant_bucket() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/providers/Microsoft.ResourceGraph/resources"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-ms-user-quota-remaining", "2")
+                .insert_header("x-ms-user-quota-resets-after", "00:00:05")
+                .set_body_json(json!({"totalRecords": 0, "count": 0, "data": []})),
+        )
+        .mount(&server)
+        .await;
+    let c = client_with(&server, options(fast_retry(1), PacingPolicy::default()));
+    let subs = [SubscriptionId::parse(SUB).expect("sub")];
+    let rows = c
+        .resource_graph_query(&subs, ade_backup_shared::arm::queries::KEY_VAULTS)
+        .await
+        .expect("rows");
+    assert!(rows.is_empty());
+    let tokens = c
+        .pacer()
+        .tokens(BucketKey::Tenant(RequestClass::Reads))
+        .expect("tenant bucket used");
+    assert!(
+        tokens < 3.0,
+        "tenant bucket follows the quota header, has {tokens}"
+    );
+}

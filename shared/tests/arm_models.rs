@@ -209,3 +209,50 @@ fn backup_job_example() {
         Some("400002")
     );
 }
+
+#[test]
+fn role_assignments_and_definition_examples() {
+    use ade_backup_shared::arm::{RoleAssignment, RoleDefinition};
+    let list: List<RoleAssignment> = fixture("role_assignments_list.json");
+    let a = &list.value[0];
+    assert_eq!(a.properties.principal_type.as_deref(), Some("User"));
+    // Responses name the definition without the subscription prefix: compare by GUID.
+    assert_eq!(
+        a.role_definition_guid(),
+        Some(uuid::Uuid::parse_str("0b5fe924-9a61-425c-96af-cfe6e287ca2d").expect("guid"))
+    );
+    let d: RoleDefinition = fixture("role_definition_put.json");
+    assert_eq!(d.properties.role_name, "Role name");
+    assert_eq!(d.properties.permissions[0].data_actions, ["dataAction"]);
+    assert_eq!(d.properties.assignable_scopes, ["/subscriptions/subId"]);
+}
+
+#[test]
+fn deployment_example() {
+    use ade_backup_shared::arm::Deployment;
+    let d: Deployment = fixture("deployment_put.json");
+    assert_eq!(d.state(), Some("Accepted"));
+    assert!(!d.is_terminal());
+    assert!(d.properties.timestamp.is_some());
+    let failed: Deployment = serde_json::from_value(serde_json::json!({
+        "properties": {"provisioningState": "Failed", "error": {"code": "DeploymentFailed", "message": "x",
+            "details": [{"code": "OSProvisioningTimedOut", "message": "y"}]}}
+    }))
+    .expect("parses");
+    assert!(failed.is_terminal());
+    assert_eq!(failed.root_error_code(), Some("OSProvisioningTimedOut"));
+}
+
+#[test]
+fn protectable_items_example() {
+    use ade_backup_shared::arm::ProtectableItem;
+    let list: List<ProtectableItem> = fixture("protectable_items_list.json");
+    assert_eq!(
+        list.value[0].properties.friendly_name.as_deref(),
+        Some("iaasvm-1")
+    );
+    assert_eq!(
+        list.value[0].properties.protection_state.as_deref(),
+        Some("NotProtected")
+    );
+}

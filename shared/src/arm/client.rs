@@ -75,6 +75,23 @@ impl ArmStats {
     }
 }
 
+/// One line for benchmark and sweep summaries:
+/// `arm calls=12 (compute.vm.get=10, lro.poll=2) 429s=1 retries=2 paced=3 (450 ms)`.
+impl std::fmt::Display for ArmStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "arm calls={}", self.total_calls())?;
+        if !self.calls.is_empty() {
+            let per: Vec<String> = self.calls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            write!(f, " ({})", per.join(", "))?;
+        }
+        write!(
+            f,
+            " 429s={} retries={} paced={} ({} ms)",
+            self.throttled, self.retries, self.paced, self.paced_wait_ms
+        )
+    }
+}
+
 /// Which token a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Audience {
@@ -266,13 +283,14 @@ impl ArmClient {
             Audience::Arm => &self.inner.options.arm_scope,
             Audience::Graph => &self.inner.options.graph_scope,
         };
+        // Pace first: a long pacing wait should not age the token we are about to send.
+        let waited = self.inner.pacer.acquire(call.bucket).await;
         let token = self
             .inner
             .credential
             .token(scope)
             .await
             .map_err(|e| no_retry(ArmError::Auth(e)))?;
-        let waited = self.inner.pacer.acquire(call.bucket).await;
         {
             let mut s = self.lock_stats();
             *s.calls.entry(call.operation.to_string()).or_default() += 1;
@@ -354,11 +372,18 @@ impl ArmClient {
                 }
             ),
         };
-        if let Some(n) = headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
+        let read = |h: &str| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        // Resource Graph reports its own per-user quota instead of the ARM bucket headers.
+        let remaining = read(name.as_str()).or_else(|| match call.bucket {
+            BucketKey::Tenant(_) => read("x-ms-user-quota-remaining"),
+            BucketKey::Subscription(..) => None,
+        });
+        if let Some(n) = remaining {
             self.inner.pacer.observe_remaining(call.bucket, n);
         }
     }
@@ -425,6 +450,18 @@ pub(crate) fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_print_on_one_line() {
+        let mut s = ArmStats::default();
+        s.calls.insert("compute.vm.get".into(), 2);
+        s.calls.insert("lro.poll".into(), 1);
+        s.throttled = 1;
+        assert_eq!(
+            s.to_string(),
+            "arm calls=3 (compute.vm.get=2, lro.poll=1) 429s=1 retries=0 paced=0 (0 ms)"
+        );
+    }
 
     #[test]
     fn classifies_statuses() {
