@@ -1006,3 +1006,36 @@ async fn resource_graph_quota_header_lowers_the_tenant_bucket() {
         "tenant bucket follows the quota header, has {tokens}"
     );
 }
+
+#[tokio::test]
+async fn a_429_drains_the_local_bucket() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(VM))
+        .respond_with(ResponseTemplate::new(200).set_body_json(vm_body()))
+        .with_priority(5)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(VM))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let c = client_with(
+        &server,
+        options(fast_retry(3), PacingPolicy::uniform(100.0, 20.0)),
+    );
+    c.get_virtual_machine(&vm()).await.expect("ok after retry");
+    let key = BucketKey::Subscription(
+        SubscriptionId::parse(SUB).expect("sub"),
+        RequestClass::Reads,
+    );
+    let tokens = c.pacer().tokens(key).expect("bucket");
+    assert!(
+        tokens < 1.0,
+        "bucket should be drained after a 429, has {tokens}"
+    );
+    assert_eq!(c.stats().throttled, 1);
+}

@@ -54,6 +54,21 @@ fn unreachable_url() -> Url {
     Url::parse("http://localhost").unwrap_or_else(|_| unreachable!("literal URL"))
 }
 
+impl ArmClientOptions {
+    /// Points Graph calls at another cloud (or a test server) and derives the token scope from
+    /// its origin, e.g. `https://graph.microsoft.us` → `https://graph.microsoft.us/.default`.
+    pub fn with_graph_endpoint(mut self, endpoint: Url) -> Self {
+        self.graph_scope = format!("{}/.default", endpoint.origin().ascii_serialization());
+        self.graph_endpoint = endpoint;
+        self
+    }
+    /// ARM token scope for a sovereign cloud, e.g. `https://management.usgovcloudapi.net/.default`.
+    pub fn with_arm_scope(mut self, scope: impl Into<String>) -> Self {
+        self.arm_scope = scope.into();
+        self
+    }
+}
+
 /// A snapshot of the client's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ArmStats {
@@ -332,6 +347,8 @@ impl ArmClient {
         }
         if status == 429 {
             self.lock_stats().throttled += 1;
+            // ARM's bucket is empty: make our other in-flight callers of the same bucket wait too.
+            self.inner.pacer.observe_remaining(call.bucket, 0);
         }
         let retry_after = retry_after(&headers);
         let error = classify(call.operation, status, retry_after, &body);
@@ -450,6 +467,14 @@ pub(crate) fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graph_endpoint_sets_scope() {
+        let o = ArmClientOptions::default()
+            .with_graph_endpoint(Url::parse("https://graph.microsoft.us/").expect("url"));
+        assert_eq!(o.graph_scope, "https://graph.microsoft.us/.default");
+        assert_eq!(ArmClientOptions::default().arm_scope, ARM_SCOPE);
+    }
 
     #[test]
     fn stats_print_on_one_line() {
