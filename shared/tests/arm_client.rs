@@ -695,7 +695,12 @@ async fn pacing_holds_requests_to_a_tiny_bucket() {
     assert_eq!(received(&server).await, 6);
     let stats = c.stats();
     assert_eq!(stats.calls.get("compute.vm.get"), Some(&6));
-    assert_eq!(stats.paced, 4, "four calls had to wait for a token");
+    // Four calls find the burst spent; on a very slow machine one may find a refilled token.
+    assert!(
+        (3..=4).contains(&stats.paced),
+        "calls that waited: {}",
+        stats.paced
+    );
 }
 
 #[tokio::test]
