@@ -40,18 +40,13 @@ impl Default for ArmClientOptions {
             pacing: PacingPolicy::default(),
             request_timeout: Duration::from_secs(60),
             graph_endpoint: Url::parse("https://graph.microsoft.com")
-                .unwrap_or_else(|_| unreachable_url()),
+                .expect("a literal URL parses"),
             arm_scope: ARM_SCOPE.to_string(),
             graph_scope: "https://graph.microsoft.com/.default".to_string(),
             user_agent: format!("ade-backup/{}", env!("CARGO_PKG_VERSION")),
             default_poll_interval: Duration::from_secs(10),
         }
     }
-}
-
-// A literal URL always parses; this keeps `Default` free of `expect`.
-fn unreachable_url() -> Url {
-    Url::parse("http://localhost").unwrap_or_else(|_| unreachable!("literal URL"))
 }
 
 impl ArmClientOptions {
