@@ -89,6 +89,21 @@ pub const BACKUP_KEY_VAULT_DATA_ACTIONS: &[&str] = &[
     "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
 ];
 
+impl RoleAssignment {
+    /// The role definition's GUID. ARM answers with `/providers/Microsoft.Authorization/...` or
+    /// `/subscriptions/{s}/providers/...` forms for the same role; the GUID is the stable part.
+    pub fn role_definition_guid(&self) -> Option<uuid::Uuid> {
+        self.properties
+            .role_definition_id
+            .rsplit('/')
+            .next()
+            .and_then(|g| uuid::Uuid::parse_str(g).ok())
+    }
+    pub fn principal_guid(&self) -> Option<uuid::Uuid> {
+        uuid::Uuid::parse_str(&self.properties.principal_id).ok()
+    }
+}
+
 impl RoleDefinitionProperties {
     /// A custom role granting exactly [`BACKUP_KEY_VAULT_DATA_ACTIONS`], assignable in the
     /// subscription.

@@ -40,7 +40,7 @@ impl Default for ArmClientOptions {
             pacing: PacingPolicy::default(),
             request_timeout: Duration::from_secs(60),
             graph_endpoint: Url::parse("https://graph.microsoft.com")
-                .unwrap_or_else(|_| unreachable_url()),
+                .expect("a literal URL parses"),
             arm_scope: ARM_SCOPE.to_string(),
             graph_scope: "https://graph.microsoft.com/.default".to_string(),
             user_agent: format!("ade-backup/{}", env!("CARGO_PKG_VERSION")),
@@ -49,9 +49,19 @@ impl Default for ArmClientOptions {
     }
 }
 
-// A literal URL always parses; this keeps `Default` free of `expect`.
-fn unreachable_url() -> Url {
-    Url::parse("http://localhost").unwrap_or_else(|_| unreachable!("literal URL"))
+impl ArmClientOptions {
+    /// Points Graph calls at another cloud (or a test server) and derives the token scope from
+    /// its origin, e.g. `https://graph.microsoft.us` → `https://graph.microsoft.us/.default`.
+    pub fn with_graph_endpoint(mut self, endpoint: Url) -> Self {
+        self.graph_scope = format!("{}/.default", endpoint.origin().ascii_serialization());
+        self.graph_endpoint = endpoint;
+        self
+    }
+    /// ARM token scope for a sovereign cloud, e.g. `https://management.usgovcloudapi.net/.default`.
+    pub fn with_arm_scope(mut self, scope: impl Into<String>) -> Self {
+        self.arm_scope = scope.into();
+        self
+    }
 }
 
 /// A snapshot of the client's counters.
@@ -72,6 +82,23 @@ pub struct ArmStats {
 impl ArmStats {
     pub fn total_calls(&self) -> u64 {
         self.calls.values().sum()
+    }
+}
+
+/// One line for benchmark and sweep summaries:
+/// `arm calls=12 (compute.vm.get=10, lro.poll=2) 429s=1 retries=2 paced=3 (450 ms)`.
+impl std::fmt::Display for ArmStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "arm calls={}", self.total_calls())?;
+        if !self.calls.is_empty() {
+            let per: Vec<String> = self.calls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            write!(f, " ({})", per.join(", "))?;
+        }
+        write!(
+            f,
+            " 429s={} retries={} paced={} ({} ms)",
+            self.throttled, self.retries, self.paced, self.paced_wait_ms
+        )
     }
 }
 
@@ -266,13 +293,14 @@ impl ArmClient {
             Audience::Arm => &self.inner.options.arm_scope,
             Audience::Graph => &self.inner.options.graph_scope,
         };
+        // Pace first: a long pacing wait should not age the token we are about to send.
+        let waited = self.inner.pacer.acquire(call.bucket).await;
         let token = self
             .inner
             .credential
             .token(scope)
             .await
             .map_err(|e| no_retry(ArmError::Auth(e)))?;
-        let waited = self.inner.pacer.acquire(call.bucket).await;
         {
             let mut s = self.lock_stats();
             *s.calls.entry(call.operation.to_string()).or_default() += 1;
@@ -314,6 +342,8 @@ impl ArmClient {
         }
         if status == 429 {
             self.lock_stats().throttled += 1;
+            // ARM's bucket is empty: make our other in-flight callers of the same bucket wait too.
+            self.inner.pacer.observe_remaining(call.bucket, 0);
         }
         let retry_after = retry_after(&headers);
         let error = classify(call.operation, status, retry_after, &body);
@@ -354,11 +384,18 @@ impl ArmClient {
                 }
             ),
         };
-        if let Some(n) = headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
+        let read = |h: &str| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        // Resource Graph reports its own per-user quota instead of the ARM bucket headers.
+        let remaining = read(name.as_str()).or_else(|| match call.bucket {
+            BucketKey::Tenant(_) => read("x-ms-user-quota-remaining"),
+            BucketKey::Subscription(..) => None,
+        });
+        if let Some(n) = remaining {
             self.inner.pacer.observe_remaining(call.bucket, n);
         }
     }
@@ -425,6 +462,26 @@ pub(crate) fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn graph_endpoint_sets_scope() {
+        let o = ArmClientOptions::default()
+            .with_graph_endpoint(Url::parse("https://graph.microsoft.us/").expect("url"));
+        assert_eq!(o.graph_scope, "https://graph.microsoft.us/.default");
+        assert_eq!(ArmClientOptions::default().arm_scope, ARM_SCOPE);
+    }
+
+    #[test]
+    fn stats_print_on_one_line() {
+        let mut s = ArmStats::default();
+        s.calls.insert("compute.vm.get".into(), 2);
+        s.calls.insert("lro.poll".into(), 1);
+        s.throttled = 1;
+        assert_eq!(
+            s.to_string(),
+            "arm calls=3 (compute.vm.get=2, lro.poll=1) 429s=1 retries=0 paced=0 (0 ms)"
+        );
+    }
 
     #[test]
     fn classifies_statuses() {

@@ -21,6 +21,22 @@
 //! - `scope`: [`SubscriptionId`], [`ResourceGroupRef`] and the URL builder: every path is built
 //!   from `ResourceId` or validated segments, never from raw input strings.
 //!
+//! Using it from a short-lived handler (no sleeping on long-running operations):
+//!
+//! ```text
+//! let arm = ArmClient::new(endpoint, credential, ArmClientOptions::default())?;
+//! let op: PendingOperation = arm.begin_backup_now(&vault, &vm, None).await?;
+//! // put `op` (serde) into a follow-up message scheduled after `op.retry_after`
+//! match arm.poll_once(&op).await? {
+//!     PollOutcome::Pending(next) => { /* reschedule with `next` */ }
+//!     PollOutcome::Done(out) => { let job_id = out.job_id; /* follow get_backup_job */ }
+//! }
+//! ```
+//! Failures: `ArmError::is_transient()` → retry later (redelivery / scheduled message);
+//! otherwise report `err.code()` (e.g. `UserErrorKeyVaultPermissionsNotConfigured`).
+//! `ArmClient` is cheap to clone and clones share pacing buckets and counters, so one client
+//! per process keeps the whole process under ARM's limits; `arm.stats()` prints as one line.
+//!
 //! Tokens are fetched per attempt from the [`crate::credential::TokenSource`] (which caches) and
 //! never appear in errors or logs.
 

@@ -591,15 +591,39 @@ pub enum JobStatus {
     Cancelled,
 }
 
+impl JobOperation {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobOperation::Backup => "Backup",
+            JobOperation::Restore => "Restore",
+            JobOperation::ConfigureBackup => "ConfigureBackup",
+            JobOperation::DisableBackup => "DisableBackup",
+        }
+    }
+}
+
+impl JobStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::InProgress => "InProgress",
+            JobStatus::Completed => "Completed",
+            JobStatus::Failed => "Failed",
+            JobStatus::CompletedWithWarnings => "CompletedWithWarnings",
+            JobStatus::Cancelled => "Cancelled",
+        }
+    }
+}
+
 impl BackupJobFilter {
     pub fn to_odata(&self) -> String {
         let mut parts = vec![IAAS_FILTER.to_string()];
         if let Some(op) = self.operation {
-            parts.push(format!("operation eq '{op:?}'"));
+            parts.push(format!("operation eq '{}'", op.as_str()));
         }
         if let Some(st) = self.status {
-            parts.push(format!("status eq '{st:?}'"));
+            parts.push(format!("status eq '{}'", st.as_str()));
         }
+        // The service's own format (spec example ListJobsWithStartTimeAndEndTimeFilters.json).
         let fmt = |t: &DateTime<Utc>| t.format("%Y-%m-%d %I:%M:%S %p").to_string();
         if let Some(t) = &self.start_time {
             parts.push(format!("startTime eq '{}'", fmt(t)));
@@ -1086,5 +1110,15 @@ mod tests {
             f.to_odata(),
             "backupManagementType eq 'AzureIaasVM' and operation eq 'Restore' and status eq 'InProgress'"
         );
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-29T14:05:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let f = BackupJobFilter {
+            start_time: Some(t),
+            ..Default::default()
+        };
+        assert!(f
+            .to_odata()
+            .ends_with("startTime eq '2026-11-29 02:05:00 PM'"));
     }
 }

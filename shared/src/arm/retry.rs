@@ -1,5 +1,5 @@
 //! The one retry policy. Every request goes through `ArmClient::send`, which wraps its single
-//! attempt in [`run`]; nothing else in the client retries.
+//! attempt in `run`; nothing else in the client retries.
 //!
 //! Built on `backon` (the design card's `backoff` crate is unmaintained: RUSTSEC-2025-0012, and its
 //! `instant` dependency RUSTSEC-2024-0384). `backon::ExponentialBuilder` supplies the capped
@@ -212,6 +212,67 @@ mod tests {
         .await;
         assert!(matches!(r, Err(ArmError::Throttled { .. })));
         assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn delays_follow_capped_exponential_full_jitter() {
+        let policy = RetryPolicy {
+            max_attempts: 7,
+            base_delay: Duration::from_millis(4),
+            max_delay: Duration::from_millis(16),
+            max_elapsed: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(1),
+        };
+        let mut delays = Vec::new();
+        let r: Result<(), _> = run(
+            &policy,
+            Repeat::Idempotent,
+            || async { Err(transient()) },
+            |_, d| delays.push(d),
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(delays.len(), 6);
+        for (i, d) in delays.iter().enumerate() {
+            let cap = Duration::from_millis((4u64 << i).min(16));
+            assert!(*d <= cap, "retry {i}: {d:?} > {cap:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn elapsed_budget_stops_retries() {
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(20),
+            max_elapsed: Duration::from_millis(50),
+            max_retry_after: Duration::from_secs(1),
+        };
+        let n = AtomicU32::new(0);
+        let start = std::time::Instant::now();
+        let r: Result<(), _> = run(
+            &policy,
+            Repeat::Idempotent,
+            || async {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err(AttemptError {
+                    error: ArmError::Throttled {
+                        operation: "t".into(),
+                        retry_after: Some(Duration::from_millis(20)),
+                    },
+                    retry_after: Some(Duration::from_millis(20)),
+                })
+            },
+            |_, _| {},
+        )
+        .await;
+        assert!(r.is_err());
+        assert!(
+            n.load(Ordering::SeqCst) <= 4,
+            "attempts: {}",
+            n.load(Ordering::SeqCst)
+        );
+        assert!(start.elapsed() < Duration::from_millis(500));
     }
 
     #[test]
