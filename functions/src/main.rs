@@ -3,10 +3,10 @@
 //! `host.json` launches `ade-backup serve`; with no subcommand and `FUNCTIONS_CUSTOMHANDLER_PORT`
 //! set, the binary serves too (so a bare `defaultExecutablePath` also works).
 
-use ade_backup_functions::wiring;
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server;
 use ade_backup_functions::settings::Settings;
+use ade_backup_functions::wiring;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -97,4 +97,3 @@ fn init_tracing() {
         .with_current_span(true)
         .try_init();
 }
-

@@ -84,9 +84,9 @@ pub fn state_store(
     identity: &Identity,
 ) -> Result<Arc<dyn StateStore>, WiringError> {
     Ok(match location {
-        StateLocation::Fs(dir) => Arc::new(
-            FsStateStore::new(dir.clone()).map_err(|e| WiringError::State(e.to_string()))?,
-        ),
+        StateLocation::Fs(dir) => {
+            Arc::new(FsStateStore::new(dir.clone()).map_err(|e| WiringError::State(e.to_string()))?)
+        }
         StateLocation::Blob { container_url } => Arc::new(
             BlobStateStore::new(
                 container_url.clone(),
@@ -103,8 +103,12 @@ pub fn arm_client(settings: &Settings, identity: &Identity) -> Result<ArmClient,
         graph_endpoint: settings.graph_endpoint.clone(),
         ..Default::default()
     };
-    ArmClient::new(settings.arm_endpoint.clone(), identity.tokens.clone(), options)
-        .map_err(|e| WiringError::Client(e.to_string()))
+    ArmClient::new(
+        settings.arm_endpoint.clone(),
+        identity.tokens.clone(),
+        options,
+    )
+    .map_err(|e| WiringError::Client(e.to_string()))
 }
 
 /// The production context for `serve`.

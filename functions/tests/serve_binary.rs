@@ -121,9 +121,9 @@ async fn serve_binary_answers_health_and_invocations_then_stops_on_sigterm() {
     let v: Value = resp.json().await.expect("json");
     assert_eq!(v["error"]["field"], "Metadata.DeliveryCount");
 
-    // A well-formed invocation runs the handler. The binary's state store is not wired yet
-    // (lead wires FsStateStore/BlobStateStore), so today it fails *transiently*: 500, the reason
-    // in Logs, no dead-letter. When the store is wired this becomes 200 — update this assertion.
+    // A well-formed invocation runs the real handler against the real (filesystem) state store:
+    // a body that is not a BackupVm worker message is poison — recorded, then answered with the
+    // dead-letter reason so the host dead-letters it.
     let resp = client
         .post(format!("{}/BackupVm", app.base))
         .header(
@@ -139,13 +139,14 @@ async fn serve_binary_answers_health_and_invocations_then_stops_on_sigterm() {
         .expect("request");
     assert_eq!(resp.status(), 500);
     let v: Value = resp.json().await.expect("json");
-    assert_eq!(v["ReturnValue"], Value::Null);
-    assert!(
-        v["Logs"][0]
-            .as_str()
-            .is_some_and(|l| l.contains("not wired")),
+    assert_eq!(
+        v["ReturnValue"]["deadLetter"]["reason"], "InvalidWorkerMessage",
         "{v}"
     );
+    let recorded = app._dir.path().join("deadletters/backup-vm/m-1.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&recorded).expect("dead-letter record"))
+        .expect("record JSON");
+    assert_eq!(doc["reason"], "InvalidWorkerMessage");
 
     sigterm(&app.child);
     let status = wait_exit(&mut app.child);

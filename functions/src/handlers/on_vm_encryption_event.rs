@@ -21,7 +21,8 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
     let mut out = HandlerOutput::default();
     if let Ok(recheck) = serde_json::from_slice::<RecheckMessage>(&msg.body) {
         if recheck.kind == RECHECK_KIND {
-            let line = protect::evaluate(ctx, &recheck.vm_id, Origin::Recheck(recheck.attempt)).await?;
+            let line =
+                protect::evaluate(ctx, &recheck.vm_id, Origin::Recheck(recheck.attempt)).await?;
             return Ok(out.log(line));
         }
     }

@@ -29,7 +29,10 @@ pub fn worker_message<T: serde::de::DeserializeOwned>(
     msg.json::<T>().map_err(|e| {
         HandlerError::poison(
             "InvalidWorkerMessage",
-            format!("message {} does not match the worker message format: {e}", msg.message_id),
+            format!(
+                "message {} does not match the worker message format: {e}",
+                msg.message_id
+            ),
         )
     })
 }
@@ -107,7 +110,10 @@ pub async fn redeliver_at(
         // Service Bus MessageId limit: keep it deterministic but short.
         m.message_id = format!(
             "retry-{}",
-            ade_backup_shared::ids::deterministic_uuid(&[&msg.message_id, &at.timestamp_millis().to_string()])
+            ade_backup_shared::ids::deterministic_uuid(&[
+                &msg.message_id,
+                &at.timestamp_millis().to_string()
+            ])
         );
     }
     ctx.sender.send(m).await.map_err(messaging_error)

@@ -8,13 +8,13 @@
 //! - `backup-vm`: [`BackupMessage`] with a phase; polls are scheduled follow-ups.
 
 use super::{arm_transient, claimant, is_forbidden, redeliver_at, send};
-use crate::host::protocol::ServiceBusMessage;
 use crate::context::Context;
 use crate::domain::ade::{self, AdeState, ExtensionObservation, OsType, VmObservation};
 use crate::domain::kv_access::{self, KeyMode, Permissions, RbacRoleChoice};
 use crate::domain::rules::{check_placement, VmFacts};
 use crate::domain::steps::Claim;
 use crate::handlers::HandlerError;
+use crate::host::protocol::ServiceBusMessage;
 use crate::records::{
     self, protect_operation_key, status, vm_record_key, ErrorRecord, ProtectionAzureIds,
     ProtectionOperation, VmRecord,
@@ -130,12 +130,18 @@ pub async fn observe_vm(
         let name = ext
             .name
             .clone()
-            .or_else(|| ext.id.as_deref().and_then(|i| i.rsplit('/').next().map(str::to_string)))
+            .or_else(|| {
+                ext.id
+                    .as_deref()
+                    .and_then(|i| i.rsplit('/').next().map(str::to_string))
+            })
             .unwrap_or_default();
         let mut ext = ext.clone();
         // Some list shapes carry only the id of a child resource: read the ADE one in full.
         if ext.properties.publisher.is_none()
-            && ade::ADE_EXTENSION_NAMES_ALL.iter().any(|n| n.eq_ignore_ascii_case(&name))
+            && ade::ADE_EXTENSION_NAMES_ALL
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&name))
         {
             match ctx.arm.get_vm_extension(vm_id, &name).await {
                 Ok(full) => ext = full,
@@ -228,7 +234,11 @@ async fn record_outcome(
     reason: Option<&str>,
     message: &str,
 ) -> Result<(), HandlerError> {
-    let (st, reason, message) = (st.to_string(), reason.map(str::to_string), message.to_string());
+    let (st, reason, message) = (
+        st.to_string(),
+        reason.map(str::to_string),
+        message.to_string(),
+    );
     upsert_vm_record(ctx, vm_id, |r| {
         r.status = st.clone();
         r.reason = reason.clone();
@@ -239,9 +249,15 @@ async fn record_outcome(
 
 /// Evaluates a VM and, if it is an ADE VM that should be protected, opens (or reuses) its
 /// protection operation and sends the grant step. Returns a log line.
-pub async fn evaluate(ctx: &Context, vm_id: &ResourceId, origin: Origin) -> Result<String, HandlerError> {
+pub async fn evaluate(
+    ctx: &Context,
+    vm_id: &ResourceId,
+    origin: Origin,
+) -> Result<String, HandlerError> {
     let Some((vm, obs)) = observe_vm(ctx, vm_id).await? else {
-        return Ok(format!("{vm_id}: the VM no longer exists; nothing to protect"));
+        return Ok(format!(
+            "{vm_id}: the VM no longer exists; nothing to protect"
+        ));
     };
     let state = ade::classify(&obs);
     let settings = match state {
@@ -254,8 +270,18 @@ pub async fn evaluate(ctx: &Context, vm_id: &ResourceId, origin: Origin) -> Resu
                 _ => 1,
             };
             if attempt > ctx.settings.workflow.max_rechecks {
-                let msg = format!("encryption did not finish after {} checks: {why}", attempt - 1);
-                record_outcome(ctx, vm_id, status::FAILED, Some("encryption-not-finished"), &msg).await?;
+                let msg = format!(
+                    "encryption did not finish after {} checks: {why}",
+                    attempt - 1
+                );
+                record_outcome(
+                    ctx,
+                    vm_id,
+                    status::FAILED,
+                    Some("encryption-not-finished"),
+                    &msg,
+                )
+                .await?;
                 return Ok(format!("{vm_id}: {msg}"));
             }
             let body = RecheckMessage {
@@ -263,7 +289,10 @@ pub async fn evaluate(ctx: &Context, vm_id: &ResourceId, origin: Origin) -> Resu
                 vm_id: vm_id.clone(),
                 attempt,
             };
-            let id = format!("recheck-{}-{attempt}", ade_backup_shared::ids::deterministic_uuid(&["recheck", &vm_id.canonical()]));
+            let id = format!(
+                "recheck-{}-{attempt}",
+                ade_backup_shared::ids::deterministic_uuid(&["recheck", &vm_id.canonical()])
+            );
             send(
                 ctx,
                 &ctx.settings.queues.vm_encryption_events,
@@ -288,14 +317,35 @@ pub async fn evaluate(ctx: &Context, vm_id: &ResourceId, origin: Origin) -> Resu
         tags: &vm.tags,
     }) else {
         let msg = "no protection rule matches this VM and there is no default rule; add one to ADE_BACKUP_PROTECTION_RULES";
-        record_outcome(ctx, vm_id, status::UNSUPPORTED, Some("no-protection-rule"), msg).await?;
+        record_outcome(
+            ctx,
+            vm_id,
+            status::UNSUPPORTED,
+            Some("no-protection-rule"),
+            msg,
+        )
+        .await?;
         return Ok(format!("{vm_id}: unsupported: no-protection-rule"));
     };
-    let vault = match ctx.arm.get_recovery_services_vault(&selection.target.vault_id).await {
+    let vault = match ctx
+        .arm
+        .get_recovery_services_vault(&selection.target.vault_id)
+        .await
+    {
         Ok(v) => v,
         Err(e) if e.is_not_found() => {
-            let msg = format!("the Recovery Services vault {} chosen by rule {} does not exist", selection.target.vault_id, selection.rule);
-            record_outcome(ctx, vm_id, status::UNSUPPORTED, Some("vault-not-found"), &msg).await?;
+            let msg = format!(
+                "the Recovery Services vault {} chosen by rule {} does not exist",
+                selection.target.vault_id, selection.rule
+            );
+            record_outcome(
+                ctx,
+                vm_id,
+                status::UNSUPPORTED,
+                Some("vault-not-found"),
+                &msg,
+            )
+            .await?;
             return Ok(format!("{vm_id}: {msg}"));
         }
         Err(e) => return Err(arm_transient("reading the Recovery Services vault", &e)),
@@ -306,7 +356,14 @@ pub async fn evaluate(ctx: &Context, vm_id: &ResourceId, origin: Origin) -> Resu
         &selection.target.vault_id,
         vault.location.as_deref().unwrap_or_default(),
     ) {
-        record_outcome(ctx, vm_id, status::UNSUPPORTED, Some(p.code()), &p.to_string()).await?;
+        record_outcome(
+            ctx,
+            vm_id,
+            status::UNSUPPORTED,
+            Some(p.code()),
+            &p.to_string(),
+        )
+        .await?;
         return Ok(format!("{vm_id}: unsupported: {p}"));
     }
     let mut warnings = ade::restore_limit_warnings(&obs);
@@ -325,56 +382,61 @@ pub async fn evaluate(ctx: &Context, vm_id: &ResourceId, origin: Origin) -> Resu
     let at = now(ctx);
     let origin_label = origin.label();
     let mut started_generation: Option<u32> = None;
-    let op = json::update::<ProtectionOperation, HandlerError, _>(ctx.state.as_ref(), &key, |cur| {
-        started_generation = None;
-        match cur {
-            Some(op) if !op.is_finished() || op.status == status::PROTECTED => Ok(None),
-            Some(op) => {
-                // Failed, blocked or unsupported before: a new event or sweep tries again.
-                let mut next = op.clone();
-                next.generation += 1;
-                next.steps = Default::default();
-                next.grant_retries = 0;
-                next.reason = None;
-                next.message = None;
-                next.warnings = warnings.clone();
-                next.target = selection.clone();
-                next.ade = (*settings).clone();
-                next.origin = origin_label.clone();
-                next.record(at, status::IN_PROGRESS, format!("restarted by {origin_label}"));
-                started_generation = Some(next.generation);
-                Ok(Some(next))
+    let op =
+        json::update::<ProtectionOperation, HandlerError, _>(ctx.state.as_ref(), &key, |cur| {
+            started_generation = None;
+            match cur {
+                Some(op) if !op.is_finished() || op.status == status::PROTECTED => Ok(None),
+                Some(op) => {
+                    // Failed, blocked or unsupported before: a new event or sweep tries again.
+                    let mut next = op.clone();
+                    next.generation += 1;
+                    next.steps = Default::default();
+                    next.grant_retries = 0;
+                    next.reason = None;
+                    next.message = None;
+                    next.warnings = warnings.clone();
+                    next.target = selection.clone();
+                    next.ade = (*settings).clone();
+                    next.origin = origin_label.clone();
+                    next.record(
+                        at,
+                        status::IN_PROGRESS,
+                        format!("restarted by {origin_label}"),
+                    );
+                    started_generation = Some(next.generation);
+                    Ok(Some(next))
+                }
+                None => {
+                    let mut op = ProtectionOperation {
+                        operation_id: op_id.clone(),
+                        vm_id: vm_id.clone(),
+                        created_at: at,
+                        updated_at: at,
+                        status: status::IN_PROGRESS.to_string(),
+                        reason: None,
+                        message: None,
+                        ade: (*settings).clone(),
+                        target: selection.clone(),
+                        warnings: warnings.clone(),
+                        steps: Default::default(),
+                        azure: ProtectionAzureIds {
+                            vault_id: Some(selection.target.vault_id.to_string()),
+                            ..Default::default()
+                        },
+                        grant_retries: 0,
+                        generation: 0,
+                        last_error: None,
+                        history: vec![],
+                        origin: origin_label.clone(),
+                    };
+                    op.record(at, status::IN_PROGRESS, format!("opened by {origin_label}"));
+                    started_generation = Some(0);
+                    Ok(Some(op))
+                }
             }
-            None => {
-                let mut op = ProtectionOperation {
-                    operation_id: op_id.clone(),
-                    vm_id: vm_id.clone(),
-                    created_at: at,
-                    updated_at: at,
-                    status: status::IN_PROGRESS.to_string(),
-                    reason: None,
-                    message: None,
-                    ade: (*settings).clone(),
-                    target: selection.clone(),
-                    warnings: warnings.clone(),
-                    steps: Default::default(),
-                    azure: ProtectionAzureIds {
-                        vault_id: Some(selection.target.vault_id.to_string()),
-                        ..Default::default()
-                    },
-                    grant_retries: 0,
-                    generation: 0,
-                    last_error: None,
-                    history: vec![],
-                    origin: origin_label.clone(),
-                };
-                op.record(at, status::IN_PROGRESS, format!("opened by {origin_label}"));
-                started_generation = Some(0);
-                Ok(Some(op))
-            }
-        }
-    })
-    .await?;
+        })
+        .await?;
     let recorded = (*settings).clone();
     let (op_status, sel) = (op.status.clone(), selection.clone());
     let w = warnings.clone();
@@ -394,12 +456,21 @@ pub async fn evaluate(ctx: &Context, vm_id: &ResourceId, origin: Origin) -> Resu
     // crash after the document write and before the send is repaired by the redelivery, and
     // Service Bus duplicate detection drops the repeat.
     if op.is_finished() {
-        return Ok(format!("{vm_id}: already {} (operation {})", op.status, op.operation_id));
+        return Ok(format!(
+            "{vm_id}: already {} (operation {})",
+            op.status, op.operation_id
+        ));
     }
     send_grant(ctx, &op).await?;
     Ok(match started_generation {
-        Some(g) => format!("{vm_id}: protection operation {} generation {g} started ({})", op.operation_id, selection.rule),
-        None => format!("{vm_id}: protection operation {} already in progress", op.operation_id),
+        Some(g) => format!(
+            "{vm_id}: protection operation {} generation {g} started ({})",
+            op.operation_id, selection.rule
+        ),
+        None => format!(
+            "{vm_id}: protection operation {} already in progress",
+            op.operation_id
+        ),
     })
 }
 
@@ -409,7 +480,15 @@ async fn send_grant(ctx: &Context, op: &ProtectionOperation) -> Result<(), Handl
         operation_id: op.operation_id.clone(),
         generation: op.generation,
     };
-    send(ctx, &ctx.settings.queues.grant_key_vault_access, &id, &body, None, Some(&op.operation_id)).await
+    send(
+        ctx,
+        &ctx.settings.queues.grant_key_vault_access,
+        &id,
+        &body,
+        None,
+        Some(&op.operation_id),
+    )
+    .await
 }
 
 async fn send_backup(
@@ -419,18 +498,33 @@ async fn send_backup(
     poll: u32,
     delay: Option<std::time::Duration>,
 ) -> Result<(), HandlerError> {
-    let id = format!("{}-g{}-{}-{poll}", op.operation_id, op.generation, phase.as_str());
+    let id = format!(
+        "{}-g{}-{}-{poll}",
+        op.operation_id,
+        op.generation,
+        phase.as_str()
+    );
     let body = BackupMessage {
         operation_id: op.operation_id.clone(),
         generation: op.generation,
         phase,
         poll,
     };
-    send(ctx, &ctx.settings.queues.backup_vm, &id, &body, delay, Some(&op.operation_id)).await
+    send(
+        ctx,
+        &ctx.settings.queues.backup_vm,
+        &id,
+        &body,
+        delay,
+        Some(&op.operation_id),
+    )
+    .await
 }
 
 async fn load_op(ctx: &Context, op_id: &str) -> Result<ProtectionOperation, HandlerError> {
-    match json::get::<ProtectionOperation>(ctx.state.as_ref(), &protect_operation_key(op_id)).await? {
+    match json::get::<ProtectionOperation>(ctx.state.as_ref(), &protect_operation_key(op_id))
+        .await?
+    {
         Some((op, _)) => Ok(op),
         None => Err(HandlerError::poison(
             "UnknownOperation",
@@ -445,17 +539,24 @@ async fn update_op(
     op_id: &str,
     mut f: impl FnMut(&mut ProtectionOperation) -> bool + Send,
 ) -> Result<ProtectionOperation, HandlerError> {
-    json::update::<ProtectionOperation, HandlerError, _>(ctx.state.as_ref(), &protect_operation_key(op_id), |cur| {
-        let Some(cur) = cur else {
-            return Err(HandlerError::poison("UnknownOperation", format!("protection operation {op_id} does not exist")));
-        };
-        let mut next = cur.clone();
-        if f(&mut next) {
-            Ok(Some(next))
-        } else {
-            Ok(None)
-        }
-    })
+    json::update::<ProtectionOperation, HandlerError, _>(
+        ctx.state.as_ref(),
+        &protect_operation_key(op_id),
+        |cur| {
+            let Some(cur) = cur else {
+                return Err(HandlerError::poison(
+                    "UnknownOperation",
+                    format!("protection operation {op_id} does not exist"),
+                ));
+            };
+            let mut next = cur.clone();
+            if f(&mut next) {
+                Ok(Some(next))
+            } else {
+                Ok(None)
+            }
+        },
+    )
     .await
 }
 
@@ -570,7 +671,11 @@ enum GrantResult {
     Denied(String),
 }
 
-async fn grant_on_vault(ctx: &Context, need: &VaultNeed, bms: uuid::Uuid) -> Result<GrantResult, HandlerError> {
+async fn grant_on_vault(
+    ctx: &Context,
+    need: &VaultNeed,
+    bms: uuid::Uuid,
+) -> Result<GrantResult, HandlerError> {
     let kv = match ctx.arm.get_key_vault(&need.vault).await {
         Ok(kv) => kv,
         Err(e) if is_forbidden(&e) => {
@@ -611,7 +716,8 @@ async fn grant_on_vault(ctx: &Context, need: &VaultNeed, bms: uuid::Uuid) -> Res
         }
         if choice == RbacRoleChoice::CustomLeastPrivilege {
             let name = kv_access::custom_role_definition_name(&sub);
-            let role_uuid = uuid::Uuid::parse_str(&name).map_err(|e| HandlerError::Transient(e.to_string()))?;
+            let role_uuid =
+                uuid::Uuid::parse_str(&name).map_err(|e| HandlerError::Transient(e.to_string()))?;
             let subscription = ade_backup_shared::arm::scope::SubscriptionId::parse(&sub)
                 .map_err(|e| HandlerError::poison("InvalidSubscription", e.to_string()))?;
             let props = RoleDefinitionProperties {
@@ -637,7 +743,8 @@ async fn grant_on_vault(ctx: &Context, need: &VaultNeed, bms: uuid::Uuid) -> Res
             }
         }
         let assignment = kv_access::role_assignment_name(&need.vault, &bms_s, &role_def_id);
-        let assignment = uuid::Uuid::parse_str(&assignment).map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let assignment = uuid::Uuid::parse_str(&assignment)
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
         let props = RoleAssignmentProperties {
             role_definition_id: role_def_id.clone(),
             principal_id: bms_s.clone(),
@@ -658,7 +765,11 @@ async fn grant_on_vault(ctx: &Context, need: &VaultNeed, bms: uuid::Uuid) -> Res
     let required = kv_access::required_permissions(need.mode);
     let required = Permissions {
         keys: if need.keys { required.keys } else { vec![] },
-        secrets: if need.secrets { required.secrets } else { vec![] },
+        secrets: if need.secrets {
+            required.secrets
+        } else {
+            vec![]
+        },
     };
     let entries: Vec<kv_access::PolicyEntry> = kv
         .properties
@@ -718,7 +829,10 @@ pub async fn grant(
         }
         Claim::HeldByOther { until } => {
             redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!("{}: grant in progress elsewhere until {until}; will look again", op.operation_id));
+            return Ok(format!(
+                "{}: grant in progress elsewhere until {until}; will look again",
+                op.operation_id
+            ));
         }
         Claim::Acquired => {}
     }
@@ -729,7 +843,15 @@ pub async fn grant(
             GrantResult::AlreadyInPlace => {}
             GrantResult::Written(w) => written.push(w),
             GrantResult::Denied(why) => {
-                let op = conclude(ctx, &op.operation_id, status::BLOCKED, step::GRANT, "key-vault-access-denied", &why).await?;
+                let op = conclude(
+                    ctx,
+                    &op.operation_id,
+                    status::BLOCKED,
+                    step::GRANT,
+                    "key-vault-access-denied",
+                    &why,
+                )
+                .await?;
                 notify(ctx, &op, "key-vault-access-denied", &why).await?;
                 return Ok(format!("{}: blocked: {why}", op.operation_id));
             }
@@ -740,16 +862,32 @@ pub async fn grant(
     let n = written.len();
     let op = update_op(ctx, &op.operation_id, |op| {
         op.steps.finish(step::GRANT, at, Some(detail.clone()));
-        op.record(at, status::IN_PROGRESS, if n == 0 { "Key Vault access already in place".to_string() } else { format!("Key Vault access granted ({n} write(s))") });
+        op.record(
+            at,
+            status::IN_PROGRESS,
+            if n == 0 {
+                "Key Vault access already in place".to_string()
+            } else {
+                format!("Key Vault access granted ({n} write(s))")
+            },
+        );
         true
     })
     .await?;
     send_backup(ctx, &op, BackupPhase::Protect, 0, None).await?;
-    Ok(format!("{}: Key Vault access in place ({n} write(s))", op.operation_id))
+    Ok(format!(
+        "{}: Key Vault access in place ({n} write(s))",
+        op.operation_id
+    ))
 }
 
 /// A message for humans (ticket, chat, e-mail bridge) about an operation that needs them.
-async fn notify(ctx: &Context, op: &ProtectionOperation, code: &str, message: &str) -> Result<(), HandlerError> {
+async fn notify(
+    ctx: &Context,
+    op: &ProtectionOperation,
+    code: &str,
+    message: &str,
+) -> Result<(), HandlerError> {
     let body = j!({
         "kind": "ade-backup.needsHuman",
         "operationId": op.operation_id,
@@ -760,7 +898,15 @@ async fn notify(ctx: &Context, op: &ProtectionOperation, code: &str, message: &s
         "at": now(ctx),
     });
     let id = format!("{}-g{}-notify-{code}", op.operation_id, op.generation);
-    send(ctx, &ctx.settings.workflow.notifications_queue, &id, &body, None, Some(&op.operation_id)).await
+    send(
+        ctx,
+        &ctx.settings.workflow.notifications_queue,
+        &id,
+        &body,
+        None,
+        Some(&op.operation_id),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- BackupVm
@@ -790,11 +936,26 @@ pub async fn backup(
     let by = claimant(delivery);
     let op = load_op(ctx, &msg.operation_id).await?;
     if op.generation != msg.generation || op.is_finished() {
-        return Ok(format!("{}: stale message (operation is {} generation {})", op.operation_id, op.status, op.generation));
+        return Ok(format!(
+            "{}: stale message (operation is {} generation {})",
+            op.operation_id, op.status, op.generation
+        ));
     }
     if msg.poll > ctx.settings.workflow.max_polls {
-        let m = format!("the {} step did not finish after {} polls", msg.phase.as_str(), msg.poll);
-        conclude(ctx, &op.operation_id, status::FAILED, msg.phase.as_str(), "operation-timed-out", &m).await?;
+        let m = format!(
+            "the {} step did not finish after {} polls",
+            msg.phase.as_str(),
+            msg.poll
+        );
+        conclude(
+            ctx,
+            &op.operation_id,
+            status::FAILED,
+            msg.phase.as_str(),
+            "operation-timed-out",
+            &m,
+        )
+        .await?;
         return Ok(format!("{}: {m}", op.operation_id));
     }
     match msg.phase {
@@ -822,7 +983,10 @@ async fn protect_phase(
         }
         Claim::HeldByOther { until } => {
             redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!("{}: protection being enabled elsewhere; will look again", op.operation_id));
+            return Ok(format!(
+                "{}: protection being enabled elsewhere; will look again",
+                op.operation_id
+            ));
         }
         Claim::Acquired => {}
     }
@@ -835,7 +999,8 @@ async fn protect_phase(
             if !stopped && !state.is_empty() {
                 let their_policy = item.properties.policy_id.clone().unwrap_or_default();
                 let ours = policy_id(&op)?.to_string();
-                let note = if !their_policy.is_empty() && !their_policy.eq_ignore_ascii_case(&ours) {
+                let note = if !their_policy.is_empty() && !their_policy.eq_ignore_ascii_case(&ours)
+                {
                     format!("already protected with policy {their_policy}; kept it (the rule asked for {})", op.target.target.policy)
                 } else {
                     "already protected".to_string()
@@ -851,7 +1016,14 @@ async fn protect_phase(
         Ok(started) => match started.pending {
             None => {
                 let id = started.resource.and_then(|r| r.id);
-                finish_protect(ctx, op, id, Some(policy.to_string()), "protection enabled".to_string()).await
+                finish_protect(
+                    ctx,
+                    op,
+                    id,
+                    Some(policy.to_string()),
+                    "protection enabled".to_string(),
+                )
+                .await
             }
             Some(p) => {
                 let delay = poll_delay(ctx, Some(&p));
@@ -867,7 +1039,11 @@ async fn protect_phase(
         },
         Err(e) if needs_discovery(&e) => {
             // The vault has not discovered the VM yet: refresh containers, try again shortly.
-            let _ = ctx.arm.begin_refresh_containers(&vault).await.map_err(|e| arm_transient("refreshing containers", &e))?;
+            let _ = ctx
+                .arm
+                .begin_refresh_containers(&vault)
+                .await
+                .map_err(|e| arm_transient("refreshing containers", &e))?;
             let op = update_op(ctx, &op.operation_id, |o| {
                 o.steps.release(step::PROTECT);
                 true
@@ -876,17 +1052,46 @@ async fn protect_phase(
             let attempt = op.steps.get(step::PROTECT).map(|s| s.attempts).unwrap_or(1);
             if attempt > 5 {
                 let m = format!("the vault {vault} still cannot see the VM after {attempt} container refreshes: {e}");
-                conclude(ctx, &op.operation_id, status::FAILED, step::PROTECT, e.code().unwrap_or("vm-not-discoverable"), &m).await?;
+                conclude(
+                    ctx,
+                    &op.operation_id,
+                    status::FAILED,
+                    step::PROTECT,
+                    e.code().unwrap_or("vm-not-discoverable"),
+                    &m,
+                )
+                .await?;
                 return Ok(m);
             }
-            send_backup(ctx, &op, BackupPhase::Protect, attempt, Some(ctx.settings.workflow.poll_interval)).await?;
-            Ok(format!("{}: refreshed containers; protection retried (attempt {attempt})", op.operation_id))
+            send_backup(
+                ctx,
+                &op,
+                BackupPhase::Protect,
+                attempt,
+                Some(ctx.settings.workflow.poll_interval),
+            )
+            .await?;
+            Ok(format!(
+                "{}: refreshed containers; protection retried (attempt {attempt})",
+                op.operation_id
+            ))
         }
         Err(e) if e.is_transient() => Err(arm_transient("enabling protection", &e)),
         Err(e) => {
             let code = e.code().unwrap_or("protection-failed").to_string();
-            conclude(ctx, &op.operation_id, status::FAILED, step::PROTECT, &code, &e.to_string()).await?;
-            Ok(format!("{}: enabling protection failed: {e}", op.operation_id))
+            conclude(
+                ctx,
+                &op.operation_id,
+                status::FAILED,
+                step::PROTECT,
+                &code,
+                &e.to_string(),
+            )
+            .await?;
+            Ok(format!(
+                "{}: enabling protection failed: {e}",
+                op.operation_id
+            ))
         }
     }
 }
@@ -895,7 +1100,10 @@ fn needs_discovery(e: &ArmError) -> bool {
     e.is_not_found()
         || e.code().is_some_and(|c| {
             let c = c.to_ascii_lowercase();
-            c.contains("containernotfound") || c.contains("objectnotfound") || c.contains("notdiscovered") || c.contains("protectablenotfound")
+            c.contains("containernotfound")
+                || c.contains("objectnotfound")
+                || c.contains("notdiscovered")
+                || c.contains("protectablenotfound")
         })
 }
 
@@ -930,30 +1138,70 @@ fn pending_of(op: &ProtectionOperation, step_name: &str) -> Option<PendingOperat
         .and_then(|p| serde_json::from_value(p.clone()).ok())
 }
 
-async fn protect_poll(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<String, HandlerError> {
+async fn protect_poll(
+    ctx: &Context,
+    op: ProtectionOperation,
+    poll: u32,
+) -> Result<String, HandlerError> {
     if op.steps.is_done(step::PROTECT) {
         return Ok(format!("{}: protection already enabled", op.operation_id));
     }
     let Some(pending) = pending_of(&op, step::PROTECT) else {
         // Lost track (e.g. the start was never recorded): start over.
         send_backup(ctx, &op, BackupPhase::Protect, poll, None).await?;
-        return Ok(format!("{}: no pending protection recorded; restarting the step", op.operation_id));
+        return Ok(format!(
+            "{}: no pending protection recorded; restarting the step",
+            op.operation_id
+        ));
     };
     match ctx.arm.poll_once(&pending).await {
         Ok(PollOutcome::Pending(p)) => {
-            send_backup(ctx, &op, BackupPhase::ProtectPoll, poll + 1, Some(poll_delay(ctx, Some(&p)))).await?;
-            Ok(format!("{}: protection still being enabled", op.operation_id))
+            send_backup(
+                ctx,
+                &op,
+                BackupPhase::ProtectPoll,
+                poll + 1,
+                Some(poll_delay(ctx, Some(&p))),
+            )
+            .await?;
+            Ok(format!(
+                "{}: protection still being enabled",
+                op.operation_id
+            ))
         }
         Ok(PollOutcome::Done(_)) => {
-            let item = ctx.arm.get_protected_item(&op.target.target.vault_id, &op.vm_id).await.ok().and_then(|i| i.id);
+            let item = ctx
+                .arm
+                .get_protected_item(&op.target.target.vault_id, &op.vm_id)
+                .await
+                .ok()
+                .and_then(|i| i.id);
             let policy = policy_id(&op)?.to_string();
-            finish_protect(ctx, op, item, Some(policy), "protection enabled".to_string()).await
+            finish_protect(
+                ctx,
+                op,
+                item,
+                Some(policy),
+                "protection enabled".to_string(),
+            )
+            .await
         }
         Err(e) if e.is_transient() => Err(arm_transient("polling protection", &e)),
         Err(e) => {
             let code = e.code().unwrap_or("protection-failed").to_string();
-            conclude(ctx, &op.operation_id, status::FAILED, step::PROTECT, &code, &e.to_string()).await?;
-            Ok(format!("{}: enabling protection failed: {e}", op.operation_id))
+            conclude(
+                ctx,
+                &op.operation_id,
+                status::FAILED,
+                step::PROTECT,
+                &code,
+                &e.to_string(),
+            )
+            .await?;
+            Ok(format!(
+                "{}: enabling protection failed: {e}",
+                op.operation_id
+            ))
         }
     }
 }
@@ -974,7 +1222,10 @@ async fn backup_now_phase(
         }
         Claim::HeldByOther { until } => {
             redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!("{}: backup being triggered elsewhere; will look again", op.operation_id));
+            return Ok(format!(
+                "{}: backup being triggered elsewhere; will look again",
+                op.operation_id
+            ));
         }
         Claim::Acquired => {}
     }
@@ -984,8 +1235,13 @@ async fn backup_now_phase(
     if let Some(job) = adoptable_job(ctx, &op).await? {
         return record_job(ctx, op, job, "adopted the backup job already running").await;
     }
-    let expiry = now(ctx) + chrono::Duration::days(i64::from(ctx.settings.workflow.first_backup_retention_days));
-    match ctx.arm.begin_backup_now(&vault, &op.vm_id, Some(expiry)).await {
+    let expiry = now(ctx)
+        + chrono::Duration::days(i64::from(ctx.settings.workflow.first_backup_retention_days));
+    match ctx
+        .arm
+        .begin_backup_now(&vault, &op.vm_id, Some(expiry))
+        .await
+    {
         Ok(p) => {
             let delay = poll_delay(ctx, Some(&p));
             let d = serde_json::to_value(&p).unwrap_or(Value::Null);
@@ -1000,19 +1256,39 @@ async fn backup_now_phase(
         Err(e) if e.is_transient() => Err(arm_transient("triggering the backup", &e)),
         Err(e) => {
             let code = e.code().unwrap_or("backup-failed").to_string();
-            conclude(ctx, &op.operation_id, status::FAILED, step::BACKUP_NOW, &code, &e.to_string()).await?;
-            Ok(format!("{}: triggering the backup failed: {e}", op.operation_id))
+            conclude(
+                ctx,
+                &op.operation_id,
+                status::FAILED,
+                step::BACKUP_NOW,
+                &code,
+                &e.to_string(),
+            )
+            .await?;
+            Ok(format!(
+                "{}: triggering the backup failed: {e}",
+                op.operation_id
+            ))
         }
     }
 }
 
-async fn adoptable_job(ctx: &Context, op: &ProtectionOperation) -> Result<Option<String>, HandlerError> {
+async fn adoptable_job(
+    ctx: &Context,
+    op: &ProtectionOperation,
+) -> Result<Option<String>, HandlerError> {
     let since = op.steps.get(step::BACKUP_NOW).and_then(|s| match &s.state {
         Some(crate::domain::steps::StepState::Claimed { at, .. }) => Some(*at),
         _ => None,
     });
     let Some(since) = since else { return Ok(None) };
-    if op.steps.get(step::BACKUP_NOW).map(|s| s.attempts).unwrap_or(0) <= 1 {
+    if op
+        .steps
+        .get(step::BACKUP_NOW)
+        .map(|s| s.attempts)
+        .unwrap_or(0)
+        <= 1
+    {
         return Ok(None);
     }
     let filter = BackupJobFilter {
@@ -1029,15 +1305,26 @@ async fn adoptable_job(ctx: &Context, op: &ProtectionOperation) -> Result<Option
     let name = op.vm_id.name().to_ascii_lowercase();
     Ok(jobs
         .into_iter()
-        .filter(|j| j.properties.entity_friendly_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&name)))
+        .filter(|j| {
+            j.properties
+                .entity_friendly_name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+        })
         .filter_map(|j| j.name)
         .next())
 }
 
-async fn record_job(ctx: &Context, op: ProtectionOperation, job_id: String, note: &str) -> Result<String, HandlerError> {
+async fn record_job(
+    ctx: &Context,
+    op: ProtectionOperation,
+    job_id: String,
+    note: &str,
+) -> Result<String, HandlerError> {
     let at = now(ctx);
     let op = update_op(ctx, &op.operation_id, |o| {
-        o.steps.finish(step::BACKUP_NOW, at, Some(j!({ "jobId": job_id })));
+        o.steps
+            .finish(step::BACKUP_NOW, at, Some(j!({ "jobId": job_id })));
         o.azure.backup_job_id = Some(job_id.clone());
         o.record(at, status::IN_PROGRESS, format!("{note}: job {job_id}"));
         true
@@ -1047,33 +1334,69 @@ async fn record_job(ctx: &Context, op: ProtectionOperation, job_id: String, note
     Ok(format!("{}: {note}", op.operation_id))
 }
 
-async fn backup_poll(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<String, HandlerError> {
+async fn backup_poll(
+    ctx: &Context,
+    op: ProtectionOperation,
+    poll: u32,
+) -> Result<String, HandlerError> {
     if op.steps.is_done(step::BACKUP_NOW) {
         return Ok(format!("{}: backup job already known", op.operation_id));
     }
     let Some(pending) = pending_of(&op, step::BACKUP_NOW) else {
         send_backup(ctx, &op, BackupPhase::BackupNow, poll, None).await?;
-        return Ok(format!("{}: no pending backup recorded; restarting the step", op.operation_id));
+        return Ok(format!(
+            "{}: no pending backup recorded; restarting the step",
+            op.operation_id
+        ));
     };
     match ctx.arm.poll_once(&pending).await {
         Ok(PollOutcome::Pending(p)) => {
-            send_backup(ctx, &op, BackupPhase::BackupPoll, poll + 1, Some(poll_delay(ctx, Some(&p)))).await?;
-            Ok(format!("{}: waiting for the backup job id", op.operation_id))
+            send_backup(
+                ctx,
+                &op,
+                BackupPhase::BackupPoll,
+                poll + 1,
+                Some(poll_delay(ctx, Some(&p))),
+            )
+            .await?;
+            Ok(format!(
+                "{}: waiting for the backup job id",
+                op.operation_id
+            ))
         }
         Ok(PollOutcome::Done(out)) => match out.job_id {
             Some(job) => record_job(ctx, op, job, "backup job started").await,
             None => match adoptable_job(ctx, &op).await? {
                 Some(job) => record_job(ctx, op, job, "backup job found").await,
                 None => {
-                    conclude(ctx, &op.operation_id, status::FAILED, step::BACKUP_NOW, "backup-job-unknown", "the backup request finished without a job id").await?;
-                    Ok(format!("{}: backup finished without a job id", op.operation_id))
+                    conclude(
+                        ctx,
+                        &op.operation_id,
+                        status::FAILED,
+                        step::BACKUP_NOW,
+                        "backup-job-unknown",
+                        "the backup request finished without a job id",
+                    )
+                    .await?;
+                    Ok(format!(
+                        "{}: backup finished without a job id",
+                        op.operation_id
+                    ))
                 }
             },
         },
         Err(e) if e.is_transient() => Err(arm_transient("polling the backup request", &e)),
         Err(e) => {
             let code = e.code().unwrap_or("backup-failed").to_string();
-            conclude(ctx, &op.operation_id, status::FAILED, step::BACKUP_NOW, &code, &e.to_string()).await?;
+            conclude(
+                ctx,
+                &op.operation_id,
+                status::FAILED,
+                step::BACKUP_NOW,
+                &code,
+                &e.to_string(),
+            )
+            .await?;
             Ok(format!("{}: backup request failed: {e}", op.operation_id))
         }
     }
@@ -1082,7 +1405,10 @@ async fn backup_poll(ctx: &Context, op: ProtectionOperation, poll: u32) -> Resul
 async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<String, HandlerError> {
     let Some(job_id) = op.azure.backup_job_id.clone() else {
         send_backup(ctx, &op, BackupPhase::BackupNow, poll, None).await?;
-        return Ok(format!("{}: no job recorded; back to backup-now", op.operation_id));
+        return Ok(format!(
+            "{}: no job recorded; back to backup-now",
+            op.operation_id
+        ));
     };
     let vault = op.target.target.vault_id.clone();
     let job = ctx
@@ -1108,16 +1434,28 @@ async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<Stri
             };
             let at = now(ctx);
             let op = update_op(ctx, &op.operation_id, |o| {
-                o.steps.finish(step::TRACK, at, Some(j!({ "jobStatus": st })));
+                o.steps
+                    .finish(step::TRACK, at, Some(j!({ "jobStatus": st })));
                 o.azure.recovery_point_id = rp_id.clone();
                 o.azure.recovery_point_time = rp_time;
                 o.reason = None;
                 o.message = None;
-                o.record(at, status::PROTECTED, format!("first backup {st}; recovery point {}", rp_id.clone().unwrap_or_else(|| "?".into())));
+                o.record(
+                    at,
+                    status::PROTECTED,
+                    format!(
+                        "first backup {st}; recovery point {}",
+                        rp_id.clone().unwrap_or_else(|| "?".into())
+                    ),
+                );
                 true
             })
             .await?;
-            let (azure, warnings, op_id) = (op.azure.clone(), op.warnings.clone(), op.operation_id.clone());
+            let (azure, warnings, op_id) = (
+                op.azure.clone(),
+                op.warnings.clone(),
+                op.operation_id.clone(),
+            );
             upsert_vm_record(ctx, &op.vm_id, |r| {
                 r.status = status::PROTECTED.to_string();
                 r.reason = None;
@@ -1127,7 +1465,11 @@ async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<Stri
                 r.operation_id = Some(op_id.clone());
             })
             .await?;
-            Ok(format!("{}: protected, recovery point {}", op.operation_id, op.azure.recovery_point_id.unwrap_or_default()))
+            Ok(format!(
+                "{}: protected, recovery point {}",
+                op.operation_id,
+                op.azure.recovery_point_id.unwrap_or_default()
+            ))
         }
         "Failed" | "Cancelled" => {
             let code = job.error_code().unwrap_or("backup-job-failed").to_string();
@@ -1148,19 +1490,46 @@ async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<Stri
                     o.generation += 1;
                     o.steps = Default::default();
                     o.azure.backup_job_id = None;
-                    o.last_error = Some(ErrorRecord { at, step: step::TRACK.into(), code: code.clone(), message: text.clone() });
-                    o.record(at, status::IN_PROGRESS, format!("backup failed with {code}; granting Key Vault access again"));
+                    o.last_error = Some(ErrorRecord {
+                        at,
+                        step: step::TRACK.into(),
+                        code: code.clone(),
+                        message: text.clone(),
+                    });
+                    o.record(
+                        at,
+                        status::IN_PROGRESS,
+                        format!("backup failed with {code}; granting Key Vault access again"),
+                    );
                     true
                 })
                 .await?;
                 send_grant(ctx, &op).await?;
-                return Ok(format!("{}: {code}; back to the grant step", op.operation_id));
+                return Ok(format!(
+                    "{}: {code}; back to the grant step",
+                    op.operation_id
+                ));
             }
-            conclude(ctx, &op.operation_id, status::FAILED, step::TRACK, &code, &text).await?;
+            conclude(
+                ctx,
+                &op.operation_id,
+                status::FAILED,
+                step::TRACK,
+                &code,
+                &text,
+            )
+            .await?;
             Ok(format!("{}: backup job failed: {code}", op.operation_id))
         }
         _ => {
-            send_backup(ctx, &op, BackupPhase::Track, poll + 1, Some(ctx.settings.workflow.poll_interval)).await?;
+            send_backup(
+                ctx,
+                &op,
+                BackupPhase::Track,
+                poll + 1,
+                Some(ctx.settings.workflow.poll_interval),
+            )
+            .await?;
             Ok(format!("{}: backup job {job_id} {st}", op.operation_id))
         }
     }

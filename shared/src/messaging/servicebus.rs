@@ -131,7 +131,10 @@ impl MessageSender for ServiceBusSender {
             .http
             .post(url)
             .bearer_auth(token.secret())
-            .header("BrokerProperties", serde_json::Value::Object(broker).to_string())
+            .header(
+                "BrokerProperties",
+                serde_json::Value::Object(broker).to_string(),
+            )
             .header(reqwest::header::CONTENT_TYPE, &message.content_type);
         let mut props = message.properties.clone();
         props
@@ -139,11 +142,15 @@ impl MessageSender for ServiceBusSender {
             .or_insert_with(new_traceparent);
         for (k, v) in &props {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                MessagingError::Encode(format!("application property name {k:?} is not a valid header name"))
+                MessagingError::Encode(format!(
+                    "application property name {k:?} is not a valid header name"
+                ))
             })?;
             let value = serde_json::Value::String(v.clone()).to_string();
             let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-                MessagingError::Encode(format!("application property {k:?} has a value that cannot be a header"))
+                MessagingError::Encode(format!(
+                    "application property {k:?} has a value that cannot be a header"
+                ))
             })?;
             req = req.header(name, value);
         }
@@ -155,10 +162,18 @@ impl MessageSender for ServiceBusSender {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let text: String = resp.text().await.unwrap_or_default().chars().take(500).collect();
+        let text: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(500)
+            .collect();
         Err(match status {
             401 | 403 => MessagingError::Auth(format!("Service Bus answered {status}: {text}")),
-            408 | 429 | 500..=599 => MessagingError::Transient(format!("Service Bus answered {status}: {text}")),
+            408 | 429 | 500..=599 => {
+                MessagingError::Transient(format!("Service Bus answered {status}: {text}"))
+            }
             _ => MessagingError::Rejected { status, body: text },
         })
     }
