@@ -76,57 +76,107 @@ async fn healthz_lists_the_functions() {
     assert_eq!(v["functions"].as_array().map(Vec::len), Some(7));
 }
 
+/// Records every message it gets (the scaffold handler), under a test-only name.
+async fn receipt(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
+    ade_backup_functions::handlers::record_message_receipt("Receipt", input, ctx).await
+}
+
+fn with_receipt() -> Registry {
+    Registry::production().with(FunctionSpec {
+        name: "Receipt",
+        trigger: TriggerSpec::ServiceBus {
+            queue: "receipt",
+            binding: "message",
+        },
+        handler: handler_fn!(receipt),
+    })
+}
+
 #[tokio::test]
-async fn every_service_bus_function_accepts_a_host_shaped_message() {
+async fn a_host_shaped_message_reaches_the_handler_with_its_metadata() {
+    let app = spawn_app_with(with_receipt()).await;
+    let id = "msg-receipt";
+    let resp = app
+        .invoke("Receipt", &service_bus_payload(id, r#"{"vmId":"vm-1"}"#))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v = body_json(resp).await;
+    assert_invocation_shape(&v);
+    assert_eq!(v["Outputs"], json!({}));
+    assert_eq!(v["ReturnValue"], Value::Null);
+    assert!(v["Logs"][0].as_str().is_some_and(|l| l.contains(id)), "{v}");
+    let doc = app
+        .state
+        .json(&format!("operations/receipt/{id}.json"))
+        .unwrap_or_else(|| panic!("recorded nothing; keys: {:?}", app.state.keys()));
+    assert_eq!(doc["messageId"], id);
+    assert_eq!(doc["correlationId"], "corr-1");
+    assert_eq!(doc["deliveryCount"], 1);
+    assert_eq!(doc["input"], json!({"vmId": "vm-1"}));
+}
+
+#[tokio::test]
+async fn production_workers_dead_letter_messages_that_are_not_theirs() {
+    // A message in the wrong format is poison for each worker: recorded, then dead-lettered.
     let app = spawn_app().await;
-    for (function, dir) in [
-        ("OnVmEncryptionEvent", "on-vm-encryption-event"),
-        ("OnRestoreRequest", "on-restore-request"),
-        ("GrantKeyVaultAccess", "grant-key-vault-access"),
-        ("BackupVm", "backup-vm"),
-        ("RestoreVm", "restore-vm"),
-        ("RedeployVm", "redeploy-vm"),
+    for (function, queue, reason) in [
+        (
+            "OnVmEncryptionEvent",
+            "vm-encryption-events",
+            "InvalidEvent",
+        ),
+        (
+            "GrantKeyVaultAccess",
+            "grant-key-vault-access",
+            "InvalidWorkerMessage",
+        ),
+        ("BackupVm", "backup-vm", "InvalidWorkerMessage"),
     ] {
-        let id = format!("msg-{dir}");
+        let id = format!("wrong-{queue}");
         let resp = app
             .invoke(function, &service_bus_payload(&id, r#"{"vmId":"vm-1"}"#))
             .await;
-        assert_eq!(resp.status(), StatusCode::OK, "{function}");
+        assert_eq!(
+            resp.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{function}"
+        );
         let v = body_json(resp).await;
         assert_invocation_shape(&v);
-        assert_eq!(v["Outputs"], json!({}));
-        assert_eq!(v["ReturnValue"], Value::Null);
-        assert!(
-            v["Logs"][0].as_str().is_some_and(|l| l.contains(&id)),
-            "{function} logs: {v}"
+        assert_eq!(
+            v["ReturnValue"]["deadLetter"]["reason"], reason,
+            "{function}: {v}"
         );
-        let doc = app
+        let rec = app
             .state
-            .json(&format!("operations/{dir}/{id}.json"))
-            .unwrap_or_else(|| panic!("{function} recorded nothing; keys: {:?}", app.state.keys()));
-        assert_eq!(doc["messageId"], id.as_str());
-        assert_eq!(doc["correlationId"], "corr-1");
-        assert_eq!(doc["deliveryCount"], 1);
-        assert_eq!(doc["input"], json!({"vmId": "vm-1"}));
+            .json(&format!("deadletters/{queue}/{id}.json"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{function}: no dead-letter record; keys {:?}",
+                    app.state.keys()
+                )
+            });
+        assert_eq!(rec["reason"], reason);
+        assert_eq!(rec["correlationId"], "corr-1");
     }
 }
 
 #[tokio::test]
 async fn redelivery_updates_the_same_operation_document() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(with_receipt()).await;
     let mut payload = service_bus_payload("same-id", r#"{"vmId":"vm-1"}"#);
     assert_eq!(
-        app.invoke("BackupVm", &payload).await.status(),
+        app.invoke("Receipt", &payload).await.status(),
         StatusCode::OK
     );
     payload["Metadata"]["DeliveryCount"] = json!("2");
     assert_eq!(
-        app.invoke("BackupVm", &payload).await.status(),
+        app.invoke("Receipt", &payload).await.status(),
         StatusCode::OK
     );
     let doc = app
         .state
-        .json("operations/backup-vm/same-id.json")
+        .json("operations/receipt/same-id.json")
         .expect("recorded");
     assert_eq!(doc["deliveries"], 2);
     assert_eq!(doc["deliveryCount"], 2);
@@ -258,13 +308,16 @@ async fn poison_is_500_with_dead_letter_and_the_reason_is_recorded() {
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let v = body_json(resp).await;
     assert_invocation_shape(&v);
-    assert_eq!(v["ReturnValue"]["deadLetter"]["reason"], "MalformedBody");
+    assert_eq!(
+        v["ReturnValue"]["deadLetter"]["reason"],
+        "InvalidWorkerMessage"
+    );
     assert!(v["ReturnValue"]["deadLetter"]["description"].is_string());
     let rec = app
         .state
         .json("deadletters/backup-vm/poison-1.json")
         .expect("poison reason recorded before answering");
-    assert_eq!(rec["reason"], "MalformedBody");
+    assert_eq!(rec["reason"], "InvalidWorkerMessage");
     assert_eq!(rec["function"], "BackupVm");
     assert_eq!(rec["queue"], "backup-vm");
     assert_eq!(rec["messageId"], "poison-1");
@@ -307,7 +360,7 @@ async fn panics(_: TriggerInput, _: &Context) -> Result<HandlerOutput, HandlerEr
 
 #[tokio::test]
 async fn panicking_handler_is_500_and_the_server_keeps_serving() {
-    let app = spawn_app_with(Registry::production().with(FunctionSpec {
+    let app = spawn_app_with(with_receipt().with(FunctionSpec {
         name: "Panics",
         trigger: TriggerSpec::ServiceBus {
             queue: "panics",
@@ -327,7 +380,7 @@ async fn panicking_handler_is_500_and_the_server_keeps_serving() {
         );
     }
     let resp = app
-        .invoke("BackupVm", &service_bus_payload("after-panic", "{}"))
+        .invoke("Receipt", &service_bus_payload("after-panic", "{}"))
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(!app.server.is_finished());

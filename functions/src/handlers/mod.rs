@@ -343,7 +343,7 @@ pub struct ReceivedOperation {
 
 /// Shared body of the scaffold Service Bus handlers: the body must be a JSON object (anything
 /// else is poison — it will never parse), and the receipt is recorded idempotently per MessageId.
-pub(crate) async fn record_message_receipt(
+pub async fn record_message_receipt(
     function: &'static str,
     input: TriggerInput,
     ctx: &Context,
