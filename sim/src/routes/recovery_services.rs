@@ -415,10 +415,7 @@ fn backup_now(w: &mut World, ctx: &Ctx) -> Reply {
         Ok(b) => b,
         Err(r) => return r,
     };
-    if !body["properties"]["objectType"]
-        .as_str()
-        .is_some_and(|t| t == "IaasVMBackupRequest")
-    {
+    if body["properties"]["objectType"].as_str() != Some("IaasVMBackupRequest") {
         return bad(
             "BMSUserErrorInvalidInput",
             "properties.objectType must be 'IaasVMBackupRequest'.",
@@ -455,7 +452,7 @@ fn recovery_points_list(w: &mut World, ctx: &Ctx) -> Reply {
         );
     };
     let mut rps: Vec<_> = item.recovery_points.iter().collect();
-    rps.sort_by(|a, b| b.time.cmp(&a.time));
+    rps.sort_by_key(|r| std::cmp::Reverse(r.time));
     let items: Vec<Value> = rps
         .into_iter()
         .map(|rp| w.recovery_point_json(item, rp, ctx.now))
@@ -553,35 +550,36 @@ fn restore(w: &mut World, ctx: &Ctx) -> Reply {
             ),
         );
     }
-    let (target_sub, target_rg) =
-        match props["targetResourceGroupId"].as_str() {
-            Some(id) => {
-                let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
-                match parts.as_slice() {
-                    [s, sub, r, rg]
-                        if s.eq_ignore_ascii_case("subscriptions")
-                            && r.eq_ignore_ascii_case("resourceGroups") =>
-                    {
-                        (sub.to_string(), rg.to_string())
-                    }
-                    _ => return bad(
+    let (target_sub, target_rg) = match props["targetResourceGroupId"].as_str() {
+        Some(id) => {
+            let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
+            match parts.as_slice() {
+                [s, sub, r, rg]
+                    if s.eq_ignore_ascii_case("subscriptions")
+                        && r.eq_ignore_ascii_case("resourceGroups") =>
+                {
+                    (sub.to_string(), rg.to_string())
+                }
+                _ => {
+                    return bad(
                         "BMSUserErrorInvalidInput",
                         format!(
                             "properties.targetResourceGroupId '{id}' is not a resource group id."
                         ),
-                    ),
+                    )
                 }
             }
-            None => {
-                let vm_rg = item
-                    .source_id
-                    .split('/')
-                    .nth(4)
-                    .unwrap_or_default()
-                    .to_string();
-                (vault.subscription.clone(), vm_rg)
-            }
-        };
+        }
+        None => {
+            let vm_rg = item
+                .source_id
+                .split('/')
+                .nth(4)
+                .unwrap_or_default()
+                .to_string();
+            (vault.subscription.clone(), vm_rg)
+        }
+    };
     if rp.encryption.is_some() && !target_sub.eq_ignore_ascii_case(&vault.subscription) {
         return bad(
             "UserErrorCrossSubscriptionRestoreNotSupportedForEncryptedVm",
