@@ -1,0 +1,729 @@
+//! Microsoft.RecoveryServices 2023-04-01 (vaults + backup). Shapes from recoveryservicesbackup
+//! 2023-04-01 examples: `AzureIaasVm/BackupProtectableItems_List.json`,
+//! `AzureIaasVm/ProtectedItemOperationStatus.json`, `AzureIaasVm/RecoveryPoints_List.json`,
+//! `AzureIaasVm/TriggerRestore_RestoreDisks_IaasVMRestoreRequest_IdentityBasedRestoreDetails.json`,
+//! `Common/RefreshContainers.json`, `Common/RefreshContainers_OperationResults.json`.
+
+use super::{paged, route, Ctx, Reply, Route};
+use crate::world::{
+    codes, container_name, item_name, lc, ts, JobStatus, OpStatus, ProtectedItem, World,
+};
+use axum::http::{Method, StatusCode};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::{json, Value};
+
+const API: Option<&str> = Some("2023-04-01");
+const PAGE: usize = 200;
+
+pub fn routes() -> Vec<Route> {
+    const V: &str =
+        "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*";
+    // Patterns are spelled out because `route` needs 'static strings.
+    vec![
+        route(Method::GET, "subscriptions/*/providers/microsoft.recoveryservices/vaults", "rs.vaults.list", API, vaults_list),
+        route(Method::GET, V, "rs.vault.get", API, vault_get),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backuppolicies/*", "rs.policy.get", API, policy_get),
+        route(Method::POST, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/refreshcontainers", "rs.refreshContainers", API, refresh),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/operationresults/*", "rs.refreshContainers.result", API, refresh_result),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupprotectableitems", "rs.protectableItems.list", API, protectable_list),
+        route(Method::PUT, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*", "rs.protectedItem.put", API, protected_item_put),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*", "rs.protectedItem.get", API, protected_item_get),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/operationsstatus/*", "rs.operationStatus.get", API, operation_status),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/operationresults/*", "rs.operationResult.get", API, operation_result),
+        route(Method::POST, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/backup", "rs.backupNow", API, backup_now),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/recoverypoints", "rs.recoveryPoints.list", API, recovery_points_list),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/recoverypoints/*", "rs.recoveryPoint.get", API, recovery_point_get),
+        route(Method::POST, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/recoverypoints/*/restore", "rs.restore", API, restore),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupprotecteditems", "rs.protectedItems.list", API, protected_items_list),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupjobs", "rs.jobs.list", API, jobs_list),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupjobs/*", "rs.jobs.get", API, job_get),
+    ]
+}
+
+fn vault_key(ctx: &Ctx) -> String {
+    lc(&format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.RecoveryServices/vaults/{}",
+        ctx.param(0),
+        ctx.param(1),
+        ctx.param(2)
+    ))
+}
+
+fn vault_not_found(ctx: &Ctx) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        format!(
+            "The Resource 'Microsoft.RecoveryServices/vaults/{}' under resource group '{}' was not found.",
+            ctx.param(2),
+            ctx.param(1)
+        ),
+    )
+}
+
+fn bad(code: &str, msg: impl Into<String>) -> Reply {
+    Reply::error(StatusCode::BAD_REQUEST, code, msg)
+}
+
+fn vaults_list(w: &mut World, ctx: &Ctx) -> Reply {
+    let sub = lc(ctx.param(0));
+    let items: Vec<Value> = w
+        .rs_vaults
+        .values()
+        .filter(|v| lc(&v.subscription) == sub)
+        .map(|v| w.rs_vault_json(v))
+        .collect();
+    Reply::ok(json!({"value": items}))
+}
+
+fn vault_get(w: &mut World, ctx: &Ctx) -> Reply {
+    match w.rs_vaults.get(&vault_key(ctx)) {
+        Some(v) => Reply::ok(w.rs_vault_json(v)),
+        None => vault_not_found(ctx),
+    }
+}
+
+fn policy_get(w: &mut World, ctx: &Ctx) -> Reply {
+    let Some(v) = w.rs_vaults.get(&vault_key(ctx)) else {
+        return vault_not_found(ctx);
+    };
+    match v.policies.get(&lc(ctx.param(3))) {
+        Some(p) => Reply::ok(w.policy_json(v, p)),
+        None => Reply::error(
+            StatusCode::NOT_FOUND,
+            "BMSUserErrorPolicyNotFound",
+            format!(
+                "Backup policy {} was not found in vault {}.",
+                ctx.param(3),
+                v.name
+            ),
+        ),
+    }
+}
+
+fn refresh(w: &mut World, ctx: &Ctx) -> Reply {
+    let key = vault_key(ctx);
+    let Some(v) = w.rs_vaults.get(&key) else {
+        return vault_not_found(ctx);
+    };
+    let (sub, loc, vault_id) = (lc(&v.subscription), lc(&v.location), v.id.clone());
+    let found: Vec<String> = w
+        .vms
+        .iter()
+        .filter(|(_, vm)| lc(&vm.subscription) == sub && lc(&vm.location) == loc)
+        .map(|(k, _)| k.clone())
+        .collect();
+    if let Some(v) = w.rs_vaults.get_mut(&key) {
+        v.discovered = found.into_iter().collect();
+    }
+    let op = w.timed_operation(ctx.now, Ok(None), None);
+    Reply::empty(StatusCode::ACCEPTED)
+        .header(
+            "Location",
+            ctx.url(&format!(
+                "{vault_id}/backupFabrics/Azure/operationResults/{op}"
+            )),
+        )
+        .header("Retry-After", "1")
+}
+
+fn refresh_result(w: &mut World, ctx: &Ctx) -> Reply {
+    let Some(op) = w.operations.get(ctx.param(3)) else {
+        return Reply::not_found(&format!("operationResults/{}", ctx.param(3)));
+    };
+    match w.op_status(op, ctx.now) {
+        OpStatus::InProgress => Reply::empty(StatusCode::ACCEPTED)
+            .header(
+                "Location",
+                format!("{}{}?api-version={}", ctx.base, ctx.path, ctx.api_version),
+            )
+            .header("Retry-After", "1"),
+        OpStatus::Succeeded { .. } => Reply::empty(StatusCode::NO_CONTENT),
+        OpStatus::Failed(f) => bad(&f.code, f.message),
+    }
+}
+
+fn protectable_list(w: &mut World, ctx: &Ctx) -> Reply {
+    let key = vault_key(ctx);
+    let Some(v) = w.rs_vaults.get(&key) else {
+        return vault_not_found(ctx);
+    };
+    let protected: std::collections::BTreeSet<&String> =
+        w.protected_items.values().map(|i| &i.vm_key).collect();
+    let items: Vec<Value> = v
+        .discovered
+        .iter()
+        .filter(|k| !protected.contains(k))
+        .filter_map(|k| w.vms.get(k))
+        .map(|vm| {
+            let container = container_name(&vm.resource_group, &vm.name);
+            let item = item_name(&vm.resource_group, &vm.name);
+            json!({
+                "id": format!("{}/backupFabrics/Azure/protectionContainers/{container}/protectableItems/{item}", v.id),
+                "name": item,
+                "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectableItems",
+                "properties": {
+                    "friendlyName": vm.name,
+                    "virtualMachineId": vm.id,
+                    "protectionState": "NotProtected",
+                    "protectableItemType": "Microsoft.Compute/virtualMachines",
+                    "backupManagementType": "AzureIaasVM",
+                    "workloadType": "VM"
+                }
+            })
+        })
+        .collect();
+    Reply::ok(paged(ctx, items, PAGE))
+}
+
+/// Resolve container + item names to the item key and (rg, vm) they name.
+fn item_ref(ctx: &Ctx) -> Result<(String, String, String), Reply> {
+    let container = lc(ctx.param(3));
+    let item = lc(ctx.param(4));
+    let parts: Vec<&str> = item.split(';').collect();
+    let (rg, vm) = match parts.as_slice() {
+        ["vm", "iaasvmcontainerv2", rg, vm] => (rg.to_string(), vm.to_string()),
+        _ => {
+            return Err(bad(
+                "BMSUserErrorInvalidInput",
+                format!("Protected item name '{}' must be vm;iaasvmcontainerv2;{{resourceGroup}};{{vmName}}.", ctx.param(4)),
+            ))
+        }
+    };
+    if container != lc(&container_name(&rg, &vm)) {
+        return Err(bad(
+            "BMSUserErrorInvalidInput",
+            format!(
+                "Container name '{}' does not match protected item '{}'.",
+                ctx.param(3),
+                ctx.param(4)
+            ),
+        ));
+    }
+    Ok((format!("{}|{item}", vault_key(ctx)), rg, vm))
+}
+
+fn lro(ctx: &Ctx, w: &World, item: &ProtectedItem, op: &str) -> Reply {
+    let id = w.protected_item_id(item);
+    Reply::empty(StatusCode::ACCEPTED)
+        .header(
+            "Azure-AsyncOperation",
+            ctx.url(&format!("{id}/operationsStatus/{op}")),
+        )
+        .header("Location", ctx.url(&format!("{id}/operationResults/{op}")))
+        .header("Retry-After", "1")
+}
+
+fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
+    let vkey = vault_key(ctx);
+    let Some(vault) = w.rs_vaults.get(&vkey).cloned() else {
+        return vault_not_found(ctx);
+    };
+    let (key, rg, vm_name) = match item_ref(ctx) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let body = match ctx.json_body() {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let props = &body["properties"];
+    if !props["protectedItemType"]
+        .as_str()
+        .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Compute/virtualMachines"))
+    {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            "properties.protectedItemType must be 'Microsoft.Compute/virtualMachines'.",
+        );
+    }
+    let Some(source) = props["sourceResourceId"].as_str() else {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            "properties.sourceResourceId is required.",
+        );
+    };
+    let Some(policy_id) = props["policyId"].as_str() else {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            "properties.policyId is required.",
+        );
+    };
+    let policy_name = policy_id.rsplit('/').next().unwrap_or_default().to_string();
+    let Some(policy) = vault.policies.get(&lc(&policy_name)) else {
+        return bad(
+            "BMSUserErrorPolicyNotFound",
+            format!(
+                "properties.policyId {policy_id} is not a policy of vault {}.",
+                vault.name
+            ),
+        );
+    };
+    let vm_key = lc(source);
+    let Some(vm) = w.vms.get(&vm_key).cloned() else {
+        return bad(
+            codes::VM_NOT_FOUND,
+            format!("properties.sourceResourceId {source} does not exist."),
+        );
+    };
+    if lc(&vm.resource_group) != rg || lc(&vm.name) != vm_name {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            format!(
+                "properties.sourceResourceId {source} does not match protected item {}.",
+                ctx.param(4)
+            ),
+        );
+    }
+    if !lc(&vm.subscription).eq(&lc(&vault.subscription))
+        || !lc(&vm.location).eq(&lc(&vault.location))
+    {
+        return bad(
+            "BMSUserErrorVmAndVaultInDifferentRegionOrSubscription",
+            format!(
+                "VM {} ({}) must be in the same subscription and region as vault {} ({}).",
+                vm.name, vm.location, vault.name, vault.location
+            ),
+        );
+    }
+    if let Some(other) = w
+        .protected_items
+        .values()
+        .find(|i| i.vm_key == vm_key && i.vault_key != vkey)
+    {
+        let other_vault = w
+            .rs_vaults
+            .get(&other.vault_key)
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
+        return bad(
+            "UserErrorVmAlreadyProtected",
+            format!(
+                "VM {} is already protected by vault {other_vault}.",
+                vm.name
+            ),
+        );
+    }
+    let encrypted = vm.encryption.is_some() || vm.restored_encryption.is_some();
+    if encrypted && !props["extendedProperties"]["diskExclusionProperties"].is_null() {
+        return bad(
+            codes::DISK_EXCLUSION,
+            "Selective disk backup is not supported for encrypted VMs.",
+        );
+    }
+    let item = match w.protected_items.get_mut(&key) {
+        Some(existing) => {
+            existing.policy = policy.name.clone();
+            existing.clone()
+        }
+        None => {
+            let item = ProtectedItem {
+                vault_key: vkey.clone(),
+                name: item_name(&vm.resource_group, &vm.name),
+                container: container_name(&vm.resource_group, &vm.name),
+                vm_key: vm_key.clone(),
+                source_id: vm.id.clone(),
+                vm_name: vm.name.clone(),
+                policy: policy.name.clone(),
+                protection_state: "IRPending".into(),
+                last_backup_status: None,
+                last_backup_time: None,
+                recovery_points: Vec::new(),
+                health_error: None,
+                created: ctx.now,
+            };
+            w.protected_items.insert(key.clone(), item.clone());
+            item
+        }
+    };
+    let job = w.start_configure_job(&key, &vkey, &vm.name, ctx.now);
+    let op = w.timed_operation(ctx.now, Ok(Some(job)), Some(key));
+    lro(ctx, w, &item, &op)
+}
+
+fn protected_item_get(w: &mut World, ctx: &Ctx) -> Reply {
+    let (key, _, _) = match item_ref(ctx) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match w.protected_items.get(&key) {
+        Some(i) => Reply::ok(w.protected_item_json(i)),
+        None => Reply::error(
+            StatusCode::NOT_FOUND,
+            "BMSUserErrorObjectNotFound",
+            format!(
+                "Protected item {} was not found in the vault.",
+                ctx.param(4)
+            ),
+        ),
+    }
+}
+
+fn operation_status(w: &mut World, ctx: &Ctx) -> Reply {
+    let Some(op) = w.operations.get(ctx.param(5)) else {
+        return Reply::not_found(&format!("operationsStatus/{}", ctx.param(5)));
+    };
+    let mut body = json!({"id": op.id, "name": op.id, "startTime": ts(op.start)});
+    match w.op_status(op, ctx.now) {
+        OpStatus::InProgress => body["status"] = json!("InProgress"),
+        OpStatus::Succeeded { job_id } => {
+            body["status"] = json!("Succeeded");
+            body["endTime"] = json!(ts(ctx.now));
+            if let Some(j) = job_id {
+                body["properties"] =
+                    json!({"objectType": "OperationStatusJobExtendedInfo", "jobId": j});
+            }
+        }
+        OpStatus::Failed(f) => {
+            body["status"] = json!("Failed");
+            body["endTime"] = json!(ts(ctx.now));
+            body["error"] = json!({"code": f.code, "message": f.message});
+        }
+    }
+    Reply::ok(body)
+}
+
+fn operation_result(w: &mut World, ctx: &Ctx) -> Reply {
+    let Some(op) = w.operations.get(ctx.param(5)).cloned() else {
+        return Reply::not_found(&format!("operationResults/{}", ctx.param(5)));
+    };
+    match w.op_status(&op, ctx.now) {
+        OpStatus::InProgress => Reply::empty(StatusCode::ACCEPTED)
+            .header(
+                "Location",
+                format!("{}{}?api-version={}", ctx.base, ctx.path, ctx.api_version),
+            )
+            .header("Retry-After", "1"),
+        OpStatus::Succeeded { .. } => match op
+            .result_item
+            .as_ref()
+            .and_then(|k| w.protected_items.get(k))
+        {
+            Some(item) => Reply::ok(w.protected_item_json(item)),
+            None => Reply::empty(StatusCode::NO_CONTENT),
+        },
+        OpStatus::Failed(f) => bad(&f.code, f.message),
+    }
+}
+
+fn backup_now(w: &mut World, ctx: &Ctx) -> Reply {
+    let (key, _, _) = match item_ref(ctx) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let body = match ctx.json_body() {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if body["properties"]["objectType"].as_str() != Some("IaasVMBackupRequest") {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            "properties.objectType must be 'IaasVMBackupRequest'.",
+        );
+    }
+    let Some(item) = w.protected_items.get(&key).cloned() else {
+        return Reply::error(
+            StatusCode::NOT_FOUND,
+            "BMSUserErrorObjectNotFound",
+            format!(
+                "Protected item {} was not found in the vault.",
+                ctx.param(4)
+            ),
+        );
+    };
+    let result = w.start_backup(&key, ctx.now).map(Some);
+    let op = w.timed_operation(ctx.now, result, None);
+    lro(ctx, w, &item, &op)
+}
+
+fn recovery_points_list(w: &mut World, ctx: &Ctx) -> Reply {
+    let (key, _, _) = match item_ref(ctx) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(item) = w.protected_items.get(&key) else {
+        return Reply::error(
+            StatusCode::NOT_FOUND,
+            "BMSUserErrorObjectNotFound",
+            format!(
+                "Protected item {} was not found in the vault.",
+                ctx.param(4)
+            ),
+        );
+    };
+    let mut rps: Vec<_> = item.recovery_points.iter().collect();
+    rps.sort_by_key(|r| std::cmp::Reverse(r.time));
+    let items: Vec<Value> = rps
+        .into_iter()
+        .map(|rp| w.recovery_point_json(item, rp, ctx.now))
+        .collect();
+    Reply::ok(paged(ctx, items, PAGE))
+}
+
+fn recovery_point_get(w: &mut World, ctx: &Ctx) -> Reply {
+    let (key, _, _) = match item_ref(ctx) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let found = w.protected_items.get(&key).and_then(|i| {
+        i.recovery_points
+            .iter()
+            .find(|r| r.name == ctx.param(5))
+            .map(|r| (i, r))
+    });
+    match found {
+        Some((i, rp)) => Reply::ok(w.recovery_point_json(i, rp, ctx.now)),
+        None => Reply::error(
+            StatusCode::NOT_FOUND,
+            "UserErrorRecoveryPointNotFound",
+            format!("Recovery point {} was not found.", ctx.param(5)),
+        ),
+    }
+}
+
+fn restore(w: &mut World, ctx: &Ctx) -> Reply {
+    let vkey = vault_key(ctx);
+    let Some(vault) = w.rs_vaults.get(&vkey).cloned() else {
+        return vault_not_found(ctx);
+    };
+    let (key, _, _) = match item_ref(ctx) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let body = match ctx.json_body() {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let props = &body["properties"];
+    if props["objectType"].as_str() != Some("IaasVMRestoreRequest") {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            "properties.objectType must be 'IaasVMRestoreRequest'.",
+        );
+    }
+    let Some(item) = w.protected_items.get(&key).cloned() else {
+        return Reply::error(
+            StatusCode::NOT_FOUND,
+            "BMSUserErrorObjectNotFound",
+            format!(
+                "Protected item {} was not found in the vault.",
+                ctx.param(4)
+            ),
+        );
+    };
+    let rp_name = ctx.param(5).to_string();
+    let Some(rp) = item.recovery_points.iter().find(|r| r.name == rp_name) else {
+        return Reply::error(
+            StatusCode::NOT_FOUND,
+            "UserErrorRecoveryPointNotFound",
+            format!("Recovery point {rp_name} was not found."),
+        );
+    };
+    let recovery_type = props["recoveryType"].as_str().unwrap_or("");
+    if rp.encryption.is_some() && recovery_type != "RestoreDisks" {
+        return bad(
+            codes::RESTORE_ENCRYPTED_VM,
+            format!("Restore type '{recovery_type}' is not supported for encrypted VMs. Use recoveryType 'RestoreDisks' and create the VM from the restored disks."),
+        );
+    }
+    if recovery_type != "RestoreDisks" {
+        return bad("BMSUserErrorInvalidInput", format!("properties.recoveryType '{recovery_type}' is not supported by the simulator; use 'RestoreDisks'."));
+    }
+    let Some(sa_id) = props["storageAccountId"].as_str() else {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            "properties.storageAccountId is required for RestoreDisks.",
+        );
+    };
+    let Some(sa) = w.storage_accounts.get(&lc(sa_id)).cloned() else {
+        return bad(
+            "UserErrorStorageAccountNotFound",
+            format!("properties.storageAccountId {sa_id} does not exist."),
+        );
+    };
+    if !sa.location.eq_ignore_ascii_case(&vault.location) {
+        return bad(
+            "UserErrorStorageAccountInDifferentRegion",
+            format!(
+                "Storage account {} must be in the vault's region {}.",
+                sa.name, vault.location
+            ),
+        );
+    }
+    let (target_sub, target_rg) = match props["targetResourceGroupId"].as_str() {
+        Some(id) => {
+            let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
+            match parts.as_slice() {
+                [s, sub, r, rg]
+                    if s.eq_ignore_ascii_case("subscriptions")
+                        && r.eq_ignore_ascii_case("resourceGroups") =>
+                {
+                    (sub.to_string(), rg.to_string())
+                }
+                _ => {
+                    return bad(
+                        "BMSUserErrorInvalidInput",
+                        format!(
+                            "properties.targetResourceGroupId '{id}' is not a resource group id."
+                        ),
+                    )
+                }
+            }
+        }
+        None => {
+            let vm_rg = item
+                .source_id
+                .split('/')
+                .nth(4)
+                .unwrap_or_default()
+                .to_string();
+            (vault.subscription.clone(), vm_rg)
+        }
+    };
+    if rp.encryption.is_some() && !target_sub.eq_ignore_ascii_case(&vault.subscription) {
+        return bad(
+            "UserErrorCrossSubscriptionRestoreNotSupportedForEncryptedVm",
+            "Encrypted VMs can only be restored in the vault's subscription.",
+        );
+    }
+    let job = w.start_restore(
+        &key,
+        rp_name,
+        sa.name.clone(),
+        target_sub,
+        target_rg,
+        ctx.now,
+    );
+    let op = w.timed_operation(ctx.now, Ok(Some(job)), None);
+    lro(ctx, w, &item, &op)
+}
+
+fn protected_items_list(w: &mut World, ctx: &Ctx) -> Reply {
+    let vkey = vault_key(ctx);
+    if !w.rs_vaults.contains_key(&vkey) {
+        return vault_not_found(ctx);
+    }
+    let items: Vec<Value> = w
+        .protected_items
+        .values()
+        .filter(|i| i.vault_key == vkey)
+        .map(|i| w.protected_item_json(i))
+        .collect();
+    Reply::ok(paged(ctx, items, PAGE))
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|n| n.and_utc())
+}
+
+/// `$filter` clauses `key eq 'value'` joined by `and`.
+fn filter_clauses(filter: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let lower = filter.to_ascii_lowercase();
+    let mut rest_l = lower.as_str();
+    let mut rest = filter;
+    while !rest.trim().is_empty() {
+        let Some(eq) = rest_l.find(" eq ") else {
+            return Err(format!(
+                "$filter clause '{}' is not of the form key eq 'value'",
+                rest.trim()
+            ));
+        };
+        let key = rest[..eq].trim().to_string();
+        let after = rest[eq + 4..].trim_start();
+        let skipped = rest.len() - after.len();
+        let Some(stripped) = after.strip_prefix('\'') else {
+            return Err(format!("$filter value for {key} must be quoted"));
+        };
+        let Some(end) = stripped.find('\'') else {
+            return Err(format!("$filter value for {key} is not terminated"));
+        };
+        out.push((key.to_ascii_lowercase(), stripped[..end].to_string()));
+        let consumed = skipped + 1 + end + 1;
+        rest = &rest[consumed..];
+        rest_l = &rest_l[consumed..];
+        let t = rest_l.trim_start();
+        if let Some(next) = t.strip_prefix("and ") {
+            let cut = rest_l.len() - next.len();
+            rest = &rest[cut..];
+            rest_l = &rest_l[cut..];
+        } else if !t.is_empty() {
+            return Err(format!("unexpected '{}' in $filter", rest.trim()));
+        }
+    }
+    Ok(out)
+}
+
+fn jobs_list(w: &mut World, ctx: &Ctx) -> Reply {
+    let vkey = vault_key(ctx);
+    if !w.rs_vaults.contains_key(&vkey) {
+        return vault_not_found(ctx);
+    }
+    let clauses = match filter_clauses(ctx.query("$filter").unwrap_or("")) {
+        Ok(c) => c,
+        Err(e) => return bad("BMSUserErrorInvalidFilter", e),
+    };
+    let mut jobs: Vec<_> = w.jobs.values().filter(|j| j.vault_key == vkey).collect();
+    for (k, v) in &clauses {
+        let t = parse_time(v);
+        jobs.retain(|j| match k.as_str() {
+            "operation" => j.operation().eq_ignore_ascii_case(v),
+            "status" => {
+                let s = match j.status {
+                    JobStatus::InProgress => "InProgress",
+                    JobStatus::Completed => "Completed",
+                    JobStatus::Failed => "Failed",
+                };
+                s.eq_ignore_ascii_case(v)
+            }
+            "backupmanagementtype" => v.eq_ignore_ascii_case("AzureIaasVM"),
+            "starttime" => t.is_none_or(|t| j.start >= t),
+            "endtime" => t.is_none_or(|t| j.start <= t),
+            "entityfriendlyname" => j.entity_friendly_name.eq_ignore_ascii_case(v),
+            _ => true,
+        });
+    }
+    jobs.sort_by(|a, b| b.start.cmp(&a.start).then(b.id.cmp(&a.id)));
+    let items: Vec<Value> = jobs
+        .into_iter()
+        .map(|j| w.job_json(j, false, ctx.now))
+        .collect();
+    Reply::ok(paged(ctx, items, PAGE))
+}
+
+fn job_get(w: &mut World, ctx: &Ctx) -> Reply {
+    let vkey = vault_key(ctx);
+    match w
+        .jobs
+        .get(&lc(ctx.param(3)))
+        .filter(|j| j.vault_key == vkey)
+    {
+        Some(j) => Reply::ok(w.job_json(j, true, ctx.now)),
+        None => Reply::error(
+            StatusCode::NOT_FOUND,
+            "BMSUserErrorJobNotFound",
+            format!("Job {} was not found in the vault.", ctx.param(3)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_filters_parse() {
+        let c = filter_clauses("operation eq 'Backup' and status eq 'InProgress' and startTime eq '2024-01-01 10:00:00 AM'").expect("parses");
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[0], ("operation".into(), "Backup".into()));
+        assert_eq!(c[2].1, "2024-01-01 10:00:00 AM");
+        assert!(parse_time(&c[2].1).is_some());
+        assert!(filter_clauses("operation = 'x'").is_err());
+    }
+}
