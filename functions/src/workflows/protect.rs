@@ -386,7 +386,8 @@ pub async fn evaluate(
         json::update::<ProtectionOperation, HandlerError, _>(ctx.state.as_ref(), &key, |cur| {
             started_generation = None;
             match cur {
-                Some(op) if !op.is_finished() || op.status == status::PROTECTED => Ok(None),
+                Some(op) if !op.is_finished() => Ok(None),
+            Some(op) if op.status == status::PROTECTED && !repair => Ok(None),
                 Some(op) => {
                     // Failed, blocked or unsupported before: a new event or sweep tries again.
                     let mut next = op.clone();
