@@ -254,6 +254,18 @@ pub async fn evaluate(
     vm_id: &ResourceId,
     origin: Origin,
 ) -> Result<String, HandlerError> {
+    evaluate_with(ctx, vm_id, origin, false).await
+}
+
+/// Like [`evaluate`]; with `repair`, a VM whose operation already ended `protected` is worked
+/// again (the sweep found drift: access removed, recovery point stale, protection stopped): a new
+/// generation re-grants access, re-enables protection if needed and takes a backup.
+pub async fn evaluate_with(
+    ctx: &Context,
+    vm_id: &ResourceId,
+    origin: Origin,
+    repair: bool,
+) -> Result<String, HandlerError> {
     let Some((vm, obs)) = observe_vm(ctx, vm_id).await? else {
         return Ok(format!(
             "{vm_id}: the VM no longer exists; nothing to protect"
@@ -387,7 +399,7 @@ pub async fn evaluate(
             started_generation = None;
             match cur {
                 Some(op) if !op.is_finished() => Ok(None),
-            Some(op) if op.status == status::PROTECTED && !repair => Ok(None),
+                Some(op) if op.status == status::PROTECTED && !repair => Ok(None),
                 Some(op) => {
                     // Failed, blocked or unsupported before: a new event or sweep tries again.
                     let mut next = op.clone();
