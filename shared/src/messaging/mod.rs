@@ -4,6 +4,9 @@
 //! which also talks to the embedded local queue's Service-Bus-compatible endpoint in
 //! `ade-backup local`, so the wire format is the same everywhere.
 
+pub mod servicebus;
+pub use servicebus::{ServiceBusConfigError, ServiceBusSender, ServiceBusSenderOptions};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
