@@ -218,9 +218,8 @@ async fn traceparent_continues_the_invocation_trace() {
         .respond_with(ResponseTemplate::new(201))
         .mount(&server)
         .await;
-    let subscriber =
-        telemetry::subscriber_with_writer(&TelemetryOptions::default(), || std::io::sink())
-            .expect("subscriber");
+    let subscriber = telemetry::subscriber_with_writer(&TelemetryOptions::default(), std::io::sink)
+        .expect("subscriber");
     let _guard = tracing::subscriber::set_default(subscriber);
     let operation_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let sender = sender(&server, RecordingToken::ok());

@@ -15,6 +15,7 @@
 //! - documented responses: 400 bad request, 401 authorization failure, 403 quota exceeded or
 //!   message too large (with Entra, also a missing `Send` right), 410 entity does not exist,
 //!   500 internal error.
+//!
 //! Entity-name rule from Service Bus's own 400 response: "Entity segments can contain only
 //! letters, numbers, periods (.), hyphens (-), and underscores (_)"; names are at most 260
 //! characters.
