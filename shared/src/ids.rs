@@ -107,9 +107,7 @@ impl ResourceId {
         namespace: &str,
         types: &[(&str, &str)],
     ) -> Result<Self, IdError> {
-        let mut s = format!(
-            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{namespace}"
-        );
+        let mut s = format!("/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{namespace}");
         for (t, n) in types {
             s.push('/');
             s.push_str(t);
@@ -173,8 +171,7 @@ impl ResourceId {
             ));
         }
         let mut r = self.clone();
-        r.types
-            .push((child_type.to_string(), child_name.to_string()));
+        r.types.push((child_type.to_string(), child_name.to_string()));
         Ok(r)
     }
     /// Lower-cased canonical form, for map keys and deterministic ids.
@@ -289,23 +286,13 @@ impl KeyVaultUrl {
         let suffix = VAULT_SUFFIXES
             .iter()
             .find(|suf| host.ends_with(*suf))
-            .ok_or_else(|| {
-                id_err(
-                    FIELD,
-                    "host must be a Key Vault host (*.vault.azure.net)",
-                    s,
-                )
-            })?;
+            .ok_or_else(|| id_err(FIELD, "host must be a Key Vault host (*.vault.azure.net)", s))?;
         let vault = &host[..host.len() - suffix.len()];
         if vault.len() < 3
             || vault.len() > 24
             || !vault.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
-            return Err(id_err(
-                FIELD,
-                "vault name must be 3-24 letters, digits or '-'",
-                s,
-            ));
+            return Err(id_err(FIELD, "vault name must be 3-24 letters, digits or '-'", s));
         }
         let segs: Vec<&str> = url.path().trim_matches('/').split('/').collect();
         let kind = match segs.first().copied() {
@@ -314,9 +301,7 @@ impl KeyVaultUrl {
             _ => return Err(id_err(FIELD, "path must start with /secrets/ or /keys/", s)),
         };
         let ok = |p: &str| {
-            !p.is_empty()
-                && p.len() <= 127
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !p.is_empty() && p.len() <= 127 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
         let (name, version) = match segs.as_slice() {
             [_, name] if ok(name) => (name.to_string(), None),
@@ -449,14 +434,10 @@ mod tests {
         assert_eq!(id.resource_group(), "rg-app");
         assert_eq!(id.name(), "vm-1");
         assert!(id.is_type("microsoft.compute/VIRTUALMACHINES"));
-        let ext =
-            ResourceId::parse(&format!("{VM}/extensions/AzureDiskEncryption")).expect("valid");
+        let ext = ResourceId::parse(&format!("{VM}/extensions/AzureDiskEncryption")).expect("valid");
         assert!(ext.is_type("Microsoft.Compute/virtualMachines/extensions"));
         assert_eq!(ext.parent().expect("parent"), id);
-        assert_eq!(
-            ext.to_string(),
-            format!("{VM}/extensions/AzureDiskEncryption")
-        );
+        assert_eq!(ext.to_string(), format!("{VM}/extensions/AzureDiskEncryption"));
     }
 
     #[test]
@@ -487,8 +468,7 @@ mod tests {
 
     #[test]
     fn key_vault_urls() {
-        let s = KeyVaultUrl::parse("https://kv-app-01.vault.azure.net/secrets/bek-1/0123abcd")
-            .expect("valid");
+        let s = KeyVaultUrl::parse("https://kv-app-01.vault.azure.net/secrets/bek-1/0123abcd").expect("valid");
         assert_eq!(s.vault_name(), "kv-app-01");
         assert_eq!(s.kind(), KeyVaultObjectKind::Secret);
         assert_eq!(s.version(), Some("0123abcd"));
@@ -514,10 +494,7 @@ mod tests {
 
     #[test]
     fn deterministic_ids_are_stable() {
-        assert_eq!(
-            deterministic_uuid(&["a", "b"]),
-            deterministic_uuid(&["a", "b"])
-        );
+        assert_eq!(deterministic_uuid(&["a", "b"]), deterministic_uuid(&["a", "b"]));
         assert_ne!(deterministic_uuid(&["a", "b"]), deterministic_uuid(&["ab"]));
     }
 }
