@@ -6,22 +6,23 @@
 //! | `ADE_BACKUP_STATE=https://…/container` | [`BlobStateStore`] with the process credential |
 //! | `ADE_BACKUP_SERVICEBUS_ENDPOINT` | [`ServiceBusSender`] (REST, Entra token) |
 //! | `ADE_BACKUP_ARM_ENDPOINT`, `ADE_BACKUP_GRAPH_ENDPOINT` | [`ArmClient`] |
-//! | `ADE_BACKUP_CREDENTIAL` | `managed-identity` (default; `AZURE_CLIENT_ID` picks a user-assigned identity), `azure-cli`, or `static` (local stack and tests only: `ADE_BACKUP_STATIC_TOKEN`, default `local`) |
+//! | `ADE_BACKUP_CREDENTIAL` | `managed-identity` (default; `AZURE_CLIENT_ID` picks a user-assigned identity), `azure-cli`, or `static` (local stack and tests only: `ADE_BACKUP_STATIC_TOKEN`) |
 
 use crate::context::{Context, SystemClock};
 use crate::settings::{Settings, StateLocation};
 use ade_backup_shared::arm::{ArmClient, ArmClientOptions};
-use ade_backup_shared::credential::{AccessToken, AzureIdentityToken, StaticToken, TokenSource};
+use ade_backup_shared::credential::TokenSource;
+use ade_backup_shared::identity::{self, CredentialKind};
 use ade_backup_shared::messaging::{ServiceBusSender, ServiceBusSenderOptions};
 use ade_backup_shared::state::{BlobStateStore, BlobStateStoreOptions, FsStateStore, StateStore};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
-    #[error("setting ADE_BACKUP_CREDENTIAL is invalid: must be managed-identity, azure-cli or static, got {0:?}")]
+    #[error("{0}")]
     CredentialKind(String),
-    #[error("could not create the {kind} credential: {reason}")]
-    Credential { kind: &'static str, reason: String },
+    #[error("could not create the credential: {0}")]
+    Credential(String),
     #[error("could not open the state store: {0}")]
     State(String),
     #[error("could not create a client: {0}")]
@@ -34,49 +35,15 @@ pub struct Identity {
     pub azure: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
 }
 
+/// The process identity from `ADE_BACKUP_CREDENTIAL` (see [`CredentialKind::from_lookup`]).
 pub fn identity_from_env(get: impl Fn(&str) -> Option<String>) -> Result<Identity, WiringError> {
-    let kind = get("ADE_BACKUP_CREDENTIAL").unwrap_or_else(|| "managed-identity".to_string());
-    match kind.trim() {
-        "managed-identity" => {
-            let options = get("AZURE_CLIENT_ID")
-                .filter(|s| !s.trim().is_empty())
-                .map(|id| azure_identity::ManagedIdentityCredentialOptions {
-                    user_assigned_id: Some(azure_identity::UserAssignedId::ClientId(id)),
-                    ..Default::default()
-                });
-            let cred = azure_identity::ManagedIdentityCredential::new(options).map_err(|e| {
-                WiringError::Credential {
-                    kind: "managed-identity",
-                    reason: e.to_string(),
-                }
-            })?;
-            let azure: Arc<dyn azure_core::credentials::TokenCredential> = cred;
-            Ok(Identity {
-                tokens: Arc::new(AzureIdentityToken(azure.clone())),
-                azure: Some(azure),
-            })
-        }
-        "azure-cli" => {
-            let cred = azure_identity::AzureCliCredential::new(None).map_err(|e| {
-                WiringError::Credential {
-                    kind: "azure-cli",
-                    reason: e.to_string(),
-                }
-            })?;
-            let azure: Arc<dyn azure_core::credentials::TokenCredential> = cred;
-            Ok(Identity {
-                tokens: Arc::new(AzureIdentityToken(azure.clone())),
-                azure: Some(azure),
-            })
-        }
-        "static" => Ok(Identity {
-            tokens: Arc::new(StaticToken(AccessToken::new(
-                get("ADE_BACKUP_STATIC_TOKEN").unwrap_or_else(|| "local".to_string()),
-            ))),
-            azure: None,
-        }),
-        other => Err(WiringError::CredentialKind(other.to_string())),
-    }
+    let kind =
+        CredentialKind::from_lookup(get).map_err(|e| WiringError::CredentialKind(e.to_string()))?;
+    let azure =
+        identity::azure_credential(&kind).map_err(|e| WiringError::Credential(e.to_string()))?;
+    let tokens =
+        identity::token_source(&kind).map_err(|e| WiringError::Credential(e.to_string()))?;
+    Ok(Identity { tokens, azure })
 }
 
 pub fn state_store(

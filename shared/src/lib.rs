@@ -7,6 +7,7 @@
 
 pub mod arm;
 pub mod credential;
+pub mod identity;
 pub mod ids;
 pub mod messaging;
 pub mod state;

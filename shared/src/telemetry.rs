@@ -1,2 +1,665 @@
-//! Telemetry: JSON logs through `tracing`, with redaction of anything secret-looking.
-//! (Filled in by the foundation work; see `init`.)
+//! Telemetry: structured logs through `tracing`, with redaction of anything secret-looking.
+//!
+//! `init` installs one subscriber for the whole process:
+//! - JSON (one object per line on stderr, what the Functions host and Log Analytics ingest) or a
+//!   human-readable form;
+//! - a filter from the option, else `RUST_LOG`, else `info`;
+//! - a [`RedactingMakeWriter`] between the formatter and stderr, so every formatted line passes
+//!   through [`redact`] — a SAS URL or token that some code (ours or a dependency's) logs by
+//!   mistake never reaches the log sink;
+//! - a small layer that gives every span a W3C trace context, so outbound messages can carry a
+//!   `traceparent` that continues the invocation's trace ([`current_traceparent`]).
+
+use regex::{Captures, Regex};
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::sync::LazyLock;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// What replaces a secret in log output.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Filter used when neither the option nor `RUST_LOG` says otherwise.
+pub const DEFAULT_FILTER: &str = "info";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One JSON object per line (production, Azure Functions).
+    #[default]
+    Json,
+    /// Multi-line, for a developer's terminal.
+    Pretty,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryOptions {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info,ade_backup_shared=debug`. Takes precedence over
+    /// `RUST_LOG` because an explicit setting (CLI flag, app setting) is the more deliberate one.
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter {filter:?} (from {source_name}): {reason}")]
+    InvalidFilter {
+        filter: String,
+        source_name: &'static str,
+        reason: String,
+    },
+    #[error("a global tracing subscriber is already installed: {0}")]
+    AlreadyInitialized(String),
+}
+
+/// Installs the process-wide subscriber, writing to stderr. Call once, at startup.
+pub fn init(options: TelemetryOptions) -> Result<(), TelemetryError> {
+    let filter = resolve_filter(&options, std::env::var("RUST_LOG").ok())?;
+    build_subscriber(options.format, filter, io::stderr)
+        .try_init()
+        .map_err(|e| TelemetryError::AlreadyInitialized(e.to_string()))
+}
+
+/// The subscriber `init` installs, with any writer: for tests, and for hosts that want to
+/// install it themselves (e.g. with `tracing::subscriber::with_default`). The writer is wrapped
+/// in [`RedactingMakeWriter`] here, so no caller can forget it.
+pub fn subscriber_with_writer<W>(
+    options: &TelemetryOptions,
+    make_writer: W,
+) -> Result<impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>, TelemetryError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = resolve_filter(options, std::env::var("RUST_LOG").ok())?;
+    Ok(build_subscriber(options.format, filter, make_writer))
+}
+
+fn build_subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    make_writer: W,
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let writer = RedactingMakeWriter::new(make_writer);
+    let (json, pretty) = match format {
+        LogFormat::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_writer(writer),
+            ),
+            None,
+        ),
+        LogFormat::Pretty => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .pretty()
+                    // ANSI styling puts escape codes between a field name and its value, which
+                    // would let `client_secret=...` slip past the redaction patterns.
+                    .with_ansi(false)
+                    .with_writer(writer),
+            ),
+        ),
+    };
+    Registry::default()
+        .with(filter)
+        .with(TraceContextLayer)
+        .with(json)
+        .with(pretty)
+}
+
+fn resolve_filter(
+    options: &TelemetryOptions,
+    rust_log: Option<String>,
+) -> Result<EnvFilter, TelemetryError> {
+    let (directive, source_name) = match (&options.filter, rust_log) {
+        (Some(f), _) if !f.trim().is_empty() => (f.clone(), "TelemetryOptions::filter"),
+        (_, Some(env)) if !env.trim().is_empty() => (env, "RUST_LOG"),
+        _ => (DEFAULT_FILTER.to_string(), "default"),
+    };
+    EnvFilter::try_new(&directive).map_err(|e| TelemetryError::InvalidFilter {
+        filter: directive.clone(),
+        source_name,
+        reason: e.to_string(),
+    })
+}
+
+/// A span for one function invocation: every event inside it (and inside its child spans)
+/// carries `function`, `operation_id` and `correlation_id` in the JSON output (`span` and
+/// `spans` keys). If `operation_id` is a 32-hex-digit W3C trace id (what the Functions host and
+/// Application Insights use), outbound messages sent inside continue that trace.
+pub fn invocation_span(function: &str, operation_id: &str, correlation_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "invocation",
+        function = function,
+        operation_id = operation_id,
+        correlation_id = correlation_id
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redaction
+// ---------------------------------------------------------------------------------------------
+
+/// A secret value: runs until a character that ends it in free text, a URL or a JSON-escaped
+/// string, and never starts with `[` so already-redacted text is left alone.
+const VALUE: &str = r#"[^\s"'<>\\,;&)}\]\[][^\s"'<>\\,;&)}\]]*"#;
+
+struct Rule {
+    re: Regex,
+    replace: fn(&Captures) -> String,
+}
+
+fn rule(pattern: &str, replace: fn(&Captures) -> String) -> Rule {
+    // The patterns are constants written below; a typo would fail every redaction unit test.
+    #[allow(clippy::expect_used)]
+    let re = Regex::new(pattern).expect("redaction pattern compiles");
+    Rule { re, replace }
+}
+
+static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
+    vec![
+        // Any URL query string that carries a SAS signature: the whole query goes, because `se`,
+        // `sp`, `skoid`, `sktid`... describe the grant and are nobody's business in a log.
+        // Covers `*.blob.core.windows.net`, Azurite/simulator `127.0.0.1` URLs, and any host.
+        rule(r#"(?i)\?[^\s"'<>\\]*\bsig=[^\s"'<>\\]*"#, |_| {
+            format!("?{REDACTED}")
+        }),
+        // A lone `sig=` outside a URL (connection strings, pasted fragments).
+        rule(&format!(r"(?i)\b(sig=){VALUE}"), |c| {
+            format!("{}{REDACTED}", &c[1])
+        }),
+        // Service Bus / Event Hubs SAS tokens: `SharedAccessSignature sr=...&sig=...&se=...&skn=...`.
+        rule(
+            r#"(?i)\b(SharedAccessSignature[\s=]+)[^\s"'<>\\;,\[][^\s"'<>\\;,]*"#,
+            |c| format!("{}{REDACTED}", &c[1]),
+        ),
+        // `Authorization: Bearer <token>` and any other `Bearer <token>`.
+        rule(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*", |c| {
+            format!("{}{REDACTED}", &c[1])
+        }),
+        // Any JWT (header and payload are base64url JSON, so both start with `eyJ`).
+        rule(
+            r"eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*",
+            |_| REDACTED.to_string(),
+        ),
+        // Storage and Service Bus connection-string keys.
+        rule(
+            &format!(r"(?i)\b(AccountKey|SharedAccessKey)={VALUE}"),
+            |c| format!("{}={REDACTED}", &c[1]),
+        ),
+        // OAuth client secrets: form-encoded, `key=value` log fields and (escaped) JSON.
+        rule(
+            &format!(r#"(?i)\b(client_secret(?:\\?"|')?\s*[=:]\s*(?:\\?"|')?){VALUE}"#),
+            |c| format!("{}{REDACTED}", &c[1]),
+        ),
+    ]
+});
+
+/// Masks secrets in `s`: SAS signatures (and the whole query string of any URL that carries
+/// one), bearer tokens, JWTs, `SharedAccessSignature ...` tokens, `AccountKey=` /
+/// `SharedAccessKey=` and `client_secret`. Text without secrets comes back borrowed.
+pub fn redact(s: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(s);
+    for rule in RULES.iter() {
+        let replaced = rule.re.replace_all(&out, |c: &Captures| (rule.replace)(c));
+        if let Cow::Owned(changed) = replaced {
+            out = Cow::Owned(changed);
+        }
+    }
+    out
+}
+
+/// Wraps a `MakeWriter` so every formatted event is redacted before it is written.
+///
+/// The fmt layer asks for a fresh writer per event and writes the whole event into it; this
+/// writer buffers it and redacts once on drop, so a secret split across several `write` calls
+/// is still seen whole.
+#[derive(Debug, Clone)]
+pub struct RedactingMakeWriter<M> {
+    inner: M,
+}
+
+impl<M> RedactingMakeWriter<M> {
+    pub fn new(inner: M) -> Self {
+        Self { inner }
+    }
+}
+
+impl<'a, M> MakeWriter<'a> for RedactingMakeWriter<M>
+where
+    M: MakeWriter<'a>,
+{
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter {
+            inner: self.inner.make_writer(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        RedactingWriter {
+            inner: self.inner.make_writer_for(meta),
+            buf: Vec::new(),
+        }
+    }
+}
+
+pub struct RedactingWriter<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> RedactingWriter<W> {
+    /// Redacts and writes the complete lines buffered so far; keeps a trailing partial line,
+    /// since a secret could continue in the next write.
+    fn flush_complete_lines(&mut self) -> io::Result<()> {
+        let Some(last_newline) = self.buf.iter().rposition(|b| *b == b'\n') else {
+            return Ok(());
+        };
+        let rest = self.buf.split_off(last_newline + 1);
+        let complete = std::mem::replace(&mut self.buf, rest);
+        self.write_redacted(&complete)
+    }
+
+    fn write_redacted(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let text = String::from_utf8_lossy(bytes);
+        self.inner.write_all(redact(&text).as_bytes())
+    }
+}
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_complete_lines()?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RedactingWriter<W> {
+    fn drop(&mut self) {
+        let pending = std::mem::take(&mut self.buf);
+        if !pending.is_empty() {
+            // Nowhere to report a failed log write; the fmt layer ignores these errors too.
+            let _ = self.write_redacted(&pending);
+        }
+        let _ = self.inner.flush();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// W3C trace context
+// ---------------------------------------------------------------------------------------------
+
+/// The W3C trace context of a span: stored in the span's extensions by [`TraceContextLayer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl TraceContext {
+    /// A fresh root context (random trace and span ids, never all-zero, which W3C forbids).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: nonzero_random(),
+            span_id: nonzero_random(),
+        }
+    }
+
+    /// `00-{trace-id}-{parent-id}-01` (version 00, sampled).
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-01",
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id)
+        )
+    }
+
+    /// Parses a W3C `traceparent` (version 00 only; all-zero ids are invalid per the spec).
+    pub fn parse_traceparent(s: &str) -> Option<Self> {
+        let mut parts = s.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || version != "00" || flags.len() != 2 {
+            return None;
+        }
+        hex::decode(flags).ok()?;
+        Some(Self {
+            trace_id: parse_id::<16>(trace)?,
+            span_id: parse_id::<8>(parent)?,
+        })
+    }
+}
+
+/// Lowercase hex only (W3C), exactly `N` bytes, not all zero.
+fn parse_id<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    (out != [0u8; N]).then_some(out)
+}
+
+fn nonzero_random<const N: usize>() -> [u8; N] {
+    loop {
+        let mut bytes = [0u8; N];
+        rand::fill(&mut bytes[..]);
+        if bytes != [0u8; N] {
+            return bytes;
+        }
+    }
+}
+
+/// Gives each new span a [`TraceContext`]: the trace id comes from the span's own `traceparent`
+/// field, or its `operation_id` field when that is a 32-hex-digit trace id, else from the
+/// parent span, else a new trace starts; the span id is always fresh.
+pub struct TraceContextLayer;
+
+impl<S> Layer<S> for TraceContextLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut visitor = TraceFieldVisitor::default();
+        attrs.record(&mut visitor);
+        let parent_trace = span
+            .parent()
+            .and_then(|p| p.extensions().get::<TraceContext>().map(|c| c.trace_id));
+        let trace_id = visitor
+            .trace_id
+            .or(parent_trace)
+            .unwrap_or_else(nonzero_random);
+        span.extensions_mut().insert(TraceContext {
+            trace_id,
+            span_id: nonzero_random(),
+        });
+    }
+}
+
+#[derive(Default)]
+struct TraceFieldVisitor {
+    trace_id: Option<[u8; 16]>,
+}
+
+impl TraceFieldVisitor {
+    fn consider(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "traceparent" => {
+                if let Some(ctx) = TraceContext::parse_traceparent(value) {
+                    self.trace_id = Some(ctx.trace_id);
+                }
+            }
+            // An explicit `traceparent` wins over an operation id.
+            "operation_id" if self.trace_id.is_none() => {
+                self.trace_id = parse_id::<16>(&value.trim().to_ascii_lowercase());
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Visit for TraceFieldVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.consider(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if matches!(field.name(), "traceparent" | "operation_id") {
+            let text = format!("{value:?}");
+            self.consider(field, text.trim_matches('"'));
+        }
+    }
+}
+
+/// The `traceparent` for work started inside the current span: its trace id and its span id as
+/// the parent id. `None` outside any span, or when the installed subscriber is not the one
+/// built here (no [`TraceContextLayer`]).
+pub fn current_traceparent() -> Option<String> {
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            let found = span
+                .scope()
+                .find_map(|s| s.extensions().get::<TraceContext>().copied());
+            found.map(|c| c.traceparent())
+        })
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_without_secrets_is_borrowed_and_unchanged() {
+        let s = "protecting vm /subscriptions/0000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1 at https://kv.vault.azure.net/secrets/x?api-version=7.4";
+        let out = redact(s);
+        assert!(matches!(out, Cow::Borrowed(_)), "expected borrowed");
+        assert_eq!(out, s);
+    }
+
+    #[test]
+    fn blob_sas_url_loses_its_whole_query() {
+        let s = "GET https://acct.blob.core.windows.net/state/vm.json?sv=2022-11-02&se=2030-01-01T00%3A00%3A00Z&sr=b&sp=rw&skoid=abc&sig=AbCd%2Bef%3D done";
+        let out = redact(s);
+        assert_eq!(
+            out,
+            "GET https://acct.blob.core.windows.net/state/vm.json?[REDACTED] done"
+        );
+    }
+
+    #[test]
+    fn loopback_sas_url_with_sig_first_is_redacted() {
+        let out = redact("url=http://127.0.0.1:10000/devstoreaccount1/c/b?sig=s3cr3t&se=2030");
+        assert_eq!(
+            out,
+            "url=http://127.0.0.1:10000/devstoreaccount1/c/b?[REDACTED]"
+        );
+    }
+
+    #[test]
+    fn url_query_without_sig_is_kept() {
+        let s = "https://management.azure.com/subscriptions/x?api-version=2024-07-01&$top=5";
+        assert_eq!(redact(s), s);
+    }
+
+    #[test]
+    fn lone_sig_parameter_is_redacted() {
+        assert_eq!(
+            redact("BlobEndpoint=x;SharedAccessSignature=sv=2022&sig=abc123;x=y"),
+            "BlobEndpoint=x;SharedAccessSignature=[REDACTED];x=y"
+        );
+        assert_eq!(
+            redact("found sig=abc123 in input"),
+            "found sig=[REDACTED] in input"
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_are_redacted() {
+        assert_eq!(
+            redact("Authorization: Bearer abc.def-ghi_123=="),
+            "Authorization: Bearer [REDACTED]"
+        );
+        assert_eq!(
+            redact("authorization: bearer opaque"),
+            "authorization: bearer [REDACTED]"
+        );
+    }
+
+    #[test]
+    fn jwts_are_redacted_anywhere() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let line = format!("token={jwt}, next");
+        let out = redact(&line);
+        assert_eq!(out, "token=[REDACTED], next");
+    }
+
+    #[test]
+    fn service_bus_sas_token_is_redacted() {
+        let out = redact(
+            "Authorization: SharedAccessSignature sr=ns.servicebus.windows.net&sig=abc%3D&se=1&skn=send",
+        );
+        assert_eq!(out, "Authorization: SharedAccessSignature [REDACTED]");
+    }
+
+    #[test]
+    fn connection_string_keys_are_redacted() {
+        let out = redact(
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=Zm9vYmFy+/==;EndpointSuffix=core.windows.net",
+        );
+        assert_eq!(
+            out,
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=[REDACTED];EndpointSuffix=core.windows.net"
+        );
+        let out = redact("Endpoint=sb://ns/;SharedAccessKeyName=send;SharedAccessKey=k3y=");
+        assert_eq!(
+            out,
+            "Endpoint=sb://ns/;SharedAccessKeyName=send;SharedAccessKey=[REDACTED]"
+        );
+    }
+
+    #[test]
+    fn client_secret_forms_are_redacted() {
+        assert_eq!(
+            redact("grant_type=client_credentials&client_secret=p4ss&scope=x"),
+            "grant_type=client_credentials&client_secret=[REDACTED]&scope=x"
+        );
+        assert_eq!(
+            redact(r#"{"client_secret":"p4ss","a":1}"#),
+            r#"{"client_secret":"[REDACTED]","a":1}"#
+        );
+        assert_eq!(
+            redact(r#"{"message":"body {\"client_secret\":\"p4ss\"}"}"#),
+            r#"{"message":"body {\"client_secret\":\"[REDACTED]\"}"}"#
+        );
+    }
+
+    #[test]
+    fn redaction_is_idempotent() {
+        for s in [
+            "https://a.blob.core.windows.net/c/b?sv=1&sig=x",
+            "x sig=abc;y",
+            "Bearer abc",
+            "AccountKey=abc;",
+            "client_secret=abc&",
+            "SharedAccessSignature sr=a&sig=b",
+        ] {
+            let once = redact(s).into_owned();
+            assert_ne!(once, s, "{s} must be redacted");
+            assert_eq!(redact(&once), once, "second pass changed {once}");
+        }
+    }
+
+    #[test]
+    fn writer_redacts_a_secret_split_across_writes() {
+        let mut sink = Vec::new();
+        {
+            let mut w = RedactingWriter {
+                inner: &mut sink,
+                buf: Vec::new(),
+            };
+            w.write_all(b"Authorization: Bea").expect("write");
+            w.write_all(b"rer s3cr3t-token\n").expect("write");
+        }
+        let out = String::from_utf8(sink).expect("utf8");
+        assert_eq!(out, "Authorization: Bearer [REDACTED]\n");
+    }
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_invalid() {
+        let ctx = TraceContext::new_root();
+        let tp = ctx.traceparent();
+        assert_eq!(TraceContext::parse_traceparent(&tp), Some(ctx));
+        for bad in [
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+        ] {
+            assert_eq!(TraceContext::parse_traceparent(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn current_traceparent_follows_the_operation_id() {
+        let subscriber = build_subscriber(
+            LogFormat::Json,
+            EnvFilter::new("info"),
+            io::sink as fn() -> io::Sink,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(current_traceparent(), None, "no span, no context");
+            let op = "4bf92f3577b34da6a3ce929d0e0e4736";
+            let outer = invocation_span("protect", op, "corr-1");
+            let _g = outer.enter();
+            let tp_outer = current_traceparent().expect("inside a span");
+            assert!(tp_outer.starts_with(&format!("00-{op}-")), "{tp_outer}");
+            let inner = tracing::info_span!("arm_call");
+            let _g2 = inner.enter();
+            let tp_inner = current_traceparent().expect("inside a span");
+            assert!(tp_inner.starts_with(&format!("00-{op}-")), "{tp_inner}");
+            assert_ne!(tp_inner, tp_outer, "child span gets its own parent id");
+        });
+    }
+
+    #[test]
+    fn span_without_trace_id_starts_a_new_trace() {
+        let subscriber = build_subscriber(
+            LogFormat::Json,
+            EnvFilter::new("info"),
+            io::sink as fn() -> io::Sink,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = invocation_span("protect", "not-a-trace-id", "c");
+            let _g = span.enter();
+            let tp = current_traceparent().expect("inside a span");
+            assert!(TraceContext::parse_traceparent(&tp).is_some(), "{tp}");
+        });
+    }
+
+    #[test]
+    fn filter_precedence_and_errors() {
+        let opts = TelemetryOptions {
+            format: LogFormat::Json,
+            filter: Some("debug".into()),
+        };
+        assert!(resolve_filter(&opts, Some("warn".into())).is_ok());
+        let bad = TelemetryOptions {
+            format: LogFormat::Json,
+            filter: Some("info,[[[".into()),
+        };
+        let err = resolve_filter(&bad, None).expect_err("invalid directive");
+        assert!(
+            err.to_string().contains("TelemetryOptions::filter"),
+            "{err}"
+        );
+        let err = resolve_filter(&TelemetryOptions::default(), Some("=,=[".into()))
+            .expect_err("invalid RUST_LOG");
+        assert!(err.to_string().contains("RUST_LOG"), "{err}");
+    }
+}

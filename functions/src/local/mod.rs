@@ -305,6 +305,8 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
         ),
         ("ADE_BACKUP_SERVICEBUS_ENDPOINT".into(), sb_url.clone()),
         ("ADE_BACKUP_CREDENTIAL".into(), "static".into()),
+        // The local queue and simulator accept any bearer token.
+        ("ADE_BACKUP_STATIC_TOKEN".into(), "local".into()),
         ("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()),
     ];
     child_env.append(&mut hooks.extra_env);

@@ -5,8 +5,7 @@
 //! `ade-backup local`, so the wire format is the same everywhere.
 
 pub mod servicebus;
-
-pub use servicebus::{ServiceBusSender, ServiceBusSenderOptions};
+pub use servicebus::{ServiceBusConfigError, ServiceBusSender, ServiceBusSenderOptions};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,26 +1,84 @@
-//! Service Bus sender over the REST "Send Message" API with an Entra ID token.
+//! `ServiceBusSender`: the Service Bus REST "Send Message" operation with an Entra ID token.
 //!
-//! Why not `azure_messaging_servicebus` 0.21 (the only Service Bus crate on crates.io): it signs
-//! requests with SAS keys only and builds `https://{namespace}.servicebus.windows.net` itself, so
-//! it can neither use a managed identity nor talk to the embedded local queue. This sender does
-//! exactly what ade-backup needs: `POST {endpoint}/{queue}/messages` with
-//! `Authorization: Bearer <token for https://servicebus.azure.net/.default>`, the
-//! `BrokerProperties` header (JSON: `MessageId`, `CorrelationId`, `ScheduledEnqueueTimeUtc` in
-//! RFC 1123 form), one header per application property (value JSON-quoted) and the body.
-//! Service Bus answers 201 Created.
+//! Wire format (Service Bus REST reference, "Send Message" and "Message headers and
+//! properties", learn.microsoft.com/rest/api/servicebus/send-message-to-queue and
+//! .../message-headers-and-properties):
+//! - `POST {endpoint}/{queue}/messages`, expect `201 Created`;
+//! - `Authorization: Bearer <Entra token for https://servicebus.azure.net/.default>`;
+//! - `Content-Type` = the message's content type, body = the payload bytes;
+//! - `BrokerProperties: {"MessageId":..,"CorrelationId":..,"ScheduledEnqueueTimeUtc":..}` where
+//!   the time is RFC 1123 (`Sun, 06 Nov 1994 08:49:37 GMT`, as in the docs' example);
+//! - each application ("custom") property in its own header named after the property; string
+//!   values are sent in double quotes (the Microsoft `azure-sb` Node.js REST client does
+//!   `'"' + value + '"'` for strings, and received messages show them quoted), so we send a
+//!   JSON string literal;
+//! - documented responses: 400 bad request, 401 authorization failure, 403 quota exceeded or
+//!   message too large (with Entra, also a missing `Send` right), 410 entity does not exist,
+//!   500 internal error.
 //!
-//! It does not retry: the handler that sends fails, its own message is redelivered, and the
-//! deterministic `MessageId` makes the repeat harmless (duplicate detection).
+//! Entity-name rule from Service Bus's own 400 response: "Entity segments can contain only
+//! letters, numbers, periods (.), hyphens (-), and underscores (_)"; names are at most 260
+//! characters.
+//!
+//! Why not `azure_messaging_servicebus` 0.21: its `QueueClient` takes a SAS policy name and key
+//! and signs every request with `SharedAccessSignature sr=...&sig=...` (see
+//! `service_bus/mod.rs::finalize_request` / `generate_signature`) — there is no way to pass an
+//! Entra token, and we run keyless with managed identity. It also hard-codes
+//! `https://{namespace}.servicebus.windows.net/{queue}/messages`, so it cannot target the
+//! embedded local queue on loopback http, and it sends custom property values unquoted. The
+//! send operation is one POST; a thin client keeps the wire format under our tests.
+//!
+//! No retries here: the caller's at-least-once delivery (the triggering Service Bus message is
+//! abandoned and redelivered, or the handler's own retry) resends, and the deterministic
+//! `MessageId` lets duplicate detection drop the repeat. Retrying inside the sender as well
+//! would multiply attempts and hold the peek-lock longer.
 
 use super::{MessageSender, MessagingError, OutboundMessage};
 use crate::credential::{TokenSource, SERVICE_BUS_SCOPE};
+use crate::telemetry::{current_traceparent, redact, TraceContext};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
+/// Header carrying the broker properties as JSON.
+pub const BROKER_PROPERTIES_HEADER: &str = "BrokerProperties";
+/// The application property that carries the W3C trace context.
+pub const TRACEPARENT_PROPERTY: &str = "traceparent";
+/// Service Bus limits entity names to 260 characters.
+pub const MAX_QUEUE_NAME_LEN: usize = 260;
+/// Service Bus limits `MessageId` to 128 characters.
+pub const MAX_MESSAGE_ID_LEN: usize = 128;
+/// How much of an error response body we keep for the error message.
+const MAX_ERROR_BODY_CHARS: usize = 1024;
+
+/// Headers an application property must not overwrite: the ones this sender sets itself, and
+/// the ones HTTP or the client manage.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "brokerproperties",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "expect",
+    "host",
+    "keep-alive",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "x-ms-retrypolicy",
+];
+
 #[derive(Debug, Clone)]
 pub struct ServiceBusSenderOptions {
+    /// Whole-request timeout (connect + send + response).
     pub request_timeout: Duration,
     pub user_agent: String,
 }
@@ -34,78 +92,76 @@ impl Default for ServiceBusSenderOptions {
     }
 }
 
+/// Errors building a sender (configuration), distinct from per-send `MessagingError`s.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceBusConfigError {
+    #[error("invalid Service Bus endpoint {endpoint}: {rule}")]
+    InvalidEndpoint {
+        endpoint: String,
+        rule: &'static str,
+    },
+    #[error("could not build the HTTP client for Service Bus: {0}")]
+    HttpClient(String),
+}
+
 pub struct ServiceBusSender {
     endpoint: Url,
     credential: Arc<dyn TokenSource>,
-    http: reqwest::Client,
+    client: reqwest::Client,
+    request_timeout: Duration,
 }
 
-/// Service Bus entity names: letters, digits, `.`, `-`, `_`; start and end with a letter or
-/// digit; at most 260 characters. (No `/`: a queue name is one path segment here.)
-pub fn validate_queue_name(queue: &str) -> Result<(), MessagingError> {
-    let bad = |rule| {
-        Err(MessagingError::InvalidQueue {
-            queue: queue.chars().take(100).collect(),
-            rule,
-        })
-    };
-    if queue.is_empty() || queue.len() > 260 {
-        return bad("must be 1 to 260 characters");
+impl std::fmt::Debug for ServiceBusSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBusSender")
+            .field("endpoint", &self.endpoint.as_str())
+            .finish_non_exhaustive()
     }
-    if !queue
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    {
-        return bad("only letters, digits, '.', '-' and '_' are allowed");
-    }
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !edge_ok(queue.chars().next()) || !edge_ok(queue.chars().last()) {
-        return bad("must start and end with a letter or digit");
-    }
-    Ok(())
-}
-
-/// RFC 1123 time as Service Bus expects in `ScheduledEnqueueTimeUtc`.
-pub fn rfc1123(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
-/// A W3C `traceparent` (version 00, sampled) for messages that carry none.
-pub fn new_traceparent() -> String {
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{trace}-{span}-01")
 }
 
 impl ServiceBusSender {
+    /// `endpoint` is the namespace URL (`https://{ns}.servicebus.windows.net/`) or the local
+    /// queue's loopback URL (`http://127.0.0.1:{port}/`). Plain http is accepted only for
+    /// loopback hosts, because the request carries a bearer token.
     pub fn new(
         endpoint: Url,
         credential: Arc<dyn TokenSource>,
         options: ServiceBusSenderOptions,
-    ) -> Result<Self, MessagingError> {
-        let http = reqwest::Client::builder()
+    ) -> Result<Self, ServiceBusConfigError> {
+        validate_endpoint(&endpoint)?;
+        let client = reqwest::Client::builder()
             .timeout(options.request_timeout)
             .user_agent(options.user_agent)
+            // A send is never redirected by Service Bus; following one could hand the bearer
+            // token to another origin.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| MessagingError::Transient(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| ServiceBusConfigError::HttpClient(e.to_string()))?;
         Ok(Self {
             endpoint,
             credential,
-            http,
+            client,
+            request_timeout: options.request_timeout,
         })
     }
 
-    fn url(&self, queue: &str) -> Result<Url, MessagingError> {
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// `{endpoint}/{queue}/messages`, built segment by segment after validating the name.
+    pub fn messages_url(&self, queue: &str) -> Result<Url, MessagingError> {
         validate_queue_name(queue)?;
         let mut url = self.endpoint.clone();
-        url.path_segments_mut()
-            .map_err(|_| MessagingError::InvalidQueue {
-                queue: queue.to_string(),
-                rule: "the endpoint cannot take a path",
-            })?
-            .pop_if_empty()
-            .push(queue)
-            .push("messages");
+        {
+            let mut segments =
+                url.path_segments_mut()
+                    .map_err(|()| MessagingError::InvalidQueue {
+                        queue: queue.to_string(),
+                        rule: "the endpoint URL cannot carry a path",
+                    })?;
+            segments.pop_if_empty().push(queue).push("messages");
+        }
         Ok(url)
     }
 }
@@ -113,68 +169,416 @@ impl ServiceBusSender {
 #[async_trait]
 impl MessageSender for ServiceBusSender {
     async fn send(&self, message: OutboundMessage) -> Result<(), MessagingError> {
-        let url = self.url(&message.queue)?;
+        // Everything that can be checked locally is checked before a token is requested or a
+        // byte is sent.
+        let url = self.messages_url(&message.queue)?;
+        let mut headers = message_headers(&message)?;
+        if !has_traceparent(&message) {
+            let traceparent =
+                current_traceparent().unwrap_or_else(|| TraceContext::new_root().traceparent());
+            headers.insert(
+                HeaderName::from_static(TRACEPARENT_PROPERTY),
+                property_header_value(TRACEPARENT_PROPERTY, &traceparent)?,
+            );
+        }
+
         let token = self
             .credential
             .token(SERVICE_BUS_SCOPE)
             .await
-            .map_err(|e| MessagingError::Auth(e.to_string()))?;
-        let mut broker = serde_json::Map::new();
-        broker.insert("MessageId".into(), message.message_id.clone().into());
-        if let Some(c) = &message.correlation_id {
-            broker.insert("CorrelationId".into(), c.clone().into());
-        }
-        if let Some(t) = message.scheduled_enqueue_time {
-            broker.insert("ScheduledEnqueueTimeUtc".into(), rfc1123(t).into());
-        }
-        let mut req = self
-            .http
+            .map_err(|e| MessagingError::Auth(format!("no Entra ID token for Service Bus: {e}")))?;
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", token.secret())).map_err(|_| {
+                MessagingError::Auth(
+                    "the token source returned a token that is not a valid HTTP header value"
+                        .to_string(),
+                )
+            })?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+
+        tracing::debug!(
+            queue = %message.queue,
+            message_id = %message.message_id,
+            scheduled = ?message.scheduled_enqueue_time,
+            "sending Service Bus message"
+        );
+        let response = self
+            .client
             .post(url)
-            .bearer_auth(token.secret())
-            .header(
-                "BrokerProperties",
-                serde_json::Value::Object(broker).to_string(),
-            )
-            .header(reqwest::header::CONTENT_TYPE, &message.content_type);
-        let mut props = message.properties.clone();
-        props
-            .entry("traceparent".to_string())
-            .or_insert_with(new_traceparent);
-        for (k, v) in &props {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                MessagingError::Encode(format!(
-                    "application property name {k:?} is not a valid header name"
-                ))
-            })?;
-            let value = serde_json::Value::String(v.clone()).to_string();
-            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-                MessagingError::Encode(format!(
-                    "application property {k:?} has a value that cannot be a header"
-                ))
-            })?;
-            req = req.header(name, value);
-        }
-        let resp = req.body(message.body).send().await.map_err(|e| {
-            // reqwest errors name the URL; ours carries no secret (the token is a header).
-            MessagingError::Transient(format!("sending to {}: {e}", message.queue))
-        })?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
+            .headers(headers)
+            .body(message.body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+
+        let status = response.status();
+        if status.is_success() {
             return Ok(());
         }
-        let text: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(500)
-            .collect();
-        Err(match status {
-            401 | 403 => MessagingError::Auth(format!("Service Bus answered {status}: {text}")),
-            408 | 429 | 500..=599 => {
-                MessagingError::Transient(format!("Service Bus answered {status}: {text}"))
-            }
-            _ => MessagingError::Rejected { status, body: text },
-        })
+        let body = response.text().await.unwrap_or_default();
+        Err(classify_failure(status, &body))
+    }
+}
+
+impl ServiceBusSender {
+    fn transport_error(&self, e: reqwest::Error) -> MessagingError {
+        let what = if e.is_timeout() {
+            format!("no response within {:?}", self.request_timeout)
+        } else if e.is_connect() {
+            "could not connect".to_string()
+        } else {
+            "request failed".to_string()
+        };
+        // The URL in reqwest's message names only the endpoint and queue; redact anyway in case
+        // a proxy or endpoint override carries a query.
+        MessagingError::Transient(redact(&format!("{what}: {e}")).into_owned())
+    }
+}
+
+fn classify_failure(status: StatusCode, body: &str) -> MessagingError {
+    let detail = error_detail(body);
+    match status.as_u16() {
+        401 | 403 => MessagingError::Auth(format!("Service Bus returned {status}: {detail}")),
+        429 | 500..=599 => {
+            MessagingError::Transient(format!("Service Bus returned {status}: {detail}"))
+        }
+        code => MessagingError::Rejected {
+            status: code,
+            body: detail,
+        },
+    }
+}
+
+/// The useful part of a Service Bus error body (`<Error><Code>..</Code><Detail>..</Detail>`),
+/// bounded and redacted.
+fn error_detail(body: &str) -> String {
+    let trimmed = body.trim();
+    let text = match (trimmed.find("<Detail>"), trimmed.find("</Detail>")) {
+        (Some(start), Some(end)) if start + "<Detail>".len() <= end => {
+            &trimmed[start + "<Detail>".len()..end]
+        }
+        _ => trimmed,
+    };
+    let bounded: String = text.chars().take(MAX_ERROR_BODY_CHARS).collect();
+    let bounded = if bounded.is_empty() {
+        "(empty response body)".to_string()
+    } else {
+        bounded
+    };
+    redact(&bounded).into_owned()
+}
+
+fn validate_endpoint(endpoint: &Url) -> Result<(), ServiceBusConfigError> {
+    let fail = |rule| ServiceBusConfigError::InvalidEndpoint {
+        endpoint: endpoint.as_str().to_string(),
+        rule,
+    };
+    if endpoint.cannot_be_a_base() || endpoint.host_str().is_none() {
+        return Err(fail("must be an absolute http(s) URL with a host"));
+    }
+    if !endpoint.username().is_empty() || endpoint.password().is_some() {
+        return Err(fail("must not carry credentials"));
+    }
+    if endpoint.query().is_some() || endpoint.fragment().is_some() {
+        return Err(fail("must not have a query or fragment"));
+    }
+    match endpoint.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(endpoint) => Ok(()),
+        "http" => Err(fail(
+            "plain http is only allowed for loopback hosts (the embedded local queue); use https",
+        )),
+        _ => Err(fail("scheme must be https (or http on loopback)")),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Service Bus entity-name rules for a single (non-hierarchical) queue name.
+pub fn validate_queue_name(queue: &str) -> Result<(), MessagingError> {
+    let fail = |rule| MessagingError::InvalidQueue {
+        queue: queue.to_string(),
+        rule,
+    };
+    if queue.is_empty() {
+        return Err(fail("must not be empty"));
+    }
+    if queue.len() > MAX_QUEUE_NAME_LEN {
+        return Err(fail("must be at most 260 characters"));
+    }
+    if !queue
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(fail(
+            "may contain only letters, digits, periods, hyphens and underscores (no slashes: this sender addresses one queue, never a path)",
+        ));
+    }
+    let first_last_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    if !first_last_ok(queue.bytes().next()) || !first_last_ok(queue.bytes().last()) {
+        return Err(fail("must start and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BrokerProperties<'a> {
+    message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_enqueue_time_utc: Option<String>,
+}
+
+/// RFC 1123 date as Service Bus shows it: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn rfc1123(at: DateTime<Utc>) -> String {
+    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn encode_err(field: &str, rule: impl std::fmt::Display) -> MessagingError {
+    MessagingError::Encode(format!("{field}: {rule}"))
+}
+
+fn message_headers(message: &OutboundMessage) -> Result<HeaderMap, MessagingError> {
+    let id_len = message.message_id.chars().count();
+    if id_len == 0 || id_len > MAX_MESSAGE_ID_LEN {
+        return Err(encode_err(
+            "message_id",
+            format_args!("must be 1 to {MAX_MESSAGE_ID_LEN} characters, got {id_len}"),
+        ));
+    }
+    let broker = BrokerProperties {
+        message_id: &message.message_id,
+        correlation_id: message.correlation_id.as_deref(),
+        scheduled_enqueue_time_utc: message.scheduled_enqueue_time.map(rfc1123),
+    };
+    let broker_json =
+        serde_json::to_string(&broker).map_err(|e| encode_err("BrokerProperties", e))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HeaderName::from_static("brokerproperties"),
+        HeaderValue::from_str(&broker_json).map_err(|_| {
+            encode_err(
+                "message_id/correlation_id",
+                "must not contain control characters",
+            )
+        })?,
+    );
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&message.content_type)
+            .map_err(|_| encode_err("content_type", "is not a valid HTTP header value"))?,
+    );
+    for (name, value) in &message.properties {
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            encode_err(
+                &format!("application property {name:?}"),
+                "name must be a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+            )
+        })?;
+        if RESERVED_HEADERS.contains(&header.as_str()) {
+            return Err(encode_err(
+                &format!("application property {name:?}"),
+                "name collides with a header the sender or HTTP sets",
+            ));
+        }
+        headers.append(header, property_header_value(name, value)?);
+    }
+    Ok(headers)
+}
+
+/// A string application property as a header value: a JSON string literal, ASCII only, since
+/// header bytes outside ASCII are not reliably decoded on the other side.
+fn property_header_value(name: &str, value: &str) -> Result<HeaderValue, MessagingError> {
+    if !value.is_ascii() {
+        return Err(encode_err(
+            &format!("application property {name:?}"),
+            "value must be ASCII (it travels as an HTTP header)",
+        ));
+    }
+    let quoted = serde_json::to_string(value)
+        .map_err(|e| encode_err(&format!("application property {name:?}"), e))?;
+    HeaderValue::from_str(&quoted).map_err(|_| {
+        encode_err(
+            &format!("application property {name:?}"),
+            "value is not a valid HTTP header value",
+        )
+    })
+}
+
+fn has_traceparent(message: &OutboundMessage) -> bool {
+    message
+        .properties
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case(TRACEPARENT_PROPERTY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn rfc1123_matches_the_docs_example() {
+        let at = Utc
+            .with_ymd_and_hms(1994, 11, 6, 8, 49, 37)
+            .single()
+            .expect("valid date");
+        assert_eq!(rfc1123(at), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    #[test]
+    fn queue_names_follow_entity_rules() {
+        for ok in ["q", "fanout", "work-items_v2.prod", &"a".repeat(260)] {
+            assert!(validate_queue_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-q",
+            "q-",
+            ".q",
+            "..",
+            "a/b",
+            "../admin",
+            "q?x=1",
+            "q#f",
+            "q%2F",
+            "q b",
+            "é",
+            "$management",
+            &"a".repeat(261),
+        ] {
+            assert!(
+                matches!(
+                    validate_queue_name(bad),
+                    Err(MessagingError::InvalidQueue { .. })
+                ),
+                "{bad:?} must be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_rules() {
+        let ok = |s: &str| validate_endpoint(&Url::parse(s).expect("url")).is_ok();
+        assert!(ok("https://ns.servicebus.windows.net/"));
+        assert!(ok("https://ns.servicebus.usgovcloudapi.net"));
+        assert!(ok("http://127.0.0.1:7071/"));
+        assert!(ok("http://localhost:7071/queue-api/"));
+        assert!(ok("http://[::1]:8080/"));
+        assert!(!ok("http://ns.servicebus.windows.net/"));
+        assert!(!ok("https://user:pw@ns.servicebus.windows.net/"));
+        assert!(!ok("https://ns.servicebus.windows.net/?sig=x"));
+        assert!(!ok("ftp://127.0.0.1/"));
+        assert!(!ok("mailto:a@b"));
+    }
+
+    #[test]
+    fn messages_url_keeps_a_base_path() {
+        let sender = ServiceBusSender::new(
+            Url::parse("http://127.0.0.1:9/local/").expect("url"),
+            Arc::new(crate::credential::StaticToken(
+                crate::credential::AccessToken::new("t"),
+            )),
+            ServiceBusSenderOptions::default(),
+        )
+        .expect("sender");
+        assert_eq!(
+            sender.messages_url("fanout").expect("url").as_str(),
+            "http://127.0.0.1:9/local/fanout/messages"
+        );
+        let sender = ServiceBusSender::new(
+            Url::parse("https://ns.servicebus.windows.net").expect("url"),
+            Arc::new(crate::credential::StaticToken(
+                crate::credential::AccessToken::new("t"),
+            )),
+            ServiceBusSenderOptions::default(),
+        )
+        .expect("sender");
+        assert_eq!(
+            sender.messages_url("q").expect("url").as_str(),
+            "https://ns.servicebus.windows.net/q/messages"
+        );
+    }
+
+    #[test]
+    fn error_detail_extracts_and_bounds() {
+        assert_eq!(
+            error_detail("<Error><Code>400</Code><Detail>Bad thing. TrackingId:1</Detail></Error>"),
+            "Bad thing. TrackingId:1"
+        );
+        assert_eq!(error_detail("  "), "(empty response body)");
+        assert_eq!(error_detail(&"x".repeat(5000)).len(), MAX_ERROR_BODY_CHARS);
+        assert_eq!(error_detail("echo Bearer abc"), "echo Bearer [REDACTED]");
+    }
+
+    #[test]
+    fn status_classification() {
+        assert!(matches!(
+            classify_failure(StatusCode::UNAUTHORIZED, ""),
+            MessagingError::Auth(_)
+        ));
+        assert!(matches!(
+            classify_failure(StatusCode::FORBIDDEN, ""),
+            MessagingError::Auth(_)
+        ));
+        for s in [400u16, 404, 410, 413, 409] {
+            let status = StatusCode::from_u16(s).expect("status");
+            assert!(
+                matches!(classify_failure(status, "x"), MessagingError::Rejected { status, .. } if status == s),
+                "{s}"
+            );
+        }
+        for s in [429u16, 500, 503] {
+            let status = StatusCode::from_u16(s).expect("status");
+            assert!(
+                matches!(classify_failure(status, ""), MessagingError::Transient(_)),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn reserved_and_invalid_property_names_are_rejected() {
+        let base = OutboundMessage::json("q", "id-1", &1).expect("msg");
+        for name in [
+            "Authorization",
+            "content-type",
+            "BrokerProperties",
+            "bad name",
+            "",
+        ] {
+            let m = base.clone().with_property(name, "v");
+            assert!(
+                matches!(message_headers(&m), Err(MessagingError::Encode(_))),
+                "{name:?}"
+            );
+        }
+        let m = base.clone().with_property("x", "é");
+        assert!(matches!(
+            message_headers(&m),
+            Err(MessagingError::Encode(_))
+        ));
+        let mut long = base.clone();
+        long.message_id = "x".repeat(129);
+        assert!(matches!(
+            message_headers(&long),
+            Err(MessagingError::Encode(_))
+        ));
+        let mut empty = base;
+        empty.message_id.clear();
+        assert!(matches!(
+            message_headers(&empty),
+            Err(MessagingError::Encode(_))
+        ));
     }
 }
