@@ -14,6 +14,7 @@ pub mod domain;
 pub mod handlers;
 pub mod host;
 pub mod local;
+pub mod local_stack;
 pub mod records;
 pub mod settings;
 pub mod wiring;

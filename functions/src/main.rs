@@ -5,8 +5,9 @@
 
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server;
+use ade_backup_functions::local::ExitReason;
 use ade_backup_functions::settings::Settings;
-use ade_backup_functions::wiring;
+use ade_backup_functions::{local_stack, wiring};
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -27,6 +28,10 @@ struct Cli {
 enum Command {
     /// Run the Azure Functions custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT.
     Serve(ServeArgs),
+    /// Run everything on this machine: local Functions host, queue, state and simulated Azure.
+    Local(Box<local_stack::LocalStackArgs>),
+    /// Run only the simulated Azure control plane.
+    Sim(ade_backup_sim::SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +72,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Serve(args) => serve(args).await,
+            Command::Local(args) => run_local(*args).await,
+            Command::Sim(args) => ade_backup_sim::run_cli(args)
+                .await
+                .map_err(anyhow::Error::from),
         }
     });
     match result {
@@ -79,6 +88,22 @@ fn main() -> ExitCode {
     }
 }
 
+async fn run_local(args: local_stack::LocalStackArgs) -> anyhow::Result<()> {
+    let until_idle = args.local.until_idle;
+    let outcome = local_stack::run(args).await?;
+    let completed: u64 = outcome.functions.values().map(|f| f.completed).sum();
+    println!(
+        "[local] {:?} after {} ms: {completed} invocations completed, {} dead-lettered",
+        outcome.exit_reason,
+        outcome.duration_ms,
+        outcome.dead_letters.len()
+    );
+    if until_idle && outcome.exit_reason != ExitReason::Idle {
+        anyhow::bail!("the run did not become idle ({:?})", outcome.exit_reason);
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
@@ -88,12 +113,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // JSON lines on stdout: the Functions host forwards worker output to its logs.
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(true)
-        .try_init();
+    // JSON lines on stderr, every line redacted (no tokens, SAS signatures or keys).
+    let _ = ade_backup_shared::telemetry::init(
+        ade_backup_shared::telemetry::TelemetryOptions::default(),
+    );
 }

@@ -1523,6 +1523,20 @@ async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<Stri
                     op.operation_id
                 ));
             }
+            if code.to_ascii_lowercase().contains("certificate") {
+                // Azure Backup supports standalone keys only; no retry can fix this.
+                let msg = format!("the key-encryption key belongs to a certificate; Azure Backup supports only standalone keys for ADE VMs. Re-encrypt the VM with a standalone Key Vault key. (Azure: {code}: {text})");
+                conclude(
+                    ctx,
+                    &op.operation_id,
+                    status::UNSUPPORTED,
+                    step::TRACK,
+                    "kek-certificate",
+                    &msg,
+                )
+                .await?;
+                return Ok(format!("{}: unsupported: kek-certificate", op.operation_id));
+            }
             conclude(
                 ctx,
                 &op.operation_id,

@@ -1,0 +1,269 @@
+//! `ade-backup local`: the embedded runtime ([`crate::local`]) plus a simulated Azure control
+//! plane ([`ade_backup_sim`]) seeded with a fleet, and a scenario that plays during the run
+//! (ADE enabled on VMs, events replayed, restore requests submitted, drift introduced).
+//!
+//! Everything crosses the real wire formats: the simulator publishes Event Grid events through
+//! the Service Bus REST API to the local queue, the child `serve` process talks ARM to the
+//! simulator and Service Bus REST to the local queue, and the local host invokes it over the
+//! custom-handler HTTP protocol.
+
+use crate::local::{self, LocalArgs, LocalError, LocalHandles, LocalHooks, LocalOutcome};
+use ade_backup_shared::credential::{AccessToken, StaticToken};
+use ade_backup_shared::messaging::{MessageSender, ServiceBusSender, ServiceBusSenderOptions};
+use ade_backup_sim::{run_scenario, Fleet, Scenario, SimOptions, Simulator};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The scenario `ade-backup local` plays by default (config/local/scenario.json).
+pub const DEFAULT_SCENARIO: &str = include_str!("../../config/local/scenario.json");
+/// Protection rules matching the sample fleet (config/local/protection-rules.json).
+pub const DEFAULT_RULES: &str = include_str!("../../config/local/protection-rules.json");
+/// Restore allowlist for the sample fleet (config/local/restore-allowlist.json).
+pub const DEFAULT_ALLOWLIST: &str = include_str!("../../config/local/restore-allowlist.json");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AzureTarget {
+    /// The bundled simulator (default).
+    Sim,
+    /// A real subscription, with the developer's Azure CLI login.
+    Real,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LocalStackArgs {
+    #[command(flatten)]
+    pub local: LocalArgs,
+    /// Fleet file for the simulator (JSON, schema sim/schema/fleet.schema.json); default: the bundled sample.
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+    /// Scenario file (schema sim/schema/scenario.schema.json); default: config/local/scenario.json.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Do not play any scenario.
+    #[arg(long)]
+    pub no_scenario: bool,
+    /// Which Azure to run against.
+    #[arg(long, value_enum, default_value_t = AzureTarget::Sim)]
+    pub azure: AzureTarget,
+    /// Simulated seconds per real second (a 20-minute backup job takes 1 s at 1200).
+    #[arg(long, default_value_t = 1200.0)]
+    pub time_scale: f64,
+    /// Disable the simulator's ARM throttling.
+    #[arg(long)]
+    pub no_throttle: bool,
+}
+
+fn setting_or(var: &str, default: String) -> (String, String) {
+    (var.to_string(), std::env::var(var).unwrap_or(default))
+}
+
+/// Runs the local stack and returns the outcome (the report).
+pub async fn run(args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
+    let mut hooks = LocalHooks::default();
+    let config_env = vec![
+        setting_or("ADE_BACKUP_PROTECTION_RULES", DEFAULT_RULES.to_string()),
+        setting_or(
+            "ADE_BACKUP_RESTORE_ALLOWLIST",
+            DEFAULT_ALLOWLIST.to_string(),
+        ),
+        // Follow-ups in simulated time: poll often, recheck soon.
+        setting_or("ADE_BACKUP_POLL_INTERVAL_MS", "250".to_string()),
+        setting_or("ADE_BACKUP_RECHECK_DELAY_MS", "1000".to_string()),
+        setting_or("ADE_BACKUP_STEP_LEASE_MS", "10000".to_string()),
+    ];
+    if args.azure == AzureTarget::Real {
+        // Real Azure: the child uses the developer's CLI login; nothing simulated.
+        hooks.extra_env = config_env;
+        hooks
+            .extra_env
+            .push(("ADE_BACKUP_CREDENTIAL".into(), "azure-cli".into()));
+        return local::run_with(args.local, hooks).await;
+    }
+    let fleet = match &args.fleet {
+        Some(p) => {
+            Fleet::load(p).map_err(|e| LocalError::Hook(format!("--fleet {}: {e}", p.display())))?
+        }
+        None => Fleet::sample(),
+    };
+    let scenario: Option<Scenario> = if args.no_scenario {
+        None
+    } else {
+        Some(match &args.scenario {
+            Some(p) => Scenario::load(p)
+                .map_err(|e| LocalError::Hook(format!("--scenario {}: {e}", p.display())))?,
+            None => serde_json::from_str(DEFAULT_SCENARIO)
+                .map_err(|e| LocalError::Hook(format!("bundled scenario: {e}")))?,
+        })
+    };
+    let subscriptions: Vec<String> = fleet
+        .subscriptions
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    let sim = Simulator::try_new(
+        fleet,
+        SimOptions {
+            time_scale: args.time_scale,
+            throttling: !args.no_throttle,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| LocalError::Hook(format!("simulator: {e}")))?;
+    let scenario_done = Arc::new(AtomicBool::new(scenario.is_none()));
+    let scenario_report: Arc<Mutex<Value>> = Arc::new(Mutex::new(Value::Null));
+
+    let sim_for_child = sim.clone();
+    let done = scenario_done.clone();
+    let report_slot = scenario_report.clone();
+    hooks.extra_env = config_env;
+    hooks
+        .extra_env
+        .push(("ADE_BACKUP_SUBSCRIPTIONS".into(), subscriptions.join(",")));
+    hooks.before_child = Some(Box::new(move |handles: LocalHandles| {
+        Box::pin(async move {
+            let endpoint =
+                url::Url::parse(&handles.servicebus_endpoint).map_err(|e| e.to_string())?;
+            let sender: Arc<dyn MessageSender> = Arc::new(
+                ServiceBusSender::new(
+                    endpoint,
+                    Arc::new(StaticToken(AccessToken::new("local"))),
+                    ServiceBusSenderOptions::default(),
+                )
+                .map_err(|e| e.to_string())?,
+            );
+            sim_for_child.set_event_sink(sender.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("simulator listener: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let server = sim_for_child.clone();
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(listener, std::future::pending()).await {
+                    tracing::error!(error = %e, "simulator stopped");
+                }
+            });
+            println!(
+                "[local] simulated Azure on http://{addr} (fleet of {} VMs)",
+                sim_for_child.state()["vms"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or(0)
+            );
+            if let Some(scenario) = scenario {
+                let sim = sim_for_child.clone();
+                tokio::spawn(async move {
+                    let outcome = run_scenario(&sim, &scenario, sender).await;
+                    let v = match outcome {
+                        Ok(r) => json!({ "name": scenario.name, "executed": r.executed }),
+                        Err(e) => json!({ "name": scenario.name, "error": e.to_string() }),
+                    };
+                    println!("[local] scenario {} finished", scenario.name);
+                    if let Ok(mut slot) = report_slot.lock() {
+                        *slot = v;
+                    }
+                    done.store(true, Ordering::SeqCst);
+                });
+            }
+            let base = format!("http://{addr}");
+            Ok(vec![
+                ("ADE_BACKUP_ARM_ENDPOINT".to_string(), base.clone()),
+                ("ADE_BACKUP_GRAPH_ENDPOINT".to_string(), base),
+            ])
+        })
+    }));
+    let done = scenario_done.clone();
+    hooks.idle_check = Some(Box::new(move || done.load(Ordering::SeqCst)));
+    let sim_for_report = sim.clone();
+    let state_root = args.local.state_dir.join("state");
+    hooks.before_report = Some(Box::new(move |outcome: &mut LocalOutcome| {
+        outcome.extras.insert(
+            "azure".into(),
+            serde_json::to_value(sim_for_report.stats()).unwrap_or(Value::Null),
+        );
+        if let Ok(s) = scenario_report.lock() {
+            outcome.extras.insert("scenario".into(), s.clone());
+        }
+        for (k, v) in summarize_state(&state_root) {
+            outcome.extras.insert(k, v);
+        }
+    }));
+    local::run_with(args.local, hooks).await
+}
+
+fn read_docs(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains('~'))
+            {
+                if let Ok(v) = std::fs::read(&p).map(|b| serde_json::from_slice::<Value>(&b)) {
+                    if let Ok(v) = v {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Report sections from the state directory: every VM's protection outcome, every restore
+/// ticket's outcome, sweep runs.
+pub fn summarize_state(state_root: &Path) -> Vec<(String, Value)> {
+    let mut vms: Vec<Value> = read_docs(&state_root.join("vms"))
+        .into_iter()
+        .map(|v| {
+            json!({
+                "vm": v["vmId"], "status": v["status"], "reason": v["reason"], "message": v["message"],
+                "recoveryPoint": v["azure"]["recoveryPointId"], "warnings": v["warnings"],
+            })
+        })
+        .collect();
+    vms.sort_by(|a, b| a["vm"].as_str().cmp(&b["vm"].as_str()));
+    let mut by_status = serde_json::Map::new();
+    for v in &vms {
+        let key = match v["reason"].as_str() {
+            Some(r) => format!("{}: {r}", v["status"].as_str().unwrap_or("?")),
+            None => v["status"].as_str().unwrap_or("?").to_string(),
+        };
+        let n = by_status.get(&key).and_then(Value::as_u64).unwrap_or(0);
+        by_status.insert(key, json!(n + 1));
+    }
+    let mut restores: Vec<Value> = read_docs(&state_root.join("restores"))
+        .into_iter()
+        .map(|r| {
+            let last = r["history"]
+                .as_array()
+                .and_then(|h| h.last())
+                .cloned()
+                .unwrap_or(Value::Null);
+            json!({
+                "ticket": r["ticketId"], "status": r["status"], "vm": r["request"]["vmResourceId"],
+                "reason": last["reason"], "field": last["field"], "message": last["message"],
+                "restoredVm": r["azure"]["restoredVmId"],
+            })
+        })
+        .collect();
+    restores.sort_by(|a, b| a["ticket"].as_str().cmp(&b["ticket"].as_str()));
+    let sweeps: Vec<Value> = read_docs(&state_root.join("runs"));
+    vec![
+        (
+            "protection".to_string(),
+            json!({ "byStatus": by_status, "vms": vms }),
+        ),
+        ("restores".to_string(), Value::Array(restores)),
+        ("sweeps".to_string(), Value::Array(sweeps)),
+    ]
+}
