@@ -208,10 +208,8 @@ fn read_docs(dir: &Path) -> Vec<Value> {
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().contains('~'))
             {
-                if let Ok(v) = std::fs::read(&p).map(|b| serde_json::from_slice::<Value>(&b)) {
-                    if let Ok(v) = v {
-                        out.push(v);
-                    }
+                if let Ok(Ok(v)) = std::fs::read(&p).map(|b| serde_json::from_slice::<Value>(&b)) {
+                    out.push(v);
                 }
             }
         }
