@@ -50,7 +50,8 @@ pub fn restore_key(ticket: &TicketId) -> String {
     format!("restores/{}.json", key_segment(ticket.as_str()))
 }
 
-pub fn deadletter_key(queue: &str, message_id: &str) -> String {
+/// `deadletters/{queue}/{messageId}.json`: where a poison message's reason is kept.
+pub fn dead_letter_key(queue: &str, message_id: &str) -> String {
     format!(
         "deadletters/{}/{}.json",
         key_segment(queue),
@@ -197,21 +198,6 @@ pub struct VmRecord {
     pub extra: Value,
 }
 
-/// A poison message, kept with its reason (the queue dead-letters it too).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterRecord {
-    pub queue: String,
-    pub message_id: String,
-    pub function: String,
-    pub reason: String,
-    pub description: String,
-    pub at: DateTime<Utc>,
-    /// The body as text (truncated to 64 KiB), so nothing is lost for a human.
-    pub body: String,
-    pub body_truncated: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +218,7 @@ mod tests {
         }
         let t = TicketId::parse("JIRA:OPS-1").expect("ticket");
         assert!(validate_key(&restore_key(&t)).is_ok());
-        assert!(validate_key(&deadletter_key("restore-requests", "m/../x")).is_ok());
+        assert!(validate_key(&dead_letter_key("restore-requests", "m/../x")).is_ok());
     }
 }
 

@@ -77,16 +77,21 @@ pub fn access_policy_in_place(
     object_id: &str,
     required: &Permissions,
 ) -> bool {
-    let mut keys = Vec::new();
-    let mut secrets = Vec::new();
+    let have = merged(entries, object_id);
+    covers(&have.keys, &required.keys) && covers(&have.secrets, &required.secrets)
+}
+
+/// Every permission the principal holds, summed over its entries.
+fn merged(entries: &[PolicyEntry], object_id: &str) -> Permissions {
+    let mut out = Permissions::default();
     for e in entries
         .iter()
         .filter(|e| e.object_id.eq_ignore_ascii_case(object_id))
     {
-        keys.extend(e.permissions.keys.iter().cloned());
-        secrets.extend(e.permissions.secrets.iter().cloned());
+        out.keys.extend(e.permissions.keys.iter().cloned());
+        out.secrets.extend(e.permissions.secrets.iter().cloned());
     }
-    covers(&keys, &required.keys) && covers(&secrets, &required.secrets)
+    out
 }
 
 /// The part of `required` the principal lacks (what an `accessPolicies/add` should carry). The
@@ -96,15 +101,7 @@ pub fn missing_permissions(
     object_id: &str,
     required: &Permissions,
 ) -> Permissions {
-    let mut keys = Vec::new();
-    let mut secrets = Vec::new();
-    for e in entries
-        .iter()
-        .filter(|e| e.object_id.eq_ignore_ascii_case(object_id))
-    {
-        keys.extend(e.permissions.keys.iter().cloned());
-        secrets.extend(e.permissions.secrets.iter().cloned());
-    }
+    let have = merged(entries, object_id);
     let miss = |have: &[String], need: &[String]| -> Vec<String> {
         need.iter()
             .filter(|n| !covers(have, std::slice::from_ref(n)))
@@ -112,8 +109,8 @@ pub fn missing_permissions(
             .collect()
     };
     Permissions {
-        keys: miss(&keys, &required.keys),
-        secrets: miss(&secrets, &required.secrets),
+        keys: miss(&have.keys, &required.keys),
+        secrets: miss(&have.secrets, &required.secrets),
     }
 }
 

@@ -298,31 +298,7 @@ pub async fn dispatch(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -
     }
 }
 
-/// `deadletters/{queue}/{messageId}.json`, with the id made key-safe.
-pub fn dead_letter_key(queue: &str, message_id: &str) -> String {
-    format!(
-        "deadletters/{}/{}.json",
-        key_segment(queue),
-        key_segment(message_id)
-    )
-}
-
-/// A state-key segment for an arbitrary id: the id itself when it is already safe, otherwise a
-/// deterministic UUID of it (so redeliveries of one message land on one document).
-pub fn key_segment(id: &str) -> String {
-    let safe = !id.is_empty()
-        && id.len() <= 128
-        && id != "."
-        && id != ".."
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=' | '@'));
-    if safe {
-        id.to_string()
-    } else {
-        format!("id-{}", ade_backup_shared::ids::deterministic_uuid(&[id]))
-    }
-}
+pub use crate::records::{dead_letter_key, key_segment};
 
 /// What the scaffold handlers store at `operations/{function}/{id}.json` until their real logic
 /// lands: proof that the message arrived, parsed, and reached the state store.
@@ -423,7 +399,7 @@ mod tests {
     fn key_segments_are_safe_and_deterministic() {
         assert_eq!(key_segment("abc-123"), "abc-123");
         let odd = key_segment("a/b:c");
-        assert!(odd.starts_with("id-"));
+        assert!(state::validate_key(&odd).is_ok(), "{odd}");
         assert_eq!(odd, key_segment("a/b:c"));
         assert_ne!(odd, key_segment("a/b:d"));
         for id in ["..", "", "x y", "a/../b"] {
