@@ -53,6 +53,10 @@ pub struct LocalStackArgs {
     /// Disable the simulator's ARM throttling.
     #[arg(long)]
     pub no_throttle: bool,
+    /// Run the PolicySweep timer at start-up and then every this many seconds (0: only on its
+    /// function.json schedule), so a short local run shows the fleet reconciliation too.
+    #[arg(long, default_value_t = 10)]
+    pub sweep_every: u32,
 }
 
 fn setting_or(var: &str, default: String) -> (String, String) {
@@ -60,7 +64,21 @@ fn setting_or(var: &str, default: String) -> (String, String) {
 }
 
 /// Runs the local stack and returns the outcome (the report).
-pub async fn run(args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
+pub async fn run(mut args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
+    if args.sweep_every > 0 {
+        args.local.run_timers_on_startup = true;
+        if !args
+            .local
+            .timer_schedules
+            .iter()
+            .any(|t| t.starts_with("PolicySweep="))
+        {
+            let every = args.sweep_every.min(59);
+            args.local
+                .timer_schedules
+                .push(format!("PolicySweep=*/{every} * * * * *"));
+        }
+    }
     let mut hooks = LocalHooks::default();
     let config_env = vec![
         setting_or("ADE_BACKUP_PROTECTION_RULES", DEFAULT_RULES.to_string()),

@@ -84,6 +84,12 @@ pub struct LocalArgs {
     /// Seconds the handler has to answer /healthz (the Functions host allows 60).
     #[arg(long, default_value_t = 60.0, hide = true)]
     pub handler_start_timeout: f64,
+    /// Fire every timer function once at start-up, whatever its `runOnStartup`.
+    #[arg(long)]
+    pub run_timers_on_startup: bool,
+    /// Override a timer's schedule: `NAME=NCRONTAB` (6 fields), repeatable.
+    #[arg(long = "timer-schedule", value_name = "NAME=NCRONTAB")]
+    pub timer_schedules: Vec<String>,
 }
 
 impl Default for LocalArgs {
@@ -104,6 +110,8 @@ impl Default for LocalArgs {
             max_concurrent_calls: None,
             sb_port: 0,
             handler_start_timeout: 60.0,
+            run_timers_on_startup: false,
+            timer_schedules: Vec::new(),
         }
     }
 }
@@ -424,6 +432,12 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
                 cron,
                 run_on_startup,
             } => {
+                let (schedule, cron) = match timer_override(&args.timer_schedules, &f.name)? {
+                    Some((s, c)) => (s, Box::new(c)),
+                    None => (schedule.clone(), cron.clone()),
+                };
+                let (schedule, cron) = (&schedule, &cron);
+                let run_on_startup = &(*run_on_startup || args.run_timers_on_startup);
                 shared.update(&f.name, |r| {
                     r.trigger = "timerTrigger".into();
                     r.schedule = Some(schedule.clone());
@@ -595,4 +609,29 @@ fn write_report(path: &Path, outcome: &LocalOutcome) -> Result<(), LocalError> {
     let json = serde_json::to_vec_pretty(outcome)
         .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     std::fs::write(path, json).map_err(io)
+}
+
+/// The `--timer-schedule NAME=NCRONTAB` override for `function`, parsed.
+fn timer_override(
+    overrides: &[String],
+    function: &str,
+) -> Result<Option<(String, cron::Schedule)>, LocalError> {
+    for o in overrides {
+        let Some((name, expr)) = o.split_once('=') else {
+            return Err(LocalError::InvalidArgument {
+                flag: "timer-schedule",
+                rule: format!("must be NAME=NCRONTAB, got {o:?}"),
+            });
+        };
+        if name.trim() == function {
+            let cron = project::parse_ncrontab(expr.trim()).map_err(|rule| {
+                LocalError::InvalidArgument {
+                    flag: "timer-schedule",
+                    rule: format!("{name}: {rule}"),
+                }
+            })?;
+            return Ok(Some((expr.trim().to_string(), cron)));
+        }
+    }
+    Ok(None)
 }
