@@ -15,8 +15,6 @@ param backupManagementServiceObjectId string = ''
 param protectionRules string = '{"rules":[],"default":null}'
 @description('Restore allowlist (JSON, see README).')
 param restoreAllowlist string = '{"entries":[]}'
-@description('NCRONTAB schedule of the fleet sweep.')
-param sweepSchedule string = '0 0 */4 * * *'
 
 var queues = [
   'vm-encryption-events'
@@ -117,7 +115,6 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'ADE_BACKUP_BMS_OBJECT_ID', value: backupManagementServiceObjectId }
         { name: 'ADE_BACKUP_PROTECTION_RULES', value: protectionRules }
         { name: 'ADE_BACKUP_RESTORE_ALLOWLIST', value: restoreAllowlist }
-        { name: 'ADE_BACKUP_SWEEP_SCHEDULE', value: sweepSchedule }
       ]
     }
   }
