@@ -15,13 +15,7 @@ pub const BACKUP_MANAGEMENT_SERVICE_APP_ID: &str = "262044b1-e2ce-469f-a196-69ab
 /// Built-in "Key Vault Administrator" role definition id.
 pub const KEY_VAULT_ADMINISTRATOR_ROLE: &str = "00482a5a-887f-4fb3-b363-3b7fe8e74483";
 /// The dataActions of the least-privilege custom role (docs, RBAC section).
-pub const BACKUP_ROLE_DATA_ACTIONS: [&str; 5] = [
-    "Microsoft.KeyVault/vaults/keys/backup/action",
-    "Microsoft.KeyVault/vaults/secrets/backup/action",
-    "Microsoft.KeyVault/vaults/secrets/getSecret/action",
-    "Microsoft.KeyVault/vaults/keys/read",
-    "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
-];
+pub use ade_backup_shared::arm::BACKUP_KEY_VAULT_DATA_ACTIONS as BACKUP_ROLE_DATA_ACTIONS;
 pub const BACKUP_ROLE_NAME: &str = "ade-backup: Azure Backup Key Vault reader";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ use crate::records::{
 use ade_backup_shared::arm::recovery_services::{BackupJobFilter, JobOperation};
 use ade_backup_shared::arm::{
     AccessPolicyEntry, ArmError, PendingOperation, PollOutcome, RoleAssignmentProperties,
-    RoleDefinitionProperties, RolePermission, VirtualMachine,
+    RoleDefinitionProperties, VirtualMachine,
 };
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::state::json;
@@ -677,6 +677,42 @@ async fn bms_object_id(ctx: &Context) -> Result<uuid::Uuid, HandlerError> {
         .copied()
 }
 
+/// Creates the least-privilege custom role once per subscription: the definition's GUID is
+/// deterministic (a repeat PUT is a no-op) and a state marker saves the call after the first time.
+/// Returns the reason when our identity may not create roles.
+async fn ensure_custom_role(ctx: &Context, sub: &str) -> Result<Option<String>, HandlerError> {
+    let marker = format!(
+        "rbac/role-definitions/{}.json",
+        records::key_segment(&sub.to_ascii_lowercase())
+    );
+    if ctx.state.get(&marker).await?.is_some() {
+        return Ok(None);
+    }
+    let name = kv_access::custom_role_definition_name(sub);
+    let role_uuid =
+        uuid::Uuid::parse_str(&name).map_err(|e| HandlerError::Transient(e.to_string()))?;
+    let subscription = ade_backup_shared::arm::scope::SubscriptionId::parse(sub)
+        .map_err(|e| HandlerError::poison("InvalidSubscription", e.to_string()))?;
+    let props = RoleDefinitionProperties::backup_key_vault_reader(
+        &format!("{} ({sub})", kv_access::BACKUP_ROLE_NAME),
+        subscription,
+    );
+    match ctx.arm.put_role_definition(subscription, role_uuid, &props).await {
+        Ok(_) => {}
+        Err(e) if is_forbidden(&e) => {
+            return Ok(Some(format!(
+                "ade-backup's identity may not create the custom role in subscription {sub} (needs Microsoft.Authorization/roleDefinitions/write); grant it, or set ADE_BACKUP_RBAC_ROLE=key-vault-administrator: {e}"
+            )))
+        }
+        Err(e) => return Err(arm_transient("creating the custom role", &e)),
+    }
+    let body = j!({ "subscription": sub, "roleDefinitionId": kv_access::role_definition_id(RbacRoleChoice::CustomLeastPrivilege, sub), "createdAt": now(ctx) });
+    match json::create(ctx.state.as_ref(), &marker, &body).await {
+        Ok(_) | Err(ade_backup_shared::state::StateError::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What the grant did on one vault.
 enum GrantResult {
     AlreadyInPlace,
@@ -728,31 +764,8 @@ async fn grant_on_vault(
             Err(e) => return Err(arm_transient("listing role assignments", &e)),
         }
         if choice == RbacRoleChoice::CustomLeastPrivilege {
-            let name = kv_access::custom_role_definition_name(&sub);
-            let role_uuid =
-                uuid::Uuid::parse_str(&name).map_err(|e| HandlerError::Transient(e.to_string()))?;
-            let subscription = ade_backup_shared::arm::scope::SubscriptionId::parse(&sub)
-                .map_err(|e| HandlerError::poison("InvalidSubscription", e.to_string()))?;
-            let props = RoleDefinitionProperties {
-                role_name: format!("{} ({sub})", kv_access::BACKUP_ROLE_NAME),
-                description: Some("Lets Azure Backup read and back up the Key Vault keys and secrets of ADE VMs (exactly the dataActions Azure Backup documents). Created by ade-backup.".to_string()),
-                role_type: Some("CustomRole".to_string()),
-                permissions: vec![RolePermission {
-                    actions: vec![],
-                    not_actions: vec![],
-                    data_actions: kv_access::BACKUP_ROLE_DATA_ACTIONS.iter().map(|s| s.to_string()).collect(),
-                    not_data_actions: vec![],
-                }],
-                assignable_scopes: vec![format!("/subscriptions/{sub}")],
-            };
-            match ctx.arm.put_role_definition(subscription, role_uuid, &props).await {
-                Ok(_) => {}
-                Err(e) if is_forbidden(&e) => {
-                    return Ok(GrantResult::Denied(format!(
-                        "ade-backup's identity may not create the custom role in subscription {sub} (needs Microsoft.Authorization/roleDefinitions/write); grant it, or set ADE_BACKUP_RBAC_ROLE=key-vault-administrator: {e}"
-                    )))
-                }
-                Err(e) => return Err(arm_transient("creating the custom role", &e)),
+            if let Some(denied) = ensure_custom_role(ctx, &sub).await? {
+                return Ok(GrantResult::Denied(denied));
             }
         }
         let assignment = kv_access::role_assignment_name(&need.vault, &bms_s, &role_def_id);
