@@ -32,6 +32,30 @@ enum Command {
     Local(Box<local_stack::LocalStackArgs>),
     /// Run only the simulated Azure control plane.
     Sim(ade_backup_sim::SimArgs),
+    /// Show what ade-backup knows about a VM (protection) or a restore ticket.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// A VM resource id: its protection record and operation history.
+    #[arg(long, conflicts_with = "ticket")]
+    vm: Option<String>,
+    /// A restore ticket id: its status history.
+    #[arg(long)]
+    ticket: Option<String>,
+    /// State location (`fs:DIR` or a blob container URL); default: ADE_BACKUP_STATE, else
+    /// fs:./.ade-backup/state (the local stack's).
+    #[arg(long, env = "ADE_BACKUP_STATE")]
+    state: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +97,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve(args) => serve(args).await,
             Command::Local(args) => run_local(*args).await,
+            Command::Status(args) => status(args).await,
             Command::Sim(args) => ade_backup_sim::run_cli(args)
                 .await
                 .map_err(anyhow::Error::from),
@@ -102,6 +127,112 @@ async fn run_local(args: local_stack::LocalStackArgs) -> anyhow::Result<()> {
         anyhow::bail!("the run did not become idle ({:?})", outcome.exit_reason);
     }
     Ok(())
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    use ade_backup_functions::records::{self, ProtectionOperation, VmRecord};
+    use ade_backup_shared::ids::{ResourceId, TicketId};
+    use ade_backup_shared::state::json;
+    let state = args
+        .state
+        .unwrap_or_else(|| "fs:./.ade-backup/state".to_string());
+    let location = ade_backup_functions::settings::parse_state_location(&state)?;
+    let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
+    let store = wiring::state_store(&location, &identity)?;
+    if let Some(vm) = args.vm {
+        let vm = ResourceId::parse(&vm)?;
+        let Some((rec, _)) =
+            json::get::<VmRecord>(store.as_ref(), &records::vm_record_key(&vm)).await?
+        else {
+            anyhow::bail!("ade-backup has no record of {vm}");
+        };
+        let op = match &rec.operation_id {
+            Some(id) => json::get::<ProtectionOperation>(
+                store.as_ref(),
+                &records::protect_operation_key(id),
+            )
+            .await?
+            .map(|(o, _)| o),
+            None => None,
+        };
+        if args.output == OutputFormat::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "vm": rec, "operation": op }))?
+            );
+            return Ok(());
+        }
+        println!("{}", rec.vm_id);
+        println!(
+            "  status:   {}{}",
+            rec.status,
+            rec.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        if let Some(m) = &rec.message {
+            println!("  message:  {m}");
+        }
+        if let Some(t) = &rec.target {
+            println!(
+                "  vault:    {} policy {} (rule {})",
+                t.target.vault_id, t.target.policy, t.rule
+            );
+        }
+        if let Some(rp) = &rec.azure.recovery_point_id {
+            println!(
+                "  recovery point: {rp} at {}",
+                rec.azure
+                    .recovery_point_time
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            );
+        }
+        for w in &rec.warnings {
+            println!("  warning:  {w}");
+        }
+        if let Some(op) = op {
+            println!(
+                "  operation {} (generation {}):",
+                op.operation_id, op.generation
+            );
+            for h in &op.history {
+                println!(
+                    "    {}  {:<12} {}",
+                    h.at.format("%Y-%m-%d %H:%M:%S"),
+                    h.status,
+                    h.message
+                );
+            }
+        }
+        return Ok(());
+    }
+    if let Some(ticket) = args.ticket {
+        let ticket = TicketId::parse(&ticket)?;
+        let Some((op, _)) =
+            json::get::<records::RestoreOperation>(store.as_ref(), &records::restore_key(&ticket))
+                .await?
+        else {
+            anyhow::bail!("no restore request with ticket {ticket}");
+        };
+        if args.output == OutputFormat::Json {
+            println!("{}", serde_json::to_string_pretty(&op)?);
+            return Ok(());
+        }
+        println!("ticket {} — {}", op.ticket_id, op.status);
+        for u in &op.history {
+            println!(
+                "  #{:<3} {}  {:<17} {}",
+                u.sequence,
+                u.at.format("%Y-%m-%d %H:%M:%S"),
+                u.status,
+                u.message
+            );
+        }
+        return Ok(());
+    }
+    anyhow::bail!("give --vm ID or --ticket ID")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

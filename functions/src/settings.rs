@@ -321,6 +321,11 @@ impl Settings {
     }
 }
 
+/// Parses an `ADE_BACKUP_STATE` value (`fs:DIR` or a blob container URL).
+pub fn parse_state_location(v: &str) -> Result<StateLocation, SettingsError> {
+    parse_state(v)
+}
+
 fn parse_state(v: &str) -> Result<StateLocation, SettingsError> {
     const VAR: &str = "ADE_BACKUP_STATE";
     if let Some(dir) = v.strip_prefix("fs:") {

@@ -319,6 +319,34 @@ fn the_same_event_delivered_five_times_at_once_protects_once() {
     assert_eq!(writes["protectionPuts"], 1, "{writes}");
     assert_eq!(writes["backupNowCalls"], 1, "{writes}");
     assert_eq!(writes["accessPolicyWrites"], 1, "{writes}");
+    // The operator's view of the same VM.
+    let out = Command::new(BIN)
+        .args(["status", "--output", "json", "--vm", &vm, "--state"])
+        .arg(format!(
+            "fs:{}",
+            dir.path().join("state-dir/state").display()
+        ))
+        .output()
+        .expect("run ade-backup status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["vm"]["status"], "protected");
+    assert_eq!(
+        status["vm"]["ade"]["keyEncryptionKeyUrl"]
+            .as_str()
+            .map(|u| u.contains("/keys/kek-weu/")),
+        Some(true)
+    );
+    assert!(
+        status["operation"]["history"]
+            .as_array()
+            .is_some_and(|h| h.len() >= 4),
+        "{status}"
+    );
     let events = &report["functions"]["OnVmEncryptionEvent"];
     assert!(
         events["completed"].as_u64().is_some_and(|n| n >= 6),
