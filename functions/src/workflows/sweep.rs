@@ -1188,9 +1188,12 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
         summary.changed = true;
     }
     if !summary.changed {
-        summary.changed = previous
+        // No previous run counts as "no drift": a healthy fleet's first run changes nothing.
+        let before = previous
             .as_ref()
-            .is_none_or(|p| p.plan_digest != summary.plan_digest);
+            .map(|p| p.plan_digest.clone())
+            .unwrap_or_else(|| plan_digest(&[]));
+        summary.changed = before != summary.plan_digest;
     }
     summary.finished_at = ctx.clock.now();
     summary.duration_ms = started.elapsed().as_millis() as i64;
