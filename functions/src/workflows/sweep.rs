@@ -641,9 +641,9 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
     for i in &protected_items {
         let Some(p) = i.policy.as_ref() else { continue };
         let key = (i.vault_id.canonical(), p.to_ascii_lowercase());
-        if !distinct.contains_key(&key) {
+        if let std::collections::btree_map::Entry::Vacant(e) = distinct.entry(key) {
             if let Ok(id) = i.vault_id.child("backupPolicies", p) {
-                distinct.insert(key, id);
+                e.insert(id);
             }
         }
     }
@@ -955,7 +955,7 @@ fn new_run_id(now: DateTime<Utc>) -> String {
 enum Claimed {
     Yes {
         etag: ETag,
-        previous: Option<SweepSummary>,
+        previous: Option<Box<SweepSummary>>,
         took_over_from: Option<String>,
     },
     No {
@@ -998,7 +998,7 @@ async fn claim(
     match written {
         Ok(etag) => Ok(Claimed::Yes {
             etag,
-            previous: doc.last,
+            previous: doc.last.map(Box::new),
             took_over_from,
         }),
         Err(StateError::Conflict { .. }) => {
@@ -1227,6 +1227,32 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
     Ok(SweepOutcome::Completed(Box::new(summary)))
 }
 
+/// Orders work round-robin over subscriptions. ARM throttles per subscription, and Resource
+/// Graph returns a subscription's VMs together: in Graph order, every worker would queue on one
+/// subscription's bucket while the others sit idle.
+fn interleave_by_subscription(work: Vec<&VmPlan>) -> Vec<&VmPlan> {
+    let mut groups: BTreeMap<String, std::collections::VecDeque<&VmPlan>> = BTreeMap::new();
+    for p in work {
+        groups
+            .entry(p.vm_id.subscription().to_ascii_lowercase())
+            .or_default()
+            .push_back(p);
+    }
+    let mut out = Vec::new();
+    loop {
+        let mut took = false;
+        for q in groups.values_mut() {
+            if let Some(p) = q.pop_front() {
+                out.push(p);
+                took = true;
+            }
+        }
+        if !took {
+            return out;
+        }
+    }
+}
+
 async fn reconcile(
     ctx: &Context,
     run_id: &str,
@@ -1268,7 +1294,7 @@ async fn reconcile(
             work.push(p);
         }
     }
-    let tasks: Vec<_> = work
+    let tasks: Vec<_> = interleave_by_subscription(work)
         .into_iter()
         .map(|p| {
             let in_azure = protected.contains(&p.vm_id.canonical());
