@@ -235,3 +235,4 @@ pub fn unreachable_arm() -> ade_backup_shared::arm::ArmClient {
     )
     .expect("arm client")
 }
+pub mod sweep_support;

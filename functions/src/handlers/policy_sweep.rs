@@ -1,14 +1,14 @@
-//! `PolicySweep`: timer trigger, NCRONTAB `0 */30 * * * *` (every 30 minutes). Reads the fleet with
-//! Resource Graph and enqueues the work that brings every ADE VM to "protected".
+//! `PolicySweep`: timer trigger, NCRONTAB `0 */30 * * * *` (every 30 minutes). Reconciles every ADE
+//! VM of the configured subscriptions with the protection rules (see [`crate::workflows::sweep`]):
+//! Resource Graph discovery, a plan, and only the work needed, under an ETag-guarded run lease.
 //!
-//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
-//! only proves the wiring: it parses the `TimerInfo`, records the run at
-//! `operations/policy-sweep/{yyyymmddThhmmssZ}.json` and completes.
+//! A run that finds another run's live lease completes without doing anything and says so in its
+//! log and `ReturnValue`. Discovery failures are transient: the next tick tries again.
 
 use crate::context::Context;
-use crate::handlers::{HandlerError, HandlerOutput, ReceivedOperation};
+use crate::handlers::{HandlerError, HandlerOutput};
 use crate::host::protocol::TriggerInput;
-use ade_backup_shared::state;
+use crate::workflows::sweep::{self, SweepOutcome};
 
 pub const NAME: &str = "PolicySweep";
 
@@ -19,36 +19,38 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
             "PolicySweep is a timer function but received a Service Bus message",
         ));
     };
-    let now = ctx.clock.now();
-    let key = format!(
-        "operations/policy-sweep/{}.json",
-        now.format("%Y%m%dT%H%M%SZ")
-    );
-    let record = ReceivedOperation {
-        function: NAME.to_string(),
-        status: "received".into(),
-        message_id: None,
-        correlation_id: None,
-        delivery_count: None,
-        enqueued_time: None,
-        deliveries: 1,
-        first_received_at: now,
-        last_received_at: now,
-        input: serde_json::json!({
-            "isPastDue": timer.is_past_due,
-            "last": timer.last,
-            "next": timer.next,
-        }),
-    };
-    match state::json::create(ctx.state.as_ref(), &key, &record).await {
-        Ok(_) => {}
-        // Two firings in the same second (host restart + catch-up) are one sweep.
-        Err(state::StateError::Conflict { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let mut out = HandlerOutput::default().log(format!("PolicySweep: recorded run at {key}"));
+    let mut out = HandlerOutput::default();
     if timer.is_past_due {
         out = out.log("PolicySweep: this run is past due (the host missed a schedule slot)");
     }
+    let outcome = sweep::run(ctx).await?;
+    out = match &outcome {
+        SweepOutcome::Skipped { reason, .. } => out.log(format!("PolicySweep: skipped: {reason}")),
+        SweepOutcome::Completed(s) => {
+            let mut o = out.log(format!(
+                "PolicySweep {}: {} VMs seen, {} with ADE; outcomes {:?}; drift {:?}; {} ARM calls, {} 429s; {} state writes; {} ms",
+                s.run_id,
+                s.vms_seen,
+                s.ade_vms,
+                s.outcomes,
+                s.drift,
+                s.arm.calls,
+                s.arm.throttled,
+                s.state_writes,
+                s.duration_ms
+            ));
+            for h in &s.needs_human {
+                o = o.log(format!(
+                    "PolicySweep: needs a human: {}: {}",
+                    h.vm_id, h.reason
+                ));
+            }
+            for f in &s.failures {
+                o = o.log(format!("PolicySweep: failed: {}: {}", f.vm_id, f.error));
+            }
+            o
+        }
+    };
+    out.return_value = serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null);
     Ok(out)
 }

@@ -1,0 +1,226 @@
+//! Sweep benchmarks against the simulator (throttling ON, simulated time = real time). Prints
+//! numbers; asserts nothing. Reproduce with:
+//!
+//! ```text
+//! cargo bench -p ade-backup-functions --bench sweep_fleet --profile dev -- unchanged
+//! cargo bench -p ade-backup-functions --bench sweep_fleet --profile dev -- protect
+//! cargo bench -p ade-backup-functions --bench sweep_fleet --profile dev -- subscription
+//! ```
+//! (`--profile dev` keeps the build cheap on small machines; the numbers are bound by ARM-style
+//! throttling, not CPU. Drop it for an optimised build.) The simulator runs in the same process,
+//! so peak RSS includes its world.
+
+#[path = "../../tests/src/sweep_support.rs"]
+#[allow(dead_code)]
+mod sweep_support;
+
+use ade_backup_functions::workflows::sweep::{self, SweepOutcome};
+use ade_backup_sim::SimOptions;
+use std::time::{Duration, Instant};
+use sweep_support::{healthy_fleet, Harness};
+
+const SEED: u64 = 20240501;
+
+fn vm_hwm_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn options() -> SimOptions {
+    SimOptions {
+        time_scale: 1.0,
+        throttling: true,
+        // Jobs as short as the simulator allows, so the throttle, not job duration, bounds the run.
+        durations: ade_backup_sim::Durations {
+            backup_snapshot_secs: 1,
+            backup_transfer_secs: 1,
+            restore_secs: 1,
+            configure_protection_secs: 1,
+            refresh_secs: 1,
+            ade_extension_secs: 1,
+            other_extension_secs: 1,
+            deployment_secs: 1,
+            lro_accept_secs: 1,
+        },
+        ..Default::default()
+    }
+}
+
+async fn one_sweep(h: &Harness) -> sweep::SweepSummary {
+    match sweep::run(&h.ctx).await {
+        Ok(SweepOutcome::Completed(s)) => *s,
+        Ok(SweepOutcome::Skipped { reason, .. }) => panic!("sweep skipped: {reason}"),
+        Err(e) => panic!("sweep failed: {e}"),
+    }
+}
+
+/// Time ARM's token buckets need for `n` requests of a class: what the burst does not cover, at
+/// the refill rate.
+fn bound_secs(n: u64, burst: f64, per_second: f64) -> f64 {
+    ((n as f64 - burst).max(0.0)) / per_second
+}
+
+async fn unchanged(subs: usize, vms: usize, label: &str) {
+    let h = Harness::start(
+        healthy_fleet(subs, vms, SEED, 0),
+        options(),
+        &[("ADE_BACKUP_POLL_INTERVAL_MS", "1000".to_string())],
+    )
+    .await;
+    h.grant_rbac().await;
+    // Let the setup writes' buckets refill, so the measured run starts like a scheduled tick.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.sim.reset_stats();
+    let writes_before = h.store.writes();
+    let t = Instant::now();
+    let s = one_sweep(&h).await;
+    let wall = t.elapsed();
+    let sim = h.sim.stats();
+    let sim_calls: u64 = sim.calls.values().sum();
+    println!("== {label}: {vms} VMs over {subs} subscription(s), nothing changed, throttling on");
+    println!(
+        "ADE VMs {} | protected items {} | drift {:?} | outcomes {:?}",
+        s.ade_vms, s.protected_items, s.drift, s.outcomes
+    );
+    println!(
+        "ARM calls: {} ({:.2} per 100 VMs; simulator saw {}) {:?}",
+        s.arm.calls,
+        s.arm.calls as f64 * 100.0 / vms as f64,
+        sim_calls,
+        s.arm.calls_by_operation
+    );
+    println!(
+        "429s: {} (simulator throttled {}) | retries {} | paced wait {} ms",
+        s.arm.throttled, sim.throttled, s.arm.retries, s.arm.paced_wait_ms
+    );
+    println!(
+        "state: {} writes (store counted {}), {} reads | history written: {}",
+        s.state_writes,
+        h.store.writes() - writes_before,
+        s.state_reads,
+        s.changed
+    );
+    let naive = bound_secs(vms as u64 / subs as u64, 250.0, 25.0);
+    println!(
+        "wall time: {:.2} s | throttle-bound minimum for these calls: {:.2} s (Resource Graph pages fit the 250-read burst) | one GET per VM instead: >= {:.0} s per subscription",
+        wall.as_secs_f64(),
+        bound_secs(s.arm.calls, 250.0, 25.0),
+        naive
+    );
+    println!(
+        "peak RSS (VmHWM, simulator included): {} MiB",
+        vm_hwm_kib().map(|k| k / 1024).unwrap_or(0)
+    );
+}
+
+async fn protect(subs: usize, vms: usize, needing: usize) {
+    let h = Harness::start(
+        healthy_fleet(subs, vms, SEED, needing),
+        options(),
+        &[("ADE_BACKUP_POLL_INTERVAL_MS", "1000".to_string())],
+    )
+    .await;
+    h.grant_rbac().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.sim.reset_stats();
+    let before = h.ctx.arm.stats();
+    let t = Instant::now();
+    let s = one_sweep(&h).await;
+    let sweep_wall = t.elapsed();
+    let sweep_stats = h.sim.stats();
+    let report = h.settle(Duration::from_secs(900)).await;
+    let wall = t.elapsed();
+    let sim = h.sim.stats();
+    let after = h.ctx.arm.stats();
+    let usage = sweep::ArmUsage::between(&before, &after);
+    let w = &sim.writes;
+    let writes = w.access_policy_writes
+        + w.role_assignment_writes
+        + w.role_definition_writes
+        + w.protection_puts
+        + w.backup_now_calls
+        + sim.calls("rs.refreshContainers");
+    // Successful writes by kind come from the simulator; with no 429s every other call is a read.
+    let reads = usage.calls.saturating_sub(writes);
+    // The fleet spreads VMs round-robin over subscriptions: per subscription = total / subs.
+    let per_sub_writes = writes.div_ceil(subs as u64);
+    let per_sub_reads = reads.div_ceil(subs as u64);
+    let write_min = bound_secs(per_sub_writes, 200.0, 10.0);
+    let read_min = bound_secs(per_sub_reads, 250.0, 25.0);
+    println!(
+        "== protect: {vms} VMs over {subs} subscriptions, {needing} ADE VMs needing protection, throttling on, time scale 1.0"
+    );
+    println!(
+        "sweep run: {:.2} s, outcomes {:?}, {} ARM calls in the sweep itself ({} reads on the sweep's clock: {:?})",
+        sweep_wall.as_secs_f64(),
+        s.outcomes,
+        s.arm.calls,
+        sweep_stats.calls.values().sum::<u64>(),
+        s.arm.calls_by_operation
+    );
+    println!(
+        "until every protection finished (first backup included): {:.2} s; pump: {} deliveries, {} transient, {} dead-lettered, timed out: {}",
+        wall.as_secs_f64(),
+        report.delivered,
+        report.transient_failures,
+        report.dead_lettered.len(),
+        report.timed_out
+    );
+    println!(
+        "ARM writes: {writes} (protection PUTs {}, backup-now {}, access policies {}, role assignments {}, container refreshes {}) = {per_sub_writes} per subscription",
+        w.protection_puts,
+        w.backup_now_calls,
+        w.access_policy_writes,
+        w.role_assignment_writes,
+        sim.calls("rs.refreshContainers")
+    );
+    println!(
+        "ARM reads (whole workflow): {reads} = {per_sub_reads} per subscription; all calls by operation: {:?}",
+        usage.calls_by_operation
+    );
+    println!(
+        "throttle-bound minimum from writes ((per-sub writes - 200 burst) / 10/s): {write_min:.1} s; wall / minimum = {:.2}",
+        wall.as_secs_f64() / write_min.max(f64::EPSILON)
+    );
+    println!(
+        "throttle-bound minimum from reads ((per-sub reads - 250 burst) / 25/s): {read_min:.1} s; wall / max(minimums) = {:.2}",
+        wall.as_secs_f64() / write_min.max(read_min).max(f64::EPSILON)
+    );
+    println!(
+        "429s received: {} (simulator throttled {}), retries {}, paced waits {} ms",
+        usage.throttled, sim.throttled, usage.retries, usage.paced_wait_ms
+    );
+    println!(
+        "peak RSS (VmHWM, simulator included): {} MiB",
+        vm_hwm_kib().map(|k| k / 1024).unwrap_or(0)
+    );
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let all = which.is_empty() || which.iter().any(|w| w == "all");
+    let want = |n: &str| all || which.iter().any(|w| w == n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        if want("unchanged") {
+            unchanged(4, 10_000, "unchanged").await;
+        }
+        if want("protect") {
+            protect(4, 10_000, 1_000).await;
+        }
+        if want("subscription") {
+            unchanged(1, 10_000, "subscription").await;
+        }
+    });
+}

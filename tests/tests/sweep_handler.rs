@@ -1,0 +1,90 @@
+//! The `PolicySweep` timer function through the real custom-handler server, against the simulator.
+
+use ade_backup_functions::handlers::Registry;
+use ade_backup_functions::host::server;
+use ade_backup_sim::SimOptions;
+use ade_backup_tests::sweep_support::{healthy_fleet, Harness};
+use serde_json::{json, Value};
+
+fn timer_payload() -> Value {
+    json!({
+        "Data": { "timer": {
+            "Schedule": { "AdjustForDST": true },
+            "ScheduleStatus": { "Last": "2024-05-01T09:30:00+00:00", "Next": "2024-05-01T10:00:00+00:00" },
+            "IsPastDue": true
+        }},
+        "Metadata": { "sys": { "MethodName": "PolicySweep", "UtcNow": "2024-05-01T10:00:00Z" } }
+    })
+}
+
+async fn invoke(h: &Harness) -> (u16, Value) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let ctx = h.ctx.clone();
+    let srv = tokio::spawn(server::run(
+        listener,
+        Registry::production(),
+        ctx,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(format!("http://{addr}/PolicySweep"))
+        .json(&timer_payload())
+        .send()
+        .await
+        .expect("server answers");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("json body");
+    let _ = tx.send(());
+    let _ = srv.await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_timer_function_runs_a_sweep_and_returns_its_summary() {
+    let h = Harness::start(healthy_fleet(1, 40, 21, 1), SimOptions::default(), &[]).await;
+    h.grant_rbac().await;
+    let (status, body) = invoke(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ReturnValue"]["result"], "completed", "{body}");
+    assert_eq!(
+        body["ReturnValue"]["outcomes"]["protection-started"], 1,
+        "{body}"
+    );
+    let logs = body["Logs"].to_string();
+    assert!(
+        logs.contains("past due") && logs.contains("ARM calls"),
+        "{logs}"
+    );
+    assert!(h.store.json("runs/sweep/latest.json").is_some());
+}
+
+#[tokio::test]
+async fn no_configured_subscription_fails_the_invocation_naming_the_setting() {
+    let h = Harness::start(
+        healthy_fleet(1, 5, 22, 0),
+        SimOptions::default(),
+        &[("ADE_BACKUP_SUBSCRIPTIONS", String::new())],
+    )
+    .await;
+    let (status, body) = invoke(&h).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["Logs"]
+            .to_string()
+            .contains("ADE_BACKUP_SUBSCRIPTIONS"),
+        "{body}"
+    );
+    // the failed run released its lease: the next tick is not blocked
+    let latest = h.store.json("runs/sweep/latest.json").expect("latest");
+    assert!(latest["current"].is_null(), "{latest}");
+    assert_eq!(latest["last"]["status"], "failed");
+}

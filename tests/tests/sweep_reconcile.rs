@@ -1,0 +1,443 @@
+//! The policy sweep against the simulator: discovery cost, each drift kind detected and repaired
+//! through the real protection workflow, the run guard, takeover after a crash, and the dry run.
+
+use ade_backup_functions::domain::sweep_plan::{Action, Drift};
+use ade_backup_functions::records::{vm_record_key, SWEEP_LATEST_KEY};
+use ade_backup_functions::workflows::protect::{self, Origin};
+use ade_backup_functions::workflows::sweep::{self, SweepOptions, SweepOutcome, SweepSummary};
+use ade_backup_shared::ids::ResourceId;
+use ade_backup_sim::fleet::{Ade, BackupPolicy, Protection, Retention, Schedule};
+use ade_backup_sim::scenario::{Action as SimAction, Scenario, TimedAction};
+use ade_backup_sim::{run_scenario, Fleet, SimOptions};
+use ade_backup_tests::sweep_support::{healthy_fleet, quick_durations, vm_id, Harness};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn sim_options() -> SimOptions {
+    SimOptions {
+        time_scale: 20.0,
+        throttling: true,
+        durations: quick_durations(),
+        ..Default::default()
+    }
+}
+
+async fn harness(fleet: Fleet) -> Harness {
+    let h = Harness::start(fleet, sim_options(), &[]).await;
+    h.grant_rbac().await;
+    h.sim.reset_stats();
+    h
+}
+
+async fn sweep_once(h: &Harness) -> SweepSummary {
+    match sweep::run(&h.ctx).await.expect("sweep runs") {
+        SweepOutcome::Completed(s) => *s,
+        SweepOutcome::Skipped { reason, .. } => panic!("sweep skipped: {reason}"),
+    }
+}
+
+fn ade_vms(f: &Fleet) -> Vec<&ade_backup_sim::fleet::Vm> {
+    f.vms
+        .iter()
+        .filter(|v| !matches!(v.ade, Ade::None))
+        .collect()
+}
+
+fn id_of(v: &ade_backup_sim::fleet::Vm) -> ResourceId {
+    vm_id(&v.subscription, &v.resource_group, &v.name)
+}
+
+fn total_writes(h: &Harness) -> u64 {
+    let w = h.sim.stats().writes;
+    w.access_policy_writes
+        + w.role_assignment_writes
+        + w.role_definition_writes
+        + w.protection_puts
+        + w.backup_now_calls
+        + w.restores
+        + w.deployments
+        + w.extension_puts
+}
+
+fn uses_vault(v: &ade_backup_sim::fleet::Vm, kv: &str) -> bool {
+    match &v.ade {
+        Ade::Bek { key_vault } => key_vault == kv,
+        Ade::BekKek {
+            key_vault,
+            kek_vault,
+            ..
+        } => key_vault == kv || kek_vault.as_deref() == Some(kv),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn unchanged_fleet_costs_graph_pages_and_exactly_the_two_guard_writes() {
+    let h = harness(healthy_fleet(2, 300, 11, 0)).await;
+    let reads_before = h.store.reads();
+    let s = sweep_once(&h).await;
+    assert!(s.ade_vms > 50, "the fleet has ADE VMs: {}", s.ade_vms);
+    assert!(
+        s.drift.is_empty(),
+        "healthy fleet has no drift: {:?}",
+        s.drift
+    );
+    assert!(s.outcomes.is_empty(), "{:?}", s.outcomes);
+    assert!(!s.changed);
+    // exactly claim + release, one read (the guard)
+    assert_eq!(h.store.writes(), 2);
+    assert_eq!(s.state_writes, 2);
+    assert_eq!(h.store.reads() - reads_before, 1);
+    assert_eq!(s.state_reads, 1);
+    assert!(h.store.keys("runs/sweep/").len() == 1, "no history doc");
+    // no writes to Azure; only Resource Graph pages and one policy GET per distinct policy
+    let stats = h.sim.stats();
+    assert_eq!(total_writes(&h), 0);
+    let other: u64 = stats
+        .calls
+        .iter()
+        .filter(|(k, _)| *k != "resourceGraph.query" && *k != "rs.policy.get")
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(other, 0, "no per-VM calls: {:?}", stats.calls);
+    // 300 VMs over 2 subs: 1 page each of VMs, extensions, key vaults, items, role assignments
+    assert_eq!(stats.calls("resourceGraph.query"), 5, "{:?}", stats.calls);
+    assert_eq!(
+        stats.calls("rs.policy.get"),
+        4,
+        "2 subs x 2 vaults x DefaultPolicy"
+    );
+    assert_eq!(s.arm.calls, 9);
+    assert_eq!(s.arm.throttled, 0);
+
+    // and again: still two writes, no history
+    let s2 = sweep_once(&h).await;
+    assert!(!s2.changed);
+    assert_eq!(h.store.writes(), 4);
+    let latest = h.store.json(SWEEP_LATEST_KEY).expect("latest");
+    assert!(latest["current"].is_null(), "lease released: {latest}");
+    assert_eq!(latest["last"]["runId"], serde_json::json!(s2.run_id));
+}
+
+#[tokio::test]
+async fn unprotected_ade_vm_is_protected_and_the_next_run_is_clean() {
+    let h = harness(healthy_fleet(1, 40, 5, 1)).await;
+    let target = ade_vms(&h.fleet)[0];
+    let s = sweep_once(&h).await;
+    assert_eq!(s.drift.get("unprotected"), Some(&1), "{:?}", s.drift);
+    assert_eq!(s.outcomes.get("protection-started"), Some(&1));
+    assert!(s.changed);
+    assert!(
+        h.store
+            .json(&format!("runs/sweep/{}.json", s.run_id))
+            .is_some(),
+        "history written"
+    );
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    let rec = h
+        .store
+        .json(&vm_record_key(&id_of(target)))
+        .expect("vm record");
+    assert_eq!(rec["status"], "protected", "{rec}");
+    assert_eq!(rec["extra"]["sweep"]["drift"][0], "unprotected");
+    let w = h.sim.stats().writes;
+    assert_eq!(w.protection_puts, 1);
+    assert_eq!(w.backup_now_calls, 1);
+
+    let s2 = sweep_once(&h).await;
+    assert!(s2.drift.is_empty() && s2.outcomes.is_empty(), "{s2:?}");
+    let s3 = sweep_once(&h).await;
+    assert!(!s3.changed && s3.state_writes == 2, "{s3:?}");
+}
+
+#[tokio::test]
+async fn removed_key_vault_access_is_detected_and_granted_again() {
+    let h = harness(healthy_fleet(1, 40, 6, 0)).await;
+    let affected = ade_vms(&h.fleet)
+        .into_iter()
+        .filter(|v| uses_vault(v, "kv-ap-0-0"))
+        .count() as u64;
+    assert!(affected > 0, "the fleet uses kv-ap-0-0");
+    let scenario = Scenario {
+        name: "drift".into(),
+        actions: vec![TimedAction {
+            at_seconds: 0.0,
+            action: SimAction::RemoveAccessPolicy {
+                key_vault: "kv-ap-0-0".into(),
+                object_id: None,
+            },
+        }],
+    };
+    run_scenario(&h.sim, &scenario, h.pump.clone())
+        .await
+        .expect("scenario");
+    let s = sweep_once(&h).await;
+    assert_eq!(s.drift.get("key-vault-access-removed"), Some(&affected));
+    assert_eq!(s.actions.get("grant-access"), Some(&affected));
+    assert_eq!(s.outcomes.get("repair-started"), Some(&affected));
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    assert!(h.sim.stats().writes.access_policy_writes >= 1);
+    let s2 = sweep_once(&h).await;
+    assert!(s2.drift.is_empty(), "access back in place: {:?}", s2.drift);
+}
+
+#[tokio::test]
+async fn stale_recovery_points_get_a_backup() {
+    let h = harness(healthy_fleet(1, 30, 8, 0)).await;
+    let n = ade_vms(&h.fleet).len() as u64;
+    // Daily policy: 24 h RPO + 6 h grace.
+    h.sim.advance(Duration::from_secs(40 * 3600));
+    let s = sweep_once(&h).await;
+    assert_eq!(
+        s.drift.get("recovery-point-stale"),
+        Some(&n),
+        "{:?}",
+        s.drift
+    );
+    assert_eq!(s.actions.get("backup-now"), Some(&n));
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    assert_eq!(h.sim.stats().writes.backup_now_calls, n);
+    let s2 = sweep_once(&h).await;
+    assert!(s2.drift.is_empty(), "{:?}", s2.drift);
+}
+
+#[tokio::test]
+async fn last_job_failed_with_the_key_vault_permission_code_regrants_and_backs_up() {
+    let h = harness(healthy_fleet(1, 40, 6, 0)).await;
+    let victim = ade_vms(&h.fleet)
+        .into_iter()
+        .find(|v| uses_vault(v, "kv-ap-0-0"))
+        .expect("a VM on kv-ap-0-0");
+    let vm = id_of(victim);
+    let vault = ResourceId::parse(&ade_backup_tests::sweep_support::vault_id(
+        &victim.subscription,
+        "rg-backup",
+        "rsv-0-0",
+    ))
+    .expect("vault");
+    let remove = Scenario {
+        name: "remove".into(),
+        actions: vec![TimedAction {
+            at_seconds: 0.0,
+            action: SimAction::RemoveAccessPolicy {
+                key_vault: "kv-ap-0-0".into(),
+                object_id: None,
+            },
+        }],
+    };
+    run_scenario(&h.sim, &remove, h.pump.clone())
+        .await
+        .expect("scenario");
+    // A scheduled backup runs without access and fails.
+    h.ctx
+        .arm
+        .begin_backup_now(&vault, &vm, None)
+        .await
+        .expect("backup starts");
+    h.sim.advance(Duration::from_secs(60));
+    let report = sweep::plan_only(&h.ctx).await.expect("plan");
+    let p = report
+        .plans
+        .iter()
+        .find(|p| p.vm_id == vm)
+        .expect("the failed VM is in the plan");
+    // Azure spells it `UserErrorKeyVaultPermissionsNotConfigured` in the docs and with a lower-case
+    // "v" in job errors; codes compare case-insensitively.
+    assert!(
+        p.drift
+            .iter()
+            .any(|d| matches!(d, Drift::LastJobFailed { code }
+            if code.eq_ignore_ascii_case("UserErrorKeyVaultPermissionsNotConfigured"))),
+        "{:?}",
+        p.drift
+    );
+    assert_eq!(p.actions, vec![Action::GrantAccess, Action::BackupNow]);
+
+    let s = sweep_once(&h).await;
+    assert_eq!(s.drift.get("last-job-failed"), Some(&1));
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    let after = sweep::plan_only(&h.ctx).await.expect("plan");
+    assert!(after.plans.is_empty(), "{:?}", after.plans);
+}
+
+#[tokio::test]
+async fn a_changed_policy_is_reported_and_kept() {
+    let mut fleet = healthy_fleet(1, 30, 9, 0);
+    for v in fleet.recovery_services_vaults.iter_mut() {
+        v.policies.push(BackupPolicy {
+            name: "OtherPolicy".into(),
+            schedule: Schedule::Daily {
+                time: "03:00".into(),
+            },
+            retention: Retention {
+                daily_days: 7,
+                weekly_weeks: None,
+            },
+            instant_rp_retention_days: 2,
+        });
+    }
+    let idx = fleet
+        .vms
+        .iter()
+        .position(|v| !matches!(v.ade, Ade::None))
+        .expect("an ADE VM");
+    let p = fleet.vms[idx].protection.clone().expect("protected");
+    fleet.vms[idx].protection = Some(Protection {
+        policy: "OtherPolicy".into(),
+        ..p
+    });
+    let vm = id_of(&fleet.vms[idx]);
+    let h = harness(fleet).await;
+    let s = sweep_once(&h).await;
+    assert_eq!(s.drift.get("policy-changed"), Some(&1), "{:?}", s.drift);
+    assert_eq!(s.outcomes.get("reported"), Some(&1));
+    assert!(s.actions.is_empty());
+    assert_eq!(total_writes(&h), 0, "nothing changed in Azure");
+    let rec = h
+        .store
+        .json(&vm_record_key(&vm))
+        .expect("record with the drift fact");
+    assert!(
+        rec["extra"]["sweep"]["drift"][0]
+            .as_str()
+            .is_some_and(|d| d.contains("OtherPolicy")),
+        "{rec}"
+    );
+    // reported again next run, but no record write: the fact is already there
+    let w = h.store.writes();
+    let s2 = sweep_once(&h).await;
+    assert_eq!(s2.drift.get("policy-changed"), Some(&1));
+    assert_eq!(h.store.writes() - w, 2);
+}
+
+#[tokio::test]
+async fn overlapping_runs_one_acts_the_other_exits_with_its_reason() {
+    let h = harness(healthy_fleet(1, 40, 12, 2)).await;
+    let (a, b) = tokio::join!(sweep::run(&h.ctx), sweep::run(&h.ctx));
+    let outcomes = [a.expect("a"), b.expect("b")];
+    let completed: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            SweepOutcome::Completed(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let skipped: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            SweepOutcome::Skipped { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed.len(), 1, "{outcomes:?}");
+    assert_eq!(skipped.len(), 1, "{outcomes:?}");
+    assert!(
+        skipped[0].contains("lease") || skipped[0].contains("claimed"),
+        "{}",
+        skipped[0]
+    );
+    assert_eq!(completed[0].outcomes.get("protection-started"), Some(&2));
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    assert_eq!(h.sim.stats().writes.protection_puts, 2);
+
+    // A live lease held by someone else: nothing is read from Azure, nothing is written.
+    let now = h.sim.now();
+    h.store.put_json(
+        SWEEP_LATEST_KEY,
+        &serde_json::json!({"current": {"runId": "other", "startedAt": now, "leaseUntil": now + chrono::Duration::minutes(10)}, "last": null}),
+    );
+    h.sim.reset_stats();
+    let w = h.store.writes();
+    match sweep::run(&h.ctx).await.expect("runs") {
+        SweepOutcome::Skipped { reason, holder } => {
+            assert!(reason.contains("other"), "{reason}");
+            assert_eq!(holder.expect("holder").run_id, "other");
+        }
+        other => panic!("expected a skip, got {other:?}"),
+    }
+    assert_eq!(h.store.writes(), w);
+    assert!(h.sim.stats().calls.is_empty());
+}
+
+#[tokio::test]
+async fn a_run_interrupted_midway_is_completed_by_the_next() {
+    let h = harness(healthy_fleet(1, 40, 13, 3)).await;
+    let unprotected: Vec<ResourceId> = ade_vms(&h.fleet).into_iter().take(3).map(id_of).collect();
+    // The crashed run had started the first VM, then died holding the lease.
+    let now = h.sim.now();
+    h.store.put_json(
+        SWEEP_LATEST_KEY,
+        &serde_json::json!({"current": {"runId": "crashed", "startedAt": now - chrono::Duration::minutes(30), "leaseUntil": now - chrono::Duration::minutes(1)}, "last": null}),
+    );
+    protect::evaluate_with(
+        &h.ctx,
+        &unprotected[0],
+        Origin::Sweep("crashed".into()),
+        false,
+    )
+    .await
+    .expect("first VM started");
+    let s = match sweep::run_with(
+        &h.ctx,
+        SweepOptions {
+            run_id: Some("next".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("runs")
+    {
+        SweepOutcome::Completed(s) => s,
+        other => panic!("expected the takeover to run, got {other:?}"),
+    };
+    assert_eq!(s.took_over_from.as_deref(), Some("crashed"));
+    assert_eq!(s.outcomes.get("in-flight"), Some(&1), "{:?}", s.outcomes);
+    assert_eq!(s.outcomes.get("protection-started"), Some(&2));
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    assert_eq!(
+        h.sim.stats().writes.protection_puts,
+        3,
+        "each VM protected once"
+    );
+    for vm in &unprotected {
+        let rec = h.store.json(&vm_record_key(vm)).expect("record");
+        assert_eq!(rec["status"], "protected", "{rec}");
+    }
+}
+
+#[tokio::test]
+async fn dry_run_reports_the_plan_and_changes_nothing() {
+    let h = harness(healthy_fleet(1, 40, 14, 2)).await;
+    h.sim.advance(Duration::from_secs(40 * 3600));
+    let report = sweep::plan_only(&h.ctx).await.expect("plan");
+    assert_eq!(report.drift.get("unprotected"), Some(&2));
+    assert!(report
+        .drift
+        .get("recovery-point-stale")
+        .is_some_and(|n| *n > 0));
+    assert_eq!(h.store.writes(), 0);
+    assert_eq!(total_writes(&h), 0);
+    let table = sweep::render_table(&report);
+    let first = &report.plans[0];
+    assert!(table.contains(first.vm_id.name()), "{table}");
+    assert!(
+        table.contains("unprotected") && table.contains("nothing was changed"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(
+        json["plans"].as_array().map(Vec::len),
+        Some(report.plans.len())
+    );
+    assert!(json["plans"][0]["vmId"].is_string());
+    assert!(h.pump.pending() == 0, "no message sent");
+    let _ = Arc::clone(&h.pump);
+}
