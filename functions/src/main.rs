@@ -34,6 +34,17 @@ enum Command {
     Sim(ade_backup_sim::SimArgs),
     /// Show what ade-backup knows about a VM (protection) or a restore ticket.
     Status(StatusArgs),
+    /// Reconcile the fleet once (what the PolicySweep timer does); `--dry-run` only prints the plan.
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// Print the plan (table, or JSON with --output json) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +109,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Local(args) => run_local(*args).await,
             Command::Status(args) => status(args).await,
+            Command::Sweep(args) => sweep(args).await,
             Command::Sim(args) => ade_backup_sim::run_cli(args)
                 .await
                 .map_err(anyhow::Error::from),
@@ -126,6 +138,32 @@ async fn run_local(args: local_stack::LocalStackArgs) -> anyhow::Result<()> {
     if until_idle && outcome.exit_reason != ExitReason::Idle {
         anyhow::bail!("the run did not become idle ({:?})", outcome.exit_reason);
     }
+    Ok(())
+}
+
+async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    use ade_backup_functions::workflows::sweep;
+    // A dry run needs no queue or state writes: sensible defaults let it run from a laptop
+    // (ADE_BACKUP_CREDENTIAL=azure-cli ADE_BACKUP_SUBSCRIPTIONS=... ade-backup sweep --dry-run).
+    let settings = Settings::from_lookup(|k| {
+        std::env::var(k).ok().or_else(|| match k {
+            "ADE_BACKUP_STATE" => Some("fs:./.ade-backup/state".into()),
+            "ADE_BACKUP_SERVICEBUS_ENDPOINT" if args.dry_run => Some("http://127.0.0.1:9/".into()),
+            _ => None,
+        })
+    })?;
+    let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
+    let ctx = wiring::context(settings, &identity)?;
+    if args.dry_run {
+        let report = sweep::plan_only(&ctx).await?;
+        match args.output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            OutputFormat::Text => print!("{}", sweep::render_table(&report)),
+        }
+        return Ok(());
+    }
+    let outcome = sweep::run(&ctx).await?;
+    println!("{}", serde_json::to_string_pretty(&outcome)?);
     Ok(())
 }
 
