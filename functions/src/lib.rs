@@ -16,5 +16,6 @@ pub mod host;
 pub mod local;
 pub mod records;
 pub mod settings;
+pub mod status;
 pub mod wiring;
 pub mod workflows;
