@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: an in-memory state store, a recording message sender,
 //! and `spawn_app` which runs the real custom-handler server on an ephemeral loopback port.
 
+pub mod sim_stack;
+
 use ade_backup_functions::context::{Context, ManualClock};
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server::{self, ServeError};
