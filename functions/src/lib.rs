@@ -17,5 +17,6 @@ pub mod local;
 pub mod local_stack;
 pub mod records;
 pub mod settings;
+pub mod status;
 pub mod wiring;
 pub mod workflows;

@@ -248,25 +248,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     if let Some(ticket) = args.ticket {
         let ticket = TicketId::parse(&ticket)?;
-        let Some((op, _)) =
-            json::get::<records::RestoreOperation>(store.as_ref(), &records::restore_key(&ticket))
-                .await?
+        let Some(op) = ade_backup_functions::status::ticket_status(store.as_ref(), &ticket).await?
         else {
             anyhow::bail!("no restore request with ticket {ticket}");
         };
-        if args.output == OutputFormat::Json {
-            println!("{}", serde_json::to_string_pretty(&op)?);
-            return Ok(());
-        }
-        println!("ticket {} — {}", op.ticket_id, op.status);
-        for u in &op.history {
-            println!(
-                "  #{:<3} {}  {:<17} {}",
-                u.sequence,
-                u.at.format("%Y-%m-%d %H:%M:%S"),
-                u.status,
-                u.message
-            );
+        match args.output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&op)?),
+            OutputFormat::Text => print!("{}", ade_backup_functions::status::render_text(&op)),
         }
         return Ok(());
     }

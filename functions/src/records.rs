@@ -253,6 +253,12 @@ pub struct RestoreAzureIds {
     pub deployment_id: Option<String>,
     pub restored_vm_id: Option<String>,
     pub ade_extension_id: Option<String>,
+    /// Config blob URI from the restore job (never with a SAS query).
+    #[serde(default)]
+    pub config_blob_uri: Option<String>,
+    /// Name of the ARM deployment that recreates the VM (deterministic from the ticket id).
+    #[serde(default)]
+    pub deployment_name: Option<String>,
 }
 
 /// One status message to the ticketing system (also kept in the restore document's history).
@@ -300,6 +306,12 @@ pub struct RestoreOperation {
     pub history: Vec<RestoreStatusUpdate>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Region the restore runs in (the vault's).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The Azure error behind a `failed` status.
+    #[serde(default)]
+    pub last_error: Option<ErrorRecord>,
 }
 
 impl RestoreOperation {

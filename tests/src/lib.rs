@@ -2,6 +2,7 @@
 //! and `spawn_app` which runs the real custom-handler server on an ephemeral loopback port.
 
 pub mod pump;
+pub mod sim_stack;
 
 use ade_backup_functions::context::{Context, ManualClock};
 use ade_backup_functions::handlers::Registry;

@@ -1,16 +1,23 @@
-//! `OnRestoreRequest`: Service Bus trigger on queue `restore-requests`. Accepts a restore ticket and fans out the restore steps.
+//! `OnRestoreRequest`: Service Bus trigger on queue `restore-requests`. A ticketing system asks
+//! for the restore of an ADE VM (`schemas/restore-request.v1.schema.json`, docs/restore.md).
 //!
-//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
-//! only proves the wiring: it parses the message (JSON object body + metadata), records the
-//! receipt at `operations/on-restore-request/{messageId}.json` and completes. A body
-//! that is not a JSON object is poison (`MalformedBody`).
+//! The body is parsed here ([`restore_request::parse`]); the rules that need Azure, idempotency
+//! by ticket id and the answer to `replyTo` are in [`crate::workflows::restore::submit`].
+//! A request with a readable ticket id is always answered (`rejected` with the field and rule);
+//! only a message without one is poison (dead-lettered with the reason).
 
 use crate::context::Context;
-use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::domain::restore_request;
+use crate::handlers::{HandlerError, HandlerOutput};
 use crate::host::protocol::TriggerInput;
+use crate::workflows::{restore, service_bus};
 
 pub const NAME: &str = "OnRestoreRequest";
 
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
-    record_message_receipt(NAME, input, ctx).await
+    let msg = service_bus(&input)?;
+    let parsed = restore_request::parse(&msg.body);
+    let line = restore::submit(ctx, parsed, &msg.body).await?;
+    tracing::info!(message_id = %msg.message_id, "{line}");
+    Ok(HandlerOutput::default().log(line))
 }

@@ -1,16 +1,19 @@
-//! `RedeployVm`: Service Bus trigger on queue `redeploy-vm`. Recreates the VM from restored disks and reinstalls the ADE extension.
-//!
-//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
-//! only proves the wiring: it parses the message (JSON object body + metadata), records the
-//! receipt at `operations/redeploy-vm/{messageId}.json` and completes. A body
-//! that is not a JSON object is poison (`MalformedBody`).
+//! `RedeployVm`: Service Bus trigger on queue `redeploy-vm`. Deploys the template the restore
+//! job wrote into the target resource group, reinstalls ADE on Linux VMs with the settings
+//! recorded at protection, and verifies the VM runs with its disks unlocked.
+//! See [`crate::workflows::restore::redeploy`].
 
 use crate::context::Context;
-use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::handlers::{HandlerError, HandlerOutput};
 use crate::host::protocol::TriggerInput;
+use crate::workflows::restore::{self, RedeployMessage};
+use crate::workflows::{service_bus, worker_message};
 
 pub const NAME: &str = "RedeployVm";
 
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
-    record_message_receipt(NAME, input, ctx).await
+    let msg = service_bus(&input)?;
+    let body: RedeployMessage = worker_message(msg)?;
+    let line = restore::redeploy(ctx, &body, msg).await?;
+    Ok(HandlerOutput::default().log(line))
 }

@@ -1,16 +1,19 @@
-//! `RestoreVm`: Service Bus trigger on queue `restore-vm`. Restores the disks of an ADE VM from a recovery point.
-//!
-//! **Scaffold — logic lands with a later issue (not part of Foundation).** For now the handler
-//! only proves the wiring: it parses the message (JSON object body + metadata), records the
-//! receipt at `operations/restore-vm/{messageId}.json` and completes. A body
-//! that is not a JSON object is poison (`MalformedBody`).
+//! `RestoreVm`: Service Bus trigger on queue `restore-vm`. Starts the restore-disks job of an
+//! accepted restore (once, even across crashes and redeliveries), follows it with scheduled
+//! follow-up messages and hands over to `RedeployVm` when the disks and template are restored.
+//! See [`crate::workflows::restore::restore_vm`].
 
 use crate::context::Context;
-use crate::handlers::{record_message_receipt, HandlerError, HandlerOutput};
+use crate::handlers::{HandlerError, HandlerOutput};
 use crate::host::protocol::TriggerInput;
+use crate::workflows::restore::{self, RestoreVmMessage};
+use crate::workflows::{service_bus, worker_message};
 
 pub const NAME: &str = "RestoreVm";
 
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
-    record_message_receipt(NAME, input, ctx).await
+    let msg = service_bus(&input)?;
+    let body: RestoreVmMessage = worker_message(msg)?;
+    let line = restore::restore_vm(ctx, &body, msg).await?;
+    Ok(HandlerOutput::default().log(line))
 }

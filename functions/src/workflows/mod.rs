@@ -3,6 +3,7 @@
 //! happened and sends the next message. Nothing sleeps: waits are scheduled messages.
 
 pub mod protect;
+pub mod restore;
 pub mod sweep;
 
 use crate::context::Context;

@@ -1,0 +1,155 @@
+//! `ade-backup status --ticket ID`: what a restore ticket's document says, as JSON or as a
+//! readable history table.
+
+use crate::records::{restore_key, RestoreOperation};
+use ade_backup_shared::ids::TicketId;
+use ade_backup_shared::state::{json, StateError, StateStore};
+use std::fmt::Write as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("could not read the restore document {key}: {source}")]
+    State {
+        key: String,
+        #[source]
+        source: StateError,
+    },
+}
+
+/// The restore document of `ticket`, if ade-backup has seen the ticket.
+pub async fn ticket_status(
+    state: &dyn StateStore,
+    ticket: &TicketId,
+) -> Result<Option<RestoreOperation>, StatusError> {
+    let key = restore_key(ticket);
+    json::get::<RestoreOperation>(state, &key)
+        .await
+        .map(|o| o.map(|(op, _)| op))
+        .map_err(|source| StatusError::State { key, source })
+}
+
+/// Text cells stay on one line so the table stays a table.
+fn cell(s: &str) -> String {
+    s.replace(['\n', '\r', '\t'], " ")
+}
+
+/// A summary followed by the history, one row per status update.
+pub fn render_text(op: &RestoreOperation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "ticket:   {}", op.ticket_id);
+    let _ = writeln!(out, "status:   {}", op.status);
+    if let Some(r) = &op.request {
+        let _ = writeln!(out, "vm:       {}", r.vm_resource_id);
+        let _ = writeln!(out, "target:   {}", r.target_resource_group.id());
+    }
+    if let Some(by) = &op.requested_by {
+        let _ = writeln!(out, "by:       {}", cell(by));
+    }
+    let a = &op.azure;
+    for (label, v) in [
+        ("recovery point", a.recovery_point_id.as_deref()),
+        ("restore job", a.restore_job_id.as_deref()),
+        ("template", a.template_blob_uri.as_deref()),
+        ("deployment", a.deployment_id.as_deref()),
+        ("restored VM", a.restored_vm_id.as_deref()),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(out, "{label:<15} {v}");
+        }
+    }
+    if let Some(e) = &op.last_error {
+        let _ = writeln!(
+            out,
+            "last error:     {} at {}: {}",
+            e.code,
+            e.step,
+            cell(&e.message)
+        );
+    }
+    for w in &op.warnings {
+        let _ = writeln!(out, "warning:        {}", cell(w));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:>3}  {:<20}  {:<16}  {:<18}  message",
+        "#", "at (UTC)", "status", "step"
+    );
+    for u in &op.history {
+        let mut msg = cell(&u.message);
+        if let Some(r) = &u.reason {
+            msg = format!("[{r}] {msg}");
+        }
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<20}  {:<16}  {:<18}  {msg}",
+            u.sequence,
+            u.at.format("%Y-%m-%d %H:%M:%S"),
+            u.status,
+            u.step.as_deref().unwrap_or("-"),
+        );
+        if let Some(n) = &u.next_action {
+            let _ = writeln!(out, "{:>63}  next: {}", "", cell(n));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{restore_status, RestoreAzureIds};
+    use chrono::{TimeZone, Utc};
+
+    fn op() -> RestoreOperation {
+        let at = Utc
+            .with_ymd_and_hms(2024, 5, 1, 10, 0, 0)
+            .single()
+            .expect("time");
+        let mut op = RestoreOperation {
+            ticket_id: TicketId::parse("INC-1").expect("ticket"),
+            fingerprint: "f".into(),
+            request: None,
+            status: String::new(),
+            created_at: at,
+            updated_at: at,
+            reply_to: None,
+            requested_by: Some("jane\nsmith".into()),
+            ade: None,
+            steps: Default::default(),
+            azure: RestoreAzureIds {
+                restore_job_id: Some("job-1".into()),
+                ..Default::default()
+            },
+            history: vec![],
+            warnings: vec![],
+            region: None,
+            last_error: None,
+        };
+        op.push_status(at, restore_status::ACCEPTED, Some("validate"), "accepted");
+        let mut u = op.push_status(at, restore_status::FAILED, Some("deploy"), "boom");
+        u.reason = Some("Conflict".into());
+        u.next_action = Some("rename".into());
+        if let Some(l) = op.history.last_mut() {
+            *l = u;
+        }
+        op
+    }
+
+    #[test]
+    fn text_has_one_row_per_update_in_order() {
+        let t = render_text(&op());
+        assert!(t.contains("status:   failed"), "{t}");
+        assert!(t.contains("job-1"));
+        assert!(
+            t.contains("by:       jane smith"),
+            "newlines are flattened: {t}"
+        );
+        let accepted = t.find("  accepted  ").expect("accepted row");
+        let failed = t
+            .find("[Conflict] boom")
+            .expect("failed row with its reason");
+        assert!(accepted < failed);
+        assert!(t.contains("next: rename"));
+    }
+}

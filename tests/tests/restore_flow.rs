@@ -1,0 +1,399 @@
+//! Restores driven end to end: the real handlers, the real simulator, an in-test queue pump.
+
+use ade_backup_functions::records::{restore_key, RestoreOperation};
+use ade_backup_functions::status;
+use ade_backup_shared::ids::{ResourceId, TicketId};
+use ade_backup_tests::sim_stack::*;
+use serde_json::{json, Value};
+
+fn request(ticket: &str, vm: &str, extra: Value) -> Vec<u8> {
+    let mut v = json!({
+        "version": 1,
+        "ticketId": ticket,
+        "vmResourceId": vm,
+        "recoveryPoint": "latest",
+        "targetResourceGroup": format!("/subscriptions/{S1}/resourceGroups/rg-restore"),
+        "stagingStorageAccountId": STAGING_WEU,
+        "requestedBy": "jane@contoso.com",
+        "replyTo": REPLY_QUEUE
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    serde_json::to_vec(&v).expect("json")
+}
+
+fn doc(stack: &SimStack, ticket: &str) -> RestoreOperation {
+    let t = TicketId::parse(ticket).expect("ticket");
+    serde_json::from_value(
+        stack
+            .state
+            .json(&restore_key(&t))
+            .expect("restore document"),
+    )
+    .expect("a restore document")
+}
+
+fn statuses(stack: &mut SimStack, ticket: &str) -> Vec<String> {
+    stack
+        .replies(REPLY_QUEUE)
+        .into_iter()
+        .filter(|(_, u)| u.ticket_id == ticket)
+        .map(|(_, u)| u.status)
+        .collect()
+}
+
+async fn submit(stack: &mut SimStack, id: &str, body: Vec<u8>) {
+    stack.enqueue("restore-requests", id, body);
+    stack.pump(2000).await;
+}
+
+async fn disk_codes(stack: &SimStack, vm: &str) -> Vec<String> {
+    let vm = stack
+        .ctx
+        .arm
+        .get_virtual_machine(&ResourceId::parse(vm).expect("id"))
+        .await
+        .expect("restored VM");
+    vm.properties
+        .instance_view
+        .expect("instance view")
+        .disks
+        .iter()
+        .flat_map(|d| d.statuses.iter().filter_map(|s| s.code.clone()))
+        .filter(|c| c.starts_with("EncryptionState/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    let rec = stack.protect(&vm).await;
+    assert_eq!(rec["status"], "protected", "{rec}");
+    let before = stack.sim.stats().writes;
+    submit(
+        &mut stack,
+        "req-1",
+        request("INC-1001", &vm, json!({"targetVmName": "web-lnx-01-r"})),
+    )
+    .await;
+
+    let op = doc(&stack, "INC-1001");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    assert_eq!(
+        statuses(&mut stack, "INC-1001"),
+        [
+            "accepted",
+            "restoring-disks",
+            "disks-restored",
+            "deploying",
+            "reinstalling-ade",
+            "completed"
+        ]
+    );
+    // Status messages: CorrelationId = ticket, MessageId = {ticket}-{sequence}-{status}, and the
+    // same updates are the document's history.
+    let replies = stack.replies(REPLY_QUEUE);
+    for (i, (m, u)) in replies.iter().enumerate() {
+        assert_eq!(m.correlation_id.as_deref(), Some("INC-1001"));
+        assert_eq!(m.message_id, format!("INC-1001-{}-{}", i + 1, u.status));
+        assert_eq!(u.sequence as usize, i + 1);
+        assert_eq!(&op.history[i], u);
+    }
+    let new_vm = vm_id(S1, "rg-restore", "web-lnx-01-r");
+    assert_eq!(op.azure.restored_vm_id.as_deref(), Some(new_vm.as_str()));
+    let template = op.azure.template_blob_uri.clone().expect("template");
+    assert!(template.starts_with("https://stadebkpweu.blob.core.windows.net/"));
+    assert!(!template.contains('?'), "no SAS stored: {template}");
+    assert!(!op.azure.restored_disk_ids.is_empty());
+
+    let codes = disk_codes(&stack, &new_vm).await;
+    assert_eq!(codes.len(), 3, "{codes:?}");
+    assert_eq!(
+        codes[0], "EncryptionState/notEncrypted",
+        "VolumeType Data leaves the OS disk"
+    );
+    assert!(
+        codes[1..].iter().all(|c| c == "EncryptionState/encrypted"),
+        "{codes:?}"
+    );
+    let ext = stack
+        .ctx
+        .arm
+        .get_vm_extension(
+            &ResourceId::parse(&new_vm).expect("id"),
+            "AzureDiskEncryptionForLinux",
+        )
+        .await
+        .expect("ADE extension");
+    let settings = ext.properties.settings.expect("settings");
+    assert_eq!(settings["EncryptionOperation"], "EnableEncryption");
+    assert_eq!(settings["VolumeType"], "Data");
+    assert!(settings["KeyVaultResourceId"]
+        .as_str()
+        .is_some_and(|s| s.ends_with("/kv-ade-ap-weu")));
+
+    let w = stack.sim.stats().writes;
+    assert_eq!(
+        (
+            w.restores - before.restores,
+            w.deployments - before.deployments,
+            w.extension_puts - before.extension_puts
+        ),
+        (1, 1, 1)
+    );
+
+    // status CLI material
+    let found = status::ticket_status(
+        stack.state.as_ref(),
+        &TicketId::parse("INC-1001").expect("ticket"),
+    )
+    .await
+    .expect("read")
+    .expect("found");
+    let text = status::render_text(&found);
+    assert!(
+        text.contains("reinstalling-ade") && text.contains("completed"),
+        "{text}"
+    );
+    assert!(status::ticket_status(
+        stack.state.as_ref(),
+        &TicketId::parse("INC-none").expect("ticket")
+    )
+    .await
+    .expect("read")
+    .is_none());
+}
+
+#[tokio::test]
+async fn linux_kek_restore_reinstalls_ade_with_the_kek() {
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-db", "db-lnx-01");
+    assert_eq!(stack.protect(&vm).await["status"], "protected");
+    submit(&mut stack, "req-kek", request("INC-KEK", &vm, json!({}))).await;
+    let op = doc(&stack, "INC-KEK");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    let new_vm = vm_id(S1, "rg-restore", "db-lnx-01-restored");
+    let ext = stack
+        .ctx
+        .arm
+        .get_vm_extension(
+            &ResourceId::parse(&new_vm).expect("id"),
+            "AzureDiskEncryptionForLinux",
+        )
+        .await
+        .expect("ADE extension");
+    let settings = ext.properties.settings.expect("settings");
+    assert!(settings["KeyEncryptionKeyURL"]
+        .as_str()
+        .is_some_and(|s| s.contains("/keys/kek-weu")));
+    assert!(settings["KekVaultResourceId"].is_string());
+    let codes = disk_codes(&stack, &new_vm).await;
+    assert!(
+        codes[1..].iter().all(|c| c == "EncryptionState/encrypted"),
+        "{codes:?}"
+    );
+}
+
+#[tokio::test]
+async fn windows_restore_needs_no_reinstall_and_reports_the_power_state() {
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-win-01");
+    assert_eq!(stack.protect(&vm).await["status"], "protected");
+    let puts = stack.sim.stats().writes.extension_puts;
+    submit(&mut stack, "req-win", request("INC-WIN", &vm, json!({}))).await;
+    let op = doc(&stack, "INC-WIN");
+    assert_eq!(
+        statuses(&mut stack, "INC-WIN"),
+        [
+            "accepted",
+            "restoring-disks",
+            "disks-restored",
+            "deploying",
+            "completed"
+        ]
+    );
+    let last = op.history.last().expect("history");
+    assert!(
+        last.message.contains("power state running"),
+        "{}",
+        last.message
+    );
+    assert!(
+        last.message.contains("no ADE reinstall"),
+        "{}",
+        last.message
+    );
+    assert_eq!(stack.sim.stats().writes.extension_puts, puts);
+}
+
+#[tokio::test]
+async fn point_in_time_takes_the_newest_point_strictly_before() {
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-win-01");
+    stack.protect(&vm).await;
+    let points = stack
+        .ctx
+        .arm
+        .list_recovery_points(
+            &ResourceId::parse(RSV_WEU).expect("vault"),
+            &ResourceId::parse(&vm).expect("vm"),
+        )
+        .await
+        .expect("points");
+    let mut times: Vec<_> = points
+        .iter()
+        .filter_map(|p| {
+            p.properties
+                .recovery_point_time
+                .map(|t| (t, p.name.clone()))
+        })
+        .collect();
+    times.sort();
+    assert!(times.len() >= 3, "{times:?}");
+    // exactly at the second-newest point: "strictly before" must take the third-newest
+    let (at, _) = times[times.len() - 2];
+    let (_, expected) = times[times.len() - 3].clone();
+    submit(
+        &mut stack,
+        "req-pit",
+        request(
+            "INC-PIT",
+            &vm,
+            json!({"recoveryPoint": {"before": at.to_rfc3339()}, "targetVmName": "web-win-01-pit"}),
+        ),
+    )
+    .await;
+    let op = doc(&stack, "INC-PIT");
+    assert_eq!(op.azure.recovery_point_id, expected);
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+}
+
+#[tokio::test]
+async fn duplicate_submissions_and_redeliveries_do_not_restore_twice() {
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    stack.protect(&vm).await;
+    let before = stack.sim.stats().writes;
+    let body = request("INC-DUP", &vm, json!({}));
+    // The same request twice at once (different MessageIds: two submissions), then once more
+    // after completion.
+    stack.enqueue("restore-requests", "dup-a", body.clone());
+    stack.enqueue("restore-requests", "dup-b", body.clone());
+    stack.pump(2000).await;
+    assert_eq!(doc(&stack, "INC-DUP").status, "completed");
+    let n = stack.replies(REPLY_QUEUE).len();
+    submit(&mut stack, "dup-c", body).await;
+    let replies = stack.replies(REPLY_QUEUE);
+    assert_eq!(replies.len(), n + 1);
+    let (m, u) = replies.last().expect("reply");
+    assert_eq!(u.status, "completed");
+    assert_eq!(
+        m.message_id,
+        format!("INC-DUP-{}-completed", u.sequence),
+        "the latest status again, with its own id"
+    );
+
+    // Every worker message delivered again (a redelivery after a lost lock): nothing new.
+    let again: Vec<_> = stack
+        .sender
+        .sent()
+        .into_iter()
+        .filter(|m| m.queue == "restore-vm" || m.queue == "redeploy-vm")
+        .collect();
+    assert!(!again.is_empty());
+    for m in &again {
+        stack.deliver(m, 2).await;
+    }
+    stack.pump(2000).await;
+    let w = stack.sim.stats().writes;
+    assert_eq!(
+        (
+            w.restores - before.restores,
+            w.deployments - before.deployments,
+            w.extension_puts - before.extension_puts
+        ),
+        (1, 1, 1)
+    );
+    let op = doc(&stack, "INC-DUP");
+    assert_eq!(op.status, "completed");
+    assert_eq!(op.history.len(), 6, "{:#?}", op.history);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_restore_trigger_and_its_record_adopts_the_job() {
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    stack.protect(&vm).await;
+    let before = stack.sim.stats().writes.restores;
+    stack.enqueue(
+        "restore-requests",
+        "crash-1",
+        request("INC-CRASH", &vm, json!({})),
+    );
+    assert_eq!(stack.pump(1).await, 1, "the request alone");
+    // RestoreVm: the claim is written, the restore is triggered, then the process "dies" before
+    // recording it.
+    stack.store.fail_after_writes(1);
+    assert_eq!(stack.pump(1).await, 1);
+    stack.store.heal();
+    assert_eq!(stack.sim.stats().writes.restores - before, 1);
+    assert!(matches!(
+        stack.deliveries.last().map(|d| &d.outcome),
+        Some(ade_backup_functions::handlers::Outcome::Failed {
+            dead_letter: None,
+            ..
+        })
+    ));
+    stack.pump(2000).await;
+    let op = doc(&stack, "INC-CRASH");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    assert_eq!(
+        stack.sim.stats().writes.restores - before,
+        1,
+        "no second restore job"
+    );
+    assert_eq!(
+        op.steps.get("restore-disks").map(|s| s.attempts),
+        Some(2),
+        "the second attempt adopted the job"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    stack.protect(&vm).await;
+    // Redeploying under the source VM's own name in its own resource group: ARM refuses.
+    submit(
+        &mut stack,
+        "req-fail",
+        request(
+            "INC-FAIL",
+            &vm,
+            json!({"targetResourceGroup": format!("/subscriptions/{S1}/resourceGroups/rg-app-web"), "targetVmName": "web-lnx-01"}),
+        ),
+    )
+    .await;
+    let op = doc(&stack, "INC-FAIL");
+    assert_eq!(op.status, "failed");
+    let last = op.history.last().expect("history");
+    assert_eq!(last.step.as_deref(), Some("deploy"));
+    assert_eq!(last.reason.as_deref(), Some("Conflict"));
+    assert!(last
+        .next_action
+        .as_deref()
+        .is_some_and(|n| n.contains("kept")));
+    let err = op.last_error.expect("the Azure error is recorded");
+    assert!(err.message.contains("already exists"), "{}", err.message);
+    assert_eq!(
+        statuses(&mut stack, "INC-FAIL").last().map(String::as_str),
+        Some("failed")
+    );
+    // Nothing cleaned up: the template and job stay recorded.
+    assert!(op.azure.template_blob_uri.is_some() && op.azure.restore_job_id.is_some());
+}
