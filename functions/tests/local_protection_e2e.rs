@@ -174,6 +174,9 @@ fn run_local(dir: &Path, fleet: &Value, scenario: &Value) -> Value {
             "240",
             "--idle-horizon",
             "3",
+            // Events only: the sweep (which would also protect the sample fleet) stays off.
+            "--sweep-every",
+            "0",
         ])
         .arg("--state-dir")
         .arg(dir.join("state-dir"))
