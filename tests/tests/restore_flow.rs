@@ -397,3 +397,28 @@ async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
     // Nothing cleaned up: the template and job stay recorded.
     assert!(op.azure.template_blob_uri.is_some() && op.azure.restore_job_id.is_some());
 }
+
+#[tokio::test]
+async fn a_vm_protected_before_ade_backup_is_adopted_and_restored() {
+    // web-lnx-01 was protected by Azure Backup before ade-backup existed: no VM record. The
+    // request records its ADE settings from the live VM and restores it.
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    submit(
+        &mut stack,
+        "req-adopt",
+        request("INC-ADOPT", &vm, json!({"targetVmName": "web-lnx-01-a"})),
+    )
+    .await;
+    let op = doc(&stack, "INC-ADOPT");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    assert!(op
+        .ade
+        .as_ref()
+        .is_some_and(|a| a.key_vault_url.contains("kv-ade-ap-weu")));
+    assert_eq!(
+        stack.sim.stats().writes.extension_puts,
+        1,
+        "ADE reinstalled on the Linux VM"
+    );
+}

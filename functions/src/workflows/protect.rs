@@ -1574,3 +1574,70 @@ async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<Stri
         }
     }
 }
+
+/// Records a VM that Azure Backup already protects but ade-backup has never seen (protected before
+/// ade-backup was deployed, and healthy since): its ADE settings are read from the VM while it
+/// still exists, so a later restore can reinstall ADE. Returns the record, or `None` when the VM
+/// is gone, is not an ADE VM, matches no rule, or is not protected in the rule's vault.
+pub async fn adopt_protected_vm(
+    ctx: &Context,
+    vm_id: &ResourceId,
+) -> Result<Option<VmRecord>, HandlerError> {
+    let Some((vm, obs)) = observe_vm(ctx, vm_id).await? else {
+        return Ok(None);
+    };
+    let AdeState::Encrypted { settings, .. } = ade::classify(&obs) else {
+        return Ok(None);
+    };
+    let location = vm.location.clone().unwrap_or_default();
+    let Some(selection) = ctx.settings.workflow.protection_rules.select(&VmFacts {
+        id: vm_id,
+        location: &location,
+        tags: &vm.tags,
+    }) else {
+        return Ok(None);
+    };
+    let item = match ctx
+        .arm
+        .get_protected_item(&selection.target.vault_id, vm_id)
+        .await
+    {
+        Ok(item) => item,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(arm_transient("reading the protected item", &e)),
+    };
+    if item
+        .properties
+        .protection_state
+        .as_deref()
+        .is_none_or(|s| s.to_ascii_lowercase().contains("stopped"))
+    {
+        return Ok(None);
+    }
+    let warnings = ade::restore_limit_warnings(&obs);
+    let azure = ProtectionAzureIds {
+        vault_id: Some(selection.target.vault_id.to_string()),
+        protected_item_id: item.id.clone(),
+        policy_id: item.properties.policy_id.clone(),
+        ..Default::default()
+    };
+    upsert_vm_record(ctx, vm_id, |r| {
+        r.status = status::PROTECTED.to_string();
+        r.reason = None;
+        r.message = Some(
+            "already protected by Azure Backup; ADE settings recorded by ade-backup".to_string(),
+        );
+        r.ade = Some((*settings).clone());
+        r.target = Some(selection.clone());
+        r.warnings = warnings.clone();
+        if r.azure.vault_id.is_none() {
+            r.azure = azure.clone();
+        }
+    })
+    .await?;
+    Ok(
+        json::get::<VmRecord>(ctx.state.as_ref(), &vm_record_key(vm_id))
+            .await?
+            .map(|(r, _)| r),
+    )
+}

@@ -799,9 +799,15 @@ async fn validate(
             Some("Only VMs protected by ade-backup can be restored by ticket: their ADE settings were recorded when they were protected. Let ade-backup protect the VM (it does when ADE is enabled), or restore it by hand.".into()),
         )
     };
+    // A VM Azure Backup protected before ade-backup saw it: record its ADE settings now, while
+    // the VM exists, and go on.
+    let record = match record {
+        Some(r) if r.ade.is_some() && r.azure.vault_id.is_some() => Some(r),
+        other => super::protect::adopt_protected_vm(ctx, vm).await?.or(other),
+    };
     let Some(record) = record else {
         return Ok(Err(not_protected(format!(
-            "{vm} was never protected by ade-backup (no VM record)"
+            "{vm} is not protected: ade-backup has no record of it, and it is not an ADE VM protected in the vault its protection rule names"
         ))));
     };
     let (Some(ade), Some(vault)) = (
