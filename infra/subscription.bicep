@@ -43,6 +43,8 @@ resource eventSub 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-1
 // - Reader: discovery (Resource Graph) and VM reads.
 // - Backup Contributor: protect, back up and restore (Recovery Services vaults).
 // - Virtual Machine Contributor: redeploy restored VMs and reinstall the ADE extension.
+// - Storage Blob Data Reader: read the template a restore-disks job writes to a staging account
+//   (scope it to the staging accounts if you prefer; subscription scope shown for brevity).
 // - Key Vault Contributor: write access policies on access-policy vaults (control plane only;
 //   it grants no access to keys or secrets).
 // - Role Based Access Control Administrator, constrained by a condition to assigning only the
@@ -53,6 +55,7 @@ var roles = {
   backupContributor: '5e467623-bb1f-42f4-a55d-6e525e11384b'
   vmContributor: '9980e02c-c2be-4d73-94e8-173b1dc7cf3c'
   keyVaultContributor: 'f25e0fa2-a7c8-4377-a976-54943a77a395'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 }
 
 resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in items(roles): {

@@ -187,6 +187,10 @@ pub async fn run(mut args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
             let base = format!("http://{addr}");
             Ok(vec![
                 ("ADE_BACKUP_ARM_ENDPOINT".to_string(), base.clone()),
+                (
+                    "ADE_BACKUP_BLOB_ENDPOINT".to_string(),
+                    format!("{base}/_blob/"),
+                ),
                 ("ADE_BACKUP_GRAPH_ENDPOINT".to_string(), base),
             ])
         })

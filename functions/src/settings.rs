@@ -70,6 +70,9 @@ pub struct Settings {
     pub servicebus_endpoint: Url,
     pub arm_endpoint: Url,
     pub graph_endpoint: Url,
+    /// `ADE_BACKUP_BLOB_ENDPOINT`: serve `https://{account}.blob.core.windows.net/…` from
+    /// `{endpoint}/{account}/…` instead (the simulator). Unset in Azure.
+    pub blob_endpoint: Option<Url>,
     pub bms_object_id: Option<uuid::Uuid>,
     pub subscriptions: Vec<uuid::Uuid>,
     pub queues: QueueNames,
@@ -260,6 +263,9 @@ impl Settings {
             &get("ADE_BACKUP_GRAPH_ENDPOINT")
                 .unwrap_or_else(|| "https://graph.microsoft.com".into()),
         )?;
+        let blob_endpoint = get("ADE_BACKUP_BLOB_ENDPOINT")
+            .map(|v| parse_endpoint("ADE_BACKUP_BLOB_ENDPOINT", &v))
+            .transpose()?;
         let bms_object_id = get("ADE_BACKUP_BMS_OBJECT_ID")
             .map(|v| {
                 uuid::Uuid::parse_str(&v).map_err(|_| SettingsError::Invalid {
@@ -313,6 +319,7 @@ impl Settings {
             servicebus_endpoint,
             arm_endpoint,
             graph_endpoint,
+            blob_endpoint,
             bms_object_id,
             subscriptions,
             queues,

@@ -68,6 +68,7 @@ pub fn state_store(
 pub fn arm_client(settings: &Settings, identity: &Identity) -> Result<ArmClient, WiringError> {
     let options = ArmClientOptions {
         graph_endpoint: settings.graph_endpoint.clone(),
+        blob_endpoint: settings.blob_endpoint.clone(),
         ..Default::default()
     };
     ArmClient::new(

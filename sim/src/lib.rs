@@ -277,6 +277,7 @@ impl Simulator {
     /// The HTTP surface: Azure routes plus `/_sim/*`.
     pub fn router(&self) -> axum::Router {
         routes::admin::router()
+            .merge(routes::blob::router())
             .fallback(routes::dispatch)
             .with_state(self.shared.clone())
     }

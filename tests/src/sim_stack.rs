@@ -207,6 +207,7 @@ impl SimStack {
             Arc::new(StaticToken(AccessToken::new("sim-token"))),
             ArmClientOptions {
                 graph_endpoint: url::Url::parse(&base).expect("sim url"),
+                blob_endpoint: Some(url::Url::parse(&format!("{base}/_blob/")).expect("blob url")),
                 retry: RetryPolicy {
                     max_attempts: 2,
                     base_delay: Duration::from_millis(5),

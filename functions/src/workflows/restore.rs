@@ -1537,7 +1537,36 @@ async fn deploy(
             )
             .await;
         };
-        let request = DeploymentRequest::linked(template, Some(deployment_parameters(&req)));
+        // The template blob is private: read it with our identity (Storage Blob Data Reader on
+        // the staging account) and deploy it inline — no SAS is ever minted or logged.
+        let template_url = match url::Url::parse(&template) {
+            Ok(u) => u,
+            Err(e) => {
+                return fail(
+                    ctx,
+                    &ticket,
+                    step::DEPLOY,
+                    "restore-template-invalid",
+                    &format!("the template URI from the restore job is not a URL: {e}"),
+                    DEPLOY_NEXT,
+                )
+                .await;
+            }
+        };
+        let content = match ctx.arm.download_blob_json(&template_url).await {
+            Ok(t) => t,
+            Err(e) if e.is_transient() => {
+                return Err(arm_transient("reading the restore template", &e))
+            }
+            Err(e) => {
+                let c = e
+                    .code()
+                    .unwrap_or("restore-template-unreadable")
+                    .to_string();
+                return fail(ctx, &ticket, step::DEPLOY, &c, &format!("the template the restore job wrote could not be read: {e}"), "Grant ade-backup's identity Storage Blob Data Reader on the staging storage account, then redeliver the ticket's RedeployVm message (or deploy the template from the staging account by hand).").await;
+            }
+        };
+        let request = DeploymentRequest::inline(content, Some(deployment_parameters(&req)));
         match ctx.arm.begin_put_deployment(&rg, &name, &request).await {
             Ok(_) => format!("deployment {name} started"),
             Err(e) if e.is_transient() => return Err(arm_transient("starting the deployment", &e)),

@@ -31,6 +31,9 @@ pub struct ArmClientOptions {
     pub user_agent: String,
     /// Poll interval for long-running operations when the service sends no `Retry-After`.
     pub default_poll_interval: Duration,
+    /// Where `https://{account}.blob.core.windows.net/...` is served instead (the simulator):
+    /// `{blob_endpoint}/{account}/...`. `None` in Azure.
+    pub blob_endpoint: Option<Url>,
 }
 
 impl Default for ArmClientOptions {
@@ -45,6 +48,7 @@ impl Default for ArmClientOptions {
             graph_scope: "https://graph.microsoft.com/.default".to_string(),
             user_agent: format!("ade-backup/{}", env!("CARGO_PKG_VERSION")),
             default_poll_interval: Duration::from_secs(10),
+            blob_endpoint: None,
         }
     }
 }

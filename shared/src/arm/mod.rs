@@ -54,6 +54,7 @@ pub mod resource_graph;
 pub mod resources;
 pub mod retry;
 pub mod scope;
+pub mod storage;
 
 pub use authorization::{
     RoleAssignment, RoleAssignmentProperties, RoleDefinition, RoleDefinitionProperties,

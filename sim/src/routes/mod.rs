@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod authorization;
+pub mod blob;
 pub mod compute;
 pub mod graph;
 pub mod keyvault;

@@ -34,10 +34,17 @@ fn put(w: &mut World, ctx: &Ctx) -> Reply {
         Err(r) => return r,
     };
     let props = &body["properties"];
-    if !props["template"].is_null() {
-        return Reply::error(StatusCode::BAD_REQUEST, "InvalidTemplate", "The simulator deploys only restore templates by properties.templateLink.uri; inline templates are not supported.");
+    // Inline templates are accepted when they are a restore template read from the staging
+    // account (the simulator recognises its own content); linked ones by their blob URI.
+    let inline = props["template"]["metadata"][super::blob::RESTORE_MARKER].as_str();
+    if !props["template"].is_null() && inline.is_none() {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidTemplate",
+            "The simulator deploys only the templates its restore-disks jobs produced.",
+        );
     }
-    let Some(uri) = props["templateLink"]["uri"].as_str() else {
+    let Some(uri) = inline.or(props["templateLink"]["uri"].as_str()) else {
         return Reply::error(
             StatusCode::BAD_REQUEST,
             "InvalidDeployment",

@@ -1,0 +1,173 @@
+//! Reading a blob the control plane told us about (the template a restore-disks job wrote to the
+//! staging account), with the process identity: Azure Storage accepts Entra ID bearer tokens
+//! (scope `https://storage.azure.com/.default`, `x-ms-version` 2017-11-09 or later), so ade-backup
+//! needs *Storage Blob Data Reader* on the staging account and never handles account keys or SAS.
+
+use super::{ArmClient, ArmError};
+use crate::credential::STORAGE_SCOPE;
+use url::Url;
+
+const STORAGE_VERSION: &str = "2021-08-06";
+const MAX_BLOB_BYTES: usize = 4 * 1024 * 1024;
+
+impl ArmClient {
+    /// Maps `https://{account}.blob.core.windows.net/{path}` to the configured blob endpoint
+    /// (`{blob_endpoint}/{account}/{path}`: the simulator, Azurite-style); unchanged otherwise.
+    pub fn blob_url(&self, url: &Url) -> Result<Url, ArmError> {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let Some(account) = host.strip_suffix(".blob.core.windows.net") else {
+            return Err(ArmError::invalid(
+                "blobUrl",
+                "must be an https://{account}.blob.core.windows.net/ URL",
+            ));
+        };
+        if url.scheme() != "https"
+            || account.is_empty()
+            || !account.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(ArmError::invalid(
+                "blobUrl",
+                "must be https with a storage account name",
+            ));
+        }
+        let Some(base) = &self.inner.options.blob_endpoint else {
+            let mut u = url.clone();
+            u.set_query(None);
+            return Ok(u);
+        };
+        let mut mapped = base.clone();
+        let prefix: Vec<String> = base
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        {
+            let mut segs = mapped
+                .path_segments_mut()
+                .map_err(|_| ArmError::invalid("blobEndpoint", "cannot take a path"))?;
+            segs.clear().extend(prefix.iter()).push(account);
+            for s in url.path_segments().into_iter().flatten() {
+                segs.push(s);
+            }
+        }
+        Ok(mapped)
+    }
+
+    /// Downloads a JSON blob (at most 4 MiB) with the process identity. A SAS query on the input
+    /// URL is dropped, never sent, never logged.
+    pub async fn download_blob_json(&self, url: &Url) -> Result<serde_json::Value, ArmError> {
+        const OP: &str = "storage.blob.get";
+        let target = self.blob_url(url)?;
+        let token = self.inner.credential.token(STORAGE_SCOPE).await?;
+        let resp = self
+            .inner
+            .http
+            .get(target.clone())
+            .bearer_auth(token.secret())
+            .header("x-ms-version", STORAGE_VERSION)
+            .send()
+            .await
+            .map_err(|e| ArmError::Transient {
+                operation: OP.into(),
+                status: None,
+                code: None,
+                message: format!("reading {}: {}", target.path(), e.without_url()),
+            })?;
+        let status = resp.status().as_u16();
+        let code = resp
+            .headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.map_err(|e| ArmError::Transient {
+            operation: OP.into(),
+            status: Some(status),
+            code: None,
+            message: e.without_url().to_string(),
+        })?;
+        let message = format!("blob {} answered {status}", target.path());
+        match status {
+            200 if body.len() <= MAX_BLOB_BYTES => {
+                serde_json::from_slice(&body).map_err(|e| ArmError::decode(OP, e))
+            }
+            200 => Err(ArmError::Permanent {
+                operation: OP.into(),
+                status,
+                code: Some("BlobTooLarge".into()),
+                message,
+            }),
+            404 => Err(ArmError::NotFound {
+                operation: OP.into(),
+                code,
+                message,
+            }),
+            408 | 429 | 500..=599 => Err(ArmError::Transient {
+                operation: OP.into(),
+                status: Some(status),
+                code,
+                message,
+            }),
+            _ => Err(ArmError::Permanent {
+                operation: OP.into(),
+                status,
+                code,
+                message,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::arm::{ArmClient, ArmClientOptions};
+    use crate::credential::{AccessToken, StaticToken};
+    use std::sync::Arc;
+    use url::Url;
+
+    fn client(blob: Option<&str>) -> ArmClient {
+        ArmClient::new(
+            Url::parse("http://127.0.0.1:1/").expect("url"),
+            Arc::new(StaticToken(AccessToken::new("t"))),
+            ArmClientOptions {
+                blob_endpoint: blob.map(|b| Url::parse(b).expect("url")),
+                ..Default::default()
+            },
+        )
+        .expect("client")
+    }
+
+    #[test]
+    fn blob_urls_map_to_the_endpoint_and_drop_any_sas() {
+        let u =
+            Url::parse("https://stg1.blob.core.windows.net/c1/azuredeploy.json?sv=1&sig=secret")
+                .expect("url");
+        assert_eq!(
+            client(None).blob_url(&u).expect("ok").as_str(),
+            "https://stg1.blob.core.windows.net/c1/azuredeploy.json"
+        );
+        for base in [
+            "http://127.0.0.1:7/_blob/",
+            "http://127.0.0.1:7//_blob",
+            "http://127.0.0.1:7/_blob",
+        ] {
+            assert_eq!(
+                client(Some(base)).blob_url(&u).expect("ok").as_str(),
+                "http://127.0.0.1:7/_blob/stg1/c1/azuredeploy.json",
+                "{base}"
+            );
+        }
+        for bad in [
+            "https://evil.example.com/c/b",
+            "http://stg1.blob.core.windows.net/c/b",
+        ] {
+            assert!(
+                client(None)
+                    .blob_url(&Url::parse(bad).expect("url"))
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
