@@ -1164,38 +1164,83 @@ fn pending_of(op: &ProtectionOperation, step_name: &str) -> Option<PendingOperat
         .and_then(|p| serde_json::from_value(p.clone()).ok())
 }
 
-async fn protect_poll(
+/// One poll of the long-running operation a step started (stored as `pending` in the step's
+/// detail). Everything but "it finished" is handled here: already done, lost track (restart the
+/// step), still running (schedule the next poll), failed (conclude).
+enum Polled {
+    Finished(ade_backup_shared::arm::LroOutcome),
+    Handled(String),
+}
+
+struct PollSpec {
+    step: &'static str,
+    start: BackupPhase,
+    next: BackupPhase,
+    what: &'static str,
+    failure_code: &'static str,
+}
+
+async fn poll_step(
     ctx: &Context,
-    op: ProtectionOperation,
+    op: &ProtectionOperation,
+    spec: PollSpec,
     poll: u32,
-) -> Result<String, HandlerError> {
-    if op.steps.is_done(step::PROTECT) {
-        return Ok(format!("{}: protection already enabled", op.operation_id));
+) -> Result<Polled, HandlerError> {
+    let id = &op.operation_id;
+    if op.steps.is_done(spec.step) {
+        return Ok(Polled::Handled(format!("{id}: {} already done", spec.what)));
     }
-    let Some(pending) = pending_of(&op, step::PROTECT) else {
-        // Lost track (e.g. the start was never recorded): start over.
-        send_backup(ctx, &op, BackupPhase::Protect, poll, None).await?;
-        return Ok(format!(
-            "{}: no pending protection recorded; restarting the step",
-            op.operation_id
-        ));
+    let Some(pending) = pending_of(op, spec.step) else {
+        // Lost track (e.g. the start was never recorded): start the step over.
+        send_backup(ctx, op, spec.start, poll, None).await?;
+        return Ok(Polled::Handled(format!(
+            "{id}: no pending {} recorded; restarting the step",
+            spec.what
+        )));
     };
     match ctx.arm.poll_once(&pending).await {
         Ok(PollOutcome::Pending(p)) => {
             send_backup(
                 ctx,
-                &op,
-                BackupPhase::ProtectPoll,
+                op,
+                spec.next,
                 poll + 1,
                 Some(poll_delay(ctx, Some(&p))),
             )
             .await?;
-            Ok(format!(
-                "{}: protection still being enabled",
-                op.operation_id
-            ))
+            Ok(Polled::Handled(format!(
+                "{id}: {} still running",
+                spec.what
+            )))
         }
-        Ok(PollOutcome::Done(_)) => {
+        Ok(PollOutcome::Done(out)) => Ok(Polled::Finished(out)),
+        Err(e) if e.is_transient() => Err(arm_transient(&format!("polling the {}", spec.what), &e)),
+        Err(e) => {
+            let code = e.code().unwrap_or(spec.failure_code).to_string();
+            conclude(ctx, id, status::FAILED, spec.step, &code, &e.to_string()).await?;
+            Ok(Polled::Handled(format!(
+                "{id}: the {} failed: {e}",
+                spec.what
+            )))
+        }
+    }
+}
+
+async fn protect_poll(
+    ctx: &Context,
+    op: ProtectionOperation,
+    poll: u32,
+) -> Result<String, HandlerError> {
+    let spec = PollSpec {
+        step: step::PROTECT,
+        start: BackupPhase::Protect,
+        next: BackupPhase::ProtectPoll,
+        what: "protection request",
+        failure_code: "protection-failed",
+    };
+    match poll_step(ctx, &op, spec, poll).await? {
+        Polled::Handled(line) => Ok(line),
+        Polled::Finished(_) => {
             let item = ctx
                 .arm
                 .get_protected_item(&op.target.target.vault_id, &op.vm_id)
@@ -1211,23 +1256,6 @@ async fn protect_poll(
                 "protection enabled".to_string(),
             )
             .await
-        }
-        Err(e) if e.is_transient() => Err(arm_transient("polling protection", &e)),
-        Err(e) => {
-            let code = e.code().unwrap_or("protection-failed").to_string();
-            conclude(
-                ctx,
-                &op.operation_id,
-                status::FAILED,
-                step::PROTECT,
-                &code,
-                &e.to_string(),
-            )
-            .await?;
-            Ok(format!(
-                "{}: enabling protection failed: {e}",
-                op.operation_id
-            ))
         }
     }
 }
@@ -1365,66 +1393,37 @@ async fn backup_poll(
     op: ProtectionOperation,
     poll: u32,
 ) -> Result<String, HandlerError> {
-    if op.steps.is_done(step::BACKUP_NOW) {
-        return Ok(format!("{}: backup job already known", op.operation_id));
-    }
-    let Some(pending) = pending_of(&op, step::BACKUP_NOW) else {
-        send_backup(ctx, &op, BackupPhase::BackupNow, poll, None).await?;
-        return Ok(format!(
-            "{}: no pending backup recorded; restarting the step",
-            op.operation_id
-        ));
+    let spec = PollSpec {
+        step: step::BACKUP_NOW,
+        start: BackupPhase::BackupNow,
+        next: BackupPhase::BackupPoll,
+        what: "backup request",
+        failure_code: "backup-failed",
     };
-    match ctx.arm.poll_once(&pending).await {
-        Ok(PollOutcome::Pending(p)) => {
-            send_backup(
-                ctx,
-                &op,
-                BackupPhase::BackupPoll,
-                poll + 1,
-                Some(poll_delay(ctx, Some(&p))),
-            )
-            .await?;
-            Ok(format!(
-                "{}: waiting for the backup job id",
-                op.operation_id
-            ))
-        }
-        Ok(PollOutcome::Done(out)) => match out.job_id {
-            Some(job) => record_job(ctx, op, job, "backup job started").await,
-            None => match adoptable_job(ctx, &op).await? {
-                Some(job) => record_job(ctx, op, job, "backup job found").await,
-                None => {
-                    conclude(
-                        ctx,
-                        &op.operation_id,
-                        status::FAILED,
-                        step::BACKUP_NOW,
-                        "backup-job-unknown",
-                        "the backup request finished without a job id",
-                    )
-                    .await?;
-                    Ok(format!(
-                        "{}: backup finished without a job id",
-                        op.operation_id
-                    ))
-                }
-            },
+    let out = match poll_step(ctx, &op, spec, poll).await? {
+        Polled::Handled(line) => return Ok(line),
+        Polled::Finished(out) => out,
+    };
+    match out.job_id {
+        Some(job) => record_job(ctx, op, job, "backup job started").await,
+        None => match adoptable_job(ctx, &op).await? {
+            Some(job) => record_job(ctx, op, job, "backup job found").await,
+            None => {
+                conclude(
+                    ctx,
+                    &op.operation_id,
+                    status::FAILED,
+                    step::BACKUP_NOW,
+                    "backup-job-unknown",
+                    "the backup request finished without a job id",
+                )
+                .await?;
+                Ok(format!(
+                    "{}: backup finished without a job id",
+                    op.operation_id
+                ))
+            }
         },
-        Err(e) if e.is_transient() => Err(arm_transient("polling the backup request", &e)),
-        Err(e) => {
-            let code = e.code().unwrap_or("backup-failed").to_string();
-            conclude(
-                ctx,
-                &op.operation_id,
-                status::FAILED,
-                step::BACKUP_NOW,
-                &code,
-                &e.to_string(),
-            )
-            .await?;
-            Ok(format!("{}: backup request failed: {e}", op.operation_id))
-        }
     }
 }
 
