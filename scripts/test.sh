@@ -7,5 +7,9 @@ if [ -f package-lock.json ] && [ ! -x node_modules/.bin/azurite-blob ]; then
   echo "== installing Azurite (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-echo "== cargo test --workspace"
-cargo test --workspace --all-targets "$@"
+# Benchmarks (functions/benches, harness = false) print figures and are run on purpose with
+# `cargo bench`, so the suite names the test targets explicitly instead of --all-targets.
+echo "== cargo test --workspace (lib, bins, tests)"
+cargo test --workspace --lib --bins --tests "$@"
+echo "== cargo test --workspace --doc"
+cargo test --workspace --doc "$@"
