@@ -839,28 +839,54 @@ async fn grant_on_vault(
     }
 }
 
+/// Claims `step` for this delivery. `Ok(None)`: claimed, go on. `Ok(Some(line))`: nothing to do
+/// here — the step is done (the next phase is sent again, deduplicated by its id) or a live
+/// invocation holds it (this message comes back when its lease ends).
+async fn claim_step(
+    ctx: &Context,
+    op_id: &str,
+    generation: u32,
+    step_name: &str,
+    delivery: &ServiceBusMessage,
+    next: BackupPhase,
+) -> Result<(ProtectionOperation, Option<String>), HandlerError> {
+    let by = claimant(delivery);
+    let (op, claim) = claim(ctx, op_id, generation, step_name, &by).await?;
+    let line = match claim {
+        Claim::Acquired => None,
+        Claim::AlreadyDone => {
+            if op.generation == generation && !op.is_finished() {
+                send_backup(ctx, &op, next, 0, None).await?;
+            }
+            Some(format!("{}: {step_name} already done", op.operation_id))
+        }
+        Claim::HeldByOther { until } => {
+            redeliver_at(ctx, delivery, until).await?;
+            Some(format!(
+                "{}: {step_name} in progress elsewhere until {until}; will look again",
+                op.operation_id
+            ))
+        }
+    };
+    Ok((op, line))
+}
+
 pub async fn grant(
     ctx: &Context,
     msg: &GrantMessage,
     delivery: &ServiceBusMessage,
 ) -> Result<String, HandlerError> {
-    let by = claimant(delivery);
-    let (op, claim) = claim(ctx, &msg.operation_id, msg.generation, step::GRANT, &by).await?;
-    match claim {
-        Claim::AlreadyDone => {
-            if op.generation == msg.generation && !op.is_finished() {
-                send_backup(ctx, &op, BackupPhase::Protect, 0, None).await?;
-            }
-            return Ok(format!("{}: grant already done", op.operation_id));
-        }
-        Claim::HeldByOther { until } => {
-            redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!(
-                "{}: grant in progress elsewhere until {until}; will look again",
-                op.operation_id
-            ));
-        }
-        Claim::Acquired => {}
+    let (op, settled) = claim_step(
+        ctx,
+        &msg.operation_id,
+        msg.generation,
+        step::GRANT,
+        delivery,
+        BackupPhase::Protect,
+    )
+    .await?;
+    if let Some(line) = settled {
+        return Ok(line);
     }
     let bms = bms_object_id(ctx).await?;
     let mut written = Vec::new();
@@ -959,7 +985,6 @@ pub async fn backup(
     msg: &BackupMessage,
     delivery: &ServiceBusMessage,
 ) -> Result<String, HandlerError> {
-    let by = claimant(delivery);
     let op = load_op(ctx, &msg.operation_id).await?;
     if op.generation != msg.generation || op.is_finished() {
         return Ok(format!(
@@ -985,9 +1010,9 @@ pub async fn backup(
         return Ok(format!("{}: {m}", op.operation_id));
     }
     match msg.phase {
-        BackupPhase::Protect => protect_phase(ctx, op, &by, delivery).await,
+        BackupPhase::Protect => protect_phase(ctx, op, delivery).await,
         BackupPhase::ProtectPoll => protect_poll(ctx, op, msg.poll).await,
-        BackupPhase::BackupNow => backup_now_phase(ctx, op, &by, delivery).await,
+        BackupPhase::BackupNow => backup_now_phase(ctx, op, delivery).await,
         BackupPhase::BackupPoll => backup_poll(ctx, op, msg.poll).await,
         BackupPhase::Track => track(ctx, op, msg.poll).await,
     }
@@ -996,25 +1021,19 @@ pub async fn backup(
 async fn protect_phase(
     ctx: &Context,
     op: ProtectionOperation,
-    by: &str,
     delivery: &ServiceBusMessage,
 ) -> Result<String, HandlerError> {
-    let (op, claim) = claim(ctx, &op.operation_id, op.generation, step::PROTECT, by).await?;
-    match claim {
-        Claim::AlreadyDone => {
-            if !op.is_finished() {
-                send_backup(ctx, &op, BackupPhase::BackupNow, 0, None).await?;
-            }
-            return Ok(format!("{}: protection already enabled", op.operation_id));
-        }
-        Claim::HeldByOther { until } => {
-            redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!(
-                "{}: protection being enabled elsewhere; will look again",
-                op.operation_id
-            ));
-        }
-        Claim::Acquired => {}
+    let (op, settled) = claim_step(
+        ctx,
+        &op.operation_id,
+        op.generation,
+        step::PROTECT,
+        delivery,
+        BackupPhase::BackupNow,
+    )
+    .await?;
+    if let Some(line) = settled {
+        return Ok(line);
     }
     let vault = op.target.target.vault_id.clone();
     // Already protected (by us earlier, or by someone with another policy)?
@@ -1263,25 +1282,19 @@ async fn protect_poll(
 async fn backup_now_phase(
     ctx: &Context,
     op: ProtectionOperation,
-    by: &str,
     delivery: &ServiceBusMessage,
 ) -> Result<String, HandlerError> {
-    let (op, claim) = claim(ctx, &op.operation_id, op.generation, step::BACKUP_NOW, by).await?;
-    match claim {
-        Claim::AlreadyDone => {
-            if !op.is_finished() {
-                send_backup(ctx, &op, BackupPhase::Track, 0, None).await?;
-            }
-            return Ok(format!("{}: backup already triggered", op.operation_id));
-        }
-        Claim::HeldByOther { until } => {
-            redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!(
-                "{}: backup being triggered elsewhere; will look again",
-                op.operation_id
-            ));
-        }
-        Claim::Acquired => {}
+    let (op, settled) = claim_step(
+        ctx,
+        &op.operation_id,
+        op.generation,
+        step::BACKUP_NOW,
+        delivery,
+        BackupPhase::Track,
+    )
+    .await?;
+    if let Some(line) = settled {
+        return Ok(line);
     }
     let vault = op.target.target.vault_id.clone();
     // A crash after the trigger and before it was recorded must not start a second backup:
