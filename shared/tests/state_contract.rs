@@ -6,13 +6,15 @@
 mod support;
 
 use ade_backup_shared::state::{
-    json, BlobStateStore, BlobStateStoreOptions, ETag, FsStateStore, StateError, StateStore,
+    json, BlobStateStore, BlobStateStoreOptions, ETag, FsStateStore, LeaseId, LeaseState,
+    StateError, StateStore,
 };
 use azure_core::http::{ClientOptions, RetryOptions};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 use support::azurite::Azurite;
 
 type Store = Arc<dyn StateStore>;
@@ -37,6 +39,117 @@ cases!(
     large_document_round_trips,
     corrupt_json_is_reported_as_corrupt,
 );
+
+/// Lease cases get the shortest lease the store allows (Blob: 15 s), so expiry can be awaited.
+type LeaseCase = fn(Store, Duration) -> BoxFuture<'static, ()>;
+
+const LEASE_CASES: &[(&str, LeaseCase)] = &[
+    ("lease_excludes_others_and_plain_writes", |s, d| {
+        Box::pin(lease_excludes_others_and_plain_writes(s, d))
+    }),
+    ("lease_of_missing_document_is_missing", |s, d| {
+        Box::pin(lease_of_missing_document_is_missing(s, d))
+    }),
+    ("released_lease_is_available_again", |s, d| {
+        Box::pin(released_lease_is_available_again(s, d))
+    }),
+    ("lapsed_lease_is_reported_expired_and_taken", |s, d| {
+        Box::pin(lapsed_lease_is_reported_expired_and_taken(s, d))
+    }),
+];
+
+fn lease(n: u8) -> LeaseId {
+    LeaseId(format!("00000000-0000-0000-0000-0000000000{n:02}"))
+}
+
+async fn lease_excludes_others_and_plain_writes(s: Store, d: Duration) {
+    let key = "runs/sweep/latest.json";
+    let e1 = s.create(key, b"v1").await.expect("create");
+    let got = s.acquire_lease(key, d, &lease(1)).await.expect("acquire");
+    assert_eq!(got.previous, LeaseState::Available);
+    assert_eq!(got.lease, lease(1));
+    // leasing is not a write: body and ETag unchanged
+    let (body, etag) = s.get(key).await.expect("get").expect("present");
+    assert_eq!((body.as_slice(), &etag), (&b"v1"[..], &e1));
+    match s.acquire_lease(key, d, &lease(2)).await {
+        Err(StateError::Leased { .. }) => {}
+        other => panic!("second holder: expected Leased, got {other:?}"),
+    }
+    assert_conflict(
+        s.replace(key, b"plain", &e1).await,
+        "plain write under lease",
+    );
+    match s.replace_leased(key, b"v2", &lease(2)).await {
+        Err(StateError::LeaseLost { .. }) => {}
+        other => panic!("write with a foreign lease: expected LeaseLost, got {other:?}"),
+    }
+    s.renew_lease(key, &lease(1)).await.expect("renew");
+    let e2 = s
+        .replace_leased(key, b"v2", &lease(1))
+        .await
+        .expect("write");
+    let (body, etag) = s.get(key).await.expect("get").expect("present");
+    assert_eq!((body.as_slice(), &etag), (&b"v2"[..], &e2));
+    // the holder can acquire again with its own id
+    let again = s
+        .acquire_lease(key, d, &lease(1))
+        .await
+        .expect("re-acquire");
+    assert_eq!(again.previous, LeaseState::Leased);
+    s.release_lease(key, &lease(1)).await.expect("release");
+}
+
+async fn lease_of_missing_document_is_missing(s: Store, d: Duration) {
+    match s.acquire_lease("runs/none.json", d, &lease(1)).await {
+        Err(StateError::Missing { .. }) => {}
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    match s
+        .acquire_lease("runs/none.json", Duration::ZERO, &lease(1))
+        .await
+    {
+        Err(StateError::InvalidLease { .. }) => {}
+        other => panic!("zero duration: expected InvalidLease, got {other:?}"),
+    }
+}
+
+async fn released_lease_is_available_again(s: Store, d: Duration) {
+    let key = "runs/a.json";
+    let e1 = s.create(key, b"v1").await.expect("create");
+    s.acquire_lease(key, d, &lease(1)).await.expect("acquire");
+    s.release_lease(key, &lease(1)).await.expect("release");
+    // released: plain writes work and a write under the old lease does not
+    match s.replace_leased(key, b"x", &lease(1)).await {
+        Err(StateError::LeaseLost { .. }) => {}
+        other => panic!("write under a released lease: expected LeaseLost, got {other:?}"),
+    }
+    s.replace(key, b"v2", &e1).await.expect("plain write");
+    let got = s.acquire_lease(key, d, &lease(2)).await.expect("acquire");
+    assert_eq!(got.previous, LeaseState::Available);
+    s.release_lease(key, &lease(2)).await.expect("release");
+}
+
+async fn lapsed_lease_is_reported_expired_and_taken(s: Store, d: Duration) {
+    let key = "runs/b.json";
+    s.create(key, b"v1").await.expect("create");
+    s.acquire_lease(key, d, &lease(1)).await.expect("acquire");
+    // the holder "crashes": no renew, no release
+    tokio::time::sleep(d + Duration::from_millis(1500)).await;
+    let got = s.acquire_lease(key, d, &lease(2)).await.expect("take over");
+    assert_eq!(got.previous, LeaseState::Expired);
+    match s.renew_lease(key, &lease(1)).await {
+        Err(StateError::LeaseLost { .. }) => {}
+        other => panic!("old holder renew: expected LeaseLost, got {other:?}"),
+    }
+    match s.replace_leased(key, b"late", &lease(1)).await {
+        Err(StateError::LeaseLost { .. }) => {}
+        other => panic!("old holder write: expected LeaseLost, got {other:?}"),
+    }
+    s.replace_leased(key, b"v2", &lease(2))
+        .await
+        .expect("new holder writes");
+    s.release_lease(key, &lease(2)).await.expect("release");
+}
 
 fn assert_conflict<T: std::fmt::Debug>(r: Result<T, StateError>, what: &str) {
     match r {
@@ -314,6 +427,11 @@ async fn fs_store_meets_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
         case(fs_store(&dir)).await;
     }
+    for (name, case) in LEASE_CASES {
+        eprintln!("fs contract: {name}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        case(fs_store(&dir), Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::test]
@@ -492,6 +610,25 @@ async fn blob_store_meets_the_contract_on_azurite() {
         let url = fresh_container(&az, &format!("contract-{i}")).await;
         case(blob_store(url, BlobStateStoreOptions::default())).await;
     }
+}
+
+/// Separate from the main contract run so its 15-second lease expiry overlaps other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blob_store_meets_the_lease_contract_on_azurite() {
+    let az = Azurite::start();
+    let cases = LEASE_CASES.iter().enumerate().map(|(i, (name, case))| {
+        let az = &az;
+        async move {
+            eprintln!("blob lease contract: {name}");
+            let url = fresh_container(az, &format!("lease-{i}")).await;
+            case(
+                blob_store(url, BlobStateStoreOptions::default()),
+                Duration::from_secs(15),
+            )
+            .await;
+        }
+    });
+    futures::future::join_all(cases).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,10 @@ use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server::{self, ServeError};
 use ade_backup_functions::settings::Settings;
 use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
-use ade_backup_shared::state::{validate_key, ETag, StateError, StateStore};
+use ade_backup_shared::state::lease::MemoryLeases;
+use ade_backup_shared::state::{
+    validate_key, ETag, LeaseAcquired, LeaseId, StateError, StateStore,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -29,6 +32,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MemoryStateStore {
     docs: Mutex<BTreeMap<String, (Vec<u8>, ETag)>>,
     next_etag: AtomicU64,
+    leases: MemoryLeases,
     pub fail_writes: AtomicBool,
 }
 
@@ -74,6 +78,7 @@ impl StateStore for MemoryStateStore {
                 key: key.to_string(),
             });
         }
+        self.leases.check_write(key, None)?;
         let etag = self.etag();
         docs.insert(key.to_string(), (body.to_vec(), etag.clone()));
         Ok(etag)
@@ -82,6 +87,7 @@ impl StateStore for MemoryStateStore {
         validate_key(key)?;
         self.check_writable()?;
         let mut docs = lock(&self.docs);
+        self.leases.check_write(key, None)?;
         match docs.get(key) {
             Some((_, current)) if current == etag => {
                 let next = self.etag();
@@ -99,6 +105,37 @@ impl StateStore for MemoryStateStore {
             .filter(|k| k.starts_with(prefix))
             .cloned()
             .collect())
+    }
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        duration: std::time::Duration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseAcquired, StateError> {
+        validate_key(key)?;
+        let docs = lock(&self.docs);
+        self.leases
+            .acquire(key, docs.contains_key(key), duration, proposed)
+    }
+    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.leases.renew(key, lease)
+    }
+    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.leases.release(key, lease)
+    }
+    async fn replace_leased(
+        &self,
+        key: &str,
+        body: &[u8],
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError> {
+        validate_key(key)?;
+        self.check_writable()?;
+        let mut docs = lock(&self.docs);
+        self.leases.check_write(key, Some(lease))?;
+        let next = self.etag();
+        docs.insert(key.to_string(), (body.to_vec(), next.clone()));
+        Ok(next)
     }
 }
 

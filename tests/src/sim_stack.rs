@@ -17,7 +17,7 @@ use ade_backup_functions::settings::Settings;
 use ade_backup_shared::arm::{ArmClient, ArmClientOptions, RetryPolicy};
 use ade_backup_shared::credential::{AccessToken, StaticToken};
 use ade_backup_shared::messaging::OutboundMessage;
-use ade_backup_shared::state::{ETag, StateError, StateStore};
+use ade_backup_shared::state::{ETag, LeaseAcquired, LeaseId, StateError, StateStore};
 use ade_backup_sim::{Fleet, SimOptions, Simulator};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -90,6 +90,29 @@ impl StateStore for FlakyStore {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         self.inner.list(prefix).await
+    }
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        duration: Duration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseAcquired, StateError> {
+        self.inner.acquire_lease(key, duration, proposed).await
+    }
+    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.inner.renew_lease(key, lease).await
+    }
+    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.inner.release_lease(key, lease).await
+    }
+    async fn replace_leased(
+        &self,
+        key: &str,
+        body: &[u8],
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError> {
+        self.check()?;
+        self.inner.replace_leased(key, body, lease).await
     }
 }
 

@@ -14,7 +14,10 @@ use ade_backup_shared::arm::{ArmClient, ArmClientOptions, RoleAssignmentProperti
 use ade_backup_shared::credential::{AccessToken, StaticToken};
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
-use ade_backup_shared::state::{validate_key, ETag, StateError, StateStore};
+use ade_backup_shared::state::lease::MemoryLeases;
+use ade_backup_shared::state::{
+    validate_key, ETag, LeaseAcquired, LeaseId, StateError, StateStore,
+};
 use ade_backup_sim::fleet::{AccessPolicy, Ade, KeyVaultModel, Permissions, Protection};
 use ade_backup_sim::{Fleet, SimOptions, Simulator};
 use chrono::{DateTime, Utc};
@@ -42,8 +45,11 @@ impl Clock for SimClock {
 pub struct CountingMemStore {
     docs: Mutex<BTreeMap<String, (Vec<u8>, u64)>>,
     next: AtomicU64,
+    leases: MemoryLeases,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
+    /// Lease acquire / renew / release calls (not writes: they change no document).
+    pub lease_ops: AtomicU64,
 }
 
 impl CountingMemStore {
@@ -92,6 +98,7 @@ impl StateStore for CountingMemStore {
                 key: key.to_string(),
             });
         }
+        self.leases.check_write(key, None)?;
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         docs.insert(key.to_string(), (body.to_vec(), n));
         Ok(ETag(format!("\"{n}\"")))
@@ -100,6 +107,7 @@ impl StateStore for CountingMemStore {
         validate_key(key)?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         let mut docs = lock(&self.docs);
+        self.leases.check_write(key, None)?;
         match docs.get(key) {
             Some((_, cur)) if ETag(format!("\"{cur}\"")) == *etag => {
                 let n = self.next.fetch_add(1, Ordering::SeqCst);
@@ -114,6 +122,40 @@ impl StateStore for CountingMemStore {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.keys(prefix))
+    }
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        duration: std::time::Duration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseAcquired, StateError> {
+        validate_key(key)?;
+        self.lease_ops.fetch_add(1, Ordering::SeqCst);
+        let docs = lock(&self.docs);
+        self.leases
+            .acquire(key, docs.contains_key(key), duration, proposed)
+    }
+    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.lease_ops.fetch_add(1, Ordering::SeqCst);
+        self.leases.renew(key, lease)
+    }
+    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.lease_ops.fetch_add(1, Ordering::SeqCst);
+        self.leases.release(key, lease)
+    }
+    async fn replace_leased(
+        &self,
+        key: &str,
+        body: &[u8],
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError> {
+        validate_key(key)?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut docs = lock(&self.docs);
+        self.leases.check_write(key, Some(lease))?;
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        docs.insert(key.to_string(), (body.to_vec(), n));
+        Ok(ETag(format!("\"{n}\"")))
     }
 }
 

@@ -83,8 +83,13 @@ async fn no_configured_subscription_fails_the_invocation_naming_the_setting() {
             .contains("ADE_BACKUP_SUBSCRIPTIONS"),
         "{body}"
     );
-    // the failed run released its lease: the next tick is not blocked
+    // the failed run recorded its summary and released its lease: the next tick is not blocked
     let latest = h.store.json("runs/sweep/latest.json").expect("latest");
-    assert!(latest["current"].is_null(), "{latest}");
     assert_eq!(latest["last"]["status"], "failed");
+    let (status, body) = invoke(&h).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        !body["Logs"].to_string().contains("skipped"),
+        "the lease was released: {body}"
+    );
 }

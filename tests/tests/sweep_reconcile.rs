@@ -6,6 +6,7 @@ use ade_backup_functions::records::{vm_record_key, SWEEP_LATEST_KEY};
 use ade_backup_functions::workflows::protect::{self, Origin};
 use ade_backup_functions::workflows::sweep::{self, SweepOptions, SweepOutcome, SweepSummary};
 use ade_backup_shared::ids::ResourceId;
+use ade_backup_shared::state::{LeaseId, StateStore};
 use ade_backup_sim::fleet::{Ade, BackupPolicy, Protection, Retention, Schedule};
 use ade_backup_sim::scenario::{Action as SimAction, Scenario, TimedAction};
 use ade_backup_sim::{run_scenario, Fleet, SimOptions};
@@ -74,7 +75,7 @@ fn uses_vault(v: &ade_backup_sim::fleet::Vm, kv: &str) -> bool {
 }
 
 #[tokio::test]
-async fn unchanged_fleet_costs_graph_pages_and_exactly_the_two_guard_writes() {
+async fn unchanged_fleet_costs_graph_pages_and_exactly_one_summary_write() {
     let h = harness(healthy_fleet(2, 300, 11, 0)).await;
     let reads_before = h.store.reads();
     let s = sweep_once(&h).await;
@@ -86,10 +87,12 @@ async fn unchanged_fleet_costs_graph_pages_and_exactly_the_two_guard_writes() {
     );
     assert!(s.outcomes.is_empty(), "{:?}", s.outcomes);
     assert!(!s.changed);
-    // exactly claim + release, one read (the guard)
+    // the very first run creates latest.json (to have something to lease), then writes its
+    // summary under the lease; one read (the last summary)
     assert_eq!(h.store.writes(), 2);
     assert_eq!(s.state_writes, 2);
     assert_eq!(h.store.reads() - reads_before, 1);
+    assert_eq!(s.lease_calls, 3, "acquire (missing), acquire, release");
     assert_eq!(s.state_reads, 1);
     assert!(h.store.keys("runs/sweep/").len() == 1, "no history doc");
     // no writes to Azure; only Resource Graph pages and one policy GET per distinct policy
@@ -112,13 +115,19 @@ async fn unchanged_fleet_costs_graph_pages_and_exactly_the_two_guard_writes() {
     assert_eq!(s.arm.calls, 9);
     assert_eq!(s.arm.throttled, 0);
 
-    // and again: still two writes, no history
-    let s2 = sweep_once(&h).await;
-    assert!(!s2.changed);
-    assert_eq!(h.store.writes(), 4);
-    let latest = h.store.json(SWEEP_LATEST_KEY).expect("latest");
-    assert!(latest["current"].is_null(), "lease released: {latest}");
-    assert_eq!(latest["last"]["runId"], serde_json::json!(s2.run_id));
+    // every later run of an unchanged fleet: one write (the summary), no history
+    for round in 0..2 {
+        let w = h.store.writes();
+        let s2 = sweep_once(&h).await;
+        assert!(!s2.changed);
+        assert_eq!(h.store.writes() - w, 1, "round {round}");
+        assert_eq!(s2.state_writes, 1);
+        assert_eq!(s2.lease_calls, 2, "acquire + release");
+        assert!(!s2.took_over_expired_lease, "the lease was released");
+        let latest = h.store.json(SWEEP_LATEST_KEY).expect("latest");
+        assert_eq!(latest["last"]["runId"], serde_json::json!(s2.run_id));
+    }
+    assert!(h.store.keys("runs/sweep/").len() == 1, "no history doc");
 }
 
 #[tokio::test]
@@ -150,7 +159,7 @@ async fn unprotected_ade_vm_is_protected_and_the_next_run_is_clean() {
     let s2 = sweep_once(&h).await;
     assert!(s2.drift.is_empty() && s2.outcomes.is_empty(), "{s2:?}");
     let s3 = sweep_once(&h).await;
-    assert!(!s3.changed && s3.state_writes == 2, "{s3:?}");
+    assert!(!s3.changed && s3.state_writes == 1, "{s3:?}");
 }
 
 #[tokio::test]
@@ -313,7 +322,7 @@ async fn a_changed_policy_is_reported_and_kept() {
     let w = h.store.writes();
     let s2 = sweep_once(&h).await;
     assert_eq!(s2.drift.get("policy-changed"), Some(&1));
-    assert_eq!(h.store.writes() - w, 2);
+    assert_eq!(h.store.writes() - w, 1);
 }
 
 #[tokio::test]
@@ -347,35 +356,48 @@ async fn overlapping_runs_one_acts_the_other_exits_with_its_reason() {
     assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
     assert_eq!(h.sim.stats().writes.protection_puts, 2);
 
-    // A live lease held by someone else: nothing is read from Azure, nothing is written.
-    let now = h.sim.now();
-    h.store.put_json(
-        SWEEP_LATEST_KEY,
-        &serde_json::json!({"current": {"runId": "other", "startedAt": now, "leaseUntil": now + chrono::Duration::minutes(10)}, "last": null}),
-    );
+    // A live lease held by someone else (another instance's run): nothing is read from Azure,
+    // nothing is written.
+    let other = LeaseId::new_random();
+    h.store
+        .acquire_lease(SWEEP_LATEST_KEY, Duration::from_secs(60), &other)
+        .await
+        .expect("another instance leases latest.json");
     h.sim.reset_stats();
     let w = h.store.writes();
     match sweep::run(&h.ctx).await.expect("runs") {
-        SweepOutcome::Skipped { reason, holder } => {
-            assert!(reason.contains("other"), "{reason}");
-            assert_eq!(holder.expect("holder").run_id, "other");
+        SweepOutcome::Skipped { reason } => {
+            assert!(reason.contains("holds the lease"), "{reason}");
         }
         other => panic!("expected a skip, got {other:?}"),
     }
     assert_eq!(h.store.writes(), w);
     assert!(h.sim.stats().calls.is_empty());
+    // once it releases, the next tick runs
+    h.store
+        .release_lease(SWEEP_LATEST_KEY, &other)
+        .await
+        .expect("release");
+    sweep_once(&h).await;
 }
 
 #[tokio::test]
 async fn a_run_interrupted_midway_is_completed_by_the_next() {
     let h = harness(healthy_fleet(1, 40, 13, 3)).await;
     let unprotected: Vec<ResourceId> = ade_vms(&h.fleet).into_iter().take(3).map(id_of).collect();
-    // The crashed run had started the first VM, then died holding the lease.
-    let now = h.sim.now();
+    // The crashed run had started the first VM, then died holding a (short) lease.
     h.store.put_json(
         SWEEP_LATEST_KEY,
-        &serde_json::json!({"current": {"runId": "crashed", "startedAt": now - chrono::Duration::minutes(30), "leaseUntil": now - chrono::Duration::minutes(1)}, "last": null}),
+        &serde_json::json!({"last": {"runId": "finished-before"}}),
     );
+    h.store
+        .acquire_lease(
+            SWEEP_LATEST_KEY,
+            Duration::from_millis(300),
+            &LeaseId::new_random(),
+        )
+        .await
+        .expect("the crashed run's lease");
     protect::evaluate_with(
         &h.ctx,
         &unprotected[0],
@@ -384,6 +406,12 @@ async fn a_run_interrupted_midway_is_completed_by_the_next() {
     )
     .await
     .expect("first VM started");
+    // still held: the next tick waits
+    assert!(matches!(
+        sweep::run(&h.ctx).await.expect("runs"),
+        SweepOutcome::Skipped { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let s = match sweep::run_with(
         &h.ctx,
         SweepOptions {
@@ -397,7 +425,7 @@ async fn a_run_interrupted_midway_is_completed_by_the_next() {
         SweepOutcome::Completed(s) => s,
         other => panic!("expected the takeover to run, got {other:?}"),
     };
-    assert_eq!(s.took_over_from.as_deref(), Some("crashed"));
+    assert!(s.took_over_expired_lease, "{s:?}");
     assert_eq!(s.outcomes.get("in-flight"), Some(&1), "{:?}", s.outcomes);
     assert_eq!(s.outcomes.get("protection-started"), Some(&2));
     let r = h.settle(SETTLE).await;

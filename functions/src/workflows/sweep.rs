@@ -2,11 +2,14 @@
 //! protection rules, with as few ARM calls as Azure allows, and start only the work needed.
 //!
 //! One run:
-//! 1. **Guard.** Claim `runs/sweep/latest.json` with an ETag-conditional write
-//!    (`{"current": {runId, startedAt, leaseUntil}, "last": summary}`). A live lease held by
-//!    another run means "another sweep is running": this run exits without touching anything and
-//!    says so in its return. A crashed run's lease expires, and the next tick takes over; since the
-//!    plan is recomputed from Azure every time, the next run redoes whatever was left undone.
+//! 1. **Guard.** Take a lease on `runs/sweep/latest.json` (Blob: Lease Blob, 60 s, renewed every
+//!    20 s by a background task while the run works). A live lease held by another run means
+//!    "another sweep is running": this run exits without touching anything and says so in its
+//!    return. A lease is not a write (it changes neither the document nor its ETag). A crashed
+//!    run's lease lapses within a minute and the next tick takes over (the store reports the lease
+//!    as `expired`, which the summary records); since the plan is recomputed from Azure every
+//!    time, the next run redoes whatever was left undone. A run that loses its lease (a renewal
+//!    failed and someone else took it) starts no further VM work.
 //! 2. **Discovery** by Azure Resource Graph only (1,000 rows a page, `$skipToken`): VMs, ADE
 //!    extensions, Key Vaults (access policies), the Backup Management Service's role assignments
 //!    (RBAC vaults) and protected items, over all configured subscriptions at once; then one
@@ -18,10 +21,11 @@
 //! 4. **Fan-out** with bounded concurrency: [`protect::evaluate_with`] per VM that needs work
 //!    (`repair` when Azure already protects it). It reuses open operations, so nothing in flight
 //!    is duplicated. VMs that need a human are listed in the summary.
-//! 5. **Release**: the summary goes into `latest.json` with the lease cleared (second write).
-//!    `runs/sweep/{runId}.json` is written only when something changed (work started, the drift
-//!    picture differs from the last run's, or a VM failed). **An unchanged fleet costs exactly two
-//!    state writes (claim + release), one state read, and zero ARM writes.**
+//! 5. **Summary**: written into `latest.json` under the lease (the run's one write), then the
+//!    lease is released. `runs/sweep/{runId}.json` is written only when something changed (work
+//!    started, the drift picture differs from the last run's, or a VM failed). **An unchanged
+//!    fleet costs exactly one state write (the summary), one state read, three lease calls
+//!    (acquire, release, one properties read inside acquire on Blob) and zero ARM writes.**
 //!
 //! Resource Graph query and row shapes: `Azure/azure-rest-api-specs` resourcegraph 2022-10-01
 //! examples `ResourcesFirstPageQuery.json` / `ResourcesNextPageQuery.json`, and docs/arm-surface.md
@@ -36,7 +40,9 @@ use crate::handlers::HandlerError;
 use crate::records::{self, status, VmRecord, SWEEP_LATEST_KEY};
 use ade_backup_shared::arm::{queries, ArmError, ArmStats, SubscriptionId};
 use ade_backup_shared::ids::ResourceId;
-use ade_backup_shared::state::{json, ETag, StateError, StateStore};
+use ade_backup_shared::state::{
+    json, ETag, LeaseAcquired, LeaseId, LeaseState, StateError, StateStore,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -49,9 +55,10 @@ use std::sync::Arc;
 /// How many VMs are worked on at once. ARM pacing (per subscription) is the real limit; this only
 /// bounds memory and open connections.
 pub const DEFAULT_CONCURRENCY: usize = 16;
-/// How long a run's claim stays valid. Longer than any sweep should take (a 10,000-VM sweep is
-/// seconds to a few minutes); a crashed run blocks the schedule for at most this long.
-pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// The run lease's length: the longest the Blob service allows short of an infinite lease. A
+/// running sweep renews it every third of this; a crashed run blocks the schedule at most this
+/// long.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 /// An `in-progress` VM record older than this is treated as stalled: the sweep evaluates the VM
 /// again, which re-sends the operation's current step (duplicate detection and step claims keep
 /// that idempotent) instead of waiting forever.
@@ -98,20 +105,10 @@ impl From<SweepError> for HandlerError {
     }
 }
 
-/// The claim a running sweep holds in `latest.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunLease {
-    pub run_id: String,
-    pub started_at: DateTime<Utc>,
-    pub lease_until: DateTime<Utc>,
-}
-
-/// `runs/sweep/latest.json`.
+/// `runs/sweep/latest.json` (its blob lease is the run guard).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepLatest {
-    pub current: Option<RunLease>,
     pub last: Option<SweepSummary>,
 }
 
@@ -173,8 +170,10 @@ pub struct SweepSummary {
     /// `completed` or `failed`.
     pub status: String,
     pub error: Option<String>,
-    /// The run whose expired lease this run took over (it crashed or overran).
-    pub took_over_from: Option<String>,
+    /// The previous run's lease lapsed without a release (it crashed or overran) and this run
+    /// took over; `last_run_id` names the last run that did finish.
+    pub took_over_expired_lease: bool,
+    pub last_run_id: Option<String>,
     pub subscriptions: usize,
     pub vms_seen: usize,
     pub ade_vms: usize,
@@ -191,8 +190,10 @@ pub struct SweepSummary {
     pub arm: ArmUsage,
     /// State reads of this run.
     pub state_reads: u64,
-    /// State (blob) writes of this run, the release write and the history write included.
+    /// State (blob) writes of this run, the summary write and the history write included.
     pub state_writes: u64,
+    /// Lease calls of this run (acquire, renewals, release): not writes.
+    pub lease_calls: u64,
     pub changed: bool,
     /// Fingerprint of the drift picture; a run whose picture matches the last one and that
     /// started no work changed nothing.
@@ -207,7 +208,6 @@ pub enum SweepOutcome {
     /// Another run holds the lease; nothing was read from Azure or written.
     Skipped {
         reason: String,
-        holder: Option<RunLease>,
     },
 }
 
@@ -236,6 +236,7 @@ struct CountingStore {
     inner: Arc<dyn StateStore>,
     reads: AtomicU64,
     writes: AtomicU64,
+    lease_calls: AtomicU64,
 }
 
 #[async_trait]
@@ -255,6 +256,32 @@ impl StateStore for CountingStore {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix).await
+    }
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        duration: std::time::Duration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseAcquired, StateError> {
+        self.lease_calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.acquire_lease(key, duration, proposed).await
+    }
+    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.lease_calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.renew_lease(key, lease).await
+    }
+    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.lease_calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.release_lease(key, lease).await
+    }
+    async fn replace_leased(
+        &self,
+        key: &str,
+        body: &[u8],
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.replace_leased(key, body, lease).await
     }
 }
 
@@ -954,107 +981,156 @@ fn new_run_id(now: DateTime<Utc>) -> String {
 
 enum Claimed {
     Yes {
-        etag: ETag,
+        lease: LeaseId,
         previous: Option<Box<SweepSummary>>,
-        took_over_from: Option<String>,
+        took_over: bool,
     },
     No {
         reason: String,
-        holder: Option<RunLease>,
     },
 }
 
+/// Takes the run lease on `latest.json` (creating the document on the very first run) and reads
+/// the last run's summary.
 async fn claim(
     store: &dyn StateStore,
-    lease: &RunLease,
-    now: DateTime<Utc>,
+    duration: std::time::Duration,
 ) -> Result<Claimed, SweepError> {
-    let current = json::get::<SweepLatest>(store, SWEEP_LATEST_KEY).await?;
-    let (doc, etag) = match current {
-        Some((doc, etag)) => (doc, Some(etag)),
-        None => (SweepLatest::default(), None),
-    };
-    let mut took_over_from = None;
-    if let Some(holder) = &doc.current {
-        if holder.lease_until > now {
+    let proposed = LeaseId::new_random();
+    let mut acquired = store
+        .acquire_lease(SWEEP_LATEST_KEY, duration, &proposed)
+        .await;
+    if let Err(StateError::Missing { .. }) = acquired {
+        match json::create(store, SWEEP_LATEST_KEY, &SweepLatest::default()).await {
+            // Someone else created it at the same moment: the lease decides.
+            Ok(_) | Err(StateError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        acquired = store
+            .acquire_lease(SWEEP_LATEST_KEY, duration, &proposed)
+            .await;
+    }
+    let got = match acquired {
+        Ok(got) => got,
+        Err(StateError::Leased { .. }) => {
             return Ok(Claimed::No {
                 reason: format!(
-                    "sweep {} holds the lease until {} (started {}); this run does nothing",
-                    holder.run_id, holder.lease_until, holder.started_at
+                    "another sweep holds the lease on {SWEEP_LATEST_KEY} (a run still working, or one that crashed less than {} s ago); this run does nothing",
+                    duration.as_secs()
                 ),
-                holder: Some(holder.clone()),
-            });
-        }
-        took_over_from = Some(holder.run_id.clone());
-    }
-    let next = SweepLatest {
-        current: Some(lease.clone()),
-        last: doc.last.clone(),
-    };
-    let written = match &etag {
-        None => json::create(store, SWEEP_LATEST_KEY, &next).await,
-        Some(e) => json::replace(store, SWEEP_LATEST_KEY, &next, e).await,
-    };
-    match written {
-        Ok(etag) => Ok(Claimed::Yes {
-            etag,
-            previous: doc.last.map(Box::new),
-            took_over_from,
-        }),
-        Err(StateError::Conflict { .. }) => {
-            // Another run wrote between our read and our write: it won the claim.
-            let holder = json::get::<SweepLatest>(store, SWEEP_LATEST_KEY)
-                .await?
-                .and_then(|(d, _)| d.current);
-            Ok(Claimed::No {
-                reason: format!(
-                    "another sweep ({}) claimed the lease at the same moment; this run does nothing",
-                    holder.as_ref().map(|h| h.run_id.as_str()).unwrap_or("unknown")
-                ),
-                holder,
             })
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let previous = match json::get::<SweepLatest>(store, SWEEP_LATEST_KEY).await {
+        Ok(doc) => doc.and_then(|(d, _)| d.last),
+        Err(StateError::Corrupt { .. }) => {
+            // A damaged summary must not stop the schedule: this run's summary replaces it.
+            tracing::warn!("{SWEEP_LATEST_KEY} is not a valid summary; it will be replaced");
+            None
+        }
+        Err(e) => {
+            let _ = store.release_lease(SWEEP_LATEST_KEY, &got.lease).await;
+            return Err(e.into());
+        }
+    };
+    Ok(Claimed::Yes {
+        lease: got.lease,
+        previous: previous.map(Box::new),
+        took_over: matches!(got.previous, LeaseState::Expired | LeaseState::Broken),
+    })
+}
+
+/// Keeps the run lease alive while the run works; `lost` turns true if a renewal finds the lease
+/// taken (the run then starts no more VM work). Stops when dropped.
+struct LeaseKeeper {
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    fn start(store: Arc<dyn StateStore>, lease: LeaseId, duration: std::time::Duration) -> Self {
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lost.clone();
+        let every = duration / 3;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match store.renew_lease(SWEEP_LATEST_KEY, &lease).await {
+                    Ok(()) => {}
+                    Err(StateError::LeaseLost { .. }) => {
+                        tracing::error!("the sweep lost its lease (a renewal came too late and another run took over): no further VM work is started");
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // A transient store error: the next renewal (a third of the lease later)
+                    // still comes before the lease ends.
+                    Err(e) => tracing::warn!("renewing the sweep lease failed: {e}"),
+                }
+            }
+        });
+        Self { lost, task }
     }
 }
 
-async fn release(
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes the summary under the lease and releases it. A lost lease still keeps the summary, in
+/// the run's history document.
+async fn finish(
     store: &dyn StateStore,
-    run_id: &str,
-    etag: &ETag,
+    lease: &LeaseId,
     summary: &SweepSummary,
 ) -> Result<(), SweepError> {
     let doc = SweepLatest {
-        current: None,
         last: Some(summary.clone()),
     };
-    match json::replace(store, SWEEP_LATEST_KEY, &doc, etag).await {
-        Ok(_) => Ok(()),
-        Err(StateError::Conflict { .. }) => {
-            // Our lease ran out and a newer run took over: record our summary, keep its claim.
-            json::update::<SweepLatest, StateError, _>(store, SWEEP_LATEST_KEY, |cur| {
-                let mut next = cur.cloned().unwrap_or_default();
-                if next.current.as_ref().is_some_and(|c| c.run_id == run_id) {
-                    next.current = None;
-                }
-                next.last = Some(summary.clone());
-                Ok(Some(next))
-            })
-            .await?;
+    let body = serde_json::to_vec_pretty(&doc).map_err(|source| StateError::Corrupt {
+        key: SWEEP_LATEST_KEY.to_string(),
+        source,
+    })?;
+    match store.replace_leased(SWEEP_LATEST_KEY, &body, lease).await {
+        Ok(_) => {}
+        Err(StateError::LeaseLost { .. }) => {
             tracing::warn!(
-                run_id,
-                "sweep lease was taken over before the run released it"
+                run_id = summary.run_id,
+                "the sweep lease was taken over before the run finished; its summary is kept in {}",
+                records::sweep_run_key(&summary.run_id)
             );
+            match json::create(store, &records::sweep_run_key(&summary.run_id), summary).await {
+                Ok(_) | Err(StateError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        Err(e) => {
+            let _ = store.release_lease(SWEEP_LATEST_KEY, lease).await;
+            return Err(e.into());
+        }
+    }
+    match store.release_lease(SWEEP_LATEST_KEY, lease).await {
+        // Lapsed meanwhile: nothing to release.
+        Ok(()) | Err(StateError::LeaseLost { .. }) => Ok(()),
+        Err(e) => {
+            // The lease lapses by itself within a minute.
+            tracing::warn!("releasing the sweep lease failed: {e}");
             Ok(())
         }
-        Err(e) => Err(e.into()),
     }
 }
 
 /// What happened to one VM of the plan.
 enum VmResult {
-    Started { repair: bool },
+    Started {
+        repair: bool,
+    },
     Failed(String),
+    /// The run lost its lease before this VM's turn; the next run plans it again.
+    NotStarted,
 }
 
 async fn work_vm(ctx: &Context, run_id: &str, p: &VmPlan, repair: bool) -> VmResult {
@@ -1124,6 +1200,7 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
         inner: ctx.state.clone(),
         reads: AtomicU64::new(0),
         writes: AtomicU64::new(0),
+        lease_calls: AtomicU64::new(0),
     });
     // Every state access of the run (the protection workflow's included) goes through the counter.
     let rctx = Context {
@@ -1134,26 +1211,20 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
         .run_id
         .clone()
         .unwrap_or_else(|| new_run_id(started_at));
-    let lease_len = Duration::from_std(options.lease).unwrap_or_else(|_| Duration::minutes(15));
-    let lease = RunLease {
-        run_id: run_id.clone(),
-        started_at,
-        lease_until: started_at + lease_len,
+    let (lease, previous, took_over) = match claim(counting.as_ref(), options.lease).await? {
+        Claimed::No { reason } => {
+            tracing::info!(run_id, "{reason}");
+            return Ok(SweepOutcome::Skipped { reason });
+        }
+        Claimed::Yes {
+            lease,
+            previous,
+            took_over,
+        } => (lease, previous, took_over),
     };
-    let (etag, previous, took_over_from) =
-        match claim(counting.as_ref(), &lease, started_at).await? {
-            Claimed::No { reason, holder } => {
-                tracing::info!(run_id, "{reason}");
-                return Ok(SweepOutcome::Skipped { reason, holder });
-            }
-            Claimed::Yes {
-                etag,
-                previous,
-                took_over_from,
-            } => (etag, previous, took_over_from),
-        };
-    if let Some(prev) = &took_over_from {
-        tracing::warn!(run_id, previous = %prev, "the previous sweep's lease expired without a release; taking over (the plan is recomputed, so what it left undone is redone)");
+    let keeper = LeaseKeeper::start(counting.clone(), lease.clone(), options.lease);
+    if took_over {
+        tracing::warn!(run_id, last_finished = ?previous.as_ref().map(|p| p.run_id.clone()), "the previous sweep's lease expired without a release; taking over (the plan is recomputed, so what it left undone is redone)");
     }
 
     let mut summary = SweepSummary {
@@ -1163,7 +1234,8 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
         duration_ms: 0,
         status: "completed".into(),
         error: None,
-        took_over_from,
+        took_over_expired_lease: took_over,
+        last_run_id: previous.as_ref().map(|p| p.run_id.clone()),
         subscriptions: ctx.settings.subscriptions.len(),
         vms_seen: 0,
         ade_vms: 0,
@@ -1177,11 +1249,20 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
         arm: ArmUsage::default(),
         state_reads: 0,
         state_writes: 0,
+        lease_calls: 0,
         changed: false,
         plan_digest: String::new(),
     };
 
-    let body = reconcile(&rctx, &run_id, options.concurrency.max(1), &mut summary).await;
+    let body = reconcile(
+        &rctx,
+        &run_id,
+        options.concurrency.max(1),
+        &keeper,
+        &mut summary,
+    )
+    .await;
+    drop(keeper);
     if let Err(e) = &body {
         summary.status = "failed".into();
         summary.error = Some(e.to_string());
@@ -1199,8 +1280,9 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
     summary.duration_ms = started.elapsed().as_millis() as i64;
     summary.arm = ArmUsage::between(&arm_before, &ctx.arm.stats());
     summary.state_reads = counting.reads.load(Ordering::Relaxed);
-    // + the release, + the history document when written.
+    // + the summary, + the history document when written; + the release.
     summary.state_writes = counting.writes.load(Ordering::Relaxed) + 1 + u64::from(summary.changed);
+    summary.lease_calls = counting.lease_calls.load(Ordering::Relaxed) + 1;
     if summary.changed {
         json::create(
             counting.as_ref(),
@@ -1214,7 +1296,7 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
             e => Err(e),
         })?;
     }
-    release(counting.as_ref(), &run_id, &etag, &summary).await?;
+    finish(counting.as_ref(), &lease, &summary).await?;
     tracing::info!(
         run_id,
         changed = summary.changed,
@@ -1257,6 +1339,7 @@ async fn reconcile(
     ctx: &Context,
     run_id: &str,
     concurrency: usize,
+    keeper: &LeaseKeeper,
     summary: &mut SweepSummary,
 ) -> Result<(), SweepError> {
     let now = ctx.clock.now();
@@ -1299,7 +1382,11 @@ async fn reconcile(
         .map(|p| {
             let in_azure = protected.contains(&p.vm_id.canonical());
             let (ctx, run_id, p) = (ctx.clone(), run_id.to_string(), p.clone());
+            let lost = keeper.lost.clone();
             Box::pin(async move {
+                if lost.load(Ordering::SeqCst) {
+                    return (p, VmResult::NotStarted, Ok(()));
+                }
                 let r = work_vm(&ctx, &run_id, &p, in_azure).await;
                 let rec = record_drift(&ctx, &p, in_azure).await;
                 (p, r, rec)
@@ -1320,6 +1407,7 @@ async fn reconcile(
                     "protection-started"
                 });
             }
+            VmResult::NotStarted => bump("not-started-lease-lost"),
             VmResult::Failed(e) => {
                 summary.changed = true;
                 bump("failed");
@@ -1357,9 +1445,162 @@ async fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ade_backup_shared::state::FsStateStore;
     use serde_json::json;
 
     const S: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn fs_store() -> (tempfile::TempDir, Arc<dyn StateStore>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsStateStore::new(dir.path().to_path_buf()).expect("store");
+        (dir, Arc::new(store))
+    }
+
+    fn summary(run_id: &str) -> SweepSummary {
+        SweepSummary {
+            run_id: run_id.into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            duration_ms: 0,
+            status: "completed".into(),
+            error: None,
+            took_over_expired_lease: false,
+            last_run_id: None,
+            subscriptions: 1,
+            vms_seen: 0,
+            ade_vms: 0,
+            protected_items: 0,
+            outcomes: BTreeMap::new(),
+            drift: BTreeMap::new(),
+            actions: BTreeMap::new(),
+            needs_human: vec![],
+            failures: vec![],
+            warnings: vec![],
+            arm: ArmUsage::default(),
+            state_reads: 0,
+            state_writes: 0,
+            lease_calls: 0,
+            changed: false,
+            plan_digest: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_claim_is_refused_while_the_first_holds_and_takes_over_once_it_lapses() {
+        let (_dir, store) = fs_store();
+        let short = std::time::Duration::from_millis(200);
+        let Claimed::Yes { took_over, .. } = claim(store.as_ref(), short).await.expect("claim")
+        else {
+            panic!("the first claim wins")
+        };
+        assert!(!took_over);
+        match claim(store.as_ref(), short).await.expect("claim") {
+            Claimed::No { reason } => assert!(reason.contains("holds the lease"), "{reason}"),
+            Claimed::Yes { .. } => panic!("a live lease must refuse a second run"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let Claimed::Yes { took_over, .. } = claim(store.as_ref(), short).await.expect("claim")
+        else {
+            panic!("a lapsed lease is taken over")
+        };
+        assert!(took_over, "the lapse is reported");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_lost_its_lease_keeps_its_summary_in_the_history_not_in_latest() {
+        let (_dir, store) = fs_store();
+        let short = std::time::Duration::from_millis(100);
+        let Claimed::Yes { lease: ours, .. } = claim(store.as_ref(), short).await.expect("claim")
+        else {
+            panic!("claim")
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let Claimed::Yes { lease: theirs, .. } =
+            claim(store.as_ref(), std::time::Duration::from_secs(5))
+                .await
+                .expect("claim")
+        else {
+            panic!("takeover")
+        };
+        finish(store.as_ref(), &ours, &summary("late"))
+            .await
+            .expect("a lost lease is not an error");
+        let history = json::get::<SweepSummary>(store.as_ref(), &records::sweep_run_key("late"))
+            .await
+            .expect("read");
+        assert!(history.is_some(), "the late run's summary is kept");
+        let (latest, _) = json::get::<SweepLatest>(store.as_ref(), SWEEP_LATEST_KEY)
+            .await
+            .expect("read")
+            .expect("latest");
+        assert!(latest.last.is_none(), "latest belongs to the new holder");
+        finish(store.as_ref(), &theirs, &summary("current"))
+            .await
+            .expect("finish");
+        let (latest, _) = json::get::<SweepLatest>(store.as_ref(), SWEEP_LATEST_KEY)
+            .await
+            .expect("read")
+            .expect("latest");
+        assert_eq!(latest.last.map(|l| l.run_id).as_deref(), Some("current"));
+    }
+
+    /// Renewals answer "lease lost" (someone else took it).
+    struct StolenLease(Arc<dyn StateStore>);
+
+    #[async_trait]
+    impl StateStore for StolenLease {
+        async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
+            self.0.get(key).await
+        }
+        async fn create(&self, key: &str, body: &[u8]) -> Result<ETag, StateError> {
+            self.0.create(key, body).await
+        }
+        async fn replace(&self, key: &str, body: &[u8], etag: &ETag) -> Result<ETag, StateError> {
+            self.0.replace(key, body, etag).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+            self.0.list(prefix).await
+        }
+        async fn acquire_lease(
+            &self,
+            key: &str,
+            duration: std::time::Duration,
+            proposed: &LeaseId,
+        ) -> Result<LeaseAcquired, StateError> {
+            self.0.acquire_lease(key, duration, proposed).await
+        }
+        async fn renew_lease(&self, key: &str, _lease: &LeaseId) -> Result<(), StateError> {
+            Err(StateError::LeaseLost { key: key.into() })
+        }
+        async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+            self.0.release_lease(key, lease).await
+        }
+        async fn replace_leased(
+            &self,
+            key: &str,
+            body: &[u8],
+            lease: &LeaseId,
+        ) -> Result<ETag, StateError> {
+            self.0.replace_leased(key, body, lease).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_keeper_flags_a_lost_lease() {
+        let (_dir, store) = fs_store();
+        let stolen: Arc<dyn StateStore> = Arc::new(StolenLease(store));
+        let keeper = LeaseKeeper::start(
+            stolen,
+            LeaseId::new_random(),
+            std::time::Duration::from_millis(60),
+        );
+        assert!(!keeper.lost.load(Ordering::SeqCst));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            keeper.lost.load(Ordering::SeqCst),
+            "renewal reported the loss"
+        );
+    }
 
     #[test]
     fn protected_item_rows_parse_with_vault_policy_and_error_code() {

@@ -6,6 +6,15 @@
 //! - `replace` → Put Blob with `If-Match: <etag>`; 412 `ConditionNotMet` → `Conflict`, and a blob
 //!   that vanished (404) is a conflict too: the document changed under the caller.
 //! - `list` → List Blobs with `prefix`, following `NextMarker` pages.
+//! - `acquire_lease` → Get Blob Properties (for `x-ms-lease-state`, so an `expired` lease — a
+//!   holder that never released — is reported) then Lease Blob `acquire` with
+//!   `x-ms-proposed-lease-id`; 409 `LeaseAlreadyPresent` → `Leased`, 404 → `Missing`. The Blob
+//!   service allows 15–60 s leases (or infinite, which we never use: a crashed holder would block
+//!   the document until someone breaks it).
+//! - `renew_lease` / `release_lease` → Lease Blob `renew` / `release`; 409 `LeaseIdMismatch…` /
+//!   `LeaseNotPresent…` / `LeaseLost` → `LeaseLost`.
+//! - `replace_leased` → Put Blob with `x-ms-lease-id`; 412 lease errors → `LeaseLost`. A plain
+//!   write to a leased blob fails 412 `LeaseIdMissing` → `Conflict`.
 //!
 //! Large bodies are split by the SDK into Put Block + Put Block List; the condition travels on the
 //! final Put Block List, so the write stays all-or-nothing under the same precondition.
@@ -14,12 +23,16 @@
 //! this module without every URL query and every SAS parameter value scrubbed (`Redactor`).
 
 use super::fs::validate_prefix;
+use super::lease::{LeaseAcquired, LeaseId, LeaseState};
 use super::{validate_key, ETag, StateError, StateStore};
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::{ClientOptions, RequestContent, StatusCode, Url};
-use azure_storage_blob::models::{BlobClientUploadOptions, BlobContainerClientListBlobsOptions};
+use azure_storage_blob::models::{
+    BlobClientAcquireLeaseOptions, BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
+    BlobContainerClientListBlobsOptions, LeaseState as BlobLeaseState,
+};
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use futures::TryStreamExt;
 use std::sync::Arc;
@@ -189,6 +202,108 @@ impl StateStore for BlobStateStore {
         }
     }
 
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        duration: std::time::Duration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseAcquired, StateError> {
+        validate_key(key)?;
+        let seconds = duration.as_secs();
+        if !(15..=60).contains(&seconds) || duration.subsec_nanos() != 0 {
+            return Err(StateError::InvalidLease {
+                key: key.to_string(),
+                seconds,
+                rule: "Blob leases last whole seconds from 15 to 60",
+            });
+        }
+        let blob = self.container.blob_client(key);
+        let props = match blob.get_properties(None).await {
+            Ok(r) => r,
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => {
+                return Err(StateError::Missing {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(self.unavailable("lease (properties)", Some(key), &e)),
+        };
+        let previous = match props.lease_state().ok().flatten() {
+            Some(BlobLeaseState::Leased) => LeaseState::Leased,
+            Some(BlobLeaseState::Expired) => LeaseState::Expired,
+            Some(BlobLeaseState::Broken | BlobLeaseState::Breaking) => LeaseState::Broken,
+            _ => LeaseState::Available,
+        };
+        let options = BlobClientAcquireLeaseOptions {
+            proposed_lease_id: Some(proposed.0.clone()),
+            ..Default::default()
+        };
+        match blob.acquire_lease(seconds as i32, Some(options)).await {
+            Ok(_) => Ok(LeaseAcquired {
+                lease: proposed.clone(),
+                previous,
+            }),
+            Err(e) if error_code(&e) == Some("LeaseAlreadyPresent") => Err(StateError::Leased {
+                key: key.to_string(),
+            }),
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => Err(StateError::Missing {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(self.unavailable("lease acquire", Some(key), &e)),
+        }
+    }
+
+    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        validate_key(key)?;
+        match self
+            .container
+            .blob_client(key)
+            .renew_lease(lease.0.clone(), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_lease_lost(&e) => Err(StateError::LeaseLost {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(self.unavailable("lease renew", Some(key), &e)),
+        }
+    }
+
+    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        validate_key(key)?;
+        match self
+            .container
+            .blob_client(key)
+            .release_lease(lease.0.clone(), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_lease_lost(&e) => Err(StateError::LeaseLost {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(self.unavailable("lease release", Some(key), &e)),
+        }
+    }
+
+    async fn replace_leased(
+        &self,
+        key: &str,
+        body: &[u8],
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError> {
+        validate_key(key)?;
+        let options = BlobClientUploadOptions {
+            lease_id: Some(lease.0.clone()),
+            ..Default::default()
+        };
+        match self.upload(key, body, options).await {
+            Ok(etag) => Ok(etag),
+            Err(e) if is_lease_lost(&e) => Err(StateError::LeaseLost {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(self.unavailable("replace under lease", Some(key), &e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         validate_prefix(prefix)?;
         let options = BlobContainerClientListBlobsOptions {
@@ -228,6 +343,23 @@ fn error_code(e: &azure_core::Error) -> Option<&str> {
         ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
         _ => None,
     }
+}
+
+/// Whether a lease operation or a write under a lease failed because the lease is not ours (it
+/// lapsed and was taken, was released, or the blob was never leased).
+fn is_lease_lost(e: &azure_core::Error) -> bool {
+    matches!(
+        error_code(e),
+        Some(
+            "LeaseIdMismatchWithLeaseOperation"
+                | "LeaseIdMismatchWithBlobOperation"
+                | "LeaseNotPresentWithLeaseOperation"
+                | "LeaseNotPresentWithBlobOperation"
+                | "LeaseLost"
+                | "LeaseIsBrokenAndCannotBeRenewed"
+                | "LeaseIdMissing"
+        )
+    )
 }
 
 /// Whether a failed Put Blob lost an optimistic-concurrency race.

@@ -6,6 +6,8 @@
 //! them:
 //! - `<name>~lock`: the per-document lock file. It is never deleted: unlinking a lock file while
 //!   another process waits on it would let two writers hold "the" lock at once.
+//! - `<name>~lease`: the document's lease record (JSON, see `lease.rs`), read and written only
+//!   under the document lock. Wall-clock timed.
 //! - `<name>~tmp~<uuid>`: a write in progress. Only a lock holder creates one, so any temp file
 //!   found while holding the lock (or at start-up, with the lock free) is a crashed write's
 //!   leftover and is deleted.
@@ -25,6 +27,7 @@
 //! Crash safety: write temp file in the same directory, fsync it, rename over the document, fsync
 //! the directory. New directories are fsynced into their parents too.
 
+use super::lease::{self, LeaseAcquired, LeaseId, LeaseRecord};
 use super::{validate_key, ETag, StateError, StateStore};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -34,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const LOCK_SUFFIX: &str = "~lock";
+const LEASE_SUFFIX: &str = "~lease";
 const TEMP_INFIX: &str = "~tmp~";
 
 /// State store on a local directory. Cheap to clone; clones share the root.
@@ -45,6 +49,14 @@ pub struct FsStateStore {
 enum Precondition {
     Absent,
     Matches(ETag),
+    Leased(LeaseId),
+}
+
+/// A lease operation, applied to the lease record under the document lock.
+enum LeaseOp {
+    Acquire { duration_ms: i64, proposed: LeaseId },
+    Renew(LeaseId),
+    Release(LeaseId),
 }
 
 impl FsStateStore {
@@ -88,6 +100,14 @@ impl FsStateStore {
         let body = body.to_vec();
         blocking(move || write_locked(&root, &key, &path, &body, pre)).await
     }
+
+    async fn lease_op(&self, key: &str, op: LeaseOp) -> Result<Option<LeaseAcquired>, StateError> {
+        validate_key(key)?;
+        let root = Arc::clone(&self.root);
+        let path = self.doc_path(key);
+        let key = key.to_string();
+        blocking(move || lease_locked(&root, &key, &path, op)).await
+    }
 }
 
 #[async_trait]
@@ -104,6 +124,44 @@ impl StateStore for FsStateStore {
 
     async fn replace(&self, key: &str, body: &[u8], etag: &ETag) -> Result<ETag, StateError> {
         self.write(key, body, Precondition::Matches(etag.clone()))
+            .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        duration: std::time::Duration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseAcquired, StateError> {
+        let duration_ms = lease::check_duration(key, duration)?;
+        let op = LeaseOp::Acquire {
+            duration_ms,
+            proposed: proposed.clone(),
+        };
+        self.lease_op(key, op).await?.ok_or_else(|| {
+            StateError::Unavailable(format!("lease acquire on {key} returned no lease"))
+        })
+    }
+
+    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.lease_op(key, LeaseOp::Renew(lease.clone()))
+            .await
+            .map(drop)
+    }
+
+    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
+        self.lease_op(key, LeaseOp::Release(lease.clone()))
+            .await
+            .map(drop)
+    }
+
+    async fn replace_leased(
+        &self,
+        key: &str,
+        body: &[u8],
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError> {
+        self.write(key, body, Precondition::Leased(lease.clone()))
             .await
     }
 
@@ -188,13 +246,13 @@ fn file_name(path: &Path) -> Result<&str, StateError> {
         .ok_or_else(|| StateError::Unavailable(format!("bad state path {}", path.display())))
 }
 
-fn write_locked(
+/// Creates the document's folder and takes its exclusive lock; returns the lock (held until
+/// dropped), the folder and the document's file name.
+fn lock_document<'p>(
     root: &Path,
     key: &str,
-    path: &Path,
-    body: &[u8],
-    pre: Precondition,
-) -> Result<ETag, StateError> {
+    path: &'p Path,
+) -> Result<(File, &'p Path, &'p str), StateError> {
     let dir = path
         .parent()
         .ok_or_else(|| StateError::Unavailable(format!("bad state path {}", path.display())))?;
@@ -216,20 +274,104 @@ fn write_locked(
         .map_err(|e| io_err("open lock file", &lock_path, e))?;
     lock.lock()
         .map_err(|e| io_err("lock state document", &lock_path, e))?;
-
-    // Holding the lock, any temp file of this document belongs to a writer that died.
-    remove_temps_of(dir, name)?;
-
     if path.is_dir() {
         return Err(StateError::InvalidKey {
             key: key.to_string(),
             rule: "the key is already a folder of other documents (file store limitation)",
         });
     }
+    Ok((lock, dir, name))
+}
+
+fn lease_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{LEASE_SUFFIX}"))
+}
+
+/// The lease record of a document; call with the document lock held.
+fn read_lease(dir: &Path, name: &str) -> Result<Option<LeaseRecord>, StateError> {
+    let path = lease_path(dir, name);
+    match fs::read(&path) {
+        // An unreadable record is treated as no lease rather than blocking the document forever.
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read lease record", &path, e)),
+    }
+}
+
+/// Writes a lease record (temp + rename); call with the document lock held.
+fn write_lease(dir: &Path, name: &str, rec: &LeaseRecord) -> Result<(), StateError> {
+    let path = lease_path(dir, name);
+    let bytes = serde_json::to_vec(rec).map_err(|e| {
+        StateError::Unavailable(format!("encode lease record {}: {e}", path.display()))
+    })?;
+    let temp_path = dir.join(format!(
+        "{name}{TEMP_INFIX}lease-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = write_temp(&temp_path, &bytes).and_then(|()| fs::rename(&temp_path, &path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp_path);
+        return Err(io_err("write lease record", &path, e));
+    }
+    Ok(())
+}
+
+fn lease_locked(
+    root: &Path,
+    key: &str,
+    path: &Path,
+    op: LeaseOp,
+) -> Result<Option<LeaseAcquired>, StateError> {
+    let (lock, dir, name) = lock_document(root, key, path)?;
+    if read_doc(path)?.is_none() {
+        return Err(StateError::Missing {
+            key: key.to_string(),
+        });
+    }
+    let current = read_lease(dir, name)?;
+    let now = lease::now_ms();
+    let (next, acquired) = match op {
+        LeaseOp::Acquire {
+            duration_ms,
+            proposed,
+        } => {
+            let (rec, got) = lease::acquire(key, current.as_ref(), duration_ms, &proposed, now)?;
+            (rec, Some(got))
+        }
+        LeaseOp::Renew(id) => (lease::renew(key, current.as_ref(), &id, now)?, None),
+        LeaseOp::Release(id) => (lease::release(key, current.as_ref(), &id)?, None),
+    };
+    write_lease(dir, name, &next)?;
+    drop(lock);
+    Ok(acquired)
+}
+
+fn write_locked(
+    root: &Path,
+    key: &str,
+    path: &Path,
+    body: &[u8],
+    pre: Precondition,
+) -> Result<ETag, StateError> {
+    let (lock, dir, name) = lock_document(root, key, path)?;
+
+    // Holding the lock, any temp file of this document belongs to a writer that died.
+    remove_temps_of(dir, name)?;
+
     let current = read_doc(path)?;
+    let lease_rec = read_lease(dir, name)?;
+    let now = lease::now_ms();
+    if let Precondition::Leased(id) = &pre {
+        lease::check_leased_write(key, lease_rec.as_ref(), id, now)?;
+    } else if lease::blocks_plain_writes(lease_rec.as_ref(), now) {
+        return Err(StateError::Conflict {
+            key: key.to_string(),
+        });
+    }
     let allowed = match (&pre, &current) {
         (Precondition::Absent, None) => true,
         (Precondition::Matches(want), Some((_, have))) => want == have,
+        (Precondition::Leased(_), Some(_)) => true,
         _ => false,
     };
     if !allowed {

@@ -6,14 +6,23 @@
 //! - `replace` writes only if the ETag still matches (`If-Match`); `StateError::Conflict` otherwise.
 //! - `list` returns keys under a prefix, sorted.
 //!
+//! - Leases (Blob "Lease Blob" semantics): `acquire_lease` gives one holder an exclusive,
+//!   expiring lease on an existing document; while it is live, `create`/`replace` fail with
+//!   `Conflict` and only `replace_leased` with the lease id writes. Leasing changes neither the
+//!   body nor the ETag and is not a document write (Azure bills Lease Blob as an "other"
+//!   operation, not a write). A lease that lapses without a release is reported as `Expired` to
+//!   the next acquirer, which is how a crashed holder is recognised.
+//!
 //! A lost race is always a typed conflict that the caller retries on fresh state, never a silent
 //! overwrite. Keys are `/`-separated relative paths (see docs/state.md).
 
 pub mod blob;
 pub mod fs;
+pub mod lease;
 
 pub use blob::{BlobStateStore, BlobStateStoreOptions};
 pub use fs::FsStateStore;
+pub use lease::{LeaseAcquired, LeaseId, LeaseState};
 
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
@@ -36,6 +45,20 @@ pub enum StateError {
     },
     #[error("state store unavailable: {0}")]
     Unavailable(String),
+    #[error("state document {key} does not exist, so it cannot be leased")]
+    Missing { key: String },
+    #[error(
+        "state document {key} is leased by another holder until its lease ends or is released"
+    )]
+    Leased { key: String },
+    #[error("the lease on state document {key} is no longer held by this holder (it lapsed and was taken, or was never acquired)")]
+    LeaseLost { key: String },
+    #[error("invalid lease duration {seconds} s for {key}: {rule}")]
+    InvalidLease {
+        key: String,
+        seconds: u64,
+        rule: &'static str,
+    },
 }
 
 #[async_trait]
@@ -44,6 +67,26 @@ pub trait StateStore: Send + Sync {
     async fn create(&self, key: &str, body: &[u8]) -> Result<ETag, StateError>;
     async fn replace(&self, key: &str, body: &[u8], etag: &ETag) -> Result<ETag, StateError>;
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError>;
+    /// Takes an exclusive lease on the existing document `key` for `duration` (Blob: 15–60 s),
+    /// proposing `proposed` as its id. `Missing` if there is no document, `Leased` if another
+    /// holder's lease is live. Acquiring again with the id already held renews it.
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        duration: std::time::Duration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseAcquired, StateError>;
+    /// Extends a held lease by its duration; `LeaseLost` if someone else has taken it.
+    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError>;
+    /// Ends a held lease now; `LeaseLost` if someone else has taken it.
+    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError>;
+    /// Replaces the document under a held lease; `LeaseLost` if the lease is not ours.
+    async fn replace_leased(
+        &self,
+        key: &str,
+        body: &[u8],
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError>;
 }
 
 /// Checks a key: relative, `/`-separated, no empty, `.` or `..` segments, a safe character set.
