@@ -154,6 +154,10 @@ pub struct ProtectionOperation {
     pub history: Vec<HistoryEntry>,
     /// What triggered it: `event:<id>` or `sweep:<runId>`.
     pub origin: String,
+    /// The sweep that opened this generation saw (Resource Graph) no active protection for the
+    /// VM, so the first protection attempt skips re-reading the protected item.
+    #[serde(default)]
+    pub known_unprotected: bool,
 }
 
 impl ProtectionOperation {

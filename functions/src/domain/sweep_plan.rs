@@ -21,6 +21,8 @@ pub struct FleetVm {
     pub location: String,
     pub tags: BTreeMap<String, String>,
     pub ade: AdeState,
+    /// Restore-limit warnings of the VM's disks (`ade::restore_limit_warnings`).
+    pub restore_warnings: Vec<String>,
 }
 
 /// A protected item as Azure reports it (Resource Graph or list).
@@ -283,6 +285,7 @@ mod tests {
                     volume_type: None,
                 }),
             },
+            restore_warnings: vec![],
         }
     }
     fn rules() -> ProtectionRules {

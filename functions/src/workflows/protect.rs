@@ -257,6 +257,35 @@ pub async fn evaluate(
     evaluate_with(ctx, vm_id, origin, false).await
 }
 
+/// A VM as the protection workflow evaluates it: read from ARM one by one (events), or taken
+/// from the sweep's Resource Graph pages.
+#[derive(Debug, Clone)]
+pub struct ObservedVm {
+    pub id: ResourceId,
+    pub location: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub ade: AdeState,
+    /// `ade::restore_limit_warnings` of the observation.
+    pub restore_warnings: Vec<String>,
+}
+
+/// What the sweep already knows about a VM's surroundings from the same run's discovery, so the
+/// workflow does not read them again per VM.
+#[derive(Debug, Clone)]
+pub struct SweepFacts {
+    /// Location of the Recovery Services vault the VM's rule selects (read once per vault).
+    pub vault_location: String,
+    /// `enabledForDiskEncryption` of the VM's Key Vault, when Resource Graph showed the vault.
+    pub key_vault_disk_encryption: Option<bool>,
+    /// The Backup Management Service's access to every Key Vault of the VM is in place: the
+    /// grant step has nothing to do and is recorded as done without ARM calls. (If access
+    /// drifts before the backup, the backup job's permission error sends the operation back to
+    /// the grant step once.)
+    pub access_in_place: bool,
+    /// No active protection in Azure (no protected item, or protection stopped).
+    pub unprotected: bool,
+}
+
 /// Like [`evaluate`]; with `repair`, a VM whose operation already ended `protected` is worked
 /// again (the sweep found drift: access removed, recovery point stale, protection stopped): a new
 /// generation re-grants access, re-enables protection if needed and takes a backup.
@@ -271,8 +300,27 @@ pub async fn evaluate_with(
             "{vm_id}: the VM no longer exists; nothing to protect"
         ));
     };
-    let state = ade::classify(&obs);
-    let settings = match state {
+    let observed = ObservedVm {
+        id: vm_id.clone(),
+        location: vm.location.clone().unwrap_or_default(),
+        tags: vm.tags.clone(),
+        ade: ade::classify(&obs),
+        restore_warnings: ade::restore_limit_warnings(&obs),
+    };
+    evaluate_observed(ctx, &observed, origin, repair, None).await
+}
+
+/// The evaluation proper. With `facts` (the sweep), nothing about the VM, its vault or its Key
+/// Vault is read from ARM again.
+pub async fn evaluate_observed(
+    ctx: &Context,
+    observed: &ObservedVm,
+    origin: Origin,
+    repair: bool,
+    facts: Option<&SweepFacts>,
+) -> Result<String, HandlerError> {
+    let vm_id = &observed.id;
+    let settings = match observed.ade.clone() {
         AdeState::NotEncrypted { why } => {
             return Ok(format!("{vm_id}: not encrypted ({why}); ignored"));
         }
@@ -322,11 +370,11 @@ pub async fn evaluate_with(
         }
         AdeState::Encrypted { settings, .. } => settings,
     };
-    let location = vm.location.clone().unwrap_or_default();
+    let location = observed.location.clone();
     let Some(selection) = ctx.settings.workflow.protection_rules.select(&VmFacts {
         id: vm_id,
         location: &location,
-        tags: &vm.tags,
+        tags: &observed.tags,
     }) else {
         let msg = "no protection rule matches this VM and there is no default rule; add one to ADE_BACKUP_PROTECTION_RULES";
         record_outcome(
@@ -339,34 +387,37 @@ pub async fn evaluate_with(
         .await?;
         return Ok(format!("{vm_id}: unsupported: no-protection-rule"));
     };
-    let vault = match ctx
-        .arm
-        .get_recovery_services_vault(&selection.target.vault_id)
-        .await
-    {
-        Ok(v) => v,
-        Err(e) if e.is_not_found() => {
-            let msg = format!(
-                "the Recovery Services vault {} chosen by rule {} does not exist",
-                selection.target.vault_id, selection.rule
-            );
-            record_outcome(
-                ctx,
-                vm_id,
-                status::UNSUPPORTED,
-                Some("vault-not-found"),
-                &msg,
-            )
-            .await?;
-            return Ok(format!("{vm_id}: {msg}"));
-        }
-        Err(e) => return Err(arm_transient("reading the Recovery Services vault", &e)),
+    let vault_location = match facts {
+        Some(f) => f.vault_location.clone(),
+        None => match ctx
+            .arm
+            .get_recovery_services_vault(&selection.target.vault_id)
+            .await
+        {
+            Ok(v) => v.location.unwrap_or_default(),
+            Err(e) if e.is_not_found() => {
+                let msg = format!(
+                    "the Recovery Services vault {} chosen by rule {} does not exist",
+                    selection.target.vault_id, selection.rule
+                );
+                record_outcome(
+                    ctx,
+                    vm_id,
+                    status::UNSUPPORTED,
+                    Some("vault-not-found"),
+                    &msg,
+                )
+                .await?;
+                return Ok(format!("{vm_id}: {msg}"));
+            }
+            Err(e) => return Err(arm_transient("reading the Recovery Services vault", &e)),
+        },
     };
     if let Err(p) = check_placement(
         vm_id,
         &location,
         &selection.target.vault_id,
-        vault.location.as_deref().unwrap_or_default(),
+        &vault_location,
     ) {
         record_outcome(
             ctx,
@@ -378,16 +429,35 @@ pub async fn evaluate_with(
         .await?;
         return Ok(format!("{vm_id}: unsupported: {p}"));
     }
-    let mut warnings = ade::restore_limit_warnings(&obs);
-    match ctx.arm.get_key_vault(&settings.key_vault_resource_id).await {
-        Ok(kv) if !kv.enabled_for_disk_encryption() => warnings.push(format!(
+    let mut warnings = observed.restore_warnings.clone();
+    let disk_encryption = match facts {
+        Some(f) => f.key_vault_disk_encryption,
+        // Access problems are the grant step's to report.
+        None => ctx
+            .arm
+            .get_key_vault(&settings.key_vault_resource_id)
+            .await
+            .ok()
+            .map(|kv| kv.enabled_for_disk_encryption()),
+    };
+    if disk_encryption == Some(false) {
+        warnings.push(format!(
             "key-vault-not-enabled-for-disk-encryption: {} has enabledForDiskEncryption=false; a restored VM could not fetch its disk encryption secret. Enable it on the vault.",
             settings.key_vault_resource_id
-        )),
-        Ok(_) => {}
-        // Access problems are the grant step's to report.
-        Err(_) => {}
+        ));
     }
+    let access_known = facts.is_some_and(|f| f.access_in_place);
+    let known_unprotected = facts.is_some_and(|f| f.unprotected);
+    let known = |op: &mut ProtectionOperation, at: DateTime<Utc>| {
+        op.known_unprotected = known_unprotected;
+        if access_known {
+            op.steps.finish(
+                step::GRANT,
+                at,
+                Some(j!({ "note": "access in place per the sweep's Resource Graph read; no ARM call" })),
+            );
+        }
+    };
 
     let op_id = records::protection_operation_id(vm_id, &settings);
     let key = protect_operation_key(&op_id);
@@ -412,6 +482,7 @@ pub async fn evaluate_with(
                     next.target = selection.clone();
                     next.ade = (*settings).clone();
                     next.origin = origin_label.clone();
+                    known(&mut next, at);
                     next.record(
                         at,
                         status::IN_PROGRESS,
@@ -442,7 +513,9 @@ pub async fn evaluate_with(
                         last_error: None,
                         history: vec![],
                         origin: origin_label.clone(),
+                        known_unprotected: false,
                     };
+                    known(&mut op, at);
                     op.record(at, status::IN_PROGRESS, format!("opened by {origin_label}"));
                     started_generation = Some(0);
                     Ok(Some(op))
@@ -474,7 +547,11 @@ pub async fn evaluate_with(
             op.status, op.operation_id
         ));
     }
-    send_grant(ctx, &op).await?;
+    if op.steps.is_done(step::GRANT) {
+        send_backup(ctx, &op, BackupPhase::Protect, 0, None).await?;
+    } else {
+        send_grant(ctx, &op).await?;
+    }
     Ok(match started_generation {
         Some(g) => format!(
             "{vm_id}: protection operation {} generation {g} started ({})",
@@ -1036,8 +1113,19 @@ async fn protect_phase(
         return Ok(line);
     }
     let vault = op.target.target.vault_id.clone();
-    // Already protected (by us earlier, or by someone with another policy)?
-    match ctx.arm.get_protected_item(&vault, &op.vm_id).await {
+    let first_attempt = op.steps.get(step::PROTECT).map(|s| s.attempts).unwrap_or(1) <= 1;
+    // Already protected (by us earlier, or by someone with another policy)? The sweep's Graph
+    // read answered that for the first attempt; a retry (maybe after our own PUT) asks Azure.
+    let known = if op.known_unprotected && first_attempt {
+        Err(None)
+    } else {
+        ctx.arm
+            .get_protected_item(&vault, &op.vm_id)
+            .await
+            .map_err(Some)
+    };
+    match known {
+        Err(None) => {}
         Ok(item) => {
             let state = item.properties.protection_state.clone().unwrap_or_default();
             let stopped = state.to_ascii_lowercase().contains("stopped");
@@ -1053,8 +1141,8 @@ async fn protect_phase(
                 return finish_protect(ctx, op, item.id.clone(), Some(their_policy), note).await;
             }
         }
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(arm_transient("reading the protected item", &e)),
+        Err(Some(e)) if e.is_not_found() => {}
+        Err(Some(e)) => return Err(arm_transient("reading the protected item", &e)),
     }
     let policy = policy_id(&op)?;
     match ctx.arm.begin_protect_vm(&vault, &op.vm_id, &policy).await {
@@ -1259,13 +1347,24 @@ async fn protect_poll(
     };
     match poll_step(ctx, &op, spec, poll).await? {
         Polled::Handled(line) => Ok(line),
-        Polled::Finished(_) => {
-            let item = ctx
-                .arm
-                .get_protected_item(&op.target.target.vault_id, &op.vm_id)
-                .await
-                .ok()
-                .and_then(|i| i.id);
+        Polled::Finished(out) => {
+            // The item's id: from the final body when it is the item (Location polling), else
+            // derived — its path is fixed by the vault and the VM, no GET needed.
+            let item = out
+                .body
+                .as_ref()
+                .and_then(|b| b.get("id"))
+                .and_then(Value::as_str)
+                .filter(|id| id.to_ascii_lowercase().contains("/protecteditems/"))
+                .map(str::to_string)
+                .or_else(|| {
+                    ade_backup_shared::arm::recovery_services::protected_item_id(
+                        &op.target.target.vault_id,
+                        &op.vm_id,
+                    )
+                    .ok()
+                    .map(|id| id.to_string())
+                });
             let policy = policy_id(&op)?.to_string();
             finish_protect(
                 ctx,

@@ -31,7 +31,7 @@
 //! examples `ResourcesFirstPageQuery.json` / `ResourcesNextPageQuery.json`, and docs/arm-surface.md
 //! (the KQL subset the simulator implements, `project` included).
 
-use super::protect::{self, Origin};
+use super::protect::{self, ObservedVm, Origin, SweepFacts};
 use crate::context::Context;
 use crate::domain::ade::{self, AdeState, ExtensionObservation, OsType, VmObservation};
 use crate::domain::kv_access::{self, KeyMode};
@@ -296,6 +296,8 @@ pub struct Discovery {
     pub protected_items: Vec<ProtectedItemView>,
     pub key_vaults: usize,
     pub key_vaults_with_access: HashSet<String>,
+    /// `enabledForDiskEncryption` per Key Vault (canonical id) the ADE VMs use.
+    pub key_vault_disk_encryption: HashMap<String, bool>,
     pub rpo: HashMap<(String, String), Duration>,
     pub warnings: Vec<String>,
 }
@@ -353,7 +355,7 @@ fn extension_query() -> String {
 }
 fn key_vault_query() -> String {
     format!(
-        "{} | project id, enableRbacAuthorization = properties.enableRbacAuthorization, accessPolicies = properties.accessPolicies",
+        "{} | project id, enableRbacAuthorization = properties.enableRbacAuthorization, enabledForDiskEncryption = properties.enabledForDiskEncryption, accessPolicies = properties.accessPolicies",
         queries::KEY_VAULTS
     )
 }
@@ -618,6 +620,7 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
             location: str_at(row, &["location"]).unwrap_or_default().to_string(),
             tags,
             ade: ade::classify(&obs),
+            restore_warnings: ade::restore_limit_warnings(&obs),
             id,
         });
     }
@@ -625,6 +628,7 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
     let needs = vault_needs(&vms);
     let bms_s = bms.to_string();
     let mut key_vaults_with_access = HashSet::new();
+    let mut key_vault_disk_encryption = HashMap::new();
     let mut rbac_vaults = Vec::new();
     for row in &kv_rows {
         let Some(id) = str_at(row, &["id"]).and_then(|s| ResourceId::parse(s).ok()) else {
@@ -633,6 +637,9 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
         let Some(need) = needs.get(&id.canonical()).copied() else {
             continue;
         };
+        if let Some(enabled) = row.get("enabledForDiskEncryption").and_then(Value::as_bool) {
+            key_vault_disk_encryption.insert(id.canonical(), enabled);
+        }
         if row
             .get("enableRbacAuthorization")
             .and_then(Value::as_bool)
@@ -715,6 +722,7 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
         protected_items,
         key_vaults: kv_rows.len(),
         key_vaults_with_access,
+        key_vault_disk_encryption,
         rpo,
         warnings,
     })
@@ -1133,8 +1141,21 @@ enum VmResult {
     NotStarted,
 }
 
-async fn work_vm(ctx: &Context, run_id: &str, p: &VmPlan, repair: bool) -> VmResult {
-    match protect::evaluate_with(ctx, &p.vm_id, Origin::Sweep(run_id.to_string()), repair).await {
+async fn work_vm(
+    ctx: &Context,
+    run_id: &str,
+    p: &VmPlan,
+    repair: bool,
+    known: Option<(ObservedVm, SweepFacts)>,
+) -> VmResult {
+    let origin = Origin::Sweep(run_id.to_string());
+    let evaluated = match &known {
+        Some((vm, facts)) => protect::evaluate_observed(ctx, vm, origin, repair, Some(facts)).await,
+        // Discovery could not tell everything (e.g. the vault could not be read): the workflow
+        // reads for itself.
+        None => protect::evaluate_with(ctx, &p.vm_id, origin, repair).await,
+    };
+    match evaluated {
         Ok(line) => {
             tracing::info!(vm = %p.vm_id, "{line}");
             VmResult::Started { repair }
@@ -1309,6 +1330,78 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
     Ok(SweepOutcome::Completed(Box::new(summary)))
 }
 
+/// Location of every Recovery Services vault the work targets: one GET per distinct vault (a
+/// handful per run), instead of one per VM in the workflow. A vault that cannot be read is left
+/// out; its VMs are evaluated the long way, which reports the problem per VM.
+async fn target_vault_locations(ctx: &Context, work: &[&VmPlan]) -> HashMap<String, String> {
+    let vaults: BTreeMap<String, ResourceId> = work
+        .iter()
+        .filter_map(|p| p.target.as_ref())
+        .map(|t| (t.target.vault_id.canonical(), t.target.vault_id.clone()))
+        .collect();
+    let tasks: Vec<_> = vaults
+        .into_iter()
+        .map(|(key, id)| {
+            let arm = ctx.arm.clone();
+            Box::pin(async move { (key, arm.get_recovery_services_vault(&id).await) })
+        })
+        .collect();
+    futures::stream::iter(tasks)
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(|(key, r)| match r {
+            Ok(v) => Some((key, v.location.unwrap_or_default())),
+            Err(e) => {
+                tracing::warn!(
+                    vault = key,
+                    "could not read the Recovery Services vault: {e}"
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// What discovery already knows about a VM the plan wants to work on.
+fn known_facts(
+    p: &VmPlan,
+    fleet: &HashMap<String, &FleetVm>,
+    item_states: &HashMap<String, &str>,
+    vault_locations: &HashMap<String, String>,
+    d: &Discovery,
+) -> Option<(ObservedVm, SweepFacts)> {
+    let vm = fleet.get(&p.vm_id.canonical())?;
+    let target = p.target.as_ref()?;
+    let vault_location = vault_locations.get(&target.target.vault_id.canonical())?;
+    let key_vault_disk_encryption = match &vm.ade {
+        AdeState::Encrypted { settings, .. } => d
+            .key_vault_disk_encryption
+            .get(&settings.key_vault_resource_id.canonical())
+            .copied(),
+        _ => None,
+    };
+    let unprotected = item_states
+        .get(&p.vm_id.canonical())
+        .is_none_or(|state| state.to_ascii_lowercase().contains("stopped"));
+    Some((
+        ObservedVm {
+            id: vm.id.clone(),
+            location: vm.location.clone(),
+            tags: vm.tags.clone(),
+            ade: vm.ade.clone(),
+            restore_warnings: vm.restore_warnings.clone(),
+        },
+        SweepFacts {
+            vault_location: vault_location.clone(),
+            key_vault_disk_encryption,
+            access_in_place: !p.actions.contains(&Action::GrantAccess),
+            unprotected,
+        },
+    ))
+}
+
 /// Orders work round-robin over subscriptions. ARM throttles per subscription, and Resource
 /// Graph returns a subscription's VMs together: in Graph order, every worker would queue on one
 /// subscription's bucket while the others sit idle.
@@ -1377,17 +1470,25 @@ async fn reconcile(
             work.push(p);
         }
     }
+    let vault_locations = target_vault_locations(ctx, &work).await;
+    let fleet: HashMap<String, &FleetVm> = d.vms.iter().map(|v| (v.id.canonical(), v)).collect();
+    let item_states: HashMap<String, &str> = d
+        .protected_items
+        .iter()
+        .map(|i| (i.vm_id.canonical(), i.protection_state.as_str()))
+        .collect();
     let tasks: Vec<_> = interleave_by_subscription(work)
         .into_iter()
         .map(|p| {
             let in_azure = protected.contains(&p.vm_id.canonical());
+            let known = known_facts(p, &fleet, &item_states, &vault_locations, &d);
             let (ctx, run_id, p) = (ctx.clone(), run_id.to_string(), p.clone());
             let lost = keeper.lost.clone();
             Box::pin(async move {
                 if lost.load(Ordering::SeqCst) {
                     return (p, VmResult::NotStarted, Ok(()));
                 }
-                let r = work_vm(&ctx, &run_id, &p, in_azure).await;
+                let r = work_vm(&ctx, &run_id, &p, in_azure, known).await;
                 let rec = record_drift(&ctx, &p, in_azure).await;
                 (p, r, rec)
             })
