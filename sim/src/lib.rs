@@ -432,6 +432,42 @@ impl Simulator {
         })
     }
 
+    /// Stop protection of `vm` (resource id, `resourceGroup/name` or a unique name) and retain
+    /// its data, as an operator would in the portal: see [`world::World::stop_protection`].
+    pub fn stop_protection(&self, vm: &str) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            let item_key = w
+                .protected_items
+                .iter()
+                .find(|(_, i)| i.vm_key == key)
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| SimError::Unknown {
+                    kind: "protected item (the VM is not protected) for VM",
+                    name: vm.to_string(),
+                })?;
+            let now = self.shared.clock.now();
+            w.stop_protection(&item_key, now)
+                .map(|_| ())
+                .map_err(|f| SimError::Unknown {
+                    kind: "protected item",
+                    name: format!("{item_key}: {}", f.message),
+                })
+        })
+    }
+
+    /// The protected item of `vm` as `GET .../protectedItems/{item}` returns it, if the VM is
+    /// protected.
+    pub fn protected_item(&self, vm: &str) -> Result<Option<Value>, SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            Ok(w.protected_items
+                .values()
+                .find(|i| i.vm_key == key)
+                .map(|i| w.protected_item_json(i)))
+        })
+    }
+
     pub(crate) async fn publish_via(
         &self,
         events: Vec<Value>,

@@ -62,6 +62,13 @@ pub enum Action {
         #[serde(default)]
         object_id: Option<String>,
     },
+    /// Drift: stop protection of a VM and retain its data, as an operator would (the item
+    /// becomes ProtectionStopped with no policy; its recovery points stay).
+    #[serde(rename_all = "camelCase")]
+    StopProtection {
+        /// VM resource id, `resourceGroup/name`, or a name unique in the fleet.
+        vm: String,
+    },
 }
 
 impl Scenario {
@@ -157,6 +164,10 @@ pub async fn run_scenario(
                     .executed
                     .push(format!("removeAccessPolicy {key_vault}"));
             }
+            Action::StopProtection { vm } => {
+                sim.stop_protection(vm)?;
+                report.executed.push(format!("stopProtection {vm}"));
+            }
         }
     }
     Ok(report)
@@ -182,5 +193,30 @@ mod tests {
             .actions
             .iter()
             .any(|a| matches!(a.action, Action::RemoveAccessPolicy { .. })));
+        assert!(s
+            .actions
+            .iter()
+            .any(|a| matches!(a.action, Action::StopProtection { .. })));
+    }
+
+    #[test]
+    fn stop_protection_parses_and_needs_a_vm() {
+        let s: Scenario = serde_json::from_str(
+            r#"{"actions": [{"atSeconds": 5, "action": "stopProtection", "vm": "rg-app/web-01"}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            s.actions,
+            vec![TimedAction {
+                at_seconds: 5.0,
+                action: Action::StopProtection {
+                    vm: "rg-app/web-01".into()
+                },
+            }]
+        );
+        let missing = serde_json::from_str::<Scenario>(
+            r#"{"actions": [{"atSeconds": 5, "action": "stopProtection"}]}"#,
+        );
+        assert!(missing.is_err(), "vm is required");
     }
 }

@@ -25,7 +25,13 @@ pub mod codes {
     pub const DISK_EXCLUSION: &str = "UserErrorEncryptedVmNotSupportedWithDiskEx";
     pub const BACKUP_IN_PROGRESS: &str = "UserErrorBackupOperationInProgress";
     pub const VM_NOT_FOUND: &str = "UserErrorVmNotFound";
+    /// sim: Backup now on an item whose protection was stopped (retain data). Azure refuses it
+    /// (the portal greys the action out) but no error code is documented; the code is our choice.
+    pub const PROTECTION_STOPPED: &str = "BMSUserErrorProtectionStopped";
 }
+
+/// `protectionState` of an item whose protection was stopped with its data retained.
+pub const PROTECTION_STOPPED_STATE: &str = "ProtectionStopped";
 
 /// The five dataActions Azure Backup needs on an RBAC key vault.
 pub const BACKUP_DATA_ACTIONS: [&str; 5] = [
@@ -305,7 +311,8 @@ pub struct ProtectedItem {
     pub vm_key: String,
     pub source_id: String,
     pub vm_name: String,
-    pub policy: String,
+    /// Policy name; `None` once protection is stopped (Azure clears `policyId`).
+    pub policy: Option<String>,
     pub protection_state: String,
     pub last_backup_status: Option<String>,
     pub last_backup_time: Option<DateTime<Utc>>,
@@ -324,6 +331,8 @@ pub enum JobStatus {
 #[derive(Debug, Clone, serde::Serialize)]
 pub enum JobKind {
     ConfigureBackup,
+    /// Stop protection (retain data): Azure's job `operation` is `DisableBackup`.
+    DisableBackup,
     Backup {
         snapshot_at: DateTime<Utc>,
         snapshot_done: bool,
@@ -356,6 +365,7 @@ impl Job {
     pub fn operation(&self) -> &'static str {
         match self.kind {
             JobKind::ConfigureBackup => "ConfigureBackup",
+            JobKind::DisableBackup => "DisableBackup",
             JobKind::Backup { .. } => "Backup",
             JobKind::Restore { .. } => "Restore",
         }
@@ -771,7 +781,7 @@ impl World {
                     vm_key: key.clone(),
                     source_id: id.clone(),
                     vm_name: vm.name.clone(),
-                    policy: p.policy.clone(),
+                    policy: Some(p.policy.clone()),
                     protection_state: "Protected".into(),
                     last_backup_status: None,
                     last_backup_time: None,
@@ -1213,6 +1223,18 @@ impl World {
             .protected_items
             .get(item_key)
             .ok_or_else(|| Failure::new("BMSUserErrorItemNotFound", "protected item not found"))?;
+        if item
+            .protection_state
+            .eq_ignore_ascii_case(PROTECTION_STOPPED_STATE)
+        {
+            return Err(Failure::new(
+                codes::PROTECTION_STOPPED,
+                format!(
+                    "Protection of {} is stopped; resume protection with a backup policy before taking a backup.",
+                    item.vm_name
+                ),
+            ));
+        }
         if self.jobs.values().any(|j| {
             j.item_key == item_key
                 && j.status == JobStatus::InProgress
@@ -1261,6 +1283,55 @@ impl World {
         vm_name: &str,
         now: DateTime<Utc>,
     ) -> String {
+        self.start_protection_job(JobKind::ConfigureBackup, item_key, vault_key, vm_name, now)
+    }
+
+    /// Stop protection and retain data: the item keeps its recovery points but loses its policy
+    /// (so no scheduled backups), and Backup now is refused until protection is resumed with a
+    /// policy. Returns the `DisableBackup` job's id.
+    pub fn stop_protection(
+        &mut self,
+        item_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, Failure> {
+        let item = self.protected_items.get_mut(item_key).ok_or_else(|| {
+            Failure::new(
+                "BMSUserErrorObjectNotFound",
+                "protected item not found; only a protected item can have its protection stopped",
+            )
+        })?;
+        item.protection_state = PROTECTION_STOPPED_STATE.into();
+        item.policy = None;
+        let (vault_key, vm_name) = (item.vault_key.clone(), item.vm_name.clone());
+        Ok(self.start_protection_job(JobKind::DisableBackup, item_key, &vault_key, &vm_name, now))
+    }
+
+    /// Give an existing item `policy`. A stopped item resumes: Protected if it kept recovery
+    /// points, IRPending (waiting for its first backup) otherwise, as for a new protection.
+    pub fn set_item_policy(&mut self, item_key: &str, policy: &str) -> Option<ProtectedItem> {
+        let item = self.protected_items.get_mut(item_key)?;
+        item.policy = Some(policy.to_string());
+        if item
+            .protection_state
+            .eq_ignore_ascii_case(PROTECTION_STOPPED_STATE)
+        {
+            item.protection_state = if item.recovery_points.is_empty() {
+                "IRPending".into()
+            } else {
+                "Protected".into()
+            };
+        }
+        Some(item.clone())
+    }
+
+    fn start_protection_job(
+        &mut self,
+        kind: JobKind,
+        item_key: &str,
+        vault_key: &str,
+        vm_name: &str,
+        now: DateTime<Utc>,
+    ) -> String {
         let id = self.new_guid();
         let mut bag = BTreeMap::new();
         bag.insert("VM Name".to_string(), vm_name.to_string());
@@ -1271,7 +1342,7 @@ impl World {
                 vault_key: vault_key.to_string(),
                 item_key: item_key.to_string(),
                 entity_friendly_name: vm_name.to_string(),
-                kind: JobKind::ConfigureBackup,
+                kind,
                 start: now,
                 end_at: now + Duration::seconds(self.durations.configure_protection_secs),
                 status: JobStatus::InProgress,
@@ -1350,7 +1421,7 @@ impl World {
             return;
         };
         match &job.kind {
-            JobKind::ConfigureBackup => {
+            JobKind::ConfigureBackup | JobKind::DisableBackup => {
                 if job.end_at <= now {
                     self.finish_job(id, job.end_at, None);
                 }
@@ -1427,7 +1498,7 @@ impl World {
         let instant_days = self
             .rs_vaults
             .get(&item.vault_key)
-            .and_then(|v| v.policies.get(&lc(&item.policy)))
+            .and_then(|v| v.policies.get(&lc(item.policy.as_deref()?)))
             .map(|p| p.instant_rp_retention_days)
             .unwrap_or(2);
         let rp = self.snapshot_rp(&vm, at, instant_days);
@@ -1873,7 +1944,12 @@ impl World {
         let count = self
             .protected_items
             .values()
-            .filter(|i| i.vault_key == lc(&v.id) && i.policy.eq_ignore_ascii_case(&p.name))
+            .filter(|i| {
+                i.vault_key == lc(&v.id)
+                    && i.policy
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&p.name))
+            })
             .count();
         let day = "2024-01-01";
         let (schedule, policy_type, run_time) = match &p.schedule {
@@ -1962,8 +2038,10 @@ impl World {
                 "workloadType": "VM",
                 "containerName": item.container.split_once(';').map(|(_, c)| c.to_string()).unwrap_or_default(),
                 "sourceResourceId": item.source_id,
-                "policyId": format!("{vault_id}/backupPolicies/{}", item.policy),
-                "policyName": item.policy,
+                // A stopped item has no policy: Azure reports `policyId` "" (the value az cli
+                // sends to stop protection, see routes/recovery_services.rs).
+                "policyId": item.policy.as_ref().map(|p| format!("{vault_id}/backupPolicies/{p}")).unwrap_or_default(),
+                "policyName": item.policy.clone().unwrap_or_default(),
                 "lastRecoveryPoint": last_rp.map(ts),
                 "isScheduledForDeferredDelete": false,
                 "extendedInfo": {
@@ -2081,7 +2159,7 @@ impl World {
                 JobKind::Restore { .. } => {
                     vec![json!({"taskId": "Transfer data", "status": status})]
                 }
-                JobKind::ConfigureBackup => vec![],
+                JobKind::ConfigureBackup | JobKind::DisableBackup => vec![],
             };
             let mut bag: Map<String, Value> = job
                 .property_bag

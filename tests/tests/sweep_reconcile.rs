@@ -469,3 +469,62 @@ async fn dry_run_reports_the_plan_and_changes_nothing() {
     assert!(h.pump.pending() == 0, "no message sent");
     let _ = Arc::clone(&h.pump);
 }
+
+#[tokio::test]
+async fn stopped_protection_is_detected_and_resumed_with_the_rule_policy() {
+    let h = harness(healthy_fleet(1, 40, 16, 0)).await;
+    let victims: Vec<ResourceId> = ade_vms(&h.fleet).into_iter().take(3).map(id_of).collect();
+    assert_eq!(victims.len(), 3, "the fleet has three ADE VMs");
+    let n = victims.len() as u64;
+    let scenario = Scenario {
+        name: "stop".into(),
+        actions: victims
+            .iter()
+            .map(|vm| TimedAction {
+                at_seconds: 0.0,
+                action: SimAction::StopProtection { vm: vm.to_string() },
+            })
+            .collect(),
+    };
+    run_scenario(&h.sim, &scenario, h.pump.clone())
+        .await
+        .expect("scenario");
+    for vm in &victims {
+        let item = h
+            .sim
+            .protected_item(&vm.to_string())
+            .expect("known VM")
+            .expect("still a protected item");
+        assert_eq!(item["properties"]["protectionState"], "ProtectionStopped");
+    }
+    let s = sweep_once(&h).await;
+    assert_eq!(s.drift.get("protection-stopped"), Some(&n), "{:?}", s.drift);
+    assert_eq!(s.actions.get("protect"), Some(&n), "{:?}", s.actions);
+    assert_eq!(
+        s.outcomes.get("repair-started"),
+        Some(&n),
+        "{:?}",
+        s.outcomes
+    );
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    assert_eq!(h.sim.stats().writes.protection_puts, n, "one resume each");
+    for vm in &victims {
+        let item = h
+            .sim
+            .protected_item(&vm.to_string())
+            .expect("known VM")
+            .expect("protected item");
+        let p = &item["properties"];
+        assert_eq!(p["protectionState"], "Protected", "{item}");
+        assert_eq!(p["policyName"], "DefaultPolicy", "{item}");
+        assert!(
+            p["extendedInfo"]["recoveryPointCount"]
+                .as_u64()
+                .is_some_and(|c| c >= 1),
+            "retained recovery points: {item}"
+        );
+    }
+    let s2 = sweep_once(&h).await;
+    assert!(s2.drift.is_empty(), "protection resumed: {:?}", s2.drift);
+}

@@ -2,11 +2,13 @@
 //! 2023-04-01 examples: `AzureIaasVm/BackupProtectableItems_List.json`,
 //! `AzureIaasVm/ProtectedItemOperationStatus.json`, `AzureIaasVm/RecoveryPoints_List.json`,
 //! `AzureIaasVm/TriggerRestore_RestoreDisks_IaasVMRestoreRequest_IdentityBasedRestoreDetails.json`,
-//! `Common/RefreshContainers.json`, `Common/RefreshContainers_OperationResults.json`.
+//! `Common/RefreshContainers.json`, `Common/RefreshContainers_OperationResults.json`,
+//! `AzureIaasVm/StopProtection.json` (stop protection, retain data).
 
 use super::{paged, route, Ctx, Reply, Route};
 use crate::world::{
     codes, container_name, item_name, lc, ts, JobStatus, OpStatus, ProtectedItem, World,
+    PROTECTION_STOPPED_STATE,
 };
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -243,10 +245,23 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
             "properties.sourceResourceId is required.",
         );
     };
-    let Some(policy_id) = props["policyId"].as_str() else {
+    let requested_state = props["protectionState"].as_str().unwrap_or("");
+    if requested_state.eq_ignore_ascii_case(PROTECTION_STOPPED_STATE) {
+        return stop_protection(w, ctx, &key, source);
+    }
+    if !(requested_state.is_empty()
+        || requested_state.eq_ignore_ascii_case("Protected")
+        || requested_state.eq_ignore_ascii_case("IRPending"))
+    {
         return bad(
             "BMSUserErrorInvalidInput",
-            "properties.policyId is required.",
+            format!("properties.protectionState '{requested_state}' is not supported by the simulator: send ProtectionStopped to stop protection, or leave it out and send a policyId to protect."),
+        );
+    }
+    let Some(policy_id) = props["policyId"].as_str().filter(|p| !p.is_empty()) else {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            "properties.policyId is required to protect (or resume protecting) a VM.",
         );
     };
     let policy_name = policy_id.rsplit('/').next().unwrap_or_default().to_string();
@@ -311,11 +326,8 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
             "Selective disk backup is not supported for encrypted VMs.",
         );
     }
-    let item = match w.protected_items.get_mut(&key) {
-        Some(existing) => {
-            existing.policy = policy.name.clone();
-            existing.clone()
-        }
+    let item = match w.set_item_policy(&key, &policy.name) {
+        Some(existing) => existing,
         None => {
             let item = ProtectedItem {
                 vault_key: vkey.clone(),
@@ -324,7 +336,7 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
                 vm_key: vm_key.clone(),
                 source_id: vm.id.clone(),
                 vm_name: vm.name.clone(),
-                policy: policy.name.clone(),
+                policy: Some(policy.name.clone()),
                 protection_state: "IRPending".into(),
                 last_backup_status: None,
                 last_backup_time: None,
@@ -338,6 +350,39 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
     };
     let job = w.start_configure_job(&key, &vkey, &vm.name, ctx.now);
     let op = w.timed_operation(ctx.now, Ok(Some(job)), Some(key));
+    lro(ctx, w, &item, &op)
+}
+
+/// Stop protection and retain data: `PUT` of the protected item with
+/// `properties.protectionState: "ProtectionStopped"` and `sourceResourceId`, no policy
+/// (recoveryservicesbackup 2023-04-01 example `AzureIaasVm/StopProtection.json`; az cli's
+/// `backup protection disable --delete-backup-data false` sends `policyId: ""`). Any policyId
+/// sent along is ignored: a stopped item has none. The VM itself may already be gone.
+fn stop_protection(w: &mut World, ctx: &Ctx, key: &str, source: &str) -> Reply {
+    let Some(item) = w.protected_items.get(key).cloned() else {
+        return Reply::error(
+            StatusCode::NOT_FOUND,
+            "BMSUserErrorObjectNotFound",
+            format!(
+                "Protected item {} was not found in the vault; only a protected item can have its protection stopped.",
+                ctx.param(4)
+            ),
+        );
+    };
+    if !item.source_id.eq_ignore_ascii_case(source) {
+        return bad(
+            "BMSUserErrorInvalidInput",
+            format!(
+                "properties.sourceResourceId {source} does not match protected item {}.",
+                ctx.param(4)
+            ),
+        );
+    }
+    let job = match w.stop_protection(key, ctx.now) {
+        Ok(j) => j,
+        Err(f) => return bad(&f.code, f.message),
+    };
+    let op = w.timed_operation(ctx.now, Ok(Some(job)), Some(key.to_string()));
     lro(ctx, w, &item, &op)
 }
 
