@@ -472,6 +472,10 @@ pub struct World {
     active_deployments: BTreeSet<String>,
     #[serde(skip)]
     counter: u64,
+    /// Resource Graph result snapshots behind outstanding `$skipToken`s (see
+    /// `routes::resource_graph`): continuation pages read the snapshot their first page took.
+    #[serde(skip)]
+    pub graph_snapshots: std::collections::VecDeque<(u64, std::sync::Arc<Vec<Value>>)>,
 }
 
 fn builtin_role(guid: &str, role_name: &str, data_actions: &[&str]) -> RoleDef {
@@ -521,6 +525,7 @@ impl World {
             active_extensions: BTreeSet::new(),
             active_deployments: BTreeSet::new(),
             counter: 0,
+            graph_snapshots: Default::default(),
         };
         for (guid, name, actions) in [
             (
@@ -677,6 +682,12 @@ impl World {
     }
 
     /// A deterministic-per-run unique GUID.
+    /// A fresh id for a Resource Graph snapshot.
+    pub fn new_snapshot_id(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
     pub fn new_guid(&mut self) -> String {
         let n = self.next_number();
         ade_backup_shared::ids::deterministic_uuid(&[&self.tenant_id, "sim", &n.to_string()])

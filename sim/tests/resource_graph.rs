@@ -113,3 +113,73 @@ async fn other_tables_and_projection() {
     let (_, ra) = query(&h, json!({"query": format!("authorizationresources | where type =~ 'microsoft.authorization/roleassignments' and properties.principalId =~ '{}'", h.sim.backup_management_object_id())})).await;
     assert_eq!(ra["totalRecords"], 0);
 }
+
+/// Continuation pages come from the snapshot the first page took (Resource Graph pages one
+/// result), and the snapshot is dropped once its last page is served.
+#[tokio::test]
+async fn continuation_pages_read_the_first_pages_snapshot() {
+    let fleet = Fleet::generate(1, 600, 9);
+    let h = Harness::start(
+        fleet,
+        SimOptions {
+            throttling: false,
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let q = "recoveryservicesresources | where type =~ 'microsoft.recoveryservices/vaults/backupfabrics/protectioncontainers/protecteditems'";
+    let (s, first) = query(&h, json!({"query": q, "options": {"$top": 5}})).await;
+    assert_eq!(s, 200, "{first}");
+    let total = first["totalRecords"].as_u64().expect("total");
+    assert!(total > 5, "the fleet has protected items: {total}");
+    let token = first["$skipToken"].as_str().expect("token").to_string();
+    // Every item is stopped after the first page was served...
+    let (_, all) = query(&h, json!({"query": q, "options": {"$top": 1000}})).await;
+    for row in all["data"].as_array().expect("rows") {
+        let vm = row["properties"]["sourceResourceId"].as_str().expect("vm");
+        h.sim.stop_protection(vm).expect("stop");
+    }
+    // ... but the continuation still pages the first page's result.
+    let (s, second) = query(
+        &h,
+        json!({"query": q, "options": {"$top": 5, "$skipToken": token}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["totalRecords"].as_u64(), Some(total));
+    assert!(second["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .all(|r| r["properties"]["protectionState"] != "ProtectionStopped"));
+    // A new query sees the change.
+    let (_, fresh) = query(&h, json!({"query": q, "options": {"$top": 5}})).await;
+    assert!(fresh["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .all(|r| r["properties"]["protectionState"] == "ProtectionStopped"));
+    // Reading to the end releases the snapshot: its token then recomputes (same shape, new data).
+    let mut token = second["$skipToken"].as_str().map(str::to_string);
+    let mut last_token = None;
+    while let Some(t) = token {
+        let (_, page) = query(
+            &h,
+            json!({"query": q, "options": {"$top": 1000, "$skipToken": t.clone()}}),
+        )
+        .await;
+        last_token = Some(t);
+        token = page["$skipToken"].as_str().map(str::to_string);
+    }
+    let (s, again) = query(
+        &h,
+        json!({"query": q, "options": {"$top": 1000, "$skipToken": last_token.expect("paged")}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(again["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .all(|r| r["properties"]["protectionState"] == "ProtectionStopped"));
+}

@@ -200,7 +200,21 @@ impl QueuePump {
 
     /// Delivers messages through the production handlers until no message is left, or `timeout`
     /// (real time) passes. Transient failures are redelivered (delivery count + 1, up to 10).
+    /// Like Service Bus with a Functions host, delivery is continuous: a message is handed to
+    /// its handler as soon as it is due, whatever else is still running (no batch barrier).
     pub async fn drain(&self, ctx: &Context, timeout: std::time::Duration) -> PumpReport {
+        self.drain_while(ctx, timeout, &std::sync::atomic::AtomicBool::new(false))
+            .await
+    }
+
+    /// [`QueuePump::drain`] that keeps running while `producing` is true, even with nothing to
+    /// deliver (a sweep that is still fanning out).
+    pub async fn drain_while(
+        &self,
+        ctx: &Context,
+        timeout: std::time::Duration,
+        producing: &std::sync::atomic::AtomicBool,
+    ) -> PumpReport {
         let registry = Registry::production();
         let by_queue: HashMap<String, FunctionSpec> = registry
             .specs()
@@ -212,6 +226,8 @@ impl QueuePump {
         let deadline = std::time::Instant::now() + timeout;
         let mut report = PumpReport::default();
         let mut redeliveries: Vec<(OutboundMessage, u32)> = Vec::new();
+        let mut running: tokio::task::JoinSet<(OutboundMessage, u32, Outcome)> =
+            tokio::task::JoinSet::new();
         loop {
             let now = ctx.clock.now();
             let due: Vec<(OutboundMessage, u32)> = {
@@ -225,25 +241,13 @@ impl QueuePump {
                     .chain(redeliveries.drain(..))
                     .collect()
             };
-            if due.is_empty() {
-                if self.pending() == 0 {
-                    return report;
-                }
-                if std::time::Instant::now() > deadline {
-                    report.timed_out = true;
-                    return report;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                continue;
-            }
-            let mut tasks = Vec::new();
             for (m, count) in due {
                 let Some(spec) = by_queue.get(&m.queue).cloned() else {
                     lock(&self.unrouted).push(m);
                     continue;
                 };
                 let ctx = ctx.clone();
-                tasks.push(tokio::spawn(async move {
+                running.spawn(async move {
                     let msg = ServiceBusMessage {
                         queue: m.queue.clone(),
                         body: m.body.clone(),
@@ -259,10 +263,31 @@ impl QueuePump {
                     };
                     let out = handlers::dispatch(&spec, TriggerInput::ServiceBus(msg), &ctx).await;
                     (m, count, out)
-                }));
+                });
             }
-            for t in tasks {
-                let Ok((m, count, out)) = t.await else {
+            if running.is_empty()
+                && self.pending() == 0
+                && redeliveries.is_empty()
+                && !producing.load(Ordering::SeqCst)
+            {
+                return report;
+            }
+            if std::time::Instant::now() > deadline {
+                report.timed_out = true;
+                running.abort_all();
+                return report;
+            }
+            // Wait for a handler to finish, or for scheduled messages to come due.
+            let finished = tokio::select! {
+                r = running.join_next(), if !running.is_empty() => r,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => None,
+            };
+            let mut finished: Vec<_> = finished.into_iter().collect();
+            while let Some(r) = running.try_join_next() {
+                finished.push(r);
+            }
+            for r in finished {
+                let Ok((m, count, out)) = r else {
                     report.transient_failures += 1;
                     continue;
                 };
@@ -287,10 +312,6 @@ impl QueuePump {
                         }
                     }
                 }
-            }
-            if std::time::Instant::now() > deadline {
-                report.timed_out = true;
-                return report;
             }
         }
     }

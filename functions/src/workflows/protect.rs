@@ -1496,7 +1496,16 @@ async fn record_job(
         true
     })
     .await?;
-    send_backup(ctx, &op, BackupPhase::Track, 0, None).await?;
+    // A backup job takes minutes (seconds in the simulator): a read right now would only say
+    // "InProgress" and spend a token of the subscription's read bucket.
+    send_backup(
+        ctx,
+        &op,
+        BackupPhase::Track,
+        0,
+        Some(ctx.settings.workflow.poll_interval),
+    )
+    .await?;
     Ok(format!("{}: {note}", op.operation_id))
 }
 

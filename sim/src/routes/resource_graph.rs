@@ -339,6 +339,10 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
+fn cached_hit(w: &World, snapshot: Option<u64>) -> bool {
+    snapshot.is_some_and(|id| w.graph_snapshots.iter().any(|(s, _)| *s == id))
+}
+
 fn invalid_query(detail: String) -> Reply {
     Reply::json(
         StatusCode::BAD_REQUEST,
@@ -372,13 +376,20 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
     let opts = &body["options"];
     let top = opts["$top"].as_u64().unwrap_or(100).clamp(1, 1000) as usize;
     let qhash = fnv(text);
-    let offset = match opts["$skipToken"].as_str() {
+    // `$skipToken` = `{offset}.{query hash}.{snapshot}`: a continuation page is served from the
+    // result the first page computed (a consistent view across pages, and 10,000 rows are not
+    // re-rendered for each of their pages). A snapshot that was evicted is recomputed.
+    let (offset, snapshot) = match opts["$skipToken"].as_str() {
         Some(tok) => {
-            let parsed = tok.split_once('.').and_then(|(o, h)| {
-                Some((o.parse::<usize>().ok()?, u64::from_str_radix(h, 16).ok()?))
-            });
+            let mut parts = tok.split('.');
+            let parsed = (|| {
+                let o = parts.next()?.parse::<usize>().ok()?;
+                let h = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let snap = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
+                Some((o, h, snap))
+            })();
             match parsed {
-                Some((o, h)) if h == qhash => o,
+                Some((o, h, snap)) if h == qhash => (o, snap),
                 _ => {
                     return invalid_query(format!(
                         "options.$skipToken '{tok}' does not belong to this query"
@@ -386,28 +397,40 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
                 }
             }
         }
-        None => opts["$skip"].as_u64().unwrap_or(0) as usize,
+        None => (opts["$skip"].as_u64().unwrap_or(0) as usize, None),
     };
-    let rows: Vec<Value> = table_rows(w, &q.table, ctx.now)
-        .into_iter()
-        .filter(|r| {
-            subs.as_ref()
-                .is_none_or(|s| s.contains(&lc(r["subscriptionId"].as_str().unwrap_or_default())))
-        })
-        .filter(|r| matches(r, &q.conds))
-        .collect();
+    let cached = snapshot.and_then(|id| {
+        w.graph_snapshots
+            .iter()
+            .find(|(s, _)| *s == id)
+            .map(|(_, rows)| rows.clone())
+    });
+    let rows: std::sync::Arc<Vec<Value>> = match cached {
+        Some(rows) => rows,
+        None => std::sync::Arc::new(
+            table_rows(w, &q.table, ctx.now)
+                .into_iter()
+                .filter(|r| {
+                    subs.as_ref().is_none_or(|s| {
+                        s.contains(&lc(r["subscriptionId"].as_str().unwrap_or_default()))
+                    })
+                })
+                .filter(|r| matches(r, &q.conds))
+                .collect(),
+        ),
+    };
     let total = rows.len();
     let end = (offset + top).min(total);
     let page: Vec<Value> = rows
-        .into_iter()
+        .iter()
         .skip(offset)
         .take(end.saturating_sub(offset))
         .map(|r| match &q.project {
-            None => r,
+            None => r.clone(),
             Some(cols) => {
                 let mut m = Map::new();
                 for (alias, p) in cols {
-                    m.insert(alias.clone(), lookup(&r, p).cloned().unwrap_or(Value::Null));
+                    m.insert(alias.clone(), lookup(r, p).cloned().unwrap_or(Value::Null));
                 }
                 Value::Object(m)
             }
@@ -420,8 +443,26 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
         "facets": [],
         "resultTruncated": "false"
     });
-    if end < total {
-        out["$skipToken"] = json!(format!("{end}.{qhash:x}"));
+    if end >= total {
+        // The last page: nobody continues this snapshot.
+        if let Some(id) = snapshot {
+            w.graph_snapshots.retain(|(s, _)| *s != id);
+        }
+    } else {
+        let snap = match snapshot.filter(|_| cached_hit(w, snapshot)) {
+            Some(id) => id,
+            None => {
+                let id = w.new_snapshot_id();
+                // A few concurrent paged queries at most; older snapshots are recomputed if
+                // their continuation ever comes.
+                if w.graph_snapshots.len() >= 16 {
+                    w.graph_snapshots.pop_front();
+                }
+                w.graph_snapshots.push_back((id, rows.clone()));
+                id
+            }
+        };
+        out["$skipToken"] = json!(format!("{end}.{qhash:x}.{snap:x}"));
     }
     Reply::ok(out)
 }
