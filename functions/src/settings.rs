@@ -8,6 +8,8 @@
 //! | `ADE_BACKUP_GRAPH_ENDPOINT` | no, `https://graph.microsoft.com` | URL, same rules |
 //! | `ADE_BACKUP_BMS_OBJECT_ID` | no | GUID: object id of the Backup Management Service principal; overrides the Graph lookup |
 //! | `ADE_BACKUP_SUBSCRIPTIONS` | no | comma-separated subscription GUIDs the policy sweep covers |
+//! | `ADE_BACKUP_MANAGEMENT_GROUPS` | no | comma-separated management group names (or ids) the policy sweep covers, every subscription below them included |
+//! | `ADE_BACKUP_SWEEP_TAGS` | no | `key=value[,key=value]`: the sweep only considers VMs carrying every listed tag |
 //! | `ADE_BACKUP_QUEUE_*` | no, see [`QueueNames`] | Service Bus queue names |
 //! | `ADE_BACKUP_PROTECTION_RULES`, `ADE_BACKUP_RESTORE_ALLOWLIST`, `ADE_BACKUP_RBAC_ROLE`, ... | no | see [`WorkflowSettings`] |
 //!
@@ -75,6 +77,8 @@ pub struct Settings {
     pub blob_endpoint: Option<Url>,
     pub bms_object_id: Option<uuid::Uuid>,
     pub subscriptions: Vec<uuid::Uuid>,
+    pub management_groups: Vec<ade_backup_shared::arm::ManagementGroupId>,
+    pub sweep_tags: crate::domain::sweep_scope::TagFilter,
     pub queues: QueueNames,
     pub workflow: WorkflowSettings,
 }
@@ -290,6 +294,29 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let management_groups = match get("ADE_BACKUP_MANAGEMENT_GROUPS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    ade_backup_shared::arm::ManagementGroupId::parse(s).map_err(|_| {
+                        SettingsError::Invalid {
+                            var: "ADE_BACKUP_MANAGEMENT_GROUPS",
+                            rule: format!("must be comma-separated management group names or ids (1-90 of letters, digits, -_.(), not ending in '.'), {s:?} is not one"),
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let sweep_tags = crate::domain::sweep_scope::TagFilter::parse(
+            &get("ADE_BACKUP_SWEEP_TAGS").unwrap_or_default(),
+        )
+        .map_err(|rule| SettingsError::Invalid {
+            var: "ADE_BACKUP_SWEEP_TAGS",
+            rule,
+        })?;
         let d = QueueNames::default();
         let queue = |var: &'static str, default: String| -> Result<String, SettingsError> {
             let name = get(var).unwrap_or(default);
@@ -322,6 +349,8 @@ impl Settings {
             blob_endpoint,
             bms_object_id,
             subscriptions,
+            management_groups,
+            sweep_tags,
             queues,
             workflow,
         })
@@ -555,6 +584,8 @@ mod tests {
                 "ADE_BACKUP_SUBSCRIPTIONS",
                 "00000000-0000-0000-0000-000000000001,nope",
             ),
+            ("ADE_BACKUP_MANAGEMENT_GROUPS", "mg-prod,has space"),
+            ("ADE_BACKUP_SWEEP_TAGS", "backup=it's"),
             ("ADE_BACKUP_QUEUE_RESTORE_VM", "-starts-badly"),
             ("ADE_BACKUP_QUEUE_REDEPLOY_VM", "has space"),
         ] {

@@ -4,8 +4,8 @@
 use ade_backup_shared::arm::lro::PollOutcome;
 use ade_backup_shared::arm::pacing::{BucketKey, RequestClass};
 use ade_backup_shared::arm::{
-    ArmClient, ArmClientOptions, ArmError, PacingPolicy, PendingOperation, RetryPolicy,
-    SubscriptionId, VmExtension,
+    ArmClient, ArmClientOptions, ArmError, GraphScope, ManagementGroupId, PacingPolicy,
+    PendingOperation, RetryPolicy, SubscriptionId, VmExtension,
 };
 use ade_backup_shared::credential::{AccessToken, CredentialError, StaticToken, TokenSource};
 use ade_backup_shared::ids::ResourceId;
@@ -805,7 +805,7 @@ async fn resource_graph_follows_skip_token() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let subs = [SubscriptionId::parse(SUB).expect("sub")];
+    let subs = GraphScope::Subscriptions(vec![SubscriptionId::parse(SUB).expect("sub")]);
     let rows = c
         .resource_graph_query(&subs, ade_backup_shared::arm::queries::VIRTUAL_MACHINES)
         .await
@@ -818,6 +818,46 @@ async fn resource_graph_follows_skip_token() {
         .await
         .expect("typed rows");
     assert_eq!(typed.len(), 3);
+}
+
+/// Management-group scope: `managementGroups` instead of `subscriptions` (example
+/// `ResourcesMgBasicQuery.json`); names are validated before they reach the body.
+#[tokio::test]
+async fn resource_graph_scopes_by_management_group() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/providers/Microsoft.ResourceGraph/resources"))
+        .and(body_partial_json(json!({
+            "managementGroups": ["mg-prod", "ProductionMG"],
+            "query": ade_backup_shared::arm::queries::KEY_VAULTS,
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "totalRecords": 1, "count": 1, "data": [{"id": "kv"}]
+        })))
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let scope = GraphScope::ManagementGroups(vec![
+        ManagementGroupId::parse("mg-prod").expect("mg"),
+        ManagementGroupId::parse("/providers/Microsoft.Management/managementGroups/ProductionMG")
+            .expect("mg id"),
+    ]);
+    let rows = c
+        .resource_graph_query(&scope, ade_backup_shared::arm::queries::KEY_VAULTS)
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 1);
+    let requests = server.received_requests().await.expect("recorded");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).expect("json body");
+    assert!(body.get("subscriptions").is_none(), "{body}");
+    for bad in ["", "ends.", "has space", "a'b"] {
+        assert!(ManagementGroupId::parse(bad).is_err(), "{bad:?}");
+    }
+    let empty = GraphScope::ManagementGroups(vec![]);
+    assert!(c
+        .resource_graph_query(&empty, ade_backup_shared::arm::queries::KEY_VAULTS)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -996,7 +1036,7 @@ async fn resource_graph_quota_header_lowers_the_tenant_bucket() {
         .mount(&server)
         .await;
     let c = client_with(&server, options(fast_retry(1), PacingPolicy::default()));
-    let subs = [SubscriptionId::parse(SUB).expect("sub")];
+    let subs = GraphScope::Subscriptions(vec![SubscriptionId::parse(SUB).expect("sub")]);
     let rows = c
         .resource_graph_query(&subs, ade_backup_shared::arm::queries::KEY_VAULTS)
         .await

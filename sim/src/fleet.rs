@@ -58,6 +58,10 @@ pub struct Subscription {
     #[serde(default)]
     pub display_name: String,
     pub regions: Vec<String>,
+    /// Names of the management groups the subscription sits under (its parent and every
+    /// ancestor): a Resource Graph query scoped to any of them sees the subscription.
+    #[serde(default)]
+    pub management_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,6 +484,11 @@ impl Fleet {
                 id: sub.clone(),
                 display_name: format!("gen-sub-{s}"),
                 regions: regions.iter().map(|r| r.to_string()).collect(),
+                // Even subscriptions under mg-prod, odd under mg-dev, all under mg-root.
+                management_groups: vec![
+                    "mg-root".to_string(),
+                    if s % 2 == 0 { "mg-prod" } else { "mg-dev" }.to_string(),
+                ],
             });
             for (ri, region) in regions.iter().enumerate() {
                 let rg = format!("rg-sec-{ri}");

@@ -183,3 +183,44 @@ async fn continuation_pages_read_the_first_pages_snapshot() {
         .iter()
         .all(|r| r["properties"]["protectionState"] == "ProtectionStopped"));
 }
+
+/// `managementGroups` scopes a query to the subscriptions under them (generated fleets put even
+/// subscriptions under mg-prod, odd ones under mg-dev, all under mg-root).
+#[tokio::test]
+async fn management_group_scope_covers_the_subscriptions_below_it() {
+    let fleet = Fleet::generate(3, 300, 4);
+    let subs: Vec<String> = fleet.subscriptions.iter().map(|s| s.id.clone()).collect();
+    let h = Harness::start(
+        fleet,
+        SimOptions {
+            throttling: false,
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let q = "resources | where type =~ 'microsoft.compute/virtualmachines'";
+    let count = |v: &Value| v["totalRecords"].as_u64().expect("total");
+    let (_, prod) = query(
+        &h,
+        json!({"managementGroups": ["MG-PROD"], "query": q, "options": {"$top": 1000}}),
+    )
+    .await;
+    let (_, dev) = query(
+        &h,
+        json!({"managementGroups": ["mg-dev"], "query": q, "options": {"$top": 1000}}),
+    )
+    .await;
+    let (_, root) = query(
+        &h,
+        json!({"managementGroups": ["mg-root"], "query": q, "options": {"$top": 1000}}),
+    )
+    .await;
+    assert_eq!((count(&prod), count(&dev), count(&root)), (200, 100, 300));
+    assert!(prod["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .all(|r| r["subscriptionId"] == json!(subs[0]) || r["subscriptionId"] == json!(subs[2])));
+    let (_, none) = query(&h, json!({"managementGroups": ["mg-other"], "query": q})).await;
+    assert_eq!(count(&none), 0);
+}

@@ -528,3 +528,89 @@ async fn stopped_protection_is_detected_and_resumed_with_the_rule_policy() {
     let s2 = sweep_once(&h).await;
     assert!(s2.drift.is_empty(), "protection resumed: {:?}", s2.drift);
 }
+
+async fn harness_with(fleet: Fleet, env: &[(&str, String)]) -> Harness {
+    let h = Harness::start(fleet, sim_options(), env).await;
+    h.grant_rbac().await;
+    h.sim.reset_stats();
+    h
+}
+
+/// Scope by management group only: generated fleets put even subscriptions under mg-prod, odd
+/// ones under mg-dev. Only mg-prod's VMs are discovered and worked on.
+#[tokio::test]
+async fn a_management_group_scope_covers_only_its_subscriptions() {
+    let fleet = healthy_fleet(2, 60, 17, 12);
+    let prod_sub = fleet.subscriptions[0].id.clone();
+    let unprotected_in_prod = ade_vms(&fleet)
+        .into_iter()
+        .filter(|v| v.protection.is_none() && v.subscription == prod_sub)
+        .count() as u64;
+    assert!(unprotected_in_prod > 0 && unprotected_in_prod < 12);
+    let h = harness_with(
+        fleet,
+        &[
+            ("ADE_BACKUP_SUBSCRIPTIONS", String::new()),
+            ("ADE_BACKUP_MANAGEMENT_GROUPS", "mg-prod".to_string()),
+        ],
+    )
+    .await;
+    let s = sweep_once(&h).await;
+    assert_eq!(s.subscriptions, 1, "{s:?}");
+    assert!(s.scope.contains("mg-prod"), "{}", s.scope);
+    assert_eq!(s.vms_seen, 30);
+    assert_eq!(
+        s.outcomes.get("protection-started"),
+        Some(&unprotected_in_prod)
+    );
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    assert_eq!(h.sim.stats().writes.protection_puts, unprotected_in_prod);
+
+    // Both a subscription and a management group: rows are merged, each VM once.
+    let both = harness_with(
+        healthy_fleet(2, 60, 17, 0),
+        &[("ADE_BACKUP_MANAGEMENT_GROUPS", "mg-root".to_string())],
+    )
+    .await;
+    let s = sweep_once(&both).await;
+    assert_eq!((s.subscriptions, s.vms_seen), (2, 60), "{s:?}");
+    assert!(s.drift.is_empty(), "{:?}", s.drift);
+}
+
+/// `ADE_BACKUP_SWEEP_TAGS`: only VMs carrying every listed tag are considered (filtered in the
+/// Resource Graph query, not after it).
+#[tokio::test]
+async fn a_tag_filter_limits_the_sweep_to_tagged_vms() {
+    let mut fleet = healthy_fleet(1, 40, 18, 6);
+    let mut tagged = Vec::new();
+    for (i, vm) in fleet
+        .vms
+        .iter_mut()
+        .filter(|v| !matches!(v.ade, Ade::None) && v.protection.is_none())
+        .enumerate()
+    {
+        if i % 2 == 0 {
+            vm.tags.insert("backup".into(), "ADE".into());
+            tagged.push(vm.name.clone());
+        } else {
+            vm.tags.insert("backup".into(), "none".into());
+        }
+    }
+    let h = harness_with(
+        fleet,
+        &[("ADE_BACKUP_SWEEP_TAGS", "backup=ade".to_string())],
+    )
+    .await;
+    let report = sweep::plan_only(&h.ctx).await.expect("plan");
+    assert_eq!(report.vms_seen, tagged.len(), "only tagged VMs come back");
+    assert!(report.scope.contains("backup=ade"), "{}", report.scope);
+    let s = sweep_once(&h).await;
+    assert_eq!(
+        s.outcomes.get("protection-started"),
+        Some(&(tagged.len() as u64))
+    );
+    let r = h.settle(SETTLE).await;
+    assert!(!r.timed_out && r.dead_lettered.is_empty(), "{r:?}");
+    assert_eq!(h.sim.stats().writes.protection_puts, tagged.len() as u64);
+}

@@ -7,3 +7,4 @@ pub mod restore_request;
 pub mod rules;
 pub mod steps;
 pub mod sweep_plan;
+pub mod sweep_scope;

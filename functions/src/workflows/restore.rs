@@ -972,7 +972,10 @@ async fn staging_location(
     );
     let rows = ctx
         .arm
-        .resource_graph_query(&[sub], &query)
+        .resource_graph_query(
+            &ade_backup_shared::arm::GraphScope::Subscriptions(vec![sub]),
+            &query,
+        )
         .await
         .map_err(|e| arm_transient("looking up the staging storage account", &e))?;
     Ok(rows

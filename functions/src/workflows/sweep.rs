@@ -36,9 +36,10 @@ use crate::context::Context;
 use crate::domain::ade::{self, AdeState, ExtensionObservation, OsType, VmObservation};
 use crate::domain::kv_access::{self, KeyMode};
 use crate::domain::sweep_plan::{self, Action, Drift, FleetVm, ProtectedItemView, VmPlan};
+use crate::domain::sweep_scope::TagFilter;
 use crate::handlers::HandlerError;
 use crate::records::{self, status, VmRecord, SWEEP_LATEST_KEY};
-use ade_backup_shared::arm::{queries, ArmError, ArmStats, SubscriptionId};
+use ade_backup_shared::arm::{queries, ArmError, ArmStats, GraphScope, SubscriptionId};
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::state::{
     json, ETag, LeaseAcquired, LeaseId, LeaseState, StateError, StateStore,
@@ -84,7 +85,7 @@ impl Default for SweepOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
-    #[error("setting ADE_BACKUP_SUBSCRIPTIONS is empty: the sweep needs at least one subscription id to reconcile")]
+    #[error("settings ADE_BACKUP_SUBSCRIPTIONS and ADE_BACKUP_MANAGEMENT_GROUPS are both empty: the sweep needs at least one subscription id or management group to reconcile")]
     NoSubscriptions,
     #[error("Resource Graph discovery failed while reading {what}: {source}")]
     Discovery {
@@ -174,7 +175,11 @@ pub struct SweepSummary {
     /// took over; `last_run_id` names the last run that did finish.
     pub took_over_expired_lease: bool,
     pub last_run_id: Option<String>,
+    /// Subscriptions the run covered (management groups expanded).
     pub subscriptions: usize,
+    /// The configured scope, as text: subscriptions, management groups, tag filter.
+    #[serde(default)]
+    pub scope: String,
     pub vms_seen: usize,
     pub ade_vms: usize,
     pub protected_items: usize,
@@ -216,6 +221,9 @@ pub enum SweepOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct SweepPlanReport {
     pub generated_at: DateTime<Utc>,
+    /// The configured scope (subscriptions, management groups, tag filter).
+    pub scope: String,
+    /// Subscriptions the discovery covered (management groups expanded).
     pub subscriptions: Vec<String>,
     pub vms_seen: usize,
     pub ade_vms: usize,
@@ -310,17 +318,77 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str().filter(|s| !s.is_empty())
 }
 
-fn subscriptions(ctx: &Context) -> Result<Vec<SubscriptionId>, SweepError> {
-    if ctx.settings.subscriptions.is_empty() {
+/// The Resource Graph scopes of the sweep: the configured subscriptions, and the configured
+/// management groups (every subscription below them). Both may be set; rows are merged by id.
+fn scopes(ctx: &Context) -> Result<Vec<GraphScope>, SweepError> {
+    let mut scopes = Vec::new();
+    if !ctx.settings.subscriptions.is_empty() {
+        scopes.push(GraphScope::Subscriptions(
+            ctx.settings
+                .subscriptions
+                .iter()
+                .copied()
+                .map(SubscriptionId::from_uuid)
+                .collect(),
+        ));
+    }
+    if !ctx.settings.management_groups.is_empty() {
+        scopes.push(GraphScope::ManagementGroups(
+            ctx.settings.management_groups.clone(),
+        ));
+    }
+    if scopes.is_empty() {
         return Err(SweepError::NoSubscriptions);
     }
-    Ok(ctx
-        .settings
-        .subscriptions
-        .iter()
-        .copied()
-        .map(SubscriptionId::from_uuid)
-        .collect())
+    Ok(scopes)
+}
+
+/// The configured scope in one line (for the summary and the dry run).
+pub fn scope_text(ctx: &Context) -> String {
+    let mut parts = Vec::new();
+    if !ctx.settings.subscriptions.is_empty() {
+        parts.push(format!(
+            "{} subscription(s)",
+            ctx.settings.subscriptions.len()
+        ));
+    }
+    if !ctx.settings.management_groups.is_empty() {
+        let names: Vec<&str> = ctx
+            .settings
+            .management_groups
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        parts.push(format!("management group(s) {}", names.join(", ")));
+    }
+    if !ctx.settings.sweep_tags.is_empty() {
+        parts.push(format!("VMs tagged {}", ctx.settings.sweep_tags));
+    }
+    parts.join("; ")
+}
+
+/// Every row of `query` over every scope, each resource once.
+async fn query_scopes(
+    arm: &ade_backup_shared::arm::ArmClient,
+    scopes: &[GraphScope],
+    query: &str,
+) -> Result<Vec<Value>, ArmError> {
+    if let [only] = scopes {
+        return arm.resource_graph_query(only, query).await;
+    }
+    let mut seen = HashSet::new();
+    let mut rows = Vec::new();
+    for scope in scopes {
+        for row in arm.resource_graph_query(scope, query).await? {
+            let id = str_at(&row, &["id"])
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if id.is_empty() || seen.insert(id) {
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
 }
 
 async fn bms_object_id(ctx: &Context) -> Result<uuid::Uuid, SweepError> {
@@ -341,10 +409,11 @@ async fn bms_object_id(ctx: &Context) -> Result<uuid::Uuid, SweepError> {
 }
 
 /// The queries, projected to the columns the sweep reads (smaller pages).
-fn vm_query() -> String {
+fn vm_query(tags: &TagFilter) -> String {
     format!(
-        "{} | project id, location, tags, storageProfile = properties.storageProfile",
-        queries::VIRTUAL_MACHINES
+        "{}{} | project id, location, tags, storageProfile = properties.storageProfile",
+        queries::VIRTUAL_MACHINES,
+        tags.kql_conditions()
     )
 }
 fn extension_query() -> String {
@@ -554,37 +623,46 @@ fn role_assignment_covers(vault: &ResourceId, scope: &str, role_definition_id: &
 
 /// Reads the fleet with Resource Graph (and one policy GET per distinct policy).
 pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
-    let subs = subscriptions(ctx)?;
+    let scopes = scopes(ctx)?;
     let arm = &ctx.arm;
     let bms = bms_object_id(ctx).await?;
     let g = |what: &'static str| move |source| SweepError::Discovery { what, source };
+    let tags = &ctx.settings.sweep_tags;
     let (vm_rows, ext_rows, kv_rows, item_rows, ra_rows) = tokio::try_join!(
         async {
-            arm.resource_graph_query(&subs, &vm_query())
+            query_scopes(arm, &scopes, &vm_query(tags))
                 .await
                 .map_err(g("virtual machines"))
         },
         async {
-            arm.resource_graph_query(&subs, &extension_query())
+            query_scopes(arm, &scopes, &extension_query())
                 .await
                 .map_err(g("ADE extensions"))
         },
         async {
-            arm.resource_graph_query(&subs, &key_vault_query())
+            query_scopes(arm, &scopes, &key_vault_query())
                 .await
                 .map_err(g("key vaults"))
         },
         async {
-            arm.resource_graph_query(&subs, &protected_item_query())
+            query_scopes(arm, &scopes, &protected_item_query())
                 .await
                 .map_err(g("protected items"))
         },
         async {
-            arm.resource_graph_query(&subs, &role_assignment_query(bms))
+            query_scopes(arm, &scopes, &role_assignment_query(bms))
                 .await
                 .map_err(g("role assignments of the Backup Management Service"))
         },
     )?;
+    // The subscriptions actually covered (management groups expand to theirs).
+    let subs: Vec<SubscriptionId> = vm_rows
+        .iter()
+        .filter_map(|r| str_at(r, &["id"]).and_then(|id| ResourceId::parse(id).ok()))
+        .filter_map(|id| SubscriptionId::of(&id).ok())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut warnings = Vec::new();
 
     let mut exts_by_vm: HashMap<String, Vec<&Value>> = HashMap::new();
@@ -883,6 +961,7 @@ pub async fn plan_only(ctx: &Context) -> Result<SweepPlanReport, SweepError> {
     let (drift, actions) = count_plans(&plans);
     Ok(SweepPlanReport {
         generated_at: now,
+        scope: scope_text(ctx),
         subscriptions: d.subscriptions.iter().map(|s| s.to_string()).collect(),
         vms_seen: d.vms_seen,
         ade_vms: d.vms.len(),
@@ -959,6 +1038,7 @@ pub fn render_table(report: &SweepPlanReport) -> String {
                 .join(" ")
         }
     };
+    out.push_str(&format!("\nscope: {}", report.scope));
     out.push_str(&format!(
         "\n{} VMs seen, {} with ADE, {} protected items, {} of {} key vaults with Azure Backup access\ndrift: {}\nactions: {}\n{} ARM calls, {} throttled (dry run: nothing was changed)\n",
         report.vms_seen,
@@ -1258,6 +1338,7 @@ pub async fn run_with(ctx: &Context, options: SweepOptions) -> Result<SweepOutco
         took_over_expired_lease: took_over,
         last_run_id: previous.as_ref().map(|p| p.run_id.clone()),
         subscriptions: ctx.settings.subscriptions.len(),
+        scope: scope_text(ctx),
         vms_seen: 0,
         ade_vms: 0,
         protected_items: 0,
@@ -1437,6 +1518,7 @@ async fn reconcile(
 ) -> Result<(), SweepError> {
     let now = ctx.clock.now();
     let d = discover(ctx).await?;
+    summary.subscriptions = d.subscriptions.len();
     summary.vms_seen = d.vms_seen;
     summary.ade_vms = d.vms.len();
     summary.protected_items = d.protected_items.len();
@@ -1568,6 +1650,7 @@ mod tests {
             took_over_expired_lease: false,
             last_run_id: None,
             subscriptions: 1,
+            scope: String::new(),
             vms_seen: 0,
             ade_vms: 0,
             protected_items: 0,

@@ -81,7 +81,7 @@ pub use recovery_services::{
     ProtectedItemProperties, RecoveryPoint, RecoveryPointProperties, RecoveryPointTierInfo,
     RecoveryServicesVault, RestoreDisksRequest, SchedulePolicy,
 };
-pub use resource_graph::{queries, GraphRow, ResourceGraphPage};
+pub use resource_graph::{queries, GraphRow, GraphScope, ResourceGraphPage};
 pub use resources::{Deployment, DeploymentError, DeploymentProperties, DeploymentRequest};
 pub use retry::RetryPolicy;
-pub use scope::{ResourceGroupRef, SubscriptionId};
+pub use scope::{ManagementGroupId, ResourceGroupRef, SubscriptionId};

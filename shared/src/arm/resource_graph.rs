@@ -5,7 +5,7 @@
 
 use super::client::{ArmClient, Bucket, Call};
 use super::error::ArmError;
-use super::scope::SubscriptionId;
+use super::scope::{ManagementGroupId, SubscriptionId};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,9 +27,43 @@ pub struct ResourceGraphPage {
     pub skip_token: Option<String>,
 }
 
+/// Where a query looks: subscriptions, or management groups (every subscription below them).
+/// Example `ResourcesMgBasicQuery.json` (2021-03-01+) sends `managementGroups` instead of
+/// `subscriptions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphScope {
+    Subscriptions(Vec<SubscriptionId>),
+    ManagementGroups(Vec<ManagementGroupId>),
+}
+
+impl GraphScope {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Subscriptions(s) => s.is_empty(),
+            Self::ManagementGroups(m) => m.is_empty(),
+        }
+    }
+}
+
+impl std::fmt::Display for GraphScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subscriptions(s) => write!(f, "{} subscription(s)", s.len()),
+            Self::ManagementGroups(m) => {
+                let names: Vec<&str> = m.iter().map(ManagementGroupId::as_str).collect();
+                write!(f, "management group(s) {}", names.join(", "))
+            }
+        }
+    }
+}
+
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct QueryRequest<'a> {
-    subscriptions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriptions: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    management_groups: Option<Vec<String>>,
     query: &'a str,
     options: QueryOptions<'a>,
 }
@@ -66,14 +100,14 @@ impl ArmClient {
     /// Safe to repeat (a read).
     pub async fn resource_graph_page(
         &self,
-        subscriptions: &[SubscriptionId],
+        scope: &GraphScope,
         query: &str,
         skip_token: Option<&str>,
     ) -> Result<ResourceGraphPage, ArmError> {
-        if subscriptions.is_empty() {
+        if scope.is_empty() {
             return Err(ArmError::invalid(
-                "subscriptions",
-                "at least one subscription is required",
+                "scope",
+                "at least one subscription or management group is required",
             ));
         }
         let url = self.arm_url(
@@ -81,8 +115,15 @@ impl ArmClient {
             RESOURCE_GRAPH_API_VERSION,
             &[],
         )?;
+        let (subscriptions, management_groups) = match scope {
+            GraphScope::Subscriptions(s) => (Some(s.iter().map(|s| s.to_string()).collect()), None),
+            GraphScope::ManagementGroups(m) => {
+                (None, Some(m.iter().map(|m| m.to_string()).collect()))
+            }
+        };
         let body = QueryRequest {
-            subscriptions: subscriptions.iter().map(|s| s.to_string()).collect(),
+            subscriptions,
+            management_groups,
             query,
             options: QueryOptions {
                 top: PAGE_SIZE,
@@ -104,7 +145,7 @@ impl ArmClient {
     /// Every row, following `$skipToken` to the end.
     pub async fn resource_graph_query(
         &self,
-        subscriptions: &[SubscriptionId],
+        scope: &GraphScope,
         query: &str,
     ) -> Result<Vec<serde_json::Value>, ArmError> {
         let mut rows = Vec::new();
@@ -119,7 +160,7 @@ impl ArmClient {
                 ));
             }
             let page = self
-                .resource_graph_page(subscriptions, query, token.as_deref())
+                .resource_graph_page(scope, query, token.as_deref())
                 .await?;
             rows.extend(page.data);
             match page.skip_token.filter(|t| !t.is_empty()) {
@@ -138,10 +179,10 @@ impl ArmClient {
     /// Every row, decoded as `T` (a row that does not fit is a `Decode` error naming its index).
     pub async fn resource_graph_query_as<T: DeserializeOwned>(
         &self,
-        subscriptions: &[SubscriptionId],
+        scope: &GraphScope,
         query: &str,
     ) -> Result<Vec<T>, ArmError> {
-        self.resource_graph_query(subscriptions, query)
+        self.resource_graph_query(scope, query)
             .await?
             .into_iter()
             .enumerate()

@@ -42,6 +42,44 @@ impl fmt::Debug for SubscriptionId {
     }
 }
 
+/// A management group name (its id's last segment): 1-90 of letters, digits, `-_.()`, not ending
+/// in `.` (Azure's naming rule), so it can go into a request body or URL unescaped.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ManagementGroupId(String);
+
+impl ManagementGroupId {
+    pub fn parse(s: &str) -> Result<Self, ArmError> {
+        let name = s
+            .trim()
+            .rsplit("/managementGroups/")
+            .next()
+            .unwrap_or_default();
+        let ok = !name.is_empty()
+            && name.len() <= 90
+            && !name.ends_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'));
+        if !ok {
+            return Err(ArmError::invalid(
+                "managementGroup",
+                format!("must be a management group name or id (1-90 of letters, digits, -_.(), not ending in '.'), got {s:?}"),
+            ));
+        }
+        Ok(Self(name.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ManagementGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A resource group: subscription + validated name (1-90 of letters, digits, `-_.()`, not
 /// ending in `.`, as ARM requires).
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]

@@ -66,16 +66,40 @@ fn literal(s: &str) -> Result<String, String> {
         .ok_or_else(|| format!("expected a single-quoted literal, found `{t}`"))
 }
 
+/// Separates the segments of a parsed property path (a tag key may contain `.`).
+const SEP: char = '\u{1f}';
+
+/// `a.b.c`, with `['key']` segments for keys that are not identifiers (`tags['cost-center']`).
 fn path(s: &str) -> Result<String, String> {
     let t = s.trim();
-    if t.is_empty()
-        || !t
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
-    {
-        return Err(format!("`{t}` is not a property path"));
+    let bad = || format!("`{t}` is not a property path");
+    let mut segs: Vec<String> = Vec::new();
+    let mut rest = t;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("['") {
+            let end = r.find("']").ok_or_else(bad)?;
+            let key = &r[..end];
+            if key.is_empty() || key.contains('\'') {
+                return Err(bad());
+            }
+            segs.push(key.to_string());
+            rest = &r[end + 2..];
+            rest = rest.strip_prefix('.').unwrap_or(rest);
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            let ident = &rest[..end];
+            if ident.is_empty() || !ident.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(bad());
+            }
+            segs.push(ident.to_string());
+            rest = &rest[end..];
+            rest = rest.strip_prefix('.').unwrap_or(rest);
+        }
     }
-    Ok(t.to_string())
+    if segs.is_empty() {
+        return Err(bad());
+    }
+    Ok(segs.join(&SEP.to_string()))
 }
 
 pub fn parse(q: &str) -> Result<Query, String> {
@@ -122,7 +146,7 @@ pub fn parse(q: &str) -> Result<Query, String> {
                     Some((alias, p)) => cols.push((path(alias)?, path(p)?)),
                     None => {
                         let p = path(col)?;
-                        let alias = p.rsplit('.').next().unwrap_or(&p).to_string();
+                        let alias = p.rsplit(SEP).next().unwrap_or(&p).to_string();
                         cols.push((alias, p));
                     }
                 }
@@ -143,7 +167,7 @@ pub fn parse(q: &str) -> Result<Query, String> {
 
 fn lookup<'a>(row: &'a Value, p: &str) -> Option<&'a Value> {
     let mut cur = row;
-    for part in p.split('.') {
+    for part in p.split(SEP) {
         let obj = cur.as_object()?;
         cur = obj.get(part).or_else(|| {
             obj.iter()
@@ -369,10 +393,24 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
         Ok(q) => q,
         Err(e) => return invalid_query(e),
     };
-    let subs: Option<BTreeSet<String>> = body["subscriptions"]
+    let mut subs: Option<BTreeSet<String>> = body["subscriptions"]
         .as_array()
         .filter(|a| !a.is_empty())
         .map(|a| a.iter().filter_map(|s| s.as_str()).map(lc).collect());
+    // `managementGroups` (ResourcesMgBasicQuery.json): every subscription under any of them.
+    if let Some(mgs) = body["managementGroups"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+    {
+        let wanted: BTreeSet<String> = mgs.iter().filter_map(|m| m.as_str()).map(lc).collect();
+        let under: BTreeSet<String> = w
+            .subscriptions
+            .values()
+            .filter(|s| s.management_groups.iter().any(|m| wanted.contains(&lc(m))))
+            .map(|s| lc(&s.id))
+            .collect();
+        subs = Some(subs.unwrap_or_default().union(&under).cloned().collect());
+    }
     let opts = &body["options"];
     let top = opts["$top"].as_u64().unwrap_or(100).clamp(1, 1000) as usize;
     let qhash = fnv(text);
@@ -480,14 +518,26 @@ mod tests {
         assert_eq!(
             q.conds[1],
             Cond::In(
-                "properties.principalId".into(),
+                format!("properties{SEP}principalId"),
                 vec!["a".into(), "b".into()]
             )
         );
         assert_eq!(
             q.project.expect("project")[1],
-            ("pid".into(), "properties.principalId".into())
+            ("pid".into(), format!("properties{SEP}principalId"))
         );
+    }
+
+    #[test]
+    fn tag_keys_in_brackets_match_rows() {
+        let q = parse("resources | where type =~ 'microsoft.compute/virtualmachines' and tags['cost-center'] =~ 'CC.1' and tags.env =~ 'prod'").expect("parses");
+        let row = json!({"type": "microsoft.compute/virtualmachines", "tags": {"cost-center": "cc.1", "env": "Prod"}});
+        assert!(matches(&row, &q.conds));
+        let other = json!({"type": "microsoft.compute/virtualmachines", "tags": {"cost-center": "cc.2", "env": "prod"}});
+        assert!(!matches(&other, &q.conds));
+        for bad in ["tags['']", "tags['a", "tags[a]", "a..b"] {
+            assert!(path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
