@@ -15,6 +15,12 @@ param backupManagementServiceObjectId string = ''
 param protectionRules string = '{"rules":[],"default":null}'
 @description('Restore allowlist (JSON, see README).')
 param restoreAllowlist string = '{"entries":[]}'
+@description('Subscriptions the policy sweep covers (comma-separated GUIDs; deploy infra/subscription.bicep in each).')
+param sweepSubscriptions string = ''
+@description('Management groups the policy sweep covers (comma-separated names); grant the identity Reader on each.')
+param sweepManagementGroups string = ''
+@description('Optional VM tag filter for the sweep: key=value[,key=value].')
+param sweepTags string = ''
 
 var queues = [
   'vm-encryption-events'
@@ -115,6 +121,9 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'ADE_BACKUP_BMS_OBJECT_ID', value: backupManagementServiceObjectId }
         { name: 'ADE_BACKUP_PROTECTION_RULES', value: protectionRules }
         { name: 'ADE_BACKUP_RESTORE_ALLOWLIST', value: restoreAllowlist }
+        { name: 'ADE_BACKUP_SUBSCRIPTIONS', value: sweepSubscriptions }
+        { name: 'ADE_BACKUP_MANAGEMENT_GROUPS', value: sweepManagementGroups }
+        { name: 'ADE_BACKUP_SWEEP_TAGS', value: sweepTags }
       ]
     }
   }
