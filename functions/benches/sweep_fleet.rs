@@ -24,9 +24,17 @@ use sweep_support::{healthy_fleet, Harness};
 const SEED: u64 = 20240501;
 
 fn vm_hwm_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+fn vm_rss_kib() -> Option<u64> {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -75,6 +83,7 @@ async fn unchanged(subs: usize, vms: usize, label: &str) {
     )
     .await;
     h.grant_rbac().await;
+    let rss_before = vm_rss_kib().unwrap_or(0);
     // The previous tick: the first run ever also creates `latest.json` (its lease needs a blob).
     let first = one_sweep(&h).await;
     // Let the buckets refill, so the measured run starts like a scheduled tick.
@@ -118,9 +127,12 @@ async fn unchanged(subs: usize, vms: usize, label: &str) {
         bound_secs(s.arm.calls, 250.0, 25.0),
         naive
     );
+    let peak = vm_hwm_kib().unwrap_or(0);
     println!(
-        "peak RSS (VmHWM, simulator included): {} MiB",
-        vm_hwm_kib().map(|k| k / 1024).unwrap_or(0)
+        "peak RSS (VmHWM, simulator included): {} MiB; before the first sweep (simulator with its fleet, harness): {} MiB; the sweeps added at most {} MiB",
+        peak / 1024,
+        rss_before / 1024,
+        peak.saturating_sub(rss_before) / 1024
     );
 }
 

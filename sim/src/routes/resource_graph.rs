@@ -445,6 +445,7 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
     });
     let rows: std::sync::Arc<Vec<Value>> = match cached {
         Some(rows) => rows,
+        // Projected before it is kept: a snapshot holds only the columns asked for.
         None => std::sync::Arc::new(
             table_rows(w, &q.table, ctx.now)
                 .into_iter()
@@ -454,6 +455,16 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
                     })
                 })
                 .filter(|r| matches(r, &q.conds))
+                .map(|r| match &q.project {
+                    None => r,
+                    Some(cols) => {
+                        let mut m = Map::new();
+                        for (alias, p) in cols {
+                            m.insert(alias.clone(), lookup(&r, p).cloned().unwrap_or(Value::Null));
+                        }
+                        Value::Object(m)
+                    }
+                })
                 .collect(),
         ),
     };
@@ -463,16 +474,7 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
         .iter()
         .skip(offset)
         .take(end.saturating_sub(offset))
-        .map(|r| match &q.project {
-            None => r.clone(),
-            Some(cols) => {
-                let mut m = Map::new();
-                for (alias, p) in cols {
-                    m.insert(alias.clone(), lookup(r, p).cloned().unwrap_or(Value::Null));
-                }
-                Value::Object(m)
-            }
-        })
+        .cloned()
         .collect();
     let mut out = json!({
         "totalRecords": total,
