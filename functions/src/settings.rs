@@ -149,6 +149,21 @@ fn json_setting(
     }
 }
 
+/// A comma-separated list setting (blank entries skipped); `one` gives the rule an entry broke.
+fn parse_list<T>(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    one: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, SettingsError> {
+    get(var)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| one(s).map_err(|rule| SettingsError::Invalid { var, rule }))
+        .collect()
+}
+
 fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettings, SettingsError> {
     let d = WorkflowSettings::default();
     let protection_rules = match json_setting(get, "ADE_BACKUP_PROTECTION_RULES")? {
@@ -278,38 +293,16 @@ impl Settings {
                 })
             })
             .transpose()?;
-        let subscriptions = match get("ADE_BACKUP_SUBSCRIPTIONS") {
-            None => Vec::new(),
-            Some(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    uuid::Uuid::parse_str(s).map_err(|_| SettingsError::Invalid {
-                        var: "ADE_BACKUP_SUBSCRIPTIONS",
-                        rule: format!(
-                            "must be comma-separated subscription GUIDs, {s:?} is not a GUID"
-                        ),
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let management_groups = match get("ADE_BACKUP_MANAGEMENT_GROUPS") {
-            None => Vec::new(),
-            Some(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    ade_backup_shared::arm::ManagementGroupId::parse(s).map_err(|_| {
-                        SettingsError::Invalid {
-                            var: "ADE_BACKUP_MANAGEMENT_GROUPS",
-                            rule: format!("must be comma-separated management group names or ids (1-90 of letters, digits, -_.(), not ending in '.'), {s:?} is not one"),
-                        }
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
+        let subscriptions = parse_list(&get, "ADE_BACKUP_SUBSCRIPTIONS", |s| {
+            uuid::Uuid::parse_str(s).map_err(|_| {
+                format!("must be comma-separated subscription GUIDs, {s:?} is not a GUID")
+            })
+        })?;
+        let management_groups = parse_list(&get, "ADE_BACKUP_MANAGEMENT_GROUPS", |s| {
+            ade_backup_shared::arm::ManagementGroupId::parse(s).map_err(|_| {
+                format!("must be comma-separated management group names or ids (1-90 of letters, digits, -_.(), not ending in '.'), {s:?} is not one")
+            })
+        })?;
         let sweep_tags = crate::domain::sweep_scope::TagFilter::parse(
             &get("ADE_BACKUP_SWEEP_TAGS").unwrap_or_default(),
         )

@@ -7,7 +7,7 @@ mod support;
 
 use ade_backup_shared::state::{
     json, BlobStateStore, BlobStateStoreOptions, ETag, FsStateStore, LeaseId, LeaseState,
-    StateError, StateStore,
+    MemoryStateStore, StateError, StateStore,
 };
 use azure_core::http::{ClientOptions, RetryOptions};
 use futures::future::BoxFuture;
@@ -412,6 +412,20 @@ async fn corrupt_json_is_reported_as_corrupt(s: Store) {
         .expect("create");
     let r = json::get::<Counter>(s.as_ref(), "vms/s/rg/bad.json").await;
     assert!(matches!(r, Err(StateError::Corrupt { .. })), "{r:?}");
+}
+
+// ---------------------------------------------------------------- MemoryStateStore
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_meets_the_contract() {
+    for (name, case) in CASES {
+        eprintln!("memory contract: {name}");
+        case(Arc::new(MemoryStateStore::new())).await;
+    }
+    for (name, case) in LEASE_CASES {
+        eprintln!("memory contract: {name}");
+        case(Arc::new(MemoryStateStore::new()), Duration::from_secs(1)).await;
+    }
 }
 
 // ---------------------------------------------------------------- FsStateStore

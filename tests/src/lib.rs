@@ -9,14 +9,8 @@ use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server::{self, ServeError};
 use ade_backup_functions::settings::Settings;
 use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
-use ade_backup_shared::state::lease::MemoryLeases;
-use ade_backup_shared::state::{
-    validate_key, ETag, LeaseAcquired, LeaseId, StateError, StateStore,
-};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,118 +20,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A `StateStore` in memory with the same contract as the real ones (create-if-absent,
-/// replace-if-ETag-matches, sorted list). `fail_writes` simulates an outage.
-#[derive(Debug, Default)]
-pub struct MemoryStateStore {
-    docs: Mutex<BTreeMap<String, (Vec<u8>, ETag)>>,
-    next_etag: AtomicU64,
-    leases: MemoryLeases,
-    pub fail_writes: AtomicBool,
-}
-
-impl MemoryStateStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    fn etag(&self) -> ETag {
-        ETag(format!(
-            "\"{}\"",
-            self.next_etag.fetch_add(1, Ordering::SeqCst)
-        ))
-    }
-    fn check_writable(&self) -> Result<(), StateError> {
-        if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(StateError::Unavailable("simulated outage".into()));
-        }
-        Ok(())
-    }
-    /// The stored document at `key` as JSON, if any.
-    pub fn json(&self, key: &str) -> Option<serde_json::Value> {
-        lock(&self.docs)
-            .get(key)
-            .and_then(|(b, _)| serde_json::from_slice(b).ok())
-    }
-    pub fn keys(&self) -> Vec<String> {
-        lock(&self.docs).keys().cloned().collect()
-    }
-}
-
-#[async_trait]
-impl StateStore for MemoryStateStore {
-    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
-        validate_key(key)?;
-        Ok(lock(&self.docs).get(key).cloned())
-    }
-    async fn create(&self, key: &str, body: &[u8]) -> Result<ETag, StateError> {
-        validate_key(key)?;
-        self.check_writable()?;
-        let mut docs = lock(&self.docs);
-        if docs.contains_key(key) {
-            return Err(StateError::Conflict {
-                key: key.to_string(),
-            });
-        }
-        self.leases.check_write(key, None)?;
-        let etag = self.etag();
-        docs.insert(key.to_string(), (body.to_vec(), etag.clone()));
-        Ok(etag)
-    }
-    async fn replace(&self, key: &str, body: &[u8], etag: &ETag) -> Result<ETag, StateError> {
-        validate_key(key)?;
-        self.check_writable()?;
-        let mut docs = lock(&self.docs);
-        self.leases.check_write(key, None)?;
-        match docs.get(key) {
-            Some((_, current)) if current == etag => {
-                let next = self.etag();
-                docs.insert(key.to_string(), (body.to_vec(), next.clone()));
-                Ok(next)
-            }
-            _ => Err(StateError::Conflict {
-                key: key.to_string(),
-            }),
-        }
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-        Ok(lock(&self.docs)
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect())
-    }
-    async fn acquire_lease(
-        &self,
-        key: &str,
-        duration: std::time::Duration,
-        proposed: &LeaseId,
-    ) -> Result<LeaseAcquired, StateError> {
-        validate_key(key)?;
-        let docs = lock(&self.docs);
-        self.leases
-            .acquire(key, docs.contains_key(key), duration, proposed)
-    }
-    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
-        self.leases.renew(key, lease)
-    }
-    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
-        self.leases.release(key, lease)
-    }
-    async fn replace_leased(
-        &self,
-        key: &str,
-        body: &[u8],
-        lease: &LeaseId,
-    ) -> Result<ETag, StateError> {
-        validate_key(key)?;
-        self.check_writable()?;
-        let mut docs = lock(&self.docs);
-        self.leases.check_write(key, Some(lease))?;
-        let next = self.etag();
-        docs.insert(key.to_string(), (body.to_vec(), next.clone()));
-        Ok(next)
-    }
-}
+pub use ade_backup_shared::state::MemoryStateStore;
 
 /// A `MessageSender` that records what it was asked to send.
 #[derive(Debug, Default)]

@@ -14,14 +14,11 @@ use ade_backup_shared::arm::{ArmClient, ArmClientOptions, RoleAssignmentProperti
 use ade_backup_shared::credential::{AccessToken, StaticToken};
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
-use ade_backup_shared::state::lease::MemoryLeases;
-use ade_backup_shared::state::{
-    validate_key, ETag, LeaseAcquired, LeaseId, StateError, StateStore,
-};
+use ade_backup_shared::state::MemoryStateStore;
 use ade_backup_sim::fleet::{AccessPolicy, Ade, KeyVaultModel, Permissions, Protection};
 use ade_backup_sim::{Fleet, SimOptions, Simulator};
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -36,126 +33,6 @@ pub struct SimClock(pub Simulator);
 impl Clock for SimClock {
     fn now(&self) -> DateTime<Utc> {
         self.0.now()
-    }
-}
-
-/// In-memory state store that counts reads and writes (the summary's figures are checked
-/// against these).
-#[derive(Default)]
-pub struct CountingMemStore {
-    docs: Mutex<BTreeMap<String, (Vec<u8>, u64)>>,
-    next: AtomicU64,
-    leases: MemoryLeases,
-    pub reads: AtomicU64,
-    pub writes: AtomicU64,
-    /// Lease acquire / renew / release calls (not writes: they change no document).
-    pub lease_ops: AtomicU64,
-}
-
-impl CountingMemStore {
-    pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::SeqCst)
-    }
-    pub fn reads(&self) -> u64 {
-        self.reads.load(Ordering::SeqCst)
-    }
-    pub fn json(&self, key: &str) -> Option<serde_json::Value> {
-        lock(&self.docs)
-            .get(key)
-            .and_then(|(b, _)| serde_json::from_slice(b).ok())
-    }
-    pub fn put_json(&self, key: &str, v: &serde_json::Value) {
-        let n = self.next.fetch_add(1, Ordering::SeqCst);
-        lock(&self.docs).insert(
-            key.to_string(),
-            (serde_json::to_vec(v).unwrap_or_default(), n),
-        );
-    }
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
-        lock(&self.docs)
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect()
-    }
-}
-
-#[async_trait::async_trait]
-impl StateStore for CountingMemStore {
-    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ETag)>, StateError> {
-        validate_key(key)?;
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        Ok(lock(&self.docs)
-            .get(key)
-            .map(|(b, e)| (b.clone(), ETag(format!("\"{e}\"")))))
-    }
-    async fn create(&self, key: &str, body: &[u8]) -> Result<ETag, StateError> {
-        validate_key(key)?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        let mut docs = lock(&self.docs);
-        if docs.contains_key(key) {
-            return Err(StateError::Conflict {
-                key: key.to_string(),
-            });
-        }
-        self.leases.check_write(key, None)?;
-        let n = self.next.fetch_add(1, Ordering::SeqCst);
-        docs.insert(key.to_string(), (body.to_vec(), n));
-        Ok(ETag(format!("\"{n}\"")))
-    }
-    async fn replace(&self, key: &str, body: &[u8], etag: &ETag) -> Result<ETag, StateError> {
-        validate_key(key)?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        let mut docs = lock(&self.docs);
-        self.leases.check_write(key, None)?;
-        match docs.get(key) {
-            Some((_, cur)) if ETag(format!("\"{cur}\"")) == *etag => {
-                let n = self.next.fetch_add(1, Ordering::SeqCst);
-                docs.insert(key.to_string(), (body.to_vec(), n));
-                Ok(ETag(format!("\"{n}\"")))
-            }
-            _ => Err(StateError::Conflict {
-                key: key.to_string(),
-            }),
-        }
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        Ok(self.keys(prefix))
-    }
-    async fn acquire_lease(
-        &self,
-        key: &str,
-        duration: std::time::Duration,
-        proposed: &LeaseId,
-    ) -> Result<LeaseAcquired, StateError> {
-        validate_key(key)?;
-        self.lease_ops.fetch_add(1, Ordering::SeqCst);
-        let docs = lock(&self.docs);
-        self.leases
-            .acquire(key, docs.contains_key(key), duration, proposed)
-    }
-    async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
-        self.lease_ops.fetch_add(1, Ordering::SeqCst);
-        self.leases.renew(key, lease)
-    }
-    async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
-        self.lease_ops.fetch_add(1, Ordering::SeqCst);
-        self.leases.release(key, lease)
-    }
-    async fn replace_leased(
-        &self,
-        key: &str,
-        body: &[u8],
-        lease: &LeaseId,
-    ) -> Result<ETag, StateError> {
-        validate_key(key)?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        let mut docs = lock(&self.docs);
-        self.leases.check_write(key, Some(lease))?;
-        let n = self.next.fetch_add(1, Ordering::SeqCst);
-        docs.insert(key.to_string(), (body.to_vec(), n));
-        Ok(ETag(format!("\"{n}\"")))
     }
 }
 
@@ -322,7 +199,7 @@ pub struct Harness {
     pub sim: Simulator,
     pub url: url::Url,
     pub ctx: Context,
-    pub store: Arc<CountingMemStore>,
+    pub store: Arc<MemoryStateStore>,
     pub pump: Arc<QueuePump>,
     pub fleet: Fleet,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -479,7 +356,7 @@ impl Harness {
             ArmClientOptions::default().with_graph_endpoint(url.clone()),
         )
         .expect("arm client");
-        let store = Arc::new(CountingMemStore::default());
+        let store = Arc::new(MemoryStateStore::new());
         let pump = Arc::new(QueuePump::default());
         let ctx = Context {
             state: store.clone(),

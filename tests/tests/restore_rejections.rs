@@ -190,7 +190,7 @@ async fn a_message_without_a_readable_ticket_is_dead_lettered_with_the_reason() 
     assert!(stack.replies(REPLY_QUEUE).is_empty());
     assert!(stack
         .state
-        .keys()
+        .keys("")
         .iter()
         .all(|k| !k.starts_with("restores/")));
 }

@@ -108,7 +108,7 @@ async fn a_host_shaped_message_reaches_the_handler_with_its_metadata() {
     let doc = app
         .state
         .json(&format!("operations/receipt/{id}.json"))
-        .unwrap_or_else(|| panic!("recorded nothing; keys: {:?}", app.state.keys()));
+        .unwrap_or_else(|| panic!("recorded nothing; keys: {:?}", app.state.keys("")));
     assert_eq!(doc["messageId"], id);
     assert_eq!(doc["correlationId"], "corr-1");
     assert_eq!(doc["deliveryCount"], 1);
@@ -153,7 +153,7 @@ async fn production_workers_dead_letter_messages_that_are_not_theirs() {
             .unwrap_or_else(|| {
                 panic!(
                     "{function}: no dead-letter record; keys {:?}",
-                    app.state.keys()
+                    app.state.keys("")
                 )
             });
         assert_eq!(rec["reason"], reason);
@@ -260,7 +260,7 @@ async fn malformed_payloads_are_400_naming_the_field() {
         );
     }
     assert!(
-        app.state.keys().is_empty(),
+        app.state.keys("").is_empty(),
         "nothing recorded for malformed payloads"
     );
 }

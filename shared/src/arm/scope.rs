@@ -42,6 +42,17 @@ impl fmt::Debug for SubscriptionId {
     }
 }
 
+/// The naming rule resource groups and management groups share: 1-90 of letters, digits,
+/// `-_.()`, not ending in `.`.
+fn is_arm_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 90
+        && !name.ends_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
+}
+
 /// A management group name (its id's last segment): 1-90 of letters, digits, `-_.()`, not ending
 /// in `.` (Azure's naming rule), so it can go into a request body or URL unescaped.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, Serialize, Deserialize)]
@@ -55,13 +66,7 @@ impl ManagementGroupId {
             .rsplit("/managementGroups/")
             .next()
             .unwrap_or_default();
-        let ok = !name.is_empty()
-            && name.len() <= 90
-            && !name.ends_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'));
-        if !ok {
+        if !is_arm_group_name(name) {
             return Err(ArmError::invalid(
                 "managementGroup",
                 format!("must be a management group name or id (1-90 of letters, digits, -_.(), not ending in '.'), got {s:?}"),
@@ -90,13 +95,7 @@ pub struct ResourceGroupRef {
 
 impl ResourceGroupRef {
     pub fn new(subscription: SubscriptionId, name: &str) -> Result<Self, ArmError> {
-        let ok = !name.is_empty()
-            && name.len() <= 90
-            && !name.ends_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'));
-        if !ok {
+        if !is_arm_group_name(name) {
             return Err(ArmError::invalid(
                 "resourceGroup",
                 format!("must be 1-90 letters, digits or -_.() not ending in '.' (got {name:?})"),

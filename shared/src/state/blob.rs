@@ -134,6 +134,22 @@ impl BlobStateStore {
         ))
     }
 
+    /// Maps the outcome of a renew/release: a lease that is not ours is `LeaseLost`.
+    fn lease_result(
+        &self,
+        op: &str,
+        key: &str,
+        result: Result<(), azure_core::Error>,
+    ) -> Result<(), StateError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_lease_lost(&e) => Err(StateError::LeaseLost {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(self.unavailable(op, Some(key), &e)),
+        }
+    }
+
     async fn upload(
         &self,
         key: &str,
@@ -254,34 +270,16 @@ impl StateStore for BlobStateStore {
 
     async fn renew_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
         validate_key(key)?;
-        match self
-            .container
-            .blob_client(key)
-            .renew_lease(lease.0.clone(), None)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_lease_lost(&e) => Err(StateError::LeaseLost {
-                key: key.to_string(),
-            }),
-            Err(e) => Err(self.unavailable("lease renew", Some(key), &e)),
-        }
+        let blob = self.container.blob_client(key);
+        let result = blob.renew_lease(lease.0.clone(), None).await.map(drop);
+        self.lease_result("lease renew", key, result)
     }
 
     async fn release_lease(&self, key: &str, lease: &LeaseId) -> Result<(), StateError> {
         validate_key(key)?;
-        match self
-            .container
-            .blob_client(key)
-            .release_lease(lease.0.clone(), None)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_lease_lost(&e) => Err(StateError::LeaseLost {
-                key: key.to_string(),
-            }),
-            Err(e) => Err(self.unavailable("lease release", Some(key), &e)),
-        }
+        let blob = self.container.blob_client(key);
+        let result = blob.release_lease(lease.0.clone(), None).await.map(drop);
+        self.lease_result("lease release", key, result)
     }
 
     async fn replace_leased(

@@ -1,6 +1,7 @@
 //! Operation state in blob storage, with optimistic concurrency.
 //!
-//! The contract (shared by `BlobStateStore` and `FsStateStore`, proven by one contract suite):
+//! The contract (shared by `BlobStateStore`, `FsStateStore` and `MemoryStateStore`, proven by one
+//! contract suite):
 //! - `get` returns the document and its ETag, or `None`.
 //! - `create` writes only if absent (`If-None-Match: *`); `StateError::Conflict` if it exists.
 //! - `replace` writes only if the ETag still matches (`If-Match`); `StateError::Conflict` otherwise.
@@ -19,10 +20,12 @@
 pub mod blob;
 pub mod fs;
 pub mod lease;
+pub mod memory;
 
 pub use blob::{BlobStateStore, BlobStateStoreOptions};
 pub use fs::FsStateStore;
 pub use lease::{LeaseAcquired, LeaseId, LeaseState};
+pub use memory::MemoryStateStore;
 
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
