@@ -456,6 +456,16 @@ impl Simulator {
         })
     }
 
+    /// Delete `vm` as its owner would: the VM is gone; Azure Backup keeps its protected item
+    /// and recovery points (its next scheduled backup would fail `VM not found`).
+    pub fn delete_vm(&self, vm: &str) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            w.vms.remove(&key);
+            Ok(())
+        })
+    }
+
     /// The protected item of `vm` as `GET .../protectedItems/{item}` returns it, if the VM is
     /// protected.
     pub fn protected_item(&self, vm: &str) -> Result<Option<Value>, SimError> {

@@ -422,3 +422,46 @@ async fn a_vm_protected_before_ade_backup_is_adopted_and_restored() {
         "ADE reinstalled on the Linux VM"
     );
 }
+
+#[tokio::test]
+async fn a_vm_the_sweep_recorded_is_restorable_after_it_is_deleted() {
+    // web-lnx-01 was protected before ade-backup existed. The scheduled sweep records its ADE
+    // settings from Resource Graph (adopting it when healthy; in the sample fleet its recovery
+    // point is stale, so the repair it starts records them); the VM is then deleted — the usual
+    // reason for a restore — and nothing is left to read the settings from.
+    let mut stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    let summary = match ade_backup_functions::workflows::sweep::run(&stack.ctx)
+        .await
+        .expect("sweep")
+    {
+        ade_backup_functions::workflows::sweep::SweepOutcome::Completed(s) => s,
+        other => panic!("sweep skipped: {other:?}"),
+    };
+    assert!(!summary.outcomes.is_empty(), "{:?}", summary.outcomes);
+    let key = ade_backup_functions::records::vm_record_key(&ResourceId::parse(&vm).expect("id"));
+    let rec = stack.state.json(&key).expect("the sweep recorded the VM");
+    assert!(rec["ade"]["keyVaultUrl"].is_string(), "{rec}");
+    // the work the sweep started finishes
+    stack.pump(2_000).await;
+    let rec = stack.state.json(&key).expect("record");
+    assert_eq!(rec["status"], "protected", "{rec}");
+    stack.sim.delete_vm(&vm).expect("delete the VM");
+    submit(
+        &mut stack,
+        "req-deleted",
+        request("INC-DELETED", &vm, json!({"targetVmName": "web-lnx-01-r"})),
+    )
+    .await;
+    let op = doc(&stack, "INC-DELETED");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    assert!(op
+        .ade
+        .as_ref()
+        .is_some_and(|a| a.key_vault_url.contains("kv-ade-ap-weu")));
+    assert_eq!(
+        stack.sim.stats().writes.extension_puts,
+        1,
+        "ADE reinstalled from the settings the sweep recorded"
+    );
+}

@@ -85,16 +85,27 @@ async fn unchanged_fleet_costs_graph_pages_and_exactly_one_summary_write() {
         "healthy fleet has no drift: {:?}",
         s.drift
     );
-    assert!(s.outcomes.is_empty(), "{:?}", s.outcomes);
-    assert!(!s.changed);
-    // the very first run creates latest.json (to have something to lease), then writes its
-    // summary under the lease; one read (the last summary)
-    assert_eq!(h.store.writes(), 2);
-    assert_eq!(s.state_writes, 2);
-    assert_eq!(h.store.reads() - reads_before, 1);
+    // The first run after deployment adopts what Azure Backup already protects: one record per
+    // ADE VM with its ADE settings (from the Graph rows), so a restore can reinstall ADE even
+    // after the VM is gone.
+    let ade = s.ade_vms as u64;
+    assert_eq!(s.outcomes.get("adopted"), Some(&ade), "{:?}", s.outcomes);
+    assert!(s.changed);
+    assert_eq!(h.store.keys("vms/").len() as u64, ade);
+    let one = ade_vms(&h.fleet)[0];
+    let rec = h
+        .store
+        .json(&vm_record_key(&id_of(one)))
+        .expect("adopted record");
+    assert_eq!(rec["status"], "protected", "{rec}");
+    assert!(rec["ade"]["keyVaultResourceId"].is_string(), "{rec}");
+    assert!(rec["azure"]["protectedItemId"].is_string(), "{rec}");
+    // latest.json created (to have something to lease) + the records + history + summary
+    assert_eq!(h.store.writes(), ade + 3);
+    assert_eq!(s.state_writes, ade + 3);
+    // the last summary, the record list, and each record's read-before-write
+    assert_eq!(h.store.reads() - reads_before, ade + 2);
     assert_eq!(s.lease_calls, 3, "acquire (missing), acquire, release");
-    assert_eq!(s.state_reads, 1);
-    assert!(h.store.keys("runs/sweep/").len() == 1, "no history doc");
     // no writes to Azure; only Resource Graph pages and one policy GET per distinct policy
     let stats = h.sim.stats();
     assert_eq!(total_writes(&h), 0);
@@ -115,19 +126,26 @@ async fn unchanged_fleet_costs_graph_pages_and_exactly_one_summary_write() {
     assert_eq!(s.arm.calls, 9);
     assert_eq!(s.arm.throttled, 0);
 
-    // every later run of an unchanged fleet: one write (the summary), no history
+    // every later run of an unchanged fleet: one write (the summary), no history; two reads
+    // (the last summary, the list of VM records)
     for round in 0..2 {
-        let w = h.store.writes();
+        let (w, r) = (h.store.writes(), h.store.reads());
         let s2 = sweep_once(&h).await;
-        assert!(!s2.changed);
+        assert!(!s2.changed, "{:?}", s2.outcomes);
+        assert!(s2.outcomes.is_empty(), "{:?}", s2.outcomes);
         assert_eq!(h.store.writes() - w, 1, "round {round}");
+        assert_eq!(h.store.reads() - r, 2, "round {round}");
         assert_eq!(s2.state_writes, 1);
         assert_eq!(s2.lease_calls, 2, "acquire + release");
         assert!(!s2.took_over_expired_lease, "the lease was released");
         let latest = h.store.json(SWEEP_LATEST_KEY).expect("latest");
         assert_eq!(latest["last"]["runId"], serde_json::json!(s2.run_id));
     }
-    assert!(h.store.keys("runs/sweep/").len() == 1, "no history doc");
+    assert_eq!(
+        h.store.keys("runs/sweep/").len(),
+        2,
+        "latest + the adoption run's history only"
+    );
 }
 
 #[tokio::test]

@@ -9,9 +9,11 @@
 
 use super::{arm_transient, claimant, is_forbidden, redeliver_at, send};
 use crate::context::Context;
-use crate::domain::ade::{self, AdeState, ExtensionObservation, OsType, VmObservation};
+use crate::domain::ade::{
+    self, AdeSettings, AdeState, ExtensionObservation, OsType, VmObservation,
+};
 use crate::domain::kv_access::{self, KeyMode, Permissions, RbacRoleChoice};
-use crate::domain::rules::{check_placement, VmFacts};
+use crate::domain::rules::{check_placement, Selection, VmFacts};
 use crate::domain::steps::Claim;
 use crate::handlers::HandlerError;
 use crate::host::protocol::ServiceBusMessage;
@@ -1695,6 +1697,32 @@ async fn track(ctx: &Context, op: ProtectionOperation, poll: u32) -> Result<Stri
     }
 }
 
+/// Writes the record of an adopted VM: protected by Azure Backup without ade-backup, its ADE
+/// settings recorded so a restore can reinstall ADE.
+pub async fn record_adoption(
+    ctx: &Context,
+    vm_id: &ResourceId,
+    settings: &AdeSettings,
+    selection: &Selection,
+    warnings: Vec<String>,
+    azure: ProtectionAzureIds,
+) -> Result<(), HandlerError> {
+    upsert_vm_record(ctx, vm_id, |r| {
+        r.status = status::PROTECTED.to_string();
+        r.reason = None;
+        r.message = Some(
+            "already protected by Azure Backup; ADE settings recorded by ade-backup".to_string(),
+        );
+        r.ade = Some(settings.clone());
+        r.target = Some(selection.clone());
+        r.warnings = warnings.clone();
+        if r.azure.vault_id.is_none() {
+            r.azure = azure.clone();
+        }
+    })
+    .await
+}
+
 /// Records a VM that Azure Backup already protects but ade-backup has never seen (protected before
 /// ade-backup was deployed, and healthy since): its ADE settings are read from the VM while it
 /// still exists, so a later restore can reinstall ADE. Returns the record, or `None` when the VM
@@ -1734,26 +1762,20 @@ pub async fn adopt_protected_vm(
     {
         return Ok(None);
     }
-    let warnings = ade::restore_limit_warnings(&obs);
     let azure = ProtectionAzureIds {
         vault_id: Some(selection.target.vault_id.to_string()),
         protected_item_id: item.id.clone(),
         policy_id: item.properties.policy_id.clone(),
         ..Default::default()
     };
-    upsert_vm_record(ctx, vm_id, |r| {
-        r.status = status::PROTECTED.to_string();
-        r.reason = None;
-        r.message = Some(
-            "already protected by Azure Backup; ADE settings recorded by ade-backup".to_string(),
-        );
-        r.ade = Some((*settings).clone());
-        r.target = Some(selection.clone());
-        r.warnings = warnings.clone();
-        if r.azure.vault_id.is_none() {
-            r.azure = azure.clone();
-        }
-    })
+    record_adoption(
+        ctx,
+        vm_id,
+        &settings,
+        &selection,
+        ade::restore_limit_warnings(&obs),
+        azure,
+    )
     .await?;
     Ok(
         json::get::<VmRecord>(ctx.state.as_ref(), &vm_record_key(vm_id))

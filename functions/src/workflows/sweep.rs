@@ -1483,6 +1483,93 @@ fn known_facts(
     ))
 }
 
+/// Healthy ADE VMs that Azure Backup protects but ade-backup has no record of (protected before
+/// it was deployed, or by hand): their ADE settings are recorded now, from this run's Resource
+/// Graph rows, while the VM exists — a restore after the VM is deleted still knows how to
+/// reinstall ADE. Costs one `list` of the VM records per run; a record is written once per VM.
+async fn adopt_unrecorded(
+    ctx: &Context,
+    d: &Discovery,
+    plans: &[VmPlan],
+) -> Result<u64, HandlerError> {
+    let items: HashMap<String, &ProtectedItemView> = d
+        .protected_items
+        .iter()
+        .filter(|i| !i.protection_state.to_ascii_lowercase().contains("stopped"))
+        .map(|i| (i.vm_id.canonical(), i))
+        .collect();
+    // VMs the plan leaves alone: no plan at all (healthy), or drift that is only reported.
+    let busy: HashSet<String> = plans
+        .iter()
+        .filter(|p| !p.actions.is_empty() || p.needs_human.is_some() || p.in_flight)
+        .map(|p| p.vm_id.canonical())
+        .collect();
+    let rules = &ctx.settings.workflow.protection_rules;
+    let candidates: Vec<_> = d
+        .vms
+        .iter()
+        .filter(|vm| !busy.contains(&vm.id.canonical()))
+        .filter_map(|vm| {
+            let item = items.get(&vm.id.canonical())?;
+            let AdeState::Encrypted { settings, .. } = &vm.ade else {
+                return None;
+            };
+            let selection = rules.select(&crate::domain::rules::VmFacts {
+                id: &vm.id,
+                location: &vm.location,
+                tags: &vm.tags,
+            })?;
+            Some((vm, *item, settings.clone(), selection))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let recorded: HashSet<String> = ctx.state.list("vms/").await?.into_iter().collect();
+    let tasks: Vec<_> = candidates
+        .into_iter()
+        .filter(|(vm, ..)| !recorded.contains(&records::vm_record_key(&vm.id)))
+        .map(|(vm, item, settings, selection)| {
+            let azure = records::ProtectionAzureIds {
+                vault_id: Some(item.vault_id.to_string()),
+                protected_item_id: ade_backup_shared::arm::recovery_services::protected_item_id(
+                    &item.vault_id,
+                    &vm.id,
+                )
+                .ok()
+                .map(|id| id.to_string()),
+                policy_id: item
+                    .policy
+                    .as_ref()
+                    .and_then(|name| item.vault_id.child("backupPolicies", name).ok())
+                    .map(|id| id.to_string()),
+                ..Default::default()
+            };
+            let (ctx, vm_id, warnings) = (ctx.clone(), vm.id.clone(), vm.restore_warnings.clone());
+            Box::pin(async move {
+                protect::record_adoption(&ctx, &vm_id, &settings, &selection, warnings, azure).await
+            })
+        })
+        .collect();
+    let results: Vec<Result<(), HandlerError>> = futures::stream::iter(tasks)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    let adopted = (results.len() - failed.len()) as u64;
+    if let Some(first) = failed.first() {
+        // The next run retries them: their records are still missing.
+        return Err(HandlerError::Transient(format!(
+            "{adopted} recorded, {} failed (first: {first})",
+            failed.len()
+        )));
+    }
+    Ok(adopted)
+}
+
 /// Orders work round-robin over subscriptions. ARM throttles per subscription, and Resource
 /// Graph returns a subscription's VMs together: in Graph order, every worker would queue on one
 /// subscription's bucket while the others sit idle.
@@ -1618,6 +1705,16 @@ async fn reconcile(
                 p.vm_id
             ));
         }
+    }
+    match adopt_unrecorded(ctx, &d, &plans).await {
+        Ok(0) => {}
+        Ok(n) => {
+            summary.changed = true;
+            outcomes.insert("adopted".to_string(), n);
+        }
+        Err(e) => summary
+            .warnings
+            .push(format!("could not record already-protected VMs: {e}")),
     }
     summary.outcomes = outcomes;
     summary.needs_human.sort_by(|a, b| a.vm_id.cmp(&b.vm_id));
