@@ -90,13 +90,38 @@ impl RestorePhase {
     }
 }
 
+/// A worker message of a restore: the ticket, the phase to run, and how many polls came before.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RestoreVmMessage {
+pub struct PhaseMessage<P> {
     pub ticket_id: TicketId,
-    pub phase: RestorePhase,
+    pub phase: P,
     #[serde(default)]
     pub poll: u32,
+}
+
+/// `restore-vm` queue messages.
+pub type RestoreVmMessage = PhaseMessage<RestorePhase>;
+/// `redeploy-vm` queue messages.
+pub type RedeployMessage = PhaseMessage<RedeployPhase>;
+
+/// A phase of one of the restore workers: which queue it travels on and how it is named in
+/// message ids.
+trait WorkerPhase: Serialize + Copy + Send + Sync {
+    /// The worker's part of the message id.
+    const WORKER: &'static str;
+    fn queue(settings: &crate::settings::Settings) -> &str;
+    fn name(self) -> &'static str;
+}
+
+impl WorkerPhase for RestorePhase {
+    const WORKER: &'static str = "restore";
+    fn queue(settings: &crate::settings::Settings) -> &str {
+        &settings.queues.restore_vm
+    }
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,13 +146,14 @@ impl RedeployPhase {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RedeployMessage {
-    pub ticket_id: TicketId,
-    pub phase: RedeployPhase,
-    #[serde(default)]
-    pub poll: u32,
+impl WorkerPhase for RedeployPhase {
+    const WORKER: &'static str = "redeploy";
+    fn queue(settings: &crate::settings::Settings) -> &str {
+        &settings.queues.redeploy_vm
+    }
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 /// How many times `verify` looks again at a VM that is not running yet before failing.
@@ -318,46 +344,24 @@ async fn resend_latest(ctx: &Context, op: &RestoreOperation) -> Result<(), Handl
     Ok(())
 }
 
-async fn send_restore_vm(
+/// Sends the next phase of a restore worker (deterministic id: a redelivered step re-sends the
+/// same message, which Service Bus duplicate detection drops).
+async fn send_phase<P: WorkerPhase>(
     ctx: &Context,
     ticket: &TicketId,
-    phase: RestorePhase,
+    phase: P,
     poll: u32,
     delay: Option<std::time::Duration>,
 ) -> Result<(), HandlerError> {
-    let id = format!("{ticket}-restore-{}-{poll}", phase.as_str());
-    let body = RestoreVmMessage {
+    let id = format!("{ticket}-{}-{}-{poll}", P::WORKER, phase.name());
+    let body = PhaseMessage {
         ticket_id: ticket.clone(),
         phase,
         poll,
     };
     send(
         ctx,
-        &ctx.settings.queues.restore_vm,
-        &id,
-        &body,
-        delay,
-        Some(ticket.as_str()),
-    )
-    .await
-}
-
-async fn send_redeploy(
-    ctx: &Context,
-    ticket: &TicketId,
-    phase: RedeployPhase,
-    poll: u32,
-    delay: Option<std::time::Duration>,
-) -> Result<(), HandlerError> {
-    let id = format!("{ticket}-redeploy-{}-{poll}", phase.as_str());
-    let body = RedeployMessage {
-        ticket_id: ticket.clone(),
-        phase,
-        poll,
-    };
-    send(
-        ctx,
-        &ctx.settings.queues.redeploy_vm,
+        P::queue(&ctx.settings),
         &id,
         &body,
         delay,
@@ -623,7 +627,7 @@ async fn answer_existing(
         // The first delivery may have crashed between recording `accepted` and sending the
         // first step; the step message has a fixed id, so a repeat is dropped or is a no-op.
         if existing.status == rs::ACCEPTED {
-            send_restore_vm(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
+            send_phase(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
         }
         return Ok(format!(
             "{ticket}: duplicate submission; current status {} re-sent, no new restore",
@@ -760,7 +764,7 @@ async fn accept(ctx: &Context, req: RestoreRequest, plan: Plan) -> Result<String
         return answer_existing(ctx, stored, &req.fingerprint, req.reply_to.as_deref()).await;
     }
     resend_latest(ctx, &stored).await?;
-    send_restore_vm(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
+    send_phase(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
     Ok(format!(
         "{ticket}: accepted; restoring {} from {}",
         req.vm_resource_id, plan.recovery_point_id
@@ -1053,7 +1057,7 @@ async fn trigger(
         Claim::AlreadyDone => {
             resend_latest(ctx, &op).await?;
             if !rs::is_final(&op.status) && op.azure.restore_job_id.is_some() {
-                send_restore_vm(ctx, &ticket, RestorePhase::Track, 0, None).await?;
+                send_phase(ctx, &ticket, RestorePhase::Track, 0, None).await?;
             }
             return Ok(format!("{ticket}: restore already triggered"));
         }
@@ -1157,7 +1161,7 @@ async fn trigger(
             if let Some(u) = &sent {
                 send_status(ctx, op.reply_to.as_deref(), u).await?;
             }
-            send_restore_vm(
+            send_phase(
                 ctx,
                 &ticket,
                 RestorePhase::TriggerPoll,
@@ -1254,7 +1258,7 @@ async fn record_restore_job(
         true
     })
     .await?;
-    send_restore_vm(ctx, ticket, RestorePhase::Track, 0, None).await?;
+    send_phase(ctx, ticket, RestorePhase::Track, 0, None).await?;
     Ok(format!("{ticket}: {note}: job {job_id}"))
 }
 
@@ -1265,20 +1269,20 @@ async fn trigger_poll(
 ) -> Result<String, HandlerError> {
     let ticket = op.ticket_id.clone();
     if op.steps.is_done(step::RESTORE_DISKS) {
-        send_restore_vm(ctx, &ticket, RestorePhase::Track, 0, None).await?;
+        send_phase(ctx, &ticket, RestorePhase::Track, 0, None).await?;
         return Ok(format!("{ticket}: restore job already known"));
     }
     let Some(pending) =
         detail_of(&op, step::RESTORE_DISKS, "pending").and_then(|p| serde_json::from_value(p).ok())
     else {
-        send_restore_vm(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
+        send_phase(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
         return Ok(format!(
             "{ticket}: no pending restore recorded; back to the trigger"
         ));
     };
     match ctx.arm.poll_once(&pending).await {
         Ok(PollOutcome::Pending(p)) => {
-            send_restore_vm(
+            send_phase(
                 ctx,
                 &ticket,
                 RestorePhase::TriggerPoll,
@@ -1333,11 +1337,11 @@ async fn track_restore(
     let ticket = op.ticket_id.clone();
     if op.steps.is_done(step::TRACK_RESTORE) {
         resend_latest(ctx, &op).await?;
-        send_redeploy(ctx, &ticket, RedeployPhase::Deploy, 0, None).await?;
+        send_phase(ctx, &ticket, RedeployPhase::Deploy, 0, None).await?;
         return Ok(format!("{ticket}: disks already restored"));
     }
     let Some(job_id) = op.azure.restore_job_id.clone() else {
-        send_restore_vm(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
+        send_phase(ctx, &ticket, RestorePhase::Trigger, 0, None).await?;
         return Ok(format!(
             "{ticket}: no restore job recorded; back to the trigger"
         ));
@@ -1349,7 +1353,7 @@ async fn track_restore(
         .await
         .map_err(|e| arm_transient("reading the restore job", &e))?;
     if !job.is_terminal() {
-        send_restore_vm(
+        send_phase(
             ctx,
             &ticket,
             RestorePhase::Track,
@@ -1420,7 +1424,7 @@ async fn track_restore(
     if let Some(u) = &sent {
         send_status(ctx, op.reply_to.as_deref(), u).await?;
     }
-    send_redeploy(ctx, &ticket, RedeployPhase::Deploy, 0, None).await?;
+    send_phase(ctx, &ticket, RedeployPhase::Deploy, 0, None).await?;
     Ok(format!("{ticket}: disks restored"))
 }
 
@@ -1605,7 +1609,7 @@ async fn deploy(
     if let Some(u) = &sent {
         send_status(ctx, op.reply_to.as_deref(), u).await?;
     }
-    send_redeploy(
+    send_phase(
         ctx,
         &ticket,
         RedeployPhase::DeployPoll,
@@ -1643,7 +1647,7 @@ async fn deploy_poll(
                 true
             })
             .await?;
-            send_redeploy(ctx, &ticket, RedeployPhase::Deploy, poll, None).await?;
+            send_phase(ctx, &ticket, RedeployPhase::Deploy, poll, None).await?;
             return Ok(format!(
                 "{ticket}: deployment {name} not found; starting it again"
             ));
@@ -1697,7 +1701,7 @@ async fn deploy_poll(
             .await
         }
         _ => {
-            send_redeploy(
+            send_phase(
                 ctx,
                 &ticket,
                 RedeployPhase::DeployPoll,
@@ -1716,7 +1720,7 @@ async fn send_after_deploy(ctx: &Context, op: &RestoreOperation) -> Result<(), H
         OsType::Linux => RedeployPhase::ReinstallAde,
         OsType::Windows => RedeployPhase::Verify,
     };
-    send_redeploy(ctx, &op.ticket_id, phase, 0, None).await
+    send_phase(ctx, &op.ticket_id, phase, 0, None).await
 }
 
 fn restored_vm(op: &RestoreOperation) -> Result<ResourceId, HandlerError> {
@@ -1904,7 +1908,7 @@ async fn reinstall_ade(
     if let Some(u) = &sent {
         send_status(ctx, op.reply_to.as_deref(), u).await?;
     }
-    send_redeploy(
+    send_phase(
         ctx,
         &ticket,
         RedeployPhase::AdePoll,
@@ -1918,7 +1922,7 @@ async fn reinstall_ade(
 async fn ade_poll(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String, HandlerError> {
     let ticket = op.ticket_id.clone();
     if op.steps.is_done(step::REINSTALL_ADE) {
-        send_redeploy(ctx, &ticket, RedeployPhase::Verify, 0, None).await?;
+        send_phase(ctx, &ticket, RedeployPhase::Verify, 0, None).await?;
         return Ok(format!("{ticket}: ADE already reinstalled"));
     }
     let ade = ade_of(&op)?.clone();
@@ -1953,7 +1957,7 @@ async fn ade_poll(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<Stri
                 true
             })
             .await?;
-            send_redeploy(ctx, &ticket, RedeployPhase::Verify, 0, None).await?;
+            send_phase(ctx, &ticket, RedeployPhase::Verify, 0, None).await?;
             Ok(format!("{ticket}: ADE extension provisioned"))
         }
         "failed" | "canceled" => {
@@ -1969,7 +1973,7 @@ async fn ade_poll(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<Stri
             .await
         }
         _ => {
-            send_redeploy(
+            send_phase(
                 ctx,
                 &ticket,
                 RedeployPhase::AdePoll,
@@ -2081,7 +2085,7 @@ async fn verify(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String
         .join(", ");
     if power != "running" {
         if poll < VERIFY_ATTEMPTS && matches!(power.as_str(), "starting" | "unknown") {
-            send_redeploy(
+            send_phase(
                 ctx,
                 &ticket,
                 RedeployPhase::Verify,
