@@ -370,6 +370,53 @@ async fn send_phase<P: WorkerPhase>(
     .await
 }
 
+/// What [`claim_step`] decided for this delivery.
+enum Claimed {
+    /// The step is ours: do it.
+    Go(RestoreOperation),
+    /// Nothing to do here: the step is done (`done`; the latest status was re-sent) or a live
+    /// invocation holds it (this message comes back when its lease ends).
+    Settled {
+        op: RestoreOperation,
+        done: bool,
+        line: String,
+    },
+}
+
+/// Claims `step_name` for this delivery and settles the two "not mine" answers the same way for
+/// every step; `what` names the step in the log line.
+async fn claim_step(
+    ctx: &Context,
+    ticket: &TicketId,
+    step_name: &str,
+    what: &str,
+    by: &str,
+    delivery: &ServiceBusMessage,
+) -> Result<Claimed, HandlerError> {
+    let (op, claim) = claim(ctx, ticket, step_name, by).await?;
+    match claim {
+        Claim::Acquired => Ok(Claimed::Go(op)),
+        Claim::AlreadyDone => {
+            resend_latest(ctx, &op).await?;
+            Ok(Claimed::Settled {
+                op,
+                done: true,
+                line: format!("{ticket}: {what} is already done"),
+            })
+        }
+        Claim::HeldByOther { until } => {
+            redeliver_at(ctx, delivery, until).await?;
+            Ok(Claimed::Settled {
+                op,
+                done: false,
+                line: format!(
+                    "{ticket}: {what} is in progress elsewhere until {until}; will look again"
+                ),
+            })
+        }
+    }
+}
+
 /// Claims a step of an open restore.
 async fn claim(
     ctx: &Context,
@@ -1052,23 +1099,24 @@ async fn trigger(
     delivery: &ServiceBusMessage,
 ) -> Result<String, HandlerError> {
     let ticket = op.ticket_id.clone();
-    let (op, claim) = claim(ctx, &ticket, step::RESTORE_DISKS, by).await?;
-    match claim {
-        Claim::AlreadyDone => {
-            resend_latest(ctx, &op).await?;
-            if !rs::is_final(&op.status) && op.azure.restore_job_id.is_some() {
+    let op = match claim_step(
+        ctx,
+        &ticket,
+        step::RESTORE_DISKS,
+        "the restore trigger",
+        by,
+        delivery,
+    )
+    .await?
+    {
+        Claimed::Go(op) => op,
+        Claimed::Settled { op, done, line } => {
+            if done && !rs::is_final(&op.status) && op.azure.restore_job_id.is_some() {
                 send_phase(ctx, &ticket, RestorePhase::Track, 0, None).await?;
             }
-            return Ok(format!("{ticket}: restore already triggered"));
+            return Ok(line);
         }
-        Claim::HeldByOther { until } => {
-            redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!(
-                "{ticket}: restore being triggered elsewhere until {until}; will look again"
-            ));
-        }
-        Claim::Acquired => {}
-    }
+    };
     let vault = vault_of(&op)?;
     let req = request_of(&op)?.clone();
     // A crash after the trigger and before it was recorded must not start a second restore.
@@ -1507,20 +1555,10 @@ async fn deploy(
     delivery: &ServiceBusMessage,
 ) -> Result<String, HandlerError> {
     let ticket = op.ticket_id.clone();
-    let (op, claim) = claim(ctx, &ticket, step::DEPLOY, by).await?;
-    match claim {
-        Claim::AlreadyDone => {
-            resend_latest(ctx, &op).await?;
-            return Ok(format!("{ticket}: deployment already done"));
-        }
-        Claim::HeldByOther { until } => {
-            redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!(
-                "{ticket}: deployment being started elsewhere; will look again"
-            ));
-        }
-        Claim::Acquired => {}
-    }
+    let op = match claim_step(ctx, &ticket, step::DEPLOY, "the deployment", by, delivery).await? {
+        Claimed::Go(op) => op,
+        Claimed::Settled { line, .. } => return Ok(line),
+    };
     let req = request_of(&op)?.clone();
     let rg = target_rg(&req)?;
     let name = deployment_name(&ticket);
@@ -1784,20 +1822,19 @@ async fn reinstall_ade(
     delivery: &ServiceBusMessage,
 ) -> Result<String, HandlerError> {
     let ticket = op.ticket_id.clone();
-    let (op, claim) = claim(ctx, &ticket, step::REINSTALL_ADE, by).await?;
-    match claim {
-        Claim::AlreadyDone => {
-            resend_latest(ctx, &op).await?;
-            return Ok(format!("{ticket}: ADE already reinstalled"));
-        }
-        Claim::HeldByOther { until } => {
-            redeliver_at(ctx, delivery, until).await?;
-            return Ok(format!(
-                "{ticket}: ADE being reinstalled elsewhere; will look again"
-            ));
-        }
-        Claim::Acquired => {}
-    }
+    let op = match claim_step(
+        ctx,
+        &ticket,
+        step::REINSTALL_ADE,
+        "the ADE reinstall",
+        by,
+        delivery,
+    )
+    .await?
+    {
+        Claimed::Go(op) => op,
+        Claimed::Settled { line, .. } => return Ok(line),
+    };
     let ade = ade_of(&op)?.clone();
     let vm_id = restored_vm(&op)?;
     // Checked again here, hours after validation: without it the VM cannot fetch its passphrase.
