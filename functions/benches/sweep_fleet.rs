@@ -144,7 +144,10 @@ async fn protect(subs: usize, vms: usize, needing: usize) {
     )
     .await;
     h.grant_rbac().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The setup's writes (role assignments) drew on the subscriptions' write buckets: wait until
+    // they are full again (200 tokens at 10/s), so the run starts like a tick after a quiet
+    // period and the 200-write burst of the bound is really there.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     h.sim.reset_stats();
     let before = h.ctx.arm.stats();
     let t = Instant::now();
