@@ -1,7 +1,6 @@
 //! Helpers shared by the end-to-end tests: an in-memory state store, a recording message sender,
 //! and `spawn_app` which runs the real custom-handler server on an ephemeral loopback port.
 
-pub mod pump;
 pub mod sim_stack;
 
 use ade_backup_functions::context::{Context, ManualClock};

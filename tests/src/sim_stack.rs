@@ -353,26 +353,44 @@ impl SimStack {
 
     /// Delivers everything until nothing is left (or `max` deliveries). Returns how many.
     pub async fn pump(&mut self, max: usize) -> usize {
+        self.pump_until(max, |_| false).await
+    }
+
+    /// Index of the message Service Bus would hand out next (earliest scheduled, then FIFO).
+    fn next_index(&self) -> Option<usize> {
+        self.pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, p)| {
+                (
+                    p.message
+                        .scheduled_enqueue_time
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                    p.seq,
+                )
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Like [`SimStack::pump`], but stops (leaving it queued) before delivering the first
+    /// message `stop` matches: a test can halt "between two steps".
+    pub async fn pump_until(
+        &mut self,
+        max: usize,
+        stop: impl Fn(&OutboundMessage) -> bool,
+    ) -> usize {
         let mut n = 0;
         loop {
             self.take_sent();
-            if self.pending.is_empty() || n >= max {
+            if n >= max {
                 return n;
             }
-            let idx = self
-                .pending
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, p)| {
-                    (
-                        p.message
-                            .scheduled_enqueue_time
-                            .unwrap_or(DateTime::<Utc>::MIN_UTC),
-                        p.seq,
-                    )
-                })
-                .map(|(i, _)| i)
-                .expect("non-empty");
+            let Some(idx) = self.next_index() else {
+                return n;
+            };
+            if stop(&self.pending[idx].message) {
+                return n;
+            }
             let p = self.pending.remove(idx);
             if let Some(at) = p.message.scheduled_enqueue_time {
                 let now = self.sim.now();
@@ -410,6 +428,41 @@ impl SimStack {
                 }
             }
         }
+    }
+
+    /// Takes the next queued message without delivering it (the test delivers it itself).
+    pub fn take_next(&mut self) -> Option<OutboundMessage> {
+        self.take_sent();
+        let idx = self.next_index()?;
+        Some(self.pending.remove(idx).message)
+    }
+
+    /// A crash: every message sent but not yet delivered is lost. Returns how many.
+    pub fn lose_pending(&mut self) -> usize {
+        self.take_sent();
+        let n = self.pending.len();
+        self.pending.clear();
+        n
+    }
+
+    /// Messages waiting for delivery.
+    pub fn pending_len(&mut self) -> usize {
+        self.take_sent();
+        self.pending.len()
+    }
+
+    /// Deliveries that ended dead-lettered, as `message id: reason`.
+    pub fn dead_lettered(&self) -> Vec<String> {
+        self.deliveries
+            .iter()
+            .filter_map(|d| match &d.outcome {
+                Outcome::Failed {
+                    dead_letter: Some(dl),
+                    ..
+                } => Some(format!("{}: {}", d.message_id, dl.reason)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Status updates sent to `queue`, in send order.
