@@ -202,27 +202,15 @@ impl SimStack {
     }
 
     pub async fn start_with(extra: &[(&str, &str)]) -> SimStack {
-        let sim = Simulator::new(
+        let (sim, url, tx) = crate::sweep_support::spawn_simulator(
             Fleet::sample(),
             SimOptions {
                 throttling: false,
                 ..SimOptions::default()
             },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind an ephemeral port");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let s = sim.clone();
-        tokio::spawn(async move {
-            let _ = s
-                .serve(listener, async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        let base = format!("http://{addr}/");
+        )
+        .await;
+        let base = url.to_string();
         let settings = stack_settings(&base, &sim.backup_management_object_id(), extra)
             .expect("stack settings are valid");
         let arm = ArmClient::new(

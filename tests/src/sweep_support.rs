@@ -194,6 +194,30 @@ impl QueuePump {
     }
 }
 
+/// Serves a new simulator on an ephemeral loopback port: the simulator, its base URL, and the
+/// sender that stops it (dropping it stops it too).
+pub async fn spawn_simulator(
+    fleet: Fleet,
+    options: SimOptions,
+) -> (Simulator, url::Url, tokio::sync::oneshot::Sender<()>) {
+    let sim = Simulator::new(fleet, options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an ephemeral port");
+    let addr = listener.local_addr().expect("local addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = sim.clone();
+    tokio::spawn(async move {
+        let _ = s
+            .serve(listener, async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    let url = url::Url::parse(&format!("http://{addr}/")).expect("sim url");
+    (sim, url, tx)
+}
+
 /// A running simulator plus a Context pointed at it.
 pub struct Harness {
     pub sim: Simulator,
@@ -307,21 +331,7 @@ pub fn quick_durations() -> ade_backup_sim::Durations {
 impl Harness {
     /// Starts the simulator and builds the Context. `env` adds or overrides settings.
     pub async fn start(fleet: Fleet, options: SimOptions, env: &[(&str, String)]) -> Harness {
-        let sim = Simulator::new(fleet.clone(), options);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind an ephemeral port");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let s = sim.clone();
-        tokio::spawn(async move {
-            let _ = s
-                .serve(listener, async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        let url = url::Url::parse(&format!("http://{addr}/")).expect("sim url");
+        let (sim, url, tx) = spawn_simulator(fleet.clone(), options).await;
         let subs: Vec<String> = fleet.subscriptions.iter().map(|s| s.id.clone()).collect();
         let mut vars: HashMap<String, String> = [
             (
