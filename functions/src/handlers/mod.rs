@@ -80,7 +80,7 @@ impl From<StateError> for HandlerError {
 
 pub type HandlerFuture<'a> =
     Pin<Box<dyn Future<Output = Result<HandlerOutput, HandlerError>> + Send + 'a>>;
-/// The boxed form of an `async fn(TriggerInput, &Context)`; build one with [`handler_fn!`].
+/// The boxed form of an `async fn(TriggerInput, &Context)`; build one with [`handler_fn!`](crate::handler_fn).
 pub type HandlerFn = for<'a> fn(TriggerInput, &'a Context) -> HandlerFuture<'a>;
 
 /// Wraps an `async fn(TriggerInput, &Context) -> Result<HandlerOutput, HandlerError>` path into a

@@ -62,7 +62,7 @@ pub struct LocalArgs {
     /// Stop after this many seconds whatever happens.
     #[arg(long)]
     pub max_runtime: Option<f64>,
-    /// Send the handler's output to <state-dir>/serve.log instead of the terminal.
+    /// Send the handler's output to `<state-dir>/serve.log` instead of the terminal.
     #[arg(long)]
     pub quiet: bool,
     /// Deliveries before a message is dead-lettered (Service Bus maxDeliveryCount).

@@ -16,16 +16,20 @@
 //!    `GET backupPolicies/{p}` per distinct (vault, policy) for the RPO, cached for the run. An
 //!    unchanged 10,000-VM fleet costs a few dozen calls, never one GET per VM.
 //! 3. **Plan** with [`crate::domain::sweep_plan::plan`]. Per-VM records are read only for VMs the
-//!    plan wants to act on (an `in-progress` record means work is already in flight), so an
-//!    unchanged fleet costs no state reads beyond the guard.
-//! 4. **Fan-out** with bounded concurrency: [`protect::evaluate_with`] per VM that needs work
-//!    (`repair` when Azure already protects it). It reuses open operations, so nothing in flight
-//!    is duplicated. VMs that need a human are listed in the summary.
+//!    plan wants to act on (an `in-progress` record means work is already in flight).
+//! 4. **Fan-out** with bounded concurrency: [`protect::evaluate_observed`] per VM that needs work
+//!    (`repair` when Azure already protects it), handed what discovery already knows (VM, Key
+//!    Vault access and settings, protection state, the vault's location) so the workflow reads
+//!    none of it again. It reuses open operations, so nothing in flight is duplicated. VMs that
+//!    need a human are listed in the summary. Healthy protected ADE VMs without a record
+//!    (protected before ade-backup) are adopted: their ADE settings are recorded once (one `list`
+//!    of `vms/` per run finds them).
 //! 5. **Summary**: written into `latest.json` under the lease (the run's one write), then the
 //!    lease is released. `runs/sweep/{runId}.json` is written only when something changed (work
 //!    started, the drift picture differs from the last run's, or a VM failed). **An unchanged
-//!    fleet costs exactly one state write (the summary), one state read, three lease calls
-//!    (acquire, release, one properties read inside acquire on Blob) and zero ARM writes.**
+//!    fleet costs exactly one state write (the summary), two state reads (the last summary, the
+//!    list of VM records), two lease calls (acquire — on Blob with a properties read — and
+//!    release) and zero ARM writes.**
 //!
 //! Resource Graph query and row shapes: `Azure/azure-rest-api-specs` resourcegraph 2022-10-01
 //! examples `ResourcesFirstPageQuery.json` / `ResourcesNextPageQuery.json`, and docs/arm-surface.md
