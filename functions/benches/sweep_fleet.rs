@@ -112,7 +112,7 @@ async fn unchanged(subs: usize, vms: usize, label: &str) {
         s.arm.throttled, sim.throttled, s.arm.retries, s.arm.paced_wait_ms
     );
     println!(
-        "state: {} writes (store counted {}), {} reads, {} lease calls | history written: {} | the first run ever: {} writes (it creates latest.json)",
+        "state: {} writes (store counted {}), {} reads, {} lease calls | history written: {} | the first run ever: {} writes (it creates latest.json and adopts every already-protected ADE VM)",
         s.state_writes,
         h.store.writes() - writes_before,
         s.state_reads,
