@@ -3,13 +3,12 @@
 //! Shapes: azure-rest-api-specs compute examples VirtualMachine_Get_WithInstanceView*.json and
 //! VirtualMachineExtension_CreateOrUpdate*.json (see EXAMPLES.md).
 
-use super::client::{ArmClient, Bucket, Call};
+use super::client::{sub_bucket, ArmClient};
 use super::common::{null_vec, SubResource};
 use super::error::ArmError;
 use super::lro::Started;
-use super::scope::{check_segment, expect_type, id_segments, SubscriptionId};
+use super::scope::{check_segment, expect_type};
 use crate::ids::ResourceId;
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -421,14 +420,9 @@ impl ArmClient {
     /// `GET virtualMachines/{vm}?$expand=instanceView`.
     pub async fn get_virtual_machine(&self, vm: &ResourceId) -> Result<VirtualMachine, ArmError> {
         expect_type("vmId", vm, VM_TYPE)?;
-        let segs = id_segments(vm);
-        let url = self.arm_url(
-            segs.iter().map(String::as_str),
-            COMPUTE_API_VERSION,
-            &[("$expand", "instanceView")],
-        )?;
-        let call = Call::new("compute.vm.get", Method::GET, url, sub_bucket(vm)?);
-        self.send_json(&call).await
+        let query = [("$expand", "instanceView")];
+        let url = self.id_url(vm, &[], COMPUTE_API_VERSION, &query)?;
+        self.get_json("compute.vm.get", url, sub_bucket(vm)?).await
     }
 
     /// `GET virtualMachines/{vm}/extensions/{name}`.
@@ -438,8 +432,8 @@ impl ArmClient {
         extension_name: &str,
     ) -> Result<VmExtension, ArmError> {
         let url = self.extension_url(vm, extension_name)?;
-        let call = Call::new("compute.extension.get", Method::GET, url, sub_bucket(vm)?);
-        self.send_json(&call).await
+        self.get_json("compute.extension.get", url, sub_bucket(vm)?)
+            .await
     }
 
     /// `PUT virtualMachines/{vm}/extensions/{name}`; returns at once with the `Azure-AsyncOperation`
@@ -451,16 +445,8 @@ impl ArmClient {
         extension: &VmExtension,
     ) -> Result<Started<VmExtension>, ArmError> {
         let url = self.extension_url(vm, extension_name)?;
-        let call = Call::new("compute.extension.put", Method::PUT, url, sub_bucket(vm)?)
-            .json(extension)?;
-        let resp = self.send(&call).await?;
-        let pending = self.pending_from(call.operation, &resp, false)?;
-        let resource = if resp.body.is_empty() {
-            None
-        } else {
-            Some(resp.json(call.operation)?)
-        };
-        Ok(Started { resource, pending })
+        self.begin_put("compute.extension.put", url, sub_bucket(vm)?, extension)
+            .await
     }
 
     /// PUT and wait until the extension is provisioned (or `deadline` passes); returns the
@@ -487,15 +473,13 @@ impl ArmClient {
     fn extension_url(&self, vm: &ResourceId, extension_name: &str) -> Result<url::Url, ArmError> {
         expect_type("vmId", vm, VM_TYPE)?;
         check_segment("extensionName", extension_name)?;
-        let mut segs = id_segments(vm);
-        segs.push("extensions".into());
-        segs.push(extension_name.into());
-        self.arm_url(segs.iter().map(String::as_str), COMPUTE_API_VERSION, &[])
+        self.id_url(
+            vm,
+            &["extensions", extension_name],
+            COMPUTE_API_VERSION,
+            &[],
+        )
     }
-}
-
-pub(crate) fn sub_bucket(id: &ResourceId) -> Result<Bucket, ArmError> {
-    Ok(Bucket::Subscription(SubscriptionId::of(id)?))
 }
 
 #[cfg(test)]

@@ -2,13 +2,11 @@
 //!
 //! Shapes: keyvault 2023-07-01 examples getVault.json and updateAccessPoliciesAdd.json.
 
-use super::client::{ArmClient, Call};
+use super::client::{sub_bucket, ArmClient};
 use super::common::null_vec;
-use super::compute::sub_bucket;
 use super::error::ArmError;
-use super::scope::{expect_type, id_segments};
+use super::scope::expect_type;
 use crate::ids::ResourceId;
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -158,10 +156,9 @@ impl ArmClient {
     /// `GET vaults/{kv}`.
     pub async fn get_key_vault(&self, vault: &ResourceId) -> Result<KeyVault, ArmError> {
         expect_type("keyVaultId", vault, KEYVAULT_TYPE)?;
-        let segs = id_segments(vault);
-        let url = self.arm_url(segs.iter().map(String::as_str), KEYVAULT_API_VERSION, &[])?;
-        let call = Call::new("keyvault.vault.get", Method::GET, url, sub_bucket(vault)?);
-        self.send_json(&call).await
+        let url = self.id_url(vault, &[], KEYVAULT_API_VERSION, &[])?;
+        self.get_json("keyvault.vault.get", url, sub_bucket(vault)?)
+            .await
     }
 
     /// `PUT vaults/{kv}/accessPolicies/add`: merges `policies` into the vault's (existing
@@ -185,23 +182,19 @@ impl ArmClient {
                 ));
             }
         }
-        let mut segs = id_segments(vault);
-        segs.push("accessPolicies".into());
-        segs.push("add".into());
-        let url = self.arm_url(segs.iter().map(String::as_str), KEYVAULT_API_VERSION, &[])?;
+        let url = self.id_url(vault, &["accessPolicies", "add"], KEYVAULT_API_VERSION, &[])?;
         let body = AccessPolicyUpdate {
             properties: AccessPolicyUpdateProps {
                 access_policies: policies,
             },
         };
-        let call = Call::new(
+        self.put_json(
             "keyvault.accessPolicies.add",
-            Method::PUT,
             url,
             sub_bucket(vault)?,
+            &body,
         )
-        .json(&body)?;
-        self.send_json(&call).await
+        .await
     }
 }
 
