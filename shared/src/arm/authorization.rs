@@ -15,13 +15,12 @@ use serde::{Deserialize, Serialize};
 pub const AUTHORIZATION_API_VERSION: &str = "2022-04-01";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RoleDefinition {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: RoleDefinitionProperties,
 }
 
@@ -41,26 +40,25 @@ pub struct RoleDefinitionProperties {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RolePermission {
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub actions: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub not_actions: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub data_actions: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub not_data_actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RoleAssignment {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: RoleAssignmentProperties,
 }
 

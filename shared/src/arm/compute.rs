@@ -21,22 +21,17 @@ pub const ADE_TYPE_WINDOWS: &str = "AzureDiskEncryption";
 pub const ADE_TYPE_LINUX: &str = "AzureDiskEncryptionForLinux";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VirtualMachine {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default, deserialize_with = "null_map")]
+    #[serde(deserialize_with = "null_map")]
     pub tags: BTreeMap<String, String>,
-    #[serde(default)]
     pub zones: Option<Vec<String>>,
-    #[serde(default)]
     pub properties: VmProperties,
     /// Extensions as child resources (present on GET).
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub resources: Vec<VmExtension>,
 }
 
@@ -45,145 +40,116 @@ fn null_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, S
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmProperties {
-    #[serde(default)]
     pub vm_id: Option<String>,
-    #[serde(default)]
     pub hardware_profile: Option<HardwareProfile>,
-    #[serde(default)]
     pub storage_profile: Option<StorageProfile>,
-    #[serde(default)]
     pub instance_view: Option<VmInstanceView>,
-    #[serde(default)]
     pub provisioning_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct HardwareProfile {
-    #[serde(default)]
     pub vm_size: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct StorageProfile {
-    #[serde(default)]
     pub os_disk: Option<OsDisk>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub data_disks: Vec<DataDisk>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct OsDisk {
     /// `Windows` or `Linux`.
-    #[serde(default)]
     pub os_type: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, rename = "diskSizeGB")]
+    #[serde(rename = "diskSizeGB")]
     pub disk_size_gb: Option<i64>,
-    #[serde(default)]
     pub encryption_settings: Option<DiskEncryptionSettings>,
-    #[serde(default)]
     pub managed_disk: Option<SubResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DataDisk {
-    #[serde(default)]
     pub lun: i32,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, rename = "diskSizeGB")]
+    #[serde(rename = "diskSizeGB")]
     pub disk_size_gb: Option<i64>,
-    #[serde(default)]
     pub managed_disk: Option<SubResource>,
 }
 
 /// ADE settings of a disk (`storageProfile.osDisk.encryptionSettings` and
 /// `instanceView.disks[].encryptionSettings[]`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DiskEncryptionSettings {
-    #[serde(default)]
     pub enabled: Option<bool>,
-    #[serde(default)]
     pub disk_encryption_key: Option<KeyVaultSecretReference>,
-    #[serde(default)]
     pub key_encryption_key: Option<KeyVaultKeyReference>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVaultSecretReference {
-    #[serde(default)]
     pub secret_url: Option<String>,
-    #[serde(default)]
     pub source_vault: Option<SubResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVaultKeyReference {
-    #[serde(default)]
     pub key_url: Option<String>,
-    #[serde(default)]
     pub source_vault: Option<SubResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmInstanceView {
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub statuses: Vec<InstanceViewStatus>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub disks: Vec<DiskInstanceView>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub extensions: Vec<ExtensionInstanceView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct InstanceViewStatus {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub level: Option<String>,
-    #[serde(default)]
     pub display_status: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
-    #[serde(default)]
     pub time: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DiskInstanceView {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub encryption_settings: Vec<DiskEncryptionSettings>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub statuses: Vec<InstanceViewStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ExtensionInstanceView {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub extension_type: Option<String>,
-    #[serde(default)]
     pub type_handler_version: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub statuses: Vec<InstanceViewStatus>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub substatuses: Vec<InstanceViewStatus>,
 }
 
@@ -256,91 +222,66 @@ impl VirtualMachine {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmExtension {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Resource type (`Microsoft.Compute/virtualMachines/extensions`).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    #[serde(default)]
     pub properties: VmExtensionProperties,
 }
 
 /// Extension properties. `protectedSettings` is deliberately not modelled: ade-backup never sends
 /// or reads it, so it cannot end up in a log.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmExtensionProperties {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub publisher: Option<String>,
     /// Extension handler type (`AzureDiskEncryption`, `AzureDiskEncryptionForLinux`).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub extension_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub type_handler_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_upgrade_minor_version: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub force_update_tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
+    #[serde(skip_serializing)]
     pub provisioning_state: Option<String>,
-    #[serde(default, skip_serializing)]
+    #[serde(skip_serializing)]
     pub instance_view: Option<ExtensionInstanceView>,
 }
 
-/// The public settings of an ADE extension (the names are ADE's, PascalCase).
+/// The public settings of an ADE extension (ADE's names: PascalCase, with `URL` in capitals).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct AdeSettings {
-    #[serde(
-        rename = "KeyVaultURL",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "KeyVaultURL", skip_serializing_if = "Option::is_none")]
     pub key_vault_url: Option<String>,
-    #[serde(
-        rename = "KeyVaultResourceId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_vault_resource_id: Option<String>,
     #[serde(
         rename = "KeyEncryptionKeyURL",
-        default,
         skip_serializing_if = "Option::is_none"
     )]
     pub key_encryption_key_url: Option<String>,
-    #[serde(
-        rename = "KekVaultResourceId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kek_vault_resource_id: Option<String>,
-    #[serde(
-        rename = "KeyEncryptionAlgorithm",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_encryption_algorithm: Option<String>,
     /// `OS`, `Data` or `All`.
-    #[serde(
-        rename = "VolumeType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_type: Option<String>,
     /// `EnableEncryption`, ...
-    #[serde(
-        rename = "EncryptionOperation",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_operation: Option<String>,
 }
 
@@ -515,5 +456,40 @@ mod tests {
             Some("Data")
         );
         assert!(VmExtension::ade("x", "Plan9", &s, None).is_err());
+    }
+
+    #[test]
+    fn ade_settings_keep_ade_names() {
+        let names = [
+            "KeyVaultURL",
+            "KeyVaultResourceId",
+            "KeyEncryptionKeyURL",
+            "KekVaultResourceId",
+            "KeyEncryptionAlgorithm",
+            "VolumeType",
+            "EncryptionOperation",
+        ];
+        let doc: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .map(|n| (n.to_string(), serde_json::Value::from(*n)))
+            .collect();
+        let s: AdeSettings =
+            serde_json::from_value(serde_json::Value::Object(doc.clone())).expect("settings");
+        assert_eq!(
+            s.key_encryption_key_url.as_deref(),
+            Some("KeyEncryptionKeyURL")
+        );
+        assert_eq!(
+            s.kek_vault_resource_id.as_deref(),
+            Some("KekVaultResourceId")
+        );
+        assert_eq!(
+            serde_json::to_value(&s).expect("json"),
+            serde_json::Value::Object(doc)
+        );
+        assert_eq!(
+            serde_json::to_value(AdeSettings::default()).expect("json"),
+            serde_json::json!({})
+        );
     }
 }

@@ -14,40 +14,27 @@ pub const KEYVAULT_API_VERSION: &str = "2023-07-01";
 pub const KEYVAULT_TYPE: &str = "Microsoft.KeyVault/vaults";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVault {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub properties: KeyVaultProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVaultProperties {
-    #[serde(default)]
     pub tenant_id: Option<String>,
-    #[serde(default)]
     pub enable_rbac_authorization: Option<bool>,
-    #[serde(default)]
     pub enabled_for_disk_encryption: Option<bool>,
-    #[serde(default)]
     pub enabled_for_deployment: Option<bool>,
-    #[serde(default)]
     pub enabled_for_template_deployment: Option<bool>,
-    #[serde(default)]
     pub enable_soft_delete: Option<bool>,
-    #[serde(default)]
     pub enable_purge_protection: Option<bool>,
-    #[serde(default)]
     pub vault_uri: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub access_policies: Vec<AccessPolicyEntry>,
 }
 
@@ -63,25 +50,13 @@ pub struct AccessPolicyEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Permissions {
-    #[serde(
-        default,
-        deserialize_with = "null_vec",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "null_vec", skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "null_vec",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "null_vec", skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "null_vec",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "null_vec", skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
 }
 
@@ -137,18 +112,16 @@ struct AccessPolicyUpdateProps<'a> {
 
 /// The `accessPolicies/add` response: the policies that were sent.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct AccessPolicyUpdateResult {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub properties: AccessPolicyUpdateResultProps,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct AccessPolicyUpdateResultProps {
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub access_policies: Vec<AccessPolicyEntry>,
 }
 

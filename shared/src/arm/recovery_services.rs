@@ -30,19 +30,13 @@ const RESTORE: &str = "recoveryServices.restore";
 // Models
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryServicesVault {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub sku: Option<serde_json::Value>,
-    #[serde(default)]
     pub properties: Option<serde_json::Value>,
 }
 
@@ -53,66 +47,48 @@ impl RecoveryServicesVault {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupPolicy {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: BackupPolicyProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupPolicyProperties {
-    #[serde(default)]
     pub backup_management_type: Option<String>,
     /// `V1` (standard) or `V2` (enhanced).
-    #[serde(default)]
     pub policy_type: Option<String>,
-    #[serde(default)]
     pub schedule_policy: Option<SchedulePolicy>,
-    #[serde(default)]
     pub retention_policy: Option<serde_json::Value>,
-    #[serde(default)]
     pub instant_rp_retention_range_in_days: Option<i64>,
-    #[serde(default)]
     pub time_zone: Option<String>,
-    #[serde(default)]
     pub protected_items_count: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SchedulePolicy {
     /// `SimpleSchedulePolicy` or `SimpleSchedulePolicyV2`.
-    #[serde(default)]
     pub schedule_policy_type: Option<String>,
     /// `Daily`, `Weekly` or `Hourly`.
-    #[serde(default)]
     pub schedule_run_frequency: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub schedule_run_days: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub schedule_run_times: Vec<String>,
-    #[serde(default)]
     pub hourly_schedule: Option<HourlySchedule>,
-    #[serde(default)]
     pub daily_schedule: Option<serde_json::Value>,
-    #[serde(default)]
     pub weekly_schedule: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct HourlySchedule {
     /// Hours between backups (4, 6, 8, 12).
-    #[serde(default)]
     pub interval: Option<i64>,
-    #[serde(default)]
     pub schedule_window_start_time: Option<String>,
-    #[serde(default)]
     pub schedule_window_duration: Option<i64>,
 }
 
@@ -142,147 +118,108 @@ impl BackupPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectableItem {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: ProtectableItemProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectableItemProperties {
-    #[serde(default)]
     pub protectable_item_type: Option<String>,
-    #[serde(default)]
     pub backup_management_type: Option<String>,
-    #[serde(default)]
     pub friendly_name: Option<String>,
-    #[serde(default)]
     pub virtual_machine_id: Option<String>,
-    #[serde(default)]
     pub protection_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectedItem {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: ProtectedItemProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectedItemProperties {
     /// `Microsoft.Compute/virtualMachines`.
-    #[serde(default)]
     pub protected_item_type: Option<String>,
-    #[serde(default)]
     pub backup_management_type: Option<String>,
-    #[serde(default)]
     pub workload_type: Option<String>,
-    #[serde(default)]
     pub friendly_name: Option<String>,
-    #[serde(default)]
     pub virtual_machine_id: Option<String>,
-    #[serde(default)]
     pub source_resource_id: Option<String>,
-    #[serde(default)]
     pub policy_id: Option<String>,
-    #[serde(default)]
     pub policy_name: Option<String>,
-    #[serde(default)]
     pub container_name: Option<String>,
     /// `Protected`, `IRPending`, `ProtectionStopped`, `ProtectionError`, `ProtectionPaused`...
-    #[serde(default)]
     pub protection_state: Option<String>,
-    #[serde(default)]
     pub protection_status: Option<String>,
-    #[serde(default)]
     pub last_backup_status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub last_backup_time: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub last_recovery_point: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub health_status: Option<String>,
-    #[serde(default)]
     pub extended_info: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupJob {
-    #[serde(default)]
     pub id: Option<String>,
     /// The job id.
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: BackupJobProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupJobProperties {
     /// `AzureIaaSVMJob`, `AzureIaaSVMJobV2`.
-    #[serde(default)]
     pub job_type: Option<String>,
     /// `Backup`, `Restore`, `ConfigureBackup`, ...
-    #[serde(default)]
     pub operation: Option<String>,
     /// `InProgress`, `Completed`, `Failed`, `CompletedWithWarnings`, `Cancelled`, ...
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub start_time: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub end_time: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub entity_friendly_name: Option<String>,
-    #[serde(default)]
     pub backup_management_type: Option<String>,
-    #[serde(default)]
     pub activity_id: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub error_details: Vec<JobErrorInfo>,
-    #[serde(default)]
     pub extended_info: Option<JobExtendedInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobErrorInfo {
     /// A string in most providers, an integer in AzureIaaSVMErrorInfo; always a string here.
-    #[serde(default, deserialize_with = "string_or_number")]
+    #[serde(deserialize_with = "string_or_number")]
     pub error_code: Option<String>,
-    #[serde(default)]
     pub error_string: Option<String>,
-    #[serde(default)]
     pub error_title: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub recommendations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobExtendedInfo {
     /// Restore jobs: `Config Blob Uri`, `Template Blob Uri`, `Target Storage Account Name`, ...
     /// Values may be blob URLs; do not log them whole.
-    #[serde(default, deserialize_with = "null_map")]
+    #[serde(deserialize_with = "null_map")]
     pub property_bag: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub tasks_list: Vec<JobTask>,
-    #[serde(default)]
     pub progress_percentage: Option<f64>,
-    #[serde(default)]
     pub dynamic_error_message: Option<String>,
 }
 
@@ -297,15 +234,13 @@ fn null_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, S
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobTask {
-    #[serde(default)]
     pub task_id: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub start_time: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub end_time: Option<DateTime<Utc>>,
 }
 
@@ -344,83 +279,65 @@ impl BackupJob {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryPoint {
-    #[serde(default)]
     pub id: Option<String>,
     /// The recovery point id.
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: RecoveryPointProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryPointProperties {
     /// `IaasVMRecoveryPoint`.
-    #[serde(default)]
     pub object_type: Option<String>,
     /// `CrashConsistent`, `AppConsistent`, `FileSystemConsistent`.
-    #[serde(default)]
     pub recovery_point_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub recovery_point_time: Option<DateTime<Utc>>,
-    #[serde(default, rename = "isSourceVMEncrypted")]
+    #[serde(rename = "isSourceVMEncrypted")]
     pub is_source_vm_encrypted: Option<bool>,
-    #[serde(default)]
     pub key_and_secret: Option<KeyAndSecretDetails>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub recovery_point_tier_details: Vec<RecoveryPointTierInfo>,
-    #[serde(default)]
     pub os_type: Option<String>,
-    #[serde(default)]
     pub virtual_machine_size: Option<String>,
-    #[serde(default)]
     pub is_managed_virtual_machine: Option<bool>,
-    #[serde(default)]
     pub zones: Option<Vec<String>>,
 }
 
 /// Which BEK/KEK the recovery point was taken with. The key/secret backup blobs
 /// (`keyBackupData`, `secretData`) are not modelled so they cannot be logged.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyAndSecretDetails {
-    #[serde(default)]
     pub kek_details: Option<KekDetails>,
-    #[serde(default)]
     pub bek_details: Option<BekDetails>,
-    #[serde(default)]
     pub encryption_algorithm: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KekDetails {
-    #[serde(default)]
     pub key_url: Option<String>,
-    #[serde(default)]
     pub key_vault_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BekDetails {
-    #[serde(default)]
     pub secret_url: Option<String>,
-    #[serde(default)]
     pub secret_vault_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryPointTierInfo {
     /// `InstantRP` (snapshot tier), `HardenedRP` (vault tier), `ArchivedRP`.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub tier_type: Option<String>,
     /// `Valid`, `Deleted`, `Disabled`, `Rehydrated`.
-    #[serde(default)]
     pub status: Option<String>,
 }
 

@@ -80,44 +80,34 @@ impl DeploymentRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Deployment {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: DeploymentProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DeploymentProperties {
     /// `Accepted`, `Running`, `Succeeded`, `Failed`, `Canceled`...
-    #[serde(default)]
     pub provisioning_state: Option<String>,
-    #[serde(default)]
     pub correlation_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub timestamp: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub duration: Option<String>,
-    #[serde(default)]
     pub outputs: Option<serde_json::Value>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub output_resources: Vec<SubResource>,
-    #[serde(default)]
     pub error: Option<DeploymentError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DeploymentError {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub details: Vec<DeploymentError>,
 }
 
