@@ -5,25 +5,22 @@
 //! Shapes: authorization 2022-04-01 examples PutRoleDefinition.json, RoleAssignments_Create.json,
 //! RoleAssignments_ListForScope.json.
 
-use super::client::{ArmClient, Bucket, Call};
+use super::client::{sub_bucket, ArmClient, Bucket};
 use super::common::null_vec;
-use super::compute::sub_bucket;
 use super::error::ArmError;
-use super::scope::{id_segments, SubscriptionId};
+use super::scope::SubscriptionId;
 use crate::ids::ResourceId;
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 pub const AUTHORIZATION_API_VERSION: &str = "2022-04-01";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RoleDefinition {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: RoleDefinitionProperties,
 }
 
@@ -43,26 +40,25 @@ pub struct RoleDefinitionProperties {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RolePermission {
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub actions: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub not_actions: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub data_actions: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub not_data_actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RoleAssignment {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: RoleAssignmentProperties,
 }
 
@@ -134,16 +130,14 @@ impl ArmClient {
         role_definition_id: uuid::Uuid,
         properties: &RoleDefinitionProperties,
     ) -> Result<RoleDefinition, ArmError> {
-        let sub = subscription.to_string();
         let name = role_definition_id.hyphenated().to_string();
-        let url = self.arm_url(
-            [
-                "subscriptions",
-                sub.as_str(),
+        let url = self.subscription_url(
+            subscription,
+            &[
                 "providers",
                 "Microsoft.Authorization",
                 "roleDefinitions",
-                name.as_str(),
+                &name,
             ],
             AUTHORIZATION_API_VERSION,
             &[],
@@ -152,14 +146,9 @@ impl ArmClient {
             properties: properties.clone(),
             ..Default::default()
         };
-        let call = Call::new(
-            "authorization.roleDefinition.put",
-            Method::PUT,
-            url,
-            Bucket::Subscription(subscription),
-        )
-        .json(&body)?;
-        self.send_json(&call).await
+        let bucket = Bucket::Subscription(subscription);
+        self.put_json("authorization.roleDefinition.put", url, bucket, &body)
+            .await
     }
 
     /// `PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}`. A second PUT of
@@ -174,15 +163,14 @@ impl ArmClient {
             return Err(ArmError::invalid("principalId", "must be a GUID"));
         }
         let name = assignment_name.hyphenated().to_string();
-        let mut segs = id_segments(scope);
-        segs.extend([
-            "providers".to_string(),
-            "Microsoft.Authorization".to_string(),
-            "roleAssignments".to_string(),
-            name,
-        ]);
-        let url = self.arm_url(
-            segs.iter().map(String::as_str),
+        let url = self.id_url(
+            scope,
+            &[
+                "providers",
+                "Microsoft.Authorization",
+                "roleAssignments",
+                &name,
+            ],
             AUTHORIZATION_API_VERSION,
             &[],
         )?;
@@ -193,14 +181,13 @@ impl ArmClient {
             },
             ..Default::default()
         };
-        let call = Call::new(
+        self.put_json(
             "authorization.roleAssignment.put",
-            Method::PUT,
             url,
             sub_bucket(scope)?,
+            &body,
         )
-        .json(&body)?;
-        self.send_json(&call).await
+        .await
     }
 
     /// `GET {scope}/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()` — the
@@ -209,14 +196,9 @@ impl ArmClient {
         &self,
         scope: &ResourceId,
     ) -> Result<Vec<RoleAssignment>, ArmError> {
-        let mut segs = id_segments(scope);
-        segs.extend([
-            "providers".to_string(),
-            "Microsoft.Authorization".to_string(),
-            "roleAssignments".to_string(),
-        ]);
-        let url = self.arm_url(
-            segs.iter().map(String::as_str),
+        let url = self.id_url(
+            scope,
+            &["providers", "Microsoft.Authorization", "roleAssignments"],
             AUTHORIZATION_API_VERSION,
             &[("$filter", "atScope()")],
         )?;

@@ -4,12 +4,14 @@
 use super::error::{parse_error_body, ArmError};
 use super::pacing::{BucketKey, Pacer, PacingPolicy, RequestClass};
 use super::retry::{self, AttemptError, Repeat, RetryPolicy};
-use super::scope::SubscriptionId;
+use super::scope::{check_segment, id_segments, SubscriptionId};
 use crate::credential::{TokenSource, ARM_SCOPE};
+use crate::ids::ResourceId;
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -409,6 +411,29 @@ impl ArmClient {
         self.send(call).await?.json(call.operation)
     }
 
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        url: Url,
+        bucket: Bucket,
+    ) -> Result<T, ArmError> {
+        self.send_json(&Call::new(operation, Method::GET, url, bucket))
+            .await
+    }
+
+    /// PUTs `body` and decodes the answer. Every PUT we send names the resource it writes, so a
+    /// repeat converges on the same state and the retry policy may repeat it.
+    pub(crate) async fn put_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        operation: &'static str,
+        url: Url,
+        bucket: Bucket,
+        body: &B,
+    ) -> Result<T, ArmError> {
+        self.send_json(&Call::new(operation, Method::PUT, url, bucket).json(body)?)
+            .await
+    }
+
     pub(crate) fn arm_url<'a>(
         &self,
         segments: impl IntoIterator<Item = &'a str>,
@@ -417,6 +442,51 @@ impl ArmClient {
     ) -> Result<Url, ArmError> {
         super::scope::build_url(&self.inner.endpoint, segments, Some(api_version), query)
     }
+
+    /// `id`'s URL with `tail` appended. Tail segments get the same check as any name segment, so
+    /// no operation can put `/`, `..` or a query into a path, whatever it appends.
+    pub(crate) fn id_url(
+        &self,
+        id: &ResourceId,
+        tail: &[&str],
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, ArmError> {
+        self.checked_url(id_segments(id), tail, api_version, query)
+    }
+
+    /// `/subscriptions/{s}/{tail}`, for what is addressed above any resource id (vault lists,
+    /// role definitions, resource group deployments).
+    pub(crate) fn subscription_url(
+        &self,
+        subscription: SubscriptionId,
+        tail: &[&str],
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, ArmError> {
+        let head = vec!["subscriptions".to_string(), subscription.to_string()];
+        self.checked_url(head, tail, api_version, query)
+    }
+
+    fn checked_url(
+        &self,
+        mut segments: Vec<String>,
+        tail: &[&str],
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, ArmError> {
+        for t in tail {
+            check_segment("path", t)?;
+            segments.push((*t).to_string());
+        }
+        self.arm_url(segments.iter().map(String::as_str), api_version, query)
+    }
+}
+
+/// The subscription bucket `id` draws from: ARM counts a resource's requests against the
+/// subscription it lives in.
+pub(crate) fn sub_bucket(id: &ResourceId) -> Result<Bucket, ArmError> {
+    Ok(Bucket::Subscription(SubscriptionId::of(id)?))
 }
 
 /// `Retry-After` in seconds (ARM never sends the HTTP-date form; a date is ignored).

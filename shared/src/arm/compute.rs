@@ -3,13 +3,12 @@
 //! Shapes: azure-rest-api-specs compute examples VirtualMachine_Get_WithInstanceView*.json and
 //! VirtualMachineExtension_CreateOrUpdate*.json (see EXAMPLES.md).
 
-use super::client::{ArmClient, Bucket, Call};
+use super::client::{sub_bucket, ArmClient};
 use super::common::{null_vec, SubResource};
 use super::error::ArmError;
 use super::lro::Started;
-use super::scope::{check_segment, expect_type, id_segments, SubscriptionId};
+use super::scope::{check_segment, expect_type};
 use crate::ids::ResourceId;
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,22 +21,17 @@ pub const ADE_TYPE_WINDOWS: &str = "AzureDiskEncryption";
 pub const ADE_TYPE_LINUX: &str = "AzureDiskEncryptionForLinux";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VirtualMachine {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default, deserialize_with = "null_map")]
+    #[serde(deserialize_with = "null_map")]
     pub tags: BTreeMap<String, String>,
-    #[serde(default)]
     pub zones: Option<Vec<String>>,
-    #[serde(default)]
     pub properties: VmProperties,
     /// Extensions as child resources (present on GET).
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub resources: Vec<VmExtension>,
 }
 
@@ -46,145 +40,116 @@ fn null_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, S
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmProperties {
-    #[serde(default)]
     pub vm_id: Option<String>,
-    #[serde(default)]
     pub hardware_profile: Option<HardwareProfile>,
-    #[serde(default)]
     pub storage_profile: Option<StorageProfile>,
-    #[serde(default)]
     pub instance_view: Option<VmInstanceView>,
-    #[serde(default)]
     pub provisioning_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct HardwareProfile {
-    #[serde(default)]
     pub vm_size: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct StorageProfile {
-    #[serde(default)]
     pub os_disk: Option<OsDisk>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub data_disks: Vec<DataDisk>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct OsDisk {
     /// `Windows` or `Linux`.
-    #[serde(default)]
     pub os_type: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, rename = "diskSizeGB")]
+    #[serde(rename = "diskSizeGB")]
     pub disk_size_gb: Option<i64>,
-    #[serde(default)]
     pub encryption_settings: Option<DiskEncryptionSettings>,
-    #[serde(default)]
     pub managed_disk: Option<SubResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DataDisk {
-    #[serde(default)]
     pub lun: i32,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, rename = "diskSizeGB")]
+    #[serde(rename = "diskSizeGB")]
     pub disk_size_gb: Option<i64>,
-    #[serde(default)]
     pub managed_disk: Option<SubResource>,
 }
 
 /// ADE settings of a disk (`storageProfile.osDisk.encryptionSettings` and
 /// `instanceView.disks[].encryptionSettings[]`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DiskEncryptionSettings {
-    #[serde(default)]
     pub enabled: Option<bool>,
-    #[serde(default)]
     pub disk_encryption_key: Option<KeyVaultSecretReference>,
-    #[serde(default)]
     pub key_encryption_key: Option<KeyVaultKeyReference>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVaultSecretReference {
-    #[serde(default)]
     pub secret_url: Option<String>,
-    #[serde(default)]
     pub source_vault: Option<SubResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVaultKeyReference {
-    #[serde(default)]
     pub key_url: Option<String>,
-    #[serde(default)]
     pub source_vault: Option<SubResource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmInstanceView {
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub statuses: Vec<InstanceViewStatus>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub disks: Vec<DiskInstanceView>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub extensions: Vec<ExtensionInstanceView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct InstanceViewStatus {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub level: Option<String>,
-    #[serde(default)]
     pub display_status: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
-    #[serde(default)]
     pub time: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DiskInstanceView {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub encryption_settings: Vec<DiskEncryptionSettings>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub statuses: Vec<InstanceViewStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ExtensionInstanceView {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub extension_type: Option<String>,
-    #[serde(default)]
     pub type_handler_version: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub statuses: Vec<InstanceViewStatus>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub substatuses: Vec<InstanceViewStatus>,
 }
 
@@ -257,91 +222,66 @@ impl VirtualMachine {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmExtension {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Resource type (`Microsoft.Compute/virtualMachines/extensions`).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    #[serde(default)]
     pub properties: VmExtensionProperties,
 }
 
 /// Extension properties. `protectedSettings` is deliberately not modelled: ade-backup never sends
 /// or reads it, so it cannot end up in a log.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct VmExtensionProperties {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub publisher: Option<String>,
     /// Extension handler type (`AzureDiskEncryption`, `AzureDiskEncryptionForLinux`).
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub extension_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub type_handler_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_upgrade_minor_version: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub force_update_tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
+    #[serde(skip_serializing)]
     pub provisioning_state: Option<String>,
-    #[serde(default, skip_serializing)]
+    #[serde(skip_serializing)]
     pub instance_view: Option<ExtensionInstanceView>,
 }
 
-/// The public settings of an ADE extension (the names are ADE's, PascalCase).
+/// The public settings of an ADE extension (ADE's names: PascalCase, with `URL` in capitals).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct AdeSettings {
-    #[serde(
-        rename = "KeyVaultURL",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "KeyVaultURL", skip_serializing_if = "Option::is_none")]
     pub key_vault_url: Option<String>,
-    #[serde(
-        rename = "KeyVaultResourceId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_vault_resource_id: Option<String>,
     #[serde(
         rename = "KeyEncryptionKeyURL",
-        default,
         skip_serializing_if = "Option::is_none"
     )]
     pub key_encryption_key_url: Option<String>,
-    #[serde(
-        rename = "KekVaultResourceId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kek_vault_resource_id: Option<String>,
-    #[serde(
-        rename = "KeyEncryptionAlgorithm",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_encryption_algorithm: Option<String>,
     /// `OS`, `Data` or `All`.
-    #[serde(
-        rename = "VolumeType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_type: Option<String>,
     /// `EnableEncryption`, ...
-    #[serde(
-        rename = "EncryptionOperation",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_operation: Option<String>,
 }
 
@@ -421,14 +361,9 @@ impl ArmClient {
     /// `GET virtualMachines/{vm}?$expand=instanceView`.
     pub async fn get_virtual_machine(&self, vm: &ResourceId) -> Result<VirtualMachine, ArmError> {
         expect_type("vmId", vm, VM_TYPE)?;
-        let segs = id_segments(vm);
-        let url = self.arm_url(
-            segs.iter().map(String::as_str),
-            COMPUTE_API_VERSION,
-            &[("$expand", "instanceView")],
-        )?;
-        let call = Call::new("compute.vm.get", Method::GET, url, sub_bucket(vm)?);
-        self.send_json(&call).await
+        let query = [("$expand", "instanceView")];
+        let url = self.id_url(vm, &[], COMPUTE_API_VERSION, &query)?;
+        self.get_json("compute.vm.get", url, sub_bucket(vm)?).await
     }
 
     /// `GET virtualMachines/{vm}/extensions/{name}`.
@@ -438,8 +373,8 @@ impl ArmClient {
         extension_name: &str,
     ) -> Result<VmExtension, ArmError> {
         let url = self.extension_url(vm, extension_name)?;
-        let call = Call::new("compute.extension.get", Method::GET, url, sub_bucket(vm)?);
-        self.send_json(&call).await
+        self.get_json("compute.extension.get", url, sub_bucket(vm)?)
+            .await
     }
 
     /// `PUT virtualMachines/{vm}/extensions/{name}`; returns at once with the `Azure-AsyncOperation`
@@ -451,16 +386,8 @@ impl ArmClient {
         extension: &VmExtension,
     ) -> Result<Started<VmExtension>, ArmError> {
         let url = self.extension_url(vm, extension_name)?;
-        let call = Call::new("compute.extension.put", Method::PUT, url, sub_bucket(vm)?)
-            .json(extension)?;
-        let resp = self.send(&call).await?;
-        let pending = self.pending_from(call.operation, &resp, false)?;
-        let resource = if resp.body.is_empty() {
-            None
-        } else {
-            Some(resp.json(call.operation)?)
-        };
-        Ok(Started { resource, pending })
+        self.begin_put("compute.extension.put", url, sub_bucket(vm)?, extension)
+            .await
     }
 
     /// PUT and wait until the extension is provisioned (or `deadline` passes); returns the
@@ -487,15 +414,13 @@ impl ArmClient {
     fn extension_url(&self, vm: &ResourceId, extension_name: &str) -> Result<url::Url, ArmError> {
         expect_type("vmId", vm, VM_TYPE)?;
         check_segment("extensionName", extension_name)?;
-        let mut segs = id_segments(vm);
-        segs.push("extensions".into());
-        segs.push(extension_name.into());
-        self.arm_url(segs.iter().map(String::as_str), COMPUTE_API_VERSION, &[])
+        self.id_url(
+            vm,
+            &["extensions", extension_name],
+            COMPUTE_API_VERSION,
+            &[],
+        )
     }
-}
-
-pub(crate) fn sub_bucket(id: &ResourceId) -> Result<Bucket, ArmError> {
-    Ok(Bucket::Subscription(SubscriptionId::of(id)?))
 }
 
 #[cfg(test)]
@@ -531,5 +456,40 @@ mod tests {
             Some("Data")
         );
         assert!(VmExtension::ade("x", "Plan9", &s, None).is_err());
+    }
+
+    #[test]
+    fn ade_settings_keep_ade_names() {
+        let names = [
+            "KeyVaultURL",
+            "KeyVaultResourceId",
+            "KeyEncryptionKeyURL",
+            "KekVaultResourceId",
+            "KeyEncryptionAlgorithm",
+            "VolumeType",
+            "EncryptionOperation",
+        ];
+        let doc: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .map(|n| (n.to_string(), serde_json::Value::from(*n)))
+            .collect();
+        let s: AdeSettings =
+            serde_json::from_value(serde_json::Value::Object(doc.clone())).expect("settings");
+        assert_eq!(
+            s.key_encryption_key_url.as_deref(),
+            Some("KeyEncryptionKeyURL")
+        );
+        assert_eq!(
+            s.kek_vault_resource_id.as_deref(),
+            Some("KekVaultResourceId")
+        );
+        assert_eq!(
+            serde_json::to_value(&s).expect("json"),
+            serde_json::Value::Object(doc)
+        );
+        assert_eq!(
+            serde_json::to_value(AdeSettings::default()).expect("json"),
+            serde_json::json!({})
+        );
     }
 }

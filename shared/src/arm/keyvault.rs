@@ -2,13 +2,11 @@
 //!
 //! Shapes: keyvault 2023-07-01 examples getVault.json and updateAccessPoliciesAdd.json.
 
-use super::client::{ArmClient, Call};
+use super::client::{sub_bucket, ArmClient};
 use super::common::null_vec;
-use super::compute::sub_bucket;
 use super::error::ArmError;
-use super::scope::{expect_type, id_segments};
+use super::scope::expect_type;
 use crate::ids::ResourceId;
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -16,40 +14,27 @@ pub const KEYVAULT_API_VERSION: &str = "2023-07-01";
 pub const KEYVAULT_TYPE: &str = "Microsoft.KeyVault/vaults";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVault {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub properties: KeyVaultProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyVaultProperties {
-    #[serde(default)]
     pub tenant_id: Option<String>,
-    #[serde(default)]
     pub enable_rbac_authorization: Option<bool>,
-    #[serde(default)]
     pub enabled_for_disk_encryption: Option<bool>,
-    #[serde(default)]
     pub enabled_for_deployment: Option<bool>,
-    #[serde(default)]
     pub enabled_for_template_deployment: Option<bool>,
-    #[serde(default)]
     pub enable_soft_delete: Option<bool>,
-    #[serde(default)]
     pub enable_purge_protection: Option<bool>,
-    #[serde(default)]
     pub vault_uri: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub access_policies: Vec<AccessPolicyEntry>,
 }
 
@@ -65,25 +50,13 @@ pub struct AccessPolicyEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Permissions {
-    #[serde(
-        default,
-        deserialize_with = "null_vec",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "null_vec", skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "null_vec",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "null_vec", skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "null_vec",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(deserialize_with = "null_vec", skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
 }
 
@@ -139,18 +112,16 @@ struct AccessPolicyUpdateProps<'a> {
 
 /// The `accessPolicies/add` response: the policies that were sent.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct AccessPolicyUpdateResult {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub properties: AccessPolicyUpdateResultProps,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct AccessPolicyUpdateResultProps {
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub access_policies: Vec<AccessPolicyEntry>,
 }
 
@@ -158,10 +129,9 @@ impl ArmClient {
     /// `GET vaults/{kv}`.
     pub async fn get_key_vault(&self, vault: &ResourceId) -> Result<KeyVault, ArmError> {
         expect_type("keyVaultId", vault, KEYVAULT_TYPE)?;
-        let segs = id_segments(vault);
-        let url = self.arm_url(segs.iter().map(String::as_str), KEYVAULT_API_VERSION, &[])?;
-        let call = Call::new("keyvault.vault.get", Method::GET, url, sub_bucket(vault)?);
-        self.send_json(&call).await
+        let url = self.id_url(vault, &[], KEYVAULT_API_VERSION, &[])?;
+        self.get_json("keyvault.vault.get", url, sub_bucket(vault)?)
+            .await
     }
 
     /// `PUT vaults/{kv}/accessPolicies/add`: merges `policies` into the vault's (existing
@@ -185,23 +155,19 @@ impl ArmClient {
                 ));
             }
         }
-        let mut segs = id_segments(vault);
-        segs.push("accessPolicies".into());
-        segs.push("add".into());
-        let url = self.arm_url(segs.iter().map(String::as_str), KEYVAULT_API_VERSION, &[])?;
+        let url = self.id_url(vault, &["accessPolicies", "add"], KEYVAULT_API_VERSION, &[])?;
         let body = AccessPolicyUpdate {
             properties: AccessPolicyUpdateProps {
                 access_policies: policies,
             },
         };
-        let call = Call::new(
+        self.put_json(
             "keyvault.accessPolicies.add",
-            Method::PUT,
             url,
             sub_bucket(vault)?,
+            &body,
         )
-        .json(&body)?;
-        self.send_json(&call).await
+        .await
     }
 }
 

@@ -19,6 +19,7 @@ use super::client::{retry_after, ArmClient, Bucket, Call, RawResponse};
 use super::error::ArmError;
 use super::scope::SubscriptionId;
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use url::Url;
@@ -249,6 +250,26 @@ impl ArmClient {
             }
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// PUTs `body` where ARM may finish the write asynchronously: returns the resource as the
+    /// first answer shows it (if that has a body) and how to follow the rest.
+    pub(crate) async fn begin_put<T: DeserializeOwned, B: Serialize>(
+        &self,
+        operation: &'static str,
+        url: Url,
+        bucket: Bucket,
+        body: &B,
+    ) -> Result<Started<T>, ArmError> {
+        let call = Call::new(operation, Method::PUT, url, bucket).json(body)?;
+        let resp = self.send(&call).await?;
+        let pending = self.pending_from(operation, &resp, false)?;
+        let resource = if resp.body.is_empty() {
+            None
+        } else {
+            Some(resp.json(operation)?)
+        };
+        Ok(Started { resource, pending })
     }
 
     /// `Started` → waited outcome (for the `*_and_wait` forms).

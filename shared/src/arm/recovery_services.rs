@@ -6,12 +6,12 @@
 //! AzureIaasVm/TriggerRestore_RestoreDisks_IaasVMRestoreRequest_IdentityBasedRestoreDetails.json,
 //! AzureIaasVm/RecoveryPoints_List.json, Common/RefreshContainers.json.
 
-use super::client::{ArmClient, Bucket, Call};
+use super::client::{sub_bucket, ArmClient, Bucket, Call};
 use super::common::{lenient_time, null_vec, string_or_number};
-use super::compute::{sub_bucket, VM_TYPE};
+use super::compute::VM_TYPE;
 use super::error::ArmError;
 use super::lro::{PendingOperation, Started};
-use super::scope::{check_segment, expect_type, id_segments, SubscriptionId};
+use super::scope::{check_segment, expect_type, SubscriptionId};
 use crate::ids::ResourceId;
 use chrono::{DateTime, Utc};
 use reqwest::Method;
@@ -23,24 +23,20 @@ pub const RECOVERY_SERVICES_API_VERSION: &str = "2023-04-01";
 pub const RECOVERY_VAULT_TYPE: &str = "Microsoft.RecoveryServices/vaults";
 pub const BACKUP_POLICY_TYPE: &str = "Microsoft.RecoveryServices/vaults/backupPolicies";
 const IAAS_FILTER: &str = "backupManagementType eq 'AzureIaasVM'";
+const BACKUP_NOW: &str = "recoveryServices.backupNow";
+const RESTORE: &str = "recoveryServices.restore";
 
 // ---------------------------------------------------------------------------------------------
 // Models
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryServicesVault {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub sku: Option<serde_json::Value>,
-    #[serde(default)]
     pub properties: Option<serde_json::Value>,
 }
 
@@ -51,66 +47,48 @@ impl RecoveryServicesVault {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupPolicy {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: BackupPolicyProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupPolicyProperties {
-    #[serde(default)]
     pub backup_management_type: Option<String>,
     /// `V1` (standard) or `V2` (enhanced).
-    #[serde(default)]
     pub policy_type: Option<String>,
-    #[serde(default)]
     pub schedule_policy: Option<SchedulePolicy>,
-    #[serde(default)]
     pub retention_policy: Option<serde_json::Value>,
-    #[serde(default)]
     pub instant_rp_retention_range_in_days: Option<i64>,
-    #[serde(default)]
     pub time_zone: Option<String>,
-    #[serde(default)]
     pub protected_items_count: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SchedulePolicy {
     /// `SimpleSchedulePolicy` or `SimpleSchedulePolicyV2`.
-    #[serde(default)]
     pub schedule_policy_type: Option<String>,
     /// `Daily`, `Weekly` or `Hourly`.
-    #[serde(default)]
     pub schedule_run_frequency: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub schedule_run_days: Vec<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub schedule_run_times: Vec<String>,
-    #[serde(default)]
     pub hourly_schedule: Option<HourlySchedule>,
-    #[serde(default)]
     pub daily_schedule: Option<serde_json::Value>,
-    #[serde(default)]
     pub weekly_schedule: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct HourlySchedule {
     /// Hours between backups (4, 6, 8, 12).
-    #[serde(default)]
     pub interval: Option<i64>,
-    #[serde(default)]
     pub schedule_window_start_time: Option<String>,
-    #[serde(default)]
     pub schedule_window_duration: Option<i64>,
 }
 
@@ -140,147 +118,108 @@ impl BackupPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectableItem {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: ProtectableItemProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectableItemProperties {
-    #[serde(default)]
     pub protectable_item_type: Option<String>,
-    #[serde(default)]
     pub backup_management_type: Option<String>,
-    #[serde(default)]
     pub friendly_name: Option<String>,
-    #[serde(default)]
     pub virtual_machine_id: Option<String>,
-    #[serde(default)]
     pub protection_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectedItem {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: ProtectedItemProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProtectedItemProperties {
     /// `Microsoft.Compute/virtualMachines`.
-    #[serde(default)]
     pub protected_item_type: Option<String>,
-    #[serde(default)]
     pub backup_management_type: Option<String>,
-    #[serde(default)]
     pub workload_type: Option<String>,
-    #[serde(default)]
     pub friendly_name: Option<String>,
-    #[serde(default)]
     pub virtual_machine_id: Option<String>,
-    #[serde(default)]
     pub source_resource_id: Option<String>,
-    #[serde(default)]
     pub policy_id: Option<String>,
-    #[serde(default)]
     pub policy_name: Option<String>,
-    #[serde(default)]
     pub container_name: Option<String>,
     /// `Protected`, `IRPending`, `ProtectionStopped`, `ProtectionError`, `ProtectionPaused`...
-    #[serde(default)]
     pub protection_state: Option<String>,
-    #[serde(default)]
     pub protection_status: Option<String>,
-    #[serde(default)]
     pub last_backup_status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub last_backup_time: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub last_recovery_point: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub health_status: Option<String>,
-    #[serde(default)]
     pub extended_info: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupJob {
-    #[serde(default)]
     pub id: Option<String>,
     /// The job id.
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: BackupJobProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BackupJobProperties {
     /// `AzureIaaSVMJob`, `AzureIaaSVMJobV2`.
-    #[serde(default)]
     pub job_type: Option<String>,
     /// `Backup`, `Restore`, `ConfigureBackup`, ...
-    #[serde(default)]
     pub operation: Option<String>,
     /// `InProgress`, `Completed`, `Failed`, `CompletedWithWarnings`, `Cancelled`, ...
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub start_time: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub end_time: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub entity_friendly_name: Option<String>,
-    #[serde(default)]
     pub backup_management_type: Option<String>,
-    #[serde(default)]
     pub activity_id: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub error_details: Vec<JobErrorInfo>,
-    #[serde(default)]
     pub extended_info: Option<JobExtendedInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobErrorInfo {
     /// A string in most providers, an integer in AzureIaaSVMErrorInfo; always a string here.
-    #[serde(default, deserialize_with = "string_or_number")]
+    #[serde(deserialize_with = "string_or_number")]
     pub error_code: Option<String>,
-    #[serde(default)]
     pub error_string: Option<String>,
-    #[serde(default)]
     pub error_title: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub recommendations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobExtendedInfo {
     /// Restore jobs: `Config Blob Uri`, `Template Blob Uri`, `Target Storage Account Name`, ...
     /// Values may be blob URLs; do not log them whole.
-    #[serde(default, deserialize_with = "null_map")]
+    #[serde(deserialize_with = "null_map")]
     pub property_bag: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub tasks_list: Vec<JobTask>,
-    #[serde(default)]
     pub progress_percentage: Option<f64>,
-    #[serde(default)]
     pub dynamic_error_message: Option<String>,
 }
 
@@ -295,15 +234,13 @@ fn null_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, S
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct JobTask {
-    #[serde(default)]
     pub task_id: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub start_time: Option<DateTime<Utc>>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub end_time: Option<DateTime<Utc>>,
 }
 
@@ -342,83 +279,65 @@ impl BackupJob {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryPoint {
-    #[serde(default)]
     pub id: Option<String>,
     /// The recovery point id.
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: RecoveryPointProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryPointProperties {
     /// `IaasVMRecoveryPoint`.
-    #[serde(default)]
     pub object_type: Option<String>,
     /// `CrashConsistent`, `AppConsistent`, `FileSystemConsistent`.
-    #[serde(default)]
     pub recovery_point_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub recovery_point_time: Option<DateTime<Utc>>,
-    #[serde(default, rename = "isSourceVMEncrypted")]
+    #[serde(rename = "isSourceVMEncrypted")]
     pub is_source_vm_encrypted: Option<bool>,
-    #[serde(default)]
     pub key_and_secret: Option<KeyAndSecretDetails>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub recovery_point_tier_details: Vec<RecoveryPointTierInfo>,
-    #[serde(default)]
     pub os_type: Option<String>,
-    #[serde(default)]
     pub virtual_machine_size: Option<String>,
-    #[serde(default)]
     pub is_managed_virtual_machine: Option<bool>,
-    #[serde(default)]
     pub zones: Option<Vec<String>>,
 }
 
 /// Which BEK/KEK the recovery point was taken with. The key/secret backup blobs
 /// (`keyBackupData`, `secretData`) are not modelled so they cannot be logged.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KeyAndSecretDetails {
-    #[serde(default)]
     pub kek_details: Option<KekDetails>,
-    #[serde(default)]
     pub bek_details: Option<BekDetails>,
-    #[serde(default)]
     pub encryption_algorithm: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct KekDetails {
-    #[serde(default)]
     pub key_url: Option<String>,
-    #[serde(default)]
     pub key_vault_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct BekDetails {
-    #[serde(default)]
     pub secret_url: Option<String>,
-    #[serde(default)]
     pub secret_vault_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct RecoveryPointTierInfo {
     /// `InstantRP` (snapshot tier), `HardenedRP` (vault tier), `ArchivedRP`.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub tier_type: Option<String>,
     /// `Valid`, `Deleted`, `Disabled`, `Rehydrated`.
-    #[serde(default)]
     pub status: Option<String>,
 }
 
@@ -686,16 +605,34 @@ impl ArmClient {
         tail: &[&str],
         query: &[(&str, &str)],
     ) -> Result<url::Url, ArmError> {
-        let mut segs = id_segments(base);
-        for t in tail {
-            check_segment("path", t)?;
-            segs.push((*t).to_string());
-        }
-        self.arm_url(
-            segs.iter().map(String::as_str),
-            RECOVERY_SERVICES_API_VERSION,
-            query,
-        )
+        self.id_url(base, tail, RECOVERY_SERVICES_API_VERSION, query)
+    }
+
+    /// POSTs a backup or restore trigger. Not idempotent: a repeat would start a second job, so
+    /// the retry policy only repeats it on 429. The job id is only in the `operationsStatus`
+    /// document, so an answer with nothing to follow is an error rather than "done".
+    async fn begin_rs_job<B: Serialize>(
+        &self,
+        operation: &'static str,
+        url: url::Url,
+        vault: &ResourceId,
+        body: &B,
+    ) -> Result<PendingOperation, ArmError> {
+        let call = Call::new(operation, Method::POST, url, sub_bucket(vault)?).json(body)?;
+        let resp = self.send(&call).await?;
+        self.pending_from(operation, &resp, true)?
+            .ok_or_else(|| ArmError::decode(operation, "no operation to follow in the response"))
+    }
+
+    async fn wait_for_job_id(
+        &self,
+        operation: &'static str,
+        pending: PendingOperation,
+        deadline: Duration,
+    ) -> Result<String, ArmError> {
+        let out = self.wait(pending, deadline).await?;
+        out.job_id
+            .ok_or_else(|| ArmError::decode(operation, "operation status has no jobId"))
     }
 
     /// `GET /subscriptions/{s}/providers/Microsoft.RecoveryServices/vaults` (all pages).
@@ -703,25 +640,15 @@ impl ArmClient {
         &self,
         subscription: SubscriptionId,
     ) -> Result<Vec<RecoveryServicesVault>, ArmError> {
-        let sub = subscription.to_string();
-        let url = self.arm_url(
-            [
-                "subscriptions",
-                sub.as_str(),
-                "providers",
-                "Microsoft.RecoveryServices",
-                "vaults",
-            ],
+        let url = self.subscription_url(
+            subscription,
+            &["providers", "Microsoft.RecoveryServices", "vaults"],
             RECOVERY_SERVICES_API_VERSION,
             &[],
         )?;
-        self.list_all(
-            "recoveryServices.vaults.list",
-            url,
-            Bucket::Subscription(subscription),
-            false,
-        )
-        .await
+        let bucket = Bucket::Subscription(subscription);
+        self.list_all("recoveryServices.vaults.list", url, bucket, false)
+            .await
     }
 
     /// `GET vaults/{v}`.
@@ -731,26 +658,16 @@ impl ArmClient {
     ) -> Result<RecoveryServicesVault, ArmError> {
         expect_type("vaultId", vault, RECOVERY_VAULT_TYPE)?;
         let url = self.rs_url(vault, &[], &[])?;
-        let call = Call::new(
-            "recoveryServices.vault.get",
-            Method::GET,
-            url,
-            sub_bucket(vault)?,
-        );
-        self.send_json(&call).await
+        self.get_json("recoveryServices.vault.get", url, sub_bucket(vault)?)
+            .await
     }
 
     /// `GET vaults/{v}/backupPolicies/{p}` — by the policy's id (what protected items carry).
     pub async fn get_backup_policy(&self, policy: &ResourceId) -> Result<BackupPolicy, ArmError> {
         expect_type("policyId", policy, BACKUP_POLICY_TYPE)?;
         let url = self.rs_url(policy, &[], &[])?;
-        let call = Call::new(
-            "recoveryServices.policy.get",
-            Method::GET,
-            url,
-            sub_bucket(policy)?,
-        );
-        self.send_json(&call).await
+        self.get_json("recoveryServices.policy.get", url, sub_bucket(policy)?)
+            .await
     }
 
     /// `POST vaults/{v}/backupFabrics/Azure/refreshContainers` (safe to repeat): makes newly
@@ -794,18 +711,11 @@ impl ArmClient {
         vault: &ResourceId,
     ) -> Result<Vec<ProtectableItem>, ArmError> {
         expect_type("vaultId", vault, RECOVERY_VAULT_TYPE)?;
-        let url = self.rs_url(
-            vault,
-            &["backupProtectableItems"],
-            &[("$filter", IAAS_FILTER)],
-        )?;
-        self.list_all(
-            "recoveryServices.protectableItems.list",
-            url,
-            sub_bucket(vault)?,
-            false,
-        )
-        .await
+        let query = [("$filter", IAAS_FILTER)];
+        let url = self.rs_url(vault, &["backupProtectableItems"], &query)?;
+        let bucket = sub_bucket(vault)?;
+        self.list_all("recoveryServices.protectableItems.list", url, bucket, false)
+            .await
     }
 
     /// `PUT .../protectedItems/vm;iaasvmcontainerv2;{rg};{vm}` with `policyId`: enables (or
@@ -834,13 +744,12 @@ impl ArmClient {
         )
         .json(&body)?;
         let resp = self.send(&call).await?;
-        let pending = self.pending_from(call.operation, &resp, true)?;
-        let resource = if resp.body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice(&resp.body).ok()
-        };
-        Ok(Started { resource, pending })
+        Ok(Started {
+            pending: self.pending_from(call.operation, &resp, true)?,
+            // The 202 answer's body is not the item; the item is read back once the operation
+            // is done, so an unreadable first body is not an error.
+            resource: serde_json::from_slice(&resp.body).ok(),
+        })
     }
 
     /// Protect and wait; returns the protected item read back.
@@ -864,13 +773,9 @@ impl ArmClient {
     ) -> Result<ProtectedItem, ArmError> {
         let item = protected_item_id(vault, vm)?;
         let url = self.rs_url(&item, &[], &[])?;
-        let call = Call::new(
-            "recoveryServices.protectedItem.get",
-            Method::GET,
-            url,
-            sub_bucket(vault)?,
-        );
-        self.send_json(&call).await
+        let bucket = sub_bucket(vault)?;
+        self.get_json("recoveryServices.protectedItem.get", url, bucket)
+            .await
     }
 
     /// `GET vaults/{v}/backupProtectedItems?$filter=backupManagementType eq 'AzureIaasVM' and itemType eq 'VM'`.
@@ -881,13 +786,9 @@ impl ArmClient {
         expect_type("vaultId", vault, RECOVERY_VAULT_TYPE)?;
         let filter = format!("{IAAS_FILTER} and itemType eq 'VM'");
         let url = self.rs_url(vault, &["backupProtectedItems"], &[("$filter", &filter)])?;
-        self.list_all(
-            "recoveryServices.protectedItems.list",
-            url,
-            sub_bucket(vault)?,
-            false,
-        )
-        .await
+        let bucket = sub_bucket(vault)?;
+        self.list_all("recoveryServices.protectedItems.list", url, bucket, false)
+            .await
     }
 
     /// `POST .../protectedItems/{item}/backup` (not idempotent: never retried except on 429).
@@ -908,18 +809,7 @@ impl ArmClient {
             );
         }
         let body = serde_json::json!({ "properties": props });
-        let call = Call::new(
-            "recoveryServices.backupNow",
-            Method::POST,
-            url,
-            sub_bucket(vault)?,
-        )
-        .json(&body)?;
-        let resp = self.send(&call).await?;
-        self.pending_from(call.operation, &resp, true)?
-            .ok_or_else(|| {
-                ArmError::decode(call.operation, "no operation to follow in the response")
-            })
+        self.begin_rs_job(BACKUP_NOW, url, vault, &body).await
     }
 
     /// Backup now and wait for the *trigger* to complete; returns the backup job id (the job
@@ -932,13 +822,7 @@ impl ArmClient {
         deadline: Duration,
     ) -> Result<String, ArmError> {
         let p = self.begin_backup_now(vault, vm, expiry).await?;
-        let out = self.wait(p, deadline).await?;
-        out.job_id.ok_or_else(|| {
-            ArmError::decode(
-                "recoveryServices.backupNow",
-                "operation status has no jobId",
-            )
-        })
+        self.wait_for_job_id(BACKUP_NOW, p, deadline).await
     }
 
     /// `GET vaults/{v}/backupJobs/{jobId}`.
@@ -950,13 +834,8 @@ impl ArmClient {
         expect_type("vaultId", vault, RECOVERY_VAULT_TYPE)?;
         check_segment("jobId", job_id)?;
         let url = self.rs_url(vault, &["backupJobs", job_id], &[])?;
-        let call = Call::new(
-            "recoveryServices.job.get",
-            Method::GET,
-            url,
-            sub_bucket(vault)?,
-        );
-        self.send_json(&call).await
+        self.get_json("recoveryServices.job.get", url, sub_bucket(vault)?)
+            .await
     }
 
     /// `GET vaults/{v}/backupJobs?$filter=...` (all pages).
@@ -980,13 +859,9 @@ impl ArmClient {
     ) -> Result<Vec<RecoveryPoint>, ArmError> {
         let item = protected_item_id(vault, vm)?;
         let url = self.rs_url(&item, &["recoveryPoints"], &[])?;
-        self.list_all(
-            "recoveryServices.recoveryPoints.list",
-            url,
-            sub_bucket(vault)?,
-            false,
-        )
-        .await
+        let bucket = sub_bucket(vault)?;
+        self.list_all("recoveryServices.recoveryPoints.list", url, bucket, false)
+            .await
     }
 
     /// `POST .../recoveryPoints/{rp}/restore` (not idempotent). The returned operation's final
@@ -998,23 +873,10 @@ impl ArmClient {
         request: &RestoreDisksRequest,
     ) -> Result<PendingOperation, ArmError> {
         let item = protected_item_id(vault, vm)?;
-        let url = self.rs_url(
-            &item,
-            &["recoveryPoints", request.recovery_point_id(), "restore"],
-            &[],
-        )?;
-        let call = Call::new(
-            "recoveryServices.restore",
-            Method::POST,
-            url,
-            sub_bucket(vault)?,
-        )
-        .json(&request.to_body())?;
-        let resp = self.send(&call).await?;
-        self.pending_from(call.operation, &resp, true)?
-            .ok_or_else(|| {
-                ArmError::decode(call.operation, "no operation to follow in the response")
-            })
+        let tail = ["recoveryPoints", request.recovery_point_id(), "restore"];
+        let url = self.rs_url(&item, &tail, &[])?;
+        self.begin_rs_job(RESTORE, url, vault, &request.to_body())
+            .await
     }
 
     /// Restore and wait for the trigger; returns the restore job id.
@@ -1026,10 +888,7 @@ impl ArmClient {
         deadline: Duration,
     ) -> Result<String, ArmError> {
         let p = self.begin_restore(vault, vm, request).await?;
-        let out = self.wait(p, deadline).await?;
-        out.job_id.ok_or_else(|| {
-            ArmError::decode("recoveryServices.restore", "operation status has no jobId")
-        })
+        self.wait_for_job_id(RESTORE, p, deadline).await
     }
 }
 

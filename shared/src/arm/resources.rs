@@ -3,13 +3,12 @@
 //! Shapes: resources 2024-03-01 examples PutDeploymentResourceGroup.json,
 //! PutDeploymentResourceGroupTemplateSpecsWithId.json (templateLink), GetDeploymentResourceGroup*.json.
 
-use super::client::{ArmClient, Bucket, Call};
+use super::client::{ArmClient, Bucket};
 use super::common::{lenient_time, null_vec, SubResource};
 use super::error::ArmError;
 use super::lro::Started;
 use super::scope::{check_segment, ResourceGroupRef};
 use chrono::{DateTime, Utc};
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -81,44 +80,34 @@ impl DeploymentRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Deployment {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub properties: DeploymentProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DeploymentProperties {
     /// `Accepted`, `Running`, `Succeeded`, `Failed`, `Canceled`...
-    #[serde(default)]
     pub provisioning_state: Option<String>,
-    #[serde(default)]
     pub correlation_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_time")]
+    #[serde(deserialize_with = "lenient_time")]
     pub timestamp: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub duration: Option<String>,
-    #[serde(default)]
     pub outputs: Option<serde_json::Value>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub output_resources: Vec<SubResource>,
-    #[serde(default)]
     pub error: Option<DeploymentError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct DeploymentError {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(deserialize_with = "null_vec")]
     pub details: Vec<DeploymentError>,
 }
 
@@ -151,21 +140,15 @@ impl ArmClient {
                 "must be at most 64 characters",
             ));
         }
-        let sub = rg.subscription().to_string();
-        self.arm_url(
-            [
-                "subscriptions",
-                sub.as_str(),
-                "resourcegroups",
-                rg.name(),
-                "providers",
-                "Microsoft.Resources",
-                "deployments",
-                name,
-            ],
-            RESOURCES_API_VERSION,
-            &[],
-        )
+        let tail = [
+            "resourcegroups",
+            rg.name(),
+            "providers",
+            "Microsoft.Resources",
+            "deployments",
+            name,
+        ];
+        self.subscription_url(rg.subscription(), &tail, RESOURCES_API_VERSION, &[])
     }
 
     /// `PUT .../deployments/{name}` (idempotent by name). Follow the returned operation, or
@@ -177,21 +160,9 @@ impl ArmClient {
         request: &DeploymentRequest,
     ) -> Result<Started<Deployment>, ArmError> {
         let url = self.deployment_url(rg, name)?;
-        let call = Call::new(
-            "resources.deployment.put",
-            Method::PUT,
-            url,
-            Bucket::Subscription(rg.subscription()),
-        )
-        .json(request)?;
-        let resp = self.send(&call).await?;
-        let pending = self.pending_from(call.operation, &resp, false)?;
-        let resource = if resp.body.is_empty() {
-            None
-        } else {
-            Some(resp.json(call.operation)?)
-        };
-        Ok(Started { resource, pending })
+        let bucket = Bucket::Subscription(rg.subscription());
+        self.begin_put("resources.deployment.put", url, bucket, request)
+            .await
     }
 
     /// `GET .../deployments/{name}`.
@@ -201,13 +172,8 @@ impl ArmClient {
         name: &str,
     ) -> Result<Deployment, ArmError> {
         let url = self.deployment_url(rg, name)?;
-        let call = Call::new(
-            "resources.deployment.get",
-            Method::GET,
-            url,
-            Bucket::Subscription(rg.subscription()),
-        );
-        self.send_json(&call).await
+        let bucket = Bucket::Subscription(rg.subscription());
+        self.get_json("resources.deployment.get", url, bucket).await
     }
 
     /// PUT and wait; returns the deployment read back (check `state()`: a failed deployment is

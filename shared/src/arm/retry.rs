@@ -145,6 +145,17 @@ mod tests {
         }
     }
 
+    /// A 429 whose `Retry-After` the policy sees both in the error and on the attempt.
+    fn throttled(after: Duration) -> AttemptError {
+        AttemptError {
+            error: ArmError::Throttled {
+                operation: "t".into(),
+                retry_after: Some(after),
+            },
+            retry_after: Some(after),
+        }
+    }
+
     fn fast(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {
             max_attempts,
@@ -199,13 +210,7 @@ mod tests {
             Repeat::Idempotent,
             || async {
                 n.fetch_add(1, Ordering::SeqCst);
-                Err(AttemptError {
-                    error: ArmError::Throttled {
-                        operation: "t".into(),
-                        retry_after: Some(Duration::from_secs(30)),
-                    },
-                    retry_after: Some(Duration::from_secs(30)),
-                })
+                Err(throttled(Duration::from_secs(30)))
             },
             |_, _| {},
         )
@@ -255,13 +260,7 @@ mod tests {
             Repeat::Idempotent,
             || async {
                 n.fetch_add(1, Ordering::SeqCst);
-                Err(AttemptError {
-                    error: ArmError::Throttled {
-                        operation: "t".into(),
-                        retry_after: Some(Duration::from_millis(20)),
-                    },
-                    retry_after: Some(Duration::from_millis(20)),
-                })
+                Err(throttled(Duration::from_millis(20)))
             },
             |_, _| {},
         )
