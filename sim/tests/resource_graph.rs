@@ -4,6 +4,17 @@ use ade_backup_sim::{Fleet, SimOptions};
 use common::*;
 use serde_json::{json, Value};
 
+async fn unthrottled(fleet: Fleet) -> Harness {
+    Harness::start(
+        fleet,
+        SimOptions {
+            throttling: false,
+            ..SimOptions::default()
+        },
+    )
+    .await
+}
+
 async fn query(h: &Harness, body: Value) -> (u16, Value) {
     let (s, _, v) = h
         .send(
@@ -24,14 +35,7 @@ async fn vm_sweep_pages_by_skip_token() {
         .iter()
         .filter(|v| !matches!(v.ade, ade_backup_sim::fleet::Ade::None))
         .count();
-    let h = Harness::start(
-        fleet,
-        SimOptions {
-            throttling: false,
-            ..SimOptions::default()
-        },
-    )
-    .await;
+    let h = unthrottled(fleet).await;
     let q = "resources | where type =~ 'microsoft.compute/virtualmachines'";
     let mut token: Option<String> = None;
     let mut pages = Vec::new();
@@ -119,14 +123,7 @@ async fn other_tables_and_projection() {
 #[tokio::test]
 async fn continuation_pages_read_the_first_pages_snapshot() {
     let fleet = Fleet::generate(1, 600, 9);
-    let h = Harness::start(
-        fleet,
-        SimOptions {
-            throttling: false,
-            ..SimOptions::default()
-        },
-    )
-    .await;
+    let h = unthrottled(fleet).await;
     let q = "recoveryservicesresources | where type =~ 'microsoft.recoveryservices/vaults/backupfabrics/protectioncontainers/protecteditems'";
     let (s, first) = query(&h, json!({"query": q, "options": {"$top": 5}})).await;
     assert_eq!(s, 200, "{first}");
@@ -190,14 +187,7 @@ async fn continuation_pages_read_the_first_pages_snapshot() {
 async fn management_group_scope_covers_the_subscriptions_below_it() {
     let fleet = Fleet::generate(3, 300, 4);
     let subs: Vec<String> = fleet.subscriptions.iter().map(|s| s.id.clone()).collect();
-    let h = Harness::start(
-        fleet,
-        SimOptions {
-            throttling: false,
-            ..SimOptions::default()
-        },
-    )
-    .await;
+    let h = unthrottled(fleet).await;
     let q = "resources | where type =~ 'microsoft.compute/virtualmachines'";
     let count = |v: &Value| v["totalRecords"].as_u64().expect("total");
     let (_, prod) = query(

@@ -403,24 +403,7 @@ async fn a_vm_protected_before_ade_backup_is_adopted_and_restored() {
     // web-lnx-01 was protected by Azure Backup before ade-backup existed: no VM record. The
     // request records its ADE settings from the live VM and restores it.
     let mut stack = SimStack::start().await;
-    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
-    submit(
-        &mut stack,
-        "req-adopt",
-        request("INC-ADOPT", &vm, json!({"targetVmName": "web-lnx-01-a"})),
-    )
-    .await;
-    let op = doc(&stack, "INC-ADOPT");
-    assert_eq!(op.status, "completed", "{:#?}", op.history);
-    assert!(op
-        .ade
-        .as_ref()
-        .is_some_and(|a| a.key_vault_url.contains("kv-ade-ap-weu")));
-    assert_eq!(
-        stack.sim.stats().writes.extension_puts,
-        1,
-        "ADE reinstalled on the Linux VM"
-    );
+    restore_web_lnx_01(&mut stack, "INC-ADOPT", "web-lnx-01-a").await;
 }
 
 #[tokio::test]
@@ -447,13 +430,20 @@ async fn a_vm_the_sweep_recorded_is_restorable_after_it_is_deleted() {
     let rec = stack.state.json(&key).expect("record");
     assert_eq!(rec["status"], "protected", "{rec}");
     stack.sim.delete_vm(&vm).expect("delete the VM");
+    restore_web_lnx_01(&mut stack, "INC-DELETED", "web-lnx-01-r").await;
+}
+
+/// Restores web-lnx-01 (Linux, ADE on kv-ade-ap-weu) under `ticket` and checks the restore
+/// completed with the recorded ADE settings and one ADE reinstall.
+async fn restore_web_lnx_01(stack: &mut SimStack, ticket: &str, target_name: &str) {
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     submit(
-        &mut stack,
-        "req-deleted",
-        request("INC-DELETED", &vm, json!({"targetVmName": "web-lnx-01-r"})),
+        stack,
+        &format!("req-{ticket}"),
+        request(ticket, &vm, json!({"targetVmName": target_name})),
     )
     .await;
-    let op = doc(&stack, "INC-DELETED");
+    let op = doc(stack, ticket);
     assert_eq!(op.status, "completed", "{:#?}", op.history);
     assert!(op
         .ade
@@ -462,6 +452,6 @@ async fn a_vm_the_sweep_recorded_is_restorable_after_it_is_deleted() {
     assert_eq!(
         stack.sim.stats().writes.extension_puts,
         1,
-        "ADE reinstalled from the settings the sweep recorded"
+        "ADE reinstalled on the Linux VM"
     );
 }
