@@ -296,6 +296,26 @@ async fn update(
     .await
 }
 
+/// [`update`] for a change that may push a status (into the closure's second argument): the
+/// status is sent to the ticketing system only after the write has landed, and only if the
+/// attempt that landed pushed it (a retried attempt starts with none).
+async fn update_reporting(
+    ctx: &Context,
+    ticket: &TicketId,
+    mut f: impl FnMut(&mut RestoreOperation, &mut Option<RestoreStatusUpdate>) -> bool + Send,
+) -> Result<RestoreOperation, HandlerError> {
+    let mut sent = None;
+    let op = update(ctx, ticket, |o| {
+        sent = None;
+        f(o, &mut sent)
+    })
+    .await?;
+    if let Some(u) = &sent {
+        send_status(ctx, op.reply_to.as_deref(), u).await?;
+    }
+    Ok(op)
+}
+
 /// What a `rejected` / `failed` status carries besides its message.
 #[derive(Default, Clone, Copy)]
 struct Why<'a> {
@@ -472,10 +492,8 @@ async fn fail(
     next_action: &str,
 ) -> Result<String, HandlerError> {
     let at = now(ctx);
-    let mut sent: Option<RestoreStatusUpdate> = None;
-    let op = update(ctx, ticket, |op| {
+    update_reporting(ctx, ticket, |op, sent| {
         if rs::is_final(&op.status) {
-            sent = None;
             return false;
         }
         op.steps.fail(step_name, at, reason, message);
@@ -485,7 +503,7 @@ async fn fail(
             code: reason.to_string(),
             message: message.to_string(),
         });
-        sent = Some(push(
+        *sent = Some(push(
             op,
             at,
             rs::FAILED,
@@ -500,9 +518,6 @@ async fn fail(
         true
     })
     .await?;
-    if let Some(u) = &sent {
-        send_status(ctx, op.reply_to.as_deref(), u).await?;
-    }
     tracing::warn!(ticket = %ticket, step = step_name, reason, "restore failed: {message}");
     Ok(format!(
         "{ticket}: failed at {step_name}: {reason}: {message}"
@@ -1189,10 +1204,9 @@ async fn trigger(
         Ok(pending) => {
             let at = now(ctx);
             let p = serde_json::to_value(&pending).unwrap_or(Value::Null);
-            let mut sent = None;
-            let op = update(ctx, &ticket, |o| {
+            update_reporting(ctx, &ticket, |o, sent| {
                 merge_detail(o, step::RESTORE_DISKS, "pending", p.clone());
-                sent = Some(push(
+                *sent = Some(push(
                     o,
                     at,
                     rs::RESTORING_DISKS,
@@ -1206,9 +1220,6 @@ async fn trigger(
                 true
             })
             .await?;
-            if let Some(u) = &sent {
-                send_status(ctx, op.reply_to.as_deref(), u).await?;
-            }
             send_phase(
                 ctx,
                 &ticket,
@@ -1450,15 +1461,14 @@ async fn track_restore(
     };
     let config = job.property("Config Blob Uri").map(strip_query);
     let at = now(ctx);
-    let mut sent = None;
-    let op = update(ctx, &ticket, |o| {
+    update_reporting(ctx, &ticket, |o, sent| {
         if o.steps.is_done(step::TRACK_RESTORE) {
             return false;
         }
         o.steps.finish(step::TRACK_RESTORE, at, None);
         o.azure.template_blob_uri = Some(template.clone());
         o.azure.config_blob_uri = config.clone();
-        sent = Some(push(
+        *sent = Some(push(
             o,
             at,
             rs::DISKS_RESTORED,
@@ -1469,9 +1479,6 @@ async fn track_restore(
         true
     })
     .await?;
-    if let Some(u) = &sent {
-        send_status(ctx, op.reply_to.as_deref(), u).await?;
-    }
     send_phase(ctx, &ticket, RedeployPhase::Deploy, 0, None).await?;
     Ok(format!("{ticket}: disks restored"))
 }
@@ -1627,12 +1634,11 @@ async fn deploy(
         req.target_resource_group.id()
     );
     let vm_name = target_vm_name(&req);
-    let mut sent = None;
-    let op = update(ctx, &ticket, |o| {
+    update_reporting(ctx, &ticket, |o, sent| {
         o.azure.deployment_name = Some(name.clone());
         o.azure.deployment_id = Some(dep_id.clone());
         if o.status != rs::DEPLOYING {
-            sent = Some(push(
+            *sent = Some(push(
                 o,
                 at,
                 rs::DEPLOYING,
@@ -1644,9 +1650,6 @@ async fn deploy(
         true
     })
     .await?;
-    if let Some(u) = &sent {
-        send_status(ctx, op.reply_to.as_deref(), u).await?;
-    }
     send_phase(
         ctx,
         &ticket,
@@ -1917,11 +1920,10 @@ async fn reinstall_ade(
     };
     let at = now(ctx);
     let ext_id = format!("{vm_id}/extensions/{name}");
-    let mut sent = None;
-    let op = update(ctx, &ticket, |o| {
+    update_reporting(ctx, &ticket, |o, sent| {
         o.azure.ade_extension_id = Some(ext_id.clone());
         if o.status != rs::REINSTALLING_ADE {
-            sent = Some(push(
+            *sent = Some(push(
                 o,
                 at,
                 rs::REINSTALLING_ADE,
@@ -1942,9 +1944,6 @@ async fn reinstall_ade(
         true
     })
     .await?;
-    if let Some(u) = &sent {
-        send_status(ctx, op.reply_to.as_deref(), u).await?;
-    }
     send_phase(
         ctx,
         &ticket,
@@ -2180,8 +2179,7 @@ async fn verify(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String
         ),
     };
     let at = now(ctx);
-    let mut sent = None;
-    let op = update(ctx, &ticket, |o| {
+    update_reporting(ctx, &ticket, |o, sent| {
         if rs::is_final(&o.status) {
             return false;
         }
@@ -2191,7 +2189,7 @@ async fn verify(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String
             Some(j!({ "powerState": power, "disks": shown })),
         );
         o.azure.restored_disk_ids = disk_ids.clone();
-        sent = Some(push(
+        *sent = Some(push(
             o,
             at,
             rs::COMPLETED,
@@ -2202,9 +2200,6 @@ async fn verify(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String
         true
     })
     .await?;
-    if let Some(u) = &sent {
-        send_status(ctx, op.reply_to.as_deref(), u).await?;
-    }
     tracing::info!(ticket = %ticket, vm = %vm_id, "restore completed");
     Ok(format!("{ticket}: completed: {vm_id}"))
 }
