@@ -15,6 +15,12 @@ pub const KEY_VAULT_PERMISSION_ERRORS: [&str; 2] = [
     "UserErrorKeyVaultPermissionsNotConfiguredForBackup",
 ];
 
+/// Whether a `protectionState` means protection was stopped (`ProtectionStopped`, with or
+/// without its data): the workflow enables protection again instead of keeping the item.
+pub fn protection_stopped(state: &str) -> bool {
+    state.to_ascii_lowercase().contains("stopped")
+}
+
 #[derive(Debug, Clone)]
 pub struct FleetVm {
     pub id: ResourceId,

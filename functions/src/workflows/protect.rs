@@ -1130,7 +1130,7 @@ async fn protect_phase(
         Err(None) => {}
         Ok(item) => {
             let state = item.properties.protection_state.clone().unwrap_or_default();
-            let stopped = state.to_ascii_lowercase().contains("stopped");
+            let stopped = crate::domain::sweep_plan::protection_stopped(&state);
             if !stopped && !state.is_empty() {
                 let their_policy = item.properties.policy_id.clone().unwrap_or_default();
                 let ours = policy_id(&op)?.to_string();
@@ -1758,7 +1758,7 @@ pub async fn adopt_protected_vm(
         .properties
         .protection_state
         .as_deref()
-        .is_none_or(|s| s.to_ascii_lowercase().contains("stopped"))
+        .is_none_or(crate::domain::sweep_plan::protection_stopped)
     {
         return Ok(None);
     }

@@ -349,22 +349,11 @@ fn scopes(ctx: &Context) -> Result<Vec<GraphScope>, SweepError> {
 
 /// The configured scope in one line (for the summary and the dry run).
 pub fn scope_text(ctx: &Context) -> String {
-    let mut parts = Vec::new();
-    if !ctx.settings.subscriptions.is_empty() {
-        parts.push(format!(
-            "{} subscription(s)",
-            ctx.settings.subscriptions.len()
-        ));
-    }
-    if !ctx.settings.management_groups.is_empty() {
-        let names: Vec<&str> = ctx
-            .settings
-            .management_groups
-            .iter()
-            .map(|m| m.as_str())
-            .collect();
-        parts.push(format!("management group(s) {}", names.join(", ")));
-    }
+    let mut parts: Vec<String> = scopes(ctx)
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     if !ctx.settings.sweep_tags.is_empty() {
         parts.push(format!("VMs tagged {}", ctx.settings.sweep_tags));
     }
@@ -659,14 +648,6 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
                 .map_err(g("role assignments of the Backup Management Service"))
         },
     )?;
-    // The subscriptions actually covered (management groups expand to theirs).
-    let subs: Vec<SubscriptionId> = vm_rows
-        .iter()
-        .filter_map(|r| str_at(r, &["id"]).and_then(|id| ResourceId::parse(id).ok()))
-        .filter_map(|id| SubscriptionId::of(&id).ok())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let mut warnings = Vec::new();
 
     let mut exts_by_vm: HashMap<String, Vec<&Value>> = HashMap::new();
@@ -676,6 +657,7 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
         }
     }
     let mut vms = Vec::new();
+    let mut subs = BTreeSet::new();
     for row in &vm_rows {
         let Some(id) = str_at(row, &["id"]).and_then(|s| ResourceId::parse(s).ok()) else {
             warnings.push(format!(
@@ -684,6 +666,10 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
             ));
             continue;
         };
+        // The subscriptions actually covered (management groups expand to theirs).
+        if let Ok(sub) = SubscriptionId::of(&id) {
+            subs.insert(sub);
+        }
         // Only VMs with an ADE extension can need anything; the rest cost no classification.
         let Some(exts) = exts_by_vm.get(&id.canonical()) else {
             continue;
@@ -798,7 +784,7 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
     }
 
     Ok(Discovery {
-        subscriptions: subs,
+        subscriptions: subs.into_iter().collect(),
         vms_seen: vm_rows.len(),
         vms,
         protected_items,
@@ -1181,11 +1167,7 @@ async fn finish(
     let doc = SweepLatest {
         last: Some(summary.clone()),
     };
-    let body = serde_json::to_vec_pretty(&doc).map_err(|source| StateError::Corrupt {
-        key: SWEEP_LATEST_KEY.to_string(),
-        source,
-    })?;
-    match store.replace_leased(SWEEP_LATEST_KEY, &body, lease).await {
+    match json::replace_leased(store, SWEEP_LATEST_KEY, &doc, lease).await {
         Ok(_) => {}
         Err(StateError::LeaseLost { .. }) => {
             tracing::warn!(
@@ -1453,7 +1435,7 @@ async fn target_vault_locations(ctx: &Context, work: &[&VmPlan]) -> HashMap<Stri
 fn known_facts(
     p: &VmPlan,
     fleet: &HashMap<String, &FleetVm>,
-    item_states: &HashMap<String, &str>,
+    items: &HashMap<String, &ProtectedItemView>,
     vault_locations: &HashMap<String, String>,
     d: &Discovery,
 ) -> Option<(ObservedVm, SweepFacts)> {
@@ -1467,9 +1449,9 @@ fn known_facts(
             .copied(),
         _ => None,
     };
-    let unprotected = item_states
+    let unprotected = items
         .get(&p.vm_id.canonical())
-        .is_none_or(|state| state.to_ascii_lowercase().contains("stopped"));
+        .is_none_or(|i| sweep_plan::protection_stopped(&i.protection_state));
     Some((
         ObservedVm {
             id: vm.id.clone(),
@@ -1494,14 +1476,9 @@ fn known_facts(
 async fn adopt_unrecorded(
     ctx: &Context,
     d: &Discovery,
+    items: &HashMap<String, &ProtectedItemView>,
     plans: &[VmPlan],
 ) -> Result<u64, HandlerError> {
-    let items: HashMap<String, &ProtectedItemView> = d
-        .protected_items
-        .iter()
-        .filter(|i| !i.protection_state.to_ascii_lowercase().contains("stopped"))
-        .map(|i| (i.vm_id.canonical(), i))
-        .collect();
     // VMs the plan leaves alone: no plan at all (healthy), or drift that is only reported.
     let busy: HashSet<String> = plans
         .iter()
@@ -1514,7 +1491,9 @@ async fn adopt_unrecorded(
         .iter()
         .filter(|vm| !busy.contains(&vm.id.canonical()))
         .filter_map(|vm| {
-            let item = items.get(&vm.id.canonical())?;
+            let item = items
+                .get(&vm.id.canonical())
+                .filter(|i| !sweep_plan::protection_stopped(&i.protection_state))?;
             let AdeState::Encrypted { settings, .. } = &vm.ade else {
                 return None;
             };
@@ -1620,10 +1599,11 @@ async fn reconcile(
     summary.actions = actions;
     summary.plan_digest = plan_digest(&plans);
 
-    let protected: HashSet<String> = d
+    // Azure's protected items by VM: what is protected, in which state.
+    let items: HashMap<String, &ProtectedItemView> = d
         .protected_items
         .iter()
-        .map(|i| i.vm_id.canonical())
+        .map(|i| (i.vm_id.canonical(), i))
         .collect();
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     let mut bump = |k: &str| *outcomes.entry(k.to_string()).or_insert(0) += 1;
@@ -1645,16 +1625,11 @@ async fn reconcile(
     }
     let vault_locations = target_vault_locations(ctx, &work).await;
     let fleet: HashMap<String, &FleetVm> = d.vms.iter().map(|v| (v.id.canonical(), v)).collect();
-    let item_states: HashMap<String, &str> = d
-        .protected_items
-        .iter()
-        .map(|i| (i.vm_id.canonical(), i.protection_state.as_str()))
-        .collect();
     let tasks: Vec<_> = interleave_by_subscription(work)
         .into_iter()
         .map(|p| {
-            let in_azure = protected.contains(&p.vm_id.canonical());
-            let known = known_facts(p, &fleet, &item_states, &vault_locations, &d);
+            let in_azure = items.contains_key(&p.vm_id.canonical());
+            let known = known_facts(p, &fleet, &items, &vault_locations, &d);
             let (ctx, run_id, p) = (ctx.clone(), run_id.to_string(), p.clone());
             let lost = keeper.lost.clone();
             Box::pin(async move {
@@ -1703,14 +1678,14 @@ async fn reconcile(
         .iter()
         .filter(|p| p.actions.is_empty() && !p.in_flight)
     {
-        if let Err(e) = record_drift(ctx, p, protected.contains(&p.vm_id.canonical())).await {
+        if let Err(e) = record_drift(ctx, p, items.contains_key(&p.vm_id.canonical())).await {
             summary.warnings.push(format!(
                 "{}: could not record the drift facts: {e}",
                 p.vm_id
             ));
         }
     }
-    match adopt_unrecorded(ctx, &d, &plans).await {
+    match adopt_unrecorded(ctx, &d, &items, &plans).await {
         Ok(0) => {}
         Ok(n) => {
             summary.changed = true;

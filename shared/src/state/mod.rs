@@ -163,6 +163,16 @@ pub mod json {
         store.replace(key, &encode(key, value)?, etag).await
     }
 
+    /// [`StateStore::replace_leased`] with a typed value.
+    pub async fn replace_leased<T: Serialize + Sync>(
+        store: &dyn StateStore,
+        key: &str,
+        value: &T,
+        lease: &LeaseId,
+    ) -> Result<ETag, StateError> {
+        store.replace_leased(key, &encode(key, value)?, lease).await
+    }
+
     /// Read-modify-write with optimistic concurrency: `f` is applied to the current document (or
     /// `None`) and may be called again on fresh state after a conflict. Returns the stored value.
     /// `f` returning `Ok(None)` means "no change": nothing is written.
