@@ -24,7 +24,7 @@ use crate::records::{
 use ade_backup_shared::arm::recovery_services::{BackupJobFilter, JobOperation};
 use ade_backup_shared::arm::{
     AccessPolicyEntry, ArmError, PendingOperation, PollOutcome, RoleAssignmentProperties,
-    RoleDefinitionProperties, VirtualMachine,
+    RoleDefinitionProperties,
 };
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::state::json;
@@ -117,11 +117,11 @@ fn lease(ctx: &Context) -> chrono::Duration {
         .unwrap_or_else(|_| chrono::Duration::minutes(2))
 }
 
-/// Reads the VM and turns it into what the classifier needs.
+/// Reads the VM (and its ADE extension when the VM's list shape lacks it) and classifies it.
 pub async fn observe_vm(
     ctx: &Context,
     vm_id: &ResourceId,
-) -> Result<Option<(VirtualMachine, VmObservation)>, HandlerError> {
+) -> Result<Option<ObservedVm>, HandlerError> {
     let vm = match ctx.arm.get_virtual_machine(vm_id).await {
         Ok(vm) => vm,
         Err(e) if e.is_not_found() => return Ok(None),
@@ -192,7 +192,13 @@ pub async fn observe_vm(
         disk_count: vm.disk_count(),
         kek_is_certificate: None,
     };
-    Ok(Some((vm, obs)))
+    Ok(Some(ObservedVm {
+        id: vm_id.clone(),
+        location: vm.location.clone().unwrap_or_default(),
+        tags: vm.tags.clone(),
+        ade: ade::classify(&obs),
+        restore_warnings: ade::restore_limit_warnings(&obs),
+    }))
 }
 
 /// Writes the per-VM record (read-modify-write; no write when nothing changed).
@@ -297,17 +303,10 @@ pub async fn evaluate_with(
     origin: Origin,
     repair: bool,
 ) -> Result<String, HandlerError> {
-    let Some((vm, obs)) = observe_vm(ctx, vm_id).await? else {
+    let Some(observed) = observe_vm(ctx, vm_id).await? else {
         return Ok(format!(
             "{vm_id}: the VM no longer exists; nothing to protect"
         ));
-    };
-    let observed = ObservedVm {
-        id: vm_id.clone(),
-        location: vm.location.clone().unwrap_or_default(),
-        tags: vm.tags.clone(),
-        ade: ade::classify(&obs),
-        restore_warnings: ade::restore_limit_warnings(&obs),
     };
     evaluate_observed(ctx, &observed, origin, repair, None).await
 }
@@ -1731,17 +1730,16 @@ pub async fn adopt_protected_vm(
     ctx: &Context,
     vm_id: &ResourceId,
 ) -> Result<Option<VmRecord>, HandlerError> {
-    let Some((vm, obs)) = observe_vm(ctx, vm_id).await? else {
+    let Some(observed) = observe_vm(ctx, vm_id).await? else {
         return Ok(None);
     };
-    let AdeState::Encrypted { settings, .. } = ade::classify(&obs) else {
+    let AdeState::Encrypted { settings, .. } = &observed.ade else {
         return Ok(None);
     };
-    let location = vm.location.clone().unwrap_or_default();
     let Some(selection) = ctx.settings.workflow.protection_rules.select(&VmFacts {
         id: vm_id,
-        location: &location,
-        tags: &vm.tags,
+        location: &observed.location,
+        tags: &observed.tags,
     }) else {
         return Ok(None);
     };
@@ -1771,9 +1769,9 @@ pub async fn adopt_protected_vm(
     record_adoption(
         ctx,
         vm_id,
-        &settings,
+        settings,
         &selection,
-        ade::restore_limit_warnings(&obs),
+        observed.restore_warnings.clone(),
         azure,
     )
     .await?;
