@@ -363,10 +363,6 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
-fn cached_hit(w: &World, snapshot: Option<u64>) -> bool {
-    snapshot.is_some_and(|id| w.graph_snapshots.iter().any(|(s, _)| *s == id))
-}
-
 fn invalid_query(detail: String) -> Reply {
     Reply::json(
         StatusCode::BAD_REQUEST,
@@ -443,6 +439,7 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
             .find(|(s, _)| *s == id)
             .map(|(_, rows)| rows.clone())
     });
+    let reused = cached.is_some();
     let rows: std::sync::Arc<Vec<Value>> = match cached {
         Some(rows) => rows,
         // Projected before it is kept: a snapshot holds only the columns asked for.
@@ -489,7 +486,7 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
             w.graph_snapshots.retain(|(s, _)| *s != id);
         }
     } else {
-        let snap = match snapshot.filter(|_| cached_hit(w, snapshot)) {
+        let snap = match snapshot.filter(|_| reused) {
             Some(id) => id,
             None => {
                 let id = w.new_snapshot_id();
