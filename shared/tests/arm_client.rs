@@ -223,12 +223,14 @@ async fn backup_now_is_not_retried_on_503() {
 
 #[tokio::test]
 async fn restore_is_not_retried_on_connection_failure() {
-    // Nothing listens on a port we bound and released (wiremock pools its servers, so a dropped
-    // MockServer may still answer).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    // A socket bound but never listening holds a port that refuses connections for the whole
+    // test (wiremock pools its servers, so a dropped MockServer may still answer, and a released
+    // port may be taken by a parallel test's server).
+    let holder = tokio::net::TcpSocket::new_v4().expect("socket");
+    holder
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = holder.local_addr().expect("addr").port();
     let c = ArmClient::new(
         url::Url::parse(&format!("http://127.0.0.1:{port}")).expect("url"),
         Arc::new(StaticToken(AccessToken::new(TOKEN))),
@@ -248,6 +250,7 @@ async fn restore_is_not_retried_on_connection_failure() {
     );
     assert_eq!(c.stats().retries, 0);
     assert_eq!(c.stats().calls.get("recoveryServices.restore"), Some(&1));
+    drop(holder);
 }
 
 #[tokio::test]

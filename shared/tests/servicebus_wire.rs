@@ -366,11 +366,13 @@ async fn timeout_is_transient() {
 
 #[tokio::test]
 async fn connection_refused_is_transient() {
-    // Bind then drop a listener to get a loopback port nobody listens on.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    // A socket bound but never listening holds a loopback port that refuses connections for
+    // the whole test (a dropped listener's port could be taken by a parallel test's server).
+    let holder = tokio::net::TcpSocket::new_v4().expect("socket");
+    holder
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = holder.local_addr().expect("addr").port();
     let endpoint = url::Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url");
     let sender = ServiceBusSender::new(
         endpoint,
@@ -384,6 +386,7 @@ async fn connection_refused_is_transient() {
         .await
         .expect_err("nothing listens");
     assert!(matches!(err, MessagingError::Transient(_)), "{err:?}");
+    drop(holder);
 }
 
 #[tokio::test]
