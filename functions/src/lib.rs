@@ -1,8 +1,14 @@
 //! ade-backup's Azure Functions custom handler.
 //!
+//! The layers, top to bottom (each uses only the ones below it):
 //! - [`host`]: the custom-handler protocol (`protocol`) and the axum server (`server`) the
 //!   Functions host talks to.
-//! - [`handlers`]: the function registry, the dispatch core and one module per function.
+//! - [`handlers`]: the function registry, the dispatch core and one module per function; the
+//!   boundary where a [`engine::WorkflowError`] becomes transient (redeliver) or poison.
+//! - [`workflows`]: protect, restore and sweep, step by step, on top of the engine.
+//! - [`engine`]: the operation engine every multi-step workflow stands on (documents, step
+//!   claims, polls of long-running Azure operations, next-phase messages, status reports).
+//! - [`trigger`]: what a handler receives (a Service Bus message or a timer tick).
 //! - [`domain`]: pure decision logic (events, ADE classification, rules, Key Vault access,
 //!   restore requests, sweep plans, step claims) — no I/O, unit-tested.
 //! - [`records`]: the documents kept in the state store and their keys.
@@ -11,6 +17,7 @@
 
 pub mod context;
 pub mod domain;
+pub mod engine;
 pub mod handlers;
 pub mod host;
 pub mod local;
@@ -18,5 +25,6 @@ pub mod local_stack;
 pub mod records;
 pub mod settings;
 pub mod status;
+pub mod trigger;
 pub mod wiring;
 pub mod workflows;

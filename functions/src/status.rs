@@ -86,7 +86,7 @@ pub fn render_text(op: &RestoreOperation) -> String {
             u.sequence,
             u.at.format("%Y-%m-%d %H:%M:%S"),
             u.status,
-            u.step.as_deref().unwrap_or("-"),
+            u.step.map_or("-", |s| s.as_str()),
         );
         if let Some(n) = &u.next_action {
             let _ = writeln!(out, "{:>63}  next: {}", "", cell(n));
@@ -98,7 +98,7 @@ pub fn render_text(op: &RestoreOperation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{restore_status, RestoreAzureIds};
+    use crate::records::{RestoreAzureIds, RestoreStatus, RestoreStep};
     use chrono::{TimeZone, Utc};
 
     fn op() -> RestoreOperation {
@@ -110,7 +110,7 @@ mod tests {
             ticket_id: TicketId::parse("INC-1").expect("ticket"),
             fingerprint: "f".into(),
             request: None,
-            status: String::new(),
+            status: RestoreStatus::Accepted,
             created_at: at,
             updated_at: at,
             reply_to: None,
@@ -126,8 +126,13 @@ mod tests {
             region: None,
             last_error: None,
         };
-        op.push_status(at, restore_status::ACCEPTED, Some("validate"), "accepted");
-        let mut u = op.push_status(at, restore_status::FAILED, Some("deploy"), "boom");
+        op.push_status(
+            at,
+            RestoreStatus::Accepted,
+            Some(RestoreStep::Validate),
+            "accepted",
+        );
+        let mut u = op.push_status(at, RestoreStatus::Failed, Some(RestoreStep::Deploy), "boom");
         u.reason = Some("Conflict".into());
         u.next_action = Some("rename".into());
         if let Some(l) = op.history.last_mut() {

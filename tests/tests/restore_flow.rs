@@ -1,6 +1,6 @@
 //! Restores driven end to end: the real handlers, the real simulator, an in-test queue pump.
 
-use ade_backup_functions::records::{restore_key, RestoreOperation};
+use ade_backup_functions::records::{restore_key, RestoreOperation, RestoreStep};
 use ade_backup_functions::status;
 use ade_backup_shared::ids::{ResourceId, TicketId};
 use ade_backup_tests::sim_stack::*;
@@ -41,7 +41,7 @@ fn statuses(stack: &mut SimStack, ticket: &str) -> Vec<String> {
         .replies(REPLY_QUEUE)
         .into_iter()
         .filter(|(_, u)| u.ticket_id == ticket)
-        .map(|(_, u)| u.status)
+        .map(|(_, u)| u.status.to_string())
         .collect()
 }
 
@@ -357,7 +357,7 @@ async fn a_crash_between_the_restore_trigger_and_its_record_adopts_the_job() {
         "no second restore job"
     );
     assert_eq!(
-        op.steps.get("restore-disks").map(|s| s.attempts),
+        op.steps.get(RestoreStep::RestoreDisks).map(|s| s.attempts),
         Some(2),
         "the second attempt adopted the job"
     );
@@ -382,7 +382,7 @@ async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
     let op = doc(&stack, "INC-FAIL");
     assert_eq!(op.status, "failed");
     let last = op.history.last().expect("history");
-    assert_eq!(last.step.as_deref(), Some("deploy"));
+    assert_eq!(last.step.map(|s| s.as_str()), Some("deploy"));
     assert_eq!(last.reason.as_deref(), Some("Conflict"));
     assert!(last
         .next_action

@@ -121,12 +121,21 @@ pub enum RbacRoleChoice {
 
 /// Deterministic name (GUID) of the custom role in a subscription: created once, idempotently.
 pub fn custom_role_definition_name(subscription: &str) -> String {
+    custom_role_definition_uuid(subscription).to_string()
+}
+
+/// [`custom_role_definition_name`] as the GUID ARM takes.
+pub fn custom_role_definition_uuid(subscription: &str) -> uuid::Uuid {
     deterministic_uuid(&[
         "role-definition",
         "ade-backup-kv-reader",
         &subscription.to_ascii_lowercase(),
     ])
-    .to_string()
+}
+
+/// [`BACKUP_MANAGEMENT_SERVICE_APP_ID`] as a GUID.
+pub fn backup_management_service_app_id() -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x262044b1_e2ce_469f_a196_69ab7ada62d3)
 }
 
 /// Deterministic role-assignment name: a repeat of the same grant is a no-op PUT.
@@ -135,13 +144,21 @@ pub fn role_assignment_name(
     principal_object_id: &str,
     role_definition_id: &str,
 ) -> String {
+    role_assignment_uuid(key_vault, principal_object_id, role_definition_id).to_string()
+}
+
+/// [`role_assignment_name`] as the GUID ARM takes.
+pub fn role_assignment_uuid(
+    key_vault: &ResourceId,
+    principal_object_id: &str,
+    role_definition_id: &str,
+) -> uuid::Uuid {
     deterministic_uuid(&[
         "role-assignment",
         &key_vault.canonical(),
         &principal_object_id.to_ascii_lowercase(),
         &role_definition_id.to_ascii_lowercase(),
     ])
-    .to_string()
 }
 
 /// Role-definition id (full ARM id) for the chosen role in a subscription.
@@ -174,6 +191,14 @@ pub fn role_grants_backup(data_actions: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_id_guid_is_the_documented_one() {
+        assert_eq!(
+            backup_management_service_app_id().to_string(),
+            BACKUP_MANAGEMENT_SERVICE_APP_ID
+        );
+    }
 
     fn entry(oid: &str, keys: &[&str], secrets: &[&str]) -> PolicyEntry {
         PolicyEntry {

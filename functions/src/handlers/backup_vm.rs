@@ -5,10 +5,10 @@
 //! See [`crate::workflows::protect::backup`].
 
 use crate::context::Context;
+use crate::handlers::{service_bus, worker_message};
 use crate::handlers::{HandlerError, HandlerOutput};
-use crate::host::protocol::TriggerInput;
+use crate::trigger::TriggerInput;
 use crate::workflows::protect::{self, BackupMessage};
-use crate::workflows::{service_bus, worker_message};
 
 pub const NAME: &str = "BackupVm";
 

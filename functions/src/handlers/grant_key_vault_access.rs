@@ -6,10 +6,10 @@
 //! [`crate::workflows::protect::grant`].
 
 use crate::context::Context;
+use crate::handlers::{service_bus, worker_message};
 use crate::handlers::{HandlerError, HandlerOutput};
-use crate::host::protocol::TriggerInput;
+use crate::trigger::TriggerInput;
 use crate::workflows::protect::{self, GrantMessage};
-use crate::workflows::{service_bus, worker_message};
 
 pub const NAME: &str = "GrantKeyVaultAccess";
 

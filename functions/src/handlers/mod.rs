@@ -17,7 +17,8 @@
 //!   outcome degrades to transient (no `deadLetter`), so the message is retried rather than lost.
 
 use crate::context::Context;
-use crate::host::protocol::{DeadLetter, TriggerInput, TriggerSpec};
+use crate::engine::WorkflowError;
+use crate::trigger::{DeadLetter, ServiceBusMessage, TriggerInput, TriggerSpec};
 use ade_backup_shared::state::{self, StateError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,7 +50,10 @@ impl HandlerOutput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A handler's failure. Handler-level problems (wrong trigger, unreadable message) are
+/// [`HandlerError::Poison`] directly; a workflow's [`WorkflowError`] keeps its source until
+/// [`dispatch`] classifies it, once, with [`HandlerError::disposition`].
+#[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// Worth retrying: the message is abandoned and redelivered.
     #[error("transient failure, the message will be redelivered: {0}")]
@@ -57,6 +61,32 @@ pub enum HandlerError {
     /// Will never succeed: dead-letter with this reason (see the module docs).
     #[error("poison message ({reason}): {description}")]
     Poison { reason: String, description: String },
+    /// A workflow step failed (transient or poison, by its kind).
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+}
+
+/// What the transport does with a failed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Abandon: Service Bus redelivers it. The text is the whole error chain.
+    Transient(String),
+    /// Dead-letter with this reason.
+    Poison { reason: String, description: String },
+}
+
+impl std::fmt::Display for Disposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transient(m) => {
+                write!(f, "transient failure, the message will be redelivered: {m}")
+            }
+            Self::Poison {
+                reason,
+                description,
+            } => write!(f, "poison message ({reason}): {description}"),
+        }
+    }
 }
 
 impl HandlerError {
@@ -66,16 +96,59 @@ impl HandlerError {
             description: description.into(),
         }
     }
+
+    /// The one place a failure is classified as transient or poison.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::Transient(m) => Disposition::Transient(m.clone()),
+            Self::Poison {
+                reason,
+                description,
+            } => Disposition::Poison {
+                reason: reason.clone(),
+                description: description.clone(),
+            },
+            Self::Workflow(e) => match e.poison_reason() {
+                Some((reason, description)) => Disposition::Poison {
+                    reason,
+                    description,
+                },
+                None => Disposition::Transient(crate::engine::chain(e)),
+            },
+        }
+    }
 }
 
 impl From<StateError> for HandlerError {
     fn from(e: StateError) -> Self {
-        match e {
-            // A key is built from the input; an invalid one will be invalid on every delivery.
-            StateError::InvalidKey { .. } => Self::poison("InvalidStateKey", e.to_string()),
-            _ => Self::Transient(e.to_string()),
-        }
+        Self::Workflow(e.into())
     }
+}
+
+/// The Service Bus message of a queue-triggered handler.
+pub fn service_bus(input: &TriggerInput) -> Result<&ServiceBusMessage, HandlerError> {
+    match input {
+        TriggerInput::ServiceBus(m) => Ok(m),
+        TriggerInput::Timer(_) => Err(HandlerError::poison(
+            "WrongTrigger",
+            "this function takes Service Bus messages, not timer ticks",
+        )),
+    }
+}
+
+/// Decodes a worker message body; a body that does not fit is poison.
+pub fn worker_message<T: serde::de::DeserializeOwned>(
+    msg: &ServiceBusMessage,
+) -> Result<T, HandlerError> {
+    msg.json::<T>().map_err(|e| {
+        HandlerError::poison(
+            "InvalidWorkerMessage",
+            format!(
+                "message {} does not match the worker message format: {e}",
+                msg.message_id
+            ),
+        )
+    })
 }
 
 pub type HandlerFuture<'a> =
@@ -89,7 +162,7 @@ pub type HandlerFn = for<'a> fn(TriggerInput, &'a Context) -> HandlerFuture<'a>;
 macro_rules! handler_fn {
     ($path:path) => {{
         fn boxed<'a>(
-            input: $crate::host::protocol::TriggerInput,
+            input: $crate::trigger::TriggerInput,
             ctx: &'a $crate::context::Context,
         ) -> $crate::handlers::HandlerFuture<'a> {
             Box::pin($path(input, ctx))
@@ -204,7 +277,7 @@ impl Registry {
 pub enum Outcome {
     Completed(HandlerOutput),
     Failed {
-        error: HandlerError,
+        error: Disposition,
         logs: Vec<String>,
         /// Set only for a Service Bus poison message whose reason was recorded.
         dead_letter: Option<DeadLetter>,
@@ -232,67 +305,96 @@ pub async fn dispatch(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -
         TriggerInput::ServiceBus(m) => Some(m.clone()),
         TriggerInput::Timer(_) => None,
     };
-    match (spec.handler)(input, ctx).await {
-        Ok(out) => Outcome::Completed(out),
-        Err(error @ HandlerError::Transient(_)) => Outcome::Failed {
+    let error = match (spec.handler)(input, ctx).await {
+        Ok(out) => return Outcome::Completed(out),
+        Err(e) => e,
+    };
+    log_source(spec.name, &error);
+    match (error.disposition(), message) {
+        (
+            Disposition::Poison {
+                reason,
+                description,
+            },
+            Some(m),
+        ) => dead_letter(spec, ctx, &m, reason, description).await,
+        (error, _) => Outcome::Failed {
             logs: vec![error.to_string()],
             error,
             dead_letter: None,
         },
-        Err(HandlerError::Poison {
-            reason,
-            description,
-        }) => {
-            let error = HandlerError::poison(reason.clone(), description.clone());
-            let Some(m) = message else {
-                return Outcome::Failed {
-                    logs: vec![error.to_string()],
-                    error,
-                    dead_letter: None,
-                };
-            };
-            let key = dead_letter_key(&m.queue, &m.message_id);
-            let now = ctx.clock.now();
-            let recorded = state::json::update::<DeadLetterRecord, StateError, _>(
-                ctx.state.as_ref(),
-                &key,
-                |current| {
-                    Ok(Some(DeadLetterRecord {
-                        queue: m.queue.clone(),
-                        message_id: m.message_id.clone(),
-                        function: spec.name.to_string(),
-                        reason: reason.clone(),
-                        description: description.clone(),
-                        correlation_id: m.correlation_id.clone(),
-                        delivery_count: m.delivery_count,
-                        first_recorded_at: current.map_or(now, |c| c.first_recorded_at),
-                        last_recorded_at: now,
-                    }))
-                },
-            )
-            .await;
-            match recorded {
-                Ok(_) => Outcome::Failed {
-                    logs: vec![
-                        error.to_string(),
-                        format!("poison reason recorded at {key}"),
-                    ],
-                    error,
-                    dead_letter: Some(DeadLetter {
-                        reason,
-                        description,
-                    }),
-                },
-                Err(e) => {
-                    let error = HandlerError::Transient(format!(
-                        "could not record the poison reason at {key} ({e}); retrying instead of dead-lettering: {error}"
-                    ));
-                    Outcome::Failed {
-                        logs: vec![error.to_string()],
-                        error,
-                        dead_letter: None,
-                    }
-                }
+    }
+}
+
+/// The Azure error behind a failure, as structured fields (code, status, operation) for the log.
+fn log_source(function: &str, error: &HandlerError) {
+    if let HandlerError::Workflow(e) = error {
+        if let Some(arm) = e.arm_source() {
+            tracing::warn!(
+                function,
+                azure_code = arm.code().unwrap_or(""),
+                azure_status = arm.status().unwrap_or(0),
+                transient = arm.is_transient(),
+                "Azure call failed: {}",
+                crate::engine::chain(e)
+            );
+        }
+    }
+}
+
+/// Records a poison message's reason, then asks for dead-lettering; if the record cannot be
+/// written the message is retried instead (nothing is lost).
+async fn dead_letter(
+    spec: &FunctionSpec,
+    ctx: &Context,
+    m: &ServiceBusMessage,
+    reason: String,
+    description: String,
+) -> Outcome {
+    let error = Disposition::Poison {
+        reason: reason.clone(),
+        description: description.clone(),
+    };
+    let key = dead_letter_key(&m.queue, &m.message_id);
+    let now = ctx.clock.now();
+    let recorded = state::json::update::<DeadLetterRecord, StateError, _>(
+        ctx.state.as_ref(),
+        &key,
+        |current| {
+            Ok(Some(DeadLetterRecord {
+                queue: m.queue.clone(),
+                message_id: m.message_id.clone(),
+                function: spec.name.to_string(),
+                reason: reason.clone(),
+                description: description.clone(),
+                correlation_id: m.correlation_id.clone(),
+                delivery_count: m.delivery_count,
+                first_recorded_at: current.map_or(now, |c| c.first_recorded_at),
+                last_recorded_at: now,
+            }))
+        },
+    )
+    .await;
+    match recorded {
+        Ok(_) => Outcome::Failed {
+            logs: vec![
+                error.to_string(),
+                format!("poison reason recorded at {key}"),
+            ],
+            error,
+            dead_letter: Some(DeadLetter {
+                reason,
+                description,
+            }),
+        },
+        Err(e) => {
+            let error = Disposition::Transient(format!(
+                "could not record the poison reason at {key} ({e}); retrying instead of dead-lettering: {error}"
+            ));
+            Outcome::Failed {
+                logs: vec![error.to_string()],
+                error,
+                dead_letter: None,
             }
         }
     }
@@ -421,13 +523,13 @@ mod tests {
     #[test]
     fn state_errors_classify() {
         let e: HandlerError = StateError::Unavailable("down".into()).into();
-        assert!(matches!(e, HandlerError::Transient(_)));
+        assert!(matches!(e.disposition(), Disposition::Transient(_)));
         let e: HandlerError = StateError::InvalidKey {
             key: "x".into(),
             rule: "r",
         }
         .into();
-        assert!(matches!(e, HandlerError::Poison { .. }));
+        assert!(matches!(e.disposition(), Disposition::Poison { .. }));
     }
 
     fn read_json(path: &Path) -> Value {

@@ -8,9 +8,10 @@
 
 use crate::context::Context;
 use crate::domain::restore_request;
+use crate::handlers::service_bus;
 use crate::handlers::{HandlerError, HandlerOutput};
-use crate::host::protocol::TriggerInput;
-use crate::workflows::{restore, service_bus};
+use crate::trigger::TriggerInput;
+use crate::workflows::restore;
 
 pub const NAME: &str = "OnRestoreRequest";
 

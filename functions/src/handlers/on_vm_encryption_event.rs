@@ -9,10 +9,10 @@
 
 use crate::context::Context;
 use crate::domain::events::{self, EventHint};
+use crate::handlers::service_bus;
 use crate::handlers::{HandlerError, HandlerOutput};
-use crate::host::protocol::TriggerInput;
+use crate::trigger::TriggerInput;
 use crate::workflows::protect::{self, Origin, RecheckMessage, RECHECK_KIND};
-use crate::workflows::service_bus;
 
 pub const NAME: &str = "OnVmEncryptionEvent";
 

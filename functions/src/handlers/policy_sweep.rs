@@ -7,7 +7,7 @@
 
 use crate::context::Context;
 use crate::handlers::{HandlerError, HandlerOutput};
-use crate::host::protocol::TriggerInput;
+use crate::trigger::TriggerInput;
 use crate::workflows::sweep::{self, SweepOutcome};
 
 pub const NAME: &str = "PolicySweep";

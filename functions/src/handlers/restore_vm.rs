@@ -4,10 +4,10 @@
 //! See [`crate::workflows::restore::restore_vm`].
 
 use crate::context::Context;
+use crate::handlers::{service_bus, worker_message};
 use crate::handlers::{HandlerError, HandlerOutput};
-use crate::host::protocol::TriggerInput;
+use crate::trigger::TriggerInput;
 use crate::workflows::restore::{self, RestoreVmMessage};
-use crate::workflows::{service_bus, worker_message};
 
 pub const NAME: &str = "RestoreVm";
 

@@ -31,6 +31,8 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::trigger::{DeadLetter, ServiceBusMessage, TimerInfo, TriggerInput, TriggerSpec};
+
 /// Header carrying the Functions invocation id on every request from the host.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 
@@ -53,89 +55,6 @@ impl ProtocolError {
     }
 }
 
-/// How a function is triggered, as declared in its `function.json`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TriggerSpec {
-    /// `serviceBusTrigger` on `queue`; the message arrives in `Data[binding]`.
-    ServiceBus {
-        queue: &'static str,
-        binding: &'static str,
-    },
-    /// `timerTrigger` with a 6-field NCRONTAB `schedule`; `TimerInfo` arrives in `Data[binding]`.
-    Timer {
-        schedule: &'static str,
-        binding: &'static str,
-    },
-}
-
-impl TriggerSpec {
-    pub fn binding(&self) -> &'static str {
-        match self {
-            TriggerSpec::ServiceBus { binding, .. } | TriggerSpec::Timer { binding, .. } => binding,
-        }
-    }
-}
-
-/// A parsed invocation: what a handler receives.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TriggerInput {
-    ServiceBus(ServiceBusMessage),
-    Timer(TimerInfo),
-}
-
-impl TriggerInput {
-    /// The Service Bus `MessageId`, if this is a message.
-    pub fn message_id(&self) -> Option<&str> {
-        match self {
-            TriggerInput::ServiceBus(m) => Some(&m.message_id),
-            TriggerInput::Timer(_) => None,
-        }
-    }
-    pub fn correlation_id(&self) -> Option<&str> {
-        match self {
-            TriggerInput::ServiceBus(m) => m.correlation_id.as_deref(),
-            TriggerInput::Timer(_) => None,
-        }
-    }
-}
-
-/// One Service Bus message as delivered by the trigger.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceBusMessage {
-    /// The queue this function is bound to (from the registry, not from the payload).
-    pub queue: String,
-    /// The message body, decoded from the host's encoding (see [`decode_body`]).
-    pub body: Vec<u8>,
-    pub message_id: String,
-    /// 1 on first delivery; Service Bus increments it on every abandon or lock expiry.
-    pub delivery_count: u32,
-    pub correlation_id: Option<String>,
-    pub content_type: Option<String>,
-    pub subject: Option<String>,
-    pub enqueued_time: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub sequence_number: Option<i64>,
-    /// Application properties (`ApplicationProperties`, or `UserProperties` on older extensions).
-    pub user_properties: Map<String, Value>,
-}
-
-impl ServiceBusMessage {
-    /// The body parsed as JSON of type `T`.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.body)
-    }
-}
-
-/// The timer trigger's `TimerInfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimerInfo {
-    pub is_past_due: bool,
-    pub adjust_for_dst: Option<bool>,
-    pub last: Option<DateTime<Utc>>,
-    pub next: Option<DateTime<Utc>>,
-    pub last_updated: Option<DateTime<Utc>>,
-}
-
 /// The response body the host expects. `Outputs` is always an object (this app declares no output
 /// bindings), `Logs` go to the invocation log, `ReturnValue` carries the dead-letter request (see
 /// [`DeadLetter`]).
@@ -151,20 +70,6 @@ pub struct InvocationResponse {
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
-}
-
-/// A request to dead-letter the message immediately, carried as
-/// `ReturnValue: {"deadLetter": {"reason": ..., "description": ...}}` on a 500 response.
-///
-/// Contract: the embedded local host (`ade-backup local`) honours it and dead-letters with this
-/// reason at once. The Azure Functions host ignores `ReturnValue` on a failed invocation and
-/// abandons the message, so Service Bus redelivers it and dead-letters it after
-/// `maxDeliveryCount` with reason `MaxDeliveryCountExceeded`; the original reason is not lost
-/// because the dispatcher records it first at `deadletters/{queue}/{messageId}.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub reason: String,
-    pub description: String,
 }
 
 impl InvocationResponse {

@@ -41,8 +41,9 @@ use crate::domain::ade::{self, AdeState, ExtensionObservation, OsType, VmObserva
 use crate::domain::kv_access::{self, KeyMode};
 use crate::domain::sweep_plan::{self, Action, Drift, FleetVm, ProtectedItemView, VmPlan};
 use crate::domain::sweep_scope::TagFilter;
+use crate::engine::WorkflowError;
 use crate::handlers::HandlerError;
-use crate::records::{self, status, VmRecord, SWEEP_LATEST_KEY};
+use crate::records::{self, ProtectionStatus, VmRecord, SWEEP_LATEST_KEY};
 use ade_backup_shared::arm::{queries, ArmError, ArmStats, GraphScope, SubscriptionId};
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::state::{
@@ -101,6 +102,13 @@ pub enum SweepError {
     BmsObjectId(String),
     #[error("state store: {0}")]
     State(#[from] StateError),
+    /// Some already-protected VMs could not be recorded; the next run retries them.
+    #[error("{adopted} recorded, {failed} failed (first: {first})")]
+    Adoption {
+        adopted: u64,
+        failed: usize,
+        first: String,
+    },
 }
 
 impl From<SweepError> for HandlerError {
@@ -385,20 +393,9 @@ async fn query_scopes(
 }
 
 async fn bms_object_id(ctx: &Context) -> Result<uuid::Uuid, SweepError> {
-    if let Some(id) = ctx.settings.bms_object_id {
-        return Ok(id);
-    }
-    let arm = ctx.arm.clone();
-    ctx.bms_object_id
-        .get_or_try_init(|| async move {
-            let app = uuid::Uuid::parse_str(kv_access::BACKUP_MANAGEMENT_SERVICE_APP_ID)
-                .map_err(|e| SweepError::BmsObjectId(e.to_string()))?;
-            arm.service_principal_object_id(app)
-                .await
-                .map_err(|e| SweepError::BmsObjectId(e.to_string()))
-        })
+    protect::bms_object_id(ctx)
         .await
-        .copied()
+        .map_err(|e| SweepError::BmsObjectId(crate::engine::chain(&e)))
 }
 
 /// The queries, projected to the columns the sweep reads (smaller pages).
@@ -879,7 +876,7 @@ async fn plan_with_in_flight(
                 let rec =
                     json::get::<VmRecord>(state.as_ref(), &records::vm_record_key(&vm)).await?;
                 Ok::<_, StateError>(rec.and_then(|(r, _)| {
-                    (r.status == status::IN_PROGRESS && now - r.updated_at < stalled)
+                    (r.status == ProtectionStatus::InProgress && now - r.updated_at < stalled)
                         .then(|| vm.canonical())
                 }))
             })
@@ -1235,7 +1232,7 @@ async fn record_drift(
     ctx: &Context,
     p: &VmPlan,
     protected_in_azure: bool,
-) -> Result<(), HandlerError> {
+) -> Result<(), WorkflowError> {
     if p.drift.is_empty() && p.needs_human.is_none() {
         return Ok(());
     }
@@ -1255,7 +1252,7 @@ async fn record_drift(
             obj.insert("sweep".to_string(), sweep.clone());
         }
         if let Some(h) = &needs_human {
-            r.status = status::UNSUPPORTED.to_string();
+            r.status = ProtectionStatus::Unsupported;
             let code = if h.starts_with("unsupported: ") {
                 h.trim_start_matches("unsupported: ")
                     .split(':')
@@ -1267,8 +1264,8 @@ async fn record_drift(
             };
             r.reason = Some(code);
             r.message = Some(h.clone());
-        } else if r.status.is_empty() && protected_in_azure {
-            r.status = status::PROTECTED.to_string();
+        } else if r.status == ProtectionStatus::Unset && protected_in_azure {
+            r.status = ProtectionStatus::Protected;
         }
     })
     .await
@@ -1478,7 +1475,7 @@ async fn adopt_unrecorded(
     d: &Discovery,
     items: &HashMap<String, &ProtectedItemView>,
     plans: &[VmPlan],
-) -> Result<u64, HandlerError> {
+) -> Result<u64, SweepError> {
     // VMs the plan leaves alone: no plan at all (healthy), or drift that is only reported.
     let busy: HashSet<String> = plans
         .iter()
@@ -1534,7 +1531,7 @@ async fn adopt_unrecorded(
             })
         })
         .collect();
-    let results: Vec<Result<(), HandlerError>> = futures::stream::iter(tasks)
+    let results: Vec<Result<(), WorkflowError>> = futures::stream::iter(tasks)
         .buffer_unordered(16)
         .collect()
         .await;
@@ -1545,10 +1542,11 @@ async fn adopt_unrecorded(
     let adopted = (results.len() - failed.len()) as u64;
     if let Some(first) = failed.first() {
         // The next run retries them: their records are still missing.
-        return Err(HandlerError::Transient(format!(
-            "{adopted} recorded, {} failed (first: {first})",
-            failed.len()
-        )));
+        return Err(SweepError::Adoption {
+            adopted,
+            failed: failed.len(),
+            first: first.clone(),
+        });
     }
     Ok(adopted)
 }
@@ -1642,7 +1640,7 @@ async fn reconcile(
             })
         })
         .collect();
-    let results: Vec<(VmPlan, VmResult, Result<(), HandlerError>)> = futures::stream::iter(tasks)
+    let results: Vec<(VmPlan, VmResult, Result<(), WorkflowError>)> = futures::stream::iter(tasks)
         .buffer_unordered(concurrency)
         .collect()
         .await;

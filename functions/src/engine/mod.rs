@@ -1,0 +1,24 @@
+//! The operation engine: what every multi-step workflow (protect, restore) stands on.
+//!
+//! An incoming message names an operation document and a phase. The workflow asks the engine to
+//! load the document ([`load_existing`]), claim the phase's step for this delivery
+//! ([`claim_step`]: done → resend what follows, held → come back when the lease ends), does its
+//! one Azure call, records the result with a conditional write ([`update`], or
+//! [`update_reporting`] when a status goes out once the write landed), and sends the next phase
+//! ([`Phase::send`]), delayed when it polls a long-running Azure operation ([`poll_step`]).
+//! Nothing sleeps; every failure is a [`WorkflowError`] that keeps its source, and the handler
+//! boundary alone decides between redelivery and dead-lettering.
+
+mod claim;
+mod document;
+mod error;
+mod poll;
+mod send;
+
+pub use claim::{claim_step, step_lease, Claimed};
+pub use document::{
+    create, load, load_existing, now, update, update_reporting, Failure, Operation, Reporting,
+};
+pub use error::{chain, ArmResultExt, WorkflowError};
+pub use poll::{poll_step, PendingDetail, PollSpec, Polled};
+pub use send::{claimant, poll_delay, redeliver_at, send_json, Phase};

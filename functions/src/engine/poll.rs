@@ -1,0 +1,85 @@
+//! Polling the long-running Azure operation a step started (its [`PendingOperation`] is kept in
+//! the step's detail). Everything but "it finished" is settled here the same way for every
+//! workflow: already done → resume; nothing recorded → start the step over; still running → poll
+//! again later; failed → the step fails for good; transient → redelivery.
+
+use super::send::poll_delay;
+use super::{Failure, Operation, Phase, WorkflowError};
+use crate::context::Context;
+use ade_backup_shared::arm::{LroOutcome, PendingOperation, PollOutcome};
+
+/// A step whose detail can hold the pending long-running operation it started.
+pub trait PendingDetail {
+    fn pending(&self) -> Option<&PendingOperation>;
+}
+
+/// What to poll and where to go from it.
+pub struct PollSpec<S, P> {
+    pub step: S,
+    /// The phase that starts the step (sent again when no pending operation was recorded).
+    pub start: P,
+    /// This poll's own phase (sent again, later, while the operation runs).
+    pub again: P,
+    /// Names the operation in log lines ("the restore request").
+    pub what: &'static str,
+    /// Failure code when Azure gives none.
+    pub failure_code: &'static str,
+    /// What a human should do when it fails.
+    pub next_action: &'static str,
+}
+
+pub enum Polled {
+    /// The operation finished: the caller records its outcome.
+    Finished(LroOutcome),
+    /// Settled here; the line is for the invocation log.
+    Handled(String),
+}
+
+/// One poll of `spec.step`'s pending operation.
+pub async fn poll_step<O, P>(
+    ctx: &Context,
+    op: &O,
+    spec: PollSpec<O::Step, P>,
+    poll: u32,
+) -> Result<Polled, WorkflowError>
+where
+    O: Operation,
+    O::Detail: PendingDetail,
+    P: Phase<O>,
+{
+    let id = op.id();
+    if op.steps().is_done(spec.step) {
+        op.resume(ctx, spec.step).await?;
+        return Ok(Polled::Handled(format!("{id}: {} already done", spec.what)));
+    }
+    let Some(pending) = op.steps().detail(spec.step).pending().cloned() else {
+        // Lost track (e.g. the start was never recorded): start the step over.
+        spec.start.send(ctx, op, poll, None).await?;
+        return Ok(Polled::Handled(format!(
+            "{id}: no pending {} recorded; restarting the step",
+            spec.what
+        )));
+    };
+    match ctx.arm.poll_once(&pending).await {
+        Ok(PollOutcome::Pending(p)) => {
+            let delay = poll_delay(ctx, p.retry_after);
+            spec.again.send(ctx, op, poll + 1, Some(delay)).await?;
+            Ok(Polled::Handled(format!(
+                "{id}: {} still running",
+                spec.what
+            )))
+        }
+        Ok(PollOutcome::Done(out)) => Ok(Polled::Finished(out)),
+        Err(e) if e.is_transient() => Err(WorkflowError::arm(format!("polling {}", spec.what), e)),
+        Err(e) => {
+            let failure = Failure {
+                code: e.code().unwrap_or(spec.failure_code),
+                message: &e.to_string(),
+                next_action: spec.next_action,
+            };
+            O::fail_step(ctx, id, spec.step, failure)
+                .await
+                .map(Polled::Handled)
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! `BackupVm`: enable protection (refreshing the vault's containers while it cannot see the VM
+//! yet), trigger the first backup, and hand over to [`super::track`]. A crash between the
+//! trigger and its record adopts the backup job already running instead of starting another.
+
+use super::{conclude, track, BackupMessage, BackupPhase};
+use crate::context::Context;
+use crate::engine::{
+    self, claim_step, poll_delay, poll_step, ArmResultExt, Claimed, Phase, PollSpec, Polled,
+    WorkflowError,
+};
+use crate::records::{ProtectDetail, ProtectStep, ProtectionOperation, ProtectionStatus as St};
+use crate::trigger::ServiceBusMessage;
+use ade_backup_shared::arm::recovery_services::{protected_item_id, BackupJobFilter, JobOperation};
+use ade_backup_shared::arm::{ArmError, PendingOperation};
+use ade_backup_shared::ids::ResourceId;
+use serde_json::Value;
+
+/// One `backup-vm` message.
+pub async fn backup(
+    ctx: &Context,
+    msg: &BackupMessage,
+    delivery: &ServiceBusMessage,
+) -> Result<String, WorkflowError> {
+    let op = engine::load_existing::<ProtectionOperation>(ctx, &msg.operation_id).await?;
+    if op.generation != msg.generation || op.is_finished() {
+        return Ok(format!(
+            "{}: stale message (operation is {} generation {})",
+            op.operation_id, op.status, op.generation
+        ));
+    }
+    if msg.poll > ctx.settings.workflow.max_polls {
+        let m = format!(
+            "the {} step did not finish after {} polls",
+            msg.phase.name(),
+            msg.poll
+        );
+        let step = msg.phase.step();
+        conclude(
+            ctx,
+            &op.operation_id,
+            St::Failed,
+            step,
+            "operation-timed-out",
+            &m,
+        )
+        .await?;
+        return Ok(format!("{}: {m}", op.operation_id));
+    }
+    match msg.phase {
+        BackupPhase::Protect => protect(ctx, op, delivery).await,
+        BackupPhase::ProtectPoll => protect_poll(ctx, op, msg.poll).await,
+        BackupPhase::BackupNow => backup_now(ctx, op, delivery).await,
+        BackupPhase::BackupPoll => backup_poll(ctx, op, msg.poll).await,
+        BackupPhase::Track => track::track(ctx, op, msg.poll).await,
+    }
+}
+
+fn policy_id(op: &ProtectionOperation) -> Result<ResourceId, WorkflowError> {
+    op.target
+        .target
+        .vault_id
+        .child("backupPolicies", &op.target.target.policy)
+        .map_err(|e| WorkflowError::poison("InvalidPolicy", e.to_string()))
+}
+
+/// Claims `step` for this delivery (`None`: settled, the line says why).
+async fn claim(
+    ctx: &Context,
+    op: &ProtectionOperation,
+    step: ProtectStep,
+    delivery: &ServiceBusMessage,
+) -> Result<Result<ProtectionOperation, String>, WorkflowError> {
+    let id = op.operation_id.as_str();
+    Ok(
+        match claim_step::<ProtectionOperation>(ctx, id, op.generation, step, delivery).await? {
+            Claimed::Go(op) => Ok(op),
+            Claimed::Settled { line, .. } => Err(line),
+        },
+    )
+}
+
+/// Records the long-running operation a step started and schedules its first poll.
+async fn record_pending(
+    ctx: &Context,
+    op: &ProtectionOperation,
+    step: ProtectStep,
+    pending: PendingOperation,
+    poll_phase: BackupPhase,
+) -> Result<(), WorkflowError> {
+    let delay = poll_delay(ctx, pending.retry_after);
+    let detail = ProtectDetail {
+        pending: Some(pending),
+        ..Default::default()
+    };
+    let op = engine::update::<ProtectionOperation>(ctx, &op.operation_id, |o| {
+        *o.steps.detail_mut(step) = detail.clone();
+        true
+    })
+    .await?;
+    poll_phase.send(ctx, &op, 1, Some(delay)).await
+}
+
+/// Enable protection with the rule's policy, unless the VM is already protected.
+async fn protect(
+    ctx: &Context,
+    op: ProtectionOperation,
+    delivery: &ServiceBusMessage,
+) -> Result<String, WorkflowError> {
+    let step = ProtectStep::EnableProtection;
+    let op = match claim(ctx, &op, step, delivery).await? {
+        Ok(op) => op,
+        Err(line) => return Ok(line),
+    };
+    if let Some(line) = already_protected(ctx, &op).await? {
+        return Ok(line);
+    }
+    let vault = op.target.target.vault_id.clone();
+    let policy = policy_id(&op)?;
+    match ctx.arm.begin_protect_vm(&vault, &op.vm_id, &policy).await {
+        Ok(started) => match started.pending {
+            None => {
+                let id = started.resource.and_then(|r| r.id);
+                let note = "protection enabled".to_string();
+                finish_protect(ctx, op, id, Some(policy.to_string()), note).await
+            }
+            Some(p) => {
+                record_pending(ctx, &op, step, p, BackupPhase::ProtectPoll).await?;
+                Ok(format!("{}: enabling protection", op.operation_id))
+            }
+        },
+        Err(e) if needs_discovery(&e) => refresh_and_retry(ctx, op, e).await,
+        Err(e) if e.is_transient() => Err(WorkflowError::arm("enabling protection", e)),
+        Err(e) => {
+            let code = e.code().unwrap_or("protection-failed").to_string();
+            conclude(
+                ctx,
+                &op.operation_id,
+                St::Failed,
+                step,
+                &code,
+                &e.to_string(),
+            )
+            .await?;
+            Ok(format!(
+                "{}: enabling protection failed: {e}",
+                op.operation_id
+            ))
+        }
+    }
+}
+
+/// Already protected (by us earlier, or by someone with another policy)? The sweep's Graph read
+/// answered that for the first attempt; a retry (maybe after our own PUT) asks Azure.
+async fn already_protected(
+    ctx: &Context,
+    op: &ProtectionOperation,
+) -> Result<Option<String>, WorkflowError> {
+    let first_attempt = op.steps.attempts(ProtectStep::EnableProtection) <= 1;
+    if op.known_unprotected && first_attempt {
+        return Ok(None);
+    }
+    let vault = &op.target.target.vault_id;
+    let item = match ctx.arm.get_protected_item(vault, &op.vm_id).await {
+        Ok(item) => item,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(WorkflowError::arm("reading the protected item", e)),
+    };
+    let state = item.properties.protection_state.clone().unwrap_or_default();
+    if state.is_empty() || crate::domain::sweep_plan::protection_stopped(&state) {
+        return Ok(None);
+    }
+    let theirs = item.properties.policy_id.clone().unwrap_or_default();
+    let ours = policy_id(op)?.to_string();
+    let note = if !theirs.is_empty() && !theirs.eq_ignore_ascii_case(&ours) {
+        format!(
+            "already protected with policy {theirs}; kept it (the rule asked for {})",
+            op.target.target.policy
+        )
+    } else {
+        "already protected".to_string()
+    };
+    let line = finish_protect(ctx, op.clone(), item.id.clone(), Some(theirs), note).await?;
+    Ok(Some(line))
+}
+
+fn needs_discovery(e: &ArmError) -> bool {
+    e.is_not_found()
+        || e.code().is_some_and(|c| {
+            let c = c.to_ascii_lowercase();
+            c.contains("containernotfound")
+                || c.contains("objectnotfound")
+                || c.contains("notdiscovered")
+                || c.contains("protectablenotfound")
+        })
+}
+
+/// The vault has not discovered the VM yet: refresh containers, try again shortly (5 times).
+async fn refresh_and_retry(
+    ctx: &Context,
+    op: ProtectionOperation,
+    e: ArmError,
+) -> Result<String, WorkflowError> {
+    let step = ProtectStep::EnableProtection;
+    let vault = op.target.target.vault_id.clone();
+    ctx.arm
+        .begin_refresh_containers(&vault)
+        .await
+        .doing("refreshing containers")?;
+    let op = engine::update::<ProtectionOperation>(ctx, &op.operation_id, |o| {
+        o.steps.release(step);
+        true
+    })
+    .await?;
+    let attempt = op.steps.get(step).map(|s| s.attempts).unwrap_or(1);
+    if attempt > 5 {
+        let m = format!(
+            "the vault {vault} still cannot see the VM after {attempt} container refreshes: {e}"
+        );
+        let code = e.code().unwrap_or("vm-not-discoverable");
+        conclude(ctx, &op.operation_id, St::Failed, step, code, &m).await?;
+        return Ok(m);
+    }
+    let delay = Some(ctx.settings.workflow.poll_interval);
+    BackupPhase::Protect.send(ctx, &op, attempt, delay).await?;
+    Ok(format!(
+        "{}: refreshed containers; protection retried (attempt {attempt})",
+        op.operation_id
+    ))
+}
+
+async fn finish_protect(
+    ctx: &Context,
+    op: ProtectionOperation,
+    item_id: Option<String>,
+    policy: Option<String>,
+    note: String,
+) -> Result<String, WorkflowError> {
+    let at = engine::now(ctx);
+    let detail = ProtectDetail {
+        note: Some(note.clone()),
+        ..Default::default()
+    };
+    let op = engine::update::<ProtectionOperation>(ctx, &op.operation_id, |o| {
+        o.steps
+            .finish(ProtectStep::EnableProtection, at, Some(detail.clone()));
+        o.azure.protected_item_id = item_id.clone().or(o.azure.protected_item_id.clone());
+        o.azure.policy_id = policy.clone();
+        if note.contains("kept it") && !o.warnings.iter().any(|w| w.starts_with("policy-kept")) {
+            o.warnings.push(format!("policy-kept: {note}"));
+        }
+        o.record(at, St::InProgress, note.clone());
+        true
+    })
+    .await?;
+    BackupPhase::BackupNow.send(ctx, &op, 0, None).await?;
+    Ok(format!("{}: {note}", op.operation_id))
+}
+
+async fn protect_poll(
+    ctx: &Context,
+    op: ProtectionOperation,
+    poll: u32,
+) -> Result<String, WorkflowError> {
+    let spec = PollSpec {
+        step: ProtectStep::EnableProtection,
+        start: BackupPhase::Protect,
+        again: BackupPhase::ProtectPoll,
+        what: "the protection request",
+        failure_code: "protection-failed",
+        next_action: "",
+    };
+    let out = match poll_step(ctx, &op, spec, poll).await? {
+        Polled::Handled(line) => return Ok(line),
+        Polled::Finished(out) => out,
+    };
+    // The item's id: from the final body when it is the item (Location polling), else derived —
+    // its path is fixed by the vault and the VM, no GET needed.
+    let item = out
+        .body
+        .as_ref()
+        .and_then(|b| b.get("id"))
+        .and_then(Value::as_str)
+        .filter(|id| id.to_ascii_lowercase().contains("/protecteditems/"))
+        .map(str::to_string)
+        .or_else(|| {
+            protected_item_id(&op.target.target.vault_id, &op.vm_id)
+                .ok()
+                .map(|id| id.to_string())
+        });
+    let policy = policy_id(&op)?.to_string();
+    finish_protect(
+        ctx,
+        op,
+        item,
+        Some(policy),
+        "protection enabled".to_string(),
+    )
+    .await
+}
+
+/// Trigger the first backup (or adopt the job a crashed attempt started).
+async fn backup_now(
+    ctx: &Context,
+    op: ProtectionOperation,
+    delivery: &ServiceBusMessage,
+) -> Result<String, WorkflowError> {
+    let step = ProtectStep::BackupNow;
+    let op = match claim(ctx, &op, step, delivery).await? {
+        Ok(op) => op,
+        Err(line) => return Ok(line),
+    };
+    // A crash after the trigger and before it was recorded must not start a second backup:
+    // adopt a backup job of this VM that started since the operation began.
+    if let Some(job) = adoptable_job(ctx, &op).await? {
+        return record_job(ctx, op, job, "adopted the backup job already running").await;
+    }
+    let vault = op.target.target.vault_id.clone();
+    let retention = i64::from(ctx.settings.workflow.first_backup_retention_days);
+    let expiry = engine::now(ctx) + chrono::Duration::days(retention);
+    match ctx
+        .arm
+        .begin_backup_now(&vault, &op.vm_id, Some(expiry))
+        .await
+    {
+        Ok(p) => {
+            record_pending(ctx, &op, step, p, BackupPhase::BackupPoll).await?;
+            Ok(format!("{}: backup triggered", op.operation_id))
+        }
+        Err(e) if e.is_transient() => Err(WorkflowError::arm("triggering the backup", e)),
+        Err(e) => {
+            let code = e.code().unwrap_or("backup-failed").to_string();
+            conclude(
+                ctx,
+                &op.operation_id,
+                St::Failed,
+                step,
+                &code,
+                &e.to_string(),
+            )
+            .await?;
+            Ok(format!(
+                "{}: triggering the backup failed: {e}",
+                op.operation_id
+            ))
+        }
+    }
+}
+
+/// A backup job of this VM started since this step was first claimed (only on a retry).
+async fn adoptable_job(
+    ctx: &Context,
+    op: &ProtectionOperation,
+) -> Result<Option<String>, WorkflowError> {
+    let step = ProtectStep::BackupNow;
+    let Some(since) = op.steps.claimed_at(step) else {
+        return Ok(None);
+    };
+    if op.steps.attempts(step) <= 1 {
+        return Ok(None);
+    }
+    let filter = BackupJobFilter {
+        operation: Some(JobOperation::Backup),
+        status: None,
+        start_time: Some(since - chrono::Duration::minutes(5)),
+        end_time: None,
+    };
+    let jobs = ctx
+        .arm
+        .list_backup_jobs(&op.target.target.vault_id, &filter)
+        .await
+        .doing("listing backup jobs")?;
+    let name = op.vm_id.name().to_ascii_lowercase();
+    Ok(jobs
+        .into_iter()
+        .filter(|j| {
+            j.properties
+                .entity_friendly_name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+        })
+        .filter_map(|j| j.name)
+        .next())
+}
+
+async fn record_job(
+    ctx: &Context,
+    op: ProtectionOperation,
+    job_id: String,
+    note: &str,
+) -> Result<String, WorkflowError> {
+    let at = engine::now(ctx);
+    let detail = ProtectDetail {
+        job_id: Some(job_id.clone()),
+        ..Default::default()
+    };
+    let op = engine::update::<ProtectionOperation>(ctx, &op.operation_id, |o| {
+        o.steps
+            .finish(ProtectStep::BackupNow, at, Some(detail.clone()));
+        o.azure.backup_job_id = Some(job_id.clone());
+        o.record(at, St::InProgress, format!("{note}: job {job_id}"));
+        true
+    })
+    .await?;
+    // A backup job takes minutes (seconds in the simulator): a read right now would only say
+    // "InProgress" and spend a token of the subscription's read bucket.
+    let delay = Some(ctx.settings.workflow.poll_interval);
+    BackupPhase::Track.send(ctx, &op, 0, delay).await?;
+    Ok(format!("{}: {note}", op.operation_id))
+}
+
+async fn backup_poll(
+    ctx: &Context,
+    op: ProtectionOperation,
+    poll: u32,
+) -> Result<String, WorkflowError> {
+    let spec = PollSpec {
+        step: ProtectStep::BackupNow,
+        start: BackupPhase::BackupNow,
+        again: BackupPhase::BackupPoll,
+        what: "the backup request",
+        failure_code: "backup-failed",
+        next_action: "",
+    };
+    let out = match poll_step(ctx, &op, spec, poll).await? {
+        Polled::Handled(line) => return Ok(line),
+        Polled::Finished(out) => out,
+    };
+    let job = match out.job_id {
+        Some(job) => Some((job, "backup job started")),
+        None => adoptable_job(ctx, &op)
+            .await?
+            .map(|j| (j, "backup job found")),
+    };
+    match job {
+        Some((job, note)) => record_job(ctx, op, job, note).await,
+        None => {
+            let (code, m) = (
+                "backup-job-unknown",
+                "the backup request finished without a job id",
+            );
+            conclude(
+                ctx,
+                &op.operation_id,
+                St::Failed,
+                ProtectStep::BackupNow,
+                code,
+                m,
+            )
+            .await?;
+            Ok(format!(
+                "{}: backup finished without a job id",
+                op.operation_id
+            ))
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Automatic protection of an ADE VM: evaluate → grant Key Vault access → enable protection →
+//! first backup → track the job until a recovery point exists.
+//!
+//! Messages (all with deterministic `MessageId`s, so Service Bus duplicate detection drops
+//! repeats, and all idempotent on redelivery thanks to the operation document's step claims):
+//! - `vm-encryption-events`: Event Grid events, or our own [`RecheckMessage`] (encryption in progress).
+//! - `grant-key-vault-access`: [`GrantMessage`].
+//! - `backup-vm`: [`BackupMessage`] with a phase; polls are scheduled follow-ups.
+//!
+//! Modules, in the order a VM goes through them: [`observe`] (read and classify the VM, the
+//! per-VM record), [`evaluate`] (rules, placement, open the operation), [`grant`] (Key Vault
+//! access), [`backup`] (enable protection, backup now), [`track`] (the backup job),
+//! [`adopt`] (VMs Azure Backup already protects). This file holds the messages and what the
+//! engine needs to know about a [`ProtectionOperation`].
+
+mod adopt;
+mod backup;
+mod evaluate;
+mod grant;
+mod observe;
+mod track;
+
+pub use adopt::{adopt_protected_vm, record_adoption};
+pub use backup::backup;
+pub use evaluate::{evaluate, evaluate_observed, evaluate_with};
+pub use grant::{bms_object_id, grant};
+pub use observe::{observe_vm, upsert_vm_record, ObservedVm, SweepFacts};
+
+use crate::context::Context;
+use crate::engine::{self, send_json, Failure, Operation, Phase, Reporting, WorkflowError};
+use crate::records::{
+    protect_operation_key, ErrorRecord, ProtectDetail, ProtectStep, ProtectionOperation,
+    ProtectionStatus,
+};
+use ade_backup_shared::ids::ResourceId;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub const RECHECK_KIND: &str = "ade-backup.recheckVm";
+
+/// Our own message on the events queue: look at this VM again (encryption was in progress).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecheckMessage {
+    pub kind: String,
+    pub vm_id: ResourceId,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantMessage {
+    pub operation_id: String,
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupPhase {
+    Protect,
+    ProtectPoll,
+    BackupNow,
+    BackupPoll,
+    Track,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupMessage {
+    pub operation_id: String,
+    pub generation: u32,
+    pub phase: BackupPhase,
+    #[serde(default)]
+    pub poll: u32,
+}
+
+/// Why an evaluation was started.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Event(String),
+    Recheck(u32),
+    Sweep(String),
+}
+
+impl Origin {
+    fn label(&self) -> String {
+        match self {
+            Self::Event(id) => format!("event:{id}"),
+            Self::Recheck(n) => format!("recheck:{n}"),
+            Self::Sweep(run) => format!("sweep:{run}"),
+        }
+    }
+}
+
+impl Phase<ProtectionOperation> for BackupPhase {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Protect => "protect",
+            Self::ProtectPoll => "protect-poll",
+            Self::BackupNow => "backup-now",
+            Self::BackupPoll => "backup-poll",
+            Self::Track => "track",
+        }
+    }
+
+    fn step(self) -> ProtectStep {
+        match self {
+            Self::Protect | Self::ProtectPoll => ProtectStep::EnableProtection,
+            Self::BackupNow | Self::BackupPoll => ProtectStep::BackupNow,
+            Self::Track => ProtectStep::TrackBackupJob,
+        }
+    }
+
+    async fn send(
+        self,
+        ctx: &Context,
+        op: &ProtectionOperation,
+        poll: u32,
+        delay: Option<Duration>,
+    ) -> Result<(), WorkflowError> {
+        let id = format!(
+            "{}-g{}-{}-{poll}",
+            op.operation_id,
+            op.generation,
+            self.name()
+        );
+        let body = BackupMessage {
+            operation_id: op.operation_id.clone(),
+            generation: op.generation,
+            phase: self,
+            poll,
+        };
+        let queue = &ctx.settings.queues.backup_vm;
+        send_json(ctx, queue, &id, &body, delay, Some(&op.operation_id)).await
+    }
+}
+
+/// Sends the grant step of the operation's current generation.
+async fn send_grant(ctx: &Context, op: &ProtectionOperation) -> Result<(), WorkflowError> {
+    let id = format!("{}-g{}-grant", op.operation_id, op.generation);
+    let body = GrantMessage {
+        operation_id: op.operation_id.clone(),
+        generation: op.generation,
+    };
+    let queue = &ctx.settings.queues.grant_key_vault_access;
+    send_json(ctx, queue, &id, &body, None, Some(&op.operation_id)).await
+}
+
+impl Operation for ProtectionOperation {
+    type Id = str;
+    type Step = ProtectStep;
+    type Detail = ProtectDetail;
+    const UNKNOWN: &'static str = "UnknownOperation";
+
+    fn key(id: &str) -> String {
+        protect_operation_key(id)
+    }
+    fn missing(id: &str) -> String {
+        format!("protection operation {id} does not exist")
+    }
+    fn id(&self) -> &str {
+        &self.operation_id
+    }
+    fn steps(&self) -> &crate::domain::steps::Steps<ProtectStep, ProtectDetail> {
+        &self.steps
+    }
+    fn steps_mut(&mut self) -> &mut crate::domain::steps::Steps<ProtectStep, ProtectDetail> {
+        &mut self.steps
+    }
+    fn is_finished(&self) -> bool {
+        ProtectionOperation::is_finished(self)
+    }
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The phase that follows a step that is done.
+    async fn resume(&self, ctx: &Context, step: ProtectStep) -> Result<(), WorkflowError> {
+        if self.is_finished() {
+            return Ok(());
+        }
+        let next = match step {
+            ProtectStep::GrantKeyVaultAccess => BackupPhase::Protect,
+            ProtectStep::EnableProtection => BackupPhase::BackupNow,
+            ProtectStep::BackupNow | ProtectStep::TrackBackupJob => BackupPhase::Track,
+        };
+        next.send(ctx, self, 0, None).await
+    }
+
+    async fn fail_step(
+        ctx: &Context,
+        id: &str,
+        step: ProtectStep,
+        failure: Failure<'_>,
+    ) -> Result<String, WorkflowError> {
+        let st = ProtectionStatus::Failed;
+        conclude(ctx, id, st, step, failure.code, failure.message).await?;
+        Ok(format!(
+            "{id}: {} failed: {}",
+            step.as_str(),
+            failure.message
+        ))
+    }
+}
+
+/// A protection reports its final outcome on the VM's record.
+pub struct Outcome {
+    pub status: ProtectionStatus,
+    pub reason: Option<String>,
+    pub message: String,
+}
+
+impl Reporting for ProtectionOperation {
+    type Report = Outcome;
+
+    async fn publish(&self, ctx: &Context, o: &Outcome) -> Result<(), WorkflowError> {
+        observe::record_outcome(ctx, &self.vm_id, o.status, o.reason.as_deref(), &o.message).await
+    }
+}
+
+/// Ends the operation with a non-success outcome, mirrored on the VM record.
+async fn conclude(
+    ctx: &Context,
+    op_id: &str,
+    st: ProtectionStatus,
+    step: ProtectStep,
+    code: &str,
+    message: &str,
+) -> Result<ProtectionOperation, WorkflowError> {
+    let at = engine::now(ctx);
+    engine::update_reporting::<ProtectionOperation>(ctx, op_id, |op, report| {
+        op.steps.fail(step, at, code, message);
+        op.reason = Some(code.to_string());
+        op.message = Some(message.to_string());
+        op.last_error = Some(ErrorRecord {
+            at,
+            step: step.as_str().to_string(),
+            code: code.to_string(),
+            message: message.to_string(),
+        });
+        op.record(at, st, format!("{code}: {message}"));
+        *report = Some(Outcome {
+            status: st,
+            reason: Some(code.to_string()),
+            message: message.to_string(),
+        });
+        true
+    })
+    .await
+}

@@ -1,0 +1,362 @@
+//! `RestoreVm`: trigger the restore-disks job of the chosen recovery point, learn its job id, and
+//! follow it until the disks and the template are in the staging account. A crash between the
+//! trigger and its record adopts the restore job already running instead of starting another.
+
+use super::{
+    again, fail, open_restore, push, request_of, resend_latest, update_reporting, vault_of,
+    RedeployPhase, RestorePhase, RestoreVmMessage, Why,
+};
+use crate::context::Context;
+use crate::engine::{
+    self, claim_step, poll_delay, poll_step, ArmResultExt, Claimed, Phase, PollSpec, Polled,
+    WorkflowError,
+};
+use crate::records::{RestoreOperation, RestoreStatus, RestoreStep};
+use crate::trigger::ServiceBusMessage;
+use ade_backup_shared::arm::recovery_services::{BackupJobFilter, JobOperation};
+use ade_backup_shared::arm::{
+    BackupJob, EncryptionDetails, RecoveryPoint, ResourceGroupRef, RestoreDisksRequest,
+    SubscriptionId,
+};
+use ade_backup_shared::ids::{ResourceId, TicketId};
+
+const RESTORE_NEXT: &str = "Look at the restore job in the Recovery Services vault (Backup jobs); anything restored so far is kept. If the job failed on a snapshot-tier recovery point of an ADE VM, retry from a vault-tier recovery point (submit a new ticket with that recovery point id).";
+const TIMED_OUT_NEXT: &str = "Look at the restore job in the vault's Backup jobs; when it completed, deploy the template it wrote by hand.";
+
+/// `https://sa.blob.core.windows.net/c/t.json?sv=..&sig=..` → without the query (a SAS is a
+/// credential: never stored, never logged).
+pub fn strip_query(uri: &str) -> String {
+    let cut = uri.find(['?', '#']).unwrap_or(uri.len());
+    uri[..cut].to_string()
+}
+
+/// One `restore-vm` message.
+pub async fn restore_vm(
+    ctx: &Context,
+    msg: &RestoreVmMessage,
+    delivery: &ServiceBusMessage,
+) -> Result<String, WorkflowError> {
+    let op = match open_restore(ctx, msg, TIMED_OUT_NEXT).await? {
+        Ok(op) => op,
+        Err(line) => return Ok(line),
+    };
+    match msg.phase {
+        RestorePhase::Trigger => trigger(ctx, op, delivery).await,
+        RestorePhase::TriggerPoll => trigger_poll(ctx, op, msg.poll).await,
+        RestorePhase::Track => track(ctx, op, msg.poll).await,
+    }
+}
+
+/// The restore request for Azure Backup: the recovery point's keys, the staging account, the
+/// target resource group.
+fn restore_request(
+    op: &RestoreOperation,
+    rp: &RecoveryPoint,
+) -> Result<Result<RestoreDisksRequest, String>, WorkflowError> {
+    let req = request_of(op)?;
+    let ks = rp.properties.key_and_secret.clone().unwrap_or_default();
+    let (bek, kek) = (
+        ks.bek_details.unwrap_or_default(),
+        ks.kek_details.unwrap_or_default(),
+    );
+    let encryption = EncryptionDetails {
+        encryption_enabled: rp.is_encrypted(),
+        kek_url: kek.key_url,
+        secret_key_url: bek.secret_url,
+        kek_vault_id: kek.key_vault_id,
+        secret_key_vault_id: bek.secret_vault_id,
+    };
+    let target = &req.target_resource_group;
+    let target = SubscriptionId::parse(&target.subscription)
+        .and_then(|s| ResourceGroupRef::new(s, &target.name))
+        .map_err(|e| WorkflowError::poison("InvalidRestore", e.to_string()))?;
+    let rp_id = op.azure.recovery_point_id.clone().unwrap_or_default();
+    let region = op.region.clone().unwrap_or_default();
+    let staging = &req.staging_storage_account_id;
+    Ok(
+        match RestoreDisksRequest::new(&rp_id, &req.vm_resource_id, &region, staging) {
+            Ok(r) => Ok(r.target_resource_group(&target).encryption(encryption)),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+}
+
+/// Start the restore-disks job (or adopt the one a crashed attempt started).
+async fn trigger(
+    ctx: &Context,
+    op: RestoreOperation,
+    delivery: &ServiceBusMessage,
+) -> Result<String, WorkflowError> {
+    let (ticket, step) = (op.ticket_id.clone(), RestoreStep::RestoreDisks);
+    let op = match claim_step::<RestoreOperation>(ctx, &ticket, 0, step, delivery).await? {
+        Claimed::Go(op) => op,
+        Claimed::Settled { line, .. } => return Ok(line),
+    };
+    let vault = vault_of(&op)?;
+    let vm = request_of(&op)?.vm_resource_id.clone();
+    // A crash after the trigger and before it was recorded must not start a second restore.
+    if let Some(job) = adoptable_job(ctx, &op, &vault, &vm).await? {
+        let note = "adopted the restore job already running";
+        return record_job(ctx, &ticket, job, note).await;
+    }
+    let rp_id = op.azure.recovery_point_id.clone().unwrap_or_default();
+    let points = ctx
+        .arm
+        .list_recovery_points(&vault, &vm)
+        .await
+        .doing("listing recovery points")?;
+    let Some(rp) = points.iter().find(|p| {
+        p.name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&rp_id))
+    }) else {
+        let m = format!("recovery point {rp_id} expired or was deleted before the restore started");
+        let next = "Submit a new ticket with another recovery point.";
+        return fail(
+            ctx,
+            &ticket,
+            step,
+            super::code::RECOVERY_POINT_NOT_FOUND,
+            &m,
+            next,
+        )
+        .await;
+    };
+    let request = match restore_request(&op, rp)? {
+        Ok(r) => r,
+        Err(m) => {
+            return fail(
+                ctx,
+                &ticket,
+                step,
+                "invalid-restore-request",
+                &m,
+                RESTORE_NEXT,
+            )
+            .await
+        }
+    };
+    match ctx.arm.begin_restore(&vault, &vm, &request).await {
+        Ok(pending) => {
+            let delay = poll_delay(ctx, pending.retry_after);
+            let staging = request_of(&op)?
+                .staging_storage_account_id
+                .name()
+                .to_string();
+            let message = format!(
+                "restoring the disks of recovery point {rp_id} to the staging account {staging}"
+            );
+            let op = update_reporting(ctx, &ticket, |o, sent| {
+                o.steps.detail_mut(step).pending = Some(pending.clone());
+                let st = RestoreStatus::RestoringDisks;
+                *sent = Some(push(
+                    o,
+                    engine::now(ctx),
+                    st,
+                    Some(step),
+                    message.clone(),
+                    Why::default(),
+                ));
+                true
+            })
+            .await?;
+            RestorePhase::TriggerPoll
+                .send(ctx, &op, 1, Some(delay))
+                .await?;
+            Ok(format!("{ticket}: restore triggered"))
+        }
+        Err(e) if e.is_transient() => Err(WorkflowError::arm("triggering the restore", e)),
+        Err(e) => {
+            let c = e.code().unwrap_or("restore-failed").to_string();
+            fail(ctx, &ticket, step, &c, &e.to_string(), RESTORE_NEXT).await
+        }
+    }
+}
+
+/// A restore job of this VM started since this step was first claimed (only on a retry).
+async fn adoptable_job(
+    ctx: &Context,
+    op: &RestoreOperation,
+    vault: &ResourceId,
+    vm: &ResourceId,
+) -> Result<Option<String>, WorkflowError> {
+    let step = RestoreStep::RestoreDisks;
+    if op.steps.attempts(step) <= 1 {
+        return Ok(None);
+    }
+    let since = op
+        .steps
+        .detail(step)
+        .started_at
+        .or(op.steps.claimed_at(step));
+    let Some(since) = since else { return Ok(None) };
+    let since = since - chrono::Duration::minutes(5);
+    let filter = BackupJobFilter {
+        operation: Some(JobOperation::Restore),
+        status: None,
+        start_time: Some(since),
+        end_time: None,
+    };
+    let jobs = ctx
+        .arm
+        .list_backup_jobs(vault, &filter)
+        .await
+        .doing("listing restore jobs")?;
+    let is_ours = |jb: &BackupJob| {
+        let p = &jb.properties;
+        p.operation
+            .as_deref()
+            .is_none_or(|o| o.eq_ignore_ascii_case("Restore"))
+            && p.entity_friendly_name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(vm.name()))
+            && p.start_time.is_none_or(|t| t >= since)
+    };
+    Ok(jobs
+        .into_iter()
+        .filter(is_ours)
+        .filter_map(|jb| jb.name)
+        .next())
+}
+
+async fn record_job(
+    ctx: &Context,
+    ticket: &TicketId,
+    job_id: String,
+    note: &str,
+) -> Result<String, WorkflowError> {
+    let at = engine::now(ctx);
+    let step = RestoreStep::RestoreDisks;
+    let op = engine::update::<RestoreOperation>(ctx, ticket, |o| {
+        o.steps.finish(step, at, None);
+        o.steps.detail_mut(step).job_id = Some(job_id.clone());
+        o.azure.restore_job_id = Some(job_id.clone());
+        true
+    })
+    .await?;
+    RestorePhase::Track.send(ctx, &op, 0, None).await?;
+    Ok(format!("{ticket}: {note}: job {job_id}"))
+}
+
+/// Follow the restore request until it names its job.
+async fn trigger_poll(
+    ctx: &Context,
+    op: RestoreOperation,
+    poll: u32,
+) -> Result<String, WorkflowError> {
+    let ticket = op.ticket_id.clone();
+    let spec = PollSpec {
+        step: RestoreStep::RestoreDisks,
+        start: RestorePhase::Trigger,
+        again: RestorePhase::TriggerPoll,
+        what: "the restore request",
+        failure_code: "restore-failed",
+        next_action: RESTORE_NEXT,
+    };
+    let out = match poll_step(ctx, &op, spec, poll).await? {
+        Polled::Handled(line) => return Ok(line),
+        Polled::Finished(out) => out,
+    };
+    if let Some(job) = out.job_id {
+        return record_job(ctx, &ticket, job, "restore job started").await;
+    }
+    let vault = vault_of(&op)?;
+    let vm = request_of(&op)?.vm_resource_id.clone();
+    match adoptable_job(ctx, &op, &vault, &vm).await? {
+        Some(job) => record_job(ctx, &ticket, job, "restore job found").await,
+        None => {
+            let m = "the restore request finished without naming its job";
+            let step = RestoreStep::RestoreDisks;
+            fail(ctx, &ticket, step, "restore-job-unknown", m, RESTORE_NEXT).await
+        }
+    }
+}
+
+/// Follow the restore job until it ends; on success record the template and go on to deploy.
+async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String, WorkflowError> {
+    let (ticket, step) = (op.ticket_id.clone(), RestoreStep::TrackRestoreJob);
+    if op.steps.is_done(step) {
+        resend_latest(ctx, &op).await?;
+        RedeployPhase::Deploy.send(ctx, &op, 0, None).await?;
+        return Ok(format!("{ticket}: disks already restored"));
+    }
+    let Some(job_id) = op.azure.restore_job_id.clone() else {
+        RestorePhase::Trigger.send(ctx, &op, 0, None).await?;
+        return Ok(format!(
+            "{ticket}: no restore job recorded; back to the trigger"
+        ));
+    };
+    let vault = vault_of(&op)?;
+    let job = ctx
+        .arm
+        .get_backup_job(&vault, &job_id)
+        .await
+        .doing("reading the restore job")?;
+    if !job.is_terminal() {
+        again(ctx, &op, RestorePhase::Track, poll).await?;
+        let st = job.status().unwrap_or("?");
+        return Ok(format!("{ticket}: restore job {job_id} {st}"));
+    }
+    if !job.succeeded() {
+        return job_failed(ctx, &ticket, &job, &job_id).await;
+    }
+    let Some(template) = job.property("Template Blob Uri").map(strip_query) else {
+        let m = format!("restore job {job_id} completed without a Template Blob Uri");
+        let next = "The disks are restored in the staging account / target resource group: create the VM from them by hand and reinstall ADE with the recorded settings.";
+        return fail(ctx, &ticket, step, "restore-template-missing", &m, next).await;
+    };
+    let config = job.property("Config Blob Uri").map(strip_query);
+    let at = engine::now(ctx);
+    let message = format!("restore job {job_id} completed; the VM template is at {template}");
+    let op = update_reporting(ctx, &ticket, |o, sent| {
+        if o.steps.is_done(step) {
+            return false;
+        }
+        o.steps.finish(step, at, None);
+        o.azure.template_blob_uri = Some(template.clone());
+        o.azure.config_blob_uri = config.clone();
+        let st = RestoreStatus::DisksRestored;
+        *sent = Some(push(o, at, st, Some(step), message.clone(), Why::default()));
+        true
+    })
+    .await?;
+    RedeployPhase::Deploy.send(ctx, &op, 0, None).await?;
+    Ok(format!("{ticket}: disks restored"))
+}
+
+/// The restore job failed: the ticket fails with Azure's code and what a human can do.
+async fn job_failed(
+    ctx: &Context,
+    ticket: &TicketId,
+    job: &BackupJob,
+    job_id: &str,
+) -> Result<String, WorkflowError> {
+    let c = job.error_code().unwrap_or("restore-job-failed").to_string();
+    let text = job
+        .properties
+        .error_details
+        .first()
+        .and_then(|e| e.error_string.clone())
+        .unwrap_or_else(|| format!("restore job {job_id} {}", job.status().unwrap_or("?")));
+    let next = if c.eq_ignore_ascii_case("UserErrorEncryptedVmRestoreDiskLimitExceeded") {
+        "Azure Backup cannot restore the ADE settings of VMs with more than 16 disks or a disk over 4097 GB: create the VM from the restored disks by hand and re-enable ADE with the recorded settings (see the restore document's ade)."
+    } else {
+        RESTORE_NEXT
+    };
+    let m = format!("restore job {job_id} failed: {text}");
+    fail(ctx, ticket, RestoreStep::TrackRestoreJob, &c, &m, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sas_is_stripped() {
+        assert_eq!(
+            strip_query("https://sa.blob.core.windows.net/c/t.json?sv=1&sig=SECRET"),
+            "https://sa.blob.core.windows.net/c/t.json"
+        );
+        assert_eq!(strip_query("https://x/y"), "https://x/y");
+    }
+}
