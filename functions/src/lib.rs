@@ -14,6 +14,8 @@
 //! - [`records`]: the documents kept in the state store and their keys.
 //! - [`context`]: what handlers get (state store, sender, settings, clock).
 //! - [`settings`]: environment configuration.
+//! - [`status`], [`sweep_table`]: what `ade-backup status --ticket` and `ade-backup sweep --dry-run`
+//!   print.
 
 pub mod context;
 pub mod domain;
@@ -25,6 +27,7 @@ pub mod local_stack;
 pub mod records;
 pub mod settings;
 pub mod status;
+pub mod sweep_table;
 pub mod trigger;
 pub mod wiring;
 pub mod workflows;

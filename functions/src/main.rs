@@ -142,6 +142,7 @@ async fn run_local(args: local_stack::LocalStackArgs) -> anyhow::Result<()> {
 }
 
 async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    use ade_backup_functions::sweep_table;
     use ade_backup_functions::workflows::sweep;
     // A dry run needs no queue or state writes: sensible defaults let it run from a laptop
     // (ADE_BACKUP_CREDENTIAL=azure-cli ADE_BACKUP_SUBSCRIPTIONS=... ade-backup sweep --dry-run).
@@ -158,7 +159,7 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         let report = sweep::plan_only(&ctx).await?;
         match args.output {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            OutputFormat::Text => print!("{}", sweep::render_table(&report)),
+            OutputFormat::Text => print!("{}", sweep_table::render_table(&report)),
         }
         return Ok(());
     }

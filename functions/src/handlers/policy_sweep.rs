@@ -8,7 +8,7 @@
 use crate::context::Context;
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;
-use crate::workflows::sweep::{self, SweepOutcome};
+use crate::workflows::sweep::{self, SweepError, SweepOutcome};
 
 pub const NAME: &str = "PolicySweep";
 
@@ -53,4 +53,11 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
     };
     out.return_value = serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null);
     Ok(out)
+}
+
+impl From<SweepError> for HandlerError {
+    fn from(e: SweepError) -> Self {
+        // A timer run has no message to dead-letter: every failure is "try again next tick".
+        HandlerError::Transient(crate::engine::chain(&e))
+    }
 }
