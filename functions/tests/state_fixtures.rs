@@ -30,8 +30,8 @@ fn fixtures(prefix: &str) -> Vec<(String, Value)> {
 
 /// Loads `doc` as `T` and checks that writing it back gives the same JSON.
 fn round_trip<T: DeserializeOwned + Serialize>(name: &str, doc: &Value) -> T {
-    let typed: T = serde_json::from_value(doc.clone())
-        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+    let typed: T =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
     let back = serde_json::to_value(&typed).expect("serializes");
     assert_eq!(&back, doc, "{name} is not written back as it was");
     typed
@@ -66,7 +66,10 @@ fn vm_records_load_and_round_trip() {
         assert_eq!(rec.status, doc["status"].as_str().expect("status"));
         seen.push(rec.status);
     }
-    assert!(seen.contains(&ProtectionStatus::Unset), "a record with no status yet");
+    assert!(
+        seen.contains(&ProtectionStatus::Unset),
+        "a record with no status yet"
+    );
     assert!(seen.contains(&ProtectionStatus::Protected));
 }
 
@@ -79,7 +82,10 @@ fn restore_documents_load_and_round_trip() {
         if op.status == RestoreStatus::Completed {
             assert!(op.steps.is_done(RestoreStep::Verify), "{name}");
             let d = op.steps.detail(RestoreStep::RestoreDisks);
-            assert!(d.job_id.is_some() && d.pending.is_some(), "{name}: typed detail");
+            assert!(
+                d.job_id.is_some() && d.pending.is_some(),
+                "{name}: typed detail"
+            );
         }
         for u in &op.history {
             assert_eq!(u.ticket_id, op.ticket_id.as_str());
@@ -92,9 +98,7 @@ fn restore_documents_load_and_round_trip() {
 
 #[test]
 fn a_step_named_by_its_poll_phase_in_older_documents_still_loads() {
-    let (name, mut doc) = fixtures("restore-completed-linux")
-        .pop()
-        .expect("fixture");
+    let (name, mut doc) = fixtures("restore-completed-linux").pop().expect("fixture");
     let last = doc["history"]
         .as_array_mut()
         .and_then(|h| h.last_mut())

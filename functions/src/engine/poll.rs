@@ -83,3 +83,27 @@ where
         }
     }
 }
+
+/// A follow-up that has polled more than `max_polls` times fails its step for good
+/// (`operation-timed-out`). `Some(line)` when it did.
+pub async fn fail_if_overdue<O: Operation, P: Phase<O>>(
+    ctx: &Context,
+    id: &O::Id,
+    phase: P,
+    poll: u32,
+    next_action: &str,
+) -> Result<Option<String>, WorkflowError> {
+    if poll <= ctx.settings.workflow.max_polls {
+        return Ok(None);
+    }
+    let message = format!(
+        "the {} step did not finish after {poll} polls",
+        phase.name()
+    );
+    let failure = Failure {
+        code: "operation-timed-out",
+        message: &message,
+        next_action,
+    };
+    O::fail_step(ctx, id, phase.step(), failure).await.map(Some)
+}

@@ -5,8 +5,8 @@
 use super::{conclude, track, BackupMessage, BackupPhase};
 use crate::context::Context;
 use crate::engine::{
-    self, claim_step, poll_delay, poll_step, ArmResultExt, Claimed, Phase, PollSpec, Polled,
-    WorkflowError,
+    self, claim_step, fail_if_overdue, poll_delay, poll_step, ArmResultExt, Claimed, Phase,
+    PollSpec, Polled, WorkflowError,
 };
 use crate::records::{ProtectDetail, ProtectStep, ProtectionOperation, ProtectionStatus as St};
 use crate::trigger::ServiceBusMessage;
@@ -28,23 +28,11 @@ pub async fn backup(
             op.operation_id, op.status, op.generation
         ));
     }
-    if msg.poll > ctx.settings.workflow.max_polls {
-        let m = format!(
-            "the {} step did not finish after {} polls",
-            msg.phase.name(),
-            msg.poll
-        );
-        let step = msg.phase.step();
-        conclude(
-            ctx,
-            &op.operation_id,
-            St::Failed,
-            step,
-            "operation-timed-out",
-            &m,
-        )
-        .await?;
-        return Ok(format!("{}: {m}", op.operation_id));
+    let id = op.operation_id.as_str();
+    if let Some(line) =
+        fail_if_overdue::<ProtectionOperation, _>(ctx, id, msg.phase, msg.poll, "").await?
+    {
+        return Ok(line);
     }
     match msg.phase {
         BackupPhase::Protect => protect(ctx, op, delivery).await,

@@ -3,7 +3,7 @@
 //! then follow the extension until it is provisioned. The Key Vault is checked again first: a
 //! vault without `enabledForDiskEncryption` leaves the VM unable to fetch its passphrase.
 
-use super::{ade_of, again, code, fail, push, update_reporting, RedeployPhase, Why};
+use super::{ade_of, again, code, fail, kek_clause, push, update_reporting, RedeployPhase, Why};
 use crate::context::Context;
 use crate::domain::ade::{AdeSettings, OsType, ADE_PUBLISHER};
 use crate::engine::{self, claim_step, Claimed, Phase, WorkflowError};
@@ -14,18 +14,7 @@ use ade_backup_shared::ids::{ResourceId, TicketId};
 
 /// What a human does when the reinstall cannot be done automatically.
 pub(super) fn ade_next(ade: &AdeSettings) -> String {
-    let kek = ade
-        .key_encryption_key_url
-        .as_ref()
-        .map(|k| {
-            let vault = ade.kek_vault_resource_id.as_ref();
-            let vault = vault.map(|v| v.to_string()).unwrap_or_default();
-            format!(
-                ", KeyEncryptionKeyURL={}, KekVaultResourceId={vault}",
-                k.as_str()
-            )
-        })
-        .unwrap_or_default();
+    let kek = kek_clause(ade, "=");
     format!(
         "The VM is deployed and kept. Reinstall ADE by hand: extension {} (publisher {ADE_PUBLISHER}) with settings EncryptionOperation=EnableEncryption, KeyVaultURL={}, KeyVaultResourceId={}{kek}, VolumeType={}; then check that the data disks mount.",
         ade.os_type.ade_extension_type(),

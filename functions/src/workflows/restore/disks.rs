@@ -136,41 +136,47 @@ async fn trigger(
             .await
         }
     };
-    match ctx.arm.begin_restore(&vault, &vm, &request).await {
-        Ok(pending) => {
-            let delay = poll_delay(ctx, pending.retry_after);
-            let staging = request_of(&op)?
-                .staging_storage_account_id
-                .name()
-                .to_string();
-            let message = format!(
-                "restoring the disks of recovery point {rp_id} to the staging account {staging}"
-            );
-            let op = update_reporting(ctx, &ticket, |o, sent| {
-                o.steps.detail_mut(step).pending = Some(pending.clone());
-                let st = RestoreStatus::RestoringDisks;
-                *sent = Some(push(
-                    o,
-                    engine::now(ctx),
-                    st,
-                    Some(step),
-                    message.clone(),
-                    Why::default(),
-                ));
-                true
-            })
-            .await?;
-            RestorePhase::TriggerPoll
-                .send(ctx, &op, 1, Some(delay))
-                .await?;
-            Ok(format!("{ticket}: restore triggered"))
-        }
-        Err(e) if e.is_transient() => Err(WorkflowError::arm("triggering the restore", e)),
+    start_job(ctx, &op, &vault, &vm, &request).await
+}
+
+/// Starts the restore-disks job (a non-idempotent Azure call: the step's claim guards it) and
+/// records its pending operation with the `restoring-disks` status.
+async fn start_job(
+    ctx: &Context,
+    op: &RestoreOperation,
+    vault: &ResourceId,
+    vm: &ResourceId,
+    request: &RestoreDisksRequest,
+) -> Result<String, WorkflowError> {
+    let (ticket, step) = (&op.ticket_id, RestoreStep::RestoreDisks);
+    let pending = match ctx.arm.begin_restore(vault, vm, request).await {
+        Ok(p) => p,
+        Err(e) if e.is_transient() => return Err(WorkflowError::arm("triggering the restore", e)),
         Err(e) => {
             let c = e.code().unwrap_or("restore-failed").to_string();
-            fail(ctx, &ticket, step, &c, &e.to_string(), RESTORE_NEXT).await
+            return fail(ctx, ticket, step, &c, &e.to_string(), RESTORE_NEXT).await;
         }
-    }
+    };
+    let delay = poll_delay(ctx, pending.retry_after);
+    let rp_id = op.azure.recovery_point_id.clone().unwrap_or_default();
+    let staging = request_of(op)?
+        .staging_storage_account_id
+        .name()
+        .to_string();
+    let message =
+        format!("restoring the disks of recovery point {rp_id} to the staging account {staging}");
+    let at = engine::now(ctx);
+    let op = update_reporting(ctx, ticket, |o, sent| {
+        o.steps.detail_mut(step).pending = Some(pending.clone());
+        let st = RestoreStatus::RestoringDisks;
+        *sent = Some(push(o, at, st, Some(step), message.clone(), Why::default()));
+        true
+    })
+    .await?;
+    RestorePhase::TriggerPoll
+        .send(ctx, &op, 1, Some(delay))
+        .await?;
+    Ok(format!("{ticket}: restore triggered"))
 }
 
 /// A restore job of this VM started since this step was first claimed (only on a retry).

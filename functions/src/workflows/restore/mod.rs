@@ -380,17 +380,25 @@ async fn open_restore<P: Phase<RestoreOperation>>(
     if op.status.is_final() {
         return Ok(Err(format!("{}: already {}", op.ticket_id, op.status)));
     }
-    if msg.poll > ctx.settings.workflow.max_polls {
-        let m = format!(
-            "the {} step did not finish after {} polls",
-            msg.phase.name(),
-            msg.poll
-        );
-        let step = msg.phase.step();
-        let line = fail(ctx, &op.ticket_id, step, code::TIMED_OUT, &m, next_action).await?;
+    let overdue = engine::fail_if_overdue(ctx, &op.ticket_id, msg.phase, msg.poll, next_action);
+    if let Some(line) = overdue.await? {
         return Ok(Err(line));
     }
     Ok(Ok(op))
+}
+
+/// `, KeyEncryptionKeyURL{sep}…, KekVaultResourceId{sep}…` when the VM has a KEK, for the
+/// instructions a human follows to re-enable ADE by hand.
+fn kek_clause(ade: &AdeSettings, sep: &str) -> String {
+    let Some(kek) = &ade.key_encryption_key_url else {
+        return String::new();
+    };
+    let vault = ade.kek_vault_resource_id.as_ref();
+    let vault = vault.map(|v| v.to_string()).unwrap_or_default();
+    format!(
+        ", KeyEncryptionKeyURL{sep}{}, KekVaultResourceId{sep}{vault}",
+        kek.as_str()
+    )
 }
 
 /// Sends again the same phase later (a long-running thing is still running).

@@ -3,8 +3,8 @@
 //! Vault a restored VM can fetch its secret from, the staging account's region, and a recovery
 //! point that matches the request. Each rule that fails is a [`Refusal`] naming the field.
 
-use super::code;
 use super::submit::Refusal;
+use super::{code, kek_clause};
 use crate::context::Context;
 use crate::domain::ade::AdeSettings;
 use crate::domain::restore_request::{RecoveryPointChoice, RestoreRequest};
@@ -130,18 +130,7 @@ fn restore_limit(record: &VmRecord, ade: &AdeSettings) -> Option<Refusal> {
     if limits.is_empty() {
         return None;
     }
-    let kek = ade
-        .key_encryption_key_url
-        .as_ref()
-        .map(|k| {
-            let vault = ade.kek_vault_resource_id.as_ref();
-            let vault = vault.map(|v| v.to_string()).unwrap_or_default();
-            format!(
-                ", KeyEncryptionKeyURL {}, KekVaultResourceId {vault}",
-                k.as_str()
-            )
-        })
-        .unwrap_or_default();
+    let kek = kek_clause(ade, " ");
     Some(Refusal::new(
         code::ADE_RESTORE_LIMIT,
         "vmResourceId",
