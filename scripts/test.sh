@@ -7,7 +7,7 @@ if [ -f package-lock.json ] && [ ! -x node_modules/.bin/azurite-blob ]; then
   echo "== installing Azurite (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-# Benchmarks (functions/benches, harness = false) print figures and are run on purpose with
+# Benchmarks (tests/benches, harness = false) print figures and are run on purpose with
 # `cargo bench`, so the suite names the test targets explicitly instead of --all-targets.
 echo "== cargo test --workspace (lib, bins, tests)"
 cargo test --workspace --lib --bins --tests "$@"

@@ -3,7 +3,7 @@
 //! redelivered, and the work resumes without repeating what Azure already did.
 
 use ade_backup_shared::messaging::OutboundMessage;
-use ade_backup_tests::sim_stack::{SimStack, S1};
+use ade_backup_test_support::sim_stack::{SimStack, S1};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -52,14 +52,14 @@ fn crash_inside(doc: &mut Value, step: &str) {
 
 #[tokio::test]
 async fn crash_after_the_access_policy_write_does_not_write_it_again() {
-    let mut stack = encrypted_stack().await;
+    let stack = encrypted_stack().await;
     stack.deliver(&web_lnx_02_event("evt-1"), 1).await;
     // Deliver the grant (it writes the access policy), but stop before BackupVm runs.
-    let grant = stack.take_next().expect("grant message");
+    let grant = stack.pump.take_next().expect("grant message");
     assert_eq!(grant.queue, "grant-key-vault-access");
     stack.deliver(&grant, 1).await;
     assert_eq!(stack.sim.stats().writes.access_policy_writes, 1);
-    stack.lose_pending();
+    stack.pump.lose_pending();
     // The crash: the write happened, the step was never recorded as done.
     let key = op_key(&stack);
     let mut doc = stack.state.json(&key).expect("operation");
@@ -81,7 +81,7 @@ async fn crash_after_the_access_policy_write_does_not_write_it_again() {
 
 #[tokio::test]
 async fn crash_after_backup_now_adopts_the_running_job() {
-    let mut stack = encrypted_stack().await;
+    let stack = encrypted_stack().await;
     stack.deliver(&web_lnx_02_event("evt-2"), 1).await;
     // Run until the backup-now step is recorded, then stop before tracking the job.
     stack
@@ -102,7 +102,7 @@ async fn crash_after_backup_now_adopts_the_running_job() {
     doc["azure"]["backupJobId"] = Value::Null;
     stack.state.put_json(&key, &doc);
     // The crashed invocation never sent its follow-up; its own message is redelivered.
-    stack.lose_pending();
+    stack.pump.lose_pending();
     let generation = doc["generation"].as_u64().unwrap_or(0);
     let op_id = doc["operationId"].as_str().expect("id").to_string();
     let body =
@@ -132,13 +132,13 @@ async fn crash_after_backup_now_adopts_the_running_job() {
 
 #[tokio::test]
 async fn crash_before_the_fan_out_is_repaired_by_redelivery() {
-    let mut stack = encrypted_stack().await;
+    let stack = encrypted_stack().await;
     let event = web_lnx_02_event("evt-3");
     stack.deliver(&event, 1).await;
     // The crash: the operation was written, the grant message was never sent.
-    assert_eq!(stack.lose_pending(), 1);
+    assert_eq!(stack.pump.lose_pending(), 1);
     stack.deliver(&event, 2).await;
-    assert_eq!(stack.pending_len(), 1, "the grant is sent again");
+    assert_eq!(stack.pump.pending(), 1, "the grant is sent again");
     stack.pump(200).await;
     let s = stack.sim.stats();
     assert_eq!(
@@ -153,12 +153,12 @@ async fn crash_before_the_fan_out_is_repaired_by_redelivery() {
 
 #[tokio::test]
 async fn unknown_vm_event_is_acknowledged_without_azure_writes() {
-    let mut stack = encrypted_stack().await;
+    let stack = encrypted_stack().await;
     stack
         .deliver(&ade_event("rg-app-plain", "does-not-exist", "evt-4"), 1)
         .await;
     stack.pump(200).await;
     let s = stack.sim.stats();
     assert_eq!(s.writes.protection_puts + s.writes.access_policy_writes, 0);
-    assert!(stack.dead_lettered().is_empty());
+    assert!(stack.pump.dead_lettered().is_empty());
 }

@@ -3,7 +3,8 @@
 use ade_backup_functions::records::{restore_key, RestoreOperation, RestoreStep};
 use ade_backup_functions::status;
 use ade_backup_shared::ids::{ResourceId, TicketId};
-use ade_backup_tests::sim_stack::*;
+use ade_backup_sim::WriteStats;
+use ade_backup_test_support::sim_stack::*;
 use serde_json::{json, Value};
 
 fn request(ticket: &str, vm: &str, extra: Value) -> Vec<u8> {
@@ -36,7 +37,7 @@ fn doc(stack: &SimStack, ticket: &str) -> RestoreOperation {
     .expect("a restore document")
 }
 
-fn statuses(stack: &mut SimStack, ticket: &str) -> Vec<String> {
+fn statuses(stack: &SimStack, ticket: &str) -> Vec<String> {
     stack
         .replies(REPLY_QUEUE)
         .into_iter()
@@ -45,8 +46,8 @@ fn statuses(stack: &mut SimStack, ticket: &str) -> Vec<String> {
         .collect()
 }
 
-async fn submit(stack: &mut SimStack, id: &str, body: Vec<u8>) {
-    stack.enqueue("restore-requests", id, body);
+async fn submit(stack: &SimStack, id: &str, body: Vec<u8>) {
+    stack.pump.enqueue("restore-requests", id, body);
     stack.pump(2000).await;
 }
 
@@ -67,15 +68,25 @@ async fn disk_codes(stack: &SimStack, vm: &str) -> Vec<String> {
         .collect()
 }
 
+/// Restores, deployments and extension PUTs the simulator accepted since `before`.
+fn restore_writes_since(stack: &SimStack, before: &WriteStats) -> (u64, u64, u64) {
+    let w = stack.sim.stats().writes;
+    (
+        w.restores - before.restores,
+        w.deployments - before.deployments,
+        w.extension_puts - before.extension_puts,
+    )
+}
+
 #[tokio::test]
 async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     let rec = stack.protect(&vm).await;
     assert_eq!(rec["status"], "protected", "{rec}");
     let before = stack.sim.stats().writes;
     submit(
-        &mut stack,
+        &stack,
         "req-1",
         request("INC-1001", &vm, json!({"targetVmName": "web-lnx-01-r"})),
     )
@@ -84,7 +95,7 @@ async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
     let op = doc(&stack, "INC-1001");
     assert_eq!(op.status, "completed", "{:#?}", op.history);
     assert_eq!(
-        statuses(&mut stack, "INC-1001"),
+        statuses(&stack, "INC-1001"),
         [
             "accepted",
             "restoring-disks",
@@ -110,7 +121,17 @@ async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
     assert!(!template.contains('?'), "no SAS stored: {template}");
     assert!(!op.azure.restored_disk_ids.is_empty());
 
-    let codes = disk_codes(&stack, &new_vm).await;
+    assert_ade_reinstalled_for_data_disks(&stack, &new_vm).await;
+
+    assert_eq!(restore_writes_since(&stack, &before), (1, 1, 1));
+
+    assert_status_cli_reads(&stack).await;
+}
+
+/// The restored Linux VM's data disks are encrypted again by a reinstalled ADE extension
+/// (`VolumeType` Data: the OS disk stays as it was).
+async fn assert_ade_reinstalled_for_data_disks(stack: &SimStack, new_vm: &str) {
+    let codes = disk_codes(stack, new_vm).await;
     assert_eq!(codes.len(), 3, "{codes:?}");
     assert_eq!(
         codes[0], "EncryptionState/notEncrypted",
@@ -124,7 +145,7 @@ async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
         .ctx
         .arm
         .get_vm_extension(
-            &ResourceId::parse(&new_vm).expect("id"),
+            &ResourceId::parse(new_vm).expect("id"),
             "AzureDiskEncryptionForLinux",
         )
         .await
@@ -135,18 +156,10 @@ async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
     assert!(settings["KeyVaultResourceId"]
         .as_str()
         .is_some_and(|s| s.ends_with("/kv-ade-ap-weu")));
+}
 
-    let w = stack.sim.stats().writes;
-    assert_eq!(
-        (
-            w.restores - before.restores,
-            w.deployments - before.deployments,
-            w.extension_puts - before.extension_puts
-        ),
-        (1, 1, 1)
-    );
-
-    // status CLI material
+/// The status CLI's material: INC-1001 is found and rendered, an unknown ticket is not.
+async fn assert_status_cli_reads(stack: &SimStack) {
     let found = status::ticket_status(
         stack.state.as_ref(),
         &TicketId::parse("INC-1001").expect("ticket"),
@@ -170,10 +183,10 @@ async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
 
 #[tokio::test]
 async fn linux_kek_restore_reinstalls_ade_with_the_kek() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-db", "db-lnx-01");
     assert_eq!(stack.protect(&vm).await["status"], "protected");
-    submit(&mut stack, "req-kek", request("INC-KEK", &vm, json!({}))).await;
+    submit(&stack, "req-kek", request("INC-KEK", &vm, json!({}))).await;
     let op = doc(&stack, "INC-KEK");
     assert_eq!(op.status, "completed", "{:#?}", op.history);
     let new_vm = vm_id(S1, "rg-restore", "db-lnx-01-restored");
@@ -200,14 +213,14 @@ async fn linux_kek_restore_reinstalls_ade_with_the_kek() {
 
 #[tokio::test]
 async fn windows_restore_needs_no_reinstall_and_reports_the_power_state() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-win-01");
     assert_eq!(stack.protect(&vm).await["status"], "protected");
     let puts = stack.sim.stats().writes.extension_puts;
-    submit(&mut stack, "req-win", request("INC-WIN", &vm, json!({}))).await;
+    submit(&stack, "req-win", request("INC-WIN", &vm, json!({}))).await;
     let op = doc(&stack, "INC-WIN");
     assert_eq!(
-        statuses(&mut stack, "INC-WIN"),
+        statuses(&stack, "INC-WIN"),
         [
             "accepted",
             "restoring-disks",
@@ -232,7 +245,7 @@ async fn windows_restore_needs_no_reinstall_and_reports_the_power_state() {
 
 #[tokio::test]
 async fn point_in_time_takes_the_newest_point_strictly_before() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-win-01");
     stack.protect(&vm).await;
     let points = stack
@@ -258,7 +271,7 @@ async fn point_in_time_takes_the_newest_point_strictly_before() {
     let (at, _) = times[times.len() - 2];
     let (_, expected) = times[times.len() - 3].clone();
     submit(
-        &mut stack,
+        &stack,
         "req-pit",
         request(
             "INC-PIT",
@@ -274,19 +287,23 @@ async fn point_in_time_takes_the_newest_point_strictly_before() {
 
 #[tokio::test]
 async fn duplicate_submissions_and_redeliveries_do_not_restore_twice() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     stack.protect(&vm).await;
     let before = stack.sim.stats().writes;
     let body = request("INC-DUP", &vm, json!({}));
     // The same request twice at once (different MessageIds: two submissions), then once more
     // after completion.
-    stack.enqueue("restore-requests", "dup-a", body.clone());
-    stack.enqueue("restore-requests", "dup-b", body.clone());
+    stack
+        .pump
+        .enqueue("restore-requests", "dup-a", body.clone());
+    stack
+        .pump
+        .enqueue("restore-requests", "dup-b", body.clone());
     stack.pump(2000).await;
     assert_eq!(doc(&stack, "INC-DUP").status, "completed");
     let n = stack.replies(REPLY_QUEUE).len();
-    submit(&mut stack, "dup-c", body).await;
+    submit(&stack, "dup-c", body).await;
     let replies = stack.replies(REPLY_QUEUE);
     assert_eq!(replies.len(), n + 1);
     let (m, u) = replies.last().expect("reply");
@@ -299,7 +316,7 @@ async fn duplicate_submissions_and_redeliveries_do_not_restore_twice() {
 
     // Every worker message delivered again (a redelivery after a lost lock): nothing new.
     let again: Vec<_> = stack
-        .sender
+        .pump
         .sent()
         .into_iter()
         .filter(|m| m.queue == "restore-vm" || m.queue == "redeploy-vm")
@@ -309,15 +326,7 @@ async fn duplicate_submissions_and_redeliveries_do_not_restore_twice() {
         stack.deliver(m, 2).await;
     }
     stack.pump(2000).await;
-    let w = stack.sim.stats().writes;
-    assert_eq!(
-        (
-            w.restores - before.restores,
-            w.deployments - before.deployments,
-            w.extension_puts - before.extension_puts
-        ),
-        (1, 1, 1)
-    );
+    assert_eq!(restore_writes_since(&stack, &before), (1, 1, 1));
     let op = doc(&stack, "INC-DUP");
     assert_eq!(op.status, "completed");
     assert_eq!(op.history.len(), 6, "{:#?}", op.history);
@@ -325,11 +334,11 @@ async fn duplicate_submissions_and_redeliveries_do_not_restore_twice() {
 
 #[tokio::test]
 async fn a_crash_between_the_restore_trigger_and_its_record_adopts_the_job() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     stack.protect(&vm).await;
     let before = stack.sim.stats().writes.restores;
-    stack.enqueue(
+    stack.pump.enqueue(
         "restore-requests",
         "crash-1",
         request("INC-CRASH", &vm, json!({})),
@@ -342,7 +351,7 @@ async fn a_crash_between_the_restore_trigger_and_its_record_adopts_the_job() {
     stack.store.heal();
     assert_eq!(stack.sim.stats().writes.restores - before, 1);
     assert!(matches!(
-        stack.deliveries.last().map(|d| &d.outcome),
+        stack.pump.deliveries().last().map(|d| &d.outcome),
         Some(ade_backup_functions::handlers::Outcome::Failed {
             dead_letter: None,
             ..
@@ -365,12 +374,12 @@ async fn a_crash_between_the_restore_trigger_and_its_record_adopts_the_job() {
 
 #[tokio::test]
 async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     stack.protect(&vm).await;
     // Redeploying under the source VM's own name in its own resource group: ARM refuses.
     submit(
-        &mut stack,
+        &stack,
         "req-fail",
         request(
             "INC-FAIL",
@@ -391,7 +400,7 @@ async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
     let err = op.last_error.expect("the Azure error is recorded");
     assert!(err.message.contains("already exists"), "{}", err.message);
     assert_eq!(
-        statuses(&mut stack, "INC-FAIL").last().map(String::as_str),
+        statuses(&stack, "INC-FAIL").last().map(String::as_str),
         Some("failed")
     );
     // Nothing cleaned up: the template and job stay recorded.
@@ -402,8 +411,8 @@ async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
 async fn a_vm_protected_before_ade_backup_is_adopted_and_restored() {
     // web-lnx-01 was protected by Azure Backup before ade-backup existed: no VM record. The
     // request records its ADE settings from the live VM and restores it.
-    let mut stack = SimStack::start().await;
-    restore_web_lnx_01(&mut stack, "INC-ADOPT", "web-lnx-01-a").await;
+    let stack = SimStack::start().await;
+    restore_web_lnx_01(&stack, "INC-ADOPT", "web-lnx-01-a").await;
 }
 
 #[tokio::test]
@@ -412,7 +421,7 @@ async fn a_vm_the_sweep_recorded_is_restorable_after_it_is_deleted() {
     // settings from Resource Graph (adopting it when healthy; in the sample fleet its recovery
     // point is stale, so the repair it starts records them); the VM is then deleted — the usual
     // reason for a restore — and nothing is left to read the settings from.
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     let summary = match ade_backup_functions::workflows::sweep::run(&stack.ctx)
         .await
@@ -430,12 +439,12 @@ async fn a_vm_the_sweep_recorded_is_restorable_after_it_is_deleted() {
     let rec = stack.state.json(&key).expect("record");
     assert_eq!(rec["status"], "protected", "{rec}");
     stack.sim.delete_vm(&vm).expect("delete the VM");
-    restore_web_lnx_01(&mut stack, "INC-DELETED", "web-lnx-01-r").await;
+    restore_web_lnx_01(&stack, "INC-DELETED", "web-lnx-01-r").await;
 }
 
 /// Restores web-lnx-01 (Linux, ADE on kv-ade-ap-weu) under `ticket` and checks the restore
 /// completed with the recorded ADE settings and one ADE reinstall.
-async fn restore_web_lnx_01(stack: &mut SimStack, ticket: &str, target_name: &str) {
+async fn restore_web_lnx_01(stack: &SimStack, ticket: &str, target_name: &str) {
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     submit(
         stack,

@@ -3,7 +3,7 @@
 use ade_backup_functions::handlers::Outcome;
 use ade_backup_functions::records::{restore_key, RestoreOperation};
 use ade_backup_shared::ids::TicketId;
-use ade_backup_tests::sim_stack::*;
+use ade_backup_test_support::sim_stack::*;
 use serde_json::{json, Value};
 
 fn request(ticket: &str, vm: &str, extra: Value) -> Value {
@@ -33,13 +33,13 @@ fn doc(stack: &SimStack, ticket: &str) -> Option<RestoreOperation> {
 
 /// Submits and returns the last status update sent for `ticket`.
 async fn answer(
-    stack: &mut SimStack,
+    stack: &SimStack,
     ticket: &str,
     body: &Value,
 ) -> ade_backup_functions::records::RestoreStatusUpdate {
-    stack.enqueue(
+    stack.pump.enqueue(
         "restore-requests",
-        &format!("msg-{ticket}-{}", stack.deliveries.len()),
+        &format!("msg-{ticket}-{}", stack.pump.deliveries().len()),
         serde_json::to_vec(body).expect("json"),
     );
     stack.pump(2000).await;
@@ -52,35 +52,31 @@ async fn answer(
         .unwrap_or_else(|| panic!("no answer for {ticket}"))
 }
 
-#[tokio::test]
-async fn each_rule_rejects_with_its_code_and_field() {
-    let mut stack = SimStack::start().await;
-    let vm = vm_id(S1, "rg-app-web", "web-win-01");
-    stack.protect(&vm).await;
-    let restores = stack.sim.stats().writes.restores;
+/// (ticket, request for `vm`, expected rejection code, expected field): one case per rule.
+fn rejection_cases(vm: &str) -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let other_sub = format!("/subscriptions/{S2}/resourceGroups/rg-restore");
-    let cases: Vec<(&str, Value, &str, &str)> = vec![
+    vec![
         (
             "R-REPLACE",
-            request("R-REPLACE", &vm, json!({"restoreType": "replaceExisting"})),
+            request("R-REPLACE", vm, json!({"restoreType": "replaceExisting"})),
             "unsupported-restore-type",
             "restoreType",
         ),
         (
             "R-CREATE",
-            request("R-CREATE", &vm, json!({"restoreType": "createVm"})),
+            request("R-CREATE", vm, json!({"restoreType": "createVm"})),
             "unsupported-restore-type",
             "restoreType",
         ),
         (
             "R-FILE",
-            request("R-FILE", &vm, json!({"restoreType": "fileLevel"})),
+            request("R-FILE", vm, json!({"restoreType": "fileLevel"})),
             "unsupported-restore-type",
             "restoreType",
         ),
         (
             "R-XSUB",
-            request("R-XSUB", &vm, json!({"targetResourceGroup": other_sub})),
+            request("R-XSUB", vm, json!({"targetResourceGroup": other_sub})),
             "cross-subscription",
             "targetResourceGroup",
         ),
@@ -88,7 +84,7 @@ async fn each_rule_rejects_with_its_code_and_field() {
             "R-FORBID",
             request(
                 "R-FORBID",
-                &vm,
+                vm,
                 json!({"targetResourceGroup": format!("/subscriptions/{S1}/resourceGroups/rg-secret")}),
             ),
             "forbidden",
@@ -96,7 +92,7 @@ async fn each_rule_rejects_with_its_code_and_field() {
         ),
         (
             "R-RPID",
-            request("R-RPID", &vm, json!({"recoveryPoint": "123456789"})),
+            request("R-RPID", vm, json!({"recoveryPoint": "123456789"})),
             "recovery-point-not-found",
             "recoveryPoint",
         ),
@@ -104,7 +100,7 @@ async fn each_rule_rejects_with_its_code_and_field() {
             "R-RPOLD",
             request(
                 "R-RPOLD",
-                &vm,
+                vm,
                 json!({"recoveryPoint": {"before": "2001-01-01T00:00:00Z"}}),
             ),
             "recovery-point-not-found",
@@ -122,13 +118,21 @@ async fn each_rule_rejects_with_its_code_and_field() {
         ),
         (
             "R-BADFIELD",
-            request("R-BADFIELD", &vm, json!({"targetVmName": "-bad name"})),
+            request("R-BADFIELD", vm, json!({"targetVmName": "-bad name"})),
             "invalid-field",
             "targetVmName",
         ),
-    ];
-    for (ticket, body, code, field) in cases {
-        let u = answer(&mut stack, ticket, &body).await;
+    ]
+}
+
+#[tokio::test]
+async fn each_rule_rejects_with_its_code_and_field() {
+    let stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-win-01");
+    stack.protect(&vm).await;
+    let restores = stack.sim.stats().writes.restores;
+    for (ticket, body, code, field) in rejection_cases(&vm) {
+        let u = answer(&stack, ticket, &body).await;
         assert_eq!(u.status, "rejected", "{ticket}: {u:?}");
         assert_eq!(
             (u.reason.as_deref(), u.field.as_deref()),
@@ -151,7 +155,8 @@ async fn each_rule_rejects_with_its_code_and_field() {
     );
     // Answered, never dead-lettered.
     assert!(stack
-        .deliveries
+        .pump
+        .deliveries()
         .iter()
         .filter(|d| d.queue == "restore-requests")
         .all(|d| matches!(d.outcome, Outcome::Completed(_))));
@@ -159,19 +164,19 @@ async fn each_rule_rejects_with_its_code_and_field() {
 
 #[tokio::test]
 async fn a_message_without_a_readable_ticket_is_dead_lettered_with_the_reason() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-win-01");
     for (id, body) in [
         ("no-ticket-1", request("bad/ticket", &vm, json!({}))),
         ("no-ticket-2", json!({"hello": "world"})),
     ] {
-        stack.enqueue(
+        stack.pump.enqueue(
             "restore-requests",
             id,
             serde_json::to_vec(&body).expect("json"),
         );
         stack.pump(10).await;
-        let d = stack.deliveries.last().expect("delivered");
+        let d = stack.pump.deliveries().pop().expect("delivered");
         match &d.outcome {
             Outcome::Failed {
                 dead_letter: Some(dl),
@@ -197,11 +202,11 @@ async fn a_message_without_a_readable_ticket_is_dead_lettered_with_the_reason() 
 
 #[tokio::test]
 async fn a_reused_ticket_with_another_request_is_a_conflict_and_changes_nothing() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-win-01");
     stack.protect(&vm).await;
     let first = answer(
-        &mut stack,
+        &stack,
         "INC-C",
         &request("INC-C", &vm, json!({"recoveryPoint": "123"})),
     )
@@ -210,7 +215,7 @@ async fn a_reused_ticket_with_another_request_is_a_conflict_and_changes_nothing(
     let before = doc(&stack, "INC-C").expect("document");
     let replies_before = stack.replies(REPLY_QUEUE).len();
     let u = answer(
-        &mut stack,
+        &stack,
         "INC-C",
         &request("INC-C", &vm, json!({"targetVmName": "other"})),
     )
@@ -222,7 +227,7 @@ async fn a_reused_ticket_with_another_request_is_a_conflict_and_changes_nothing(
     assert_eq!(doc(&stack, "INC-C").expect("document"), before, "untouched");
     // The original request again: its existing status, no new document entry.
     let again = answer(
-        &mut stack,
+        &stack,
         "INC-C",
         &request("INC-C", &vm, json!({"recoveryPoint": "123"})),
     )
@@ -233,7 +238,7 @@ async fn a_reused_ticket_with_another_request_is_a_conflict_and_changes_nothing(
 
 #[tokio::test]
 async fn vault_and_disk_limit_rules_need_azure_and_the_protection_record() {
-    let mut stack = SimStack::start().await;
+    let stack = SimStack::start().await;
     // Over the ADE restore limits: protection records the warning, the restore is refused with
     // what to do by hand.
     let big = vm_id(S1, "rg-app-big", "big-lnx-manydisks");
@@ -242,7 +247,7 @@ async fn vault_and_disk_limit_rules_need_azure_and_the_protection_record() {
         rec["warnings"].to_string().contains("ade-restore-limit"),
         "{rec}"
     );
-    let u = answer(&mut stack, "INC-BIG", &request("INC-BIG", &big, json!({}))).await;
+    let u = answer(&stack, "INC-BIG", &request("INC-BIG", &big, json!({}))).await;
     assert_eq!(
         u.reason.as_deref(),
         Some("ade-restore-limit"),
@@ -258,7 +263,7 @@ async fn vault_and_disk_limit_rules_need_azure_and_the_protection_record() {
     let legacy = vm_id(S2, "rg-legacy", "legacy-win-01");
     stack.protect(&legacy).await;
     let u = answer(
-        &mut stack,
+        &stack,
         "INC-KV",
         &request(
             "INC-KV",

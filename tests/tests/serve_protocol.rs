@@ -5,7 +5,8 @@ use ade_backup_functions::context::Context;
 use ade_backup_functions::handler_fn;
 use ade_backup_functions::handlers::{FunctionSpec, HandlerError, HandlerOutput, Registry};
 use ade_backup_functions::host::protocol::{TriggerInput, TriggerSpec};
-use ade_backup_tests::{spawn_app, spawn_app_with};
+use ade_backup_test_support::receipt::record_message_receipt;
+use ade_backup_test_support::{spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -78,7 +79,7 @@ async fn healthz_lists_the_functions() {
 
 /// Records every message it gets (the scaffold handler), under a test-only name.
 async fn receipt(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
-    ade_backup_functions::handlers::record_message_receipt("Receipt", input, ctx).await
+    record_message_receipt("Receipt", input, ctx).await
 }
 
 fn with_receipt() -> Registry {

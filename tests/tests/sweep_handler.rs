@@ -1,9 +1,10 @@
 //! The `PolicySweep` timer function through the real custom-handler server, against the simulator.
 
 use ade_backup_functions::handlers::Registry;
-use ade_backup_functions::host::server;
 use ade_backup_sim::SimOptions;
-use ade_backup_tests::sweep_support::{healthy_fleet, Harness};
+use ade_backup_test_support::serve;
+use ade_backup_test_support::simulator::healthy_fleet;
+use ade_backup_test_support::sweep_harness::Harness;
 use serde_json::{json, Value};
 
 fn timer_payload() -> Value {
@@ -18,33 +19,20 @@ fn timer_payload() -> Value {
 }
 
 async fn invoke(h: &Harness) -> (u16, Value) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let ctx = h.ctx.clone();
-    let srv = tokio::spawn(server::run(
-        listener,
-        Registry::production(),
-        ctx,
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let served = serve(Registry::production(), h.ctx.clone()).await;
     let resp = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client")
-        .post(format!("http://{addr}/PolicySweep"))
+        .post(format!("{}/PolicySweep", served.address))
         .json(&timer_payload())
         .send()
         .await
         .expect("server answers");
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("json body");
-    let _ = tx.send(());
-    let _ = srv.await;
+    let _ = served.shutdown.send(());
+    let _ = served.server.await;
     (status, body)
 }
 

@@ -10,7 +10,8 @@ use ade_backup_shared::state::{LeaseId, StateStore};
 use ade_backup_sim::fleet::{Ade, BackupPolicy, Protection, Retention, Schedule};
 use ade_backup_sim::scenario::{Action as SimAction, Scenario, TimedAction};
 use ade_backup_sim::{run_scenario, Fleet, SimOptions};
-use ade_backup_tests::sweep_support::{healthy_fleet, quick_durations, vm_id, Harness};
+use ade_backup_test_support::simulator::{healthy_fleet, quick_durations, vault_id, vm_id};
+use ade_backup_test_support::sweep_harness::Harness;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ fn ade_vms(f: &Fleet) -> Vec<&ade_backup_sim::fleet::Vm> {
 }
 
 fn id_of(v: &ade_backup_sim::fleet::Vm) -> ResourceId {
-    vm_id(&v.subscription, &v.resource_group, &v.name)
+    ResourceId::parse(&vm_id(&v.subscription, &v.resource_group, &v.name)).expect("valid VM id")
 }
 
 fn total_writes(h: &Harness) -> u64 {
@@ -241,12 +242,8 @@ async fn last_job_failed_with_the_key_vault_permission_code_regrants_and_backs_u
         .find(|v| uses_vault(v, "kv-ap-0-0"))
         .expect("a VM on kv-ap-0-0");
     let vm = id_of(victim);
-    let vault = ResourceId::parse(&ade_backup_tests::sweep_support::vault_id(
-        &victim.subscription,
-        "rg-backup",
-        "rsv-0-0",
-    ))
-    .expect("vault");
+    let vault =
+        ResourceId::parse(&vault_id(&victim.subscription, "rg-backup", "rsv-0-0")).expect("vault");
     let remove = Scenario {
         name: "remove".into(),
         actions: vec![TimedAction {

@@ -2,24 +2,23 @@
 //! numbers; asserts nothing. Reproduce with:
 //!
 //! ```text
-//! cargo bench -p ade-backup-functions --bench sweep_fleet --profile dev -- unchanged
-//! cargo bench -p ade-backup-functions --bench sweep_fleet --profile dev -- protect
-//! cargo bench -p ade-backup-functions --bench sweep_fleet --profile dev -- subscription
+//! cargo bench -p ade-backup-tests --bench sweep_fleet --profile dev -- unchanged
+//! cargo bench -p ade-backup-tests --bench sweep_fleet --profile dev -- protect
+//! cargo bench -p ade-backup-tests --bench sweep_fleet --profile dev -- subscription
 //! ```
 //! (`--profile dev` keeps the build cheap on small machines; the numbers are bound by ARM-style
 //! throttling, not CPU. Drop it for an optimised build.) The simulator runs in the same process,
 //! so peak RSS includes its world.
 
-#[path = "../../tests/src/sweep_support.rs"]
-#[allow(dead_code)]
-mod sweep_support;
-
 use ade_backup_functions::workflows::sweep::{self, SweepOutcome};
-use ade_backup_sim::SimOptions;
+use ade_backup_sim::{SimOptions, SimStats, Simulator};
+use ade_backup_test_support::pump::PumpReport;
+use ade_backup_test_support::simulator::{healthy_fleet, uniform_durations};
+use ade_backup_test_support::sweep_harness::Harness;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use sweep_support::{healthy_fleet, Harness};
+use tokio::task::JoinHandle;
 
 const SEED: u64 = 20240501;
 
@@ -46,17 +45,7 @@ fn options() -> SimOptions {
         time_scale: 1.0,
         throttling: true,
         // Jobs as short as the simulator allows, so the throttle, not job duration, bounds the run.
-        durations: ade_backup_sim::Durations {
-            backup_snapshot_secs: 1,
-            backup_transfer_secs: 1,
-            restore_secs: 1,
-            configure_protection_secs: 1,
-            refresh_secs: 1,
-            ade_extension_secs: 1,
-            other_extension_secs: 1,
-            deployment_secs: 1,
-            lro_accept_secs: 1,
-        },
+        durations: uniform_durations(1),
         ..Default::default()
     }
 }
@@ -136,6 +125,24 @@ async fn unchanged(subs: usize, vms: usize, label: &str) {
     );
 }
 
+/// What one `protect` run measured.
+struct ProtectRun {
+    subs: usize,
+    vms: usize,
+    needing: usize,
+    summary: sweep::SweepSummary,
+    /// The sweep's own run, and the simulator's calls by then.
+    sweep_wall: Duration,
+    sweep_sim_calls: u64,
+    report: PumpReport,
+    /// Until every protection finished (first backup included).
+    wall: Duration,
+    first_write: Duration,
+    writes_done: Duration,
+    sim: SimStats,
+    usage: sweep::ArmUsage,
+}
+
 async fn protect(subs: usize, vms: usize, needing: usize) {
     let h = Harness::start(
         healthy_fleet(subs, vms, SEED, needing),
@@ -151,26 +158,7 @@ async fn protect(subs: usize, vms: usize, needing: usize) {
     h.sim.reset_stats();
     let before = h.ctx.arm.stats();
     let t = Instant::now();
-    // Watches the simulator for the moment every needed write (protection PUT + backup-now per
-    // VM) has been accepted: the work the throttle bound is about.
-    let watcher = {
-        let sim = h.sim.clone();
-        let expected = 2 * needing as u64;
-        tokio::spawn(async move {
-            let mut first_write = None;
-            loop {
-                let w = sim.stats().writes;
-                let done = w.protection_puts + w.backup_now_calls;
-                if done > 0 && first_write.is_none() {
-                    first_write = Some(t.elapsed());
-                }
-                if done >= expected {
-                    return (first_write, t.elapsed());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let watcher = watch_writes(h.sim.clone(), 2 * needing as u64, t);
     // The queue is consumed while the sweep still fans out, as Service Bus triggers would.
     let producing = Arc::new(AtomicBool::new(true));
     let pump = {
@@ -180,10 +168,10 @@ async fn protect(subs: usize, vms: usize, needing: usize) {
                 .await
         })
     };
-    let s = one_sweep(&h).await;
+    let summary = one_sweep(&h).await;
     producing.store(false, Ordering::SeqCst);
     let sweep_wall = t.elapsed();
-    let sweep_stats = h.sim.stats();
+    let sweep_sim_calls = h.sim.stats().calls.values().sum::<u64>();
     let report = pump.await.expect("pump task");
     let wall = t.elapsed();
     let (first_write, writes_done) = tokio::time::timeout(Duration::from_secs(5), watcher)
@@ -191,10 +179,50 @@ async fn protect(subs: usize, vms: usize, needing: usize) {
         .ok()
         .and_then(Result::ok)
         .unwrap_or((None, wall));
-    let first_write = first_write.unwrap_or_default();
-    let sim = h.sim.stats();
-    let after = h.ctx.arm.stats();
-    let usage = sweep::ArmUsage::between(&before, &after);
+    print_protect(&ProtectRun {
+        subs,
+        vms,
+        needing,
+        summary,
+        sweep_wall,
+        sweep_sim_calls,
+        report,
+        wall,
+        first_write: first_write.unwrap_or_default(),
+        writes_done,
+        sim: h.sim.stats(),
+        usage: sweep::ArmUsage::between(&before, &h.ctx.arm.stats()),
+    });
+}
+
+/// Watches the simulator for the moment every needed write (protection PUT + backup-now per VM)
+/// has been accepted: the work the throttle bound is about. Resolves to (first write, all
+/// `expected` writes), both since `t`.
+fn watch_writes(
+    sim: Simulator,
+    expected: u64,
+    t: Instant,
+) -> JoinHandle<(Option<Duration>, Duration)> {
+    tokio::spawn(async move {
+        let mut first_write = None;
+        loop {
+            let w = sim.stats().writes;
+            let done = w.protection_puts + w.backup_now_calls;
+            if done > 0 && first_write.is_none() {
+                first_write = Some(t.elapsed());
+            }
+            if done >= expected {
+                return (first_write, t.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+fn print_protect(r: &ProtectRun) {
+    let (subs, vms, needing) = (r.subs, r.vms, r.needing);
+    let (s, sim, usage, report) = (&r.summary, &r.sim, &r.usage, &r.report);
+    let (wall, first_write, writes_done) = (r.wall, r.first_write, r.writes_done);
     let w = &sim.writes;
     let writes = w.access_policy_writes
         + w.role_assignment_writes
@@ -214,10 +242,10 @@ async fn protect(subs: usize, vms: usize, needing: usize) {
     );
     println!(
         "sweep run: {:.2} s, outcomes {:?}, {} ARM calls while it ran ({} on the simulator; the workers already run alongside: {:?})",
-        sweep_wall.as_secs_f64(),
+        r.sweep_wall.as_secs_f64(),
         s.outcomes,
         s.arm.calls,
-        sweep_stats.calls.values().sum::<u64>(),
+        r.sweep_sim_calls,
         s.arm.calls_by_operation
     );
     println!(

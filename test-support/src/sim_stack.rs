@@ -1,0 +1,212 @@
+//! The stepwise stack of the restore and crash tests: [`SimStack`] runs the real handlers against
+//! the real Azure simulator (sample fleet, on an ephemeral port), with a [`QueuePump`] that the
+//! test drives one step at a time. Pumping delivers what the handlers sent to the function bound
+//! to its queue, earliest scheduled first, advancing the simulator's clock to each message's
+//! scheduled time (the handlers' manual clock follows); messages for other queues (status
+//! replies, notifications) are kept for the test to read. Also owns the sample fleet's ids and
+//! the stack's settings.
+
+use crate::flaky_store::FlakyStore;
+use crate::pump::{PumpOptions, QueuePump, Step};
+use crate::simulator::spawn_simulator;
+use ade_backup_functions::context::{Context, ManualClock};
+use ade_backup_functions::handlers::{Outcome, Registry};
+use ade_backup_functions::records::RestoreStatusUpdate;
+use ade_backup_functions::settings::Settings;
+use ade_backup_shared::arm::{ArmClient, ArmClientOptions, RetryPolicy};
+use ade_backup_shared::credential::{AccessToken, StaticToken};
+use ade_backup_shared::messaging::OutboundMessage;
+use ade_backup_shared::state::MemoryStateStore;
+use ade_backup_sim::{Fleet, SimOptions, Simulator};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::simulator::vm_id;
+
+pub const S1: &str = "3f2b6c1e-8a4d-4e6f-9b21-5c7d8e9fa011";
+pub const S2: &str = "9c4e2a7b-1d3f-4b8a-a6c5-2e0f1d7b8c22";
+pub const RSV_WEU: &str = "/subscriptions/3f2b6c1e-8a4d-4e6f-9b21-5c7d8e9fa011/resourceGroups/rg-backup/providers/Microsoft.RecoveryServices/vaults/rsv-weu";
+pub const RSV_NEU: &str = "/subscriptions/9c4e2a7b-1d3f-4b8a-a6c5-2e0f1d7b8c22/resourceGroups/rg-backup/providers/Microsoft.RecoveryServices/vaults/rsv-neu";
+pub const STAGING_WEU: &str = "/subscriptions/3f2b6c1e-8a4d-4e6f-9b21-5c7d8e9fa011/resourceGroups/rg-backup/providers/Microsoft.Storage/storageAccounts/stadebkpweu";
+pub const STAGING_NEU: &str = "/subscriptions/9c4e2a7b-1d3f-4b8a-a6c5-2e0f1d7b8c22/resourceGroups/rg-backup/providers/Microsoft.Storage/storageAccounts/stadebkpneu";
+/// The queue the tests' ticketing system listens on.
+pub const REPLY_QUEUE: &str = "ticket-status";
+
+pub struct SimStack {
+    pub sim: Simulator,
+    pub ctx: Context,
+    pub state: Arc<MemoryStateStore>,
+    pub store: Arc<FlakyStore>,
+    /// The handlers' sender: every message sent, what is queued, every delivery.
+    pub pump: Arc<QueuePump>,
+    pub clock: Arc<ManualClock>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Settings for the stack: protection rules and a restore allowlist over the sample fleet, a
+/// 5-minute poll interval; `extra` overrides or adds variables.
+pub fn stack_settings(
+    arm: &str,
+    bms: &str,
+    extra: &[(&str, &str)],
+) -> Result<Settings, ade_backup_functions::settings::SettingsError> {
+    let rules = format!(
+        r#"{{"rules": [
+            {{"name": "s1", "match": {{"subscription": "{S1}"}}, "vaultId": "{RSV_WEU}", "policy": "DefaultPolicy"}},
+            {{"name": "s2", "match": {{"subscription": "{S2}"}}, "vaultId": "{RSV_NEU}", "policy": "DefaultPolicy"}}
+        ]}}"#
+    );
+    let allow = format!(
+        r#"{{"entries": [
+            {{"subscription": "{S1}", "resourceGroups": ["rg-restore", "rg-backup", "rg-app-web"]}},
+            {{"subscription": "{S2}", "resourceGroups": ["rg-restore", "rg-backup"]}}
+        ]}}"#
+    );
+    let mut vars: BTreeMap<String, String> = [
+        ("ADE_BACKUP_STATE", "fs:/nonexistent/ade-backup-sim-stack"),
+        (
+            "ADE_BACKUP_SERVICEBUS_ENDPOINT",
+            "https://test.servicebus.windows.net/",
+        ),
+        ("ADE_BACKUP_ARM_ENDPOINT", arm),
+        ("ADE_BACKUP_GRAPH_ENDPOINT", arm),
+        ("ADE_BACKUP_BMS_OBJECT_ID", bms),
+        ("ADE_BACKUP_SUBSCRIPTIONS", &format!("{S1},{S2}")),
+        ("ADE_BACKUP_PROTECTION_RULES", &rules),
+        ("ADE_BACKUP_RESTORE_ALLOWLIST", &allow),
+        ("ADE_BACKUP_POLL_INTERVAL_MS", "300000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_lookup(|k| vars.get(k).cloned())
+}
+
+impl SimStack {
+    /// Sample fleet, no throttling, simulated time advanced by the pump.
+    pub async fn start() -> SimStack {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[(&str, &str)]) -> SimStack {
+        let (sim, url, tx) = spawn_simulator(
+            Fleet::sample(),
+            SimOptions {
+                throttling: false,
+                ..SimOptions::default()
+            },
+        )
+        .await;
+        let base = url.to_string();
+        let settings = stack_settings(&base, &sim.backup_management_object_id(), extra)
+            .expect("stack settings are valid");
+        let state = Arc::new(MemoryStateStore::new());
+        let store = Arc::new(FlakyStore::new(state.clone()));
+        let pump = Arc::new(QueuePump::new(
+            &Registry::production(),
+            PumpOptions::service_bus(),
+        ));
+        let clock = Arc::new(ManualClock::new(sim.now()));
+        let ctx = Context {
+            state: store.clone(),
+            sender: pump.clone(),
+            settings: Arc::new(settings),
+            clock: clock.clone(),
+            arm: Arc::new(sim_arm_client(&base)),
+            bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
+        };
+        SimStack {
+            sim,
+            ctx,
+            state,
+            store,
+            pump,
+            clock,
+            _shutdown: tx,
+        }
+    }
+
+    /// What the pump drives in this stack.
+    pub fn step(&self) -> Step<'_> {
+        Step {
+            ctx: &self.ctx,
+            sim: &self.sim,
+            clock: &self.clock,
+        }
+    }
+
+    /// Delivers one message now (no duplicate detection), returning the outcome.
+    pub async fn deliver(&self, message: &OutboundMessage, delivery_count: u32) -> Outcome {
+        self.pump
+            .deliver(self.step(), message, delivery_count)
+            .await
+    }
+
+    /// Delivers everything until nothing is left (or `max` deliveries). Returns how many.
+    pub async fn pump(&self, max: usize) -> usize {
+        self.pump.pump(self.step(), max).await
+    }
+
+    /// Like [`SimStack::pump`], but stops (leaving it queued) before delivering the first
+    /// message `stop` matches: a test can halt "between two steps".
+    pub async fn pump_until(&self, max: usize, stop: impl Fn(&OutboundMessage) -> bool) -> usize {
+        self.pump.pump_until(self.step(), max, stop).await
+    }
+
+    /// Status updates sent to `queue`, in send order.
+    pub fn replies(&self, queue: &str) -> Vec<(OutboundMessage, RestoreStatusUpdate)> {
+        self.pump
+            .unrouted()
+            .into_iter()
+            .filter(|m| m.queue == queue)
+            .map(|m| {
+                let update = serde_json::from_slice(&m.body).expect("a status update");
+                (m, update)
+            })
+            .collect()
+    }
+
+    /// Protects `vm` with the real protection workflow (as if its encryption event arrived) and
+    /// pumps until it settles. Returns the VM record.
+    pub async fn protect(&self, vm: &str) -> serde_json::Value {
+        let id = ade_backup_shared::ids::ResourceId::parse(vm).expect("vm id");
+        self.clock.set(self.sim.now());
+        ade_backup_functions::workflows::protect::evaluate(
+            &self.ctx,
+            &id,
+            ade_backup_functions::workflows::protect::Origin::Sweep("test".into()),
+        )
+        .await
+        .expect("evaluation");
+        self.pump(500).await;
+        self.state
+            .json(&ade_backup_functions::records::vm_record_key(&id))
+            .expect("a VM record")
+    }
+}
+
+/// An ARM client on the simulator at `base`, with short retries (the simulator does not throttle
+/// here).
+fn sim_arm_client(base: &str) -> ArmClient {
+    ArmClient::new(
+        url::Url::parse(base).expect("sim url"),
+        Arc::new(StaticToken(AccessToken::new("sim-token"))),
+        ArmClientOptions {
+            graph_endpoint: url::Url::parse(base).expect("sim url"),
+            blob_endpoint: Some(url::Url::parse(&format!("{base}/_blob/")).expect("blob url")),
+            retry: RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+                max_elapsed: Duration::from_secs(5),
+                max_retry_after: Duration::from_millis(50),
+            },
+            ..Default::default()
+        },
+    )
+    .expect("arm client")
+}
