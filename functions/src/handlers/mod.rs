@@ -5,11 +5,14 @@
 //! its trigger and handler. [`dispatch`] runs a handler and turns its result into an [`Outcome`]
 //! that the HTTP adapter (`host::server`) renders.
 //!
-//! Failure contract (the README repeats it):
+//! Failure contract (the README repeats it). A failure is classified once, here, by
+//! [`HandlerError::disposition`] (a workflow's [`WorkflowError`] keeps its source until then, and
+//! the Azure error behind it is logged with its code and status):
 //! - `Ok` → 200; the host completes the message.
-//! - [`HandlerError::Transient`] → 500 with the error in `Logs`; the host abandons the message,
-//!   Service Bus redelivers it (`DeliveryCount` + 1) and dead-letters it after `maxDeliveryCount`.
-//! - [`HandlerError::Poison`] → the reason is first recorded at
+//! - [`Disposition::Transient`] → 500 with the error chain in `Logs`; the host abandons the
+//!   message, Service Bus redelivers it (`DeliveryCount` + 1) and dead-letters it after
+//!   `maxDeliveryCount`.
+//! - [`Disposition::Poison`] → the reason is first recorded at
 //!   `deadletters/{queue}/{messageId}.json`, then 500 with `ReturnValue: {"deadLetter": {"reason",
 //!   "description"}}`. The embedded local host dead-letters at once with that reason; the Azure
 //!   host ignores `ReturnValue` on failure, so there Service Bus dead-letters after
