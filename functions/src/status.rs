@@ -69,6 +69,15 @@ pub fn render_text(op: &RestoreOperation) -> String {
     for w in &op.warnings {
         let _ = writeln!(out, "warning:        {}", cell(w));
     }
+    if let Some(e) = &op.reply_error {
+        let seqs: Vec<String> = op.undelivered.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            out,
+            "reply failed:   status {} not delivered; retried with the next status: {}",
+            seqs.join(", "),
+            cell(e)
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -125,6 +134,8 @@ mod tests {
             warnings: vec![],
             region: None,
             last_error: None,
+            undelivered: vec![],
+            reply_error: None,
         };
         op.push_status(
             at,

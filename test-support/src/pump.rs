@@ -110,6 +110,8 @@ struct Queues {
     /// (queue, message id) → when it was first delivered (within the window).
     seen: HashMap<(String, String), DateTime<Utc>>,
     seq: u64,
+    /// Queues whose sends fail the way Service Bus answers a queue that does not exist.
+    refused: Vec<String>,
 }
 
 impl Queues {
@@ -160,6 +162,12 @@ pub struct QueuePump {
 impl MessageSender for QueuePump {
     async fn send(&self, message: OutboundMessage) -> Result<(), MessagingError> {
         let mut q = lock(&self.queues);
+        if q.refused.contains(&message.queue) {
+            return Err(MessagingError::Rejected {
+                status: 404,
+                body: format!("queue {} does not exist", message.queue),
+            });
+        }
         q.sent.push(message.clone());
         if self.routes.contains_key(&message.queue) {
             q.push(message, 1);
@@ -185,6 +193,16 @@ impl QueuePump {
             options,
             queues: Mutex::default(),
         }
+    }
+
+    /// From now on, sends to `queue` fail (404, as for a queue that does not exist); `accept`
+    /// undoes it.
+    pub fn refuse(&self, queue: &str) {
+        lock(&self.queues).refused.push(queue.to_string());
+    }
+
+    pub fn accept(&self, queue: &str) {
+        lock(&self.queues).refused.retain(|q| q != queue);
     }
 
     /// Every message the handlers sent, in send order (queued, delivered or not).

@@ -11,10 +11,11 @@ use crate::pump::{PumpOptions, QueuePump, Step};
 use crate::simulator::spawn_simulator;
 use ade_backup_functions::context::{Context, ManualClock};
 use ade_backup_functions::handlers::{Outcome, Registry};
-use ade_backup_functions::records::RestoreStatusUpdate;
+use ade_backup_functions::records::{restore_key, RestoreOperation, RestoreStatusUpdate};
 use ade_backup_functions::settings::Settings;
 use ade_backup_shared::arm::{ArmClient, ArmClientOptions, RetryPolicy};
 use ade_backup_shared::credential::{AccessToken, StaticToken};
+use ade_backup_shared::ids::TicketId;
 use ade_backup_shared::messaging::OutboundMessage;
 use ade_backup_shared::state::MemoryStateStore;
 use ade_backup_sim::{Fleet, SimOptions, Simulator};
@@ -209,4 +210,43 @@ fn sim_arm_client(base: &str) -> ArmClient {
         },
     )
     .expect("arm client")
+}
+
+/// Restore requests, driven through the stack.
+impl SimStack {
+    /// The restore document of `ticket`, if ade-backup recorded one.
+    pub fn restore_doc(&self, ticket: &str) -> Option<RestoreOperation> {
+        let t = TicketId::parse(ticket).expect("ticket");
+        self.state
+            .json(&restore_key(&t))
+            .map(|v| serde_json::from_value(v).expect("a restore document"))
+    }
+
+    /// Puts a restore request on `restore-requests` (message id `id`) and pumps until quiet.
+    pub async fn submit(&self, id: &str, body: &serde_json::Value) {
+        let body = serde_json::to_vec(body).expect("json");
+        self.pump.enqueue("restore-requests", id, body);
+        self.pump(2000).await;
+    }
+}
+
+/// A valid restore request for `vm` (latest recovery point, into `rg-restore`, staging in the
+/// vault's region, answered on [`REPLY_QUEUE`]), with the fields of `extra` set or replaced.
+pub fn restore_request(ticket: &str, vm: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "version": 1,
+        "ticketId": ticket,
+        "vmResourceId": vm,
+        "recoveryPoint": "latest",
+        "targetResourceGroup": format!("/subscriptions/{S1}/resourceGroups/rg-restore"),
+        "stagingStorageAccountId": STAGING_WEU,
+        "requestedBy": "jane@contoso.com",
+        "replyTo": REPLY_QUEUE
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    v
 }

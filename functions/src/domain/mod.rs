@@ -4,6 +4,7 @@ pub mod ade;
 pub mod events;
 pub mod kv_access;
 pub mod restore_request;
+pub mod restore_template;
 pub mod rules;
 pub mod steps;
 pub mod sweep_plan;

@@ -100,6 +100,18 @@ pub struct RestoreAzureIds {
     pub deployment_name: Option<String>,
 }
 
+impl RestoreAzureIds {
+    /// What a ticket may see: everything but the staging blobs' URIs (whoever can write to the
+    /// staging account must not learn where the template ade-backup deploys is kept).
+    pub fn for_ticket(&self) -> Self {
+        Self {
+            template_blob_uri: None,
+            config_blob_uri: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// One status message to the ticketing system (also kept in the restore document's history).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -151,6 +163,13 @@ pub struct RestoreOperation {
     /// The Azure error behind a `failed` status.
     #[serde(default)]
     pub last_error: Option<ErrorRecord>,
+    /// Status updates `replyTo` did not accept (their sequence numbers); sent again with the next
+    /// status. A reply that cannot be delivered never stops the restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undelivered: Vec<u32>,
+    /// Why the last status could not be sent to `replyTo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_error: Option<String>,
 }
 
 impl RestoreOperation {
@@ -172,7 +191,7 @@ impl RestoreOperation {
             reason: None,
             field: None,
             next_action: None,
-            azure: self.azure.clone(),
+            azure: self.azure.for_ticket(),
         };
         self.status = status;
         self.updated_at = now;

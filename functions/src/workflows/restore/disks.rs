@@ -313,7 +313,13 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
     };
     let config = job.property("Config Blob Uri").map(strip_query);
     let at = engine::now(ctx);
-    let message = format!("restore job {job_id} completed; the VM template is at {template}");
+    let staging = request_of(&op)?
+        .staging_storage_account_id
+        .name()
+        .to_string();
+    let message = format!(
+        "restore job {job_id} completed; the disks and the VM template are in the staging account {staging}"
+    );
     let op = update_reporting(ctx, &ticket, |o, sent| {
         if o.steps.is_done(step) {
             return false;

@@ -28,6 +28,7 @@ mod ade;
 mod disks;
 mod redeploy;
 mod submit;
+mod template;
 mod validate;
 mod verify;
 
@@ -64,6 +65,7 @@ pub mod code {
     pub const STAGING_NOT_FOUND: &str = "staging-storage-account-not-found";
     pub const STAGING_REGION: &str = "staging-storage-account-region";
     pub const TIMED_OUT: &str = "operation-timed-out";
+    pub const TARGET_EXISTS: &str = "target-exists";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,9 +267,9 @@ impl Operation for RestoreOperation {
 impl Reporting for RestoreOperation {
     type Report = RestoreStatusUpdate;
 
-    /// Sends one status update to the ticketing system's queue.
+    /// Sends the update (and any earlier one `replyTo` did not accept) to the ticketing system.
     async fn publish(&self, ctx: &Context, u: &RestoreStatusUpdate) -> Result<(), WorkflowError> {
-        send_status(ctx, self.reply_to.as_deref(), u).await
+        deliver(ctx, self, Some(u)).await
     }
 }
 
@@ -327,22 +329,61 @@ async fn update_reporting(
 /// Sends one status update to the ticketing system's queue.
 async fn send_status(
     ctx: &Context,
-    reply_to: Option<&str>,
+    queue: &str,
     update: &RestoreStatusUpdate,
 ) -> Result<(), WorkflowError> {
-    let Some(queue) = reply_to else {
-        return Ok(());
-    };
     let id = format!("{}-{}-{}", update.ticket_id, update.sequence, update.status);
     send_json(ctx, queue, &id, update, None, Some(&update.ticket_id)).await
 }
 
-/// Re-sends the latest status (same id: Service Bus drops it inside its duplicate window).
-async fn resend_latest(ctx: &Context, op: &RestoreOperation) -> Result<(), WorkflowError> {
-    if let Some(last) = op.history.last() {
-        send_status(ctx, op.reply_to.as_deref(), last).await?;
+/// Sends `latest` to `replyTo`, after the updates an earlier attempt could not deliver (same
+/// message ids: Service Bus drops what did arrive). A reply that fails is recorded on the ticket
+/// (`undelivered`, `replyError`, shown by `ade-backup status`) and tried again with the next
+/// status; it never fails the step that produced it.
+async fn deliver(
+    ctx: &Context,
+    op: &RestoreOperation,
+    latest: Option<&RestoreStatusUpdate>,
+) -> Result<(), WorkflowError> {
+    let Some(queue) = op.reply_to.as_deref() else {
+        return Ok(());
+    };
+    let mut due: Vec<&RestoreStatusUpdate> = op
+        .history
+        .iter()
+        .filter(|u| op.undelivered.contains(&u.sequence))
+        .collect();
+    due.extend(latest.filter(|l| !op.undelivered.contains(&l.sequence)));
+    let mut failed = Vec::new();
+    let mut last_error = None;
+    for u in due {
+        if let Err(e) = send_status(ctx, queue, u).await {
+            tracing::warn!(ticket = %op.ticket_id, sequence = u.sequence, "status not delivered to replyTo {queue}: {}", engine::chain(&e));
+            failed.push(u.sequence);
+            last_error = Some(format!(
+                "status {} ({}) not delivered to {queue}: {}",
+                u.sequence,
+                u.status,
+                engine::chain(&e)
+            ));
+        }
     }
+    if failed == op.undelivered && last_error.is_none() == op.reply_error.is_none() {
+        return Ok(());
+    }
+    engine::update::<RestoreOperation>(ctx, &op.ticket_id, |o| {
+        o.undelivered = failed.clone();
+        o.reply_error = last_error.clone();
+        true
+    })
+    .await?;
     Ok(())
+}
+
+/// Re-sends the latest status (same id: Service Bus drops it inside its duplicate window), with
+/// any earlier one that was not delivered.
+async fn resend_latest(ctx: &Context, op: &RestoreOperation) -> Result<(), WorkflowError> {
+    deliver(ctx, op, op.history.last()).await
 }
 
 fn invalid(what: &str) -> WorkflowError {

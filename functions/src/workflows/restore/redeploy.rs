@@ -4,7 +4,7 @@
 //! to [`super::verify`].
 
 use super::{
-    ade, ade_of, again, fail, open_restore, push, request_of, update_reporting, verify,
+    ade, ade_of, again, fail, open_restore, push, request_of, template, update_reporting, verify,
     RedeployMessage, RedeployPhase, Why,
 };
 use crate::context::Context;
@@ -17,7 +17,7 @@ use ade_backup_shared::arm::{Deployment, DeploymentRequest, ResourceGroupRef, Su
 use ade_backup_shared::ids::{deterministic_uuid, ResourceId, TicketId};
 use serde_json::{json as j, Value};
 
-const DEPLOY_NEXT: &str = "The restored disks are kept (target resource group and staging storage account). Fix the cause shown (for example a VM with that name already exists), then deploy the template from the restore job by hand or submit a new ticket with another targetVmName.";
+pub(super) const DEPLOY_NEXT: &str = "The restored disks are kept (target resource group and staging storage account). Fix the cause shown (for example a VM with that name already exists), then deploy the template from the restore job by hand or submit a new ticket with another targetVmName.";
 const TIMED_OUT_NEXT: &str = "Look at the deployment / extension in the target resource group; the restored disks and anything deployed are kept.";
 
 /// One `redeploy-vm` message.
@@ -64,13 +64,13 @@ fn target_rg(req: &RestoreRequest) -> Result<ResourceGroupRef, WorkflowError> {
         .map_err(|e| WorkflowError::poison("InvalidRestore", e.to_string()))
 }
 
-fn target_vm_name(req: &RestoreRequest) -> String {
+pub(super) fn target_vm_name(req: &RestoreRequest) -> String {
     req.target_vm_name
         .clone()
         .unwrap_or_else(|| format!("{}-restored", req.vm_resource_id.name()))
 }
 
-fn target_vm_id(req: &RestoreRequest) -> Result<ResourceId, WorkflowError> {
+pub(super) fn target_vm_id(req: &RestoreRequest) -> Result<ResourceId, WorkflowError> {
     ResourceId::parse(&format!(
         "{}/providers/Microsoft.Compute/virtualMachines/{}",
         req.target_resource_group.id(),
@@ -143,7 +143,7 @@ async fn deploy(
     Ok(format!("{ticket}: {note}"))
 }
 
-/// Reads the template the restore job wrote and starts its deployment. `Err(line)`: the ticket
+/// Reads and checks the template the restore job wrote and starts its deployment. `Err(line)`: the ticket
 /// failed.
 async fn start_deployment(
     ctx: &Context,
@@ -153,35 +153,9 @@ async fn start_deployment(
     name: &str,
 ) -> Result<Result<String, String>, WorkflowError> {
     let (ticket, step) = (&op.ticket_id, RestoreStep::Deploy);
-    let Some(template) = op.azure.template_blob_uri.clone() else {
-        let m = "no template was recorded from the restore job";
-        let c = "restore-template-missing";
-        return fail(ctx, ticket, step, c, m, DEPLOY_NEXT).await.map(Err);
-    };
-    // The template blob is private: read it with our identity (Storage Blob Data Reader on the
-    // staging account) and deploy it inline — no SAS is ever minted or logged.
-    let template_url = match url::Url::parse(&template) {
-        Ok(u) => u,
-        Err(e) => {
-            let m = format!("the template URI from the restore job is not a URL: {e}");
-            let c = "restore-template-invalid";
-            return fail(ctx, ticket, step, c, &m, DEPLOY_NEXT).await.map(Err);
-        }
-    };
-    let content = match ctx.arm.download_blob_json(&template_url).await {
+    let content = match template::fetch_checked(ctx, op, req).await? {
         Ok(t) => t,
-        Err(e) if e.is_transient() => {
-            return Err(WorkflowError::arm("reading the restore template", e))
-        }
-        Err(e) => {
-            let c = e
-                .code()
-                .unwrap_or("restore-template-unreadable")
-                .to_string();
-            let m = format!("the template the restore job wrote could not be read: {e}");
-            let next = "Grant ade-backup's identity Storage Blob Data Reader on the staging storage account, then redeliver the ticket's RedeployVm message (or deploy the template from the staging account by hand).";
-            return fail(ctx, ticket, step, &c, &m, next).await.map(Err);
-        }
+        Err(line) => return Ok(Err(line)),
     };
     let request = DeploymentRequest::inline(content, Some(deployment_parameters(req)));
     match ctx.arm.begin_put_deployment(rg, name, &request).await {
@@ -264,15 +238,27 @@ async fn deployed(
     d: &Deployment,
     name: &str,
 ) -> Result<String, WorkflowError> {
-    let vm_id = d
+    // The VM reported as restored is the one the request named, in the target resource group.
+    let expected = target_vm_id(req)?;
+    let vms: Vec<ResourceId> = d
         .properties
         .output_resources
         .iter()
         .filter_map(|r| r.id.as_deref())
         .filter_map(|id| ResourceId::parse(id).ok())
-        .find(|id| id.is_type("Microsoft.Compute/virtualMachines"))
-        .map(Ok)
-        .unwrap_or_else(|| target_vm_id(req))?;
+        .filter(|id| id.is_type("Microsoft.Compute/virtualMachines"))
+        .collect();
+    if vms.iter().any(|v| v.canonical() != expected.canonical()) {
+        let shown: Vec<String> = vms.iter().map(ToString::to_string).collect();
+        let m = format!(
+            "deployment {name} created {} instead of {expected}",
+            shown.join(", ")
+        );
+        tracing::warn!(security_event = true, ticket = %op.ticket_id, "{m}");
+        let c = "restore-target-mismatch";
+        return fail(ctx, &op.ticket_id, RestoreStep::Deploy, c, &m, DEPLOY_NEXT).await;
+    }
+    let vm_id = expected;
     let at = engine::now(ctx);
     let detail = RestoreDetail {
         deployment: Some(name.to_string()),

@@ -161,7 +161,13 @@ async fn reply_unrecorded(
     };
     let fp: String = fingerprint.chars().rev().take(16).collect();
     let id = format!("{ticket}-0-rejected-{}-{fp}", refusal.code);
-    engine::send_json(ctx, queue, &id, &update, None, Some(ticket.as_str())).await
+    // This answer is about a message that changed nothing: if it cannot be delivered there is
+    // nothing to retry it with, and nothing to stall.
+    if let Err(e) = engine::send_json(ctx, queue, &id, &update, None, Some(ticket.as_str())).await {
+        let e = engine::chain(&e);
+        tracing::warn!(ticket = %ticket, "rejection not delivered to replyTo {queue}: {e}");
+    }
+    Ok(())
 }
 
 /// The ticket exists: a repeat of the same request gets its status again; another request under
@@ -194,7 +200,8 @@ async fn answer_existing(
         ),
         Some("Use a new ticket id for a different restore, or resubmit the original request unchanged to get its status.".to_string()),
     );
-    let reply_to = reply_to.or(existing.reply_to.as_deref());
+    // Answered on the conflicting request's own replyTo only: the ticket's requester did not send
+    // it, and a request must not be able to write into another requester's queue.
     reply_unrecorded(ctx, &ticket, reply_to, fingerprint, &refusal).await?;
     Ok(format!(
         "{ticket}: conflicting request rejected; the existing restore is unchanged"
@@ -228,6 +235,8 @@ fn new_document(ctx: &Context, req: Option<&RestoreRequest>, who: &Who<'_>) -> R
         warnings: vec![],
         region: None,
         last_error: None,
+        undelivered: vec![],
+        reply_error: None,
     }
 }
 

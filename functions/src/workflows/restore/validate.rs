@@ -3,6 +3,7 @@
 //! Vault a restored VM can fetch its secret from, the staging account's region, and a recovery
 //! point that matches the request. Each rule that fails is a [`Refusal`] naming the field.
 
+use super::redeploy::target_vm_id;
 use super::submit::Refusal;
 use super::{code, kek_clause};
 use crate::context::Context;
@@ -43,6 +44,7 @@ macro_rules! check {
 /// The rules that need Azure (and the configured allowlist).
 pub(super) async fn validate(ctx: &Context, req: &RestoreRequest) -> Checked<Plan> {
     check!(allowed(ctx, req));
+    check!(target_free(ctx, req).await);
     let (ade, vault) = check!(protected_vm(ctx, &req.vm_resource_id).await);
     check!(key_vault_usable(ctx, &ade).await);
     let region = check!(vault_region(ctx, &vault).await);
@@ -77,6 +79,33 @@ fn allowed(ctx: &Context, req: &RestoreRequest) -> Checked<()> {
     r.code = code::FORBIDDEN.to_string();
     r.next_action = Some("Ask the ade-backup operators to add the target to ADE_BACKUP_RESTORE_ALLOWLIST if it is legitimate, or choose an allowed target.".into());
     Ok(Err(r))
+}
+
+/// No VM with the target name exists in the target resource group (else the disks would be
+/// restored for a deployment that cannot succeed).
+async fn target_free(ctx: &Context, req: &RestoreRequest) -> Checked<()> {
+    let target = target_vm_id(req)?;
+    let refusal = |why: String, next: &str| {
+        let field = "targetVmName";
+        Ok(Err(Refusal::new(
+            code::TARGET_EXISTS,
+            field,
+            why,
+            Some(next.into()),
+        )))
+    };
+    match ctx.arm.get_virtual_machine(&target).await {
+        Ok(_) => refusal(
+            format!("a VM named {} already exists in {}", target.name(), req.target_resource_group.id()),
+            "Choose another targetVmName (or target resource group) and submit a new ticket; ade-backup never replaces an existing VM.",
+        ),
+        Err(e) if e.is_not_found() => Ok(Ok(())),
+        Err(e) if is_forbidden(&e) => refusal(
+            format!("ade-backup may not read VMs in {}: {e}", req.target_resource_group.id()),
+            "Grant ade-backup's identity its restore role on the target resource group, or choose an allowed one.",
+        ),
+        Err(e) => Err(WorkflowError::arm("checking the target VM name", e)),
+    }
 }
 
 fn not_protected(why: String) -> Refusal {
