@@ -65,6 +65,59 @@ fn setting_or(var: &str, default: String) -> (String, String) {
 
 /// Runs the local stack and returns the outcome (the report).
 pub async fn run(mut args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
+    apply_sweep_every(&mut args);
+    let mut hooks = LocalHooks::default();
+    let config_env = config_env();
+    if args.azure == AzureTarget::Real {
+        // Real Azure: the child uses the developer's CLI login; nothing simulated.
+        hooks.extra_env = config_env;
+        hooks
+            .extra_env
+            .push(("ADE_BACKUP_CREDENTIAL".into(), "azure-cli".into()));
+        return local::run_with(args.local, hooks).await;
+    }
+    let fleet = load_fleet(&args)?;
+    let scenario = load_scenario(&args)?;
+    let (sim, subscriptions) = simulator(fleet, &args)?;
+    let scenario_run = ScenarioRun {
+        done: Arc::new(AtomicBool::new(scenario.is_none())),
+        report: Arc::new(Mutex::new(Value::Null)),
+    };
+
+    hooks.extra_env = config_env;
+    hooks
+        .extra_env
+        .push(("ADE_BACKUP_SUBSCRIPTIONS".into(), subscriptions.join(",")));
+    let (sim_for_child, run_for_child) = (sim.clone(), scenario_run.clone());
+    hooks.before_child = Some(Box::new(move |handles: LocalHandles| {
+        Box::pin(start_simulated_azure(
+            sim_for_child,
+            scenario,
+            run_for_child,
+            handles,
+        ))
+    }));
+    let done = scenario_run.done.clone();
+    hooks.idle_check = Some(Box::new(move || done.load(Ordering::SeqCst)));
+    let state_root = args.local.state_dir.join("state");
+    hooks.before_report = Some(Box::new(move |outcome: &mut LocalOutcome| {
+        outcome.extras.insert(
+            "azure".into(),
+            serde_json::to_value(sim.stats()).unwrap_or(Value::Null),
+        );
+        if let Ok(s) = scenario_run.report.lock() {
+            outcome.extras.insert("scenario".into(), s.clone());
+        }
+        for (k, v) in summarize_state(&state_root) {
+            outcome.extras.insert(k, v);
+        }
+    }));
+    local::run_with(args.local, hooks).await
+}
+
+/// `--sweep-every`: fire the timers at start-up and run PolicySweep every N seconds, unless a
+/// `--timer-schedule PolicySweep=...` says otherwise.
+fn apply_sweep_every(args: &mut LocalStackArgs) {
     if args.sweep_every > 0 {
         args.local.run_timers_on_startup = true;
         if !args
@@ -79,8 +132,12 @@ pub async fn run(mut args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
                 .push(format!("PolicySweep=*/{every} * * * * *"));
         }
     }
-    let mut hooks = LocalHooks::default();
-    let config_env = vec![
+}
+
+/// The app settings the child gets from the bundled config, each overridable from the
+/// environment.
+fn config_env() -> Vec<(String, String)> {
+    vec![
         setting_or("ADE_BACKUP_PROTECTION_RULES", DEFAULT_RULES.to_string()),
         setting_or(
             "ADE_BACKUP_RESTORE_ALLOWLIST",
@@ -90,31 +147,21 @@ pub async fn run(mut args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
         setting_or("ADE_BACKUP_POLL_INTERVAL_MS", "250".to_string()),
         setting_or("ADE_BACKUP_RECHECK_DELAY_MS", "1000".to_string()),
         setting_or("ADE_BACKUP_STEP_LEASE_MS", "10000".to_string()),
-    ];
-    if args.azure == AzureTarget::Real {
-        // Real Azure: the child uses the developer's CLI login; nothing simulated.
-        hooks.extra_env = config_env;
-        hooks
-            .extra_env
-            .push(("ADE_BACKUP_CREDENTIAL".into(), "azure-cli".into()));
-        return local::run_with(args.local, hooks).await;
-    }
-    let fleet = match &args.fleet {
+    ]
+}
+
+/// `--fleet`, else the bundled sample.
+fn load_fleet(args: &LocalStackArgs) -> Result<Fleet, LocalError> {
+    match &args.fleet {
         Some(p) => {
-            Fleet::load(p).map_err(|e| LocalError::Hook(format!("--fleet {}: {e}", p.display())))?
+            Fleet::load(p).map_err(|e| LocalError::Hook(format!("--fleet {}: {e}", p.display())))
         }
-        None => Fleet::sample(),
-    };
-    let scenario: Option<Scenario> = if args.no_scenario {
-        None
-    } else {
-        Some(match &args.scenario {
-            Some(p) => Scenario::load(p)
-                .map_err(|e| LocalError::Hook(format!("--scenario {}: {e}", p.display())))?,
-            None => serde_json::from_str(DEFAULT_SCENARIO)
-                .map_err(|e| LocalError::Hook(format!("bundled scenario: {e}")))?,
-        })
-    };
+        None => Ok(Fleet::sample()),
+    }
+}
+
+/// The simulator over `fleet`, and the fleet's subscription ids (what the sweep covers).
+fn simulator(fleet: Fleet, args: &LocalStackArgs) -> Result<(Simulator, Vec<String>), LocalError> {
     let subscriptions: Vec<String> = fleet
         .subscriptions
         .iter()
@@ -129,89 +176,92 @@ pub async fn run(mut args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
         },
     )
     .map_err(|e| LocalError::Hook(format!("simulator: {e}")))?;
-    let scenario_done = Arc::new(AtomicBool::new(scenario.is_none()));
-    let scenario_report: Arc<Mutex<Value>> = Arc::new(Mutex::new(Value::Null));
+    Ok((sim, subscriptions))
+}
 
-    let sim_for_child = sim.clone();
-    let done = scenario_done.clone();
-    let report_slot = scenario_report.clone();
-    hooks.extra_env = config_env;
-    hooks
-        .extra_env
-        .push(("ADE_BACKUP_SUBSCRIPTIONS".into(), subscriptions.join(",")));
-    hooks.before_child = Some(Box::new(move |handles: LocalHandles| {
-        Box::pin(async move {
-            let endpoint =
-                url::Url::parse(&handles.servicebus_endpoint).map_err(|e| e.to_string())?;
-            let sender: Arc<dyn MessageSender> = Arc::new(
-                ServiceBusSender::new(
-                    endpoint,
-                    Arc::new(StaticToken(AccessToken::new("local"))),
-                    ServiceBusSenderOptions::default(),
-                )
-                .map_err(|e| e.to_string())?,
-            );
-            sim_for_child.set_event_sink(sender.clone());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| format!("simulator listener: {e}"))?;
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let server = sim_for_child.clone();
-            tokio::spawn(async move {
-                if let Err(e) = server.serve(listener, std::future::pending()).await {
-                    tracing::error!(error = %e, "simulator stopped");
-                }
-            });
-            println!(
-                "[local] simulated Azure on http://{addr} (fleet of {} VMs)",
-                sim_for_child.state()["vms"]
-                    .as_array()
-                    .map(Vec::len)
-                    .unwrap_or(0)
-            );
-            if let Some(scenario) = scenario {
-                let sim = sim_for_child.clone();
-                tokio::spawn(async move {
-                    let outcome = run_scenario(&sim, &scenario, sender).await;
-                    let v = match outcome {
-                        Ok(r) => json!({ "name": scenario.name, "executed": r.executed }),
-                        Err(e) => json!({ "name": scenario.name, "error": e.to_string() }),
-                    };
-                    println!("[local] scenario {} finished", scenario.name);
-                    if let Ok(mut slot) = report_slot.lock() {
-                        *slot = v;
-                    }
-                    done.store(true, Ordering::SeqCst);
-                });
-            }
-            let base = format!("http://{addr}");
-            Ok(vec![
-                ("ADE_BACKUP_ARM_ENDPOINT".to_string(), base.clone()),
-                (
-                    "ADE_BACKUP_BLOB_ENDPOINT".to_string(),
-                    format!("{base}/_blob/"),
-                ),
-                ("ADE_BACKUP_GRAPH_ENDPOINT".to_string(), base),
-            ])
-        })
-    }));
-    let done = scenario_done.clone();
-    hooks.idle_check = Some(Box::new(move || done.load(Ordering::SeqCst)));
-    let sim_for_report = sim.clone();
-    let state_root = args.local.state_dir.join("state");
-    hooks.before_report = Some(Box::new(move |outcome: &mut LocalOutcome| {
-        outcome.extras.insert(
-            "azure".into(),
-            serde_json::to_value(sim_for_report.stats()).unwrap_or(Value::Null),
-        );
-        if let Ok(s) = scenario_report.lock() {
-            outcome.extras.insert("scenario".into(), s.clone());
+/// `--scenario`, else the bundled one; none with `--no-scenario`.
+fn load_scenario(args: &LocalStackArgs) -> Result<Option<Scenario>, LocalError> {
+    if args.no_scenario {
+        return Ok(None);
+    }
+    Ok(Some(match &args.scenario {
+        Some(p) => Scenario::load(p)
+            .map_err(|e| LocalError::Hook(format!("--scenario {}: {e}", p.display())))?,
+        None => serde_json::from_str(DEFAULT_SCENARIO)
+            .map_err(|e| LocalError::Hook(format!("bundled scenario: {e}")))?,
+    }))
+}
+
+/// Where the scenario's end is signalled: `done` for the idle check, `report` for the report.
+#[derive(Clone)]
+struct ScenarioRun {
+    done: Arc<AtomicBool>,
+    report: Arc<Mutex<Value>>,
+}
+
+/// The `before_child` hook: points the simulator's events at the local queue, serves it on
+/// loopback, starts the scenario, and gives the child the simulator's endpoints.
+async fn start_simulated_azure(
+    sim: Simulator,
+    scenario: Option<Scenario>,
+    scenario_run: ScenarioRun,
+    handles: LocalHandles,
+) -> Result<Vec<(String, String)>, String> {
+    let endpoint = url::Url::parse(&handles.servicebus_endpoint).map_err(|e| e.to_string())?;
+    let sender: Arc<dyn MessageSender> = Arc::new(
+        ServiceBusSender::new(
+            endpoint,
+            Arc::new(StaticToken(AccessToken::new("local"))),
+            ServiceBusSenderOptions::default(),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    sim.set_event_sink(sender.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("simulator listener: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = sim.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, std::future::pending()).await {
+            tracing::error!(error = %e, "simulator stopped");
         }
-        for (k, v) in summarize_state(&state_root) {
-            outcome.extras.insert(k, v);
-        }
-    }));
-    local::run_with(args.local, hooks).await
+    });
+    println!(
+        "[local] simulated Azure on http://{addr} (fleet of {} VMs)",
+        sim.state()["vms"].as_array().map(Vec::len).unwrap_or(0)
+    );
+    if let Some(scenario) = scenario {
+        tokio::spawn(play_scenario(sim.clone(), scenario, sender, scenario_run));
+    }
+    let base = format!("http://{addr}");
+    Ok(vec![
+        ("ADE_BACKUP_ARM_ENDPOINT".to_string(), base.clone()),
+        (
+            "ADE_BACKUP_BLOB_ENDPOINT".to_string(),
+            format!("{base}/_blob/"),
+        ),
+        ("ADE_BACKUP_GRAPH_ENDPOINT".to_string(), base),
+    ])
+}
+
+/// Plays the scenario to its end, then records what it did and signals `done`.
+async fn play_scenario(
+    sim: Simulator,
+    scenario: Scenario,
+    sender: Arc<dyn MessageSender>,
+    scenario_run: ScenarioRun,
+) {
+    let outcome = run_scenario(&sim, &scenario, sender).await;
+    let v = match outcome {
+        Ok(r) => json!({ "name": scenario.name, "executed": r.executed }),
+        Err(e) => json!({ "name": scenario.name, "error": e.to_string() }),
+    };
+    println!("[local] scenario {} finished", scenario.name);
+    if let Ok(mut slot) = scenario_run.report.lock() {
+        *slot = v;
+    }
+    scenario_run.done.store(true, Ordering::SeqCst);
 }
 
 fn read_docs(dir: &Path) -> Vec<Value> {

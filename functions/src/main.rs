@@ -8,6 +8,7 @@ use ade_backup_functions::host::server;
 use ade_backup_functions::local::ExitReason;
 use ade_backup_functions::settings::Settings;
 use ade_backup_functions::{local_stack, wiring};
+use ade_backup_shared::state::StateStore;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -169,9 +170,6 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    use ade_backup_functions::records::{self, ProtectionOperation, VmRecord};
-    use ade_backup_shared::ids::{ResourceId, TicketId};
-    use ade_backup_shared::state::json;
     let state = args
         .state
         .unwrap_or_else(|| "fs:./.ade-backup/state".to_string());
@@ -179,87 +177,106 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
     let store = wiring::state_store(&location, &identity)?;
     if let Some(vm) = args.vm {
-        let vm = ResourceId::parse(&vm)?;
-        let Some((rec, _)) =
-            json::get::<VmRecord>(store.as_ref(), &records::vm_record_key(&vm)).await?
-        else {
-            anyhow::bail!("ade-backup has no record of {vm}");
-        };
-        let op = match &rec.operation_id {
-            Some(id) => json::get::<ProtectionOperation>(
-                store.as_ref(),
-                &records::protect_operation_key(id),
-            )
-            .await?
-            .map(|(o, _)| o),
-            None => None,
-        };
-        if args.output == OutputFormat::Json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "vm": rec, "operation": op }))?
-            );
-            return Ok(());
-        }
-        println!("{}", rec.vm_id);
-        println!(
-            "  status:   {}{}",
-            rec.status,
-            rec.reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        );
-        if let Some(m) = &rec.message {
-            println!("  message:  {m}");
-        }
-        if let Some(t) = &rec.target {
-            println!(
-                "  vault:    {} policy {} (rule {})",
-                t.target.vault_id, t.target.policy, t.rule
-            );
-        }
-        if let Some(rp) = &rec.azure.recovery_point_id {
-            println!(
-                "  recovery point: {rp} at {}",
-                rec.azure
-                    .recovery_point_time
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default()
-            );
-        }
-        for w in &rec.warnings {
-            println!("  warning:  {w}");
-        }
-        if let Some(op) = op {
-            println!(
-                "  operation {} (generation {}):",
-                op.operation_id, op.generation
-            );
-            for h in &op.history {
-                println!(
-                    "    {}  {:<12} {}",
-                    h.at.format("%Y-%m-%d %H:%M:%S"),
-                    h.status,
-                    h.message
-                );
-            }
-        }
-        return Ok(());
+        return vm_status(store.as_ref(), &vm, args.output).await;
     }
     if let Some(ticket) = args.ticket {
-        let ticket = TicketId::parse(&ticket)?;
-        let Some(op) = ade_backup_functions::status::ticket_status(store.as_ref(), &ticket).await?
-        else {
-            anyhow::bail!("no restore request with ticket {ticket}");
-        };
-        match args.output {
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&op)?),
-            OutputFormat::Text => print!("{}", ade_backup_functions::status::render_text(&op)),
-        }
-        return Ok(());
+        return ticket_status(store.as_ref(), &ticket, args.output).await;
     }
     anyhow::bail!("give --vm ID or --ticket ID")
+}
+
+/// `status --vm`: the VM's protection record and its current operation.
+async fn vm_status(store: &dyn StateStore, vm: &str, output: OutputFormat) -> anyhow::Result<()> {
+    use ade_backup_functions::records::{self, ProtectionOperation, VmRecord};
+    use ade_backup_shared::ids::ResourceId;
+    use ade_backup_shared::state::json;
+    let vm = ResourceId::parse(vm)?;
+    let Some((rec, _)) = json::get::<VmRecord>(store, &records::vm_record_key(&vm)).await? else {
+        anyhow::bail!("ade-backup has no record of {vm}");
+    };
+    let op = match &rec.operation_id {
+        Some(id) => json::get::<ProtectionOperation>(store, &records::protect_operation_key(id))
+            .await?
+            .map(|(o, _)| o),
+        None => None,
+    };
+    if output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "vm": rec, "operation": op }))?
+        );
+        return Ok(());
+    }
+    print_vm_status(&rec, op.as_ref());
+    Ok(())
+}
+
+fn print_vm_status(
+    rec: &ade_backup_functions::records::VmRecord,
+    op: Option<&ade_backup_functions::records::ProtectionOperation>,
+) {
+    println!("{}", rec.vm_id);
+    println!(
+        "  status:   {}{}",
+        rec.status,
+        rec.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    if let Some(m) = &rec.message {
+        println!("  message:  {m}");
+    }
+    if let Some(t) = &rec.target {
+        println!(
+            "  vault:    {} policy {} (rule {})",
+            t.target.vault_id, t.target.policy, t.rule
+        );
+    }
+    if let Some(rp) = &rec.azure.recovery_point_id {
+        println!(
+            "  recovery point: {rp} at {}",
+            rec.azure
+                .recovery_point_time
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        );
+    }
+    for w in &rec.warnings {
+        println!("  warning:  {w}");
+    }
+    if let Some(op) = op {
+        println!(
+            "  operation {} (generation {}):",
+            op.operation_id, op.generation
+        );
+        for h in &op.history {
+            println!(
+                "    {}  {:<12} {}",
+                h.at.format("%Y-%m-%d %H:%M:%S"),
+                h.status,
+                h.message
+            );
+        }
+    }
+}
+
+/// `status --ticket`: the restore request's status history.
+async fn ticket_status(
+    store: &dyn StateStore,
+    ticket: &str,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    use ade_backup_shared::ids::TicketId;
+    let ticket = TicketId::parse(ticket)?;
+    let Some(op) = ade_backup_functions::status::ticket_status(store, &ticket).await? else {
+        anyhow::bail!("no restore request with ticket {ticket}");
+    };
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&op)?),
+        OutputFormat::Text => print!("{}", ade_backup_functions::status::render_text(&op)),
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

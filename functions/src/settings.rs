@@ -164,6 +164,30 @@ fn parse_list<T>(
         .collect()
 }
 
+fn parse_rbac_role(get: &dyn Fn(&str) -> Option<String>) -> Result<RbacRoleChoice, SettingsError> {
+    match get("ADE_BACKUP_RBAC_ROLE").as_deref() {
+        None | Some("custom") => Ok(RbacRoleChoice::CustomLeastPrivilege),
+        Some("key-vault-administrator") => Ok(RbacRoleChoice::KeyVaultAdministrator),
+        Some(other) => Err(SettingsError::Invalid {
+            var: "ADE_BACKUP_RBAC_ROLE",
+            rule: format!("must be custom or key-vault-administrator, got {other:?}"),
+        }),
+    }
+}
+
+fn parse_allow_cross_region_restore(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<bool, SettingsError> {
+    match get("ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE").as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(SettingsError::Invalid {
+            var: "ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE",
+            rule: format!("must be true or false, got {other:?}"),
+        }),
+    }
+}
+
 fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettings, SettingsError> {
     let d = WorkflowSettings::default();
     let protection_rules = match json_setting(get, "ADE_BACKUP_PROTECTION_RULES")? {
@@ -180,16 +204,7 @@ fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettin
             rule: format!("must be {{\"entries\": [{{\"subscription\": GUID, \"resourceGroups\": [names or \"*\"]}}]}}: {e}"),
         })?,
     };
-    let rbac_role = match get("ADE_BACKUP_RBAC_ROLE").as_deref() {
-        None | Some("custom") => RbacRoleChoice::CustomLeastPrivilege,
-        Some("key-vault-administrator") => RbacRoleChoice::KeyVaultAdministrator,
-        Some(other) => {
-            return Err(SettingsError::Invalid {
-                var: "ADE_BACKUP_RBAC_ROLE",
-                rule: format!("must be custom or key-vault-administrator, got {other:?}"),
-            })
-        }
-    };
+    let rbac_role = parse_rbac_role(get)?;
     let number =
         |var: &'static str, default: u64, min: u64, max: u64| -> Result<u64, SettingsError> {
             match get(var) {
@@ -214,16 +229,7 @@ fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettin
         var: "ADE_BACKUP_QUEUE_NOTIFICATIONS",
         rule: rule.to_string(),
     })?;
-    let allow_cross_region_restore = match get("ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(SettingsError::Invalid {
-                var: "ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE",
-                rule: format!("must be true or false, got {other:?}"),
-            })
-        }
-    };
+    let allow_cross_region_restore = parse_allow_cross_region_restore(get)?;
     Ok(WorkflowSettings {
         protection_rules,
         restore_allowlist,
@@ -254,85 +260,39 @@ impl Settings {
                 .filter(|v| !v.is_empty())
         };
 
-        let state = match get("ADE_BACKUP_STATE") {
-            None => {
-                return Err(SettingsError::Missing {
-                    var: "ADE_BACKUP_STATE",
-                    rule: "set it to fs:DIR or to a blob container URL",
-                })
-            }
-            Some(v) => parse_state(&v)?,
-        };
-        let servicebus_endpoint = match get("ADE_BACKUP_SERVICEBUS_ENDPOINT") {
-            None => {
-                return Err(SettingsError::Missing {
-                    var: "ADE_BACKUP_SERVICEBUS_ENDPOINT",
-                    rule: "set it to https://{namespace}.servicebus.windows.net/",
-                })
-            }
-            Some(v) => parse_endpoint("ADE_BACKUP_SERVICEBUS_ENDPOINT", &v)?,
-        };
-        let arm_endpoint = parse_endpoint(
-            "ADE_BACKUP_ARM_ENDPOINT",
-            &get("ADE_BACKUP_ARM_ENDPOINT")
-                .unwrap_or_else(|| "https://management.azure.com".into()),
+        let state = parse_state(&required(
+            &get,
+            "ADE_BACKUP_STATE",
+            "set it to fs:DIR or to a blob container URL",
+        )?)?;
+        let servicebus_endpoint = parse_endpoint(
+            "ADE_BACKUP_SERVICEBUS_ENDPOINT",
+            &required(
+                &get,
+                "ADE_BACKUP_SERVICEBUS_ENDPOINT",
+                "set it to https://{namespace}.servicebus.windows.net/",
+            )?,
         )?;
-        let graph_endpoint = parse_endpoint(
+        let arm_endpoint = endpoint_or(
+            &get,
+            "ADE_BACKUP_ARM_ENDPOINT",
+            "https://management.azure.com",
+        )?;
+        let graph_endpoint = endpoint_or(
+            &get,
             "ADE_BACKUP_GRAPH_ENDPOINT",
-            &get("ADE_BACKUP_GRAPH_ENDPOINT")
-                .unwrap_or_else(|| "https://graph.microsoft.com".into()),
+            "https://graph.microsoft.com",
         )?;
         let blob_endpoint = get("ADE_BACKUP_BLOB_ENDPOINT")
             .map(|v| parse_endpoint("ADE_BACKUP_BLOB_ENDPOINT", &v))
             .transpose()?;
-        let bms_object_id = get("ADE_BACKUP_BMS_OBJECT_ID")
-            .map(|v| {
-                uuid::Uuid::parse_str(&v).map_err(|_| SettingsError::Invalid {
-                    var: "ADE_BACKUP_BMS_OBJECT_ID",
-                    rule: format!("must be a GUID (object id of the Backup Management Service principal), got {v:?}"),
-                })
-            })
-            .transpose()?;
-        let subscriptions = parse_list(&get, "ADE_BACKUP_SUBSCRIPTIONS", |s| {
-            uuid::Uuid::parse_str(s).map_err(|_| {
-                format!("must be comma-separated subscription GUIDs, {s:?} is not a GUID")
-            })
-        })?;
-        let management_groups = parse_list(&get, "ADE_BACKUP_MANAGEMENT_GROUPS", |s| {
-            ade_backup_shared::arm::ManagementGroupId::parse(s).map_err(|_| {
-                format!("must be comma-separated management group names or ids (1-90 of letters, digits, -_.(), not ending in '.'), {s:?} is not one")
-            })
-        })?;
-        let sweep_tags = crate::domain::sweep_scope::TagFilter::parse(
-            &get("ADE_BACKUP_SWEEP_TAGS").unwrap_or_default(),
-        )
-        .map_err(|rule| SettingsError::Invalid {
-            var: "ADE_BACKUP_SWEEP_TAGS",
-            rule,
-        })?;
-        let d = QueueNames::default();
-        let queue = |var: &'static str, default: String| -> Result<String, SettingsError> {
-            let name = get(var).unwrap_or(default);
-            validate_queue_name(&name).map_err(|rule| SettingsError::Invalid {
-                var,
-                rule: format!("{rule} (got {name:?})"),
-            })?;
-            Ok(name)
-        };
-        let queues = QueueNames {
-            vm_encryption_events: queue(
-                "ADE_BACKUP_QUEUE_VM_ENCRYPTION_EVENTS",
-                d.vm_encryption_events,
-            )?,
-            restore_requests: queue("ADE_BACKUP_QUEUE_RESTORE_REQUESTS", d.restore_requests)?,
-            grant_key_vault_access: queue(
-                "ADE_BACKUP_QUEUE_GRANT_KEY_VAULT_ACCESS",
-                d.grant_key_vault_access,
-            )?,
-            backup_vm: queue("ADE_BACKUP_QUEUE_BACKUP_VM", d.backup_vm)?,
-            restore_vm: queue("ADE_BACKUP_QUEUE_RESTORE_VM", d.restore_vm)?,
-            redeploy_vm: queue("ADE_BACKUP_QUEUE_REDEPLOY_VM", d.redeploy_vm)?,
-        };
+        let bms_object_id = parse_bms_object_id(&get)?;
+        let SweepScope {
+            subscriptions,
+            management_groups,
+            sweep_tags,
+        } = parse_sweep_scope(&get)?;
+        let queues = parse_queues(&get)?;
         let workflow = parse_workflow(&get)?;
         Ok(Self {
             state,
@@ -348,6 +308,95 @@ impl Settings {
             workflow,
         })
     }
+}
+
+/// A required setting's value; `rule` says what to set it to.
+fn required(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    rule: &'static str,
+) -> Result<String, SettingsError> {
+    get(var).ok_or(SettingsError::Missing { var, rule })
+}
+
+/// An endpoint URL setting, `default` when unset.
+fn endpoint_or(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Url, SettingsError> {
+    parse_endpoint(var, &get(var).unwrap_or_else(|| default.into()))
+}
+
+fn parse_bms_object_id(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<uuid::Uuid>, SettingsError> {
+    get("ADE_BACKUP_BMS_OBJECT_ID")
+        .map(|v| {
+            uuid::Uuid::parse_str(&v).map_err(|_| SettingsError::Invalid {
+                var: "ADE_BACKUP_BMS_OBJECT_ID",
+                rule: format!("must be a GUID (object id of the Backup Management Service principal), got {v:?}"),
+            })
+        })
+        .transpose()
+}
+
+/// What the policy sweep covers (the [`Settings`] fields of the same names).
+struct SweepScope {
+    subscriptions: Vec<uuid::Uuid>,
+    management_groups: Vec<ade_backup_shared::arm::ManagementGroupId>,
+    sweep_tags: crate::domain::sweep_scope::TagFilter,
+}
+
+fn parse_sweep_scope(get: &dyn Fn(&str) -> Option<String>) -> Result<SweepScope, SettingsError> {
+    let subscriptions = parse_list(get, "ADE_BACKUP_SUBSCRIPTIONS", |s| {
+        uuid::Uuid::parse_str(s)
+            .map_err(|_| format!("must be comma-separated subscription GUIDs, {s:?} is not a GUID"))
+    })?;
+    let management_groups = parse_list(get, "ADE_BACKUP_MANAGEMENT_GROUPS", |s| {
+        ade_backup_shared::arm::ManagementGroupId::parse(s).map_err(|_| {
+            format!("must be comma-separated management group names or ids (1-90 of letters, digits, -_.(), not ending in '.'), {s:?} is not one")
+        })
+    })?;
+    let sweep_tags = crate::domain::sweep_scope::TagFilter::parse(
+        &get("ADE_BACKUP_SWEEP_TAGS").unwrap_or_default(),
+    )
+    .map_err(|rule| SettingsError::Invalid {
+        var: "ADE_BACKUP_SWEEP_TAGS",
+        rule,
+    })?;
+    Ok(SweepScope {
+        subscriptions,
+        management_groups,
+        sweep_tags,
+    })
+}
+
+/// `ADE_BACKUP_QUEUE_*`: each name validated, defaults from [`QueueNames::default`].
+fn parse_queues(get: &dyn Fn(&str) -> Option<String>) -> Result<QueueNames, SettingsError> {
+    let d = QueueNames::default();
+    let queue = |var: &'static str, default: String| -> Result<String, SettingsError> {
+        let name = get(var).unwrap_or(default);
+        validate_queue_name(&name).map_err(|rule| SettingsError::Invalid {
+            var,
+            rule: format!("{rule} (got {name:?})"),
+        })?;
+        Ok(name)
+    };
+    Ok(QueueNames {
+        vm_encryption_events: queue(
+            "ADE_BACKUP_QUEUE_VM_ENCRYPTION_EVENTS",
+            d.vm_encryption_events,
+        )?,
+        restore_requests: queue("ADE_BACKUP_QUEUE_RESTORE_REQUESTS", d.restore_requests)?,
+        grant_key_vault_access: queue(
+            "ADE_BACKUP_QUEUE_GRANT_KEY_VAULT_ACCESS",
+            d.grant_key_vault_access,
+        )?,
+        backup_vm: queue("ADE_BACKUP_QUEUE_BACKUP_VM", d.backup_vm)?,
+        restore_vm: queue("ADE_BACKUP_QUEUE_RESTORE_VM", d.restore_vm)?,
+        redeploy_vm: queue("ADE_BACKUP_QUEUE_REDEPLOY_VM", d.redeploy_vm)?,
+    })
 }
 
 /// Parses an `ADE_BACKUP_STATE` value (`fs:DIR` or a blob container URL).

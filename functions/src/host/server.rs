@@ -18,8 +18,10 @@
 //! The server listens on loopback only: the Functions host is the only intended caller.
 
 use crate::context::Context;
-use crate::handlers::{dispatch, Outcome, Registry};
-use crate::host::protocol::{parse_invocation, InvocationResponse, INVOCATION_ID_HEADER};
+use crate::handlers::{dispatch, FunctionSpec, Outcome, Registry};
+use crate::host::protocol::{
+    parse_invocation, InvocationResponse, TriggerInput, INVOCATION_ID_HEADER,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -182,48 +184,11 @@ async fn invoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(spec) = app.registry.get(&function) else {
-        tracing::warn!(function = %function, "invocation of an unknown function");
-        return error_response(
-            StatusCode::NOT_FOUND,
-            ErrorDetail {
-                code: "FunctionNotFound",
-                message: format!(
-                    "no function named {function:?} is registered (known: {})",
-                    app.registry.names().join(", ")
-                ),
-                field: None,
-                rule: None,
-            },
-        );
+        return unknown_function(&app.registry, &function);
     };
     let body = match body {
         Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            tracing::warn!(function = spec.name, "invocation body too large");
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorDetail {
-                    code: "PayloadTooLarge",
-                    message: format!(
-                        "the invocation body for {} exceeds the {MAX_BODY_BYTES}-byte limit",
-                        spec.name
-                    ),
-                    field: Some("body".into()),
-                    rule: Some(format!("must be at most {MAX_BODY_BYTES} bytes")),
-                },
-            );
-        }
-        Err(rejection) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                ErrorDetail {
-                    code: "MalformedPayload",
-                    message: format!("could not read the invocation body: {rejection}"),
-                    field: Some("body".into()),
-                    rule: Some("must be readable".into()),
-                },
-            );
-        }
+        Err(rejection) => return body_rejected(spec, rejection),
     };
     let invocation_id = headers
         .get(INVOCATION_ID_HEADER)
@@ -263,43 +228,89 @@ async fn invoke(
         operation_id = %operation_id,
         correlation_id = %correlation_id,
     );
+    run_invocation(spec, input, &app.ctx).instrument(span).await
+}
 
-    async move {
-        let started = std::time::Instant::now();
-        let outcome = dispatch(spec, input, &app.ctx).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Outcome::Completed(out) => {
-                tracing::info!(elapsed_ms, "invocation succeeded");
-                let resp = InvocationResponse::success(out.logs, out.return_value);
-                (StatusCode::OK, Json(resp)).into_response()
-            }
-            Outcome::Failed {
-                error,
+/// 404 naming the function and the ones that exist.
+fn unknown_function(registry: &Registry, function: &str) -> Response {
+    tracing::warn!(function = %function, "invocation of an unknown function");
+    error_response(
+        StatusCode::NOT_FOUND,
+        ErrorDetail {
+            code: "FunctionNotFound",
+            message: format!(
+                "no function named {function:?} is registered (known: {})",
+                registry.names().join(", ")
+            ),
+            field: None,
+            rule: None,
+        },
+    )
+}
+
+/// 413 when the body is over [`MAX_BODY_BYTES`], else 400.
+fn body_rejected(spec: &FunctionSpec, rejection: BytesRejection) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        tracing::warn!(function = spec.name, "invocation body too large");
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorDetail {
+                code: "PayloadTooLarge",
+                message: format!(
+                    "the invocation body for {} exceeds the {MAX_BODY_BYTES}-byte limit",
+                    spec.name
+                ),
+                field: Some("body".into()),
+                rule: Some(format!("must be at most {MAX_BODY_BYTES} bytes")),
+            },
+        );
+    }
+    error_response(
+        StatusCode::BAD_REQUEST,
+        ErrorDetail {
+            code: "MalformedPayload",
+            message: format!("could not read the invocation body: {rejection}"),
+            field: Some("body".into()),
+            rule: Some("must be readable".into()),
+        },
+    )
+}
+
+/// Dispatches a parsed invocation and renders the handler's outcome: 200 with its logs and
+/// return value, or 500 (with `deadLetter` when the message is poison).
+async fn run_invocation(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -> Response {
+    let started = std::time::Instant::now();
+    let outcome = dispatch(spec, input, ctx).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Outcome::Completed(out) => {
+            tracing::info!(elapsed_ms, "invocation succeeded");
+            let resp = InvocationResponse::success(out.logs, out.return_value);
+            (StatusCode::OK, Json(resp)).into_response()
+        }
+        Outcome::Failed {
+            error,
+            logs,
+            dead_letter,
+        } => {
+            tracing::warn!(
+                elapsed_ms,
+                error = %error,
+                dead_letter = dead_letter.is_some(),
+                "invocation failed"
+            );
+            let return_value = match dead_letter {
+                Some(d) => serde_json::json!({ "deadLetter": d }),
+                None => Value::Null,
+            };
+            let resp = InvocationResponse {
+                outputs: Map::new(),
                 logs,
-                dead_letter,
-            } => {
-                tracing::warn!(
-                    elapsed_ms,
-                    error = %error,
-                    dead_letter = dead_letter.is_some(),
-                    "invocation failed"
-                );
-                let return_value = match dead_letter {
-                    Some(d) => serde_json::json!({ "deadLetter": d }),
-                    None => Value::Null,
-                };
-                let resp = InvocationResponse {
-                    outputs: Map::new(),
-                    logs,
-                    return_value,
-                };
-                (StatusCode::INTERNAL_SERVER_ERROR, Json(resp)).into_response()
-            }
+                return_value,
+            };
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(resp)).into_response()
         }
     }
-    .instrument(span)
-    .await
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Child;
 use tokio::sync::watch;
 
 /// Consecutive deaths before readiness that end the run instead of restarting forever.
@@ -33,6 +34,15 @@ fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// How a freshly started child's wait for readiness ended.
+enum Start {
+    Ready,
+    /// It exited before answering `/healthz`.
+    Exited(ExitStatus),
+    /// `stop` turned true first (the child is killed).
+    Stopped,
+}
+
 /// Keeps one healthy child running until `stop` turns true. Publishes the child's base URL on
 /// `ready` while it is healthy (`None` while it is down).
 pub(crate) async fn supervise(
@@ -51,64 +61,24 @@ pub(crate) async fn supervise(
             program: spec.program.clone(),
             source,
         })?;
-        let mut cmd = tokio::process::Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
-        let mut child = cmd.spawn().map_err(|source| LocalError::HandlerSpawn {
-            program: spec.program.clone(),
-            source,
-        })?;
+        let mut child = spawn(&spec, port)?;
         let pid = child.id().unwrap_or_default();
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward(out, spec.log_file.clone()));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward(err, spec.log_file.clone()));
-        }
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + spec.start_timeout;
-
-        // Wait for readiness, an early exit, or stop.
-        let early_exit: Option<ExitStatus> = loop {
-            tokio::select! {
-                status = child.wait() => break Some(status.map_err(|source| LocalError::HandlerSpawn {
-                    program: spec.program.clone(), source })?),
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                    if healthy(&client, &url).await {
-                        break None;
-                    }
-                    if Instant::now() >= deadline {
-                        let _ = child.kill().await;
-                        return Err(LocalError::HandlerStartTimeout {
-                            seconds: spec.start_timeout.as_secs(),
-                        });
-                    }
+        match wait_until_ready(&mut child, &spec, &client, &url, &mut stop).await? {
+            Start::Stopped => return Ok(()),
+            Start::Exited(status) => {
+                failed_starts += 1;
+                eprintln!("[local] serve (pid {pid}) exited before it was ready: {status}");
+                if failed_starts >= MAX_FAILED_STARTS {
+                    return Err(LocalError::HandlerCrashLoop {
+                        attempts: failed_starts,
+                        status: status.to_string(),
+                    });
                 }
-                _ = stop.changed() => {
-                    let _ = child.kill().await;
-                    return Ok(());
-                }
+                tokio::time::sleep(Duration::from_millis(200u64 << failed_starts.min(5))).await;
+                continue;
             }
-        };
-        if let Some(status) = early_exit {
-            failed_starts += 1;
-            eprintln!("[local] serve (pid {pid}) exited before it was ready: {status}");
-            if failed_starts >= MAX_FAILED_STARTS {
-                return Err(LocalError::HandlerCrashLoop {
-                    attempts: failed_starts,
-                    status: status.to_string(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200u64 << failed_starts.min(5))).await;
-            continue;
+            Start::Ready => {}
         }
         failed_starts = 0;
         println!("[local] serve ready (pid {pid}, {url})");
@@ -124,6 +94,65 @@ pub(crate) async fn supervise(
                 let _ = ready.send(None);
                 let _ = child.kill().await;
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// Starts the handler on `port` with its output forwarded (to the terminal or the log file).
+fn spawn(spec: &ChildSpec, port: u16) -> Result<Child, LocalError> {
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd.spawn().map_err(|source| LocalError::HandlerSpawn {
+        program: spec.program.clone(),
+        source,
+    })?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward(out, spec.log_file.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward(err, spec.log_file.clone()));
+    }
+    Ok(child)
+}
+
+/// Waits for readiness, an early exit, or stop; a child that stays silent past the start
+/// timeout is killed and ends the run.
+async fn wait_until_ready(
+    child: &mut Child,
+    spec: &ChildSpec,
+    client: &reqwest::Client,
+    url: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Start, LocalError> {
+    let deadline = Instant::now() + spec.start_timeout;
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ok(Start::Exited(status.map_err(|source| LocalError::HandlerSpawn {
+                program: spec.program.clone(), source })?)),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if healthy(client, url).await {
+                    return Ok(Start::Ready);
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill().await;
+                    return Err(LocalError::HandlerStartTimeout {
+                        seconds: spec.start_timeout.as_secs(),
+                    });
+                }
+            }
+            _ = stop.changed() => {
+                let _ = child.kill().await;
+                return Ok(Start::Stopped);
             }
         }
     }

@@ -13,7 +13,7 @@
 //! JSON-serialized into strings (`"DeliveryCount": "1"`, `"MessageId": "\"id\""`), objects
 //! (`ApplicationProperties`, `sys`, the timer's `TimerInfo`) as objects.
 
-use super::queue::{AbandonOutcome, LocalQueue, ReceivedMessage};
+use super::queue::{AbandonOutcome, LocalQueue, LocalQueueError, ReceivedMessage};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -302,29 +302,7 @@ async fn invoke_message(
     shared.update(function, |r| r.invocations += 1);
     let payload = service_bus_payload(function, binding, &rx);
 
-    // Renew the lock while the function runs, up to maxAutoLockRenewalDuration, as the host does.
-    let lock_duration = shared.queue.options().lock_duration;
-    let renewer = {
-        let (q, name, token) = (shared.queue.clone(), queue_name.to_string(), rx.lock_token);
-        let max = shared.max_auto_lock_renewal;
-        tokio::spawn(async move {
-            let every = (lock_duration / 2).max(Duration::from_millis(50));
-            let begun = Instant::now();
-            loop {
-                tokio::time::sleep(every).await;
-                if begun.elapsed() + every > max {
-                    return;
-                }
-                let (q, name) = (q.clone(), name.clone());
-                if !matches!(
-                    tokio::task::spawn_blocking(move || q.renew_lock(&name, token)).await,
-                    Ok(Ok(_))
-                ) {
-                    return;
-                }
-            }
-        })
-    };
+    let renewer = renew_lock_while_running(shared, queue_name, rx.lock_token);
     let mut verdict = post(shared, url, function, &payload).await;
     renewer.abort();
     if let Verdict::Unreachable(why) = verdict {
@@ -340,22 +318,7 @@ async fn invoke_message(
         "[local] {function} msg={} delivery={}",
         m.message_id, m.delivery_count
     );
-    let (q, name, token) = (shared.queue.clone(), queue_name.to_string(), rx.lock_token);
-    let settle = {
-        let verdict = verdict.clone();
-        tokio::task::spawn_blocking(move || match verdict {
-            Verdict::Complete => q.complete(&name, token).map(|_| None),
-            Verdict::Abandon(_) | Verdict::Unreachable(_) => q.abandon(&name, token).map(Some),
-            Verdict::DeadLetter {
-                reason,
-                description,
-            } => q
-                .dead_letter(&name, token, &reason, &description)
-                .map(|_| None),
-        })
-        .await
-    };
-    let settle = match settle {
+    let settle = match settle(shared, queue_name, rx.lock_token, &verdict).await {
         Ok(r) => r,
         Err(_) => {
             eprintln!("{head} → settling panicked; the lock will expire and it is redelivered");
@@ -369,7 +332,70 @@ async fn invoke_message(
         shared.update(function, |r| r.abandoned += 1);
         return;
     }
-    match (&verdict, settle) {
+    record_settled(shared, function, &head, ms, &verdict, settle);
+}
+
+/// Renews the message's lock while the function runs, up to maxAutoLockRenewalDuration, as the
+/// host does. Abort the task when the answer is in.
+fn renew_lock_while_running(
+    shared: &Shared,
+    queue_name: &str,
+    token: Uuid,
+) -> tokio::task::JoinHandle<()> {
+    let lock_duration = shared.queue.options().lock_duration;
+    let (q, name) = (shared.queue.clone(), queue_name.to_string());
+    let max = shared.max_auto_lock_renewal;
+    tokio::spawn(async move {
+        let every = (lock_duration / 2).max(Duration::from_millis(50));
+        let begun = Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            if begun.elapsed() + every > max {
+                return;
+            }
+            let (q, name) = (q.clone(), name.clone());
+            if !matches!(
+                tokio::task::spawn_blocking(move || q.renew_lock(&name, token)).await,
+                Ok(Ok(_))
+            ) {
+                return;
+            }
+        }
+    })
+}
+
+/// Settles the message as the verdict says; `Some(outcome)` for an abandon.
+async fn settle(
+    shared: &Shared,
+    queue_name: &str,
+    token: Uuid,
+    verdict: &Verdict,
+) -> Result<Result<Option<AbandonOutcome>, LocalQueueError>, tokio::task::JoinError> {
+    let (q, name) = (shared.queue.clone(), queue_name.to_string());
+    let verdict = verdict.clone();
+    tokio::task::spawn_blocking(move || match verdict {
+        Verdict::Complete => q.complete(&name, token).map(|_| None),
+        Verdict::Abandon(_) | Verdict::Unreachable(_) => q.abandon(&name, token).map(Some),
+        Verdict::DeadLetter {
+            reason,
+            description,
+        } => q
+            .dead_letter(&name, token, &reason, &description)
+            .map(|_| None),
+    })
+    .await
+}
+
+/// Counts and logs a settled message.
+fn record_settled(
+    shared: &Shared,
+    function: &str,
+    head: &str,
+    ms: u128,
+    verdict: &Verdict,
+    settle: Result<Option<AbandonOutcome>, LocalQueueError>,
+) {
+    match (verdict, settle) {
         (Verdict::Complete, _) => {
             shared.update(function, |r| r.completed += 1);
             println!("{head} → completed ({ms} ms)");

@@ -6,26 +6,32 @@
 //!
 //! Entry points for the CLI: [`LocalArgs`] (clap) and [`run`]; [`run_with`] adds [`LocalHooks`]
 //! so the caller can start extra services (the simulator) before the child, seed messages, veto
-//! idleness and add report sections.
+//! idleness and add report sections. `run_with` reads as its steps: validate the flags, open the
+//! queue and its endpoint, start the handler and one trigger task per function, wait for the
+//! exit condition, shut down, then assemble and write the report (`report.rs`).
 
 mod child;
 pub mod dispatch;
 pub mod project;
 pub mod queue;
+mod report;
 pub mod sb_endpoint;
 
-use chrono::{DateTime, Utc};
-use dispatch::{FunctionReport, Shared};
+pub use report::{DeadLetterReport, ExitReason, LocalOutcome, QueueReport};
+
+use chrono::Utc;
+use dispatch::Shared;
 use futures::future::BoxFuture;
 use project::{Project, ProjectError, Trigger};
 use queue::{LocalQueue, LocalQueueError, LocalQueueOptions};
-use serde::Serialize;
+use report::{collect_outcome, finish};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// Default per-function concurrency when host.json sets no `maxConcurrentCalls`.
 const DEFAULT_CONCURRENCY: usize = 8;
@@ -190,53 +196,6 @@ pub struct LocalHooks {
     pub before_report: Option<BeforeReportHook>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub enum ExitReason {
-    Idle,
-    MaxRuntime,
-    Interrupted,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterReport {
-    pub queue: String,
-    pub message_id: String,
-    pub sequence_number: u64,
-    pub correlation_id: Option<String>,
-    pub reason: String,
-    pub description: String,
-    pub delivery_count: u32,
-    pub dead_lettered_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct QueueReport {
-    /// Messages still waiting (visible or scheduled) at exit.
-    pub remaining: usize,
-    pub dead_lettered: usize,
-}
-
-/// The run's summary; serialized as the `--report` file.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct LocalOutcome {
-    pub exit_reason: ExitReason,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub duration_ms: u64,
-    pub functions: BTreeMap<String, FunctionReport>,
-    pub queues: BTreeMap<String, QueueReport>,
-    pub dead_letters: Vec<DeadLetterReport>,
-    /// Times the handler died after it had been ready and was restarted.
-    pub handler_restarts: u64,
-    /// Sections added by the caller (flattened into the top level of the report).
-    #[serde(flatten)]
-    pub extras: serde_json::Map<String, serde_json::Value>,
-}
-
 /// `ade-backup local`.
 pub async fn run(args: LocalArgs) -> Result<LocalOutcome, LocalError> {
     run_with(args, LocalHooks::default()).await
@@ -260,88 +219,55 @@ fn absolute(path: &Path) -> Result<PathBuf, LocalError> {
     })
 }
 
+/// The validated timing flags.
+struct Limits {
+    lock_duration: Duration,
+    idle_horizon: chrono::Duration,
+    max_runtime: Option<Duration>,
+    start_timeout: Duration,
+}
+
+impl Limits {
+    fn from_args(args: &LocalArgs) -> Result<Self, LocalError> {
+        let lock_duration = secs("lock-duration", args.lock_duration)?;
+        if lock_duration.is_zero() {
+            return Err(LocalError::InvalidArgument {
+                flag: "lock-duration",
+                rule: "must be greater than 0".into(),
+            });
+        }
+        if args.max_delivery_count == 0 {
+            return Err(LocalError::InvalidArgument {
+                flag: "max-delivery-count",
+                rule: "must be at least 1".into(),
+            });
+        }
+        let idle_horizon = chrono::Duration::from_std(secs("idle-horizon", args.idle_horizon)?)
+            .unwrap_or(chrono::Duration::MAX);
+        let max_runtime = args
+            .max_runtime
+            .map(|s| secs("max-runtime", s))
+            .transpose()?;
+        let start_timeout = secs("handler-start-timeout", args.handler_start_timeout)?;
+        Ok(Self {
+            lock_duration,
+            idle_horizon,
+            max_runtime,
+            start_timeout,
+        })
+    }
+}
+
 /// `ade-backup local` with the caller's hooks.
 pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOutcome, LocalError> {
     let started_at = Utc::now();
     let clock = std::time::Instant::now();
-    let lock_duration = secs("lock-duration", args.lock_duration)?;
-    if lock_duration.is_zero() {
-        return Err(LocalError::InvalidArgument {
-            flag: "lock-duration",
-            rule: "must be greater than 0".into(),
-        });
-    }
-    if args.max_delivery_count == 0 {
-        return Err(LocalError::InvalidArgument {
-            flag: "max-delivery-count",
-            rule: "must be at least 1".into(),
-        });
-    }
-    let idle_horizon = chrono::Duration::from_std(secs("idle-horizon", args.idle_horizon)?)
-        .unwrap_or(chrono::Duration::MAX);
-    let max_runtime = args
-        .max_runtime
-        .map(|s| secs("max-runtime", s))
-        .transpose()?;
-    let start_timeout = secs("handler-start-timeout", args.handler_start_timeout)?;
-
+    let limits = Limits::from_args(&args)?;
     let state_dir = absolute(&args.state_dir)?;
-    let queue = LocalQueue::open(
-        &state_dir.join("queues"),
-        LocalQueueOptions {
-            lock_duration,
-            max_delivery_count: args.max_delivery_count,
-            duplicate_detection_window: secs("duplicate-window", args.duplicate_window)?,
-        },
-    )?;
-
-    let (sb_url, sb_task) = sb_endpoint::serve(queue.clone(), args.sb_port)
-        .await
-        .map_err(|source| LocalError::Endpoint {
-            port: args.sb_port,
-            source,
-        })?;
-    println!(
-        "[local] Service Bus endpoint {sb_url} (queues in {})",
-        state_dir.join("queues").display()
-    );
-
-    let mut child_env: Vec<(String, String)> = vec![
-        (
-            "ADE_BACKUP_STATE".into(),
-            format!("fs:{}", state_dir.join("state").display()),
-        ),
-        ("ADE_BACKUP_SERVICEBUS_ENDPOINT".into(), sb_url.clone()),
-        ("ADE_BACKUP_CREDENTIAL".into(), "static".into()),
-        // The local queue and simulator accept any bearer token.
-        ("ADE_BACKUP_STATIC_TOKEN".into(), "local".into()),
-        ("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()),
-    ];
-    child_env.append(&mut hooks.extra_env);
-    if let Some(hook) = hooks.before_child.take() {
-        let handles = LocalHandles {
-            queue: queue.clone(),
-            servicebus_endpoint: sb_url.clone(),
-            state_dir: state_dir.clone(),
-        };
-        let mut more = hook(handles).await.map_err(LocalError::Hook)?;
-        child_env.append(&mut more);
-    }
-
-    // %AppSetting% in host.json / function.json resolves against what the child will see.
-    let lookup_env = child_env.clone();
-    let lookup = move |name: &str| {
-        lookup_env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-    };
-    let project: Project = project::load(&args.project_dir, &lookup)?;
-    for (name, why) in &project.skipped {
-        println!("[local] {name}: skipped ({why})");
-    }
+    let queue = open_queue(&args, &state_dir, limits.lock_duration)?;
+    let (sb_url, sb_task) = start_endpoint(&queue, args.sb_port, &state_dir).await?;
+    let child_env = child_env(&mut hooks, &queue, &sb_url, &state_dir).await?;
+    let project = load_project(&args.project_dir, &child_env)?;
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -358,27 +284,7 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
             let _ = ready_tx.send(Some(url.trim_end_matches('/').to_string()));
         }
         None => {
-            let program = match &args.serve_bin {
-                Some(p) => p.clone(),
-                None => std::env::current_exe().map_err(|source| LocalError::HandlerSpawn {
-                    program: PathBuf::from("<current executable>"),
-                    source,
-                })?,
-            };
-            let spec = child::ChildSpec {
-                program,
-                args: project.host.arguments.clone(),
-                cwd: Some(
-                    project
-                        .host
-                        .working_directory
-                        .clone()
-                        .unwrap_or_else(|| project.root.clone()),
-                ),
-                env: child_env.clone(),
-                log_file: args.quiet.then(|| state_dir.join("serve.log")),
-                start_timeout,
-            };
+            let spec = child_spec(&args, &project, child_env, &state_dir, limits.start_timeout)?;
             supervisor = Some(tokio::spawn(child::supervise(
                 spec,
                 client.clone(),
@@ -389,10 +295,154 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
         }
     }
 
-    let shared = Arc::new(Shared {
+    let shared = new_shared(&queue, client, ready_rx.clone(), &project);
+    let (workers, triggered_queues) = start_triggers(&args, &project, &shared, &stop_rx)?;
+
+    let mut running = Running {
+        shared,
+        workers,
+        supervisor,
+        triggered_queues,
+        ready: ready_rx,
+        stop: stop_tx,
+        sb_task,
+    };
+    let deadline = limits.max_runtime.map(|d| tokio::time::Instant::now() + d);
+    let idle = args.until_idle.then_some(IdleRule {
+        horizon: limits.idle_horizon,
+        check: hooks.idle_check.as_ref(),
+    });
+    let (exit_reason, fatal) = running.wait_for_exit(deadline, idle).await?;
+    let shared = running.shut_down(fatal).await?;
+
+    let outcome = collect_outcome(exit_reason, started_at, clock, &shared, &restarts)?;
+    finish(outcome, hooks.before_report.take(), args.report.as_deref())
+}
+
+/// Opens (or creates) the durable queue under `<state-dir>/queues`.
+fn open_queue(
+    args: &LocalArgs,
+    state_dir: &Path,
+    lock_duration: Duration,
+) -> Result<LocalQueue, LocalError> {
+    Ok(LocalQueue::open(
+        &state_dir.join("queues"),
+        LocalQueueOptions {
+            lock_duration,
+            max_delivery_count: args.max_delivery_count,
+            duplicate_detection_window: secs("duplicate-window", args.duplicate_window)?,
+        },
+    )?)
+}
+
+/// Serves the Service-Bus-compatible endpoint in front of `queue`; its URL and task.
+async fn start_endpoint(
+    queue: &LocalQueue,
+    port: u16,
+    state_dir: &Path,
+) -> Result<(String, tokio::task::JoinHandle<()>), LocalError> {
+    let (sb_url, sb_task) = sb_endpoint::serve(queue.clone(), port)
+        .await
+        .map_err(|source| LocalError::Endpoint { port, source })?;
+    println!(
+        "[local] Service Bus endpoint {sb_url} (queues in {})",
+        state_dir.join("queues").display()
+    );
+    Ok((sb_url, sb_task))
+}
+
+/// The child's environment: the local wiring, the caller's extras, then what the
+/// `before_child` hook (run here) adds.
+async fn child_env(
+    hooks: &mut LocalHooks,
+    queue: &LocalQueue,
+    sb_url: &str,
+    state_dir: &Path,
+) -> Result<Vec<(String, String)>, LocalError> {
+    let mut child_env: Vec<(String, String)> = vec![
+        (
+            "ADE_BACKUP_STATE".into(),
+            format!("fs:{}", state_dir.join("state").display()),
+        ),
+        ("ADE_BACKUP_SERVICEBUS_ENDPOINT".into(), sb_url.to_string()),
+        ("ADE_BACKUP_CREDENTIAL".into(), "static".into()),
+        // The local queue and simulator accept any bearer token.
+        ("ADE_BACKUP_STATIC_TOKEN".into(), "local".into()),
+        ("FUNCTIONS_WORKER_RUNTIME".into(), "Custom".into()),
+    ];
+    child_env.append(&mut hooks.extra_env);
+    if let Some(hook) = hooks.before_child.take() {
+        let handles = LocalHandles {
+            queue: queue.clone(),
+            servicebus_endpoint: sb_url.to_string(),
+            state_dir: state_dir.to_path_buf(),
+        };
+        let mut more = hook(handles).await.map_err(LocalError::Hook)?;
+        child_env.append(&mut more);
+    }
+    Ok(child_env)
+}
+
+/// Loads the Functions app; `%AppSetting%` in host.json / function.json resolves against what
+/// the child will see.
+fn load_project(dir: &Path, child_env: &[(String, String)]) -> Result<Project, LocalError> {
+    let lookup = |name: &str| {
+        child_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    };
+    let project: Project = project::load(dir, &lookup)?;
+    for (name, why) in &project.skipped {
+        println!("[local] {name}: skipped ({why})");
+    }
+    Ok(project)
+}
+
+/// How to start the handler: host.json's arguments and working directory, this executable
+/// unless `--serve-bin` names another.
+fn child_spec(
+    args: &LocalArgs,
+    project: &Project,
+    env: Vec<(String, String)>,
+    state_dir: &Path,
+    start_timeout: Duration,
+) -> Result<child::ChildSpec, LocalError> {
+    let program = match &args.serve_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|source| LocalError::HandlerSpawn {
+            program: PathBuf::from("<current executable>"),
+            source,
+        })?,
+    };
+    Ok(child::ChildSpec {
+        program,
+        args: project.host.arguments.clone(),
+        cwd: Some(
+            project
+                .host
+                .working_directory
+                .clone()
+                .unwrap_or_else(|| project.root.clone()),
+        ),
+        env,
+        log_file: args.quiet.then(|| state_dir.join("serve.log")),
+        start_timeout,
+    })
+}
+
+fn new_shared(
+    queue: &LocalQueue,
+    client: reqwest::Client,
+    handler: watch::Receiver<Option<String>>,
+    project: &Project,
+) -> Arc<Shared> {
+    Arc::new(Shared {
         queue: queue.clone(),
         client,
-        handler: ready_rx.clone(),
+        handler,
         reports: Mutex::new(BTreeMap::new()),
         busy: AtomicUsize::new(0),
         timer_next: Mutex::new(BTreeMap::new()),
@@ -401,17 +451,26 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
             .function_timeout
             .unwrap_or(DEFAULT_FUNCTION_TIMEOUT),
         max_auto_lock_renewal: project.host.max_auto_lock_renewal,
-    });
+    })
+}
+
+/// Spawns one trigger task per function; returns the tasks and the queues they drain.
+fn start_triggers(
+    args: &LocalArgs,
+    project: &Project,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(JoinSet<()>, Vec<String>), LocalError> {
     let concurrency = args
         .max_concurrent_calls
         .or(project.host.max_concurrent_calls)
         .unwrap_or(DEFAULT_CONCURRENCY);
     let mut triggered_queues = Vec::new();
-    let mut workers = tokio::task::JoinSet::new();
+    let mut workers = JoinSet::new();
     for f in &project.functions {
         match &f.trigger {
             Trigger::ServiceBus { binding, queue: q } => {
-                queue.ensure_queue(q)?;
+                shared.queue.ensure_queue(q)?;
                 triggered_queues.push(q.clone());
                 shared.update(&f.name, |r| {
                     r.trigger = "serviceBusTrigger".into();
@@ -423,7 +482,7 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
                     binding.clone(),
                     q.clone(),
                     concurrency,
-                    stop_rx.clone(),
+                    stop.clone(),
                 ));
             }
             Trigger::Timer {
@@ -433,31 +492,18 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
                 run_on_startup,
             } => {
                 let (schedule, cron) = match timer_override(&args.timer_schedules, &f.name)? {
-                    Some((s, c)) => (s, Box::new(c)),
-                    None => (schedule.clone(), cron.clone()),
+                    Some((s, c)) => (s, c),
+                    None => (schedule.clone(), (**cron).clone()),
                 };
-                let (schedule, cron) = (&schedule, &cron);
-                let run_on_startup = &(*run_on_startup || args.run_timers_on_startup);
-                shared.update(&f.name, |r| {
-                    r.trigger = "timerTrigger".into();
-                    r.schedule = Some(schedule.clone());
-                });
-                if *run_on_startup {
-                    shared.busy.fetch_add(1, Ordering::SeqCst);
-                }
-                // Known before the timer task runs, so the idle check never misses it.
-                shared
-                    .timer_next
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(f.name.clone(), cron.after(&Utc::now()).next());
+                let run_on_startup = *run_on_startup || args.run_timers_on_startup;
+                register_timer(shared, &f.name, schedule, &cron, run_on_startup);
                 workers.spawn(dispatch::run_timer_function(
                     shared.clone(),
                     f.name.clone(),
                     binding.clone(),
-                    (**cron).clone(),
-                    *run_on_startup,
-                    stop_rx.clone(),
+                    cron,
+                    run_on_startup,
+                    stop.clone(),
                 ));
             }
         }
@@ -468,115 +514,121 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
         project.root.display(),
         concurrency
     );
+    Ok((workers, triggered_queues))
+}
 
-    // Main wait: idle, max runtime, Ctrl-C, or a fatal supervisor error.
-    let deadline = max_runtime.map(|d| tokio::time::Instant::now() + d);
-    let mut ready_seen = ready_rx.clone();
-    let mut was_ready = ready_seen.borrow().is_some();
-    let mut idle_streak = 0u32;
-    let mut fatal: Option<LocalError> = None;
-    let exit_reason = loop {
-        if let Some(task) = supervisor.as_mut().filter(|t| t.is_finished()) {
-            match task.await {
-                Ok(Err(e)) => fatal = Some(e),
-                Ok(Ok(())) => {}
-                Err(e) => fatal = Some(LocalError::Hook(format!("supervisor task failed: {e}"))),
-            }
-            supervisor = None;
-            if fatal.is_some() {
-                break ExitReason::Interrupted;
-            }
-        }
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            break ExitReason::MaxRuntime;
-        }
-        was_ready |= ready_seen.borrow_and_update().is_some();
-        if args.until_idle && was_ready {
-            let idle = is_idle(&shared, &triggered_queues, idle_horizon)?
-                && hooks.idle_check.as_ref().is_none_or(|f| f());
-            idle_streak = if idle { idle_streak + 1 } else { 0 };
-            // Three consecutive idle looks, 100 ms apart, so a message sent by an answer that
-            // just completed is not missed.
-            if idle_streak >= 3 {
-                break ExitReason::Idle;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = tokio::signal::ctrl_c() => break ExitReason::Interrupted,
-        }
-    };
+/// Records a timer function before its task runs: its report, the `runOnStartup` run it owes
+/// (counted as busy) and its first due time, so the idle check never misses it.
+fn register_timer(
+    shared: &Shared,
+    function: &str,
+    schedule: String,
+    cron: &cron::Schedule,
+    run_on_startup: bool,
+) {
+    shared.update(function, |r| {
+        r.trigger = "timerTrigger".into();
+        r.schedule = Some(schedule);
+    });
+    if run_on_startup {
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+    }
+    shared
+        .timer_next
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(function.to_string(), cron.after(&Utc::now()).next());
+}
 
-    // Stop taking work, let in-flight invocations settle, then stop the child.
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_GRACE, async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        eprintln!("[local] in-flight invocations did not finish within {DRAIN_GRACE:?}; their locks are released on the next start");
-        workers.abort_all();
-    }
-    if let Some(task) = supervisor {
-        if let Ok(Err(e)) = task.await {
-            fatal.get_or_insert(e);
+/// `--until-idle`: how far ahead to look, and the caller's extra condition.
+struct IdleRule<'a> {
+    horizon: chrono::Duration,
+    check: Option<&'a IdleCheck>,
+}
+
+/// Everything started for the run: trigger tasks, the handler's supervisor, the endpoint.
+struct Running {
+    shared: Arc<Shared>,
+    workers: JoinSet<()>,
+    supervisor: Option<tokio::task::JoinHandle<Result<(), LocalError>>>,
+    triggered_queues: Vec<String>,
+    ready: watch::Receiver<Option<String>>,
+    stop: watch::Sender<bool>,
+    sb_task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Main wait: idle, max runtime, Ctrl-C, or a fatal supervisor error (returned beside the
+    /// reason).
+    async fn wait_for_exit(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+        idle: Option<IdleRule<'_>>,
+    ) -> Result<(ExitReason, Option<LocalError>), LocalError> {
+        let mut ready_seen = self.ready.clone();
+        let mut was_ready = ready_seen.borrow().is_some();
+        let mut idle_streak = 0u32;
+        loop {
+            if let Some(fatal) = self.reap_supervisor().await {
+                return Ok((ExitReason::Interrupted, Some(fatal)));
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok((ExitReason::MaxRuntime, None));
+            }
+            was_ready |= ready_seen.borrow_and_update().is_some();
+            if let Some(rule) = idle.as_ref().filter(|_| was_ready) {
+                let idle = is_idle(&self.shared, &self.triggered_queues, rule.horizon)?
+                    && rule.check.is_none_or(|f| f());
+                idle_streak = if idle { idle_streak + 1 } else { 0 };
+                // Three consecutive idle looks, 100 ms apart, so a message sent by an answer
+                // that just completed is not missed.
+                if idle_streak >= 3 {
+                    return Ok((ExitReason::Idle, None));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::signal::ctrl_c() => return Ok((ExitReason::Interrupted, None)),
+            }
         }
-    }
-    sb_task.abort();
-    if let Some(e) = fatal {
-        return Err(e);
     }
 
-    let mut outcome = LocalOutcome {
-        exit_reason,
-        started_at,
-        finished_at: Utc::now(),
-        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-        functions: shared
-            .reports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-        queues: BTreeMap::new(),
-        dead_letters: Vec::new(),
-        handler_restarts: restarts.load(Ordering::Relaxed),
-        extras: serde_json::Map::new(),
-    };
-    for name in queue.queue_names() {
-        let stats = queue.stats(&name)?;
-        outcome.queues.insert(
-            name.clone(),
-            QueueReport {
-                remaining: stats.active + stats.scheduled + stats.locked,
-                dead_lettered: stats.dead_lettered,
-            },
-        );
-        for dl in queue.dead_letters(&name)? {
-            outcome.dead_letters.push(DeadLetterReport {
-                queue: name.clone(),
-                message_id: dl.message.message_id,
-                sequence_number: dl.message.sequence_number,
-                correlation_id: dl.message.correlation_id,
-                reason: dl.reason,
-                description: dl.description,
-                delivery_count: dl.message.delivery_count,
-                dead_lettered_at: dl.dead_lettered_at,
-            });
+    /// Collects the supervisor once it has finished; its error, if it ended with one.
+    async fn reap_supervisor(&mut self) -> Option<LocalError> {
+        let task = self.supervisor.as_mut().filter(|t| t.is_finished())?;
+        let fatal = match task.await {
+            Ok(Err(e)) => Some(e),
+            Ok(Ok(())) => None,
+            Err(e) => Some(LocalError::Hook(format!("supervisor task failed: {e}"))),
+        };
+        self.supervisor = None;
+        fatal
+    }
+
+    /// Stop taking work, let in-flight invocations settle, then stop the child and the
+    /// endpoint. A fatal error (from the wait or the supervisor's end) wins over the outcome.
+    async fn shut_down(mut self, mut fatal: Option<LocalError>) -> Result<Arc<Shared>, LocalError> {
+        let _ = self.stop.send(true);
+        let workers = &mut self.workers;
+        let drained = tokio::time::timeout(DRAIN_GRACE, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            eprintln!("[local] in-flight invocations did not finish within {DRAIN_GRACE:?}; their locks are released on the next start");
+            self.workers.abort_all();
+        }
+        if let Some(task) = self.supervisor {
+            if let Ok(Err(e)) = task.await {
+                fatal.get_or_insert(e);
+            }
+        }
+        self.sb_task.abort();
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(self.shared),
         }
     }
-    if let Some(hook) = hooks.before_report.take() {
-        hook(&mut outcome);
-    }
-    println!(
-        "[local] stopped ({:?}) after {} ms; {} dead-lettered",
-        outcome.exit_reason,
-        outcome.duration_ms,
-        outcome.dead_letters.len()
-    );
-    if let Some(path) = &args.report {
-        write_report(path, &outcome)?;
-    }
-    Ok(outcome)
 }
 
 fn is_idle(
@@ -596,19 +648,6 @@ fn is_idle(
     }
     let timers = shared.timer_next.lock().unwrap_or_else(|p| p.into_inner());
     Ok(!timers.values().flatten().any(|t| *t <= until))
-}
-
-fn write_report(path: &Path, outcome: &LocalOutcome) -> Result<(), LocalError> {
-    let io = |source| LocalError::Report {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let json = serde_json::to_vec_pretty(outcome)
-        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-    std::fs::write(path, json).map_err(io)
 }
 
 /// The `--timer-schedule NAME=NCRONTAB` override for `function`, parsed.

@@ -250,28 +250,7 @@ fn parse_host(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<HostConfig, ProjectError> {
     let description = &json["customHandler"]["description"];
-    let arguments = match &description["arguments"] {
-        serde_json::Value::Null => Vec::new(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| ProjectError::Field {
-                        path: path.to_path_buf(),
-                        field: "customHandler.description.arguments",
-                        rule: "must be an array of strings".into(),
-                    })
-                    .and_then(|s| expand_settings(s, path, lookup))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(ProjectError::Field {
-                path: path.to_path_buf(),
-                field: "customHandler.description.arguments",
-                rule: "must be an array of strings".into(),
-            })
-        }
-    };
+    let arguments = parse_arguments(&description["arguments"], path, lookup)?;
     let working_directory = description["workingDirectory"]
         .as_str()
         .filter(|s| !s.is_empty())
@@ -283,39 +262,22 @@ fn parse_host(
             v.as_u64()
                 .filter(|n| *n >= 1)
                 .map(|n| n as usize)
-                .ok_or_else(|| ProjectError::Field {
-                    path: path.to_path_buf(),
-                    field: "extensions.serviceBus.maxConcurrentCalls",
-                    rule: "must be a positive integer".into(),
+                .ok_or_else(|| {
+                    field_error(
+                        path,
+                        "extensions.serviceBus.maxConcurrentCalls",
+                        "must be a positive integer",
+                    )
                 })?,
         ),
     };
-    let timespan =
-        |field: &'static str, v: &serde_json::Value| -> Result<Option<Duration>, ProjectError> {
-            match v {
-                serde_json::Value::Null => Ok(None),
-                serde_json::Value::String(s) => {
-                    parse_timespan(s)
-                        .map(Some)
-                        .ok_or_else(|| ProjectError::Field {
-                            path: path.to_path_buf(),
-                            field,
-                            rule: format!("{s:?} must be a TimeSpan hh:mm:ss"),
-                        })
-                }
-                _ => Err(ProjectError::Field {
-                    path: path.to_path_buf(),
-                    field,
-                    rule: "must be a TimeSpan string hh:mm:ss".into(),
-                }),
-            }
-        };
-    let max_auto_lock_renewal = timespan(
+    let max_auto_lock_renewal = parse_timespan_field(
+        path,
         "extensions.serviceBus.maxAutoLockRenewalDuration",
         &sb["maxAutoLockRenewalDuration"],
     )?
     .unwrap_or(Duration::from_secs(300));
-    let function_timeout = timespan("functionTimeout", &json["functionTimeout"])?;
+    let function_timeout = parse_timespan_field(path, "functionTimeout", &json["functionTimeout"])?;
     Ok(HostConfig {
         arguments,
         working_directory,
@@ -323,6 +285,55 @@ fn parse_host(
         max_auto_lock_renewal,
         function_timeout,
     })
+}
+
+fn field_error(path: &Path, field: &'static str, rule: &str) -> ProjectError {
+    ProjectError::Field {
+        path: path.to_path_buf(),
+        field,
+        rule: rule.to_string(),
+    }
+}
+
+/// `customHandler.description.arguments`: absent, or an array of strings (`%VAR%`-expanded).
+fn parse_arguments(
+    v: &serde_json::Value,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ProjectError> {
+    const FIELD: &str = "customHandler.description.arguments";
+    const RULE: &str = "must be an array of strings";
+    match v {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| field_error(path, FIELD, RULE))
+                    .and_then(|s| expand_settings(s, path, lookup))
+            })
+            .collect(),
+        _ => Err(field_error(path, FIELD, RULE)),
+    }
+}
+
+/// An optional TimeSpan field (`hh:mm:ss`).
+fn parse_timespan_field(
+    path: &Path,
+    field: &'static str,
+    v: &serde_json::Value,
+) -> Result<Option<Duration>, ProjectError> {
+    match v {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => parse_timespan(s)
+            .map(Some)
+            .ok_or_else(|| field_error(path, field, &format!("{s:?} must be a TimeSpan hh:mm:ss"))),
+        _ => Err(field_error(
+            path,
+            field,
+            "must be a TimeSpan string hh:mm:ss",
+        )),
+    }
 }
 
 /// `Ok(Err(why))` = a valid function the local host does not run.
@@ -337,78 +348,94 @@ fn parse_function(
     }
     let bindings = json["bindings"]
         .as_array()
-        .ok_or_else(|| ProjectError::Field {
-            path: path.to_path_buf(),
-            field: "bindings",
-            rule: "must be an array".into(),
-        })?;
-    let field = |field: &'static str, rule: &str| ProjectError::Field {
-        path: path.to_path_buf(),
-        field,
-        rule: rule.to_string(),
-    };
+        .ok_or_else(|| field_error(path, "bindings", "must be an array"))?;
     for b in bindings {
-        let kind = b["type"].as_str().unwrap_or_default();
-        let binding = || -> Result<String, ProjectError> {
-            b["name"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    field(
-                        "bindings[].name",
-                        "a trigger binding needs a non-empty name",
-                    )
-                })
-        };
-        match kind {
+        let trigger = match b["type"].as_str().unwrap_or_default() {
             "serviceBusTrigger" => {
                 if b.get("topicName").is_some() {
                     return Ok(Err("topic subscriptions are not supported locally".into()));
                 }
-                let queue = b["queueName"].as_str().ok_or_else(|| {
-                    field("bindings[].queueName", "required for serviceBusTrigger")
-                })?;
-                let queue = expand_settings(queue, path, lookup)?;
-                return Ok(Ok(FunctionDef {
-                    name: name.to_string(),
-                    trigger: Trigger::ServiceBus {
-                        binding: binding()?,
-                        queue,
-                    },
-                }));
+                service_bus_trigger(b, path, lookup)?
             }
-            "timerTrigger" => {
-                let schedule = b["schedule"]
-                    .as_str()
-                    .ok_or_else(|| field("bindings[].schedule", "required for timerTrigger"))?;
-                let schedule = expand_settings(schedule, path, lookup)?;
-                let cron = parse_ncrontab(&schedule).map_err(|rule| ProjectError::Schedule {
-                    function: name.to_string(),
-                    schedule: schedule.clone(),
-                    rule,
-                })?;
-                let run_on_startup = match &b["runOnStartup"] {
-                    serde_json::Value::Null => false,
-                    serde_json::Value::Bool(v) => *v,
-                    _ => return Err(field("bindings[].runOnStartup", "must be true or false")),
-                };
-                return Ok(Ok(FunctionDef {
-                    name: name.to_string(),
-                    trigger: Trigger::Timer {
-                        binding: binding()?,
-                        schedule,
-                        cron: Box::new(cron),
-                        run_on_startup,
-                    },
-                }));
-            }
-            _ => {}
-        }
+            "timerTrigger" => timer_trigger(name, b, path, lookup)?,
+            _ => continue,
+        };
+        return Ok(Ok(FunctionDef {
+            name: name.to_string(),
+            trigger,
+        }));
     }
     Ok(Err(
         "no serviceBusTrigger or timerTrigger binding (the local host runs only those)".into(),
     ))
+}
+
+/// A trigger binding's `name` (the key of its value in the invocation's `Data`).
+fn binding_name(b: &serde_json::Value, path: &Path) -> Result<String, ProjectError> {
+    b["name"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            field_error(
+                path,
+                "bindings[].name",
+                "a trigger binding needs a non-empty name",
+            )
+        })
+}
+
+fn service_bus_trigger(
+    b: &serde_json::Value,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Trigger, ProjectError> {
+    let queue = b["queueName"].as_str().ok_or_else(|| {
+        field_error(
+            path,
+            "bindings[].queueName",
+            "required for serviceBusTrigger",
+        )
+    })?;
+    let queue = expand_settings(queue, path, lookup)?;
+    Ok(Trigger::ServiceBus {
+        binding: binding_name(b, path)?,
+        queue,
+    })
+}
+
+fn timer_trigger(
+    name: &str,
+    b: &serde_json::Value,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Trigger, ProjectError> {
+    let schedule = b["schedule"]
+        .as_str()
+        .ok_or_else(|| field_error(path, "bindings[].schedule", "required for timerTrigger"))?;
+    let schedule = expand_settings(schedule, path, lookup)?;
+    let cron = parse_ncrontab(&schedule).map_err(|rule| ProjectError::Schedule {
+        function: name.to_string(),
+        schedule: schedule.clone(),
+        rule,
+    })?;
+    let run_on_startup = match &b["runOnStartup"] {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(v) => *v,
+        _ => {
+            return Err(field_error(
+                path,
+                "bindings[].runOnStartup",
+                "must be true or false",
+            ))
+        }
+    };
+    Ok(Trigger::Timer {
+        binding: binding_name(b, path)?,
+        schedule,
+        cron: Box::new(cron),
+        run_on_startup,
+    })
 }
 
 #[cfg(test)]
