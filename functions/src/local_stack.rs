@@ -147,6 +147,10 @@ fn config_env() -> Vec<(String, String)> {
         setting_or("ADE_BACKUP_POLL_INTERVAL_MS", "250".to_string()),
         setting_or("ADE_BACKUP_RECHECK_DELAY_MS", "1000".to_string()),
         setting_or("ADE_BACKUP_STEP_LEASE_MS", "10000".to_string()),
+        // The simulator answers at once: a short ARM budget keeps step leases (never shorter
+        // than one call's budget) short, so a killed child's steps are taken over quickly.
+        setting_or("ADE_BACKUP_ARM_RETRY_BUDGET_MS", "5000".to_string()),
+        setting_or("ADE_BACKUP_ARM_REQUEST_TIMEOUT_MS", "5000".to_string()),
     ]
 }
 

@@ -53,6 +53,20 @@ pub struct QueueNames {
     pub redeploy_vm: String,
 }
 
+impl QueueNames {
+    /// ade-backup's own work queues: never a destination a request may choose.
+    pub fn own(&self) -> [&str; 6] {
+        [
+            &self.vm_encryption_events,
+            &self.restore_requests,
+            &self.grant_key_vault_access,
+            &self.backup_vm,
+            &self.restore_vm,
+            &self.redeploy_vm,
+        ]
+    }
+}
+
 impl Default for QueueNames {
     fn default() -> Self {
         Self {
@@ -109,6 +123,17 @@ pub struct WorkflowSettings {
     /// `ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE` (`true`/`false`, default false): allow staging in the
     /// vault's paired region.
     pub allow_cross_region_restore: bool,
+    /// `ADE_BACKUP_REPLY_QUEUES`: the queues a restore request may name as `replyTo`
+    /// (comma-separated, default `restore-status`). Never one of ade-backup's own queues.
+    pub reply_queues: Vec<String>,
+    /// `ADE_BACKUP_MAX_DELIVERY_COUNT`: the queues' `maxDeliveryCount` (default 10, as Service Bus):
+    /// the delivery that fails transiently for the last time records why at `deadletters/`.
+    pub max_delivery_count: u32,
+    /// `ADE_BACKUP_ARM_RETRY_BUDGET_MS` (default 120000) and `ADE_BACKUP_ARM_REQUEST_TIMEOUT_MS`
+    /// (default 60000): how long one ARM call may take with its retries. A step's claim lease is
+    /// never shorter than this (plus a margin), so no takeover starts while a call is in flight.
+    pub arm_retry_budget: std::time::Duration,
+    pub arm_request_timeout: std::time::Duration,
 }
 
 impl Default for WorkflowSettings {
@@ -125,6 +150,10 @@ impl Default for WorkflowSettings {
             step_lease: std::time::Duration::from_secs(120),
             notifications_queue: "notifications".into(),
             allow_cross_region_restore: false,
+            reply_queues: vec!["restore-status".into()],
+            max_delivery_count: 10,
+            arm_retry_budget: std::time::Duration::from_secs(120),
+            arm_request_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -188,6 +217,25 @@ fn parse_allow_cross_region_restore(
     }
 }
 
+/// `ADE_BACKUP_REPLY_QUEUES`: each name valid for the sender.
+fn parse_reply_queues(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, SettingsError> {
+    let Some(list) = get("ADE_BACKUP_REPLY_QUEUES") else {
+        return Ok(WorkflowSettings::default().reply_queues);
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(|q| {
+            validate_queue_name(q)
+                .map(|()| q.to_string())
+                .map_err(|rule| SettingsError::Invalid {
+                    var: "ADE_BACKUP_REPLY_QUEUES",
+                    rule: format!("{q:?} {rule}"),
+                })
+        })
+        .collect()
+}
+
 fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettings, SettingsError> {
     let d = WorkflowSettings::default();
     let protection_rules = match json_setting(get, "ADE_BACKUP_PROTECTION_RULES")? {
@@ -243,6 +291,10 @@ fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettin
         step_lease: ms("ADE_BACKUP_STEP_LEASE_MS", d.step_lease)?,
         notifications_queue,
         allow_cross_region_restore,
+        reply_queues: parse_reply_queues(get)?,
+        max_delivery_count: number("ADE_BACKUP_MAX_DELIVERY_COUNT", 10, 1, 2000)? as u32,
+        arm_retry_budget: ms("ADE_BACKUP_ARM_RETRY_BUDGET_MS", d.arm_retry_budget)?,
+        arm_request_timeout: ms("ADE_BACKUP_ARM_REQUEST_TIMEOUT_MS", d.arm_request_timeout)?,
     })
 }
 
@@ -294,6 +346,16 @@ impl Settings {
         } = parse_sweep_scope(&get)?;
         let queues = parse_queues(&get)?;
         let workflow = parse_workflow(&get)?;
+        if let Some(q) = workflow
+            .reply_queues
+            .iter()
+            .find(|q| queues.own().contains(&q.as_str()) || **q == workflow.notifications_queue)
+        {
+            return Err(SettingsError::Invalid {
+                var: "ADE_BACKUP_REPLY_QUEUES",
+                rule: format!("{q:?} is one of ade-backup's own queues; replies go to the ticketing systems' queues only"),
+            });
+        }
         Ok(Self {
             state,
             servicebus_endpoint,
@@ -490,23 +552,17 @@ fn validate_container_name(c: &str) -> bool {
         && !c.contains("--")
 }
 
-/// Service Bus queue naming rules: 1-260 characters of letters, digits, `.`, `-`, `_`, `/`,
-/// starting and ending with a letter or digit.
+/// Service Bus queue naming rules: the ones the sender applies before every send
+/// (`ade_backup_shared::messaging::servicebus::validate_queue_name`), so a name that passes here
+/// never fails at send time.
 pub fn validate_queue_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > 260 {
-        return Err("a queue name must be 1 to 260 characters");
+    use ade_backup_shared::messaging::servicebus::validate_queue_name as sender_rule;
+    use ade_backup_shared::messaging::MessagingError;
+    match sender_rule(name) {
+        Ok(()) => Ok(()),
+        Err(MessagingError::InvalidQueue { rule, .. }) => Err(rule),
+        Err(_) => Err("is not a valid queue name"),
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
-    {
-        return Err("a queue name may only contain letters, digits, '.', '-', '_' and '/'");
-    }
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
-        return Err("a queue name must start and end with a letter or digit");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

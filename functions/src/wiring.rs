@@ -66,10 +66,16 @@ pub fn state_store(
 }
 
 pub fn arm_client(settings: &Settings, identity: &Identity) -> Result<ArmClient, WiringError> {
+    let defaults = ArmClientOptions::default();
     let options = ArmClientOptions {
         graph_endpoint: settings.graph_endpoint.clone(),
         blob_endpoint: settings.blob_endpoint.clone(),
-        ..Default::default()
+        request_timeout: settings.workflow.arm_request_timeout,
+        retry: ade_backup_shared::arm::RetryPolicy {
+            max_elapsed: settings.workflow.arm_retry_budget,
+            ..defaults.retry.clone()
+        },
+        ..defaults
     };
     ArmClient::new(
         settings.arm_endpoint.clone(),

@@ -66,3 +66,97 @@ async fn a_conflicting_request_without_reply_to_does_not_answer_into_the_origina
     let op = stack.restore_doc("INC-CONF").expect("recorded");
     assert_eq!(op.status, "completed", "the first restore is unchanged");
 }
+
+#[tokio::test]
+async fn a_slow_restore_trigger_is_not_taken_over_while_its_azure_call_runs() {
+    // The configured lease (1 s) is shorter than one ARM call may take with its retries: the
+    // claim must outlive the call, or a second delivery starts a second restore job.
+    let stack = SimStack::start_with(&[("ADE_BACKUP_STEP_LEASE_MS", "1000")]).await;
+    let vm = web_vm();
+    stack.protect(&vm).await;
+    let body = serde_json::to_vec(&restore_request("INC-SLOW", &vm, json!({}))).expect("json");
+    stack.pump.enqueue("restore-requests", "req-slow", body);
+    stack.pump_until(100, |m| m.queue == "restore-vm").await;
+    let trigger = stack.pump.take_next().expect("the restore trigger");
+    let slow = ade_backup_sim::FaultRule {
+        latency_ms: 800,
+        ..Default::default()
+    };
+    let faults = ade_backup_sim::FaultConfig {
+        operations: [("rs.restore".to_string(), slow)].into_iter().collect(),
+        ..Default::default()
+    };
+    stack.sim.set_faults(faults).expect("faults");
+    let before = stack.sim.stats().writes.restores;
+    let first = stack.deliver(&trigger, 1);
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Past the configured lease, well inside one call's retry budget; the lock expired, so
+        // Service Bus hands the same message to another invocation.
+        stack.sim.advance(std::time::Duration::from_secs(5));
+        stack.deliver(&trigger, 2).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    assert!(format!("{a:?}").contains("Completed"), "{a:?}");
+    assert!(format!("{b:?}").contains("in progress elsewhere"), "{b:?}");
+    stack
+        .sim
+        .set_faults(ade_backup_sim::FaultConfig::default())
+        .expect("faults");
+    stack.pump(2000).await;
+    assert_eq!(
+        stack.sim.stats().writes.restores - before,
+        1,
+        "one restore job, not two"
+    );
+    let op = stack.restore_doc("INC-SLOW").expect("recorded");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+}
+
+#[tokio::test]
+async fn a_target_vm_name_that_exists_is_rejected_before_any_restore_job() {
+    let stack = SimStack::start().await;
+    let vm = web_vm();
+    stack.protect(&vm).await;
+    let before = stack.sim.stats().writes.restores;
+    let body = restore_request(
+        "INC-EXISTS",
+        &vm,
+        json!({"targetResourceGroup": format!("/subscriptions/{S1}/resourceGroups/rg-app-web"), "targetVmName": "web-lnx-01"}),
+    );
+    stack.submit("req-exists", &body).await;
+    let op = stack.restore_doc("INC-EXISTS").expect("recorded");
+    assert_eq!(op.status, "rejected", "{:#?}", op.history);
+    let last = op.history.last().expect("history");
+    assert_eq!(last.reason.as_deref(), Some("target-exists"));
+    assert_eq!(last.field.as_deref(), Some("targetVmName"));
+    assert_eq!(
+        stack.sim.stats().writes.restores,
+        before,
+        "no restore job ran"
+    );
+}
+
+#[tokio::test]
+async fn status_updates_never_carry_the_template_url() {
+    let stack = SimStack::start().await;
+    let vm = web_vm();
+    stack.protect(&vm).await;
+    stack
+        .submit("req-url", &restore_request("INC-URL", &vm, json!({})))
+        .await;
+    let op = stack.restore_doc("INC-URL").expect("recorded");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    let template = op
+        .azure
+        .template_blob_uri
+        .clone()
+        .expect("kept in the document");
+    let replies = stack.replies(REPLY_QUEUE);
+    assert!(!replies.is_empty());
+    for (m, _) in replies {
+        let text = String::from_utf8_lossy(&m.body);
+        assert!(!text.contains(&template), "{text}");
+        assert!(!text.contains("blob.core.windows.net"), "{text}");
+    }
+}

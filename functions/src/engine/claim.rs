@@ -1,17 +1,84 @@
 //! Claiming a step: the one place that decides whether this delivery does a step's side effect.
 //! Done already → what follows it is sent again ([`Operation::resume`]); held by a live
 //! invocation → this message comes back when that lease ends; otherwise the step is ours.
+//!
+//! A claim's lease outlives the Azure call it guards: it is never shorter than the ARM client's
+//! whole retry budget plus one request timeout (and a margin), so no takeover starts while the
+//! call is still in flight. The result is then written only while the claim is still held
+//! ([`update_holding`]); a writer that lost its claim writes nothing and leaves the step to its
+//! new holder (who adopts what the call started).
 
 use super::send::{claimant, redeliver_at};
-use super::{now, update, Operation, WorkflowError};
+use super::{now, update, update_reporting, Operation, Reporting, WorkflowError};
 use crate::context::Context;
-use crate::domain::steps::{Claim, StepName};
+use crate::domain::steps::{Claim, StepName, StepState};
 use crate::trigger::ServiceBusMessage;
+use std::time::Duration;
 
-/// How long a claimed step is protected from a concurrent invocation.
+/// How long a claimed step is protected from a concurrent invocation: the setting, but never less
+/// than the longest one ARM call can take (retry budget + one request timeout) plus a margin for
+/// the write that records its result.
 pub fn step_lease(ctx: &Context) -> chrono::Duration {
-    chrono::Duration::from_std(ctx.settings.workflow.step_lease)
-        .unwrap_or_else(|_| chrono::Duration::minutes(2))
+    let o = ctx.arm.options();
+    let call = o.retry.max_elapsed + o.request_timeout;
+    let margin = (call / 2).min(Duration::from_secs(30));
+    let lease = ctx.settings.workflow.step_lease.max(call + margin);
+    chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5))
+}
+
+/// Who writes a step's result: the delivery that claimed the step (its claim is checked at the
+/// write), or a follow-up poll of a step whose start is already recorded (no claim to hold).
+#[derive(Clone, Copy)]
+pub enum Writer<'a> {
+    Claim(&'a ServiceBusMessage),
+    Poll,
+}
+
+impl Writer<'_> {
+    /// Whether this writer may still write `step`'s result into `op`.
+    pub fn holds<O: Operation>(&self, op: &O, step: O::Step) -> bool {
+        match self {
+            Writer::Poll => true,
+            Writer::Claim(delivery) => matches!(
+                op.steps().state(step),
+                Some(StepState::Claimed { by, .. }) if *by == claimant(delivery)
+            ),
+        }
+    }
+}
+
+/// [`update_reporting`], applied only while `writer` still holds `step`. `Ok(None)`: the claim
+/// was lost (expired and taken over); nothing was written.
+pub async fn update_holding<O: Reporting>(
+    ctx: &Context,
+    id: &O::Id,
+    step: O::Step,
+    writer: Writer<'_>,
+    mut f: impl FnMut(&mut O, &mut Option<O::Report>) -> bool + Send,
+) -> Result<Option<O>, WorkflowError> {
+    let mut lost = false;
+    let op = update_reporting::<O>(ctx, id, |o, report| {
+        lost = !writer.holds(o, step);
+        !lost && f(o, report)
+    })
+    .await?;
+    if lost {
+        tracing::warn!(
+            operation = %id,
+            step = step.as_str(),
+            "the claim on the step was lost during its Azure call; its result is left to the new holder"
+        );
+        return Ok(None);
+    }
+    Ok(Some(op))
+}
+
+/// The log line of a writer that lost its claim.
+pub fn claim_lost(id: &impl std::fmt::Display, step: impl StepName) -> String {
+    format!(
+        "{id}: the claim on {} expired during its Azure call; the step's new holder adopts the result",
+        step.as_str()
+    )
 }
 
 /// What [`claim_step`] decided for this delivery.

@@ -5,8 +5,8 @@
 use super::{conclude, track, BackupMessage, BackupPhase};
 use crate::context::Context;
 use crate::engine::{
-    self, claim_step, fail_if_overdue, poll_delay, poll_step, ArmResultExt, Claimed, Phase,
-    PollSpec, Polled, WorkflowError,
+    self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, update_holding,
+    ArmResultExt, Claimed, Phase, PollSpec, Polled, WorkflowError, Writer,
 };
 use crate::records::{ProtectDetail, ProtectStep, ProtectionOperation, ProtectionStatus as St};
 use crate::trigger::ServiceBusMessage;
@@ -70,22 +70,27 @@ async fn claim(
 /// Records the long-running operation a step started and schedules its first poll.
 async fn record_pending(
     ctx: &Context,
-    op: &ProtectionOperation,
+    (op, writer): (&ProtectionOperation, Writer<'_>),
     step: ProtectStep,
     pending: PendingOperation,
     poll_phase: BackupPhase,
-) -> Result<(), WorkflowError> {
+) -> Result<Option<String>, WorkflowError> {
     let delay = poll_delay(ctx, pending.retry_after);
     let detail = ProtectDetail {
         pending: Some(pending),
         ..Default::default()
     };
-    let op = engine::update::<ProtectionOperation>(ctx, &op.operation_id, |o| {
+    let id = op.operation_id.as_str();
+    let Some(op) = update_holding::<ProtectionOperation>(ctx, id, step, writer, |o, _| {
         *o.steps.detail_mut(step) = detail.clone();
         true
     })
-    .await?;
-    poll_phase.send(ctx, &op, 1, Some(delay)).await
+    .await?
+    else {
+        return Ok(Some(claim_lost(&id, step)));
+    };
+    poll_phase.send(ctx, &op, 1, Some(delay)).await?;
+    Ok(None)
 }
 
 /// Enable protection with the rule's policy, unless the VM is already protected.
@@ -99,7 +104,8 @@ async fn protect(
         Ok(op) => op,
         Err(line) => return Ok(line),
     };
-    if let Some(line) = already_protected(ctx, &op).await? {
+    let writer = Writer::Claim(delivery);
+    if let Some(line) = already_protected(ctx, &op, writer).await? {
         return Ok(line);
     }
     let vault = op.target.target.vault_id.clone();
@@ -109,11 +115,12 @@ async fn protect(
             None => {
                 let id = started.resource.and_then(|r| r.id);
                 let note = "protection enabled".to_string();
-                finish_protect(ctx, op, id, Some(policy.to_string()), note).await
+                finish_protect(ctx, (op, writer), id, Some(policy.to_string()), note).await
             }
             Some(p) => {
-                record_pending(ctx, &op, step, p, BackupPhase::ProtectPoll).await?;
-                Ok(format!("{}: enabling protection", op.operation_id))
+                let (on, next) = ((&op, writer), BackupPhase::ProtectPoll);
+                let lost = record_pending(ctx, on, step, p, next).await?;
+                Ok(lost.unwrap_or_else(|| format!("{}: enabling protection", op.operation_id)))
             }
         },
         Err(e) if needs_discovery(&e) => refresh_and_retry(ctx, op, e).await,
@@ -142,6 +149,7 @@ async fn protect(
 async fn already_protected(
     ctx: &Context,
     op: &ProtectionOperation,
+    writer: Writer<'_>,
 ) -> Result<Option<String>, WorkflowError> {
     let first_attempt = op.steps.attempts(ProtectStep::EnableProtection) <= 1;
     if op.known_unprotected && first_attempt {
@@ -167,7 +175,8 @@ async fn already_protected(
     } else {
         "already protected".to_string()
     };
-    let line = finish_protect(ctx, op.clone(), item.id.clone(), Some(theirs), note).await?;
+    let on = (op.clone(), writer);
+    let line = finish_protect(ctx, on, item.id.clone(), Some(theirs), note).await?;
     Ok(Some(line))
 }
 
@@ -218,7 +227,7 @@ async fn refresh_and_retry(
 
 async fn finish_protect(
     ctx: &Context,
-    op: ProtectionOperation,
+    (op, writer): (ProtectionOperation, Writer<'_>),
     item_id: Option<String>,
     policy: Option<String>,
     note: String,
@@ -228,9 +237,9 @@ async fn finish_protect(
         note: Some(note.clone()),
         ..Default::default()
     };
-    let op = engine::update::<ProtectionOperation>(ctx, &op.operation_id, |o| {
-        o.steps
-            .finish(ProtectStep::EnableProtection, at, Some(detail.clone()));
+    let (id, step) = (op.operation_id.as_str(), ProtectStep::EnableProtection);
+    let Some(op) = update_holding::<ProtectionOperation>(ctx, id, step, writer, |o, _| {
+        o.steps.finish(step, at, Some(detail.clone()));
         o.azure.protected_item_id = item_id.clone().or(o.azure.protected_item_id.clone());
         o.azure.policy_id = policy.clone();
         if note.contains("kept it") && !o.warnings.iter().any(|w| w.starts_with("policy-kept")) {
@@ -239,7 +248,10 @@ async fn finish_protect(
         o.record(at, St::InProgress, note.clone());
         true
     })
-    .await?;
+    .await?
+    else {
+        return Ok(claim_lost(&id, step));
+    };
     BackupPhase::BackupNow.send(ctx, &op, 0, None).await?;
     Ok(format!("{}: {note}", op.operation_id))
 }
@@ -276,14 +288,8 @@ async fn protect_poll(
                 .map(|id| id.to_string())
         });
     let policy = policy_id(&op)?.to_string();
-    finish_protect(
-        ctx,
-        op,
-        item,
-        Some(policy),
-        "protection enabled".to_string(),
-    )
-    .await
+    let note = "protection enabled".to_string();
+    finish_protect(ctx, (op, Writer::Poll), item, Some(policy), note).await
 }
 
 /// Trigger the first backup (or adopt the job a crashed attempt started).
@@ -297,10 +303,12 @@ async fn backup_now(
         Ok(op) => op,
         Err(line) => return Ok(line),
     };
+    let writer = Writer::Claim(delivery);
     // A crash after the trigger and before it was recorded must not start a second backup:
     // adopt a backup job of this VM that started since the operation began.
     if let Some(job) = adoptable_job(ctx, &op).await? {
-        return record_job(ctx, op, job, "adopted the backup job already running").await;
+        let note = "adopted the backup job already running";
+        return record_job(ctx, (op, writer), job, note).await;
     }
     let vault = op.target.target.vault_id.clone();
     let retention = i64::from(ctx.settings.workflow.first_backup_retention_days);
@@ -311,8 +319,9 @@ async fn backup_now(
         .await
     {
         Ok(p) => {
-            record_pending(ctx, &op, step, p, BackupPhase::BackupPoll).await?;
-            Ok(format!("{}: backup triggered", op.operation_id))
+            let (on, next) = ((&op, writer), BackupPhase::BackupPoll);
+            let lost = record_pending(ctx, on, step, p, next).await?;
+            Ok(lost.unwrap_or_else(|| format!("{}: backup triggered", op.operation_id)))
         }
         Err(e) if e.is_transient() => Err(WorkflowError::arm("triggering the backup", e)),
         Err(e) => {
@@ -372,7 +381,7 @@ async fn adoptable_job(
 
 async fn record_job(
     ctx: &Context,
-    op: ProtectionOperation,
+    (op, writer): (ProtectionOperation, Writer<'_>),
     job_id: String,
     note: &str,
 ) -> Result<String, WorkflowError> {
@@ -381,14 +390,17 @@ async fn record_job(
         job_id: Some(job_id.clone()),
         ..Default::default()
     };
-    let op = engine::update::<ProtectionOperation>(ctx, &op.operation_id, |o| {
-        o.steps
-            .finish(ProtectStep::BackupNow, at, Some(detail.clone()));
+    let (id, step) = (op.operation_id.as_str(), ProtectStep::BackupNow);
+    let Some(op) = update_holding::<ProtectionOperation>(ctx, id, step, writer, |o, _| {
+        o.steps.finish(step, at, Some(detail.clone()));
         o.azure.backup_job_id = Some(job_id.clone());
         o.record(at, St::InProgress, format!("{note}: job {job_id}"));
         true
     })
-    .await?;
+    .await?
+    else {
+        return Ok(claim_lost(&id, step));
+    };
     // A backup job takes minutes (seconds in the simulator): a read right now would only say
     // "InProgress" and spend a token of the subscription's read bucket.
     let delay = Some(ctx.settings.workflow.poll_interval);
@@ -420,7 +432,7 @@ async fn backup_poll(
             .map(|j| (j, "backup job found")),
     };
     match job {
-        Some((job, note)) => record_job(ctx, op, job, note).await,
+        Some((job, note)) => record_job(ctx, (op, Writer::Poll), job, note).await,
         None => {
             let (code, m) = (
                 "backup-job-unknown",

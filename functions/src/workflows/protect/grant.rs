@@ -7,7 +7,10 @@
 use super::{conclude, BackupPhase, GrantMessage};
 use crate::context::Context;
 use crate::domain::kv_access::{self, KeyMode, Permissions, RbacRoleChoice};
-use crate::engine::{self, claim_step, send_json, ArmResultExt, Claimed, Phase, WorkflowError};
+use crate::engine::{
+    self, claim_step, send_json, update_holding, ArmResultExt, Claimed, Phase, WorkflowError,
+    Writer,
+};
 use crate::records::{self, ProtectDetail, ProtectStep, ProtectionOperation, ProtectionStatus};
 use crate::trigger::ServiceBusMessage;
 use crate::workflows::is_forbidden;
@@ -295,7 +298,8 @@ pub async fn grant(
         writes: Some(written),
         ..Default::default()
     };
-    let op = engine::update::<ProtectionOperation>(ctx, id, |op| {
+    let writer = Writer::Claim(delivery);
+    let Some(op) = update_holding::<ProtectionOperation>(ctx, id, step, writer, |op, _| {
         op.steps.finish(step, at, Some(detail.clone()));
         let note = match n {
             0 => "Key Vault access already in place".to_string(),
@@ -304,7 +308,10 @@ pub async fn grant(
         op.record(at, ProtectionStatus::InProgress, note);
         true
     })
-    .await?;
+    .await?
+    else {
+        return Ok(engine::claim_lost(&id, step));
+    };
     BackupPhase::Protect.send(ctx, &op, 0, None).await?;
     Ok(format!("{id}: Key Vault access in place ({n} write(s))"))
 }

@@ -3,10 +3,12 @@
 //! then follow the extension until it is provisioned. The Key Vault is checked again first: a
 //! vault without `enabledForDiskEncryption` leaves the VM unable to fetch its passphrase.
 
-use super::{ade_of, again, code, fail, kek_clause, push, update_reporting, RedeployPhase, Why};
+use super::{ade_of, again, code, fail, kek_clause, push, RedeployPhase, Why};
 use crate::context::Context;
 use crate::domain::ade::{AdeSettings, OsType, ADE_PUBLISHER};
-use crate::engine::{self, claim_step, Claimed, Phase, WorkflowError};
+use crate::engine::{
+    self, claim_lost, claim_step, update_holding, Claimed, Phase, WorkflowError, Writer,
+};
 use crate::records::{RestoreOperation, RestoreStatus, RestoreStep};
 use crate::trigger::ServiceBusMessage;
 use ade_backup_shared::arm::{VmExtension, VmExtensionProperties};
@@ -128,7 +130,8 @@ pub(super) async fn reinstall(
         },
         ade.volume_type.clone().unwrap_or_else(|| "All".into())
     );
-    let op = update_reporting(ctx, &ticket, |o, sent| {
+    let writer = Writer::Claim(delivery);
+    let Some(op) = update_holding::<RestoreOperation>(ctx, &ticket, step, writer, |o, sent| {
         o.azure.ade_extension_id = Some(ext_id.clone());
         if o.status != RestoreStatus::ReinstallingAde {
             let st = RestoreStatus::ReinstallingAde;
@@ -136,7 +139,10 @@ pub(super) async fn reinstall(
         }
         true
     })
-    .await?;
+    .await?
+    else {
+        return Ok(claim_lost(&ticket, step));
+    };
     again(ctx, &op, RedeployPhase::AdePoll, 0).await?;
     Ok(format!("{ticket}: {note}"))
 }

@@ -8,8 +8,8 @@ use super::{
 };
 use crate::context::Context;
 use crate::engine::{
-    self, claim_step, poll_delay, poll_step, ArmResultExt, Claimed, Phase, PollSpec, Polled,
-    WorkflowError,
+    self, claim_lost, claim_step, poll_delay, poll_step, update_holding, ArmResultExt, Claimed,
+    Phase, PollSpec, Polled, WorkflowError, Writer,
 };
 use crate::records::{RestoreOperation, RestoreStatus, RestoreStep};
 use crate::trigger::ServiceBusMessage;
@@ -97,7 +97,7 @@ async fn trigger(
     // A crash after the trigger and before it was recorded must not start a second restore.
     if let Some(job) = adoptable_job(ctx, &op, &vault, &vm).await? {
         let note = "adopted the restore job already running";
-        return record_job(ctx, &ticket, job, note).await;
+        return record_job(ctx, &ticket, Writer::Claim(delivery), job, note).await;
     }
     let rp_id = op.azure.recovery_point_id.clone().unwrap_or_default();
     let points = ctx
@@ -136,7 +136,7 @@ async fn trigger(
             .await
         }
     };
-    start_job(ctx, &op, &vault, &vm, &request).await
+    start_job(ctx, &op, delivery, (&vault, &vm), &request).await
 }
 
 /// Starts the restore-disks job (a non-idempotent Azure call: the step's claim guards it) and
@@ -144,8 +144,8 @@ async fn trigger(
 async fn start_job(
     ctx: &Context,
     op: &RestoreOperation,
-    vault: &ResourceId,
-    vm: &ResourceId,
+    delivery: &ServiceBusMessage,
+    (vault, vm): (&ResourceId, &ResourceId),
     request: &RestoreDisksRequest,
 ) -> Result<String, WorkflowError> {
     let (ticket, step) = (&op.ticket_id, RestoreStep::RestoreDisks);
@@ -166,13 +166,17 @@ async fn start_job(
     let message =
         format!("restoring the disks of recovery point {rp_id} to the staging account {staging}");
     let at = engine::now(ctx);
-    let op = update_reporting(ctx, ticket, |o, sent| {
+    let writer = Writer::Claim(delivery);
+    let Some(op) = update_holding::<RestoreOperation>(ctx, ticket, step, writer, |o, sent| {
         o.steps.detail_mut(step).pending = Some(pending.clone());
         let st = RestoreStatus::RestoringDisks;
         *sent = Some(push(o, at, st, Some(step), message.clone(), Why::default()));
         true
     })
-    .await?;
+    .await?
+    else {
+        return Ok(claim_lost(ticket, step));
+    };
     RestorePhase::TriggerPoll
         .send(ctx, &op, 1, Some(delay))
         .await?;
@@ -228,18 +232,22 @@ async fn adoptable_job(
 async fn record_job(
     ctx: &Context,
     ticket: &TicketId,
+    writer: Writer<'_>,
     job_id: String,
     note: &str,
 ) -> Result<String, WorkflowError> {
     let at = engine::now(ctx);
     let step = RestoreStep::RestoreDisks;
-    let op = engine::update::<RestoreOperation>(ctx, ticket, |o| {
+    let Some(op) = update_holding::<RestoreOperation>(ctx, ticket, step, writer, |o, _| {
         o.steps.finish(step, at, None);
         o.steps.detail_mut(step).job_id = Some(job_id.clone());
         o.azure.restore_job_id = Some(job_id.clone());
         true
     })
-    .await?;
+    .await?
+    else {
+        return Ok(claim_lost(ticket, step));
+    };
     RestorePhase::Track.send(ctx, &op, 0, None).await?;
     Ok(format!("{ticket}: {note}: job {job_id}"))
 }
@@ -264,12 +272,12 @@ async fn trigger_poll(
         Polled::Finished(out) => out,
     };
     if let Some(job) = out.job_id {
-        return record_job(ctx, &ticket, job, "restore job started").await;
+        return record_job(ctx, &ticket, Writer::Poll, job, "restore job started").await;
     }
     let vault = vault_of(&op)?;
     let vm = request_of(&op)?.vm_resource_id.clone();
     match adoptable_job(ctx, &op, &vault, &vm).await? {
-        Some(job) => record_job(ctx, &ticket, job, "restore job found").await,
+        Some(job) => record_job(ctx, &ticket, Writer::Poll, job, "restore job found").await,
         None => {
             let m = "the restore request finished without naming its job";
             let step = RestoreStep::RestoreDisks;

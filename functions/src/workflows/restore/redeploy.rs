@@ -4,13 +4,15 @@
 //! to [`super::verify`].
 
 use super::{
-    ade, ade_of, again, fail, open_restore, push, request_of, template, update_reporting, verify,
-    RedeployMessage, RedeployPhase, Why,
+    ade, ade_of, again, fail, open_restore, push, request_of, template, verify, RedeployMessage,
+    RedeployPhase, Why,
 };
 use crate::context::Context;
 use crate::domain::ade::OsType;
 use crate::domain::restore_request::RestoreRequest;
-use crate::engine::{self, claim_step, Claimed, Phase, WorkflowError};
+use crate::engine::{
+    self, claim_lost, claim_step, update_holding, Claimed, Phase, WorkflowError, Writer,
+};
 use crate::records::{RestoreDetail, RestoreOperation, RestoreStatus, RestoreStep};
 use crate::trigger::ServiceBusMessage;
 use ade_backup_shared::arm::{Deployment, DeploymentRequest, ResourceGroupRef, SubscriptionId};
@@ -129,7 +131,8 @@ async fn deploy(
     );
     let vm_name = target_vm_name(&req);
     let message = format!("deploying the VM {vm_name} from the restore template ({note})");
-    let op = update_reporting(ctx, &ticket, |o, sent| {
+    let writer = Writer::Claim(delivery);
+    let Some(op) = update_holding::<RestoreOperation>(ctx, &ticket, step, writer, |o, sent| {
         o.azure.deployment_name = Some(name.clone());
         o.azure.deployment_id = Some(dep_id.clone());
         if o.status != RestoreStatus::Deploying {
@@ -138,7 +141,10 @@ async fn deploy(
         }
         true
     })
-    .await?;
+    .await?
+    else {
+        return Ok(claim_lost(&ticket, step));
+    };
     again(ctx, &op, RedeployPhase::DeployPoll, 0).await?;
     Ok(format!("{ticket}: {note}"))
 }
