@@ -258,6 +258,30 @@ pub enum Ade {
     },
 }
 
+impl Ade {
+    /// The vault holding the BEK and, with a KEK, (the vault holding the KEK, the KEK's name);
+    /// `None` without ADE.
+    pub fn vaults(&self) -> Option<(&str, Option<(&str, &str)>)> {
+        match self {
+            Ade::None => None,
+            Ade::Bek { key_vault } => Some((key_vault, None)),
+            Ade::BekKek {
+                key_vault,
+                kek_vault,
+                kek,
+            }
+            | Ade::KekCertificate {
+                key_vault,
+                kek_vault,
+                kek,
+            } => Some((
+                key_vault,
+                Some((kek_vault.as_deref().unwrap_or(key_vault), kek)),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Vm {
