@@ -17,6 +17,17 @@ pub enum JobStatus {
     Failed,
 }
 
+impl JobStatus {
+    /// The job's `status` as Azure spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::InProgress => "InProgress",
+            JobStatus::Completed => "Completed",
+            JobStatus::Failed => "Failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub enum JobKind {
     ConfigureBackup,
@@ -402,11 +413,7 @@ impl World {
     }
 
     pub fn job_json(&self, job: &Job, extended: bool, now: DateTime<Utc>) -> Value {
-        let status = match job.status {
-            JobStatus::InProgress => "InProgress",
-            JobStatus::Completed => "Completed",
-            JobStatus::Failed => "Failed",
-        };
+        let status = job.status.as_str();
         let end = job.ended.unwrap_or(now);
         let mut props = json!({
             "jobType": "AzureIaaSVMJob",

@@ -59,6 +59,28 @@ pub struct ProtectedItem {
     pub created: DateTime<Utc>,
 }
 
+impl ProtectedItem {
+    /// A new protection of `vm` in vault `vault_key` under `policy`, waiting for its first
+    /// backup (IRPending).
+    pub fn new(vault_key: &str, vm: &VmState, policy: &str, created: DateTime<Utc>) -> Self {
+        ProtectedItem {
+            vault_key: vault_key.to_string(),
+            name: item_name(&vm.resource_group, &vm.name),
+            container: container_name(&vm.resource_group, &vm.name),
+            vm_key: lc(&vm.id),
+            source_id: vm.id.clone(),
+            vm_name: vm.name.clone(),
+            policy: Some(policy.to_string()),
+            protection_state: "IRPending".into(),
+            last_backup_status: None,
+            last_backup_time: None,
+            recovery_points: Vec::new(),
+            health_error: None,
+            created,
+        }
+    }
+}
+
 pub fn container_name(rg: &str, vm: &str) -> String {
     format!("IaasVMContainer;iaasvmcontainerv2;{};{}", lc(rg), lc(vm))
 }
@@ -95,7 +117,7 @@ impl World {
     }
 
     /// Protect a fleet VM as its `protection` says: protected 60 days ago, with hardened
-    /// recovery points of the given ages (IRPending without any). Nothing happens when the
+    /// recovery points of the given ages (Protected; IRPending without any). Nothing happens when the
     /// named vault is not in the VM's subscription.
     pub(super) fn protect_fleet_vm(
         &mut self,
@@ -114,21 +136,7 @@ impl World {
         else {
             return;
         };
-        let mut item = ProtectedItem {
-            vault_key: vault_key.clone(),
-            name: item_name(&vm.resource_group, &vm.name),
-            container: container_name(&vm.resource_group, &vm.name),
-            vm_key: lc(&vm.id),
-            source_id: vm.id.clone(),
-            vm_name: vm.name.clone(),
-            policy: Some(p.policy.clone()),
-            protection_state: "Protected".into(),
-            last_backup_status: None,
-            last_backup_time: None,
-            recovery_points: Vec::new(),
-            health_error: None,
-            created: now - Duration::days(60),
-        };
+        let mut item = ProtectedItem::new(&vault_key, vm, &p.policy, now - Duration::days(60));
         let mut ages = p.recovery_point_ages_hours.clone();
         ages.sort_unstable_by(|a, b| b.cmp(a));
         for age in ages {
@@ -139,8 +147,8 @@ impl World {
             item.last_backup_status = Some("Completed".into());
             item.last_backup_time = Some(time);
         }
-        if item.recovery_points.is_empty() {
-            item.protection_state = "IRPending".into();
+        if !item.recovery_points.is_empty() {
+            item.protection_state = "Protected".into();
         }
         self.protected_items
             .insert(format!("{vault_key}|{}", lc(&item.name)), item);
