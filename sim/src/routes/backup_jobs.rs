@@ -5,7 +5,7 @@
 //! Vaults, protected items and recovery points are served by `recovery_services`.
 
 use super::recovery_services::{
-    bad, item_not_found, item_ref, lro, vault_key, vault_not_found, API, PAGE,
+    bad, item_not_found, item_request, lro, vault_key, vault_not_found, API, PAGE,
 };
 use super::{paged, route, Ctx, Reply, Route};
 use crate::world::{codes, lc, ProtectedItem, RsVault, SimpleResource, World};
@@ -24,12 +24,8 @@ pub fn routes() -> Vec<Route> {
 }
 
 fn backup_now(w: &mut World, ctx: &Ctx) -> Reply {
-    let (key, _, _) = match item_ref(ctx) {
+    let ((key, _, _), body) = match item_request(ctx) {
         Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body = match ctx.json_body() {
-        Ok(b) => b,
         Err(r) => return r,
     };
     if body["properties"]["objectType"].as_str() != Some("IaasVMBackupRequest") {
@@ -53,12 +49,8 @@ fn restore(w: &mut World, ctx: &Ctx) -> Reply {
     let Some(vault) = w.rs_vaults.get(&vkey).cloned() else {
         return vault_not_found(ctx);
     };
-    let (key, _, _) = match item_ref(ctx) {
+    let ((key, _, _), body) = match item_request(ctx) {
         Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body = match ctx.json_body() {
-        Ok(b) => b,
         Err(r) => return r,
     };
     let props = &body["properties"];

@@ -213,6 +213,13 @@ pub(super) fn item_ref(ctx: &Ctx) -> Result<(String, String, String), Reply> {
     Ok((format!("{}|{item}", vault_key(ctx)), rg, vm))
 }
 
+/// The protected item a request addresses (see [`item_ref`]) and the request's JSON body.
+pub(super) fn item_request(ctx: &Ctx) -> Result<((String, String, String), Value), Reply> {
+    let item = item_ref(ctx)?;
+    let body = ctx.json_body()?;
+    Ok((item, body))
+}
+
 pub(super) fn lro(ctx: &Ctx, w: &World, item: &ProtectedItem, op: &str) -> Reply {
     let id = w.protected_item_id(item);
     Reply::empty(StatusCode::ACCEPTED)
@@ -232,12 +239,8 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
     let Some(vault) = w.rs_vaults.get(&vkey).cloned() else {
         return vault_not_found(ctx);
     };
-    let (key, rg, vm_name) = match item_ref(ctx) {
+    let ((key, rg, vm_name), body) = match item_request(ctx) {
         Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body = match ctx.json_body() {
-        Ok(b) => b,
         Err(r) => return r,
     };
     let props = &body["properties"];

@@ -33,6 +33,13 @@ pub struct KvState {
     pub keys: BTreeMap<String, (String, bool)>,
 }
 
+impl KvAccessPolicy {
+    /// The policy as a vault's `properties.accessPolicies[]` shows it.
+    pub fn to_json(&self) -> Value {
+        json!({"tenantId": self.tenant_id, "objectId": self.object_id, "permissions": {"keys": self.keys, "secrets": self.secrets, "certificates": self.certificates}})
+    }
+}
+
 impl KvState {
     pub fn vault_uri(&self) -> String {
         format!("https://{}.vault.azure.net/", self.name)
@@ -180,7 +187,7 @@ impl World {
         let policies: Vec<Value> = kv
             .access_policies
             .iter()
-            .map(|p| json!({"tenantId": p.tenant_id, "objectId": p.object_id, "permissions": {"keys": p.keys, "secrets": p.secrets, "certificates": p.certificates}}))
+            .map(KvAccessPolicy::to_json)
             .collect();
         json!({
             "id": kv.id,
