@@ -258,6 +258,30 @@ pub enum Ade {
     },
 }
 
+impl Ade {
+    /// The vault holding the BEK and, with a KEK, (the vault holding the KEK, the KEK's name);
+    /// `None` without ADE.
+    pub fn vaults(&self) -> Option<(&str, Option<(&str, &str)>)> {
+        match self {
+            Ade::None => None,
+            Ade::Bek { key_vault } => Some((key_vault, None)),
+            Ade::BekKek {
+                key_vault,
+                kek_vault,
+                kek,
+            }
+            | Ade::KekCertificate {
+                key_vault,
+                kek_vault,
+                kek,
+            } => Some((
+                key_vault,
+                Some((kek_vault.as_deref().unwrap_or(key_vault), kek)),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Vm {
@@ -329,7 +353,6 @@ impl Fleet {
 
     /// Cross-reference checks serde cannot express.
     pub fn validate(&self) -> Result<(), FleetError> {
-        let bad = |m: String| Err(FleetError::Invalid(m));
         let subs: BTreeSet<String> = self
             .subscriptions
             .iter()
@@ -351,11 +374,6 @@ impl Fleet {
                 return bad(format!("keyVaults[].name {} is not unique", kv.name));
             }
         }
-        let kv = |n: &str| {
-            self.key_vaults
-                .iter()
-                .find(|k| k.name.eq_ignore_ascii_case(n))
-        };
         for rsv in &self.recovery_services_vaults {
             if !has_sub(&rsv.subscription) {
                 return bad(format!(
@@ -387,72 +405,76 @@ impl Fleet {
             ) {
                 return bad(format!("{at} is defined twice"));
             }
-            match &vm.ade {
-                Ade::None => {}
-                Ade::Bek { key_vault } => {
-                    if kv(key_vault).is_none() {
-                        return bad(format!("{at}.ade.keyVault {key_vault} is not in keyVaults"));
-                    }
+            self.validate_vm_ade(vm, &at)?;
+            self.validate_vm_protection(vm, &at)?;
+        }
+        Ok(())
+    }
+
+    /// A VM's ADE names fleet key vaults, and its KEK is a key of its vault that comes from a
+    /// certificate exactly when the variant says so.
+    fn validate_vm_ade(&self, vm: &Vm, at: &str) -> Result<(), FleetError> {
+        let kv = |n: &str| {
+            self.key_vaults
+                .iter()
+                .find(|k| k.name.eq_ignore_ascii_case(n))
+        };
+        let Some((key_vault, kek)) = vm.ade.vaults() else {
+            return Ok(());
+        };
+        if kv(key_vault).is_none() {
+            return bad(format!("{at}.ade.keyVault {key_vault} is not in keyVaults"));
+        }
+        let Some((kek_vault_name, kek)) = kek else {
+            return Ok(());
+        };
+        let Some(kekv) = kv(kek_vault_name) else {
+            return bad(format!(
+                "{at}.ade.kekVault {kek_vault_name} is not in keyVaults"
+            ));
+        };
+        let Some(key) = kekv.keys.iter().find(|k| k.name.eq_ignore_ascii_case(kek)) else {
+            return bad(format!(
+                "{at}.ade.kek {kek} is not a key of vault {kek_vault_name}"
+            ));
+        };
+        let wants_cert = matches!(vm.ade, Ade::KekCertificate { .. });
+        if key.from_certificate != wants_cert {
+            return bad(format!(
+                "{at}.ade.kek {kek}: variant {} needs fromCertificate={wants_cert}",
+                if wants_cert {
+                    "kek-certificate"
+                } else {
+                    "bek-kek"
                 }
-                Ade::BekKek {
-                    key_vault,
-                    kek_vault,
-                    kek,
-                }
-                | Ade::KekCertificate {
-                    key_vault,
-                    kek_vault,
-                    kek,
-                } => {
-                    if kv(key_vault).is_none() {
-                        return bad(format!("{at}.ade.keyVault {key_vault} is not in keyVaults"));
-                    }
-                    let kek_vault_name = kek_vault.as_deref().unwrap_or(key_vault);
-                    let Some(kekv) = kv(kek_vault_name) else {
-                        return bad(format!(
-                            "{at}.ade.kekVault {kek_vault_name} is not in keyVaults"
-                        ));
-                    };
-                    let Some(key) = kekv.keys.iter().find(|k| k.name.eq_ignore_ascii_case(kek))
-                    else {
-                        return bad(format!(
-                            "{at}.ade.kek {kek} is not a key of vault {kek_vault_name}"
-                        ));
-                    };
-                    let wants_cert = matches!(vm.ade, Ade::KekCertificate { .. });
-                    if key.from_certificate != wants_cert {
-                        return bad(format!(
-                            "{at}.ade.kek {kek}: variant {} needs fromCertificate={wants_cert}",
-                            if wants_cert {
-                                "kek-certificate"
-                            } else {
-                                "bek-kek"
-                            }
-                        ));
-                    }
-                }
-            }
-            if let Some(p) = &vm.protection {
-                let Some(rsv) = self.recovery_services_vaults.iter().find(|r| {
-                    r.name.eq_ignore_ascii_case(&p.vault)
-                        && r.subscription.eq_ignore_ascii_case(&vm.subscription)
-                }) else {
-                    return bad(format!(
-                        "{at}.protection.vault {} is not a vault in the VM's subscription",
-                        p.vault
-                    ));
-                };
-                if !rsv
-                    .policies
-                    .iter()
-                    .any(|pol| pol.name.eq_ignore_ascii_case(&p.policy))
-                {
-                    return bad(format!(
-                        "{at}.protection.policy {} is not a policy of vault {}",
-                        p.policy, p.vault
-                    ));
-                }
-            }
+            ));
+        }
+        Ok(())
+    }
+
+    /// A VM's protection names a vault in the VM's subscription and one of its policies.
+    fn validate_vm_protection(&self, vm: &Vm, at: &str) -> Result<(), FleetError> {
+        let Some(p) = &vm.protection else {
+            return Ok(());
+        };
+        let Some(rsv) = self.recovery_services_vaults.iter().find(|r| {
+            r.name.eq_ignore_ascii_case(&p.vault)
+                && r.subscription.eq_ignore_ascii_case(&vm.subscription)
+        }) else {
+            return bad(format!(
+                "{at}.protection.vault {} is not a vault in the VM's subscription",
+                p.vault
+            ));
+        };
+        if !rsv
+            .policies
+            .iter()
+            .any(|pol| pol.name.eq_ignore_ascii_case(&p.policy))
+        {
+            return bad(format!(
+                "{at}.protection.policy {} is not a policy of vault {}",
+                p.policy, p.vault
+            ));
         }
         Ok(())
     }
@@ -462,7 +484,6 @@ impl Fleet {
     /// them protected. Deterministic for a given seed.
     pub fn generate(subs: usize, vms: usize, seed: u64) -> Fleet {
         let mut rng = StdRng::seed_from_u64(seed);
-        let regions = ["westeurope", "northeurope"];
         let uuid = |rng: &mut StdRng| uuid::Uuid::from_u128(rng.random::<u128>()).to_string();
         let subs = subs.max(1);
         let tenant_id = uuid(&mut rng);
@@ -480,110 +501,126 @@ impl Fleet {
         };
         for s in 0..subs {
             let sub = uuid(&mut rng);
-            fleet.subscriptions.push(Subscription {
-                id: sub.clone(),
-                display_name: format!("gen-sub-{s}"),
-                regions: regions.iter().map(|r| r.to_string()).collect(),
-                // Even subscriptions under mg-prod, odd under mg-dev, all under mg-root.
-                management_groups: vec![
-                    "mg-root".to_string(),
-                    if s % 2 == 0 { "mg-prod" } else { "mg-dev" }.to_string(),
-                ],
-            });
-            for (ri, region) in regions.iter().enumerate() {
-                let rg = format!("rg-sec-{ri}");
-                fleet.key_vaults.push(KeyVault {
-                    name: format!("kv-ap-{s}-{ri}"),
-                    subscription: sub.clone(),
-                    resource_group: rg.clone(),
-                    location: region.to_string(),
-                    model: KeyVaultModel::AccessPolicy,
-                    enabled_for_disk_encryption: true,
-                    deny_our_identity: false,
-                    access_policies: Vec::new(),
-                    secrets: Vec::new(),
-                    keys: vec![Key {
-                        name: "kek".into(),
-                        from_certificate: false,
-                    }],
-                });
-                fleet.key_vaults.push(KeyVault {
-                    name: format!("kv-rbac-{s}-{ri}"),
-                    subscription: sub.clone(),
-                    resource_group: rg.clone(),
-                    location: region.to_string(),
-                    model: KeyVaultModel::Rbac,
-                    enabled_for_disk_encryption: true,
-                    deny_our_identity: false,
-                    access_policies: Vec::new(),
-                    secrets: Vec::new(),
-                    keys: vec![Key {
-                        name: "kek".into(),
-                        from_certificate: false,
-                    }],
-                });
-                fleet.recovery_services_vaults.push(RecoveryServicesVault {
-                    name: format!("rsv-{s}-{ri}"),
-                    subscription: sub.clone(),
-                    resource_group: "rg-backup".into(),
-                    location: region.to_string(),
-                    policies: vec![default_policy()],
-                });
-                fleet.storage_accounts.push(StorageAccount {
-                    name: format!("stgrestore{s}x{ri}"),
-                    subscription: sub.clone(),
-                    resource_group: "rg-backup".into(),
-                    location: region.to_string(),
-                });
-            }
+            fleet.add_generated_subscription(s, sub);
         }
         for i in 0..vms {
             let s = i % subs;
-            let ri = (i / subs) % regions.len();
             let sub = fleet.subscriptions[s].id.clone();
-            let os_type = if rng.random_bool(0.5) {
-                OsType::Linux
-            } else {
-                OsType::Windows
-            };
-            let ade = match rng.random_range(0..6) {
-                0 => Ade::Bek {
-                    key_vault: format!("kv-ap-{s}-{ri}"),
-                },
-                1 => Ade::BekKek {
-                    key_vault: format!("kv-rbac-{s}-{ri}"),
-                    kek_vault: None,
-                    kek: "kek".into(),
-                },
-                _ => Ade::None,
-            };
-            let protection = rng.random_bool(0.5).then(|| Protection {
-                vault: format!("rsv-{s}-{ri}"),
-                policy: "DefaultPolicy".into(),
-                recovery_point_ages_hours: vec![rng.random_range(1..96)],
-            });
-            let disks = rng.random_range(0..4);
-            fleet.vms.push(Vm {
-                subscription: sub,
-                resource_group: format!("rg-app-{}", i % 50),
-                name: format!("vm-{i:05}"),
-                location: regions[ri].to_string(),
-                os_type,
-                vm_size: default_size(),
-                os_disk_size_gb: 128,
-                data_disks: (0..disks)
-                    .map(|_| DataDisk {
-                        size_gb: [128, 256, 512, 1024][rng.random_range(0..4)],
-                    })
-                    .collect(),
-                tags: BTreeMap::new(),
-                ade,
-                power_state: PowerState::Running,
-                protection,
-            });
+            fleet.vms.push(generated_vm(&mut rng, i, (s, subs), sub));
         }
         fleet
     }
+
+    /// Generated subscription number `s` (id `sub`) and, in each region, an access-policy and
+    /// an RBAC key vault (each with a `kek` key), a Recovery Services vault and a storage
+    /// account.
+    fn add_generated_subscription(&mut self, s: usize, sub: String) {
+        self.subscriptions.push(Subscription {
+            id: sub.clone(),
+            display_name: format!("gen-sub-{s}"),
+            regions: GENERATED_REGIONS.iter().map(|r| r.to_string()).collect(),
+            // Even subscriptions under mg-prod, odd under mg-dev, all under mg-root.
+            management_groups: vec![
+                "mg-root".to_string(),
+                if s.is_multiple_of(2) {
+                    "mg-prod"
+                } else {
+                    "mg-dev"
+                }
+                .to_string(),
+            ],
+        });
+        for (ri, region) in GENERATED_REGIONS.iter().enumerate() {
+            let rg = format!("rg-sec-{ri}");
+            for (prefix, model) in [
+                ("kv-ap", KeyVaultModel::AccessPolicy),
+                ("kv-rbac", KeyVaultModel::Rbac),
+            ] {
+                self.key_vaults.push(KeyVault {
+                    name: format!("{prefix}-{s}-{ri}"),
+                    subscription: sub.clone(),
+                    resource_group: rg.clone(),
+                    location: region.to_string(),
+                    model,
+                    enabled_for_disk_encryption: true,
+                    deny_our_identity: false,
+                    access_policies: Vec::new(),
+                    secrets: Vec::new(),
+                    keys: vec![Key {
+                        name: "kek".into(),
+                        from_certificate: false,
+                    }],
+                });
+            }
+            self.recovery_services_vaults.push(RecoveryServicesVault {
+                name: format!("rsv-{s}-{ri}"),
+                subscription: sub.clone(),
+                resource_group: "rg-backup".into(),
+                location: region.to_string(),
+                policies: vec![default_policy()],
+            });
+            self.storage_accounts.push(StorageAccount {
+                name: format!("stgrestore{s}x{ri}"),
+                subscription: sub.clone(),
+                resource_group: "rg-backup".into(),
+                location: region.to_string(),
+            });
+        }
+    }
+}
+
+/// The regions a generated fleet spreads over.
+const GENERATED_REGIONS: [&str; 2] = ["westeurope", "northeurope"];
+
+/// Generated VM number `i` in subscription number `s` of `subs` (id `sub`): random OS, ADE
+/// (none, BEK or BEK+KEK), protection and data disks, drawn from `rng` in a fixed order.
+fn generated_vm(rng: &mut StdRng, i: usize, (s, subs): (usize, usize), sub: String) -> Vm {
+    let ri = (i / subs) % GENERATED_REGIONS.len();
+    let os_type = if rng.random_bool(0.5) {
+        OsType::Linux
+    } else {
+        OsType::Windows
+    };
+    let ade = match rng.random_range(0..6) {
+        0 => Ade::Bek {
+            key_vault: format!("kv-ap-{s}-{ri}"),
+        },
+        1 => Ade::BekKek {
+            key_vault: format!("kv-rbac-{s}-{ri}"),
+            kek_vault: None,
+            kek: "kek".into(),
+        },
+        _ => Ade::None,
+    };
+    let protection = rng.random_bool(0.5).then(|| Protection {
+        vault: format!("rsv-{s}-{ri}"),
+        policy: "DefaultPolicy".into(),
+        recovery_point_ages_hours: vec![rng.random_range(1..96)],
+    });
+    let disks = rng.random_range(0..4);
+    Vm {
+        subscription: sub,
+        resource_group: format!("rg-app-{}", i % 50),
+        name: format!("vm-{i:05}"),
+        location: GENERATED_REGIONS[ri].to_string(),
+        os_type,
+        vm_size: default_size(),
+        os_disk_size_gb: 128,
+        data_disks: (0..disks)
+            .map(|_| DataDisk {
+                size_gb: [128, 256, 512, 1024][rng.random_range(0..4)],
+            })
+            .collect(),
+        tags: BTreeMap::new(),
+        ade,
+        power_state: PowerState::Running,
+        protection,
+    }
+}
+
+/// A fleet check that failed.
+fn bad(message: String) -> Result<(), FleetError> {
+    Err(FleetError::Invalid(message))
 }
 
 fn default_policy() -> BackupPolicy {

@@ -408,19 +408,10 @@ impl Simulator {
                     kind: "key vault or KEK",
                     name: format!("{key_vault}/{}", kek.unwrap_or("")),
                 })?;
-            let (name, ext_type, ver) = world::ade_extension_names(os);
             let now = self.shared.clock.now();
-            let ext = world::Extension {
-                name: name.to_string(),
-                publisher: "Microsoft.Azure.Security".into(),
-                ext_type: ext_type.into(),
-                type_handler_version: ver.into(),
-                settings,
-                state: world::ExtState::Creating,
-                ready_at: now,
-            };
+            let ext = world::Extension::ade(os, settings, world::ExtState::Creating, now);
+            let resource = format!("{vm_id}/extensions/{}", ext.name);
             w.put_extension(&key, ext, now);
-            let resource = format!("{vm_id}/extensions/{name}");
             Ok(vec![events::resource_write_success(
                 w,
                 &sub,

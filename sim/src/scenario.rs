@@ -104,73 +104,88 @@ pub async fn run_scenario(
             )));
         }
         let target = start + chrono::Duration::milliseconds((a.at_seconds * 1000.0) as i64);
-        loop {
-            let now = sim.now();
-            if now >= target {
-                break;
-            }
-            let wait = sim
-                .real_duration(target - now)
-                .min(std::time::Duration::from_millis(50));
-            tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
-        }
-        match &a.action {
-            Action::EnableAde {
-                vm,
-                variant,
-                key_vault,
-                kek,
-            } => {
-                let kek = match (variant, kek) {
-                    (AdeVariant::Bek, _) => None,
-                    (AdeVariant::BekKek, Some(k)) => Some(k.as_str()),
-                    (AdeVariant::BekKek, None) => {
-                        return Err(SimError::InvalidScenario(format!(
-                            "actions[{i}]: variant bek-kek needs kek"
-                        )))
-                    }
-                };
-                let events = sim.enable_ade(vm, key_vault, kek)?;
-                sim.publish_via(events, Some(sender.clone())).await;
-                report.executed.push(format!("enableAde {vm}"));
-            }
-            Action::SendMessage {
-                queue,
-                body,
-                message_id,
-            } => {
-                let id = message_id.clone().unwrap_or_else(|| {
-                    ade_backup_shared::ids::deterministic_uuid(&[
-                        "scenario",
-                        &scenario.name,
-                        &i.to_string(),
-                    ])
-                    .to_string()
-                });
-                let msg = OutboundMessage::json(queue, id, body)
-                    .map_err(|e| SimError::Messaging(e.to_string()))?;
-                sender
-                    .send(msg)
-                    .await
-                    .map_err(|e| SimError::Messaging(e.to_string()))?;
-                report.executed.push(format!("sendMessage {queue}"));
-            }
-            Action::RemoveAccessPolicy {
-                key_vault,
-                object_id,
-            } => {
-                sim.remove_access(key_vault, object_id.as_deref())?;
-                report
-                    .executed
-                    .push(format!("removeAccessPolicy {key_vault}"));
-            }
-            Action::StopProtection { vm } => {
-                sim.stop_protection(vm)?;
-                report.executed.push(format!("stopProtection {vm}"));
-            }
-        }
+        wait_until(sim, target).await;
+        let done = run_action(sim, scenario, i, &a.action, &sender).await?;
+        report.executed.push(done);
     }
     Ok(report)
+}
+
+/// Sleep until the simulated clock reaches `target`.
+async fn wait_until(sim: &Simulator, target: chrono::DateTime<chrono::Utc>) {
+    loop {
+        let now = sim.now();
+        if now >= target {
+            break;
+        }
+        let wait = sim
+            .real_duration(target - now)
+            .min(std::time::Duration::from_millis(50));
+        tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
+    }
+}
+
+/// Perform action number `i` of `scenario`; returns the line the report records for it.
+async fn run_action(
+    sim: &Simulator,
+    scenario: &Scenario,
+    i: usize,
+    action: &Action,
+    sender: &Arc<dyn MessageSender>,
+) -> Result<String, SimError> {
+    match action {
+        Action::EnableAde {
+            vm,
+            variant,
+            key_vault,
+            kek,
+        } => {
+            let kek = match (variant, kek) {
+                (AdeVariant::Bek, _) => None,
+                (AdeVariant::BekKek, Some(k)) => Some(k.as_str()),
+                (AdeVariant::BekKek, None) => {
+                    return Err(SimError::InvalidScenario(format!(
+                        "actions[{i}]: variant bek-kek needs kek"
+                    )))
+                }
+            };
+            let events = sim.enable_ade(vm, key_vault, kek)?;
+            sim.publish_via(events, Some(sender.clone())).await;
+            Ok(format!("enableAde {vm}"))
+        }
+        Action::SendMessage {
+            queue,
+            body,
+            message_id,
+        } => {
+            let id = message_id.clone().unwrap_or_else(|| {
+                ade_backup_shared::ids::deterministic_uuid(&[
+                    "scenario",
+                    &scenario.name,
+                    &i.to_string(),
+                ])
+                .to_string()
+            });
+            let msg = OutboundMessage::json(queue, id, body)
+                .map_err(|e| SimError::Messaging(e.to_string()))?;
+            sender
+                .send(msg)
+                .await
+                .map_err(|e| SimError::Messaging(e.to_string()))?;
+            Ok(format!("sendMessage {queue}"))
+        }
+        Action::RemoveAccessPolicy {
+            key_vault,
+            object_id,
+        } => {
+            sim.remove_access(key_vault, object_id.as_deref())?;
+            Ok(format!("removeAccessPolicy {key_vault}"))
+        }
+        Action::StopProtection { vm } => {
+            sim.stop_protection(vm)?;
+            Ok(format!("stopProtection {vm}"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -150,25 +150,8 @@ fn scope_exists(w: &World, scope: &str) -> Result<Option<bool>, ()> {
 fn role_assignment_put(w: &mut World, ctx: &Ctx) -> Reply {
     let scope = ctx.param(0).to_string();
     let name = ctx.param(1).to_string();
-    if !is_guid(&name) {
-        return Reply::error(StatusCode::BAD_REQUEST, "InvalidRoleAssignmentId", format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."));
-    }
-    let deny = match scope_exists(w, &scope) {
-        Ok(d) => d.unwrap_or(false),
-        Err(()) => {
-            return Reply::error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                format!("The scope '{scope}' does not exist in the simulator."),
-            )
-        }
-    };
-    if deny {
-        return Reply::error(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFailed",
-            format!("The client '{0}' with object id '{0}' does not have authorization to perform action 'Microsoft.Authorization/roleAssignments/write' over scope '{scope}/providers/Microsoft.Authorization/roleAssignments/{name}' or the scope is invalid. If access was recently granted, please refresh your credentials.", w.our_object_id),
-        );
+    if let Err(reply) = check_assignment_target(w, &scope, &name) {
+        return reply;
     }
     let body = match ctx.json_body() {
         Ok(b) => b,
@@ -198,29 +181,8 @@ fn role_assignment_put(w: &mut World, ctx: &Ctx) -> Reply {
         .unwrap_or("ServicePrincipal")
         .to_string();
     let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
-    let same_role = |a: &str| lc(a.rsplit('/').next().unwrap_or_default()) == role_guid;
-    if let Some(existing) = w.role_assignments.get(&lc(&id)) {
-        if existing.principal_id.eq_ignore_ascii_case(principal)
-            && same_role(&existing.role_definition_id)
-        {
-            return Reply::json(StatusCode::CREATED, existing.to_json(&w.our_object_id));
-        }
-        return Reply::error(
-            StatusCode::CONFLICT,
-            "RoleAssignmentUpdateNotPermitted",
-            "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
-        );
-    }
-    if w.role_assignments.values().any(|a| {
-        lc(&a.scope) == lc(&scope)
-            && a.principal_id.eq_ignore_ascii_case(principal)
-            && same_role(&a.role_definition_id)
-    }) {
-        return Reply::error(
-            StatusCode::CONFLICT,
-            "RoleAssignmentExists",
-            "The role assignment already exists.",
-        );
+    if let Some(reply) = existing_assignment(w, &id, &scope, principal, &role_guid) {
+        return reply;
     }
     let ra = RoleAssignment {
         id: id.clone(),
@@ -234,6 +196,75 @@ fn role_assignment_put(w: &mut World, ctx: &Ctx) -> Reply {
     let out = ra.to_json(&w.our_object_id);
     w.role_assignments.insert(lc(&id), ra);
     Reply::json(StatusCode::CREATED, out)
+}
+
+/// A role assignment needs a GUID name and a scope the simulator has; a scope may deny our
+/// identity the write.
+fn check_assignment_target(w: &World, scope: &str, name: &str) -> Result<(), Reply> {
+    if !is_guid(name) {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRoleAssignmentId",
+            format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
+        ));
+    }
+    let deny = match scope_exists(w, scope) {
+        Ok(d) => d.unwrap_or(false),
+        Err(()) => {
+            return Err(Reply::error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                format!("The scope '{scope}' does not exist in the simulator."),
+            ))
+        }
+    };
+    if deny {
+        return Err(Reply::error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!("The client '{0}' with object id '{0}' does not have authorization to perform action 'Microsoft.Authorization/roleAssignments/write' over scope '{scope}/providers/Microsoft.Authorization/roleAssignments/{name}' or the scope is invalid. If access was recently granted, please refresh your credentials.", w.our_object_id),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer when assignment `id` exists (idempotent 201 if it is the same, else 409) or the
+/// same principal already has the role at `scope` under another name (409).
+fn existing_assignment(
+    w: &World,
+    id: &str,
+    scope: &str,
+    principal: &str,
+    role_guid: &str,
+) -> Option<Reply> {
+    let same_role = |a: &str| lc(a.rsplit('/').next().unwrap_or_default()) == role_guid;
+    if let Some(existing) = w.role_assignments.get(&lc(id)) {
+        if existing.principal_id.eq_ignore_ascii_case(principal)
+            && same_role(&existing.role_definition_id)
+        {
+            return Some(Reply::json(
+                StatusCode::CREATED,
+                existing.to_json(&w.our_object_id),
+            ));
+        }
+        return Some(Reply::error(
+            StatusCode::CONFLICT,
+            "RoleAssignmentUpdateNotPermitted",
+            "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+        ));
+    }
+    if w.role_assignments.values().any(|a| {
+        lc(&a.scope) == lc(scope)
+            && a.principal_id.eq_ignore_ascii_case(principal)
+            && same_role(&a.role_definition_id)
+    }) {
+        return Some(Reply::error(
+            StatusCode::CONFLICT,
+            "RoleAssignmentExists",
+            "The role assignment already exists.",
+        ));
+    }
+    None
 }
 
 fn role_assignment_list(w: &mut World, ctx: &Ctx) -> Reply {

@@ -6,7 +6,7 @@ use super::{route, Ctx, Reply, Route};
 use crate::events;
 use crate::world::{lc, ts, vm_resource_id, ExtState, Extension, OpStatus, World};
 use axum::http::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const API: Option<&str> = Some("2024-07-01");
 const VM: &str = "subscriptions/*/resourcegroups/*/providers/microsoft.compute/virtualmachines/*";
@@ -65,6 +65,8 @@ fn extension_get(w: &mut World, ctx: &Ctx) -> Reply {
     }
 }
 
+/// Put a VM extension; it provisions over simulated time (see `World::put_extension`). An
+/// ADE extension needs its key vault settings, and its write raises an Event Grid event.
 fn extension_put(w: &mut World, ctx: &Ctx) -> Reply {
     let body = match ctx.json_body() {
         Ok(b) => b,
@@ -74,43 +76,10 @@ fn extension_put(w: &mut World, ctx: &Ctx) -> Reply {
     let Some(vm) = w.vms.get(&key) else {
         return vm_not_found(ctx);
     };
-    let props = &body["properties"];
-    let field = |name: &str| props[name].as_str().map(str::to_string);
-    let (Some(publisher), Some(ext_type), Some(version)) = (
-        field("publisher"),
-        field("type"),
-        field("typeHandlerVersion"),
-    ) else {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameter",
-            "properties.publisher, properties.type and properties.typeHandlerVersion are required.",
-        );
+    let ext = match requested_extension(ctx, &body["properties"]) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
-    let settings = props.get("settings").cloned().unwrap_or_else(|| json!({}));
-    let ext = Extension {
-        name: ctx.param(3).to_string(),
-        publisher,
-        ext_type,
-        type_handler_version: version,
-        settings,
-        state: ExtState::Creating,
-        ready_at: ctx.now,
-    };
-    if ext.is_ade() {
-        let s = &ext.settings;
-        let needs = ["KeyVaultURL", "KeyVaultResourceId", "EncryptionOperation"];
-        if let Some(missing) = needs
-            .iter()
-            .find(|k| s[**k].as_str().is_none_or(str::is_empty))
-        {
-            return Reply::error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameter",
-                format!("properties.settings.{missing} is required by the Azure Disk Encryption extension."),
-            );
-        }
-    }
     let location = vm.location.clone();
     let vm_id = vm.id.clone();
     let subscription = vm.subscription.clone();
@@ -154,6 +123,48 @@ fn extension_put(w: &mut World, ctx: &Ctx) -> Reply {
         ));
     }
     reply
+}
+
+/// The extension a put body describes: publisher, type and version are required, and the ADE
+/// extension needs `KeyVaultURL`, `KeyVaultResourceId` and `EncryptionOperation` settings.
+fn requested_extension(ctx: &Ctx, props: &Value) -> Result<Extension, Reply> {
+    let field = |name: &str| props[name].as_str().map(str::to_string);
+    let (Some(publisher), Some(ext_type), Some(version)) = (
+        field("publisher"),
+        field("type"),
+        field("typeHandlerVersion"),
+    ) else {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "properties.publisher, properties.type and properties.typeHandlerVersion are required.",
+        ));
+    };
+    let settings = props.get("settings").cloned().unwrap_or_else(|| json!({}));
+    let ext = Extension {
+        name: ctx.param(3).to_string(),
+        publisher,
+        ext_type,
+        type_handler_version: version,
+        settings,
+        state: ExtState::Creating,
+        ready_at: ctx.now,
+    };
+    if ext.is_ade() {
+        let s = &ext.settings;
+        let needs = ["KeyVaultURL", "KeyVaultResourceId", "EncryptionOperation"];
+        if let Some(missing) = needs
+            .iter()
+            .find(|k| s[**k].as_str().is_none_or(str::is_empty))
+        {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                format!("properties.settings.{missing} is required by the Azure Disk Encryption extension."),
+            ));
+        }
+    }
+    Ok(ext)
 }
 
 fn operation_get(w: &mut World, ctx: &Ctx) -> Reply {

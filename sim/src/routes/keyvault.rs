@@ -84,31 +84,48 @@ fn access_policies(w: &mut World, ctx: &Ctx) -> Reply {
         Ok(b) => b,
         Err(r) => return r,
     };
+    let parsed = match parse_access_policies(&body, &w.tenant_id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let key = lc(ctx.param(2));
+    let Some(kv) = w.key_vaults.get_mut(&key) else {
+        return not_found(ctx);
+    };
+    merge_access_policies(&mut kv.access_policies, &parsed);
+    let echoed: Vec<Value> = parsed.iter().map(KvAccessPolicy::to_json).collect();
+    Reply::ok(json!({
+        "id": format!("{}/accessPolicies/add", kv.id),
+        "type": "Microsoft.KeyVault/vaults/accessPolicies",
+        "properties": {"accessPolicies": echoed}
+    }))
+}
+
+/// The access policies of an `accessPolicies/add` body; each needs an object id and the
+/// vault's tenant. Permission names are kept lower-case.
+fn parse_access_policies(body: &Value, tenant_id: &str) -> Result<Vec<KvAccessPolicy>, Reply> {
     let Some(policies) = body["properties"]["accessPolicies"].as_array() else {
-        return Reply::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "properties.accessPolicies is required and must be an array.",
-        );
+        ));
     };
     let mut parsed = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         let (Some(tenant), Some(object)) = (p["tenantId"].as_str(), p["objectId"].as_str()) else {
-            return Reply::error(
+            return Err(Reply::error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 format!("properties.accessPolicies[{i}] needs tenantId and objectId."),
-            );
+            ));
         };
-        if !tenant.eq_ignore_ascii_case(&w.tenant_id) {
-            return Reply::error(
+        if !tenant.eq_ignore_ascii_case(tenant_id) {
+            return Err(Reply::error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                format!(
-                    "properties.accessPolicies[{i}].tenantId must be the vault's tenant {}.",
-                    w.tenant_id
-                ),
-            );
+                format!("properties.accessPolicies[{i}].tenantId must be the vault's tenant {tenant_id}."),
+            ));
         }
         parsed.push(KvAccessPolicy {
             tenant_id: tenant.to_string(),
@@ -118,13 +135,13 @@ fn access_policies(w: &mut World, ctx: &Ctx) -> Reply {
             certificates: strings(&p["permissions"]["certificates"]),
         });
     }
-    let key = lc(ctx.param(2));
-    let Some(kv) = w.key_vaults.get_mut(&key) else {
-        return not_found(ctx);
-    };
-    for p in &parsed {
-        match kv
-            .access_policies
+    Ok(parsed)
+}
+
+/// `add` merges: a principal's new permissions join those it already has.
+fn merge_access_policies(policies: &mut Vec<KvAccessPolicy>, add: &[KvAccessPolicy]) {
+    for p in add {
+        match policies
             .iter_mut()
             .find(|e| e.object_id.eq_ignore_ascii_case(&p.object_id))
         {
@@ -133,16 +150,7 @@ fn access_policies(w: &mut World, ctx: &Ctx) -> Reply {
                 union(&mut existing.secrets, p.secrets.clone());
                 union(&mut existing.certificates, p.certificates.clone());
             }
-            None => kv.access_policies.push(p.clone()),
+            None => policies.push(p.clone()),
         }
     }
-    let echoed: Vec<Value> = parsed
-        .iter()
-        .map(|p| json!({"tenantId": p.tenant_id, "objectId": p.object_id, "permissions": {"keys": p.keys, "secrets": p.secrets, "certificates": p.certificates}}))
-        .collect();
-    Reply::ok(json!({
-        "id": format!("{}/accessPolicies/add", kv.id),
-        "type": "Microsoft.KeyVault/vaults/accessPolicies",
-        "properties": {"accessPolicies": echoed}
-    }))
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod authorization;
+pub mod backup_jobs;
 pub mod blob;
 pub mod compute;
 pub mod graph;
@@ -146,6 +147,7 @@ pub fn all_routes() -> Vec<Route> {
     r.extend(authorization::routes());
     r.extend(graph::routes());
     r.extend(recovery_services::routes());
+    r.extend(backup_jobs::routes());
     r.extend(resources::routes());
     r.extend(resource_graph::routes());
     r
@@ -244,7 +246,9 @@ fn into_response(reply: Reply, extra: &[(String, String)]) -> Response {
     resp
 }
 
-/// The fallback handler serving every Azure route.
+/// The fallback handler serving every Azure route: find the route, then authenticate, check
+/// the api-version, throttle and inject faults (each step may answer instead of the handler),
+/// then run the handler on the ticked world and publish its events.
 pub async fn dispatch(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -259,18 +263,7 @@ pub async fn dispatch(
         .map(percent_decode)
         .collect();
     let lsegs: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let mut extra = vec![
-        ("x-ms-request-id".to_string(), request_id.clone()),
-        (
-            "x-ms-correlation-request-id".to_string(),
-            headers
-                .get("x-ms-correlation-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .unwrap_or_else(|| request_id.clone()),
-        ),
-    ];
+    let mut extra = request_id_headers(&headers);
 
     let routes = &shared.routes;
     let found = routes.iter().find_map(|r| {
@@ -283,55 +276,13 @@ pub async fn dispatch(
         let path_matches = routes
             .iter()
             .any(|r| match_pattern(r.pattern, &lsegs, &segs).is_some());
-        let reply = if path_matches {
-            Reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!("The simulator does not support {method} on {raw_path}"),
-            )
-        } else {
-            Reply::error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("The simulator does not implement {method} {raw_path}"),
-            )
-        };
-        return into_response(reply, &extra);
+        return into_response(unmatched(path_matches, &method, &raw_path), &extra);
     };
     let is_graph = route.api_version.is_none();
 
-    // Authentication: any bearer token is accepted; the header itself is required.
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .is_some_and(|t| !t.trim().is_empty());
-    if !bearer {
+    if !has_bearer_token(&headers) {
         shared.with_stats(|s| s.unauthenticated += 1);
-        let reply = if is_graph {
-            Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token is empty.",
-            )
-        } else {
-            Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationFailed",
-                "Authentication failed. The 'Authorization' header is missing.",
-            )
-            .header(
-                "WWW-Authenticate",
-                format!(
-                    "Bearer authorization_uri=\"https://login.microsoftonline.com/{}\", error=\"invalid_token\", error_description=\"The authentication failed because of missing 'Authorization' header.\"",
-                    shared.tenant_id
-                ),
-            )
-        };
-        return into_response(reply, &extra);
+        return into_response(unauthenticated(is_graph, &shared.tenant_id), &extra);
     }
 
     shared.with_stats(|s| *s.calls.entry(route.op.to_string()).or_default() += 1);
@@ -344,141 +295,13 @@ pub async fn dispatch(
                 .collect()
         })
         .unwrap_or_default();
-
-    if let Some(expected) = route.api_version {
-        match query.get("api-version") {
-            None => {
-                return into_response(
-                    Reply::error(
-                        StatusCode::BAD_REQUEST,
-                        "MissingApiVersionParameter",
-                        "The api-version query parameter (?api-version=) is required for all requests.",
-                    ),
-                    &extra,
-                )
-            }
-            Some(v) if !valid_api_version_shape(v) => {
-                return into_response(
-                    Reply::error(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidApiVersionParameter",
-                        format!("The api-version '{v}' is invalid. The supported versions are '{expected}'."),
-                    ),
-                    &extra,
-                )
-            }
-            Some(v) if v != expected => {
-                return into_response(
-                    Reply::error(
-                        StatusCode::BAD_REQUEST,
-                        "NoRegisteredProviderFound",
-                        format!("No registered resource provider found for API version '{v}' for operation '{}'. The supported api-versions are '{expected}'.", route.op),
-                    ),
-                    &extra,
-                )
-            }
-            Some(_) => {}
-        }
+    let admitted = check_api_version(route, &query)
+        .and_then(|()| throttle(&shared, route, &method, &lsegs, &mut extra));
+    if let Err(reply) = admitted {
+        return into_response(reply, &extra);
     }
-
-    // Throttling (ARM only; Graph has its own limits that are not simulated).
-    let kind = OpKind::from_method(&method);
-    if !is_graph {
-        let scope = if lsegs.first().map(String::as_str) == Some("subscriptions") && segs.len() > 1
-        {
-            Scope::Subscription(lsegs[1].clone())
-        } else {
-            Scope::Tenant
-        };
-        let (kind, header_scope) = match scope {
-            Scope::Tenant => (OpKind::Reads, "tenant"),
-            Scope::Subscription(_) => (kind, "subscription"),
-        };
-        if shared.throttling_enabled() {
-            match shared.throttle.take(&scope, kind) {
-                Admission::Allowed { remaining } => extra.push((
-                    format!("x-ms-ratelimit-remaining-{header_scope}-{}", kind.as_str()),
-                    remaining.to_string(),
-                )),
-                Admission::Throttled { retry_after } => {
-                    shared.with_stats(|s| {
-                        s.throttled += 1;
-                        *s.throttled_by_operation
-                            .entry(route.op.to_string())
-                            .or_default() += 1;
-                    });
-                    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                    extra.push((
-                        format!("x-ms-ratelimit-remaining-{header_scope}-{}", kind.as_str()),
-                        "0".to_string(),
-                    ));
-                    let reply = Reply::error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequests",
-                        format!("The request is being throttled as the limit has been reached for operation type - {}. For more information, see - https://aka.ms/armthrottling", match kind { OpKind::Reads => "Read", OpKind::Writes => "Write", OpKind::Deletes => "Delete" }),
-                    )
-                    .header("Retry-After", secs.to_string());
-                    return into_response(reply, &extra);
-                }
-            }
-        } else {
-            let full = match kind {
-                OpKind::Reads => 250,
-                _ => 200,
-            };
-            extra.push((
-                format!("x-ms-ratelimit-remaining-{header_scope}-{}", kind.as_str()),
-                full.to_string(),
-            ));
-        }
-    }
-
-    let decision = shared.faults.decide(route.op);
-    if !decision.latency.is_zero() {
-        tokio::time::sleep(decision.latency).await;
-    }
-    match decision.outcome {
-        FaultOutcome::Pass => {}
-        FaultOutcome::Error(status) => {
-            shared.with_stats(|s| {
-                s.faults_injected += 1;
-                *s.faults_by_operation
-                    .entry(route.op.to_string())
-                    .or_default() += 1;
-            });
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut reply = Reply::error(
-                status,
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    "ServiceUnavailable"
-                } else {
-                    "InternalServerError"
-                },
-                "Encountered internal server error. Diagnostic information: simulated fault.",
-            );
-            if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
-            {
-                reply = reply.header("Retry-After", "1");
-            }
-            return into_response(reply, &extra);
-        }
-        FaultOutcome::Timeout(d) => {
-            shared.with_stats(|s| {
-                s.faults_injected += 1;
-                *s.faults_by_operation
-                    .entry(route.op.to_string())
-                    .or_default() += 1;
-            });
-            tokio::time::sleep(d).await;
-            return into_response(
-                Reply::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "GatewayTimeout",
-                    "The gateway did not receive a response from the service within the specified time period.",
-                ),
-                &extra,
-            );
-        }
+    if let Err(reply) = inject_fault(&shared, route.op).await {
+        return into_response(reply, &extra);
     }
 
     let host = headers
@@ -499,10 +322,211 @@ pub async fn dispatch(
         now: shared.clock.now(),
         api_version: route.api_version.unwrap_or(""),
     };
+    let reply = handle(&shared, route, &ctx).await;
+    into_response(reply, &extra)
+}
+
+/// `x-ms-request-id` (new) and `x-ms-correlation-request-id` (the caller's, else the request
+/// id), sent with every answer.
+fn request_id_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    vec![
+        ("x-ms-request-id".to_string(), request_id.clone()),
+        (
+            "x-ms-correlation-request-id".to_string(),
+            headers
+                .get("x-ms-correlation-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| request_id.clone()),
+        ),
+    ]
+}
+
+/// No route for the method and path: 405 if another method has the path, else 404.
+fn unmatched(path_matches: bool, method: &Method, raw_path: &str) -> Reply {
+    if path_matches {
+        Reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("The simulator does not support {method} on {raw_path}"),
+        )
+    } else {
+        Reply::error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("The simulator does not implement {method} {raw_path}"),
+        )
+    }
+}
+
+/// Authentication: any bearer token is accepted; the header itself is required.
+fn has_bearer_token(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .is_some_and(|t| !t.trim().is_empty())
+}
+
+/// The 401 Graph or ARM sends without a bearer token.
+fn unauthenticated(is_graph: bool, tenant_id: &str) -> Reply {
+    if is_graph {
+        Reply::error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+        )
+    } else {
+        Reply::error(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        )
+        .header(
+            "WWW-Authenticate",
+            format!(
+                "Bearer authorization_uri=\"https://login.microsoftonline.com/{tenant_id}\", error=\"invalid_token\", error_description=\"The authentication failed because of missing 'Authorization' header.\""
+            ),
+        )
+    }
+}
+
+/// ARM routes need `api-version`, well formed and the one the route serves (Graph has none).
+fn check_api_version(route: &Route, query: &BTreeMap<String, String>) -> Result<(), Reply> {
+    let Some(expected) = route.api_version else {
+        return Ok(());
+    };
+    match query.get("api-version") {
+        None => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )),
+        Some(v) if !valid_api_version_shape(v) => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidApiVersionParameter",
+            format!("The api-version '{v}' is invalid. The supported versions are '{expected}'."),
+        )),
+        Some(v) if v != expected => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "NoRegisteredProviderFound",
+            format!("No registered resource provider found for API version '{v}' for operation '{}'. The supported api-versions are '{expected}'.", route.op),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// ARM throttling per subscription (or tenant) and operation kind: adds the
+/// `x-ms-ratelimit-remaining-*` header, or answers 429. Graph has its own limits that are not
+/// simulated. With throttling off the header reports a full bucket.
+fn throttle(
+    shared: &Shared,
+    route: &Route,
+    method: &Method,
+    lsegs: &[String],
+    extra: &mut Vec<(String, String)>,
+) -> Result<(), Reply> {
+    if route.api_version.is_none() {
+        return Ok(());
+    }
+    let scope = if lsegs.first().map(String::as_str) == Some("subscriptions") && lsegs.len() > 1 {
+        Scope::Subscription(lsegs[1].clone())
+    } else {
+        Scope::Tenant
+    };
+    let (kind, header_scope) = match scope {
+        Scope::Tenant => (OpKind::Reads, "tenant"),
+        Scope::Subscription(_) => (OpKind::from_method(method), "subscription"),
+    };
+    let header = format!("x-ms-ratelimit-remaining-{header_scope}-{}", kind.as_str());
+    if !shared.throttling_enabled() {
+        let full = match kind {
+            OpKind::Reads => 250,
+            _ => 200,
+        };
+        extra.push((header, full.to_string()));
+        return Ok(());
+    }
+    match shared.throttle.take(&scope, kind) {
+        Admission::Allowed { remaining } => {
+            extra.push((header, remaining.to_string()));
+            Ok(())
+        }
+        Admission::Throttled { retry_after } => {
+            shared.with_stats(|s| {
+                s.throttled += 1;
+                *s.throttled_by_operation
+                    .entry(route.op.to_string())
+                    .or_default() += 1;
+            });
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            extra.push((header, "0".to_string()));
+            Err(Reply::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!("The request is being throttled as the limit has been reached for operation type - {}. For more information, see - https://aka.ms/armthrottling", match kind { OpKind::Reads => "Read", OpKind::Writes => "Write", OpKind::Deletes => "Delete" }),
+            )
+            .header("Retry-After", secs.to_string()))
+        }
+    }
+}
+
+/// Injected faults for operation `op`: added latency, then maybe a 5xx (or 429) or a gateway
+/// timeout instead of the handler's answer.
+async fn inject_fault(shared: &Shared, op: &str) -> Result<(), Reply> {
+    let decision = shared.faults.decide(op);
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
+    let count_fault = || {
+        shared.with_stats(|s| {
+            s.faults_injected += 1;
+            *s.faults_by_operation.entry(op.to_string()).or_default() += 1;
+        })
+    };
+    match decision.outcome {
+        FaultOutcome::Pass => Ok(()),
+        FaultOutcome::Error(status) => {
+            count_fault();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut reply = Reply::error(
+                status,
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "ServiceUnavailable"
+                } else {
+                    "InternalServerError"
+                },
+                "Encountered internal server error. Diagnostic information: simulated fault.",
+            );
+            if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
+            {
+                reply = reply.header("Retry-After", "1");
+            }
+            Err(reply)
+        }
+        FaultOutcome::Timeout(d) => {
+            count_fault();
+            tokio::time::sleep(d).await;
+            Err(Reply::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "GatewayTimeout",
+                "The gateway did not receive a response from the service within the specified time period.",
+            ))
+        }
+    }
+}
+
+/// Run the route's handler on the world, ticked to the request's time; count a successful
+/// write and publish the events the handler raised (after the world lock is released).
+async fn handle(shared: &Shared, route: &Route, ctx: &Ctx) -> Reply {
     let mut reply = {
         let mut world = shared.world.lock().unwrap_or_else(|p| p.into_inner());
         world.tick(ctx.now);
-        (route.handler)(&mut world, &ctx)
+        (route.handler)(&mut world, ctx)
     };
     if reply.status.is_success() {
         if let Some(kind) = write_kind(route.op) {
@@ -513,7 +537,7 @@ pub async fn dispatch(
     if !events.is_empty() {
         shared.publish(events).await;
     }
-    into_response(reply, &extra)
+    reply
 }
 
 /// Shared JSON for list responses with a `nextLink` page cursor.

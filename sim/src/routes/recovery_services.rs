@@ -1,21 +1,22 @@
-//! Microsoft.RecoveryServices 2023-04-01 (vaults + backup). Shapes from recoveryservicesbackup
-//! 2023-04-01 examples: `AzureIaasVm/BackupProtectableItems_List.json`,
+//! Microsoft.RecoveryServices 2023-04-01 vaults and protection: vaults, policies, container
+//! refresh, protectable and protected items (protect, stop protection), their operation status
+//! and recovery points. Backup now, restore and the jobs they start are in `backup_jobs`.
+//! Shapes from recoveryservicesbackup 2023-04-01 examples:
+//! `AzureIaasVm/BackupProtectableItems_List.json`,
 //! `AzureIaasVm/ProtectedItemOperationStatus.json`, `AzureIaasVm/RecoveryPoints_List.json`,
-//! `AzureIaasVm/TriggerRestore_RestoreDisks_IaasVMRestoreRequest_IdentityBasedRestoreDetails.json`,
 //! `Common/RefreshContainers.json`, `Common/RefreshContainers_OperationResults.json`,
 //! `AzureIaasVm/StopProtection.json` (stop protection, retain data).
 
 use super::{paged, route, Ctx, Reply, Route};
 use crate::world::{
-    codes, container_name, item_name, lc, ts, JobStatus, OpStatus, ProtectedItem, World,
+    codes, container_name, item_name, lc, ts, OpStatus, ProtectedItem, RsVault, VmState, World,
     PROTECTION_STOPPED_STATE,
 };
 use axum::http::{Method, StatusCode};
-use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{json, Value};
 
-const API: Option<&str> = Some("2023-04-01");
-const PAGE: usize = 200;
+pub(super) const API: Option<&str> = Some("2023-04-01");
+pub(super) const PAGE: usize = 200;
 
 pub fn routes() -> Vec<Route> {
     const V: &str =
@@ -32,17 +33,13 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*", "rs.protectedItem.get", API, protected_item_get),
         route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/operationsstatus/*", "rs.operationStatus.get", API, operation_status),
         route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/operationresults/*", "rs.operationResult.get", API, operation_result),
-        route(Method::POST, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/backup", "rs.backupNow", API, backup_now),
         route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/recoverypoints", "rs.recoveryPoints.list", API, recovery_points_list),
         route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/recoverypoints/*", "rs.recoveryPoint.get", API, recovery_point_get),
-        route(Method::POST, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupfabrics/azure/protectioncontainers/*/protecteditems/*/recoverypoints/*/restore", "rs.restore", API, restore),
         route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupprotecteditems", "rs.protectedItems.list", API, protected_items_list),
-        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupjobs", "rs.jobs.list", API, jobs_list),
-        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.recoveryservices/vaults/*/backupjobs/*", "rs.jobs.get", API, job_get),
     ]
 }
 
-fn vault_key(ctx: &Ctx) -> String {
+pub(super) fn vault_key(ctx: &Ctx) -> String {
     lc(&format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.RecoveryServices/vaults/{}",
         ctx.param(0),
@@ -51,7 +48,7 @@ fn vault_key(ctx: &Ctx) -> String {
     ))
 }
 
-fn vault_not_found(ctx: &Ctx) -> Reply {
+pub(super) fn vault_not_found(ctx: &Ctx) -> Reply {
     Reply::error(
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
@@ -63,7 +60,18 @@ fn vault_not_found(ctx: &Ctx) -> Reply {
     )
 }
 
-fn bad(code: &str, msg: impl Into<String>) -> Reply {
+pub(super) fn item_not_found(ctx: &Ctx) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        "BMSUserErrorObjectNotFound",
+        format!(
+            "Protected item {} was not found in the vault.",
+            ctx.param(4)
+        ),
+    )
+}
+
+pub(super) fn bad(code: &str, msg: impl Into<String>) -> Reply {
     Reply::error(StatusCode::BAD_REQUEST, code, msg)
 }
 
@@ -179,7 +187,7 @@ fn protectable_list(w: &mut World, ctx: &Ctx) -> Reply {
 }
 
 /// Resolve container + item names to the item key and (rg, vm) they name.
-fn item_ref(ctx: &Ctx) -> Result<(String, String, String), Reply> {
+pub(super) fn item_ref(ctx: &Ctx) -> Result<(String, String, String), Reply> {
     let container = lc(ctx.param(3));
     let item = lc(ctx.param(4));
     let parts: Vec<&str> = item.split(';').collect();
@@ -205,7 +213,14 @@ fn item_ref(ctx: &Ctx) -> Result<(String, String, String), Reply> {
     Ok((format!("{}|{item}", vault_key(ctx)), rg, vm))
 }
 
-fn lro(ctx: &Ctx, w: &World, item: &ProtectedItem, op: &str) -> Reply {
+/// The protected item a request addresses (see [`item_ref`]) and the request's JSON body.
+pub(super) fn item_request(ctx: &Ctx) -> Result<((String, String, String), Value), Reply> {
+    let item = item_ref(ctx)?;
+    let body = ctx.json_body()?;
+    Ok((item, body))
+}
+
+pub(super) fn lro(ctx: &Ctx, w: &World, item: &ProtectedItem, op: &str) -> Reply {
     let id = w.protected_item_id(item);
     Reply::empty(StatusCode::ACCEPTED)
         .header(
@@ -216,17 +231,16 @@ fn lro(ctx: &Ctx, w: &World, item: &ProtectedItem, op: &str) -> Reply {
         .header("Retry-After", "1")
 }
 
+/// Protect a VM, or give an existing item a policy (resuming it if it was stopped): `PUT` of
+/// the protected item with `sourceResourceId` and `policyId`. With `protectionState:
+/// "ProtectionStopped"` it stops protection instead (see [`stop_protection`]).
 fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
     let vkey = vault_key(ctx);
     let Some(vault) = w.rs_vaults.get(&vkey).cloned() else {
         return vault_not_found(ctx);
     };
-    let (key, rg, vm_name) = match item_ref(ctx) {
+    let ((key, rg, vm_name), body) = match item_request(ctx) {
         Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body = match ctx.json_body() {
-        Ok(b) => b,
         Err(r) => return r,
     };
     let props = &body["properties"];
@@ -249,57 +263,106 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
     if requested_state.eq_ignore_ascii_case(PROTECTION_STOPPED_STATE) {
         return stop_protection(w, ctx, &key, source);
     }
+    let checked = requested_policy(props, requested_state, &vault).and_then(|policy| {
+        let vm = protectable_vm(w, ctx, &vault, &vkey, source, (&rg, &vm_name))?;
+        Ok((policy, vm))
+    });
+    let (policy, vm) = match checked {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let encrypted = vm.encryption.is_some() || vm.restored_encryption.is_some();
+    if encrypted && !props["extendedProperties"]["diskExclusionProperties"].is_null() {
+        return bad(
+            codes::DISK_EXCLUSION,
+            "Selective disk backup is not supported for encrypted VMs.",
+        );
+    }
+    let item = match w.set_item_policy(&key, &policy) {
+        Some(existing) => existing,
+        None => {
+            let item = ProtectedItem::new(&vkey, &vm, &policy, ctx.now);
+            w.protected_items.insert(key.clone(), item.clone());
+            item
+        }
+    };
+    let job = w.start_configure_job(&key, &vkey, &vm.name, ctx.now);
+    let op = w.timed_operation(ctx.now, Ok(Some(job)), Some(key));
+    lro(ctx, w, &item, &op)
+}
+
+/// The name of the vault's policy a protect request names (`policyId`); the request may leave
+/// `protectionState` out or ask for Protected / IRPending, nothing else.
+fn requested_policy(
+    props: &Value,
+    requested_state: &str,
+    vault: &RsVault,
+) -> Result<String, Reply> {
     if !(requested_state.is_empty()
         || requested_state.eq_ignore_ascii_case("Protected")
         || requested_state.eq_ignore_ascii_case("IRPending"))
     {
-        return bad(
+        return Err(bad(
             "BMSUserErrorInvalidInput",
             format!("properties.protectionState '{requested_state}' is not supported by the simulator: send ProtectionStopped to stop protection, or leave it out and send a policyId to protect."),
-        );
+        ));
     }
     let Some(policy_id) = props["policyId"].as_str().filter(|p| !p.is_empty()) else {
-        return bad(
+        return Err(bad(
             "BMSUserErrorInvalidInput",
             "properties.policyId is required to protect (or resume protecting) a VM.",
-        );
+        ));
     };
-    let policy_name = policy_id.rsplit('/').next().unwrap_or_default().to_string();
-    let Some(policy) = vault.policies.get(&lc(&policy_name)) else {
-        return bad(
+    let policy_name = policy_id.rsplit('/').next().unwrap_or_default();
+    match vault.policies.get(&lc(policy_name)) {
+        Some(policy) => Ok(policy.name.clone()),
+        None => Err(bad(
             "BMSUserErrorPolicyNotFound",
             format!(
                 "properties.policyId {policy_id} is not a policy of vault {}.",
                 vault.name
             ),
-        );
-    };
+        )),
+    }
+}
+
+/// The VM `source` names, if vault `vkey` may protect it: it exists, is the VM the item name
+/// (`rg`, `vm_name`) stands for, shares the vault's subscription and region, and no other
+/// vault protects it.
+fn protectable_vm(
+    w: &World,
+    ctx: &Ctx,
+    vault: &RsVault,
+    vkey: &str,
+    source: &str,
+    (rg, vm_name): (&str, &str),
+) -> Result<VmState, Reply> {
     let vm_key = lc(source);
     let Some(vm) = w.vms.get(&vm_key).cloned() else {
-        return bad(
+        return Err(bad(
             codes::VM_NOT_FOUND,
             format!("properties.sourceResourceId {source} does not exist."),
-        );
+        ));
     };
     if lc(&vm.resource_group) != rg || lc(&vm.name) != vm_name {
-        return bad(
+        return Err(bad(
             "BMSUserErrorInvalidInput",
             format!(
                 "properties.sourceResourceId {source} does not match protected item {}.",
                 ctx.param(4)
             ),
-        );
+        ));
     }
     if !lc(&vm.subscription).eq(&lc(&vault.subscription))
         || !lc(&vm.location).eq(&lc(&vault.location))
     {
-        return bad(
+        return Err(bad(
             "BMSUserErrorVmAndVaultInDifferentRegionOrSubscription",
             format!(
                 "VM {} ({}) must be in the same subscription and region as vault {} ({}).",
                 vm.name, vm.location, vault.name, vault.location
             ),
-        );
+        ));
     }
     if let Some(other) = w
         .protected_items
@@ -311,46 +374,15 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
             .get(&other.vault_key)
             .map(|v| v.name.clone())
             .unwrap_or_default();
-        return bad(
+        return Err(bad(
             "UserErrorVmAlreadyProtected",
             format!(
                 "VM {} is already protected by vault {other_vault}.",
                 vm.name
             ),
-        );
+        ));
     }
-    let encrypted = vm.encryption.is_some() || vm.restored_encryption.is_some();
-    if encrypted && !props["extendedProperties"]["diskExclusionProperties"].is_null() {
-        return bad(
-            codes::DISK_EXCLUSION,
-            "Selective disk backup is not supported for encrypted VMs.",
-        );
-    }
-    let item = match w.set_item_policy(&key, &policy.name) {
-        Some(existing) => existing,
-        None => {
-            let item = ProtectedItem {
-                vault_key: vkey.clone(),
-                name: item_name(&vm.resource_group, &vm.name),
-                container: container_name(&vm.resource_group, &vm.name),
-                vm_key: vm_key.clone(),
-                source_id: vm.id.clone(),
-                vm_name: vm.name.clone(),
-                policy: Some(policy.name.clone()),
-                protection_state: "IRPending".into(),
-                last_backup_status: None,
-                last_backup_time: None,
-                recovery_points: Vec::new(),
-                health_error: None,
-                created: ctx.now,
-            };
-            w.protected_items.insert(key.clone(), item.clone());
-            item
-        }
-    };
-    let job = w.start_configure_job(&key, &vkey, &vm.name, ctx.now);
-    let op = w.timed_operation(ctx.now, Ok(Some(job)), Some(key));
-    lro(ctx, w, &item, &op)
+    Ok(vm)
 }
 
 /// Stop protection and retain data: `PUT` of the protected item with
@@ -393,14 +425,7 @@ fn protected_item_get(w: &mut World, ctx: &Ctx) -> Reply {
     };
     match w.protected_items.get(&key) {
         Some(i) => Reply::ok(w.protected_item_json(i)),
-        None => Reply::error(
-            StatusCode::NOT_FOUND,
-            "BMSUserErrorObjectNotFound",
-            format!(
-                "Protected item {} was not found in the vault.",
-                ctx.param(4)
-            ),
-        ),
+        None => item_not_found(ctx),
     }
 }
 
@@ -451,50 +476,13 @@ fn operation_result(w: &mut World, ctx: &Ctx) -> Reply {
     }
 }
 
-fn backup_now(w: &mut World, ctx: &Ctx) -> Reply {
-    let (key, _, _) = match item_ref(ctx) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body = match ctx.json_body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if body["properties"]["objectType"].as_str() != Some("IaasVMBackupRequest") {
-        return bad(
-            "BMSUserErrorInvalidInput",
-            "properties.objectType must be 'IaasVMBackupRequest'.",
-        );
-    }
-    let Some(item) = w.protected_items.get(&key).cloned() else {
-        return Reply::error(
-            StatusCode::NOT_FOUND,
-            "BMSUserErrorObjectNotFound",
-            format!(
-                "Protected item {} was not found in the vault.",
-                ctx.param(4)
-            ),
-        );
-    };
-    let result = w.start_backup(&key, ctx.now).map(Some);
-    let op = w.timed_operation(ctx.now, result, None);
-    lro(ctx, w, &item, &op)
-}
-
 fn recovery_points_list(w: &mut World, ctx: &Ctx) -> Reply {
     let (key, _, _) = match item_ref(ctx) {
         Ok(r) => r,
         Err(r) => return r,
     };
     let Some(item) = w.protected_items.get(&key) else {
-        return Reply::error(
-            StatusCode::NOT_FOUND,
-            "BMSUserErrorObjectNotFound",
-            format!(
-                "Protected item {} was not found in the vault.",
-                ctx.param(4)
-            ),
-        );
+        return item_not_found(ctx);
     };
     let mut rps: Vec<_> = item.recovery_points.iter().collect();
     rps.sort_by_key(|r| std::cmp::Reverse(r.time));
@@ -526,123 +514,6 @@ fn recovery_point_get(w: &mut World, ctx: &Ctx) -> Reply {
     }
 }
 
-fn restore(w: &mut World, ctx: &Ctx) -> Reply {
-    let vkey = vault_key(ctx);
-    let Some(vault) = w.rs_vaults.get(&vkey).cloned() else {
-        return vault_not_found(ctx);
-    };
-    let (key, _, _) = match item_ref(ctx) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let body = match ctx.json_body() {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let props = &body["properties"];
-    if props["objectType"].as_str() != Some("IaasVMRestoreRequest") {
-        return bad(
-            "BMSUserErrorInvalidInput",
-            "properties.objectType must be 'IaasVMRestoreRequest'.",
-        );
-    }
-    let Some(item) = w.protected_items.get(&key).cloned() else {
-        return Reply::error(
-            StatusCode::NOT_FOUND,
-            "BMSUserErrorObjectNotFound",
-            format!(
-                "Protected item {} was not found in the vault.",
-                ctx.param(4)
-            ),
-        );
-    };
-    let rp_name = ctx.param(5).to_string();
-    let Some(rp) = item.recovery_points.iter().find(|r| r.name == rp_name) else {
-        return Reply::error(
-            StatusCode::NOT_FOUND,
-            "UserErrorRecoveryPointNotFound",
-            format!("Recovery point {rp_name} was not found."),
-        );
-    };
-    let recovery_type = props["recoveryType"].as_str().unwrap_or("");
-    if rp.encryption.is_some() && recovery_type != "RestoreDisks" {
-        return bad(
-            codes::RESTORE_ENCRYPTED_VM,
-            format!("Restore type '{recovery_type}' is not supported for encrypted VMs. Use recoveryType 'RestoreDisks' and create the VM from the restored disks."),
-        );
-    }
-    if recovery_type != "RestoreDisks" {
-        return bad("BMSUserErrorInvalidInput", format!("properties.recoveryType '{recovery_type}' is not supported by the simulator; use 'RestoreDisks'."));
-    }
-    let Some(sa_id) = props["storageAccountId"].as_str() else {
-        return bad(
-            "BMSUserErrorInvalidInput",
-            "properties.storageAccountId is required for RestoreDisks.",
-        );
-    };
-    let Some(sa) = w.storage_accounts.get(&lc(sa_id)).cloned() else {
-        return bad(
-            "UserErrorStorageAccountNotFound",
-            format!("properties.storageAccountId {sa_id} does not exist."),
-        );
-    };
-    if !sa.location.eq_ignore_ascii_case(&vault.location) {
-        return bad(
-            "UserErrorStorageAccountInDifferentRegion",
-            format!(
-                "Storage account {} must be in the vault's region {}.",
-                sa.name, vault.location
-            ),
-        );
-    }
-    let (target_sub, target_rg) = match props["targetResourceGroupId"].as_str() {
-        Some(id) => {
-            let parts: Vec<&str> = id.trim_matches('/').split('/').collect();
-            match parts.as_slice() {
-                [s, sub, r, rg]
-                    if s.eq_ignore_ascii_case("subscriptions")
-                        && r.eq_ignore_ascii_case("resourceGroups") =>
-                {
-                    (sub.to_string(), rg.to_string())
-                }
-                _ => {
-                    return bad(
-                        "BMSUserErrorInvalidInput",
-                        format!(
-                            "properties.targetResourceGroupId '{id}' is not a resource group id."
-                        ),
-                    )
-                }
-            }
-        }
-        None => {
-            let vm_rg = item
-                .source_id
-                .split('/')
-                .nth(4)
-                .unwrap_or_default()
-                .to_string();
-            (vault.subscription.clone(), vm_rg)
-        }
-    };
-    if rp.encryption.is_some() && !target_sub.eq_ignore_ascii_case(&vault.subscription) {
-        return bad(
-            "UserErrorCrossSubscriptionRestoreNotSupportedForEncryptedVm",
-            "Encrypted VMs can only be restored in the vault's subscription.",
-        );
-    }
-    let job = w.start_restore(
-        &key,
-        rp_name,
-        sa.name.clone(),
-        target_sub,
-        target_rg,
-        ctx.now,
-    );
-    let op = w.timed_operation(ctx.now, Ok(Some(job)), None);
-    lro(ctx, w, &item, &op)
-}
-
 fn protected_items_list(w: &mut World, ctx: &Ctx) -> Reply {
     let vkey = vault_key(ctx);
     if !w.rs_vaults.contains_key(&vkey) {
@@ -655,120 +526,4 @@ fn protected_items_list(w: &mut World, ctx: &Ctx) -> Reply {
         .map(|i| w.protected_item_json(i))
         .collect();
     Reply::ok(paged(ctx, items, PAGE))
-}
-
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    ["%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|n| n.and_utc())
-}
-
-/// `$filter` clauses `key eq 'value'` joined by `and`.
-fn filter_clauses(filter: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let lower = filter.to_ascii_lowercase();
-    let mut rest_l = lower.as_str();
-    let mut rest = filter;
-    while !rest.trim().is_empty() {
-        let Some(eq) = rest_l.find(" eq ") else {
-            return Err(format!(
-                "$filter clause '{}' is not of the form key eq 'value'",
-                rest.trim()
-            ));
-        };
-        let key = rest[..eq].trim().to_string();
-        let after = rest[eq + 4..].trim_start();
-        let skipped = rest.len() - after.len();
-        let Some(stripped) = after.strip_prefix('\'') else {
-            return Err(format!("$filter value for {key} must be quoted"));
-        };
-        let Some(end) = stripped.find('\'') else {
-            return Err(format!("$filter value for {key} is not terminated"));
-        };
-        out.push((key.to_ascii_lowercase(), stripped[..end].to_string()));
-        let consumed = skipped + 1 + end + 1;
-        rest = &rest[consumed..];
-        rest_l = &rest_l[consumed..];
-        let t = rest_l.trim_start();
-        if let Some(next) = t.strip_prefix("and ") {
-            let cut = rest_l.len() - next.len();
-            rest = &rest[cut..];
-            rest_l = &rest_l[cut..];
-        } else if !t.is_empty() {
-            return Err(format!("unexpected '{}' in $filter", rest.trim()));
-        }
-    }
-    Ok(out)
-}
-
-fn jobs_list(w: &mut World, ctx: &Ctx) -> Reply {
-    let vkey = vault_key(ctx);
-    if !w.rs_vaults.contains_key(&vkey) {
-        return vault_not_found(ctx);
-    }
-    let clauses = match filter_clauses(ctx.query("$filter").unwrap_or("")) {
-        Ok(c) => c,
-        Err(e) => return bad("BMSUserErrorInvalidFilter", e),
-    };
-    let mut jobs: Vec<_> = w.jobs.values().filter(|j| j.vault_key == vkey).collect();
-    for (k, v) in &clauses {
-        let t = parse_time(v);
-        jobs.retain(|j| match k.as_str() {
-            "operation" => j.operation().eq_ignore_ascii_case(v),
-            "status" => {
-                let s = match j.status {
-                    JobStatus::InProgress => "InProgress",
-                    JobStatus::Completed => "Completed",
-                    JobStatus::Failed => "Failed",
-                };
-                s.eq_ignore_ascii_case(v)
-            }
-            "backupmanagementtype" => v.eq_ignore_ascii_case("AzureIaasVM"),
-            "starttime" => t.is_none_or(|t| j.start >= t),
-            "endtime" => t.is_none_or(|t| j.start <= t),
-            "entityfriendlyname" => j.entity_friendly_name.eq_ignore_ascii_case(v),
-            _ => true,
-        });
-    }
-    jobs.sort_by(|a, b| b.start.cmp(&a.start).then(b.id.cmp(&a.id)));
-    let items: Vec<Value> = jobs
-        .into_iter()
-        .map(|j| w.job_json(j, false, ctx.now))
-        .collect();
-    Reply::ok(paged(ctx, items, PAGE))
-}
-
-fn job_get(w: &mut World, ctx: &Ctx) -> Reply {
-    let vkey = vault_key(ctx);
-    match w
-        .jobs
-        .get(&lc(ctx.param(3)))
-        .filter(|j| j.vault_key == vkey)
-    {
-        Some(j) => Reply::ok(w.job_json(j, true, ctx.now)),
-        None => Reply::error(
-            StatusCode::NOT_FOUND,
-            "BMSUserErrorJobNotFound",
-            format!("Job {} was not found in the vault.", ctx.param(3)),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_filters_parse() {
-        let c = filter_clauses("operation eq 'Backup' and status eq 'InProgress' and startTime eq '2024-01-01 10:00:00 AM'").expect("parses");
-        assert_eq!(c.len(), 3);
-        assert_eq!(c[0], ("operation".into(), "Backup".into()));
-        assert_eq!(c[2].1, "2024-01-01 10:00:00 AM");
-        assert!(parse_time(&c[2].1).is_some());
-        assert!(filter_clauses("operation = 'x'").is_err());
-    }
 }

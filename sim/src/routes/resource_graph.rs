@@ -7,8 +7,10 @@
 use super::{route, Ctx, Reply, Route};
 use crate::world::{lc, World};
 use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 const API: Option<&str> = Some("2022-10-01");
 
@@ -228,131 +230,156 @@ fn row(
     })
 }
 
-pub fn table_rows(w: &World, table: &str, now: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
-    let mut rows = Vec::new();
+/// The rows of a Resource Graph table, as the KQL subset sees them before filtering.
+pub fn table_rows(w: &World, table: &str, now: DateTime<Utc>) -> Vec<Value> {
     match table {
-        "resources" => {
-            for vm in w.vms.values() {
-                let mut full = w.vm_json(vm, false, now);
-                full["properties"]["extended"] = json!({"instanceView": {"powerState": {"code": format!("PowerState/{}", vm.power_state.as_str()), "level": "Info", "displayStatus": format!("VM {}", vm.power_state.as_str())}}});
-                rows.push(row(
-                    w,
-                    &vm.id,
-                    &vm.name,
-                    "Microsoft.Compute/virtualMachines",
-                    &vm.location,
-                    &vm.subscription,
-                    &vm.resource_group,
-                    json!(vm.tags),
-                    full["properties"].take(),
-                ));
-                for e in vm.extensions.values() {
-                    let mut ej = w.extension_json(vm, e);
-                    rows.push(row(
-                        w,
-                        &format!("{}/extensions/{}", vm.id, e.name),
-                        &e.name,
-                        "Microsoft.Compute/virtualMachines/extensions",
-                        &vm.location,
-                        &vm.subscription,
-                        &vm.resource_group,
-                        json!({}),
-                        ej["properties"].take(),
-                    ));
-                }
-            }
-            for kv in w.key_vaults.values() {
-                let mut j = w.kv_json(kv);
-                rows.push(row(
-                    w,
-                    &kv.id,
-                    &kv.name,
-                    "Microsoft.KeyVault/vaults",
-                    &kv.location,
-                    &kv.subscription,
-                    &kv.resource_group,
-                    json!({}),
-                    j["properties"].take(),
-                ));
-            }
-            for v in w.rs_vaults.values() {
-                let mut j = w.rs_vault_json(v);
-                rows.push(row(
-                    w,
-                    &v.id,
-                    &v.name,
-                    "Microsoft.RecoveryServices/vaults",
-                    &v.location,
-                    &v.subscription,
-                    &v.resource_group,
-                    json!({}),
-                    j["properties"].take(),
-                ));
-            }
-            for r in w
-                .storage_accounts
-                .values()
-                .chain(w.virtual_networks.values())
-            {
-                rows.push(row(
-                    w,
-                    &r.id,
-                    &r.name,
-                    r.rtype,
-                    &r.location,
-                    &r.subscription,
-                    &r.resource_group,
-                    json!({}),
-                    r.properties.clone(),
-                ));
-            }
+        "resources" => resources_rows(w, now),
+        "recoveryservicesresources" => recovery_services_rows(w, now),
+        "authorizationresources" => authorization_rows(w),
+        _ => Vec::new(),
+    }
+}
+
+/// `resources`: VMs (with their power state) and their extensions, key vaults, Recovery
+/// Services vaults, storage accounts and virtual networks.
+fn resources_rows(w: &World, now: DateTime<Utc>) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for vm in w.vms.values() {
+        let mut full = w.vm_json(vm, false, now);
+        full["properties"]["extended"] = json!({"instanceView": {"powerState": {"code": format!("PowerState/{}", vm.power_state.as_str()), "level": "Info", "displayStatus": format!("VM {}", vm.power_state.as_str())}}});
+        rows.push(row(
+            w,
+            &vm.id,
+            &vm.name,
+            "Microsoft.Compute/virtualMachines",
+            &vm.location,
+            &vm.subscription,
+            &vm.resource_group,
+            json!(vm.tags),
+            full["properties"].take(),
+        ));
+        for e in vm.extensions.values() {
+            let mut ej = w.extension_json(vm, e);
+            rows.push(row(
+                w,
+                &format!("{}/extensions/{}", vm.id, e.name),
+                &e.name,
+                "Microsoft.Compute/virtualMachines/extensions",
+                &vm.location,
+                &vm.subscription,
+                &vm.resource_group,
+                json!({}),
+                ej["properties"].take(),
+            ));
         }
-        "recoveryservicesresources" => {
-            for item in w.protected_items.values() {
-                let Some(v) = w.rs_vaults.get(&item.vault_key) else {
-                    continue;
-                };
-                let mut j = w.protected_item_json(item);
-                rows.push(row(w, &w.protected_item_id(item), &item.name, "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems", &v.location, &v.subscription, &v.resource_group, json!({}), j["properties"].take()));
-            }
-            for job in w.jobs.values() {
-                let Some(v) = w.rs_vaults.get(&job.vault_key) else {
-                    continue;
-                };
-                let mut j = w.job_json(job, false, now);
-                let id = j["id"].as_str().unwrap_or_default().to_string();
-                rows.push(row(
-                    w,
-                    &id,
-                    &job.id,
-                    "Microsoft.RecoveryServices/vaults/backupJobs",
-                    &v.location,
-                    &v.subscription,
-                    &v.resource_group,
-                    json!({}),
-                    j["properties"].take(),
-                ));
-            }
-        }
-        "authorizationresources" => {
-            for ra in w.role_assignments.values() {
-                let sub = ra.scope.split('/').nth(2).unwrap_or_default().to_string();
-                let rg = ra.scope.split('/').nth(4).unwrap_or_default().to_string();
-                let mut j = ra.to_json(&w.our_object_id);
-                rows.push(row(
-                    w,
-                    &ra.id,
-                    &ra.name,
-                    "Microsoft.Authorization/roleAssignments",
-                    "",
-                    &sub,
-                    &rg,
-                    json!({}),
-                    j["properties"].take(),
-                ));
-            }
-        }
-        _ => {}
+    }
+    for kv in w.key_vaults.values() {
+        let mut j = w.kv_json(kv);
+        rows.push(row(
+            w,
+            &kv.id,
+            &kv.name,
+            "Microsoft.KeyVault/vaults",
+            &kv.location,
+            &kv.subscription,
+            &kv.resource_group,
+            json!({}),
+            j["properties"].take(),
+        ));
+    }
+    for v in w.rs_vaults.values() {
+        let mut j = w.rs_vault_json(v);
+        rows.push(row(
+            w,
+            &v.id,
+            &v.name,
+            "Microsoft.RecoveryServices/vaults",
+            &v.location,
+            &v.subscription,
+            &v.resource_group,
+            json!({}),
+            j["properties"].take(),
+        ));
+    }
+    for r in w
+        .storage_accounts
+        .values()
+        .chain(w.virtual_networks.values())
+    {
+        rows.push(row(
+            w,
+            &r.id,
+            &r.name,
+            r.rtype,
+            &r.location,
+            &r.subscription,
+            &r.resource_group,
+            json!({}),
+            r.properties.clone(),
+        ));
+    }
+    rows
+}
+
+/// `recoveryservicesresources`: protected items and backup jobs.
+fn recovery_services_rows(w: &World, now: DateTime<Utc>) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for item in w.protected_items.values() {
+        let Some(v) = w.rs_vaults.get(&item.vault_key) else {
+            continue;
+        };
+        let mut j = w.protected_item_json(item);
+        rows.push(row(
+            w,
+            &w.protected_item_id(item),
+            &item.name,
+            "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems",
+            &v.location,
+            &v.subscription,
+            &v.resource_group,
+            json!({}),
+            j["properties"].take(),
+        ));
+    }
+    for job in w.jobs.values() {
+        let Some(v) = w.rs_vaults.get(&job.vault_key) else {
+            continue;
+        };
+        let mut j = w.job_json(job, false, now);
+        let id = j["id"].as_str().unwrap_or_default().to_string();
+        rows.push(row(
+            w,
+            &id,
+            &job.id,
+            "Microsoft.RecoveryServices/vaults/backupJobs",
+            &v.location,
+            &v.subscription,
+            &v.resource_group,
+            json!({}),
+            j["properties"].take(),
+        ));
+    }
+    rows
+}
+
+/// `authorizationresources`: role assignments.
+fn authorization_rows(w: &World) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for ra in w.role_assignments.values() {
+        let sub = ra.scope.split('/').nth(2).unwrap_or_default().to_string();
+        let rg = ra.scope.split('/').nth(4).unwrap_or_default().to_string();
+        let mut j = ra.to_json(&w.our_object_id);
+        rows.push(row(
+            w,
+            &ra.id,
+            &ra.name,
+            "Microsoft.Authorization/roleAssignments",
+            "",
+            &sub,
+            &rg,
+            json!({}),
+            j["properties"].take(),
+        ));
     }
     rows
 }
@@ -377,6 +404,8 @@ fn invalid_query(detail: String) -> Reply {
     )
 }
 
+/// A Resource Graph query: parse the KQL subset, take the rows of the subscriptions (and
+/// management groups) asked for, and serve one page of them with a `$skipToken` for the next.
 fn query(w: &mut World, ctx: &Ctx) -> Reply {
     let body = match ctx.json_body() {
         Ok(b) => b,
@@ -389,49 +418,12 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
         Ok(q) => q,
         Err(e) => return invalid_query(e),
     };
-    let mut subs: Option<BTreeSet<String>> = body["subscriptions"]
-        .as_array()
-        .filter(|a| !a.is_empty())
-        .map(|a| a.iter().filter_map(|s| s.as_str()).map(lc).collect());
-    // `managementGroups` (ResourcesMgBasicQuery.json): every subscription under any of them.
-    if let Some(mgs) = body["managementGroups"]
-        .as_array()
-        .filter(|a| !a.is_empty())
-    {
-        let wanted: BTreeSet<String> = mgs.iter().filter_map(|m| m.as_str()).map(lc).collect();
-        let under: BTreeSet<String> = w
-            .subscriptions
-            .values()
-            .filter(|s| s.management_groups.iter().any(|m| wanted.contains(&lc(m))))
-            .map(|s| lc(&s.id))
-            .collect();
-        subs = Some(subs.unwrap_or_default().union(&under).cloned().collect());
-    }
     let opts = &body["options"];
     let top = opts["$top"].as_u64().unwrap_or(100).clamp(1, 1000) as usize;
     let qhash = fnv(text);
-    // `$skipToken` = `{offset}.{query hash}.{snapshot}`: a continuation page is served from the
-    // result the first page computed (a consistent view across pages, and 10,000 rows are not
-    // re-rendered for each of their pages). A snapshot that was evicted is recomputed.
-    let (offset, snapshot) = match opts["$skipToken"].as_str() {
-        Some(tok) => {
-            let mut parts = tok.split('.');
-            let parsed = (|| {
-                let o = parts.next()?.parse::<usize>().ok()?;
-                let h = u64::from_str_radix(parts.next()?, 16).ok()?;
-                let snap = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
-                Some((o, h, snap))
-            })();
-            match parsed {
-                Some((o, h, snap)) if h == qhash => (o, snap),
-                _ => {
-                    return invalid_query(format!(
-                        "options.$skipToken '{tok}' does not belong to this query"
-                    ))
-                }
-            }
-        }
-        None => (opts["$skip"].as_u64().unwrap_or(0) as usize, None),
+    let (offset, snapshot) = match page_start(opts, qhash) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let cached = snapshot.and_then(|id| {
         w.graph_snapshots
@@ -440,30 +432,9 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
             .map(|(_, rows)| rows.clone())
     });
     let reused = cached.is_some();
-    let rows: std::sync::Arc<Vec<Value>> = match cached {
+    let rows = match cached {
         Some(rows) => rows,
-        // Projected before it is kept: a snapshot holds only the columns asked for.
-        None => std::sync::Arc::new(
-            table_rows(w, &q.table, ctx.now)
-                .into_iter()
-                .filter(|r| {
-                    subs.as_ref().is_none_or(|s| {
-                        s.contains(&lc(r["subscriptionId"].as_str().unwrap_or_default()))
-                    })
-                })
-                .filter(|r| matches(r, &q.conds))
-                .map(|r| match &q.project {
-                    None => r,
-                    Some(cols) => {
-                        let mut m = Map::new();
-                        for (alias, p) in cols {
-                            m.insert(alias.clone(), lookup(&r, p).cloned().unwrap_or(Value::Null));
-                        }
-                        Value::Object(m)
-                    }
-                })
-                .collect(),
-        ),
+        None => Arc::new(query_rows(w, &q, query_subscriptions(w, &body), ctx.now)),
     };
     let total = rows.len();
     let end = (offset + top).min(total);
@@ -488,20 +459,96 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
     } else {
         let snap = match snapshot.filter(|_| reused) {
             Some(id) => id,
-            None => {
-                let id = w.new_snapshot_id();
-                // A few concurrent paged queries at most; older snapshots are recomputed if
-                // their continuation ever comes.
-                if w.graph_snapshots.len() >= 16 {
-                    w.graph_snapshots.pop_front();
-                }
-                w.graph_snapshots.push_back((id, rows.clone()));
-                id
-            }
+            None => keep_snapshot(w, rows),
         };
         out["$skipToken"] = json!(format!("{end}.{qhash:x}.{snap:x}"));
     }
     Reply::ok(out)
+}
+
+/// The subscriptions a query is limited to: `subscriptions`, plus every subscription under
+/// any of `managementGroups` (ResourcesMgBasicQuery.json); `None` for all of them.
+fn query_subscriptions(w: &World, body: &Value) -> Option<BTreeSet<String>> {
+    let mut subs: Option<BTreeSet<String>> = body["subscriptions"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .map(|a| a.iter().filter_map(|s| s.as_str()).map(lc).collect());
+    if let Some(mgs) = body["managementGroups"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+    {
+        let wanted: BTreeSet<String> = mgs.iter().filter_map(|m| m.as_str()).map(lc).collect();
+        let under: BTreeSet<String> = w
+            .subscriptions
+            .values()
+            .filter(|s| s.management_groups.iter().any(|m| wanted.contains(&lc(m))))
+            .map(|s| lc(&s.id))
+            .collect();
+        subs = Some(subs.unwrap_or_default().union(&under).cloned().collect());
+    }
+    subs
+}
+
+/// Where a page starts, and the snapshot it continues. `$skipToken` =
+/// `{offset}.{query hash}.{snapshot}`: a continuation page is served from the result the first
+/// page computed (a consistent view across pages, and 10,000 rows are not re-rendered for each
+/// of their pages). A snapshot that was evicted is recomputed. Without a token, `$skip`.
+fn page_start(opts: &Value, qhash: u64) -> Result<(usize, Option<u64>), Reply> {
+    let Some(tok) = opts["$skipToken"].as_str() else {
+        return Ok((opts["$skip"].as_u64().unwrap_or(0) as usize, None));
+    };
+    let mut parts = tok.split('.');
+    let parsed = (|| {
+        let o = parts.next()?.parse::<usize>().ok()?;
+        let h = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let snap = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        Some((o, h, snap))
+    })();
+    match parsed {
+        Some((o, h, snap)) if h == qhash => Ok((o, snap)),
+        _ => Err(invalid_query(format!(
+            "options.$skipToken '{tok}' does not belong to this query"
+        ))),
+    }
+}
+
+/// The query's result: the table's rows in `subs` that match its conditions, projected before
+/// they are kept (a snapshot holds only the columns asked for).
+fn query_rows(
+    w: &World,
+    q: &Query,
+    subs: Option<BTreeSet<String>>,
+    now: DateTime<Utc>,
+) -> Vec<Value> {
+    table_rows(w, &q.table, now)
+        .into_iter()
+        .filter(|r| {
+            subs.as_ref()
+                .is_none_or(|s| s.contains(&lc(r["subscriptionId"].as_str().unwrap_or_default())))
+        })
+        .filter(|r| matches(r, &q.conds))
+        .map(|r| match &q.project {
+            None => r,
+            Some(cols) => {
+                let mut m = Map::new();
+                for (alias, p) in cols {
+                    m.insert(alias.clone(), lookup(&r, p).cloned().unwrap_or(Value::Null));
+                }
+                Value::Object(m)
+            }
+        })
+        .collect()
+}
+
+/// Keep a result for its continuation pages; returns the snapshot's id. A few concurrent paged
+/// queries at most: older snapshots are recomputed if their continuation ever comes.
+fn keep_snapshot(w: &mut World, rows: Arc<Vec<Value>>) -> u64 {
+    let id = w.new_snapshot_id();
+    if w.graph_snapshots.len() >= 16 {
+        w.graph_snapshots.pop_front();
+    }
+    w.graph_snapshots.push_back((id, rows));
+    id
 }
 
 #[cfg(test)]

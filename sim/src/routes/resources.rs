@@ -4,10 +4,10 @@
 //! generated template does).
 
 use super::{route, Ctx, Reply, Route};
-use crate::world::{lc, ts, Deployment, DeploymentState, OpStatus, World};
+use crate::world::{lc, ts, Deployment, DeploymentState, OpStatus, RestoredDisks, World};
 use axum::http::{Method, StatusCode};
 use chrono::Duration;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const API: Option<&str> = Some("2024-03-01");
 
@@ -34,42 +34,10 @@ fn put(w: &mut World, ctx: &Ctx) -> Reply {
         Err(r) => return r,
     };
     let props = &body["properties"];
-    // Inline templates are accepted when they are a restore template read from the staging
-    // account (the simulator recognises its own content); linked ones by their blob URI.
-    let inline = props["template"]["metadata"][super::blob::RESTORE_MARKER].as_str();
-    if !props["template"].is_null() && inline.is_none() {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "InvalidTemplate",
-            "The simulator deploys only the templates its restore-disks jobs produced.",
-        );
-    }
-    let Some(uri) = inline.or(props["templateLink"]["uri"].as_str()) else {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "InvalidDeployment",
-            "properties.templateLink.uri is required.",
-        );
+    let (blob, restored) = match restored_template(w, ctx, props) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    // A SAS query string may be appended to the blob URI; the blob itself is what matters.
-    let blob = uri.split('?').next().unwrap_or(uri);
-    let Some(restored) = w.restored.get(&lc(blob)).cloned() else {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "InvalidContentLink",
-            format!("Unable to download deployment content from '{blob}'."),
-        );
-    };
-    if !restored
-        .target_subscription
-        .eq_ignore_ascii_case(ctx.param(0))
-    {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "InvalidTemplateDeployment",
-            "The restored disks are in another subscription than the deployment.",
-        );
-    }
     let params = &props["parameters"];
     let vm_name = params["VirtualMachineName"]["value"]
         .as_str()
@@ -92,7 +60,7 @@ fn put(w: &mut World, ctx: &Ctx) -> Reply {
         name: ctx.param(2).to_string(),
         subscription: ctx.param(0).to_string(),
         resource_group: ctx.param(1).to_string(),
-        template_uri: blob.to_string(),
+        template_uri: blob,
         vm_name,
         start: ctx.now,
         done_at: ctx.now + Duration::seconds(w.durations.deployment_secs),
@@ -110,6 +78,53 @@ fn put(w: &mut World, ctx: &Ctx) -> Reply {
             ctx.url(&format!("{id}/operationStatuses/{op}")),
         )
         .header("Retry-After", "5")
+}
+
+/// The restore-disks output a deployment's template names (inline, as read from the staging
+/// account, or linked by blob URI) and that blob's URI; it must be in the deployment's
+/// subscription.
+fn restored_template(
+    w: &World,
+    ctx: &Ctx,
+    props: &Value,
+) -> Result<(String, RestoredDisks), Reply> {
+    // Inline templates are accepted when they are a restore template read from the staging
+    // account (the simulator recognises its own content); linked ones by their blob URI.
+    let inline = props["template"]["metadata"][super::blob::RESTORE_MARKER].as_str();
+    if !props["template"].is_null() && inline.is_none() {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidTemplate",
+            "The simulator deploys only the templates its restore-disks jobs produced.",
+        ));
+    }
+    let Some(uri) = inline.or(props["templateLink"]["uri"].as_str()) else {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidDeployment",
+            "properties.templateLink.uri is required.",
+        ));
+    };
+    // A SAS query string may be appended to the blob URI; the blob itself is what matters.
+    let blob = uri.split('?').next().unwrap_or(uri);
+    let Some(restored) = w.restored.get(&lc(blob)).cloned() else {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidContentLink",
+            format!("Unable to download deployment content from '{blob}'."),
+        ));
+    };
+    if !restored
+        .target_subscription
+        .eq_ignore_ascii_case(ctx.param(0))
+    {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidTemplateDeployment",
+            "The restored disks are in another subscription than the deployment.",
+        ));
+    }
+    Ok((blob.to_string(), restored))
 }
 
 fn get(w: &mut World, ctx: &Ctx) -> Reply {
