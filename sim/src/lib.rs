@@ -447,6 +447,15 @@ impl Simulator {
         })
     }
 
+    /// Create `vm` as its owner would (a plain VM, unprotected unless the fleet entry says so):
+    /// e.g. a name taken in a restore's target resource group after the restore was accepted.
+    pub fn add_vm(&self, vm: &fleet::Vm) {
+        self.with_world(|w| {
+            let now = self.shared.clock.now();
+            w.add_fleet_vm(vm, now);
+        })
+    }
+
     /// Delete `vm` as its owner would: the VM is gone; Azure Backup keeps its protected item
     /// and recovery points (its next scheduled backup would fail `VM not found`).
     pub fn delete_vm(&self, vm: &str) -> Result<(), SimError> {

@@ -377,17 +377,18 @@ async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
     let stack = SimStack::start().await;
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     stack.protect(&vm).await;
-    // Redeploying under the source VM's own name in its own resource group: ARM refuses.
-    submit(
-        &stack,
-        "req-fail",
-        request(
-            "INC-FAIL",
-            &vm,
-            json!({"targetResourceGroup": format!("/subscriptions/{S1}/resourceGroups/rg-app-web"), "targetVmName": "web-lnx-01"}),
-        ),
-    )
-    .await;
+    // The target name is free when the request is validated; someone creates a VM with that
+    // name while the disks are restored: ARM refuses the deployment.
+    let body = request("INC-FAIL", &vm, json!({"targetVmName": "web-lnx-01-taken"}));
+    stack.pump.enqueue("restore-requests", "req-fail", body);
+    stack.pump_until(2000, |m| m.queue == "redeploy-vm").await;
+    let taken: ade_backup_sim::fleet::Vm = serde_json::from_value(json!({
+        "subscription": S1, "resourceGroup": "rg-restore", "name": "web-lnx-01-taken",
+        "location": "westeurope", "osType": "Linux"
+    }))
+    .expect("a fleet VM");
+    stack.sim.add_vm(&taken);
+    stack.pump(2000).await;
     let op = doc(&stack, "INC-FAIL");
     assert_eq!(op.status, "failed");
     let last = op.history.last().expect("history");

@@ -112,7 +112,7 @@ fn fleet_vm_state(vm: &fleet::Vm, now: DateTime<Utc>) -> VmState {
 
 impl World {
     /// Add a fleet's VM with its ADE (see `ade`) and its protection (see `recovery_services`).
-    pub(super) fn add_fleet_vm(&mut self, vm: &fleet::Vm, now: DateTime<Utc>) {
+    pub(crate) fn add_fleet_vm(&mut self, vm: &fleet::Vm, now: DateTime<Utc>) {
         let mut state = fleet_vm_state(vm, now);
         self.apply_fleet_ade(&mut state, vm);
         if let Some(p) = &vm.protection {
