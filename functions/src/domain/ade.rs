@@ -203,49 +203,76 @@ fn unsupported(code: &str, message: String) -> AdeState {
     }
 }
 
+/// Decides the VM's ADE state from what ARM reports, in order: is there an ADE extension, is it
+/// done (not disabling, provisioned, disks no longer encrypting), and are its Key Vault settings
+/// ones a restore can use.
 pub fn classify(vm: &VmObservation) -> AdeState {
-    let ade = vm.extensions.iter().find(|e| {
+    let Some(ext) = find_ade_extension(vm) else {
+        return without_extension(vm);
+    };
+    if let Some(state) = not_settled(vm, ext) {
+        return state;
+    }
+    match read_settings(vm, ext) {
+        Ok(settings) => AdeState::Encrypted {
+            mode: settings.key_mode(),
+            settings: Box::new(settings),
+        },
+        Err(state) => state,
+    }
+}
+
+fn find_ade_extension(vm: &VmObservation) -> Option<&ExtensionObservation> {
+    vm.extensions.iter().find(|e| {
         e.publisher.eq_ignore_ascii_case(ADE_PUBLISHER)
             && (e.extension_type.eq_ignore_ascii_case(ADE_WINDOWS)
                 || e.extension_type.eq_ignore_ascii_case(ADE_LINUX))
-    });
-    let Some(ext) = ade else {
-        return if vm.os_disk_encryption_enabled {
-            unsupported(
-                "ade-extension-missing",
-                "the OS disk has encryptionSettings but no Azure Disk Encryption extension is installed; ade-backup needs the extension's Key Vault settings to protect and later restore this VM".to_string(),
-            )
-        } else {
-            AdeState::NotEncrypted {
-                why: "no Azure Disk Encryption extension on the VM".to_string(),
-            }
-        };
-    };
+    })
+}
+
+/// No ADE extension: not encrypted, unless the OS disk says it is (ADE via the VM model without
+/// the extension, whose settings a restore would need).
+fn without_extension(vm: &VmObservation) -> AdeState {
+    if vm.os_disk_encryption_enabled {
+        unsupported(
+            "ade-extension-missing",
+            "the OS disk has encryptionSettings but no Azure Disk Encryption extension is installed; ade-backup needs the extension's Key Vault settings to protect and later restore this VM".to_string(),
+        )
+    } else {
+        AdeState::NotEncrypted {
+            why: "no Azure Disk Encryption extension on the VM".to_string(),
+        }
+    }
+}
+
+/// The state when the extension is not (yet) a finished encryption: its last operation disabled
+/// encryption, it failed or is still provisioning, or the disks are still encrypting.
+fn not_settled(vm: &VmObservation, ext: &ExtensionObservation) -> Option<AdeState> {
     let op = setting(&ext.settings, "EncryptionOperation").unwrap_or("EnableEncryption");
     if op.eq_ignore_ascii_case("DisableEncryption") {
-        return AdeState::NotEncrypted {
+        return Some(AdeState::NotEncrypted {
             why: "the ADE extension's last operation is DisableEncryption".to_string(),
-        };
+        });
     }
     match ext.provisioning_state.as_deref() {
         Some(s) if s.eq_ignore_ascii_case("Succeeded") => {}
         Some(s) if s.eq_ignore_ascii_case("Failed") => {
-            return unsupported(
+            return Some(unsupported(
                 "ade-extension-failed",
                 format!(
                     "the {} extension is in state Failed; fix encryption on the VM first",
                     ext.name
                 ),
-            )
+            ))
         }
         other => {
-            return AdeState::InProgress {
+            return Some(AdeState::InProgress {
                 why: format!(
                     "the {} extension is {}",
                     ext.name,
                     other.unwrap_or("still provisioning")
                 ),
-            }
+            })
         }
     }
     if vm
@@ -253,10 +280,15 @@ pub fn classify(vm: &VmObservation) -> AdeState {
         .iter()
         .any(|c| c.to_ascii_lowercase().contains("inprogress"))
     {
-        return AdeState::InProgress {
+        return Some(AdeState::InProgress {
             why: "disk encryption is still in progress".to_string(),
-        };
+        });
     }
+    None
+}
+
+/// The settings to record, or why they cannot be: the BEK vault, then the KEK (a standalone key).
+fn read_settings(vm: &VmObservation, ext: &ExtensionObservation) -> Result<AdeSettings, AdeState> {
     let os_type = vm
         .os_type
         .unwrap_or(if ext.extension_type.eq_ignore_ascii_case(ADE_LINUX) {
@@ -264,64 +296,15 @@ pub fn classify(vm: &VmObservation) -> AdeState {
         } else {
             OsType::Windows
         });
-    let Some(kv_url) = setting(&ext.settings, "KeyVaultURL") else {
-        return unsupported(
-            "ade-settings-invalid",
-            "the ADE extension has no KeyVaultURL setting".to_string(),
-        );
-    };
-    if !vault_base_url_ok(kv_url) {
-        return unsupported(
-            "ade-settings-invalid",
-            format!("the ADE extension's KeyVaultURL {kv_url:?} is not an https Key Vault URL"),
-        );
-    }
-    let kv_id = match setting(&ext.settings, "KeyVaultResourceId").map(ResourceId::parse) {
-        Some(Ok(id)) if id.is_type("Microsoft.KeyVault/vaults") => id,
-        Some(Ok(_)) | Some(Err(_)) => {
-            return unsupported(
-                "ade-settings-invalid",
-                "the ADE extension's KeyVaultResourceId is not a Key Vault resource id".to_string(),
-            )
-        }
-        None => {
-            return unsupported(
-                "ade-settings-invalid",
-                "the ADE extension has no KeyVaultResourceId setting".to_string(),
-            )
-        }
-    };
-    let kek_url = match setting(&ext.settings, "KeyEncryptionKeyURL").map(KeyVaultUrl::parse) {
-        None => None,
-        Some(Ok(u)) => Some(u),
-        Some(Err(e)) => {
-            return unsupported(
-                "ade-settings-invalid",
-                format!("the ADE extension's KeyEncryptionKeyURL is invalid: {e}"),
-            )
-        }
-    };
-    let kek_vault = match (&kek_url, setting(&ext.settings, "KekVaultResourceId")) {
-        (None, _) => None,
-        (Some(_), None) => Some(kv_id.clone()),
-        (Some(_), Some(s)) => match ResourceId::parse(s) {
-            Ok(id) if id.is_type("Microsoft.KeyVault/vaults") => Some(id),
-            _ => {
-                return unsupported(
-                    "ade-settings-invalid",
-                    "the ADE extension's KekVaultResourceId is not a Key Vault resource id"
-                        .to_string(),
-                )
-            }
-        },
-    };
+    let (kv_url, kv_id) = bek_vault(&ext.settings)?;
+    let (kek_url, kek_vault) = kek(&ext.settings, &kv_id)?;
     if kek_url.is_some() && vm.kek_is_certificate == Some(true) {
-        return unsupported(
+        return Err(unsupported(
             "kek-certificate",
             "the key-encryption key belongs to a certificate; Azure Backup supports only standalone keys for ADE VMs. Re-encrypt the VM with a standalone Key Vault key.".to_string(),
-        );
+        ));
     }
-    let settings = AdeSettings {
+    Ok(AdeSettings {
         os_type,
         extension_name: ext.name.clone(),
         extension_type: ext.extension_type.clone(),
@@ -333,11 +316,66 @@ pub fn classify(vm: &VmObservation) -> AdeState {
         key_encryption_algorithm: setting(&ext.settings, "KeyEncryptionAlgorithm")
             .map(str::to_string),
         volume_type: setting(&ext.settings, "VolumeType").map(str::to_string),
+    })
+}
+
+/// `KeyVaultURL` (an https Key Vault base URL) and `KeyVaultResourceId` (a Key Vault id).
+fn bek_vault(settings: &Value) -> Result<(&str, ResourceId), AdeState> {
+    let Some(kv_url) = setting(settings, "KeyVaultURL") else {
+        return Err(unsupported(
+            "ade-settings-invalid",
+            "the ADE extension has no KeyVaultURL setting".to_string(),
+        ));
     };
-    AdeState::Encrypted {
-        mode: settings.key_mode(),
-        settings: Box::new(settings),
+    if !vault_base_url_ok(kv_url) {
+        return Err(unsupported(
+            "ade-settings-invalid",
+            format!("the ADE extension's KeyVaultURL {kv_url:?} is not an https Key Vault URL"),
+        ));
     }
+    match setting(settings, "KeyVaultResourceId").map(ResourceId::parse) {
+        Some(Ok(id)) if id.is_type("Microsoft.KeyVault/vaults") => Ok((kv_url, id)),
+        Some(Ok(_)) | Some(Err(_)) => Err(unsupported(
+            "ade-settings-invalid",
+            "the ADE extension's KeyVaultResourceId is not a Key Vault resource id".to_string(),
+        )),
+        None => Err(unsupported(
+            "ade-settings-invalid",
+            "the ADE extension has no KeyVaultResourceId setting".to_string(),
+        )),
+    }
+}
+
+/// `KeyEncryptionKeyURL` and its vault (`KekVaultResourceId`, the BEK vault when absent); both
+/// `None` without a KEK.
+fn kek(
+    settings: &Value,
+    bek_vault: &ResourceId,
+) -> Result<(Option<KeyVaultUrl>, Option<ResourceId>), AdeState> {
+    let kek_url = match setting(settings, "KeyEncryptionKeyURL").map(KeyVaultUrl::parse) {
+        None => return Ok((None, None)),
+        Some(Ok(u)) => u,
+        Some(Err(e)) => {
+            return Err(unsupported(
+                "ade-settings-invalid",
+                format!("the ADE extension's KeyEncryptionKeyURL is invalid: {e}"),
+            ))
+        }
+    };
+    let kek_vault = match setting(settings, "KekVaultResourceId") {
+        None => bek_vault.clone(),
+        Some(s) => match ResourceId::parse(s) {
+            Ok(id) if id.is_type("Microsoft.KeyVault/vaults") => id,
+            _ => {
+                return Err(unsupported(
+                    "ade-settings-invalid",
+                    "the ADE extension's KekVaultResourceId is not a Key Vault resource id"
+                        .to_string(),
+                ))
+            }
+        },
+    };
+    Ok((Some(kek_url), Some(kek_vault)))
 }
 
 #[cfg(test)]
@@ -368,6 +406,110 @@ mod tests {
             type_handler_version: Some("1.1".into()),
             provisioning_state: Some(state.into()),
             settings,
+        }
+    }
+
+    const VM_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1";
+
+    /// Every outcome of `classify`, pinned whole (state, code and message, recorded settings).
+    fn every_outcome() -> Vec<AdeState> {
+        let bek =
+            json!({"KeyVaultURL": "https://kv-app.vault.azure.net/", "KeyVaultResourceId": KV});
+        let kek_url = "https://kv-app.vault.azure.net/keys/kek/0123456789abcdef";
+        let other_kv = KV.replace("kv-app", "kv-kek");
+        let with = |pairs: &[(&str, Value)]| {
+            let mut s = bek.clone();
+            for (k, v) in pairs {
+                s[*k] = v.clone();
+            }
+            s
+        };
+        let ok = |s: Value| vm(Some(ext(s, "Succeeded")));
+        let mut model_only = vm(None);
+        model_only.os_disk_encryption_enabled = true;
+        let mut other_publisher = ext(bek.clone(), "Succeeded");
+        other_publisher.publisher = "Contoso".into();
+        let mut no_state = ext(bek.clone(), "Succeeded");
+        no_state.provisioning_state = None;
+        let mut encrypting = ok(bek.clone());
+        encrypting.disk_encryption_codes = vec!["EncryptionState/EncryptionInProgress".into()];
+        let mut windows = ext(
+            json!({"keyvaulturl": "https://kv-app.vault.azure.cn/", "keyVaultResourceId": KV, "VolumeType": "OS"}),
+            "succeeded",
+        );
+        windows.extension_type = ADE_WINDOWS.into();
+        windows.name = ADE_WINDOWS.into();
+        let mut windows_vm = vm(Some(windows));
+        windows_vm.os_type = None;
+        let mut cert = ok(with(&[("KeyEncryptionKeyURL", json!(kek_url))]));
+        cert.kek_is_certificate = Some(true);
+        vec![
+            classify(&model_only),
+            classify(&vm(Some(other_publisher))),
+            classify(&ok(with(&[(
+                "encryptionOperation",
+                json!("disableencryption"),
+            )]))),
+            classify(&vm(Some(ext(bek.clone(), "Failed")))),
+            classify(&vm(Some(no_state))),
+            classify(&encrypting),
+            classify(&ok(json!({"KeyVaultResourceId": KV}))),
+            classify(&ok(with(&[(
+                "KeyVaultURL",
+                json!("http://kv-app.vault.azure.net/"),
+            )]))),
+            classify(&ok(
+                json!({"KeyVaultURL": "https://kv-app.vault.azure.net/"}),
+            )),
+            classify(&ok(with(&[("KeyVaultResourceId", json!(VM_ID))]))),
+            classify(&ok(with(&[(
+                "KeyEncryptionKeyURL",
+                json!("https://evil.example.com/keys/k/1"),
+            )]))),
+            classify(&ok(with(&[
+                ("KeyEncryptionKeyURL", json!(kek_url)),
+                ("KekVaultResourceId", json!(VM_ID)),
+            ]))),
+            classify(&cert),
+            classify(&ok(with(&[
+                ("KeyEncryptionKeyURL", json!(kek_url)),
+                ("KekVaultResourceId", json!(other_kv)),
+                ("KeyEncryptionAlgorithm", json!("RSA-OAEP")),
+            ]))),
+            classify(&windows_vm),
+        ]
+    }
+
+    #[test]
+    fn every_outcome_is_pinned() {
+        let expected: Value = serde_json::from_str(
+            r#"[
+            {"state":"unsupported","code":"ade-extension-missing","message":"the OS disk has encryptionSettings but no Azure Disk Encryption extension is installed; ade-backup needs the extension's Key Vault settings to protect and later restore this VM"},
+            {"state":"not-encrypted","why":"no Azure Disk Encryption extension on the VM"},
+            {"state":"not-encrypted","why":"the ADE extension's last operation is DisableEncryption"},
+            {"state":"unsupported","code":"ade-extension-failed","message":"the AzureDiskEncryptionForLinux extension is in state Failed; fix encryption on the VM first"},
+            {"state":"in-progress","why":"the AzureDiskEncryptionForLinux extension is still provisioning"},
+            {"state":"in-progress","why":"disk encryption is still in progress"},
+            {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension has no KeyVaultURL setting"},
+            {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KeyVaultURL \"http://kv-app.vault.azure.net/\" is not an https Key Vault URL"},
+            {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension has no KeyVaultResourceId setting"},
+            {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KeyVaultResourceId is not a Key Vault resource id"},
+            {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KeyEncryptionKeyURL is invalid: invalid keyVaultUrl: host must be a Key Vault host (*.vault.azure.net) (got \"https://evil.example.com/keys/k/1\")"},
+            {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KekVaultResourceId is not a Key Vault resource id"},
+            {"state":"unsupported","code":"kek-certificate","message":"the key-encryption key belongs to a certificate; Azure Backup supports only standalone keys for ADE VMs. Re-encrypt the VM with a standalone Key Vault key."},
+            {"state":"encrypted","mode":"bek-kek","settings":{"osType":"Linux","extensionName":"AzureDiskEncryptionForLinux","extensionType":"AzureDiskEncryptionForLinux","typeHandlerVersion":"1.1","keyVaultUrl":"https://kv-app.vault.azure.net/","keyVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-app","keyEncryptionKeyUrl":"https://kv-app.vault.azure.net/keys/kek/0123456789abcdef","kekVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-kek","keyEncryptionAlgorithm":"RSA-OAEP","volumeType":null}},
+            {"state":"encrypted","mode":"bek-only","settings":{"osType":"Windows","extensionName":"AzureDiskEncryption","extensionType":"AzureDiskEncryption","typeHandlerVersion":"1.1","keyVaultUrl":"https://kv-app.vault.azure.cn/","keyVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-app","keyEncryptionKeyUrl":null,"kekVaultResourceId":null,"keyEncryptionAlgorithm":null,"volumeType":"OS"}}
+        ]"#,
+        )
+        .expect("expected outcomes");
+        let got = serde_json::to_value(every_outcome()).expect("outcomes");
+        let (got, expected) = (
+            got.as_array().expect("got"),
+            expected.as_array().expect("exp"),
+        );
+        assert_eq!(got.len(), expected.len());
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert_eq!(g, e, "outcome {i}");
         }
     }
 

@@ -109,18 +109,11 @@ fn prefix(e: EventError, index: usize) -> EventError {
     }
 }
 
+/// One event: its id and schema (Event Grid or CloudEvents), then what it is about. Only a
+/// successful resource write about a VM or its ADE extension asks for a look at a VM.
 fn parse_one(v: Value) -> Result<EventHint, EventError> {
     let env: Envelope = serde_json::from_value(v).map_err(|e| field_err("$", e.to_string()))?;
-    let id = match env.id {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s,
-        Some(_) => {
-            return Err(field_err(
-                "id",
-                "must be a non-empty string of at most 256 characters",
-            ))
-        }
-        None => return Err(field_err("id", "is required")),
-    };
+    let id = event_id(env.id)?;
     let (event_type, time_field, time) = if env.specversion.is_some() {
         if env.specversion.as_deref() != Some("1.0") {
             return Err(field_err(
@@ -152,7 +145,30 @@ fn parse_one(v: Value) -> Result<EventHint, EventError> {
             why: format!("event type {event_type} is not {RESOURCE_WRITE_SUCCESS}"),
         });
     }
-    let data = match env.data {
+    resource_write(id, event_time, env.data, env.subject)
+}
+
+/// `id`: required, a non-empty string of at most 256 characters.
+fn event_id(id: Option<Value>) -> Result<String, EventError> {
+    match id {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(s),
+        Some(_) => Err(field_err(
+            "id",
+            "must be a non-empty string of at most 256 characters",
+        )),
+        None => Err(field_err("id", "is required")),
+    }
+}
+
+/// A `ResourceWriteSuccess`: its `data` (status, `resourceUri`, the `subject` when absent) names
+/// the written resource; only Compute VM ids are parsed.
+fn resource_write(
+    id: String,
+    event_time: Option<DateTime<Utc>>,
+    data: Option<Value>,
+    subject: Option<String>,
+) -> Result<EventHint, EventError> {
+    let data = match data {
         Some(Value::Object(m)) => m,
         _ => return Err(field_err("data", "must be an object")),
     };
@@ -166,7 +182,7 @@ fn parse_one(v: Value) -> Result<EventHint, EventError> {
         }
     }
     let uri = text("resourceUri")
-        .or(env.subject.as_deref())
+        .or(subject.as_deref())
         .ok_or_else(|| field_err("data.resourceUri", "is required"))?;
     // Only Compute ids are worth parsing; anything else is ignored without judging its format.
     if !uri
@@ -180,6 +196,16 @@ fn parse_one(v: Value) -> Result<EventHint, EventError> {
     }
     let resource =
         ResourceId::parse(uri).map_err(|e| field_err("data.resourceUri", e.to_string()))?;
+    written_resource(id, event_time, resource)
+}
+
+/// The written Compute resource: an ADE extension or a VM points at the VM; anything else
+/// (another extension, another child type) is ignored.
+fn written_resource(
+    id: String,
+    event_time: Option<DateTime<Utc>>,
+    resource: ResourceId,
+) -> Result<EventHint, EventError> {
     if resource.is_type(EXTENSION_TYPE) {
         let ext = resource.name().to_string();
         if !ADE_EXTENSION_NAMES
@@ -249,6 +275,123 @@ mod tests {
             "metadataVersion": "1",
             "topic": format!("/subscriptions/{SUB}")
         })
+    }
+
+    /// One event per rule of `parse_one`, each a change to a valid Event Grid event.
+    fn every_outcome() -> Vec<String> {
+        let ade = ext_uri("AzureDiskEncryption");
+        let vm_uri = format!("/subscriptions/{SUB}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm-1");
+        let base = event_grid(&ade);
+        let edit = |f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+            let mut e = base.clone();
+            f(e.as_object_mut().expect("object"));
+            e
+        };
+        let cloud = |f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+            edit(&|m| {
+                m.remove("eventType");
+                m.remove("eventTime");
+                m.insert("specversion".into(), json!("1.0"));
+                m.insert("type".into(), json!(RESOURCE_WRITE_SUCCESS));
+                m.insert("time".into(), json!("2026-11-28T10:00:00Z"));
+                f(m);
+            })
+        };
+        let uri = |u: &str| {
+            let u = u.to_string();
+            edit(&move |m| m["data"]["resourceUri"] = json!(u))
+        };
+        let events = vec![
+            edit(&|m| drop(m.remove("id"))),
+            edit(&|m| drop(m.insert("id".into(), json!(5)))),
+            edit(&|m| drop(m.insert("id".into(), json!("")))),
+            edit(&|m| drop(m.insert("id".into(), json!("x".repeat(257))))),
+            edit(&|m| drop(m.insert("subject".into(), json!(5)))),
+            edit(&|m| drop(m.insert("specversion".into(), json!("0.3")))),
+            edit(&|m| drop(m.remove("eventType"))),
+            edit(&|m| drop(m.insert("eventTime".into(), json!("yesterday")))),
+            cloud(&|_| {}),
+            cloud(&|m| drop(m.insert("time".into(), json!("yesterday")))),
+            cloud(&|m| drop(m.remove("type"))),
+            edit(&|m| drop(m.insert("eventType".into(), json!("Microsoft.Resources.ResourceDeleteSuccess")))),
+            edit(&|m| drop(m.remove("data"))),
+            edit(&|m| drop(m.insert("data".into(), json!([])))),
+            edit(&|m| m["data"]["status"] = json!("Failed")),
+            edit(&|m| m["data"]["status"] = json!("succeeded")),
+            edit(&|m| {
+                m["data"].as_object_mut().expect("data").remove("resourceUri");
+                m.remove("subject");
+            }),
+            edit(&|m| drop(m["data"].as_object_mut().expect("data").remove("resourceUri"))),
+            uri(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa1")),
+            uri(&ade.replace("vm-1", "vm-1/../../../x")),
+            uri(&ext_uri("MDE.Linux")),
+            uri(&ext_uri("azurediskencryptionforlinux")),
+            uri(&vm_uri),
+            uri(&format!("{vm_uri}/runCommands/rc1")),
+        ];
+        let mut out: Vec<String> = events.iter().map(summary).collect();
+        out.push(summary(&json!([base, edit(&|m| drop(m.remove("id")))])));
+        out
+    }
+
+    fn summary(event: &Value) -> String {
+        let hints = match parse(&serde_json::to_vec(event).expect("json")) {
+            Ok(hints) => hints,
+            Err(e) => return e.to_string(),
+        };
+        let one = |h: &EventHint| match h {
+            EventHint::CheckVm {
+                vm,
+                event_id,
+                event_time,
+                extension,
+            } => format!(
+                "check {vm} id={event_id} time={:?} ext={extension:?}",
+                event_time.map(|t| t.to_rfc3339())
+            ),
+            EventHint::Irrelevant { event_id, why } => format!("ignore id={event_id}: {why}"),
+        };
+        let vm = format!("/subscriptions/{SUB}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm-1");
+        let text = hints.iter().map(one).collect::<Vec<_>>().join("; ");
+        text.replace(&vm, "VM")
+            .replace("4b9b5d0c-1d1e-4b39-9d16-4f2a0e1a2b3c", "ID")
+    }
+
+    #[test]
+    fn every_outcome_is_pinned() {
+        let expected = [
+            "event field `id`: is required",
+            "event field `id`: must be a non-empty string of at most 256 characters",
+            "event field `id`: must be a non-empty string of at most 256 characters",
+            "event field `id`: must be a non-empty string of at most 256 characters",
+            "event field `$`: invalid type: integer `5`, expected a string",
+            "event field `specversion`: only CloudEvents 1.0 is supported",
+            "event field `eventType`: is required (Event Grid schema: eventType; CloudEvents: type)",
+            "event field `eventTime`: must be an RFC 3339 timestamp",
+            "check VM id=ID time=Some(\"2026-11-28T10:00:00+00:00\") ext=Some(\"AzureDiskEncryption\")",
+            "event field `time`: must be an RFC 3339 timestamp",
+            "event field `eventType`: is required (Event Grid schema: eventType; CloudEvents: type)",
+            "ignore id=ID: event type Microsoft.Resources.ResourceDeleteSuccess is not Microsoft.Resources.ResourceWriteSuccess",
+            "event field `data`: must be an object",
+            "event field `data`: must be an object",
+            "ignore id=ID: operation status is Failed",
+            "check VM id=ID time=Some(\"2026-11-28T10:00:00.123456700+00:00\") ext=Some(\"AzureDiskEncryption\")",
+            "event field `data.resourceUri`: is required",
+            "check VM id=ID time=Some(\"2026-11-28T10:00:00.123456700+00:00\") ext=Some(\"AzureDiskEncryption\")",
+            "ignore id=ID: resource is not a virtual machine or VM extension",
+            "event field `data.resourceUri`: invalid resourceId: every path segment must be non-empty, not '.' or '..', and only letters, digits and -_.(); (got \"/subscriptions/00000000-0000-0000-0000-000000000001/resourcegroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm-1/../../../x/extensions/AzureDiskEncryption\")",
+            "ignore id=ID: extension MDE.Linux is not Azure Disk Encryption",
+            "check VM id=ID time=Some(\"2026-11-28T10:00:00.123456700+00:00\") ext=Some(\"azurediskencryptionforlinux\")",
+            "check VM id=ID time=Some(\"2026-11-28T10:00:00.123456700+00:00\") ext=None",
+            "ignore id=ID: resource type Microsoft.Compute/virtualMachines/runCommands is not watched",
+            "event field `[1].id`: is required",
+        ];
+        let got = every_outcome();
+        assert_eq!(got.len(), expected.len());
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert_eq!(g, e, "event {i}");
+        }
     }
 
     #[test]

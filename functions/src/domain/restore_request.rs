@@ -142,7 +142,66 @@ pub fn valid_queue_name(s: &str) -> bool {
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
+/// Parses a queue message into a [`RestoreRequest`]. Fields are checked in a fixed order and the
+/// first failure is the one reported: the message as a whole, `ticketId`, `restoreType`,
+/// `vmResourceId`, `recoveryPoint`, the target fields, `requestedBy` / `replyTo`, then the
+/// same-subscription rule.
 pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
+    let Wire {
+        version: _,
+        ticket_id,
+        vm_resource_id,
+        recovery_point,
+        target_resource_group,
+        staging_storage_account_id,
+        target_vm_name,
+        target_subnet_id,
+        restore_type,
+        requested_by,
+        reply_to,
+    } = read_wire(body)?;
+    let ticket_id = parse_ticket_id(ticket_id)?;
+    let restore_type = parse_restore_type(restore_type)?;
+    let vm = string_field("vmResourceId", vm_resource_id, true)?.unwrap_or_default();
+    let vm_resource_id = typed_id("vmResourceId", &vm, "Microsoft.Compute/virtualMachines")?;
+    let recovery_point = parse_recovery_point(recovery_point)?;
+    let target = parse_target(
+        target_resource_group,
+        staging_storage_account_id,
+        target_vm_name,
+        target_subnet_id,
+    )?;
+    let (requested_by, reply_to) = parse_reporting(requested_by, reply_to)?;
+    target.check_subscription(vm_resource_id.subscription())?;
+    let fingerprint = fingerprint(&[
+        &vm_resource_id.canonical(),
+        &serde_json::to_string(&recovery_point).unwrap_or_default(),
+        &target.resource_group.id().to_ascii_lowercase(),
+        &target.staging_storage_account_id.canonical(),
+        target.vm_name.as_deref().unwrap_or(""),
+        &target
+            .subnet_id
+            .as_ref()
+            .map(|s| s.canonical())
+            .unwrap_or_default(),
+        &restore_type.to_ascii_lowercase(),
+    ]);
+    Ok(RestoreRequest {
+        ticket_id,
+        vm_resource_id,
+        recovery_point,
+        target_resource_group: target.resource_group,
+        staging_storage_account_id: target.staging_storage_account_id,
+        target_vm_name: target.vm_name,
+        target_subnet_id: target.subnet_id,
+        requested_by,
+        reply_to,
+        fingerprint,
+    })
+}
+
+/// The message as a whole: size limit, a JSON object, only known fields, version 1 (or none).
+fn read_wire(body: &[u8]) -> Result<Wire, Rejection> {
     if body.len() > MAX_REQUEST_BYTES {
         return Err(reject(
             "invalid-message",
@@ -163,9 +222,9 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
     if !raw.is_object() {
         return Err(reject("invalid-message", "$", "must be a JSON object"));
     }
-    let wire: Wire = serde_json::from_value(raw.clone())
+    let wire: Wire = serde_json::from_value(raw)
         .map_err(|e| reject("invalid-message", "$", format!("unexpected shape: {e}")))?;
-    match wire.version {
+    match &wire.version {
         None => {}
         Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
         Some(_) => {
@@ -176,28 +235,43 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
             ))
         }
     }
-    let ticket = string_field("ticketId", wire.ticket_id, true)?.unwrap_or_default();
-    let ticket_id =
-        TicketId::parse(&ticket).map_err(|e| reject("invalid-field", "ticketId", e.rule))?;
+    Ok(wire)
+}
 
-    let restore_type = string_field("restoreType", wire.restore_type, false)?
-        .unwrap_or_else(|| "restoreDisks".to_string());
+/// `ticketId`: required, a valid ticket id.
+fn parse_ticket_id(v: Option<Value>) -> Result<TicketId, Rejection> {
+    let ticket = string_field("ticketId", v, true)?.unwrap_or_default();
+    TicketId::parse(&ticket).map_err(|e| reject("invalid-field", "ticketId", e.rule))
+}
+
+/// `restoreType`: optional (default `restoreDisks`), and only `restoreDisks` is accepted.
+fn parse_restore_type(v: Option<Value>) -> Result<String, Rejection> {
+    let restore_type =
+        string_field("restoreType", v, false)?.unwrap_or_else(|| "restoreDisks".to_string());
     check_restore_type(&restore_type)?;
+    Ok(restore_type)
+}
 
-    let vm = string_field("vmResourceId", wire.vm_resource_id, true)?.unwrap_or_default();
-    let vm_resource_id =
-        ResourceId::parse(&vm).map_err(|e| reject("invalid-field", "vmResourceId", e.rule))?;
-    if !vm_resource_id.is_type("Microsoft.Compute/virtualMachines") {
+/// A resource id of one type; the rule names the field and the type.
+fn typed_id(field: &str, s: &str, resource_type: &str) -> Result<ResourceId, Rejection> {
+    let id = ResourceId::parse(s).map_err(|e| reject("invalid-field", field, e.rule))?;
+    if !id.is_type(resource_type) {
         return Err(reject(
             "invalid-field",
-            "vmResourceId",
-            "must be a Microsoft.Compute/virtualMachines id",
+            field,
+            format!("must be a {resource_type} id"),
         ));
     }
+    Ok(id)
+}
 
-    let recovery_point = match wire.recovery_point {
-        None | Some(Value::Null) => RecoveryPointChoice::Latest,
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("latest") => RecoveryPointChoice::Latest,
+/// `recoveryPoint`: absent or `"latest"`, a recovery point id, or `{"before": RFC 3339 time}`.
+fn parse_recovery_point(v: Option<Value>) -> Result<RecoveryPointChoice, Rejection> {
+    match v {
+        None | Some(Value::Null) => Ok(RecoveryPointChoice::Latest),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("latest") => {
+            Ok(RecoveryPointChoice::Latest)
+        }
         Some(Value::String(s)) => {
             if s.is_empty()
                 || s.len() > 64
@@ -209,10 +283,10 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
                     "must be \"latest\", a recovery point id (digits, letters, '-'), or {\"before\": RFC 3339 time}",
                 ));
             }
-            RecoveryPointChoice::Id { id: s }
+            Ok(RecoveryPointChoice::Id { id: s })
         }
         Some(Value::Object(m)) => match (m.get("before"), m.len()) {
-            (Some(Value::String(t)), 1) => RecoveryPointChoice::Before {
+            (Some(Value::String(t)), 1) => Ok(RecoveryPointChoice::Before {
                 before: DateTime::parse_from_rfc3339(t)
                     .map_err(|_| {
                         reject(
@@ -222,46 +296,103 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
                         )
                     })?
                     .with_timezone(&Utc),
-            },
-            _ => {
-                return Err(reject(
-                    "invalid-field",
-                    "recoveryPoint",
-                    "an object must be exactly {\"before\": RFC 3339 time}",
-                ))
-            }
-        },
-        Some(_) => {
-            return Err(reject(
+            }),
+            _ => Err(reject(
                 "invalid-field",
                 "recoveryPoint",
-                "must be a string or {\"before\": time}",
-            ))
-        }
-    };
-
-    let rg =
-        string_field("targetResourceGroup", wire.target_resource_group, true)?.unwrap_or_default();
-    let target_resource_group = ResourceGroupId::parse("targetResourceGroup", &rg)?;
-
-    let sa = string_field(
-        "stagingStorageAccountId",
-        wire.staging_storage_account_id,
-        true,
-    )?
-    .unwrap_or_default();
-    let staging_storage_account_id = ResourceId::parse(&sa)
-        .map_err(|e| reject("invalid-field", "stagingStorageAccountId", e.rule))?;
-    if !staging_storage_account_id.is_type("Microsoft.Storage/storageAccounts") {
-        return Err(reject(
+                "an object must be exactly {\"before\": RFC 3339 time}",
+            )),
+        },
+        Some(_) => Err(reject(
             "invalid-field",
-            "stagingStorageAccountId",
-            "must be a Microsoft.Storage/storageAccounts id",
-        ));
+            "recoveryPoint",
+            "must be a string or {\"before\": time}",
+        )),
     }
+}
 
-    let target_vm_name = string_field("targetVmName", wire.target_vm_name, false)?;
-    if let Some(n) = &target_vm_name {
+/// Where the restore lands: the fields that name the target resource group, the staging account
+/// the disks' config and template are written to, and the optional VM name and subnet.
+struct Target {
+    resource_group: ResourceGroupId,
+    staging_storage_account_id: ResourceId,
+    vm_name: Option<String>,
+    subnet_id: Option<ResourceId>,
+}
+
+impl Target {
+    /// Same-subscription rule (Azure Backup, ADE VMs): target and staging in the VM's subscription.
+    fn check_subscription(&self, sub: &str) -> Result<(), Rejection> {
+        if !self.resource_group.subscription.eq_ignore_ascii_case(sub) {
+            return Err(reject(
+                "cross-subscription",
+                "targetResourceGroup",
+                format!(
+                    "must be in the VM's subscription {sub} (got {}): Azure Backup restores encrypted VMs only within their subscription",
+                    self.resource_group.subscription
+                ),
+            ));
+        }
+        let staging_sub = self.staging_storage_account_id.subscription();
+        if !staging_sub.eq_ignore_ascii_case(sub) {
+            return Err(reject(
+                "cross-subscription",
+                "stagingStorageAccountId",
+                format!(
+                    "must be in the VM's subscription {sub} (got {staging_sub}): Azure Backup restores encrypted VMs only within their subscription"
+                ),
+            ));
+        }
+        if let Some(subnet) = &self.subnet_id {
+            if !subnet.subscription().eq_ignore_ascii_case(sub) {
+                return Err(reject(
+                    "cross-subscription",
+                    "targetSubnetId",
+                    format!("must be in the VM's subscription {sub}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `targetResourceGroup`, `stagingStorageAccountId`, `targetVmName`, `targetSubnetId`, in that
+/// order (the first failing field is the one reported).
+fn parse_target(
+    resource_group: Option<Value>,
+    staging: Option<Value>,
+    vm_name: Option<Value>,
+    subnet: Option<Value>,
+) -> Result<Target, Rejection> {
+    let rg = string_field("targetResourceGroup", resource_group, true)?.unwrap_or_default();
+    let resource_group = ResourceGroupId::parse("targetResourceGroup", &rg)?;
+    let sa = string_field("stagingStorageAccountId", staging, true)?.unwrap_or_default();
+    let staging_storage_account_id = typed_id(
+        "stagingStorageAccountId",
+        &sa,
+        "Microsoft.Storage/storageAccounts",
+    )?;
+    let vm_name = parse_target_vm_name(vm_name)?;
+    let subnet_id = match string_field("targetSubnetId", subnet, false)? {
+        None => None,
+        Some(s) => Some(typed_id(
+            "targetSubnetId",
+            &s,
+            "Microsoft.Network/virtualNetworks/subnets",
+        )?),
+    };
+    Ok(Target {
+        resource_group,
+        staging_storage_account_id,
+        vm_name,
+        subnet_id,
+    })
+}
+
+/// `targetVmName`: optional; 1-64 letters, digits, '-' or '_', not starting with '-'.
+fn parse_target_vm_name(v: Option<Value>) -> Result<Option<String>, Rejection> {
+    let name = string_field("targetVmName", v, false)?;
+    if let Some(n) = &name {
         if n.is_empty()
             || n.len() > 64
             || !n
@@ -276,22 +407,16 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
             ));
         }
     }
-    let target_subnet_id = match string_field("targetSubnetId", wire.target_subnet_id, false)? {
-        None => None,
-        Some(s) => {
-            let id = ResourceId::parse(&s)
-                .map_err(|e| reject("invalid-field", "targetSubnetId", e.rule))?;
-            if !id.is_type("Microsoft.Network/virtualNetworks/subnets") {
-                return Err(reject(
-                    "invalid-field",
-                    "targetSubnetId",
-                    "must be a Microsoft.Network/virtualNetworks/subnets id",
-                ));
-            }
-            Some(id)
-        }
-    };
-    let requested_by = string_field("requestedBy", wire.requested_by, false)?;
+    Ok(name)
+}
+
+/// Who asked and where answers go: `requestedBy` (at most 256 characters) and `replyTo` (a
+/// Service Bus queue name).
+fn parse_reporting(
+    requested_by: Option<Value>,
+    reply_to: Option<Value>,
+) -> Result<(Option<String>, Option<String>), Rejection> {
+    let requested_by = string_field("requestedBy", requested_by, false)?;
     if requested_by.as_ref().is_some_and(|r| r.len() > 256) {
         return Err(reject(
             "invalid-field",
@@ -299,7 +424,7 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
             "must be at most 256 characters",
         ));
     }
-    let reply_to = string_field("replyTo", wire.reply_to, false)?;
+    let reply_to = string_field("replyTo", reply_to, false)?;
     if let Some(q) = &reply_to {
         if !valid_queue_name(q) {
             return Err(reject(
@@ -309,64 +434,7 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
             ));
         }
     }
-    // Same-subscription rule (Azure Backup, ADE VMs): target and staging in the VM's subscription.
-    let sub = vm_resource_id.subscription();
-    if !target_resource_group.subscription.eq_ignore_ascii_case(sub) {
-        return Err(reject(
-            "cross-subscription",
-            "targetResourceGroup",
-            format!(
-                "must be in the VM's subscription {sub} (got {}): Azure Backup restores encrypted VMs only within their subscription",
-                target_resource_group.subscription
-            ),
-        ));
-    }
-    if !staging_storage_account_id
-        .subscription()
-        .eq_ignore_ascii_case(sub)
-    {
-        return Err(reject(
-            "cross-subscription",
-            "stagingStorageAccountId",
-            format!(
-                "must be in the VM's subscription {sub} (got {}): Azure Backup restores encrypted VMs only within their subscription",
-                staging_storage_account_id.subscription()
-            ),
-        ));
-    }
-    if let Some(subnet) = &target_subnet_id {
-        if !subnet.subscription().eq_ignore_ascii_case(sub) {
-            return Err(reject(
-                "cross-subscription",
-                "targetSubnetId",
-                format!("must be in the VM's subscription {sub}"),
-            ));
-        }
-    }
-    let fingerprint = fingerprint(&[
-        &vm_resource_id.canonical(),
-        &serde_json::to_string(&recovery_point).unwrap_or_default(),
-        &target_resource_group.id().to_ascii_lowercase(),
-        &staging_storage_account_id.canonical(),
-        target_vm_name.as_deref().unwrap_or(""),
-        &target_subnet_id
-            .as_ref()
-            .map(|s| s.canonical())
-            .unwrap_or_default(),
-        &restore_type.to_ascii_lowercase(),
-    ]);
-    Ok(RestoreRequest {
-        ticket_id,
-        vm_resource_id,
-        recovery_point,
-        target_resource_group,
-        staging_storage_account_id,
-        target_vm_name,
-        target_subnet_id,
-        requested_by,
-        reply_to,
-        fingerprint,
-    })
+    Ok((requested_by, reply_to))
 }
 
 fn fingerprint(parts: &[&str]) -> String {
@@ -538,6 +606,62 @@ mod tests {
     }
 
     #[test]
+    fn first_failing_field_is_reported_with_its_rule() {
+        const OTHER: &str = "00000000-0000-0000-0000-000000000002";
+        let vm = format!("/subscriptions/{S}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm-1");
+        let subnet = |sub: &str| {
+            format!("/subscriptions/{sub}/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/vnet/subnets/default")
+        };
+        let staging_other = format!("/subscriptions/{OTHER}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa");
+        let cross = |got: &str| {
+            format!("must be in the VM's subscription {S} (got {got}): Azure Backup restores encrypted VMs only within their subscription")
+        };
+        // (changes to a valid request, code, field, rule)
+        type Case = (
+            Vec<(&'static str, Value)>,
+            &'static str,
+            &'static str,
+            String,
+        );
+        let cases: Vec<Case> = vec![
+            (vec![("version", json!(2)), ("ticketId", json!(null))], "invalid-field", "version", "only version 1 is supported".into()),
+            (vec![("ticketId", json!(7)), ("restoreType", json!("createVm"))], "invalid-field", "ticketId", "must be a string".into()),
+            (vec![("restoreType", json!("nope")), ("vmResourceId", json!(null))], "invalid-field", "restoreType", "\"nope\" is not a restore type; the only one allowed for ADE VMs is restoreDisks".into()),
+            (vec![("vmResourceId", json!(null)), ("recoveryPoint", json!(5))], "invalid-field", "vmResourceId", "is required".into()),
+            (vec![("vmResourceId", json!(staging_other.clone()))], "invalid-field", "vmResourceId", "must be a Microsoft.Compute/virtualMachines id".into()),
+            (vec![("recoveryPoint", json!("a b")), ("targetResourceGroup", json!("x"))], "invalid-field", "recoveryPoint", "must be \"latest\", a recovery point id (digits, letters, '-'), or {\"before\": RFC 3339 time}".into()),
+            (vec![("recoveryPoint", json!({"before": "2026-11-20T00:00:00Z", "x": 1}))], "invalid-field", "recoveryPoint", "an object must be exactly {\"before\": RFC 3339 time}".into()),
+            (vec![("recoveryPoint", json!(5))], "invalid-field", "recoveryPoint", "must be a string or {\"before\": time}".into()),
+            (vec![("targetResourceGroup", json!("x")), ("stagingStorageAccountId", json!(null))], "invalid-field", "targetResourceGroup", "must be a resource group id: /subscriptions/{guid}/resourceGroups/{name}".into()),
+            (vec![("stagingStorageAccountId", json!(null)), ("targetVmName", json!("-x"))], "invalid-field", "stagingStorageAccountId", "is required".into()),
+            (vec![("stagingStorageAccountId", json!(vm.clone()))], "invalid-field", "stagingStorageAccountId", "must be a Microsoft.Storage/storageAccounts id".into()),
+            (vec![("targetVmName", json!("-x")), ("targetSubnetId", json!(vm.clone()))], "invalid-field", "targetVmName", "must be 1-64 letters, digits, '-' or '_', not starting with '-'".into()),
+            (vec![("targetSubnetId", json!(vm.clone())), ("requestedBy", json!(1))], "invalid-field", "targetSubnetId", "must be a Microsoft.Network/virtualNetworks/subnets id".into()),
+            (vec![("requestedBy", json!("x".repeat(257))), ("replyTo", json!("../admin"))], "invalid-field", "requestedBy", "must be at most 256 characters".into()),
+            (vec![("replyTo", json!("../admin")), ("targetResourceGroup", json!(format!("/subscriptions/{OTHER}/resourceGroups/rg")))], "invalid-field", "replyTo", "must be a Service Bus queue name (letters, digits, '-', '_', '.')".into()),
+            (vec![("targetResourceGroup", json!(format!("/subscriptions/{OTHER}/resourceGroups/rg"))), ("stagingStorageAccountId", json!(staging_other.clone()))], "cross-subscription", "targetResourceGroup", cross(OTHER)),
+            (vec![("stagingStorageAccountId", json!(staging_other.clone())), ("targetSubnetId", json!(subnet(OTHER)))], "cross-subscription", "stagingStorageAccountId", cross(OTHER)),
+            (vec![("targetSubnetId", json!(subnet(OTHER)))], "cross-subscription", "targetSubnetId", format!("must be in the VM's subscription {S}")),
+        ];
+        for (changes, code, field, rule) in cases {
+            let mut v = valid();
+            for (key, value) in &changes {
+                v[*key] = value.clone();
+            }
+            let err = parse_v(&v).expect_err(field);
+            assert_eq!(
+                (err.code.as_str(), err.field.as_str(), err.rule.as_str()),
+                (code, field, rule.as_str()),
+                "{changes:?}"
+            );
+        }
+        let mut ok = valid();
+        ok["targetSubnetId"] = json!(subnet(S));
+        ok["restoreType"] = json!("RestoreDisks");
+        assert!(parse_v(&ok).expect("subnet").target_subnet_id.is_some());
+    }
+
+    #[test]
     fn different_requests_have_different_fingerprints() {
         let a = parse_v(&valid()).expect("a");
         let mut v = valid();
@@ -547,6 +671,22 @@ mod tests {
         assert_eq!(
             a.fingerprint,
             parse_v(&valid()).expect("a again").fingerprint
+        );
+    }
+
+    #[test]
+    fn fingerprints_are_stable() {
+        // Stored in restore records: a changed fingerprint would turn a redelivery into a conflict.
+        assert_eq!(
+            parse_v(&valid()).expect("valid").fingerprint,
+            "c78b28797f06f4c2eb9159dff22ec7295507e428fdcd5015551364ba1f7fe4ee"
+        );
+        let mut v = valid();
+        v["targetSubnetId"] = json!(format!("/subscriptions/{S}/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/vnet/subnets/default"));
+        v["recoveryPoint"] = json!({"before": "2026-11-20T00:00:00Z"});
+        assert_eq!(
+            parse_v(&v).expect("valid").fingerprint,
+            "b8a5b8d4a69191a7610d58e657f6e567e091b327f2bead4d9b51028287df8989"
         );
     }
 

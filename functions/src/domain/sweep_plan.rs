@@ -2,7 +2,7 @@
 //! needed. Pure: discovery feeds it, the `PolicySweep` handler fans out what it decides, and
 //! `ade-backup sweep --dry-run` prints it.
 
-use super::ade::AdeState;
+use super::ade::{AdeSettings, AdeState};
 use super::rules::{ProtectionRules, Selection, VmFacts};
 use ade_backup_shared::ids::ResourceId;
 use chrono::{DateTime, Duration, Utc};
@@ -102,6 +102,8 @@ pub fn stale_grace(rpo: Duration) -> Duration {
     std::cmp::max(Duration::hours(2), rpo / 4)
 }
 
+/// The plan for the fleet: one [`VmPlan`] per ADE VM that has drift, work to do, or needs a
+/// human; healthy VMs, VMs without ADE and VMs still encrypting are left out.
 pub fn plan(rules: &ProtectionRules, inputs: &SweepInputs<'_>) -> Vec<VmPlan> {
     let now = inputs.now.unwrap_or_else(Utc::now);
     let items: HashMap<String, &ProtectedItemView> = inputs
@@ -109,149 +111,202 @@ pub fn plan(rules: &ProtectionRules, inputs: &SweepInputs<'_>) -> Vec<VmPlan> {
         .iter()
         .map(|p| (p.vm_id.canonical(), p))
         .collect();
-    let mut out = Vec::new();
-    for vm in inputs.vms {
-        let settings = match &vm.ade {
-            AdeState::NotEncrypted { .. } | AdeState::InProgress { .. } => continue,
-            AdeState::Unsupported { code, message } => {
-                out.push(VmPlan {
-                    vm_id: vm.id.clone(),
-                    actions: vec![],
-                    drift: vec![],
-                    needs_human: Some(format!("unsupported: {code}: {message}")),
-                    in_flight: false,
-                    target: None,
-                });
-                continue;
-            }
-            AdeState::Encrypted { settings, .. } => settings,
-        };
-        let target = rules.select(&VmFacts {
+    inputs
+        .vms
+        .iter()
+        .filter_map(|vm| plan_vm(rules, inputs, &items, vm, now))
+        .collect()
+}
+
+/// One VM: its ADE state decides whether it is planned at all, then the plan of an unprotected
+/// or a protected VM. `None` when there is nothing to report.
+fn plan_vm(
+    rules: &ProtectionRules,
+    inputs: &SweepInputs<'_>,
+    items: &HashMap<String, &ProtectedItemView>,
+    vm: &FleetVm,
+    now: DateTime<Utc>,
+) -> Option<VmPlan> {
+    let settings = match &vm.ade {
+        AdeState::NotEncrypted { .. } | AdeState::InProgress { .. } => return None,
+        AdeState::Unsupported { code, message } => {
+            return Some(VmPlan {
+                vm_id: vm.id.clone(),
+                actions: vec![],
+                drift: vec![],
+                needs_human: Some(format!("unsupported: {code}: {message}")),
+                in_flight: false,
+                target: None,
+            });
+        }
+        AdeState::Encrypted { settings, .. } => settings,
+    };
+    let mut p = VmPlan {
+        vm_id: vm.id.clone(),
+        actions: vec![],
+        drift: vec![],
+        needs_human: None,
+        in_flight: inputs.open_operations.contains(&vm.id.canonical()),
+        target: rules.select(&VmFacts {
             id: &vm.id,
             location: &vm.location,
             tags: &vm.tags,
-        });
-        let mut p = VmPlan {
-            vm_id: vm.id.clone(),
-            actions: vec![],
-            drift: vec![],
-            needs_human: None,
-            in_flight: inputs.open_operations.contains(&vm.id.canonical()),
-            target: target.clone(),
-        };
-        let mut vaults = vec![settings.key_vault_resource_id.canonical()];
-        if let Some(k) = &settings.kek_vault_resource_id {
-            if !vaults.contains(&k.canonical()) {
-                vaults.push(k.canonical());
-            }
-        }
-        let access_missing: Vec<String> = vaults
-            .into_iter()
-            .filter(|v| !inputs.key_vaults_with_access.contains(v))
-            .collect();
-        match items.get(&vm.id.canonical()) {
-            None => {
-                p.drift.push(Drift::Unprotected);
-                if target.is_none() {
-                    p.needs_human = Some(
-                        "no protection rule matches this VM and there is no default; add a rule"
-                            .to_string(),
-                    );
-                } else {
-                    if !access_missing.is_empty() {
-                        p.actions.push(Action::GrantAccess);
-                    }
-                    p.actions.push(Action::Protect);
-                }
-            }
-            Some(item) => {
-                for kv in &access_missing {
-                    p.drift.push(Drift::KeyVaultAccessRemoved {
-                        key_vault: kv.clone(),
-                    });
-                }
-                if !access_missing.is_empty() {
-                    p.actions.push(Action::GrantAccess);
-                }
-                let state = item.protection_state.to_ascii_lowercase();
-                let stopped = state.contains("stopped") || state.contains("paused");
-                if stopped {
-                    p.drift.push(Drift::ProtectionStopped {
-                        state: item.protection_state.clone(),
-                    });
-                    p.actions.push(Action::Protect);
-                }
-                if let (Some(sel), Some(actual)) = (&target, &item.policy) {
-                    if !sel.target.policy.eq_ignore_ascii_case(actual) {
-                        // Kept as is (an owner may have chosen it); reported.
-                        p.drift.push(Drift::PolicyChanged {
-                            expected: sel.target.policy.clone(),
-                            actual: actual.clone(),
-                        });
-                    }
-                }
-                let failed_code = item
-                    .last_backup_status
-                    .as_deref()
-                    .filter(|s| {
-                        s.eq_ignore_ascii_case("Failed") || s.eq_ignore_ascii_case("Unhealthy")
-                    })
-                    .map(|_| {
-                        item.last_backup_error_code
-                            .clone()
-                            .unwrap_or_else(|| "Unknown".to_string())
-                    });
-                if let Some(code) = &failed_code {
-                    p.drift.push(Drift::LastJobFailed { code: code.clone() });
-                    if KEY_VAULT_PERMISSION_ERRORS
-                        .iter()
-                        .any(|c| c.eq_ignore_ascii_case(code))
-                        && !p.actions.contains(&Action::GrantAccess)
-                    {
-                        p.actions.push(Action::GrantAccess);
-                    }
-                }
-                let rpo = item.policy.as_ref().and_then(|pol| {
-                    inputs
-                        .rpo
-                        .get(&(item.vault_id.canonical(), pol.to_ascii_lowercase()))
-                        .copied()
-                });
-                let rpo = rpo.unwrap_or_else(|| Duration::hours(24));
-                if !stopped {
-                    match item.last_recovery_point {
-                        None => {
-                            if !state.contains("irpending") {
-                                p.drift.push(Drift::NoRecoveryPoint);
-                                p.actions.push(Action::BackupNow);
-                            }
-                        }
-                        Some(t) if now - t > rpo + stale_grace(rpo) => {
-                            p.drift.push(Drift::RecoveryPointStale {
-                                age_hours: (now - t).num_hours(),
-                                rpo_hours: rpo.num_hours(),
-                            });
-                            p.actions.push(Action::BackupNow);
-                        }
-                        Some(_) => {
-                            if failed_code.is_some() {
-                                p.actions.push(Action::BackupNow);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        p.actions.sort();
-        p.actions.dedup();
-        if p.in_flight {
-            p.actions.clear();
-        }
-        if !p.actions.is_empty() || !p.drift.is_empty() || p.needs_human.is_some() {
-            out.push(p);
+        }),
+    };
+    let access_missing = missing_key_vault_access(settings, &inputs.key_vaults_with_access);
+    match items.get(&vm.id.canonical()) {
+        None => plan_unprotected(&mut p, &access_missing),
+        Some(item) => plan_protected(&mut p, item, &access_missing, &inputs.rpo, now),
+    }
+    p.actions.sort();
+    p.actions.dedup();
+    if p.in_flight {
+        p.actions.clear();
+    }
+    let worth_reporting = !p.actions.is_empty() || !p.drift.is_empty() || p.needs_human.is_some();
+    worth_reporting.then_some(p)
+}
+
+/// The Key Vaults (canonical ids: the BEK vault, then the KEK vault when it differs) where the
+/// Backup Management Service's access is not in place.
+fn missing_key_vault_access(settings: &AdeSettings, with_access: &HashSet<String>) -> Vec<String> {
+    let mut vaults = vec![settings.key_vault_resource_id.canonical()];
+    if let Some(k) = &settings.kek_vault_resource_id {
+        if !vaults.contains(&k.canonical()) {
+            vaults.push(k.canonical());
         }
     }
-    out
+    vaults
+        .into_iter()
+        .filter(|v| !with_access.contains(v))
+        .collect()
+}
+
+/// Not protected: protect it (granting Key Vault access first when missing), or ask a human when
+/// no rule says where.
+fn plan_unprotected(p: &mut VmPlan, access_missing: &[String]) {
+    p.drift.push(Drift::Unprotected);
+    if p.target.is_none() {
+        p.needs_human = Some(
+            "no protection rule matches this VM and there is no default; add a rule".to_string(),
+        );
+    } else {
+        if !access_missing.is_empty() {
+            p.actions.push(Action::GrantAccess);
+        }
+        p.actions.push(Action::Protect);
+    }
+}
+
+/// Protected: Key Vault access, stopped protection, policy, the last job, then recovery point
+/// freshness (only while protection runs).
+fn plan_protected(
+    p: &mut VmPlan,
+    item: &ProtectedItemView,
+    access_missing: &[String],
+    rpo: &HashMap<(String, String), Duration>,
+    now: DateTime<Utc>,
+) {
+    for kv in access_missing {
+        p.drift.push(Drift::KeyVaultAccessRemoved {
+            key_vault: kv.clone(),
+        });
+    }
+    if !access_missing.is_empty() {
+        p.actions.push(Action::GrantAccess);
+    }
+    let state = item.protection_state.to_ascii_lowercase();
+    let stopped = state.contains("stopped") || state.contains("paused");
+    if stopped {
+        p.drift.push(Drift::ProtectionStopped {
+            state: item.protection_state.clone(),
+        });
+        p.actions.push(Action::Protect);
+    }
+    policy_drift(p, item);
+    let failed_code = failed_backup_code(item);
+    if let Some(code) = &failed_code {
+        p.drift.push(Drift::LastJobFailed { code: code.clone() });
+        if KEY_VAULT_PERMISSION_ERRORS
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(code))
+            && !p.actions.contains(&Action::GrantAccess)
+        {
+            p.actions.push(Action::GrantAccess);
+        }
+    }
+    if !stopped {
+        let rpo = item_rpo(item, rpo);
+        freshness(p, item, &state, failed_code.is_some(), rpo, now);
+    }
+}
+
+/// A policy other than the rule's is kept as is (an owner may have chosen it) and reported.
+fn policy_drift(p: &mut VmPlan, item: &ProtectedItemView) {
+    if let (Some(sel), Some(actual)) = (&p.target, &item.policy) {
+        if !sel.target.policy.eq_ignore_ascii_case(actual) {
+            let expected = sel.target.policy.clone();
+            p.drift.push(Drift::PolicyChanged {
+                expected,
+                actual: actual.clone(),
+            });
+        }
+    }
+}
+
+/// The error code of a failed (or unhealthy) last backup, `Unknown` when Azure gave none.
+fn failed_backup_code(item: &ProtectedItemView) -> Option<String> {
+    item.last_backup_status
+        .as_deref()
+        .filter(|s| s.eq_ignore_ascii_case("Failed") || s.eq_ignore_ascii_case("Unhealthy"))
+        .map(|_| {
+            item.last_backup_error_code
+                .clone()
+                .unwrap_or_else(|| "Unknown".to_string())
+        })
+}
+
+/// The item's RPO from its (vault, policy), 24 hours when unknown.
+fn item_rpo(item: &ProtectedItemView, rpo: &HashMap<(String, String), Duration>) -> Duration {
+    item.policy
+        .as_ref()
+        .and_then(|pol| {
+            rpo.get(&(item.vault_id.canonical(), pol.to_ascii_lowercase()))
+                .copied()
+        })
+        .unwrap_or_else(|| Duration::hours(24))
+}
+
+/// Recovery point freshness: none yet (unless the first backup is pending), older than the RPO
+/// plus grace, or fresh but the last job failed: each means a backup now.
+fn freshness(
+    p: &mut VmPlan,
+    item: &ProtectedItemView,
+    state: &str,
+    last_job_failed: bool,
+    rpo: Duration,
+    now: DateTime<Utc>,
+) {
+    match item.last_recovery_point {
+        None => {
+            if !state.contains("irpending") {
+                p.drift.push(Drift::NoRecoveryPoint);
+                p.actions.push(Action::BackupNow);
+            }
+        }
+        Some(t) if now - t > rpo + stale_grace(rpo) => {
+            p.drift.push(Drift::RecoveryPointStale {
+                age_hours: (now - t).num_hours(),
+                rpo_hours: rpo.num_hours(),
+            });
+            p.actions.push(Action::BackupNow);
+        }
+        Some(_) => {
+            if last_job_failed {
+                p.actions.push(Action::BackupNow);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +421,113 @@ mod tests {
             vec![Action::GrantAccess, Action::BackupNow]
         );
         assert!(by("busy").in_flight && by("busy").actions.is_empty());
+    }
+
+    #[test]
+    fn every_rule_of_the_plan_in_one_fleet() {
+        let now = Utc::now();
+        let kv2 = ResourceId::parse(&format!(
+            "/subscriptions/{S}/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv2"
+        ))
+        .expect("kv2");
+        let with_kek = |name: &str| {
+            let mut v = vm(name);
+            if let AdeState::Encrypted { settings, .. } = &mut v.ade {
+                settings.kek_vault_resource_id = Some(kv2.clone());
+            }
+            v
+        };
+        let mut unsupported = vm("unsupported");
+        unsupported.ade = AdeState::Unsupported {
+            code: "kek-certificate".into(),
+            message: "m".into(),
+        };
+        let mut plain = vm("plain");
+        plain.ade = AdeState::NotEncrypted { why: "none".into() };
+        let vms = vec![
+            vm("policy"),
+            vm("irpending"),
+            vm("norp"),
+            vm("failed"),
+            vm("unhealthy"),
+            vm("paused"),
+            vm("hourly"),
+            with_kek("kek"),
+            unsupported,
+            plain,
+            with_kek("new-kek"),
+        ];
+        let mut items: Vec<_> = vms[..8].iter().map(|v| item(v, Some(1), now)).collect();
+        items[0].policy = Some("OtherPolicy".into());
+        items[1].protection_state = "IRPending".into();
+        items[1].last_recovery_point = None;
+        items[2].last_recovery_point = None;
+        items[3].last_backup_status = Some("Failed".into());
+        items[3].last_backup_error_code = Some("SomeError".into());
+        items[4].last_backup_status = Some("Unhealthy".into());
+        items[5].protection_state = "ProtectionPaused".into();
+        items[5].last_recovery_point = Some(now - Duration::hours(100));
+        items[6].last_recovery_point = Some(now - Duration::hours(7));
+        let inputs = SweepInputs {
+            vms: &vms,
+            protected_items: &items,
+            key_vaults_with_access: [kv().canonical()].into_iter().collect(),
+            rpo: [(
+                (vault().canonical(), "defaultpolicy".to_string()),
+                Duration::hours(4),
+            )]
+            .into_iter()
+            .collect(),
+            now: Some(now),
+            ..Default::default()
+        };
+        let got: Vec<_> = plan(&rules(), &inputs)
+            .into_iter()
+            .map(|p| {
+                (
+                    p.vm_id.name().to_string(),
+                    p.actions,
+                    p.drift,
+                    p.needs_human,
+                )
+            })
+            .collect();
+        use Action::*;
+        let failed = |code: &str| Drift::LastJobFailed { code: code.into() };
+        let policy = Drift::PolicyChanged {
+            expected: "DefaultPolicy".into(),
+            actual: "OtherPolicy".into(),
+        };
+        let paused = Drift::ProtectionStopped {
+            state: "ProtectionPaused".into(),
+        };
+        let stale = Drift::RecoveryPointStale {
+            age_hours: 7,
+            rpo_hours: 4,
+        };
+        let kek_access = Drift::KeyVaultAccessRemoved {
+            key_vault: kv2.canonical(),
+        };
+        let row = |name: &str, actions: Vec<Action>, drift: Vec<Drift>| {
+            (name.to_string(), actions, drift, None)
+        };
+        let human = Some("unsupported: kek-certificate: m".to_string());
+        let expected = vec![
+            row("policy", vec![], vec![policy]),
+            row("norp", vec![BackupNow], vec![Drift::NoRecoveryPoint]),
+            row("failed", vec![BackupNow], vec![failed("SomeError")]),
+            row("unhealthy", vec![BackupNow], vec![failed("Unknown")]),
+            row("paused", vec![Protect], vec![paused]),
+            row("hourly", vec![BackupNow], vec![stale]),
+            row("kek", vec![GrantAccess], vec![kek_access]),
+            ("unsupported".to_string(), vec![], vec![], human),
+            row(
+                "new-kek",
+                vec![GrantAccess, Protect],
+                vec![Drift::Unprotected],
+            ),
+        ];
+        assert_eq!(got, expected);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! and response shapes follow the `Azure/azure-rest-api-specs` examples listed in `EXAMPLES.md`
 //! next to this file.
 //!
-//! Layout: one file per service (`compute`, `keyvault`, `authorization`, `graph`,
-//! `recovery_services`, `resources`, `resource_graph`), plus the machinery:
+//! Layout: one module per service (`compute`, `keyvault`, `authorization`, `graph`,
+//! `recovery_services` (a folder: vaults, protection, jobs, recovery points, restore),
+//! `resources`, `resource_graph`), plus the machinery:
 //! - `client`: [`ArmClient`], [`ArmClientOptions`], [`ArmStats`], and the single `send` path
 //!   every request takes: token → pacing → HTTP → classify, inside the retry policy.
 //! - `retry`: the one retry policy, built on `backon` (not the unmaintained `backoff` crate,

@@ -1,0 +1,115 @@
+//! Recovery points of a protected VM (list) and what each says: its tiers (snapshot, vault),
+//! whether the source VM was encrypted, and with which BEK and KEK.
+//!
+//! Shapes: AzureIaasVm/RecoveryPoints_List.json (`recoveryPointTierDetails`,
+//! `isSourceVMEncrypted`); `keyAndSecret` per swagger `KeyAndSecretDetails` (see `arm/EXAMPLES.md`).
+
+use super::protection::protected_item_id;
+use crate::arm::client::{sub_bucket, ArmClient};
+use crate::arm::common::{lenient_time, null_vec};
+use crate::arm::error::ArmError;
+use crate::ids::ResourceId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RecoveryPoint {
+    pub id: Option<String>,
+    /// The recovery point id.
+    pub name: Option<String>,
+    pub properties: RecoveryPointProperties,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RecoveryPointProperties {
+    /// `IaasVMRecoveryPoint`.
+    pub object_type: Option<String>,
+    /// `CrashConsistent`, `AppConsistent`, `FileSystemConsistent`.
+    pub recovery_point_type: Option<String>,
+    #[serde(deserialize_with = "lenient_time")]
+    pub recovery_point_time: Option<DateTime<Utc>>,
+    #[serde(rename = "isSourceVMEncrypted")]
+    pub is_source_vm_encrypted: Option<bool>,
+    pub key_and_secret: Option<KeyAndSecretDetails>,
+    #[serde(deserialize_with = "null_vec")]
+    pub recovery_point_tier_details: Vec<RecoveryPointTierInfo>,
+    pub os_type: Option<String>,
+    pub virtual_machine_size: Option<String>,
+    pub is_managed_virtual_machine: Option<bool>,
+    pub zones: Option<Vec<String>>,
+}
+
+/// Which BEK/KEK the recovery point was taken with. The key/secret backup blobs
+/// (`keyBackupData`, `secretData`) are not modelled so they cannot be logged.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct KeyAndSecretDetails {
+    pub kek_details: Option<KekDetails>,
+    pub bek_details: Option<BekDetails>,
+    pub encryption_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct KekDetails {
+    pub key_url: Option<String>,
+    pub key_vault_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BekDetails {
+    pub secret_url: Option<String>,
+    pub secret_vault_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RecoveryPointTierInfo {
+    /// `InstantRP` (snapshot tier), `HardenedRP` (vault tier), `ArchivedRP`.
+    #[serde(rename = "type")]
+    pub tier_type: Option<String>,
+    /// `Valid`, `Deleted`, `Disabled`, `Rehydrated`.
+    pub status: Option<String>,
+}
+
+impl RecoveryPoint {
+    fn tier_valid(&self, tier: &str) -> bool {
+        self.properties.recovery_point_tier_details.iter().any(|t| {
+            t.tier_type
+                .as_deref()
+                .is_some_and(|x| x.eq_ignore_ascii_case(tier))
+                && t.status
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("Valid"))
+        })
+    }
+    /// A valid snapshot-tier copy exists.
+    pub fn has_snapshot_tier(&self) -> bool {
+        self.tier_valid("InstantRP")
+    }
+    /// A valid vault-tier copy exists (the documented fallback for ADE single-pass restores).
+    pub fn has_vault_tier(&self) -> bool {
+        self.tier_valid("HardenedRP")
+    }
+    pub fn is_encrypted(&self) -> bool {
+        self.properties.is_source_vm_encrypted == Some(true)
+    }
+}
+
+impl ArmClient {
+    /// `GET .../protectedItems/{item}/recoveryPoints` (all pages).
+    pub async fn list_recovery_points(
+        &self,
+        vault: &ResourceId,
+        vm: &ResourceId,
+    ) -> Result<Vec<RecoveryPoint>, ArmError> {
+        let item = protected_item_id(vault, vm)?;
+        let url = self.rs_url(&item, &["recoveryPoints"], &[])?;
+        let bucket = sub_bucket(vault)?;
+        self.list_all("recoveryServices.recoveryPoints.list", url, bucket, false)
+            .await
+    }
+}
