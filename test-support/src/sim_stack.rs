@@ -77,6 +77,7 @@ pub fn stack_settings(
         ("ADE_BACKUP_PROTECTION_RULES", &rules),
         ("ADE_BACKUP_RESTORE_ALLOWLIST", &allow),
         ("ADE_BACKUP_POLL_INTERVAL_MS", "300000"),
+        ("ADE_BACKUP_REPLY_QUEUES", REPLY_QUEUE),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

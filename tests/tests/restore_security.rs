@@ -160,3 +160,44 @@ async fn status_updates_never_carry_the_template_url() {
         assert!(!text.contains("blob.core.windows.net"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn reply_to_names_only_a_configured_reply_queue() {
+    let stack = SimStack::start().await;
+    let vm = web_vm();
+    stack.protect(&vm).await;
+    let before = stack.sim.stats().writes.restores;
+    // ade-backup's own work queues, another team's queue, and a name the sender would refuse.
+    let cases = [
+        ("INC-RT-1", "restore-vm", "reply-to-not-allowed"),
+        ("INC-RT-2", "grant-key-vault-access", "reply-to-not-allowed"),
+        ("INC-RT-3", "payroll-commands", "reply-to-not-allowed"),
+        ("INC-RT-4", "ticket-status-", "invalid-field"),
+    ];
+    for (ticket, reply_to, _) in &cases {
+        let body = restore_request(ticket, &vm, json!({ "replyTo": reply_to }));
+        stack.submit(&format!("req-{ticket}"), &body).await;
+    }
+    for (ticket, reply_to, code) in &cases {
+        let op = stack.restore_doc(ticket).expect("recorded");
+        assert_eq!(op.status, "rejected", "{ticket}: {:#?}", op.history);
+        let last = op.history.last().expect("history");
+        assert_eq!(last.field.as_deref(), Some("replyTo"), "{ticket}");
+        assert_eq!(last.reason.as_deref(), Some(*code), "{ticket}");
+        assert_eq!(op.reply_to, None, "{ticket}: no reply destination recorded");
+        let sent: Vec<_> = stack
+            .pump
+            .sent()
+            .into_iter()
+            .filter(|m| m.queue.eq_ignore_ascii_case(reply_to))
+            .filter(|m| String::from_utf8_lossy(&m.body).contains(ticket))
+            .collect();
+        assert!(sent.is_empty(), "{ticket}: a message went to {reply_to}");
+    }
+    assert!(
+        stack.pump.dead_lettered().is_empty(),
+        "{:?}",
+        stack.pump.dead_lettered()
+    );
+    assert_eq!(stack.sim.stats().writes.restores, before, "no restore ran");
+}

@@ -133,13 +133,10 @@ pub fn peek_ticket_id(body: &[u8]) -> Option<TicketId> {
     TicketId::parse(v.get("ticketId")?.as_str()?).ok()
 }
 
-/// Queue names a reply may go to: Service Bus entity rules, no path characters.
+/// A queue name Service Bus accepts: the rule the sender applies before every send, so a
+/// `replyTo` that passes here never fails at send time (`ticket-status-` does not pass).
 pub fn valid_queue_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 260
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    ade_backup_shared::messaging::servicebus::validate_queue_name(s).is_ok()
 }
 
 /// Parses a queue message into a [`RestoreRequest`]. Fields are checked in a fixed order and the

@@ -66,6 +66,7 @@ pub mod code {
     pub const STAGING_REGION: &str = "staging-storage-account-region";
     pub const TIMED_OUT: &str = "operation-timed-out";
     pub const TARGET_EXISTS: &str = "target-exists";
+    pub const REPLY_TO_NOT_ALLOWED: &str = "reply-to-not-allowed";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -68,6 +68,64 @@ pub fn peek_reply_to(body: &[u8]) -> Option<String> {
     valid_queue_name(q).then(|| q.to_string())
 }
 
+/// Whether status messages may go to `queue`: a reply queue the configuration lists
+/// (`ADE_BACKUP_REPLY_QUEUES`), never one of ade-backup's own queues, and a name the sender
+/// accepts. `Err` says why not.
+fn reply_queue_allowed(ctx: &Context, queue: &str) -> Result<(), String> {
+    let s = &ctx.settings;
+    let same = |q: &str| q.eq_ignore_ascii_case(queue);
+    if !valid_queue_name(queue) {
+        return Err(format!("{queue:?} is not a valid Service Bus queue name"));
+    }
+    if s.queues.own().into_iter().any(same) || same(&s.workflow.notifications_queue) {
+        return Err(format!("{queue:?} is one of ade-backup's own queues"));
+    }
+    if !s.workflow.reply_queues.iter().any(|q| same(q)) {
+        let allowed = s.workflow.reply_queues.join(", ");
+        return Err(format!(
+            "{queue:?} is not a reply queue (ADE_BACKUP_REPLY_QUEUES allows: {allowed})"
+        ));
+    }
+    Ok(())
+}
+
+/// A `replyTo` the configuration does not grant: a security event. The request is recorded as
+/// rejected (field `replyTo`) and answered nowhere; an existing ticket is left alone.
+async fn refuse_reply_to(
+    ctx: &Context,
+    req: &RestoreRequest,
+    why: String,
+) -> Result<String, WorkflowError> {
+    tracing::warn!(
+        security_event = true,
+        ticket = %req.ticket_id,
+        requested_by = req.requested_by.as_deref().unwrap_or(""),
+        "restore request with a replyTo outside the reply allowlist refused: {why}"
+    );
+    let ticket = &req.ticket_id;
+    if engine::load::<RestoreOperation>(ctx, ticket)
+        .await?
+        .is_some()
+    {
+        return Ok(format!(
+            "{ticket}: request with a disallowed replyTo ignored; the ticket is unchanged ({why})"
+        ));
+    }
+    let refusal = Refusal::new(
+        code::REPLY_TO_NOT_ALLOWED,
+        "replyTo",
+        format!("replyTo: {why}"),
+        Some("Name one of the reply queues the ade-backup operators configured (ADE_BACKUP_REPLY_QUEUES) and submit a new ticket.".into()),
+    );
+    let who = Who {
+        ticket,
+        fingerprint: &req.fingerprint,
+        reply_to: None,
+        requested_by: req.requested_by.as_deref(),
+    };
+    record_rejection(ctx, Some(req), who, refusal).await
+}
+
 /// Handles one message of `restore-requests`, already parsed by the handler.
 pub async fn submit(
     ctx: &Context,
@@ -78,6 +136,9 @@ pub async fn submit(
         Ok(r) => r,
         Err(rej) => return reject_unparsed(ctx, rej, body).await,
     };
+    if let Some(Err(why)) = req.reply_to.as_deref().map(|q| reply_queue_allowed(ctx, q)) {
+        return refuse_reply_to(ctx, &req, why).await;
+    }
     if let Some(existing) = engine::load::<RestoreOperation>(ctx, &req.ticket_id).await? {
         let reply_to = req.reply_to.as_deref();
         return answer_existing(ctx, existing, &req.fingerprint, reply_to).await;
@@ -110,7 +171,7 @@ async fn reject_unparsed(
         ));
     };
     let fingerprint = format!("unparsed-{}", sha256_hex(body));
-    let reply_to = peek_reply_to(body);
+    let reply_to = peek_reply_to(body).filter(|q| reply_queue_allowed(ctx, q).is_ok());
     let Some(existing) = engine::load::<RestoreOperation>(ctx, &ticket).await? else {
         let who = Who {
             ticket: &ticket,
