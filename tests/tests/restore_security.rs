@@ -1,7 +1,10 @@
 //! What a sender on `restore-requests` cannot make ade-backup do (issue 11): each test here failed
 //! on the version before the fix it names.
 
+use ade_backup_functions::records::RestoreStep;
 use ade_backup_functions::status;
+use ade_backup_shared::arm::RestoreDisksRequest;
+use ade_backup_shared::ids::ResourceId;
 use ade_backup_test_support::sim_stack::*;
 use serde_json::json;
 
@@ -200,4 +203,82 @@ async fn reply_to_names_only_a_configured_reply_queue() {
         stack.pump.dead_lettered()
     );
     assert_eq!(stack.sim.stats().writes.restores, before, "no restore ran");
+}
+
+#[tokio::test]
+async fn a_same_named_vms_restore_job_is_never_adopted() {
+    let stack = SimStack::start().await;
+    let vm = web_vm();
+    stack.protect(&vm).await;
+    // A VM with the same name in another resource group, protected in the same vault, whose
+    // restore job runs while this ticket's trigger is retried.
+    let twin: ade_backup_sim::fleet::Vm = serde_json::from_value(json!({
+        "subscription": S1, "resourceGroup": "rg-app-twin", "name": "web-lnx-01",
+        "location": "westeurope", "osType": "Linux", "dataDisks": [{"sizeGb": 128}],
+        "ade": {"variant": "bek", "keyVault": "kv-ade-ap-weu"},
+        "protection": {"vault": "rsv-weu", "policy": "DefaultPolicy", "recoveryPointAgesHours": [5]}
+    }))
+    .expect("a fleet VM");
+    stack.sim.add_vm(&twin);
+    let twin_id = ResourceId::parse(&vm_id(S1, "rg-app-twin", "web-lnx-01")).expect("id");
+    let vault = ResourceId::parse(RSV_WEU).expect("vault");
+    let points = stack
+        .ctx
+        .arm
+        .list_recovery_points(&vault, &twin_id)
+        .await
+        .expect("twin's points");
+    let rp = points[0].name.clone().expect("rp name");
+    let staging = ResourceId::parse(STAGING_WEU).expect("staging");
+    let request = RestoreDisksRequest::new(&rp, &twin_id, "westeurope", &staging).expect("req");
+    stack
+        .ctx
+        .arm
+        .begin_restore(&vault, &twin_id, &request)
+        .await
+        .expect("the twin's restore starts");
+    let before = stack.sim.stats().writes.restores;
+
+    let body = serde_json::to_vec(&restore_request("INC-TWIN", &vm, json!({}))).expect("json");
+    stack.pump.enqueue("restore-requests", "req-twin", body);
+    stack.pump_until(100, |m| m.queue == "restore-vm").await;
+    // The first trigger attempt claims the step, then fails before starting a job.
+    let down = ade_backup_sim::FaultRule {
+        error_rate: 1.0,
+        error_status: 503,
+        ..Default::default()
+    };
+    let faults = ade_backup_sim::FaultConfig {
+        operations: [("rs.recoveryPoints.list".to_string(), down)]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    stack.sim.set_faults(faults).expect("faults");
+    stack.pump(1).await;
+    stack
+        .sim
+        .set_faults(ade_backup_sim::FaultConfig::default())
+        .expect("faults");
+    stack.pump(2000).await;
+
+    let op = stack.restore_doc("INC-TWIN").expect("recorded");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    assert!(
+        op.steps.attempts(RestoreStep::RestoreDisks) >= 2,
+        "the trigger was retried"
+    );
+    assert_eq!(
+        stack.sim.stats().writes.restores - before,
+        1,
+        "this ticket started its own restore job instead of adopting the twin's"
+    );
+    let job = op.azure.restore_job_id.clone().expect("job");
+    let job = stack
+        .ctx
+        .arm
+        .get_backup_job(&vault, &job)
+        .await
+        .expect("the job");
+    assert!(job.is_for_vm(&ResourceId::parse(&vm).expect("id")));
 }

@@ -434,6 +434,12 @@ impl World {
         if let Some(e) = job.ended {
             props["endTime"] = json!(ts(e));
         }
+        // As in the protected item: `iaasvmcontainerv2;{rg};{vm}` (the path form without its
+        // `iaasvmcontainer;` prefix).
+        if let Some(item) = self.protected_items.get(&job.item_key) {
+            let c = item.container.split_once(';').map_or("", |(_, c)| c);
+            props["containerName"] = json!(c);
+        }
         if extended {
             props["extendedInfo"] = job_extended_info(job, status);
         }

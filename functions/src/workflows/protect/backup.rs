@@ -366,15 +366,11 @@ async fn adoptable_job(
         .list_backup_jobs(&op.target.target.vault_id, &filter)
         .await
         .doing("listing backup jobs")?;
-    let name = op.vm_id.name().to_ascii_lowercase();
+    // This VM's job only: its container names the VM's resource group and name (a same-named
+    // VM of another resource group in the same vault is another container).
     Ok(jobs
         .into_iter()
-        .filter(|j| {
-            j.properties
-                .entity_friendly_name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(&name))
-        })
+        .filter(|j| j.is_for_vm(&op.vm_id))
         .filter_map(|j| j.name)
         .next())
 }

@@ -212,21 +212,35 @@ async fn adoptable_job(
         .list_backup_jobs(vault, &filter)
         .await
         .doing("listing restore jobs")?;
-    let is_ours = |jb: &BackupJob| {
+    // This VM's restore into this ticket's staging account only: the job's container names the
+    // VM's resource group and name, and its details name the staging account.
+    let staging = request_of(op)?
+        .staging_storage_account_id
+        .name()
+        .to_string();
+    let candidates = jobs.into_iter().filter(|jb| {
         let p = &jb.properties;
         p.operation
             .as_deref()
             .is_none_or(|o| o.eq_ignore_ascii_case("Restore"))
-            && p.entity_friendly_name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(vm.name()))
+            && jb.is_for_vm(vm)
             && p.start_time.is_none_or(|t| t >= since)
-    };
-    Ok(jobs
-        .into_iter()
-        .filter(is_ours)
-        .filter_map(|jb| jb.name)
-        .next())
+    });
+    for jb in candidates {
+        let Some(id) = jb.name else { continue };
+        let full = ctx
+            .arm
+            .get_backup_job(vault, &id)
+            .await
+            .doing("reading a restore job")?;
+        if full
+            .target_storage_account()
+            .is_some_and(|a| a.eq_ignore_ascii_case(&staging))
+        {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 async fn record_job(

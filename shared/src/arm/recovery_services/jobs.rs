@@ -38,6 +38,9 @@ pub struct BackupJobProperties {
     #[serde(deserialize_with = "lenient_time")]
     pub end_time: Option<DateTime<Utc>>,
     pub entity_friendly_name: Option<String>,
+    /// `AzureIaaSVMJob.containerName`: `iaasvmcontainerv2;{resourceGroup};{vm}` — which VM (in
+    /// which resource group) the job is about; the friendly name alone does not say.
+    pub container_name: Option<String>,
     pub backup_management_type: Option<String>,
     pub activity_id: Option<String>,
     #[serde(deserialize_with = "null_vec")]
@@ -92,6 +95,24 @@ pub struct JobTask {
 }
 
 impl BackupJob {
+    /// Whether the job is about `vm`: its container names the VM's resource group and name
+    /// (compared case-insensitively; the `iaasvmcontainer;` path prefix is optional). A job
+    /// without a container name is nobody's: it is never taken for this VM's.
+    pub fn is_for_vm(&self, vm: &ResourceId) -> bool {
+        let Some(c) = self.properties.container_name.as_deref() else {
+            return false;
+        };
+        let c = c.to_ascii_lowercase();
+        let c = c.strip_prefix("iaasvmcontainer;").unwrap_or(&c);
+        let want = format!("iaasvmcontainerv2;{};{}", vm.resource_group(), vm.name());
+        c == want.to_ascii_lowercase()
+    }
+
+    /// A restore job's staging account (`Target Storage Account Name` in the job's details).
+    pub fn target_storage_account(&self) -> Option<&str> {
+        self.property("Target Storage Account Name")
+    }
+
     pub fn status(&self) -> Option<&str> {
         self.properties.status.as_deref()
     }
@@ -227,6 +248,34 @@ impl ArmClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_is_for_a_vm_by_its_container_not_its_name() {
+        let vm = ResourceId::parse(
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/RG-App/providers/Microsoft.Compute/virtualMachines/web01",
+        )
+        .expect("id");
+        let job = |container: Option<&str>| BackupJob {
+            id: None,
+            name: Some("j".into()),
+            properties: BackupJobProperties {
+                entity_friendly_name: Some("web01".into()),
+                container_name: container.map(str::to_string),
+                ..Default::default()
+            },
+        };
+        assert!(job(Some("iaasvmcontainerv2;rg-app;web01")).is_for_vm(&vm));
+        assert!(job(Some("IaasVMContainer;iaasvmcontainerv2;RG-APP;WEB01")).is_for_vm(&vm));
+        assert!(
+            !job(Some("iaasvmcontainerv2;rg-other;web01")).is_for_vm(&vm),
+            "same name, other RG"
+        );
+        assert!(!job(Some("iaasvmcontainerv2;rg-app;web011")).is_for_vm(&vm));
+        assert!(
+            !job(None).is_for_vm(&vm),
+            "no container: not taken for this VM"
+        );
+    }
 
     #[test]
     fn job_filter_is_built_from_enums() {
