@@ -3,8 +3,12 @@
 //! `https://{account}.blob.core.windows.net/{container}/{blob}`; the simulator serves the same
 //! blob at `/_blob/{account}/{container}/{blob}` (clients map the host with a blob-endpoint
 //! setting). Entra ID bearer token and `x-ms-version` required, as for the real service.
+//! Responses carry `ETag` and `Last-Modified`. `PUT` (Put Blob) replaces the template, as anyone
+//! with write access to the staging account could: tests use it to play that attacker.
 
+use crate::world::RestoredDisks;
 use crate::Shared;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +21,10 @@ use std::sync::Arc;
 pub const RESTORE_MARKER: &str = "adeBackupSimRestoredTemplate";
 
 pub fn router() -> Router<Arc<Shared>> {
-    Router::new().route("/_blob/{account}/{container}/{*blob}", get(get_blob))
+    Router::new().route(
+        "/_blob/{account}/{container}/{*blob}",
+        get(get_blob).put(put_blob),
+    )
 }
 
 fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -35,44 +42,117 @@ fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn get_blob(
-    State(s): State<Arc<Shared>>,
-    Path((account, container, blob)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
+/// Entra ID bearer token and `x-ms-version`, as the real service requires.
+fn check_request(headers: &HeaderMap) -> Option<Response> {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7);
     if !bearer {
-        return storage_error(
+        return Some(storage_error(
             StatusCode::UNAUTHORIZED,
             "NoAuthenticationInformation",
             "Server failed to authenticate the request.",
-        );
+        ));
     }
     if headers.get("x-ms-version").is_none() {
-        return storage_error(
+        return Some(storage_error(
             StatusCode::BAD_REQUEST,
             "MissingRequiredHeader",
             "An HTTP header that's mandatory for this request is not specified: x-ms-version.",
-        );
+        ));
     }
-    let uri =
-        format!("https://{account}.blob.core.windows.net/{container}/{blob}").to_ascii_lowercase();
+    None
+}
+
+fn blob_uri(account: &str, container: &str, blob: &str) -> String {
+    format!("https://{account}.blob.core.windows.net/{container}/{blob}").to_ascii_lowercase()
+}
+
+fn not_found() -> Response {
+    storage_error(
+        StatusCode::NOT_FOUND,
+        "BlobNotFound",
+        "The specified blob does not exist.",
+    )
+}
+
+/// `ETag` and `Last-Modified` of the template blob.
+fn properties(r: &RestoredDisks) -> [(&'static str, String); 2] {
+    let etag = format!(
+        "\"0x{:016X}\"",
+        ade_backup_shared::ids::deterministic_uuid(&[
+            &r.template_uri,
+            &r.template_version.to_string()
+        ])
+        .as_u128() as u64
+    );
+    let modified = r
+        .template_written
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    [("etag", etag), ("last-modified", modified)]
+}
+
+async fn get_blob(
+    State(s): State<Arc<Shared>>,
+    Path((account, container, blob)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_request(&headers) {
+        return refused;
+    }
+    let uri = blob_uri(&account, &container, &blob);
     let restored = match s.world.lock() {
         Ok(w) => w.restored.get(&uri).cloned(),
         Err(_) => None,
     };
     let Some(r) = restored else {
+        return not_found();
+    };
+    let body = r
+        .template_override
+        .clone()
+        .unwrap_or_else(|| generated_template(&r));
+    (StatusCode::OK, properties(&r), Json(body)).into_response()
+}
+
+/// Put Blob over the template (block blob, JSON body).
+async fn put_blob(
+    State(s): State<Arc<Shared>>,
+    Path((account, container, blob)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = check_request(&headers) {
+        return refused;
+    }
+    let Ok(content) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return storage_error(
-            StatusCode::NOT_FOUND,
-            "BlobNotFound",
-            "The specified blob does not exist.",
+            StatusCode::BAD_REQUEST,
+            "InvalidInput",
+            "the simulator stores JSON blobs only",
         );
     };
-    // The shape of a generated restore template: parameters the deployment fills, one VM.
-    let template = json!({
+    let now = s.clock.now();
+    let uri = blob_uri(&account, &container, &blob);
+    let mut w = match s.world.lock() {
+        Ok(w) => w,
+        Err(p) => p.into_inner(),
+    };
+    let Some(r) = w.restored.get_mut(&uri) else {
+        return not_found();
+    };
+    r.template_override = Some(content);
+    r.template_written = now;
+    r.template_version += 1;
+    let headers = properties(r);
+    (StatusCode::CREATED, headers).into_response()
+}
+
+/// The shape of a generated restore template: parameters the deployment fills, one VM.
+fn generated_template(r: &RestoredDisks) -> serde_json::Value {
+    json!({
         "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
         "contentVersion": "1.0.0.0",
         "parameters": {
@@ -88,6 +168,5 @@ async fn get_blob(
             "location": "[resourceGroup().location]"
         }],
         "metadata": { RESTORE_MARKER: r.template_uri }
-    });
-    (StatusCode::OK, Json(template)).into_response()
+    })
 }

@@ -77,6 +77,12 @@ impl Job {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoredDisks {
     pub template_uri: String,
+    /// When the template blob was last written (the job wrote it as it ended), and how many
+    /// times it was written (its ETag).
+    pub template_written: DateTime<Utc>,
+    pub template_version: u32,
+    /// What a writer with access to the staging account put in the template's place, if any.
+    pub template_override: Option<serde_json::Value>,
     pub config_uri: String,
     pub storage_account: String,
     pub target_subscription: String,
@@ -394,6 +400,9 @@ impl World {
             lc(&template_uri),
             RestoredDisks {
                 template_uri: template_uri.clone(),
+                template_written: job.end_at,
+                template_version: 1,
+                template_override: None,
                 config_uri: config_uri.clone(),
                 storage_account: storage_account.clone(),
                 target_subscription: target_subscription.clone(),
