@@ -3,10 +3,12 @@
 //!
 //! Room plan: `ids` (parsed identifiers), `state` (optimistic-concurrency document store),
 //! `messaging` (Service Bus sender + embedded local queue), `arm` (Azure Resource Manager client),
-//! `credential` (Entra ID tokens), `telemetry` (JSON tracing with redaction).
+//! `credential` (Entra ID tokens), `http` (bounded response bodies), `telemetry` (JSON tracing
+//! with redaction).
 
 pub mod arm;
 pub mod credential;
+pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod messaging;

@@ -7,6 +7,9 @@
 //! - a [`RedactingMakeWriter`] between the formatter and stderr, so every formatted line passes
 //!   through [`redact`] — a SAS URL or token that some code (ours or a dependency's) logs by
 //!   mistake never reaches the log sink;
+//! - [`redact`] / [`redact_owned`] are also what every other text leaving the process passes
+//!   through: the custom handler's `Logs` and error responses, dead-letter reasons and records,
+//!   and the status messages sent to ticketing systems;
 //! - a small layer that gives every span a W3C trace context, so outbound messages can carry a
 //!   `traceparent` that continues the invocation's trace ([`current_traceparent`]).
 
@@ -154,8 +157,15 @@ pub fn invocation_span(function: &str, operation_id: &str, correlation_id: &str)
 // ---------------------------------------------------------------------------------------------
 
 /// A secret value: runs until a character that ends it in free text, a URL or a JSON-escaped
-/// string, and never starts with `[` so already-redacted text is left alone.
-const VALUE: &str = r#"[^\s"'<>\\,;&)}\]\[][^\s"'<>\\,;&)}\]]*"#;
+/// string, and never starts with `[` (so already-redacted text is left alone) or `{` (a JSON
+/// object under a secret's name, e.g. a template's `"adminPassword": {"type": ...}`, is a
+/// declaration, not a value).
+const VALUE: &str = r#"[^\s"'<>\\,;&)}\]\[{][^\s"'<>\\,;&)}\]]*"#;
+
+/// A percent-encoded character, once or more times over (`%3D`, `%253D`, ...): `pct("3D")`.
+fn pct(hex: &str) -> String {
+    format!("%(?:25)*{hex}")
+}
 
 struct Rule {
     re: Regex,
@@ -177,10 +187,35 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         rule(r#"(?i)\?[^\s"'<>\\]*\bsig=[^\s"'<>\\]*"#, |_| {
             format!("?{REDACTED}")
         }),
+        // A SAS URL percent-encoded inside another URL's query or a form value
+        // (`...%2Fblob.json%3Fsv%3D...%26sig%3D...`): its whole encoded query goes, up to the
+        // outer query's next literal `&`.
+        rule(
+            &format!(
+                r#"(?i)({q})(?:[^\s"'<>\\&#]*?{amp})?(?:s|{s})ig(?:=|{eq})[^\s"'<>\\&#]*"#,
+                q = pct("3F"),
+                amp = pct("26"),
+                s = pct("73"),
+                eq = pct("3D"),
+            ),
+            |c| format!("{}{REDACTED}", &c[1]),
+        ),
         // A lone `sig=` outside a URL (connection strings, pasted fragments).
         rule(&format!(r"(?i)\b(sig=){VALUE}"), |c| {
             format!("{}{REDACTED}", &c[1])
         }),
+        // A lone `sig` with the name or the `=` percent-encoded (`%73ig=`, `sig%3D`), also right
+        // after an encoded `&` or `?`.
+        rule(
+            &format!(
+                r"(?i)(^|[^A-Za-z0-9_%]|{amp}|{q})((?:s|{s})ig(?:=|{eq})){VALUE}",
+                amp = pct("26"),
+                q = pct("3F"),
+                s = pct("73"),
+                eq = pct("3D"),
+            ),
+            |c| format!("{}{}{REDACTED}", &c[1], &c[2]),
+        ),
         // Service Bus / Event Hubs SAS tokens: `SharedAccessSignature sr=...&sig=...&se=...&skn=...`.
         rule(
             r#"(?i)\b(SharedAccessSignature[\s=]+)[^\s"'<>\\;,\[][^\s"'<>\\;,]*"#,
@@ -200,17 +235,31 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             &format!(r"(?i)\b(AccountKey|SharedAccessKey)={VALUE}"),
             |c| format!("{}={REDACTED}", &c[1]),
         ),
-        // OAuth client secrets: form-encoded, `key=value` log fields and (escaped) JSON.
+        // Storage Shared Key signatures: `Authorization: SharedKey account:signature` (and
+        // `SharedKeyLite`); the account name stays.
         rule(
-            &format!(r#"(?i)\b(client_secret(?:\\?"|')?\s*[=:]\s*(?:\\?"|')?){VALUE}"#),
+            &format!(r#"(?i)\b(SharedKey(?:Lite)?\s+[^\s:"'<>\\]+:){VALUE}"#),
+            |c| format!("{}{REDACTED}", &c[1]),
+        ),
+        // Client secrets and passwords, by name: `client_secret` / `clientSecret` /
+        // `client-secret`, `AZURE_CLIENT_SECRET` and any other `*_CLIENT_SECRET` or `*_PASSWORD`
+        // variable, `password` / `Password` (connection strings) / `adminPassword` (ARM
+        // templates) / `passwd`; as
+        // `key=value` (form-encoded, log fields, environment), `key: value` and (escaped) JSON.
+        rule(
+            &format!(
+                r#"(?i)\b([a-z0-9_-]*(?:client[_-]?secret|password|passwd)(?:\\?"|')?\s*[=:]\s*(?:\\?"|')?){VALUE}"#
+            ),
             |c| format!("{}{REDACTED}", &c[1]),
         ),
     ]
 });
 
-/// Masks secrets in `s`: SAS signatures (and the whole query string of any URL that carries
-/// one), bearer tokens, JWTs, `SharedAccessSignature ...` tokens, `AccountKey=` /
-/// `SharedAccessKey=` and `client_secret`. Text without secrets comes back borrowed.
+/// Masks secrets in `s`: SAS signatures, plain or percent-encoded (and the whole query string of
+/// any URL that carries one, also when that URL is itself encoded inside another), bearer
+/// tokens, JWTs, `SharedAccessSignature ...` tokens, `AccountKey=` / `SharedAccessKey=`,
+/// `SharedKey account:signature`, client secrets and passwords. Text without secrets comes back
+/// borrowed. Idempotent: redacted text passes through unchanged.
 pub fn redact(s: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(s);
     for rule in RULES.iter() {
@@ -220,6 +269,28 @@ pub fn redact(s: &str) -> Cow<'_, str> {
         }
     }
     out
+}
+
+/// [`redact`] for text that is already owned: what every boundary other than the log writer
+/// (handler responses, dead letters, status messages) calls. No copy when nothing is secret.
+pub fn redact_owned(s: String) -> String {
+    let redacted = match redact(&s) {
+        Cow::Owned(redacted) => Some(redacted),
+        Cow::Borrowed(_) => None,
+    };
+    redacted.unwrap_or(s)
+}
+
+/// [`redact_owned`] applied to every string in a JSON value (object keys stay as they are), for
+/// structured output that leaves the process, such as a handler's `ReturnValue`.
+pub fn redact_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => *s = redact_owned(std::mem::take(s)),
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        Value::Object(fields) => fields.values_mut().for_each(redact_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// Wraps a `MakeWriter` so every formatted event is redacted before it is written.
@@ -557,6 +628,178 @@ mod tests {
         );
     }
 
+    /// Each `(input, output)`: `input` redacts to `output` (equal to `input`: left alone).
+    fn assert_redacts(cases: &[(&str, &str)]) {
+        for (input, output) in cases {
+            assert_eq!(redact(input), *output, "redacting {input}");
+        }
+    }
+
+    #[test]
+    fn percent_encoded_sig_is_redacted() {
+        assert_redacts(&[
+            (
+                "pasted %73ig=AbC%2Bd%3D here",
+                "pasted %73ig=[REDACTED] here",
+            ),
+            (
+                "pasted sig%3DAbC%252Bd%253D here",
+                "pasted sig%3D[REDACTED] here",
+            ),
+            ("x %73ig%3DAbC y", "x %73ig%3D[REDACTED] y"),
+            ("sv%3D1%26sig%3DAbC", "sv%3D1%26sig%3D[REDACTED]"),
+            // Not a parameter named `sig`.
+            (
+                "design%3Dflat config%3Dsigma",
+                "design%3Dflat config%3Dsigma",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn sas_url_encoded_inside_another_url_loses_its_encoded_query() {
+        let kept = "https://a.example/go?next=https%3A%2F%2Fb.example%2Fx%3Fpage%3D2%26q%3Dsigh";
+        assert_redacts(&[
+            (
+                "open https://portal.example.com/go?next=https%3A%2F%2Fstg.blob.core.windows.net%2Fc%2Ft.json%3Fsv%3D2022-11-02%26se%3D2030%26sig%3DAbC%252Bd%253D&tab=1 now",
+                "open https://portal.example.com/go?next=https%3A%2F%2Fstg.blob.core.windows.net%2Fc%2Ft.json%3F[REDACTED]&tab=1 now",
+            ),
+            // Encoded twice (a URL in a URL in a URL).
+            ("u=x%253Fsv%253D1%2526sig%253DAbC", "u=x%253F[REDACTED]"),
+            // An encoded query without a signature is kept.
+            (kept, kept),
+        ]);
+    }
+
+    #[test]
+    fn client_secret_json_fields_are_redacted() {
+        assert_redacts(&[
+            (
+                r#"{"clientId": "abc", "clientSecret": "p4ss~w0rd", "tenant": "t"}"#,
+                r#"{"clientId": "abc", "clientSecret": "[REDACTED]", "tenant": "t"}"#,
+            ),
+            (
+                r#"{"client_secret":"p4ss"}"#,
+                r#"{"client_secret":"[REDACTED]"}"#,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn client_secret_key_value_forms_are_redacted() {
+        assert_redacts(&[
+            (
+                "login clientSecret=p4ss tenant=t",
+                "login clientSecret=[REDACTED] tenant=t",
+            ),
+            (
+                "az login --service-principal client-secret: p4ss",
+                "az login --service-principal client-secret: [REDACTED]",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn client_secret_environment_variables_are_redacted() {
+        assert_redacts(&[
+            (
+                "env AZURE_CLIENT_ID=abc AZURE_CLIENT_SECRET=p4ss~w0rd AZURE_TENANT_ID=t",
+                "env AZURE_CLIENT_ID=abc AZURE_CLIENT_SECRET=[REDACTED] AZURE_TENANT_ID=t",
+            ),
+            (
+                "export ARM_CLIENT_SECRET='p4ss'",
+                "export ARM_CLIENT_SECRET='[REDACTED]'",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn shared_key_authorization_is_redacted() {
+        let prose = "SharedKey authorization is disabled on this account";
+        assert_redacts(&[
+            (
+                "Authorization: SharedKey myaccount:ctzMq410TV3wS7upTBcunJTDLEJwMAZuFPfr0mrrA08=",
+                "Authorization: SharedKey myaccount:[REDACTED]",
+            ),
+            (
+                r#"{"Authorization":"SharedKeyLite acct:c2lnbmF0dXJl"}"#,
+                r#"{"Authorization":"SharedKeyLite acct:[REDACTED]"}"#,
+            ),
+            (prose, prose),
+        ]);
+    }
+
+    #[test]
+    fn password_key_value_is_redacted() {
+        // A template's parameter declaration is not a value.
+        let declaration = r#""adminPassword": {"type": "securestring"}"#;
+        assert_redacts(&[
+            (
+                "user=admin&password=hunter2&next=1",
+                "user=admin&password=[REDACTED]&next=1",
+            ),
+            ("DB_PASSWORD=hunter2", "DB_PASSWORD=[REDACTED]"),
+            (declaration, declaration),
+        ]);
+    }
+
+    #[test]
+    fn connection_string_password_is_redacted() {
+        assert_redacts(&[
+            (
+                "Server=tcp:db.example.com;User ID=app;Password=hun;ter2x;Encrypt=True",
+                "Server=tcp:db.example.com;User ID=app;Password=[REDACTED];ter2x;Encrypt=True",
+            ),
+            (
+                "Host=h;Username=u;Password=hunter2",
+                "Host=h;Username=u;Password=[REDACTED]",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn password_json_field_is_redacted() {
+        assert_redacts(&[
+            (
+                r#"{"adminUsername": "azureuser", "password": "hunter2!"}"#,
+                r#"{"adminUsername": "azureuser", "password": "[REDACTED]"}"#,
+            ),
+            (
+                r#"{"message":"body {\"adminPassword\":\"x\",\"password\":\"hunter2\"}"}"#,
+                r#"{"message":"body {\"adminPassword\":\"[REDACTED]\",\"password\":\"[REDACTED]\"}"}"#,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn redact_owned_keeps_clean_text_and_masks_secrets() {
+        let clean = String::from("nothing to hide");
+        let ptr = clean.as_ptr();
+        let out = redact_owned(clean);
+        assert_eq!(out, "nothing to hide");
+        assert_eq!(out.as_ptr(), ptr, "clean text is not copied");
+        assert_eq!(
+            redact_owned("sig=abc".to_string()),
+            format!("sig={REDACTED}")
+        );
+    }
+
+    #[test]
+    fn redact_json_masks_every_string() {
+        let mut v = serde_json::json!({
+            "failures": [{"vmId": "vm-1", "error": "GET https://a.blob.core.windows.net/c/b?sv=1&sig=abc failed"}],
+            "ok": true
+        });
+        redact_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "failures": [{"vmId": "vm-1", "error": "GET https://a.blob.core.windows.net/c/b?[REDACTED] failed"}],
+                    "ok": true
+            })
+        );
+    }
+
     #[test]
     fn redaction_is_idempotent() {
         for s in [
@@ -566,6 +809,16 @@ mod tests {
             "AccountKey=abc;",
             "client_secret=abc&",
             "SharedAccessSignature sr=a&sig=b",
+            "x %73ig=abc y",
+            "x sig%3Dabc y",
+            "go?next=https%3A%2F%2Fa%2Fb%3Fsv%3D1%26sig%3Dabc&tab=1",
+            r#"{"clientSecret": "abc"}"#,
+            "clientSecret=abc",
+            "AZURE_CLIENT_SECRET=abc",
+            "Authorization: SharedKey acct:abc=",
+            "password=abc&x",
+            "Server=s;Password=abc;",
+            r#"{"password": "abc"}"#,
         ] {
             let once = redact(s).into_owned();
             assert_ne!(once, s, "{s} must be redacted");

@@ -284,3 +284,46 @@ async fn vault_and_disk_limit_rules_need_azure_and_the_protection_record() {
         .is_some_and(|n| n.contains("--enabled-for-disk-encryption true")));
     assert_eq!(stack.sim.stats().writes.restores, 0);
 }
+
+#[tokio::test]
+async fn a_rejection_quoting_a_sas_url_is_answered_with_the_signature_redacted() {
+    let stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-win-01");
+    // A SAS URL pasted into a field that the rejection message quotes.
+    let sas = "https://stg1.blob.core.windows.net/c/t.json?sv=2022-11-02&sp=r&sig=S3cr3tSig%3D";
+    let redacted = "https://stg1.blob.core.windows.net/c/t.json?[REDACTED]";
+    let u = answer(
+        &stack,
+        "INC-SAS",
+        &request("INC-SAS", &vm, json!({ "restoreType": sas })),
+    )
+    .await;
+    assert_eq!(u.status, "rejected", "{u:?}");
+    assert_eq!(u.reason.as_deref(), Some("invalid-field"));
+    assert!(!u.message.contains("S3cr3tSig"), "{}", u.message);
+    assert!(u.message.contains(redacted), "{}", u.message);
+    let d = doc(&stack, "INC-SAS").expect("a rejected ticket has a document");
+    let history = serde_json::to_string(&d.history).expect("json");
+    assert!(!history.contains("S3cr3tSig"), "{history}");
+
+    // Another malformed request under the same ticket is answered without being recorded
+    // (sequence 0): redacted as well.
+    let u = answer(
+        &stack,
+        "INC-SAS",
+        &request(
+            "INC-SAS",
+            &vm,
+            json!({ "restoreType": format!("{sas}&se=2031") }),
+        ),
+    )
+    .await;
+    assert_eq!(u.sequence, 0, "{u:?}");
+    assert!(!u.message.contains("S3cr3tSig"), "{}", u.message);
+    assert!(u.message.contains(redacted), "{}", u.message);
+    // Nothing that left for the ticketing system carries the signature.
+    for (_, reply) in stack.replies(REPLY_QUEUE) {
+        let text = serde_json::to_string(&reply).expect("json");
+        assert!(!text.contains("S3cr3tSig"), "{text}");
+    }
+}

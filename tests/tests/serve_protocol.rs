@@ -6,7 +6,7 @@ use ade_backup_functions::handler_fn;
 use ade_backup_functions::handlers::{FunctionSpec, HandlerError, HandlerOutput, Registry};
 use ade_backup_functions::host::protocol::{TriggerInput, TriggerSpec};
 use ade_backup_test_support::receipt::record_message_receipt;
-use ade_backup_test_support::{spawn_app, spawn_app_with};
+use ade_backup_test_support::{spawn_app, spawn_app_with, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -442,4 +442,123 @@ async fn graceful_shutdown_finishes_in_flight_invocations() {
         .send()
         .await;
     assert!(after.is_err(), "no longer accepting connections");
+}
+
+/// Texts an Azure error can quote: a SAS URL, a client secret, a Shared Key signature, a
+/// password. None of the secrets in them may leave the process.
+const SAS_URL: &str = "https://stg1.blob.core.windows.net/restore/azuredeploy.json?sv=2022-11-02&se=2030-01-01&sp=r&sig=S3cr3tSig%3D";
+const SECRETS: [&str; 4] = ["S3cr3tSig", "cl13nt-s3cr3t", "U2hhcmVkS2V5U2ln", "hunter2"];
+
+fn secret_laden_text() -> String {
+    format!(
+        "template {SAS_URL} unreadable; AZURE_CLIENT_SECRET=cl13nt-s3cr3t; Authorization: SharedKey stg1:U2hhcmVkS2V5U2ln; Password=hunter2"
+    )
+}
+
+fn assert_redacted(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{what} leaks {secret}: {text}");
+    }
+    assert!(text.contains("[REDACTED]"), "{what}: {text}");
+}
+
+async fn leaky_poison(_: TriggerInput, _: &Context) -> Result<HandlerOutput, HandlerError> {
+    Err(HandlerError::poison(
+        "TemplateUnreadable",
+        secret_laden_text(),
+    ))
+}
+
+async fn leaky_transient(_: TriggerInput, _: &Context) -> Result<HandlerOutput, HandlerError> {
+    Err(HandlerError::Transient(secret_laden_text()))
+}
+
+async fn leaky_success(_: TriggerInput, _: &Context) -> Result<HandlerOutput, HandlerError> {
+    Ok(HandlerOutput {
+        logs: vec![secret_laden_text()],
+        return_value: json!({ "detail": [secret_laden_text()] }),
+    })
+}
+
+/// Runs one of the leaky handlers on message `id` in a fresh app; returns the app and the
+/// answer, whose status must be `status`.
+async fn invoke_leaky(function: &str, id: &str, status: StatusCode) -> (TestApp, Value) {
+    let app = spawn_app_with(with_leaky_handlers()).await;
+    let resp = app.invoke(function, &service_bus_payload(id, "{}")).await;
+    assert_eq!(resp.status(), status, "{function}");
+    let v = body_json(resp).await;
+    assert_invocation_shape(&v);
+    (app, v)
+}
+
+fn with_leaky_handlers() -> Registry {
+    let spec = |name, handler| FunctionSpec {
+        name,
+        trigger: TriggerSpec::ServiceBus {
+            queue: "leaky",
+            binding: "message",
+        },
+        handler,
+    };
+    Registry::production()
+        .with(spec("LeakyPoison", handler_fn!(leaky_poison)))
+        .with(spec("LeakyTransient", handler_fn!(leaky_transient)))
+        .with(spec("LeakySuccess", handler_fn!(leaky_success)))
+}
+
+#[tokio::test]
+async fn a_poison_description_quoting_secrets_is_redacted_in_logs_dead_letter_and_record() {
+    let (app, v) = invoke_leaky("LeakyPoison", "leak-1", StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert_redacted("Logs", &v["Logs"].to_string());
+    let dead_letter = &v["ReturnValue"]["deadLetter"];
+    assert_eq!(dead_letter["reason"], "TemplateUnreadable", "{v}");
+    let description = dead_letter["description"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a dead-letter description: {v}"));
+    assert_redacted("deadLetter.description", description);
+    assert!(
+        description
+            .contains("https://stg1.blob.core.windows.net/restore/azuredeploy.json?[REDACTED]"),
+        "the URL stays readable without its query: {description}"
+    );
+    assert_redacted("the response", &v.to_string());
+    let rec = app
+        .state
+        .json("deadletters/leaky/leak-1.json")
+        .expect("poison reason recorded");
+    assert_eq!(rec["reason"], "TemplateUnreadable");
+    assert_redacted("the dead-letter record", &rec.to_string());
+}
+
+#[tokio::test]
+async fn a_transient_error_quoting_secrets_is_redacted_in_logs() {
+    let (_app, v) = invoke_leaky(
+        "LeakyTransient",
+        "leak-2",
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await;
+    assert_eq!(v["ReturnValue"], Value::Null, "not dead-lettered: {v}");
+    assert!(v["Logs"].to_string().contains("unreadable"), "{v}");
+    assert_redacted("the response", &v.to_string());
+}
+
+#[tokio::test]
+async fn a_successful_output_quoting_secrets_is_redacted() {
+    let (_app, v) = invoke_leaky("LeakySuccess", "leak-3", StatusCode::OK).await;
+    assert_redacted("Logs", &v["Logs"].to_string());
+    assert_redacted("ReturnValue", &v["ReturnValue"].to_string());
+}
+
+#[tokio::test]
+async fn an_error_response_quoting_a_secret_is_redacted() {
+    let app = spawn_app().await;
+    let resp = app
+        .invoke("sig=S3cr3tSig", &service_bus_payload("leak-4", "{}"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], "FunctionNotFound");
+    assert_redacted("error.message", &v["error"]["message"].to_string());
+    assert_redacted("the response", &v.to_string());
 }

@@ -18,11 +18,17 @@
 //!   host ignores `ReturnValue` on failure, so there Service Bus dead-letters after
 //!   `maxDeliveryCount` — the recorded document keeps the real reason. If recording fails the
 //!   outcome degrades to transient (no `deadLetter`), so the message is retried rather than lost.
+//!
+//! Everything an [`Outcome`] carries leaves the process (the host's invocation log, Service Bus
+//! dead-letter properties, the recorded document), so [`dispatch`] passes all of it through
+//! [`redact_owned`]: a SAS URL or secret in an Azure error message is masked before it is
+//! answered, logged by the host or stored.
 
 use crate::context::Context;
 use crate::engine::WorkflowError;
 use crate::trigger::{DeadLetter, ServiceBusMessage, TriggerInput, TriggerSpec};
 use ade_backup_shared::state::{self, StateError};
+use ade_backup_shared::telemetry::{redact_json, redact_owned};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -49,6 +55,13 @@ pub struct HandlerOutput {
 impl HandlerOutput {
     pub fn log(mut self, line: impl Into<String>) -> Self {
         self.logs.push(line.into());
+        self
+    }
+
+    /// The output with its log lines and every string of its return value redacted.
+    fn redacted(mut self) -> Self {
+        self.logs = self.logs.into_iter().map(redact_owned).collect();
+        redact_json(&mut self.return_value);
         self
     }
 }
@@ -92,6 +105,22 @@ impl std::fmt::Display for Disposition {
     }
 }
 
+impl Disposition {
+    /// The disposition with its texts redacted.
+    fn redacted(self) -> Self {
+        match self {
+            Self::Transient(m) => Self::Transient(redact_owned(m)),
+            Self::Poison {
+                reason,
+                description,
+            } => Self::Poison {
+                reason: redact_owned(reason),
+                description: redact_owned(description),
+            },
+        }
+    }
+}
+
 impl HandlerError {
     pub fn poison(reason: impl Into<String>, description: impl Into<String>) -> Self {
         Self::Poison {
@@ -100,9 +129,10 @@ impl HandlerError {
         }
     }
 
-    /// The one place a failure is classified as transient or poison.
+    /// The one place a failure is classified as transient or poison. The texts are redacted:
+    /// everything downstream of the classification leaves the process.
     pub fn disposition(&self) -> Disposition {
-        match self {
+        let disposition = match self {
             Self::Transient(m) => Disposition::Transient(m.clone()),
             Self::Poison {
                 reason,
@@ -118,7 +148,8 @@ impl HandlerError {
                 },
                 None => Disposition::Transient(crate::engine::chain(e)),
             },
-        }
+        };
+        disposition.redacted()
     }
 }
 
@@ -309,7 +340,7 @@ pub async fn dispatch(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -
         TriggerInput::Timer(_) => None,
     };
     let error = match (spec.handler)(input, ctx).await {
-        Ok(out) => return Outcome::Completed(out),
+        Ok(out) => return Outcome::Completed(out.redacted()),
         Err(e) => e,
     };
     log_source(spec.name, &error);
@@ -393,7 +424,8 @@ async fn dead_letter(
         Err(e) => {
             let error = Disposition::Transient(format!(
                 "could not record the poison reason at {key} ({e}); retrying instead of dead-lettering: {error}"
-            ));
+            ))
+            .redacted();
             Outcome::Failed {
                 logs: vec![error.to_string()],
                 error,
@@ -438,6 +470,41 @@ mod tests {
         }
         .into();
         assert!(matches!(e.disposition(), Disposition::Poison { .. }));
+    }
+
+    #[test]
+    fn dispositions_and_outputs_are_redacted() {
+        let sas = "https://stg1.blob.core.windows.net/c/t.json?sv=1&sig=S3cr3t";
+        let e = HandlerError::poison("Bad", format!("template {sas} clientSecret=p4ss"));
+        assert_eq!(
+            e.disposition(),
+            Disposition::Poison {
+                reason: "Bad".into(),
+                description:
+                    "template https://stg1.blob.core.windows.net/c/t.json?[REDACTED] clientSecret=[REDACTED]"
+                        .into(),
+            }
+        );
+        let e = HandlerError::Transient(format!("GET {sas} failed"));
+        assert_eq!(
+            e.disposition(),
+            Disposition::Transient(
+                "GET https://stg1.blob.core.windows.net/c/t.json?[REDACTED] failed".into()
+            )
+        );
+        let out = HandlerOutput {
+            logs: vec![format!("read {sas}")],
+            return_value: json!({"failures": [format!("password=hunter2 at {sas}")]}),
+        }
+        .redacted();
+        assert_eq!(
+            out.logs,
+            vec!["read https://stg1.blob.core.windows.net/c/t.json?[REDACTED]".to_string()]
+        );
+        assert_eq!(
+            out.return_value,
+            json!({"failures": ["password=[REDACTED] at https://stg1.blob.core.windows.net/c/t.json?[REDACTED]"]})
+        );
     }
 
     fn read_json(path: &Path) -> Value {

@@ -15,6 +15,9 @@
 //! Error responses carry `{"error": {"code", "message", "field"?, "rule"?}}` plus the invocation
 //! response keys, so a host that reads `Logs` sees the message too.
 //!
+//! Nothing secret leaves in a response: [`dispatch`] redacts the outcome it returns (logs,
+//! return value, dead-letter reason and description), and [`error_response`] redacts its texts.
+//!
 //! The server listens on loopback only: the Functions host is the only intended caller.
 
 use crate::context::Context;
@@ -22,6 +25,7 @@ use crate::handlers::{dispatch, FunctionSpec, Outcome, Registry};
 use crate::host::protocol::{
     parse_invocation, InvocationResponse, TriggerInput, INVOCATION_ID_HEADER,
 };
+use ade_backup_shared::telemetry::redact_owned;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -150,7 +154,15 @@ struct ErrorBody {
     return_value: Value,
 }
 
+/// An error answer. Its texts can quote the request (a function name, a field's value), so they
+/// are redacted like everything else that leaves the process.
 fn error_response(status: StatusCode, error: ErrorDetail) -> Response {
+    let error = ErrorDetail {
+        message: redact_owned(error.message),
+        field: error.field.map(redact_owned),
+        rule: error.rule.map(redact_owned),
+        ..error
+    };
     let body = ErrorBody {
         logs: vec![error.message.clone()],
         error,

@@ -14,6 +14,8 @@
 //! (`ApplicationProperties`, `sys`, the timer's `TimerInfo`) as objects.
 
 use super::queue::{AbandonOutcome, LocalQueue, LocalQueueError, ReceivedMessage};
+use ade_backup_shared::http::read_bounded;
+use ade_backup_shared::telemetry::redact_owned;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -27,6 +29,11 @@ use uuid::Uuid;
 
 /// Reported in `x-azure-functions-hostversion`; identifies the embedded host, not a real one.
 const HOST_VERSION: &str = "4.0.0-ade-backup-local";
+/// Largest failed answer read from the handler: ade-backup's are a few KiB (`Logs` and the
+/// dead-letter request).
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Characters of the handler's first log line kept in an abandon reason.
+const MAX_LOG_CHARS: usize = 200;
 
 /// Per-function counters for the report.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -195,7 +202,26 @@ pub(crate) fn dead_letter_request(body: &str) -> Option<(String, String)> {
 fn first_log(body: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).ok()?;
     let line = v.get("Logs")?.as_array()?.iter().find_map(Value::as_str)?;
-    Some(line.chars().take(200).collect())
+    Some(line.to_string())
+}
+
+/// What a failed answer (`status`, `body`) means for the message. Its texts leave the process
+/// (stored with the dead letter, printed), so they are redacted here, the log line before it is
+/// shortened so no secret is cut past recognition.
+pub(crate) fn failed_verdict(status: u16, body: &str) -> Verdict {
+    if let Some((reason, description)) = dead_letter_request(body) {
+        return Verdict::DeadLetter {
+            reason: redact_owned(reason),
+            description: redact_owned(description),
+        };
+    }
+    match first_log(body) {
+        Some(log) => {
+            let log: String = redact_owned(log).chars().take(MAX_LOG_CHARS).collect();
+            Verdict::Abandon(format!("HTTP {status}: {log}"))
+        }
+        None => Verdict::Abandon(format!("HTTP {status}")),
+    }
 }
 
 async fn post(shared: &Shared, url: &str, function: &str, payload: &Value) -> Verdict {
@@ -212,18 +238,15 @@ async fn post(shared: &Shared, url: &str, function: &str, payload: &Value) -> Ve
     match response {
         Ok(r) if r.status().is_success() => Verdict::Complete,
         Ok(r) => {
-            let status = r.status();
-            let body = r.text().await.unwrap_or_default();
-            if let Some((reason, description)) = dead_letter_request(&body) {
-                return Verdict::DeadLetter {
-                    reason,
-                    description,
-                };
-            }
-            match first_log(&body) {
-                Some(log) => Verdict::Abandon(format!("HTTP {}: {log}", status.as_u16())),
-                None => Verdict::Abandon(format!("HTTP {}", status.as_u16())),
-            }
+            let status = r.status().as_u16();
+            let body = match read_bounded(r, MAX_ANSWER_BYTES).await {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) if e.is_too_large() => {
+                    return Verdict::Abandon(format!("HTTP {status}: {e}"))
+                }
+                Err(_) => String::new(),
+            };
+            failed_verdict(status, &body)
         }
         Err(e) if e.is_timeout() => Verdict::Abandon(format!(
             "no answer within functionTimeout ({} s)",
@@ -536,6 +559,41 @@ mod tests {
             None
         );
         assert_eq!(dead_letter_request("not json"), None);
+    }
+
+    #[test]
+    fn failed_answers_are_redacted_before_they_are_stored_or_printed() {
+        let sas = "https://stg.blob.core.windows.net/c/t.json?sv=2022-11-02&sig=S3CR3T%3D";
+        let answer = json!({
+            "Logs": [format!("poison message (Bad): template {sas}")],
+            "ReturnValue": {"deadLetter": {
+                "reason": "Bad",
+                "description": format!("template {sas} AZURE_CLIENT_SECRET=hunter2"),
+            }},
+        });
+        match failed_verdict(500, &answer.to_string()) {
+            Verdict::DeadLetter {
+                reason,
+                description,
+            } => {
+                assert_eq!(reason, "Bad");
+                assert_eq!(
+                    description,
+                    "template https://stg.blob.core.windows.net/c/t.json?[REDACTED] AZURE_CLIENT_SECRET=[REDACTED]"
+                );
+            }
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+        // The first log line of an abandoned answer is redacted before it is shortened.
+        let padding = "x".repeat(170);
+        let answer =
+            json!({"Logs": [format!("{padding} Bearer abcdefghijklmnopqrstuvwxyz0123456789")]});
+        let Verdict::Abandon(why) = failed_verdict(503, &answer.to_string()) else {
+            panic!("expected an abandon");
+        };
+        assert!(why.starts_with("HTTP 503: "), "{why}");
+        assert!(!why.contains("abcdefghij"), "{why}");
+        assert!(why.ends_with("Bearer [REDACTED]"), "{why}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::pacing::{BucketKey, Pacer, PacingPolicy, RequestClass};
 use super::retry::{self, AttemptError, Repeat, RetryPolicy};
 use super::scope::{check_segment, id_segments, SubscriptionId};
 use crate::credential::{TokenSource, ARM_SCOPE};
+use crate::http::{read_bounded, BodyError};
 use crate::ids::ResourceId;
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
@@ -16,6 +17,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
+
+/// Default cap on one ARM / Graph response body. The biggest answers ade-backup reads are list
+/// pages (`value` + `nextLink`, ARM pages at most 1,000 items; a VM with its instance view and
+/// extensions is a few tens of KiB) and Resource Graph pages (at most 1,000 rows): a few MiB.
+/// 32 MiB leaves an order of magnitude of headroom and still bounds what one call can cost.
+pub const MAX_ARM_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Client configuration. `Default` targets public Azure.
 #[derive(Debug, Clone)]
@@ -36,6 +43,9 @@ pub struct ArmClientOptions {
     /// Where `https://{account}.blob.core.windows.net/...` is served instead (the simulator):
     /// `{blob_endpoint}/{account}/...`. `None` in Azure.
     pub blob_endpoint: Option<Url>,
+    /// Largest response body read from ARM or Graph ([`MAX_ARM_RESPONSE_BYTES`] by default): a
+    /// larger success is a permanent `ResponseTooLarge` error, a larger error body is not read.
+    pub max_response_bytes: usize,
 }
 
 impl Default for ArmClientOptions {
@@ -51,6 +61,7 @@ impl Default for ArmClientOptions {
             user_agent: format!("ade-backup/{}", env!("CARGO_PKG_VERSION")),
             default_poll_interval: Duration::from_secs(10),
             blob_endpoint: None,
+            max_response_bytes: MAX_ARM_RESPONSE_BYTES,
         }
     }
 }
@@ -335,16 +346,25 @@ impl ArmClient {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.observe_ratelimit(call, &headers);
-        let body = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return Err(no_retry(self.transport_error(call, e))),
+        let body = match read_bounded(resp, self.inner.options.max_response_bytes).await {
+            Ok(b) => Ok(b),
+            Err(BodyError::Read(e)) => return Err(no_retry(self.transport_error(call, e))),
+            Err(too_large) => Err(too_large.to_string()),
         };
         if (200..300).contains(&status) {
-            return Ok(RawResponse {
-                status,
-                headers,
-                body,
-            });
+            return match body {
+                Ok(body) => Ok(RawResponse {
+                    status,
+                    headers,
+                    body,
+                }),
+                Err(why) => Err(no_retry(ArmError::Permanent {
+                    operation: call.operation.to_string(),
+                    status,
+                    code: Some(RESPONSE_TOO_LARGE.into()),
+                    message: why,
+                })),
+            };
         }
         if status == 429 {
             self.lock_stats().throttled += 1;
@@ -352,7 +372,17 @@ impl ArmClient {
             self.inner.pacer.observe_remaining(call.bucket, 0);
         }
         let retry_after = retry_after(&headers);
-        let error = classify(call.operation, status, retry_after, &body);
+        // An error body over the cap is left unread; the status still classifies the failure.
+        let error = match body {
+            Ok(body) => classify(call.operation, status, retry_after, &body),
+            Err(why) => classify_parts(
+                call.operation,
+                status,
+                retry_after,
+                None,
+                format!("HTTP {status} ({why})"),
+            ),
+        };
         tracing::debug!(operation = call.operation, status, code = ?error.code(), "ARM request failed");
         Err(AttemptError { error, retry_after })
     }
@@ -499,6 +529,9 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// Error code of a success whose body is over [`ArmClientOptions::max_response_bytes`].
+pub const RESPONSE_TOO_LARGE: &str = "ResponseTooLarge";
+
 pub(crate) fn classify(
     operation: &str,
     status: u16,
@@ -507,6 +540,17 @@ pub(crate) fn classify(
 ) -> ArmError {
     let (code, message) = parse_error_body(body);
     let message = message.unwrap_or_else(|| format!("HTTP {status}"));
+    classify_parts(operation, status, retry_after, code, message)
+}
+
+/// [`classify`] with the error body already parsed (or left unread).
+fn classify_parts(
+    operation: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    code: Option<String>,
+    message: String,
+) -> ArmError {
     let operation = operation.to_string();
     match status {
         404 => ArmError::NotFound {

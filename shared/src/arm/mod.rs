@@ -61,7 +61,9 @@ pub use authorization::{
     RoleAssignment, RoleAssignmentProperties, RoleDefinition, RoleDefinitionProperties,
     RolePermission, BACKUP_KEY_VAULT_DATA_ACTIONS,
 };
-pub use client::{ArmClient, ArmClientOptions, ArmStats};
+pub use client::{
+    ArmClient, ArmClientOptions, ArmStats, MAX_ARM_RESPONSE_BYTES, RESPONSE_TOO_LARGE,
+};
 pub use common::SubResource;
 pub use compute::{
     AdeSettings, DataDisk, DiskEncryptionSettings, DiskInstanceView, ExtensionInstanceView,

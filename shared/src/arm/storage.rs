@@ -5,10 +5,14 @@
 
 use super::{ArmClient, ArmError};
 use crate::credential::STORAGE_SCOPE;
+use crate::http::{read_bounded, BodyError};
 use url::Url;
 
 const STORAGE_VERSION: &str = "2021-08-06";
-const MAX_BLOB_BYTES: usize = 4 * 1024 * 1024;
+/// Largest blob [`ArmClient::download_blob_json`] reads: a restore-disks template is tens of KiB.
+pub const MAX_BLOB_BYTES: usize = 4 * 1024 * 1024;
+/// Error code of a blob over [`MAX_BLOB_BYTES`].
+pub const BLOB_TOO_LARGE: &str = "BlobTooLarge";
 
 impl ArmClient {
     /// Maps `https://{account}.blob.core.windows.net/{path}` to the configured blob endpoint
@@ -55,8 +59,9 @@ impl ArmClient {
         Ok(mapped)
     }
 
-    /// Downloads a JSON blob (at most 4 MiB) with the process identity. A SAS query on the input
-    /// URL is dropped, never sent, never logged.
+    /// Downloads a JSON blob (at most [`MAX_BLOB_BYTES`], refused from its `Content-Length` or
+    /// cut off while streaming) with the process identity. A SAS query on the input URL is
+    /// dropped, never sent, never logged.
     pub async fn download_blob_json(&self, url: &Url) -> Result<serde_json::Value, ArmError> {
         const OP: &str = "storage.blob.get";
         let target = self.blob_url(url)?;
@@ -81,23 +86,23 @@ impl ArmClient {
             .get("x-ms-error-code")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp.bytes().await.map_err(|e| ArmError::Transient {
-            operation: OP.into(),
-            status: Some(status),
-            code: None,
-            message: e.without_url().to_string(),
-        })?;
         let message = format!("blob {} answered {status}", target.path());
         match status {
-            200 if body.len() <= MAX_BLOB_BYTES => {
-                serde_json::from_slice(&body).map_err(|e| ArmError::decode(OP, e))
-            }
-            200 => Err(ArmError::Permanent {
-                operation: OP.into(),
-                status,
-                code: Some("BlobTooLarge".into()),
-                message,
-            }),
+            200 => match read_bounded(resp, MAX_BLOB_BYTES).await {
+                Ok(body) => serde_json::from_slice(&body).map_err(|e| ArmError::decode(OP, e)),
+                Err(BodyError::Read(e)) => Err(ArmError::Transient {
+                    operation: OP.into(),
+                    status: Some(status),
+                    code: None,
+                    message: e.to_string(),
+                }),
+                Err(too_large) => Err(ArmError::Permanent {
+                    operation: OP.into(),
+                    status,
+                    code: Some(BLOB_TOO_LARGE.into()),
+                    message: format!("blob {}: {too_large}", target.path()),
+                }),
+            },
             404 => Err(ArmError::NotFound {
                 operation: OP.into(),
                 code,

@@ -35,6 +35,7 @@
 
 use super::{MessageSender, MessagingError, OutboundMessage};
 use crate::credential::{TokenSource, SERVICE_BUS_SCOPE};
+use crate::http::read_bounded;
 use crate::telemetry::{current_traceparent, redact, TraceContext};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -54,6 +55,9 @@ pub const MAX_QUEUE_NAME_LEN: usize = 260;
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
 /// How much of an error response body we keep for the error message.
 const MAX_ERROR_BODY_CHARS: usize = 1024;
+/// How much of an error response body we read at all: Service Bus error bodies are a few hundred
+/// bytes of XML, and only the first [`MAX_ERROR_BODY_CHARS`] characters are kept.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Headers an application property must not overwrite: the ones this sender sets itself, and
 /// the ones HTTP or the client manage.
@@ -216,7 +220,13 @@ impl MessageSender for ServiceBusSender {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
+        // The error body only explains the status: one that cannot be read (or is over the cap)
+        // is described instead, and the status still classifies the failure.
+        let body = match read_bounded(response, MAX_ERROR_BODY_BYTES).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.is_too_large() => format!("({e})"),
+            Err(_) => String::new(),
+        };
         Err(classify_failure(status, &body))
     }
 }

@@ -308,10 +308,13 @@ fn push(
     message: String,
     why: Why<'_>,
 ) -> RestoreStatusUpdate {
-    let mut u = op.push_status(at, status, step, message);
-    u.reason = why.reason.map(str::to_string);
+    // The status goes to the ticketing system: its texts are redacted (an Azure error can quote
+    // a SAS URL or a secret).
+    use ade_backup_shared::telemetry::redact_owned;
+    let mut u = op.push_status(at, status, step, redact_owned(message));
+    u.reason = why.reason.map(|r| redact_owned(r.to_string()));
     u.field = why.field.map(str::to_string);
-    u.next_action = why.next_action.map(str::to_string);
+    u.next_action = why.next_action.map(|n| redact_owned(n.to_string()));
     if let Some(last) = op.history.last_mut() {
         *last = u.clone();
     }

@@ -208,16 +208,18 @@ async fn reply_unrecorded(
     let Some(queue) = reply_to else {
         return Ok(());
     };
+    use ade_backup_shared::telemetry::redact_owned;
     let update = RestoreStatusUpdate {
         ticket_id: ticket.as_str().to_string(),
         sequence: 0,
         status: RestoreStatus::Rejected,
         at: engine::now(ctx),
         step: Some(RestoreStep::Validate),
-        message: refusal.message.clone(),
-        reason: Some(refusal.code.clone()),
+        // Redacted like every status (see `push`).
+        message: redact_owned(refusal.message.clone()),
+        reason: Some(redact_owned(refusal.code.clone())),
         field: Some(refusal.field.clone()),
-        next_action: refusal.next_action.clone(),
+        next_action: refusal.next_action.clone().map(redact_owned),
         azure: RestoreAzureIds::default(),
     };
     let fp: String = fingerprint.chars().rev().take(16).collect();
