@@ -282,3 +282,73 @@ async fn a_same_named_vms_restore_job_is_never_adopted() {
         .expect("the job");
     assert!(job.is_for_vm(&ResourceId::parse(&vm).expect("id")));
 }
+
+/// Overwrites the template blob of `ticket` in the simulator, as anyone with write access to the
+/// staging account could.
+async fn replace_template(stack: &SimStack, ticket: &str, template: serde_json::Value) {
+    let op = stack.restore_doc(ticket).expect("recorded");
+    let uri =
+        url::Url::parse(&op.azure.template_blob_uri.expect("template recorded")).expect("url");
+    let account = uri
+        .host_str()
+        .and_then(|h| h.split('.').next())
+        .expect("account");
+    let base = stack
+        .ctx
+        .arm
+        .endpoint()
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+    let put = format!("{base}/_blob/{account}{}", uri.path());
+    let resp = reqwest::Client::new()
+        .put(put)
+        .bearer_auth("attacker")
+        .header("x-ms-version", "2021-08-06")
+        .header("x-ms-blob-type", "BlockBlob")
+        .json(&template)
+        .send()
+        .await
+        .expect("put blob");
+    assert_eq!(resp.status().as_u16(), 201);
+}
+
+#[tokio::test]
+async fn a_replaced_template_is_never_deployed() {
+    let stack = SimStack::start().await;
+    let vm = web_vm();
+    stack.protect(&vm).await;
+    let schema = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#";
+    let nested = json!({"$schema": schema, "resources": [
+        {"type": "Microsoft.Compute/virtualMachines", "name": "x"},
+        {"type": "Microsoft.Authorization/roleAssignments", "name": "owner-for-me"}
+    ]});
+    let plain_vm = json!({"$schema": schema, "resources": [
+        {"type": "Microsoft.Compute/virtualMachines", "name": "[parameters('VirtualMachineName')]"}
+    ]});
+    // A role assignment slipped in, and a harmless-looking VM template in place of the real one:
+    // both are another template than the one the restore job wrote.
+    for (ticket, template) in [("INC-TPL-1", nested), ("INC-TPL-2", plain_vm)] {
+        let before = stack.sim.stats().writes.deployments;
+        let body = serde_json::to_vec(&restore_request(ticket, &vm, json!({}))).expect("json");
+        stack
+            .pump
+            .enqueue("restore-requests", &format!("req-{ticket}"), body);
+        stack.pump_until(2000, |m| m.queue == "redeploy-vm").await;
+        replace_template(&stack, ticket, template).await;
+        stack.pump(2000).await;
+        let op = stack.restore_doc(ticket).expect("recorded");
+        assert_eq!(op.status, "failed", "{ticket}: {:#?}", op.history);
+        let last = op.history.last().expect("history");
+        assert_eq!(
+            last.reason.as_deref(),
+            Some("restore-template-rejected"),
+            "{ticket}"
+        );
+        assert_eq!(
+            stack.sim.stats().writes.deployments,
+            before,
+            "{ticket}: nothing was deployed"
+        );
+    }
+}

@@ -67,6 +67,13 @@ pub struct RestoreDetail {
     pub power_state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disks: Option<String>,
+    /// When the restore job ended: its template may not have been written after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_ended: Option<DateTime<Utc>>,
+    /// The template blob's `ETag` when the job was seen completed: the deployment uses that
+    /// version or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_etag: Option<String>,
 }
 
 impl StepDetail for RestoreDetail {}

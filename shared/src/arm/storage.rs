@@ -9,6 +9,14 @@ use crate::http::{read_bounded, BodyError};
 use url::Url;
 
 const STORAGE_VERSION: &str = "2021-08-06";
+/// A JSON blob and the properties that say when and in which version it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonBlob {
+    pub json: serde_json::Value,
+    pub etag: Option<String>,
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Largest blob [`ArmClient::download_blob_json`] reads: a restore-disks template is tens of KiB.
 pub const MAX_BLOB_BYTES: usize = 4 * 1024 * 1024;
 /// Error code of a blob over [`MAX_BLOB_BYTES`].
@@ -63,6 +71,12 @@ impl ArmClient {
     /// cut off while streaming) with the process identity. A SAS query on the input URL is
     /// dropped, never sent, never logged.
     pub async fn download_blob_json(&self, url: &Url) -> Result<serde_json::Value, ArmError> {
+        self.download_blob(url).await.map(|b| b.json)
+    }
+
+    /// [`ArmClient::download_blob_json`] with the blob's `ETag` and `Last-Modified`: whether it was
+    /// written again after whoever should have written it.
+    pub async fn download_blob(&self, url: &Url) -> Result<JsonBlob, ArmError> {
         const OP: &str = "storage.blob.get";
         let target = self.blob_url(url)?;
         let token = self.inner.credential.token(STORAGE_SCOPE).await?;
@@ -87,9 +101,25 @@ impl ArmClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let message = format!("blob {} answered {status}", target.path());
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let etag = header("etag");
+        let last_modified = header("last-modified")
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(&v).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
         match status {
             200 => match read_bounded(resp, MAX_BLOB_BYTES).await {
-                Ok(body) => serde_json::from_slice(&body).map_err(|e| ArmError::decode(OP, e)),
+                Ok(body) => serde_json::from_slice(&body)
+                    .map(|json| JsonBlob {
+                        json,
+                        etag,
+                        last_modified,
+                    })
+                    .map_err(|e| ArmError::decode(OP, e)),
                 Err(BodyError::Read(e)) => Err(ArmError::Transient {
                     operation: OP.into(),
                     status: Some(status),

@@ -11,7 +11,7 @@ use crate::engine::{
     self, claim_lost, claim_step, poll_delay, poll_step, update_holding, ArmResultExt, Claimed,
     Phase, PollSpec, Polled, WorkflowError, Writer,
 };
-use crate::records::{RestoreOperation, RestoreStatus, RestoreStep};
+use crate::records::{RestoreDetail, RestoreOperation, RestoreStatus, RestoreStep};
 use crate::trigger::ServiceBusMessage;
 use ade_backup_shared::arm::recovery_services::{BackupJobFilter, JobOperation};
 use ade_backup_shared::arm::{
@@ -335,6 +335,12 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
     };
     let config = job.property("Config Blob Uri").map(strip_query);
     let at = engine::now(ctx);
+    // Pin the template as the job left it: its version now, and when the job ended.
+    let detail = RestoreDetail {
+        job_ended: Some(job.properties.end_time.unwrap_or(at)),
+        template_etag: super::template::current_etag(ctx, &template).await?,
+        ..Default::default()
+    };
     let staging = request_of(&op)?
         .staging_storage_account_id
         .name()
@@ -346,7 +352,7 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         if o.steps.is_done(step) {
             return false;
         }
-        o.steps.finish(step, at, None);
+        o.steps.finish(step, at, Some(detail.clone()));
         o.azure.template_blob_uri = Some(template.clone());
         o.azure.config_blob_uri = config.clone();
         let st = RestoreStatus::DisksRestored;

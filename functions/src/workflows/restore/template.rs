@@ -1,6 +1,7 @@
 //! The template a restore job wrote, read and checked before it is deployed under ade-backup's
-//! identity: it must be in the staging account the request named, and it must be nothing but a
-//! VM restore ([`crate::domain::restore_template`]). Anything else fails the ticket with reason
+//! identity: it must be in the staging account the request named, be the version the job wrote
+//! (the `ETag` pinned when the job was seen completed; `Last-Modified` not after the job ended),
+//! and be nothing but a VM restore ([`crate::domain::restore_template`]). Anything else fails the ticket with reason
 //! `restore-template-rejected` and a security log line; the template's URL never reaches the
 //! ticket.
 
@@ -10,6 +11,7 @@ use crate::domain::restore_request::RestoreRequest;
 use crate::domain::restore_template;
 use crate::engine::WorkflowError;
 use crate::records::{RestoreOperation, RestoreStep};
+use ade_backup_shared::arm::storage::JsonBlob;
 use serde_json::Value;
 use url::Url;
 
@@ -46,7 +48,7 @@ pub(super) async fn fetch_checked(
             return rejected(ctx, op, &why).await.map(Err);
         }
     };
-    let content = match ctx.arm.download_blob_json(&url).await {
+    let blob = match ctx.arm.download_blob(&url).await {
         Ok(t) => t,
         Err(e) if e.is_transient() => {
             return Err(WorkflowError::arm("reading the restore template", e))
@@ -62,10 +64,52 @@ pub(super) async fn fetch_checked(
                 .map(Err);
         }
     };
+    if let Some(why) = written_again(op, &blob) {
+        return rejected(ctx, op, &why).await.map(Err);
+    }
     let subnet = req.target_subnet_id.as_ref().map(ToString::to_string);
-    match restore_template::check(&content, subnet.as_deref()) {
-        Ok(()) => Ok(Ok(content)),
+    match restore_template::check(&blob.json, subnet.as_deref()) {
+        Ok(()) => Ok(Ok(blob.json)),
         Err(rule) => rejected(ctx, op, &rule.to_string()).await.map(Err),
+    }
+}
+
+/// How long after the restore job's end its template may carry as `Last-Modified` (the backup
+/// service and the storage service keep their own clocks).
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Why the blob is not the one the restore job wrote, if it is not: a version other than the one
+/// pinned when the job was seen completed, or written after the job ended.
+fn written_again(op: &RestoreOperation, blob: &JsonBlob) -> Option<String> {
+    let pinned = op.steps.detail(RestoreStep::TrackRestoreJob);
+    if let (Some(want), Some(got)) = (&pinned.template_etag, &blob.etag) {
+        if want != got {
+            return Some(format!(
+                "the template blob was replaced after the restore job wrote it (ETag {got}, expected {want})"
+            ));
+        }
+    }
+    match (pinned.job_ended, blob.last_modified) {
+        (Some(ended), Some(modified)) if modified > ended + CLOCK_SKEW => Some(format!(
+            "the template blob was modified at {modified}, after the restore job ended at {ended}"
+        )),
+        _ => None,
+    }
+}
+
+/// The template blob's `ETag` now (`None` when the blob cannot be read yet: the deployment
+/// checks again).
+pub(super) async fn current_etag(
+    ctx: &Context,
+    template: &str,
+) -> Result<Option<String>, WorkflowError> {
+    let Ok(url) = Url::parse(template) else {
+        return Ok(None);
+    };
+    match ctx.arm.download_blob(&url).await {
+        Ok(b) => Ok(b.etag),
+        Err(e) if e.is_transient() => Err(WorkflowError::arm("reading the restore template", e)),
+        Err(_) => Ok(None),
     }
 }
 
