@@ -334,7 +334,10 @@ fn bek_vault(settings: &Value) -> Result<(&str, ResourceId), AdeState> {
         ));
     }
     match setting(settings, "KeyVaultResourceId").map(ResourceId::parse) {
-        Some(Ok(id)) if id.is_type("Microsoft.KeyVault/vaults") => Ok((kv_url, id)),
+        Some(Ok(id)) if id.is_type("Microsoft.KeyVault/vaults") => {
+            same_vault("KeyVaultURL", kv_url, "KeyVaultResourceId", &id)?;
+            Ok((kv_url, id))
+        }
         Some(Ok(_)) | Some(Err(_)) => Err(unsupported(
             "ade-settings-invalid",
             "the ADE extension's KeyVaultResourceId is not a Key Vault resource id".to_string(),
@@ -375,12 +378,77 @@ fn kek(
             }
         },
     };
+    same_vault(
+        "KeyEncryptionKeyURL",
+        kek_url.as_str(),
+        "KekVaultResourceId",
+        &kek_vault,
+    )?;
     Ok((Some(kek_url), Some(kek_vault)))
+}
+
+/// The vault a Key Vault URL points at (`https://{vault}.vault.azure.net/...`).
+fn url_vault_name(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?;
+    host.split('.').next().map(str::to_ascii_lowercase)
+}
+
+/// The resource id an access grant goes to must be the vault the URL the VM uses points at:
+/// otherwise ade-backup would grant Azure Backup access on a vault that settings name but the VM
+/// does not use (and a forged extension could choose it).
+fn same_vault(url_field: &str, url: &str, id_field: &str, id: &ResourceId) -> Result<(), AdeState> {
+    match url_vault_name(url) {
+        Some(name) if name.eq_ignore_ascii_case(id.name()) => Ok(()),
+        other => Err(unsupported(
+            "ade-settings-invalid",
+            format!(
+                "the ADE extension's {id_field} names the Key Vault {} but its {url_field} points at {}; the two must be the same vault",
+                id.name(),
+                other.unwrap_or_else(|| "no vault".into())
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_vault_id_must_name_the_vault_its_url_points_at() {
+        let id = |n: &str| {
+            ResourceId::parse(&format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{n}")).expect("id")
+        };
+        assert!(same_vault(
+            "KeyVaultURL",
+            "https://kv-a.vault.azure.net/",
+            "KeyVaultResourceId",
+            &id("KV-A")
+        )
+        .is_ok());
+        let Err(AdeState::Unsupported { code, message }) = same_vault(
+            "KeyVaultURL",
+            "https://kv-a.vault.azure.net/",
+            "KeyVaultResourceId",
+            &id("kv-other"),
+        ) else {
+            panic!("a mismatch is refused");
+        };
+        assert_eq!(code, "ade-settings-invalid");
+        assert!(
+            message.contains("kv-other") && message.contains("kv-a"),
+            "{message}"
+        );
+        let bek = serde_json::json!({
+            "KeyVaultURL": "https://kv-a.vault.azure.net/",
+            "KeyVaultResourceId": id("kv-b").to_string()
+        });
+        assert!(
+            bek_vault(&bek).is_err(),
+            "the BEK vault id is checked against its URL"
+        );
+    }
     use serde_json::json;
 
     const KV: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-app";
@@ -480,6 +548,8 @@ mod tests {
         ]
     }
 
+    /// Outcome 13 (a KEK vault id naming another vault than the KEK URL) is refused since issue
+    /// 11; the version before accepted it and granted access on that other vault.
     #[test]
     fn every_outcome_is_pinned() {
         let expected: Value = serde_json::from_str(
@@ -497,7 +567,7 @@ mod tests {
             {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KeyEncryptionKeyURL is invalid: invalid keyVaultUrl: host must be a Key Vault host (*.vault.azure.net) (got \"https://evil.example.com/keys/k/1\")"},
             {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KekVaultResourceId is not a Key Vault resource id"},
             {"state":"unsupported","code":"kek-certificate","message":"the key-encryption key belongs to a certificate; Azure Backup supports only standalone keys for ADE VMs. Re-encrypt the VM with a standalone Key Vault key."},
-            {"state":"encrypted","mode":"bek-kek","settings":{"osType":"Linux","extensionName":"AzureDiskEncryptionForLinux","extensionType":"AzureDiskEncryptionForLinux","typeHandlerVersion":"1.1","keyVaultUrl":"https://kv-app.vault.azure.net/","keyVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-app","keyEncryptionKeyUrl":"https://kv-app.vault.azure.net/keys/kek/0123456789abcdef","kekVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-kek","keyEncryptionAlgorithm":"RSA-OAEP","volumeType":null}},
+            {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KekVaultResourceId names the Key Vault kv-kek but its KeyEncryptionKeyURL points at kv-app; the two must be the same vault"},
             {"state":"encrypted","mode":"bek-only","settings":{"osType":"Windows","extensionName":"AzureDiskEncryption","extensionType":"AzureDiskEncryption","typeHandlerVersion":"1.1","keyVaultUrl":"https://kv-app.vault.azure.cn/","keyVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-app","keyEncryptionKeyUrl":null,"kekVaultResourceId":null,"keyEncryptionAlgorithm":null,"volumeType":"OS"}}
         ]"#,
         )
