@@ -299,6 +299,49 @@ async fn handler_failure_is_500_with_the_error_in_logs() {
 }
 
 #[tokio::test]
+async fn the_last_transient_delivery_records_its_error_where_dead_letters_are_kept() {
+    let app = spawn_app_with(Registry::production().with(FunctionSpec {
+        name: "Flaky",
+        trigger: TriggerSpec::ServiceBus {
+            queue: "flaky",
+            binding: "message",
+        },
+        handler: handler_fn!(always_transient),
+    }))
+    .await;
+    let delivery = |n: u32| {
+        let mut p = service_bus_payload("m-last", "{}");
+        p["Metadata"]["DeliveryCount"] = json!(n.to_string());
+        p
+    };
+    app.invoke("Flaky", &delivery(9)).await;
+    assert!(
+        app.state.json("deadletters/flaky/m-last.json").is_none(),
+        "a delivery that will be retried records nothing"
+    );
+    let resp = app.invoke("Flaky", &delivery(10)).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let v = body_json(resp).await;
+    assert_eq!(
+        v["ReturnValue"],
+        Value::Null,
+        "still transient for the host"
+    );
+    let rec = app
+        .state
+        .json("deadletters/flaky/m-last.json")
+        .expect("the last delivery's error is recorded");
+    assert_eq!(rec["reason"], "MaxDeliveryCountExceeded");
+    assert!(
+        rec["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("ARM answered 503") && d.contains("10 deliveries")),
+        "{rec}"
+    );
+    assert_eq!(rec["deliveryCount"], 10);
+}
+
+#[tokio::test]
 async fn poison_is_500_with_dead_letter_and_the_reason_is_recorded() {
     let app = spawn_app().await;
     let resp = app

@@ -352,12 +352,72 @@ pub async fn dispatch(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -
             },
             Some(m),
         ) => dead_letter(spec, ctx, &m, reason, description).await,
+        (Disposition::Transient(last), Some(m))
+            if m.delivery_count >= ctx.settings.workflow.max_delivery_count =>
+        {
+            last_delivery(spec, ctx, &m, last).await
+        }
         (error, _) => Outcome::Failed {
             logs: vec![error.to_string()],
             error,
             dead_letter: None,
         },
     }
+}
+
+/// The last delivery Service Bus allows failed transiently: it dead-letters the message after
+/// this (`MaxDeliveryCountExceeded`), so the last error is recorded where poison reasons are.
+async fn last_delivery(
+    spec: &FunctionSpec,
+    ctx: &Context,
+    m: &ServiceBusMessage,
+    last: String,
+) -> Outcome {
+    let error = Disposition::Transient(last.clone());
+    let reason = "MaxDeliveryCountExceeded";
+    let description = format!(
+        "failed on all {} deliveries; the last error: {last}",
+        m.delivery_count
+    );
+    let mut logs = vec![error.to_string()];
+    match record_dead_letter(spec, ctx, m, reason, &description).await {
+        Ok(key) => logs.push(format!("last delivery: the error is recorded at {key}")),
+        Err(e) => logs.push(format!(
+            "last delivery: the error could not be recorded ({e})"
+        )),
+    }
+    Outcome::Failed {
+        logs,
+        error,
+        dead_letter: None,
+    }
+}
+
+/// Writes (or refreshes) `deadletters/{queue}/{messageId}.json`. Returns its key.
+async fn record_dead_letter(
+    spec: &FunctionSpec,
+    ctx: &Context,
+    m: &ServiceBusMessage,
+    reason: &str,
+    description: &str,
+) -> Result<String, StateError> {
+    let key = dead_letter_key(&m.queue, &m.message_id);
+    let now = ctx.clock.now();
+    state::json::update::<DeadLetterRecord, StateError, _>(ctx.state.as_ref(), &key, |current| {
+        Ok(Some(DeadLetterRecord {
+            queue: m.queue.clone(),
+            message_id: m.message_id.clone(),
+            function: spec.name.to_string(),
+            reason: reason.to_string(),
+            description: description.to_string(),
+            correlation_id: m.correlation_id.clone(),
+            delivery_count: m.delivery_count,
+            first_recorded_at: current.map_or(now, |c| c.first_recorded_at),
+            last_recorded_at: now,
+        }))
+    })
+    .await
+    .map(|_| key)
 }
 
 /// The Azure error behind a failure, as structured fields (code, status, operation) for the log.
@@ -389,28 +449,9 @@ async fn dead_letter(
         reason: reason.clone(),
         description: description.clone(),
     };
-    let key = dead_letter_key(&m.queue, &m.message_id);
-    let now = ctx.clock.now();
-    let recorded = state::json::update::<DeadLetterRecord, StateError, _>(
-        ctx.state.as_ref(),
-        &key,
-        |current| {
-            Ok(Some(DeadLetterRecord {
-                queue: m.queue.clone(),
-                message_id: m.message_id.clone(),
-                function: spec.name.to_string(),
-                reason: reason.clone(),
-                description: description.clone(),
-                correlation_id: m.correlation_id.clone(),
-                delivery_count: m.delivery_count,
-                first_recorded_at: current.map_or(now, |c| c.first_recorded_at),
-                last_recorded_at: now,
-            }))
-        },
-    )
-    .await;
+    let recorded = record_dead_letter(spec, ctx, m, &reason, &description).await;
     match recorded {
-        Ok(_) => Outcome::Failed {
+        Ok(key) => Outcome::Failed {
             logs: vec![
                 error.to_string(),
                 format!("poison reason recorded at {key}"),
@@ -422,6 +463,7 @@ async fn dead_letter(
             }),
         },
         Err(e) => {
+            let key = dead_letter_key(&m.queue, &m.message_id);
             let error = Disposition::Transient(format!(
                 "could not record the poison reason at {key} ({e}); retrying instead of dead-lettering: {error}"
             ))
