@@ -8,22 +8,7 @@ use ade_backup_test_support::sim_stack::*;
 use serde_json::{json, Value};
 
 fn request(ticket: &str, vm: &str, extra: Value) -> Vec<u8> {
-    let mut v = json!({
-        "version": 1,
-        "ticketId": ticket,
-        "vmResourceId": vm,
-        "recoveryPoint": "latest",
-        "targetResourceGroup": format!("/subscriptions/{S1}/resourceGroups/rg-restore"),
-        "stagingStorageAccountId": STAGING_WEU,
-        "requestedBy": "jane@contoso.com",
-        "replyTo": REPLY_QUEUE
-    });
-    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, x) in e {
-            o.insert(k.clone(), x.clone());
-        }
-    }
-    serde_json::to_vec(&v).expect("json")
+    serde_json::to_vec(&restore_request(ticket, vm, extra)).expect("json")
 }
 
 fn doc(stack: &SimStack, ticket: &str) -> RestoreOperation {

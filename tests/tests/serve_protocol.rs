@@ -270,9 +270,9 @@ async fn always_transient(_: TriggerInput, _: &Context) -> Result<HandlerOutput,
     Err(HandlerError::Transient("ARM answered 503".into()))
 }
 
-#[tokio::test]
-async fn handler_failure_is_500_with_the_error_in_logs() {
-    let app = spawn_app_with(Registry::production().with(FunctionSpec {
+/// The production functions plus `Flaky` (queue `flaky`), which always fails transiently.
+async fn flaky_app() -> TestApp {
+    spawn_app_with(Registry::production().with(FunctionSpec {
         name: "Flaky",
         trigger: TriggerSpec::ServiceBus {
             queue: "flaky",
@@ -280,7 +280,12 @@ async fn handler_failure_is_500_with_the_error_in_logs() {
         },
         handler: handler_fn!(always_transient),
     }))
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn handler_failure_is_500_with_the_error_in_logs() {
+    let app = flaky_app().await;
     let resp = app.invoke("Flaky", &service_bus_payload("m-1", "{}")).await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let v = body_json(resp).await;
@@ -300,15 +305,7 @@ async fn handler_failure_is_500_with_the_error_in_logs() {
 
 #[tokio::test]
 async fn the_last_transient_delivery_records_its_error_where_dead_letters_are_kept() {
-    let app = spawn_app_with(Registry::production().with(FunctionSpec {
-        name: "Flaky",
-        trigger: TriggerSpec::ServiceBus {
-            queue: "flaky",
-            binding: "message",
-        },
-        handler: handler_fn!(always_transient),
-    }))
-    .await;
+    let app = flaky_app().await;
     let delivery = |n: u32| {
         let mut p = service_bus_payload("m-last", "{}");
         p["Metadata"]["DeliveryCount"] = json!(n.to_string());
