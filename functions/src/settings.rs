@@ -17,7 +17,7 @@
 //! variables (they might carry a secret the rule is there to refuse).
 
 use crate::domain::kv_access::RbacRoleChoice;
-use crate::domain::restore_request::RestoreAllowlist;
+use crate::domain::restore_allowlist::RestoreAllowlist;
 use crate::domain::rules::ProtectionRules;
 use std::path::PathBuf;
 use url::Url;
@@ -102,7 +102,9 @@ pub struct Settings {
 pub struct WorkflowSettings {
     /// `ADE_BACKUP_PROTECTION_RULES`: JSON (inline, or `@path` to a file).
     pub protection_rules: ProtectionRules,
-    /// `ADE_BACKUP_RESTORE_ALLOWLIST`: JSON (inline or `@path`). Empty: every restore is forbidden.
+    /// `ADE_BACKUP_RESTORE_ALLOWLIST`: JSON (inline or `@path`): per subscription, the source VMs'
+    /// resource groups, the target (and staging) resource groups and the subnets a restored VM
+    /// may join. Empty: every restore is forbidden. See [`RestoreAllowlist`].
     pub restore_allowlist: RestoreAllowlist,
     /// `ADE_BACKUP_RBAC_ROLE`: `custom` (least privilege, default) or `key-vault-administrator`.
     pub rbac_role: RbacRoleChoice,
@@ -247,9 +249,9 @@ fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettin
     };
     let restore_allowlist = match json_setting(get, "ADE_BACKUP_RESTORE_ALLOWLIST")? {
         None => d.restore_allowlist,
-        Some(text) => serde_json::from_str(&text).map_err(|e| SettingsError::Invalid {
+        Some(text) => RestoreAllowlist::from_json(&text).map_err(|e| SettingsError::Invalid {
             var: "ADE_BACKUP_RESTORE_ALLOWLIST",
-            rule: format!("must be {{\"entries\": [{{\"subscription\": GUID, \"resourceGroups\": [names or \"*\"]}}]}}: {e}"),
+            rule: format!("must be {{\"entries\": [{{\"subscription\": GUID, \"sourceResourceGroups\": [names], \"resourceGroups\": [names], \"subnetResourceGroups\": [names], \"subnets\": [subnet ids]}}]}}, a name being a resource group name, \"prefix*\" or \"*\" (an omitted list allows nothing on its side): {e}"),
         })?,
     };
     let rbac_role = parse_rbac_role(get)?;
@@ -721,6 +723,10 @@ mod tests {
             ("ADE_BACKUP_FIRST_BACKUP_RETENTION_DAYS", "0"),
             ("ADE_BACKUP_PROTECTION_RULES", "{not json"),
             ("ADE_BACKUP_RESTORE_ALLOWLIST", r#"{"entries": "all"}"#),
+            (
+                "ADE_BACKUP_RESTORE_ALLOWLIST",
+                r#"{"entries":[{"subscription":"00000000-0000-0000-0000-000000000001","resourceGroups":["*"],"sourceResourceGroups":["rg-*-x"]}]}"#,
+            ),
             ("ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE", "yes"),
             ("ADE_BACKUP_PROTECTION_RULES", "@/nonexistent/rules.json"),
         ] {

@@ -60,8 +60,8 @@ pub fn stack_settings(
     );
     let allow = format!(
         r#"{{"entries": [
-            {{"subscription": "{S1}", "resourceGroups": ["rg-restore", "rg-backup", "rg-app-web"]}},
-            {{"subscription": "{S2}", "resourceGroups": ["rg-restore", "rg-backup"]}}
+            {{"subscription": "{S1}", "sourceResourceGroups": ["*"], "resourceGroups": ["rg-restore", "rg-backup", "rg-app-web"], "subnetResourceGroups": ["rg-network"]}},
+            {{"subscription": "{S2}", "sourceResourceGroups": ["*"], "resourceGroups": ["rg-restore", "rg-backup"], "subnetResourceGroups": ["rg-network"]}}
         ]}}"#
     );
     let mut vars: BTreeMap<String, String> = [

@@ -3,6 +3,7 @@
 pub mod ade;
 pub mod events;
 pub mod kv_access;
+pub mod restore_allowlist;
 pub mod restore_request;
 pub mod restore_template;
 pub mod rules;

@@ -197,7 +197,8 @@ pub fn parse(body: &[u8]) -> Result<RestoreRequest, Rejection> {
     })
 }
 
-/// The message as a whole: size limit, a JSON object, only known fields, version 1 (or none).
+/// The message as a whole: size limit, a JSON object, only known fields, version 1 (or none; a
+/// `null` field is an absent one).
 fn read_wire(body: &[u8]) -> Result<Wire, Rejection> {
     if body.len() > MAX_REQUEST_BYTES {
         return Err(reject(
@@ -223,7 +224,8 @@ fn read_wire(body: &[u8]) -> Result<Wire, Rejection> {
         .map_err(|e| reject("invalid-message", "$", format!("unexpected shape: {e}")))?;
     match &wire.version {
         None => {}
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        // JSON does not tell 1 from 1.0 (nor does JSON Schema's `"const": 1`): both are version 1.
+        Some(Value::Number(n)) if n.as_f64() == Some(1.0) => {}
         Some(_) => {
             return Err(reject(
                 "invalid-field",
@@ -414,7 +416,11 @@ fn parse_reporting(
     reply_to: Option<Value>,
 ) -> Result<(Option<String>, Option<String>), Rejection> {
     let requested_by = string_field("requestedBy", requested_by, false)?;
-    if requested_by.as_ref().is_some_and(|r| r.len() > 256) {
+    // Characters, not bytes: as JSON Schema's `maxLength` counts them.
+    if requested_by
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 256)
+    {
         return Err(reject(
             "invalid-field",
             "requestedBy",
@@ -468,62 +474,6 @@ fn check_restore_type(t: &str) -> Result<(), Rejection> {
             "restoreType",
             format!("{t:?} is not a restore type; the only one allowed for ADE VMs is restoreDisks"),
         )),
-    }
-}
-
-/// Which subscriptions / resource groups a ticketing system may restore into (configuration).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RestoreAllowlist {
-    #[serde(default)]
-    pub entries: Vec<AllowEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AllowEntry {
-    pub subscription: String,
-    /// Resource group names; `["*"]` for any in the subscription.
-    pub resource_groups: Vec<String>,
-}
-
-impl RestoreAllowlist {
-    pub fn allows(&self, rg: &ResourceGroupId) -> bool {
-        self.entries.iter().any(|e| {
-            e.subscription.eq_ignore_ascii_case(&rg.subscription)
-                && e.resource_groups
-                    .iter()
-                    .any(|g| g == "*" || g.eq_ignore_ascii_case(&rg.name))
-        })
-    }
-
-    /// Rejects targets outside the allowlist (and staging accounts outside it too).
-    pub fn check(&self, req: &RestoreRequest) -> Result<(), Rejection> {
-        if !self.allows(&req.target_resource_group) {
-            return Err(reject(
-                "forbidden",
-                "targetResourceGroup",
-                format!(
-                    "{} is not in the restore allowlist for ticketing systems",
-                    req.target_resource_group.id()
-                ),
-            ));
-        }
-        let staging_rg = ResourceGroupId {
-            subscription: req.staging_storage_account_id.subscription().to_string(),
-            name: req.staging_storage_account_id.resource_group().to_string(),
-        };
-        if !self.allows(&staging_rg) {
-            return Err(reject(
-                "forbidden",
-                "stagingStorageAccountId",
-                format!(
-                    "{} is not in the restore allowlist for ticketing systems",
-                    staging_rg.id()
-                ),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -659,6 +609,19 @@ mod tests {
     }
 
     #[test]
+    fn numbers_and_lengths_are_read_as_json_schema_reads_them() {
+        // 1.0 is the number 1; `requestedBy`'s limit counts characters, not UTF-8 bytes.
+        let mut v = valid();
+        v["version"] = json!(1.0);
+        v["requestedBy"] = json!("\u{540d}".repeat(256));
+        assert!(parse_v(&v).is_ok());
+        v["requestedBy"] = json!("\u{540d}".repeat(257));
+        assert_eq!(parse_v(&v).expect_err("too long").field, "requestedBy");
+        v["version"] = json!(1.5);
+        assert_eq!(parse_v(&v).expect_err("not 1").field, "version");
+    }
+
+    #[test]
     fn different_requests_have_different_fingerprints() {
         let a = parse_v(&valid()).expect("a");
         let mut v = valid();
@@ -684,32 +647,6 @@ mod tests {
         assert_eq!(
             parse_v(&v).expect("valid").fingerprint,
             "b8a5b8d4a69191a7610d58e657f6e567e091b327f2bead4d9b51028287df8989"
-        );
-    }
-
-    #[test]
-    fn allowlist_forbids_other_targets() {
-        let r = parse_v(&valid()).expect("valid");
-        let list = RestoreAllowlist {
-            entries: vec![AllowEntry {
-                subscription: S.into(),
-                resource_groups: vec!["rg-restore".into()],
-            }],
-        };
-        assert!(list.check(&r).is_ok());
-        let other = RestoreAllowlist {
-            entries: vec![AllowEntry {
-                subscription: S.into(),
-                resource_groups: vec!["rg-other".into()],
-            }],
-        };
-        assert_eq!(other.check(&r).expect_err("forbidden").code, "forbidden");
-        assert_eq!(
-            RestoreAllowlist::default()
-                .check(&r)
-                .expect_err("empty")
-                .code,
-            "forbidden"
         );
     }
 }

@@ -75,9 +75,21 @@ fn allowed(ctx: &Context, req: &RestoreRequest) -> Checked<()> {
         "restore request outside the restore allowlist refused: {}",
         rej.rule
     );
+    let (list, choice) = match rej.field.as_str() {
+        "vmResourceId" => (
+            "sourceResourceGroups",
+            "restore VMs of an allowed resource group",
+        ),
+        "targetSubnetId" => (
+            "subnetResourceGroups or subnets",
+            "choose an allowed subnet (or none)",
+        ),
+        _ => ("resourceGroups", "choose an allowed target"),
+    };
+    let next = format!("Ask the ade-backup operators to add it to {list} of the subscription's entry in ADE_BACKUP_RESTORE_ALLOWLIST if it is legitimate, or {choice}; submit a new ticket.");
     let mut r = Refusal::from(rej);
     r.code = code::FORBIDDEN.to_string();
-    r.next_action = Some("Ask the ade-backup operators to add the target to ADE_BACKUP_RESTORE_ALLOWLIST if it is legitimate, or choose an allowed target.".into());
+    r.next_action = Some(next);
     Ok(Err(r))
 }
 
