@@ -228,6 +228,9 @@ async fn conclude(
     message: &str,
 ) -> Result<ProtectionOperation, WorkflowError> {
     let at = engine::now(ctx);
+    // Azure's error text can quote a URL with its SAS: documents keep it redacted too.
+    let message = ade_backup_shared::telemetry::redact_owned(message.to_string());
+    let message = message.as_str();
     engine::update_reporting::<ProtectionOperation>(ctx, op_id, |op, report| {
         op.steps.fail(step, at, code, message);
         op.reason = Some(code.to_string());

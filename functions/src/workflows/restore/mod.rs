@@ -232,6 +232,12 @@ impl Operation for RestoreOperation {
         f: Failure<'_>,
     ) -> Result<String, WorkflowError> {
         let at = engine::now(ctx);
+        // Azure's error text can quote a URL with its SAS: the document keeps it redacted too.
+        let message = ade_backup_shared::telemetry::redact_owned(f.message.to_string());
+        let f = Failure {
+            message: &message,
+            ..f
+        };
         engine::update_reporting::<RestoreOperation>(ctx, ticket, |op, sent| {
             if op.status.is_final() {
                 return false;
