@@ -433,7 +433,7 @@ fn parse_reporting(
             return Err(reject(
                 "invalid-field",
                 "replyTo",
-                "must be a Service Bus queue name (letters, digits, '-', '_', '.')",
+                "must be a Service Bus queue name (letters, digits, '-', '_', '.', starting and ending with a letter or digit)",
             ));
         }
     }
@@ -585,7 +585,7 @@ mod tests {
             (vec![("targetVmName", json!("-x")), ("targetSubnetId", json!(vm.clone()))], "invalid-field", "targetVmName", "must be 1-64 letters, digits, '-' or '_', not starting with '-'".into()),
             (vec![("targetSubnetId", json!(vm.clone())), ("requestedBy", json!(1))], "invalid-field", "targetSubnetId", "must be a Microsoft.Network/virtualNetworks/subnets id".into()),
             (vec![("requestedBy", json!("x".repeat(257))), ("replyTo", json!("../admin"))], "invalid-field", "requestedBy", "must be at most 256 characters".into()),
-            (vec![("replyTo", json!("../admin")), ("targetResourceGroup", json!(format!("/subscriptions/{OTHER}/resourceGroups/rg")))], "invalid-field", "replyTo", "must be a Service Bus queue name (letters, digits, '-', '_', '.')".into()),
+            (vec![("replyTo", json!("../admin")), ("targetResourceGroup", json!(format!("/subscriptions/{OTHER}/resourceGroups/rg")))], "invalid-field", "replyTo", "must be a Service Bus queue name (letters, digits, '-', '_', '.', starting and ending with a letter or digit)".into()),
             (vec![("targetResourceGroup", json!(format!("/subscriptions/{OTHER}/resourceGroups/rg"))), ("stagingStorageAccountId", json!(staging_other.clone()))], "cross-subscription", "targetResourceGroup", cross(OTHER)),
             (vec![("stagingStorageAccountId", json!(staging_other.clone())), ("targetSubnetId", json!(subnet(OTHER)))], "cross-subscription", "stagingStorageAccountId", cross(OTHER)),
             (vec![("targetSubnetId", json!(subnet(OTHER)))], "cross-subscription", "targetSubnetId", format!("must be in the VM's subscription {S}")),
