@@ -343,6 +343,20 @@ impl ArmClient {
             Ok(r) => r,
             Err(e) => return Err(no_retry(self.transport_error(call, e))),
         };
+        self.answer(call, resp).await
+    }
+
+    /// An answer to one attempt: its body (read with the cap) on success, else the classified
+    /// failure with the `Retry-After` Azure asked for.
+    async fn answer(
+        &self,
+        call: &Call,
+        resp: reqwest::Response,
+    ) -> Result<RawResponse, AttemptError> {
+        let no_retry = |error: ArmError| AttemptError {
+            error,
+            retry_after: None,
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.observe_ratelimit(call, &headers);
