@@ -93,9 +93,16 @@ async fn a_slow_restore_trigger_is_not_taken_over_while_its_azure_call_runs() {
     let before = stack.sim.stats().writes.restores;
     let first = stack.deliver(&trigger, 1);
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        // Past the configured lease, well inside one call's retry budget; the lock expired, so
-        // Service Bus hands the same message to another invocation.
+        // Once the first delivery holds the step (its Azure call now takes 800 ms)...
+        for _ in 0..500 {
+            let op = stack.restore_doc("INC-SLOW").expect("recorded");
+            if op.steps.claimed_at(RestoreStep::RestoreDisks).is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // ...time passes beyond the configured lease, well inside one call's retry budget; the
+        // message lock expired, so Service Bus hands the same message to another invocation.
         stack.sim.advance(std::time::Duration::from_secs(5));
         stack.deliver(&trigger, 2).await
     };
