@@ -329,9 +329,9 @@ async fn a_crash_between_the_restore_trigger_and_its_record_adopts_the_job() {
         request("INC-CRASH", &vm, json!({})),
     );
     assert_eq!(stack.pump(1).await, 1, "the request alone");
-    // RestoreVm: the claim is written, the restore is triggered, then the process "dies" before
-    // recording it.
-    stack.store.fail_after_writes(1);
+    // RestoreVm: the claim is written (and renewed right before the call), the restore is
+    // triggered, then the process "dies" before recording it.
+    stack.store.fail_after_writes(2);
     assert_eq!(stack.pump(1).await, 1);
     stack.store.heal();
     assert_eq!(stack.sim.stats().writes.restores - before, 1);

@@ -140,6 +140,20 @@ impl<S: StepName, D: StepDetail> Steps<S, D> {
         Claim::Acquired
     }
 
+    /// Extends `by`'s live claim on `step` to `now + lease` (when it first claimed and how many
+    /// attempts there were stay as they are). `false`: `by` does not hold the step any more.
+    pub fn renew(&mut self, step: S, by: &str, now: DateTime<Utc>, lease: Duration) -> bool {
+        match &mut self.entry(step).state {
+            Some(StepState::Claimed {
+                by: holder, until, ..
+            }) if holder == by && *until > now => {
+                *until = now + lease;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Marks the step done, replacing its detail when one is given.
     pub fn finish(&mut self, step: S, now: DateTime<Utc>, detail: Option<D>) {
         let rec = self.entry(step);
@@ -229,6 +243,15 @@ mod tests {
         assert_eq!(s.claim(T::Grant, "c", t0, lease), Claim::AlreadyDone);
         s.reset(T::Grant);
         assert_eq!(s.claim(T::Grant, "c", t0, lease), Claim::Acquired);
+        // the holder renews its live claim; attempts stay; nobody else can, nor a lapsed holder
+        assert!(s.renew(T::Grant, "c", t0 + Duration::seconds(30), lease));
+        assert!(matches!(
+            s.claim(T::Grant, "d", t0 + Duration::seconds(80), lease),
+            Claim::HeldByOther { .. }
+        ));
+        assert!(!s.renew(T::Grant, "d", t0 + Duration::seconds(31), lease));
+        assert!(!s.renew(T::Grant, "c", t0 + Duration::seconds(200), lease));
+        assert_eq!(s.attempts(T::Grant), 4);
     }
 
     #[test]

@@ -73,6 +73,25 @@ pub async fn update_holding<O: Reporting>(
     Ok(Some(op))
 }
 
+/// Extends this delivery's claim on `step` to a full lease from now, right before a
+/// non-idempotent Azure call (a step may make several calls: the lease must cover the one that
+/// matters from its start). `Ok(false)`: the claim was lost — do not make the call.
+pub async fn renew_claim<O: Operation>(
+    ctx: &Context,
+    id: &O::Id,
+    step: O::Step,
+    delivery: &ServiceBusMessage,
+) -> Result<bool, WorkflowError> {
+    let (by, at, lease) = (claimant(delivery), now(ctx), step_lease(ctx));
+    let mut held = false;
+    update::<O>(ctx, id, |op| {
+        held = op.steps_mut().renew(step, &by, at, lease);
+        held
+    })
+    .await?;
+    Ok(held)
+}
+
 /// The log line of a writer that lost its claim.
 pub fn claim_lost(id: &impl std::fmt::Display, step: impl StepName) -> String {
     format!(

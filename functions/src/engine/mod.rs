@@ -15,7 +15,7 @@ mod error;
 mod poll;
 mod send;
 
-pub use claim::{claim_lost, claim_step, step_lease, update_holding, Claimed, Writer};
+pub use claim::{claim_lost, claim_step, renew_claim, step_lease, update_holding, Claimed, Writer};
 pub use document::{
     create, load, load_existing, now, update, update_reporting, Failure, Operation, Reporting,
 };

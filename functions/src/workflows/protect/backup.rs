@@ -310,6 +310,10 @@ async fn backup_now(
         let note = "adopted the backup job already running";
         return record_job(ctx, (op, writer), job, note).await;
     }
+    let id = op.operation_id.as_str();
+    if !engine::renew_claim::<ProtectionOperation>(ctx, id, step, delivery).await? {
+        return Ok(claim_lost(&id, step));
+    }
     let vault = op.target.target.vault_id.clone();
     let retention = i64::from(ctx.settings.workflow.first_backup_retention_days);
     let expiry = engine::now(ctx) + chrono::Duration::days(retention);

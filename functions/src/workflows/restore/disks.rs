@@ -149,6 +149,9 @@ async fn start_job(
     request: &RestoreDisksRequest,
 ) -> Result<String, WorkflowError> {
     let (ticket, step) = (&op.ticket_id, RestoreStep::RestoreDisks);
+    if !engine::renew_claim::<RestoreOperation>(ctx, ticket, step, delivery).await? {
+        return Ok(claim_lost(ticket, step));
+    }
     let pending = match ctx.arm.begin_restore(vault, vm, request).await {
         Ok(p) => p,
         Err(e) if e.is_transient() => return Err(WorkflowError::arm("triggering the restore", e)),
