@@ -329,7 +329,7 @@ async fn extension_put_follows_azure_async_operation() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let settings = ade_backup_shared::arm::AdeSettings {
+    let settings = ade_backup_shared::arm::AdeExtensionSettings {
         key_vault_url: Some("https://kv1.vault.azure.net/".into()),
         key_vault_resource_id: Some(KV.into()),
         volume_type: Some("Data".into()),

@@ -263,7 +263,7 @@ pub struct VmExtensionProperties {
 /// The public settings of an ADE extension (ADE's names: PascalCase, with `URL` in capitals).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
-pub struct AdeSettings {
+pub struct AdeExtensionSettings {
     #[serde(rename = "KeyVaultURL", skip_serializing_if = "Option::is_none")]
     pub key_vault_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -285,7 +285,7 @@ pub struct AdeSettings {
     pub encryption_operation: Option<String>,
 }
 
-impl AdeSettings {
+impl AdeExtensionSettings {
     /// True when a KEK wraps the BEK.
     pub fn has_kek(&self) -> bool {
         self.key_encryption_key_url
@@ -306,7 +306,7 @@ impl VmExtension {
     }
 
     /// ADE's public settings, when this is an ADE extension with readable settings.
-    pub fn ade_settings(&self) -> Option<AdeSettings> {
+    pub fn ade_settings(&self) -> Option<AdeExtensionSettings> {
         if !self.is_ade() {
             return None;
         }
@@ -319,7 +319,7 @@ impl VmExtension {
     pub fn ade(
         location: &str,
         os_type: &str,
-        settings: &AdeSettings,
+        settings: &AdeExtensionSettings,
         force_update_tag: Option<String>,
     ) -> Result<Self, ArmError> {
         let (ty, ver) = if os_type.eq_ignore_ascii_case("windows") {
@@ -429,7 +429,7 @@ mod tests {
 
     #[test]
     fn ade_body_for_linux_with_kek() {
-        let s = AdeSettings {
+        let s = AdeExtensionSettings {
             key_vault_url: Some("https://kv1.vault.azure.net".into()),
             key_vault_resource_id: Some(
                 "/subscriptions/x/resourceGroups/r/providers/Microsoft.KeyVault/vaults/kv1".into(),
@@ -473,7 +473,7 @@ mod tests {
             .iter()
             .map(|n| (n.to_string(), serde_json::Value::from(*n)))
             .collect();
-        let s: AdeSettings =
+        let s: AdeExtensionSettings =
             serde_json::from_value(serde_json::Value::Object(doc.clone())).expect("settings");
         assert_eq!(
             s.key_encryption_key_url.as_deref(),
@@ -488,7 +488,7 @@ mod tests {
             serde_json::Value::Object(doc)
         );
         assert_eq!(
-            serde_json::to_value(AdeSettings::default()).expect("json"),
+            serde_json::to_value(AdeExtensionSettings::default()).expect("json"),
             serde_json::json!({})
         );
     }

@@ -66,9 +66,10 @@ pub use client::{
 };
 pub use common::SubResource;
 pub use compute::{
-    AdeSettings, DataDisk, DiskEncryptionSettings, DiskInstanceView, ExtensionInstanceView,
-    InstanceViewStatus, KeyVaultKeyReference, KeyVaultSecretReference, OsDisk, StorageProfile,
-    VirtualMachine, VmExtension, VmExtensionProperties, VmInstanceView, VmProperties,
+    AdeExtensionSettings, DataDisk, DiskEncryptionSettings, DiskInstanceView,
+    ExtensionInstanceView, InstanceViewStatus, KeyVaultKeyReference, KeyVaultSecretReference,
+    OsDisk, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties, VmInstanceView,
+    VmProperties,
 };
 pub use error::ArmError;
 pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};
