@@ -3,7 +3,8 @@
 // least-privilege role assignments of the app's managed identity.
 //
 // Deploy:  az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.json
-// Then publish: the zip of host.json, functions/*/function.json and the Linux `ade-backup` binary.
+// Then publish the zip scripts/package.sh builds: host.json, one folder per function with its
+// function.json, and the Linux `ade-backup` binary.
 targetScope = 'resourceGroup'
 
 @description('Name prefix for every resource.')

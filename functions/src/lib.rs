@@ -16,13 +16,19 @@
 //! - [`settings`]: environment configuration.
 //! - [`status`], [`sweep_table`]: what `ade-backup status --ticket` and `ade-backup sweep --dry-run`
 //!   print.
+//!
+//! With the `local` feature (default): `local`, the embedded Functions host and Service Bus
+//! stand-in, and `local_stack`, that host plus the simulated Azure (`ade-backup local`). The
+//! deployed binary is built without it and only serves.
 
 pub mod context;
 pub mod domain;
 pub mod engine;
 pub mod handlers;
 pub mod host;
+#[cfg(feature = "local")]
 pub mod local;
+#[cfg(feature = "local")]
 pub mod local_stack;
 pub mod records;
 pub mod settings;

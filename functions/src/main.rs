@@ -1,13 +1,17 @@
 //! `ade-backup`: the Azure Functions custom handler and its operator CLI.
 //!
 //! `host.json` launches `ade-backup serve`; with no subcommand and `FUNCTIONS_CUSTOMHANDLER_PORT`
-//! set, the binary serves too (so a bare `defaultExecutablePath` also works).
+//! set, the binary serves too (so a bare `defaultExecutablePath` also works). `local` and `sim`
+//! exist only with the `local` feature (default); the deployed binary is built without it.
 
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server;
+#[cfg(feature = "local")]
 use ade_backup_functions::local::ExitReason;
+#[cfg(feature = "local")]
+use ade_backup_functions::local_stack;
 use ade_backup_functions::settings::Settings;
-use ade_backup_functions::{local_stack, wiring};
+use ade_backup_functions::wiring;
 use ade_backup_shared::state::StateStore;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,8 +34,10 @@ enum Command {
     /// Run the Azure Functions custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT.
     Serve(ServeArgs),
     /// Run everything on this machine: local Functions host, queue, state and simulated Azure.
+    #[cfg(feature = "local")]
     Local(Box<local_stack::LocalStackArgs>),
     /// Run only the simulated Azure control plane.
+    #[cfg(feature = "local")]
     Sim(ade_backup_sim::SimArgs),
     /// Show what ade-backup knows about a VM (protection) or a restore ticket.
     Status(StatusArgs),
@@ -108,9 +114,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Serve(args) => serve(args).await,
+            #[cfg(feature = "local")]
             Command::Local(args) => run_local(*args).await,
             Command::Status(args) => status(args).await,
             Command::Sweep(args) => sweep(args).await,
+            #[cfg(feature = "local")]
             Command::Sim(args) => ade_backup_sim::run_cli(args)
                 .await
                 .map_err(anyhow::Error::from),
@@ -126,6 +134,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "local")]
 async fn run_local(args: local_stack::LocalStackArgs) -> anyhow::Result<()> {
     let until_idle = args.local.until_idle;
     let outcome = local_stack::run(args).await?;

@@ -606,7 +606,9 @@ mod tests {
 
     #[test]
     fn host_json_runs_this_binary_as_a_custom_handler() {
-        let host = read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("host.json"));
+        // host.json is at the repository root (the one source `ade-backup local` and the
+        // package both read).
+        let host = read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../host.json"));
         assert_eq!(host["version"], "2.0");
         let d = &host["customHandler"]["description"];
         assert_eq!(d["defaultExecutablePath"], "ade-backup");

@@ -42,7 +42,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LocalArgs {
-    /// The Functions app root (holds host.json); `<dir>/functions` is tried too.
+    /// The Functions app root (holds host.json): the repository root (function folders in
+    /// `functions/`) or an unpacked package (function folders beside host.json).
     #[arg(long, default_value = ".")]
     pub project_dir: PathBuf,
     /// Where queues, handler state and logs live.
@@ -511,7 +512,7 @@ fn start_triggers(
     println!(
         "[local] {} functions from {} ({} per queue function)",
         project.functions.len(),
-        project.root.display(),
+        project.functions_dir.display(),
         concurrency
     );
     Ok((workers, triggered_queues))

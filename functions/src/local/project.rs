@@ -1,6 +1,8 @@
 //! Reads a Functions app the way the Functions host does: `host.json` at the app root and one
 //! `{FunctionName}/function.json` folder per function beside it (functions-custom-handlers.md,
-//! "Application structure"). Only the triggers ade-backup uses are supported:
+//! "Application structure"). Two layouts are read: the deployment package (`scripts/package.sh`),
+//! where the function folders sit beside `host.json`, and the repository, where `host.json` is at
+//! the root and the function folders live in `functions/`. Only the triggers ade-backup uses are supported:
 //! `serviceBusTrigger {name, queueName}` and `timerTrigger {name, schedule, runOnStartup}`.
 //! Binding values may use `%AppSetting%` expansion, as in Azure.
 
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
-    #[error("no host.json in {dir} or {dir}/functions: pass --project-dir pointing at the Functions app root")]
+    #[error("no host.json in {dir}: pass --project-dir pointing at the repository root or an unpacked package")]
     NoHostJson { dir: PathBuf },
     #[error("reading {path}: {source}")]
     Io {
@@ -77,7 +79,11 @@ pub struct FunctionDef {
 
 #[derive(Debug, Clone)]
 pub struct Project {
+    /// The app root: the folder holding `host.json`.
     pub root: PathBuf,
+    /// The folder holding the `{FunctionName}/function.json` folders: `root` in a package,
+    /// `root/functions` in the repository.
+    pub functions_dir: PathBuf,
     pub host: HostConfig,
     pub functions: Vec<FunctionDef>,
     /// Functions skipped (disabled or with a trigger the local host does not run), with why.
@@ -194,16 +200,43 @@ fn shift_day_of_week(field: &str) -> Result<String, String> {
     Ok(items.join(","))
 }
 
-/// Finds the app root: `dir/host.json`, else `dir/functions/host.json` (running from the repo).
+/// Finds the app root: the folder holding `host.json` — `dir` itself (the repository root or an
+/// unpacked package).
 pub fn find_root(dir: &Path) -> Result<PathBuf, ProjectError> {
-    for candidate in [dir.to_path_buf(), dir.join("functions")] {
-        if candidate.join("host.json").is_file() {
-            return Ok(candidate);
-        }
+    if dir.join("host.json").is_file() {
+        return Ok(dir.to_path_buf());
     }
     Err(ProjectError::NoHostJson {
         dir: dir.to_path_buf(),
     })
+}
+
+/// The function folders (`*/function.json`) directly in `dir`, sorted.
+fn function_folders(dir: &Path) -> Result<Vec<PathBuf>, ProjectError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| ProjectError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("function.json").is_file())
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+/// Where the function folders are: beside `host.json` (a package), else in `root/functions` (the
+/// repository).
+fn find_functions_dir(root: &Path) -> Result<(PathBuf, Vec<PathBuf>), ProjectError> {
+    let beside = function_folders(root)?;
+    let nested = root.join("functions");
+    if beside.is_empty() && nested.is_dir() {
+        let entries = function_folders(&nested)?;
+        if !entries.is_empty() {
+            return Ok((nested, entries));
+        }
+    }
+    Ok((root.to_path_buf(), beside))
 }
 
 pub fn load(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Project, ProjectError> {
@@ -212,15 +245,7 @@ pub fn load(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Proje
     let host_json = read_json(&host_path)?;
     let host = parse_host(&host_json, &host_path, &root, lookup)?;
 
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map_err(|source| ProjectError::Io {
-            path: root.clone(),
-            source,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("function.json").is_file())
-        .collect();
-    entries.sort();
+    let (functions_dir, entries) = find_functions_dir(&root)?;
 
     let mut functions = Vec::new();
     let mut skipped = Vec::new();
@@ -237,6 +262,7 @@ pub fn load(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Proje
     }
     Ok(Project {
         root,
+        functions_dir,
         host,
         functions,
         skipped,
@@ -505,35 +531,34 @@ mod tests {
         assert_eq!(parse_timespan("00:61:00"), None);
     }
 
-    #[test]
-    fn loads_app_layout() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("functions");
-        std::fs::create_dir_all(root.join("OnEvent")).expect("mkdir");
-        std::fs::create_dir_all(root.join("Sweep")).expect("mkdir");
-        std::fs::create_dir_all(root.join("Web")).expect("mkdir");
+    /// Writes a small app: `host.json` in `host_dir`, three function folders in `functions_dir`.
+    fn write_app(host_dir: &Path, functions_dir: &Path) {
+        std::fs::create_dir_all(functions_dir.join("OnEvent")).expect("mkdir");
+        std::fs::create_dir_all(functions_dir.join("Sweep")).expect("mkdir");
+        std::fs::create_dir_all(functions_dir.join("Web")).expect("mkdir");
         std::fs::write(
-            root.join("host.json"),
+            host_dir.join("host.json"),
             r#"{"version":"2.0","functionTimeout":"00:10:00","customHandler":{"description":{"defaultExecutablePath":"ade-backup","arguments":["serve"]}},"extensions":{"serviceBus":{"maxConcurrentCalls":3}}}"#,
         )
         .expect("write");
         std::fs::write(
-            root.join("OnEvent/function.json"),
+            functions_dir.join("OnEvent/function.json"),
             r#"{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"message","queueName":"vm-encryption-events","connection":"ServiceBusConnection"}]}"#,
         )
         .expect("write");
         std::fs::write(
-            root.join("Sweep/function.json"),
+            functions_dir.join("Sweep/function.json"),
             r#"{"bindings":[{"type":"timerTrigger","direction":"in","name":"timer","schedule":"0 0 */6 * * *","runOnStartup":true}]}"#,
         )
         .expect("write");
         std::fs::write(
-            root.join("Web/function.json"),
+            functions_dir.join("Web/function.json"),
             r#"{"bindings":[{"type":"httpTrigger","direction":"in","name":"req"}]}"#,
         )
         .expect("write");
-        let p = load(dir.path(), &no_settings).expect("loads from the repo root");
-        assert_eq!(p.root, root);
+    }
+
+    fn assert_sample_app(p: &Project) {
         assert_eq!(p.host.arguments, vec!["serve".to_string()]);
         assert_eq!(p.host.max_concurrent_calls, Some(3));
         assert_eq!(p.host.function_timeout, Some(Duration::from_secs(600)));
@@ -548,6 +573,42 @@ mod tests {
         ));
         assert_eq!(p.skipped.len(), 1);
         assert_eq!(p.skipped[0].0, "Web");
+    }
+
+    #[test]
+    fn loads_repository_layout() {
+        // host.json at the repository root, the function folders in functions/.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let functions = dir.path().join("functions");
+        write_app(dir.path(), &functions);
+        let p = load(dir.path(), &no_settings).expect("loads from the repo root");
+        assert_eq!(p.root, dir.path());
+        assert_eq!(p.functions_dir, functions);
+        assert_sample_app(&p);
+    }
+
+    #[test]
+    fn loads_package_layout() {
+        // The deployment package: the function folders beside host.json.
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_app(dir.path(), dir.path());
+        let p = load(dir.path(), &no_settings).expect("loads an unpacked package");
+        assert_eq!(p.root, dir.path());
+        assert_eq!(p.functions_dir, dir.path());
+        assert_sample_app(&p);
+    }
+
+    #[test]
+    fn no_host_json_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let functions = dir.path().join("functions");
+        std::fs::create_dir_all(&functions).expect("mkdir");
+        write_app(&functions, &functions);
+        // host.json only in functions/ (the old layout) is not an app root.
+        assert!(matches!(
+            load(dir.path(), &no_settings),
+            Err(ProjectError::NoHostJson { .. })
+        ));
     }
 
     #[test]
