@@ -1,171 +1,121 @@
-// ade-backup deployment: Function App (custom handler, Linux consumption/flex), Service Bus
-// namespace + queues, state storage, Event Grid subscription on the subscription's events, and the
-// least-privilege role assignments of the app's managed identity.
-//
-// Deploy:  az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.json
-// Then publish the zip scripts/package.sh builds: host.json, one folder per function with its
-// function.json, and the Linux `ade-backup` binary.
-targetScope = 'resourceGroup'
+// ade-backup, deployed with one command at subscription scope:
+//   az deployment sub create -l <region> -f infra/main.bicep -p infra/main.bicepparam
+// Creates the resource group with the application (modules/app.bicep: Flex Consumption Function
+// App, identity, storage, Service Bus, Application Insights) and, for this subscription, the
+// custom roles, role assignments and Event Grid subscription of protected-subscription.bicep.
+// Other protected subscriptions: deploy protected-subscription.bicep there (docs/deploy.md).
+// Then publish the package scripts/package.sh builds (docs/deploy.md "Publish the package").
+targetScope = 'subscription'
 
-@description('Name prefix for every resource.')
+@description('Name prefix for every resource (lowercase letters and digits, at most 11 characters: storage account names).')
+@maxLength(11)
 param prefix string = 'adebackup'
-param location string = resourceGroup().location
-@description('Object id of the Backup Management Service in this tenant (leave empty to look it up through Microsoft Graph at run time).')
-param backupManagementServiceObjectId string = ''
-@description('Protection rules (JSON, see README "Configuration").')
+param location string = deployment().location
+param resourceGroupName string = 'ade-backup'
+@description('Object id of the Backup Management Service principal in this tenant: az ad sp show --id 262044b1-e2ce-469f-a196-69ab7ada62d3 --query id -o tsv')
+param backupManagementServiceObjectId string
+@description('GUID of the custom Key Vault backup role in this subscription: ade-backup custom-role-id --subscription <this subscription>')
+param keyVaultBackupRoleGuid string
+@description('ADE_BACKUP_PROTECTION_RULES (JSON, README "Configuration").')
 param protectionRules string = '{"rules":[],"default":null}'
-@description('Restore allowlist (JSON, see README).')
+@description('ADE_BACKUP_RESTORE_ALLOWLIST (JSON, README "Configuration"); empty entries forbid every restore.')
 param restoreAllowlist string = '{"entries":[]}'
-@description('Subscriptions the policy sweep covers (comma-separated GUIDs; deploy infra/subscription.bicep in each).')
-param sweepSubscriptions string = ''
-@description('Management groups the policy sweep covers (comma-separated names); grant the identity Reader on each.')
-param sweepManagementGroups string = ''
-@description('Optional VM tag filter for the sweep: key=value[,key=value].')
+@description('ADE_BACKUP_SUBSCRIPTIONS: subscriptions the sweep covers (deploy protected-subscription.bicep in each; this one is covered by this deployment).')
+param sweepSubscriptions array = [subscription().subscriptionId]
+@description('ADE_BACKUP_MANAGEMENT_GROUPS: management groups the sweep covers (grant Reader there: docs/deploy.md).')
+param sweepManagementGroups array = []
+@description('ADE_BACKUP_SWEEP_TAGS: key=value[,key=value].')
 param sweepTags string = ''
+@description('ADE_BACKUP_REPLY_QUEUES: queues a restore request may name as replyTo (created here; ade-backup may send to them).')
+param replyQueues array = ['restore-status']
+@description('ADE_BACKUP_RBAC_ROLE: custom (least privilege) or key-vault-administrator.')
+@allowed(['custom', 'key-vault-administrator'])
+param rbacRole string = 'custom'
+@description('ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE.')
+param allowCrossRegionRestore bool = false
+@description('Queues\' maxDeliveryCount and ADE_BACKUP_MAX_DELIVERY_COUNT (must agree).')
+param maxDeliveryCount int = 10
+@description('Flex Consumption: largest instance count the app scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+@description('Flex Consumption instance memory (MB).')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+@description('Reuse this subscription\'s existing Microsoft.Resources.Subscriptions system topic: { resourceGroup: name, name: topic }; {} creates one.')
+param existingSystemTopic object = {}
+@description('See protected-subscription.bicep: narrow the roles to these resource groups of this subscription.')
+param vaultResourceGroups array = []
+param keyVaultResourceGroups array = []
+param restoreTargetResourceGroups array = []
+param restoreSubnetResourceGroups array = []
+param stagingStorageAccounts array = []
 
-var queues = [
-  'vm-encryption-events'
-  'restore-requests'
-  'grant-key-vault-access'
-  'backup-vm'
-  'restore-vm'
-  'redeploy-vm'
-  'restore-status'
-  'notifications'
-]
+// Queue names: the function.json queueNames and functions/src/settings.rs QueueNames defaults.
+var eventQueue = 'vm-encryption-events'
+var triggerQueues = [eventQueue, 'restore-requests', 'grant-key-vault-access', 'backup-vm', 'restore-vm', 'redeploy-vm']
+// The code sends to these trigger queues (follow-ups and rechecks); never to restore-requests.
+var selfSendQueues = [eventQueue, 'grant-key-vault-access', 'backup-vm', 'restore-vm', 'redeploy-vm']
+var notificationsQueue = 'notifications'
 
-resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: '${prefix}-id'
+resource group 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: resourceGroupName
   location: location
 }
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: take('${prefix}${uniqueString(resourceGroup().id)}', 24)
-  location: location
-  sku: { name: 'Standard_ZRS' }
-  kind: 'StorageV2'
-  properties: {
-    allowSharedKeyAccess: false
-    minimumTlsVersion: 'TLS1_2'
-    supportsHttpsTrafficOnly: true
-    allowBlobPublicAccess: false
-  }
-}
-
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
-  parent: storage
-  name: 'default'
-  properties: { isVersioningEnabled: true }
-}
-
-resource stateContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
-  name: 'ade-backup-state'
-}
-
-resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
-  name: '${prefix}-${uniqueString(resourceGroup().id)}'
-  location: location
-  sku: { name: 'Standard', tier: 'Standard' }
-  properties: { disableLocalAuth: true, minimumTlsVersion: '1.2' }
-}
-
-resource sbQueues 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = [for q in queues: {
-  parent: serviceBus
-  name: q
-  properties: {
-    requiresDuplicateDetection: true
-    duplicateDetectionHistoryTimeWindow: 'PT10M'
-    lockDuration: 'PT1M'
-    maxDeliveryCount: 10
-    deadLetteringOnMessageExpiration: true
-    defaultMessageTimeToLive: 'P14D'
-  }
-}]
-
-resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
-  name: '${prefix}-plan'
-  location: location
-  kind: 'functionapp'
-  sku: { name: 'Y1', tier: 'Dynamic' }
-  properties: { reserved: true }
-}
-
-resource app 'Microsoft.Web/sites@2023-12-01' = {
-  name: '${prefix}-${uniqueString(resourceGroup().id)}'
-  location: location
-  kind: 'functionapp,linux'
-  identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: { '${identity.id}': {} }
-  }
-  properties: {
-    serverFarmId: plan.id
-    httpsOnly: true
-    siteConfig: {
-      linuxFxVersion: ''
-      ftpsState: 'Disabled'
-      minTlsVersion: '1.2'
-      appSettings: [
-        { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'custom' }
-        { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
-        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
-        { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
-        { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: '${serviceBus.name}.servicebus.windows.net' }
-        { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
-        { name: 'ServiceBusConnection__clientId', value: identity.properties.clientId }
-        { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
-        { name: 'ADE_BACKUP_CREDENTIAL', value: 'managed-identity' }
-        { name: 'ADE_BACKUP_STATE', value: 'https://${storage.name}.blob.${environment().suffixes.storage}/ade-backup-state' }
-        { name: 'ADE_BACKUP_SERVICEBUS_ENDPOINT', value: 'https://${serviceBus.name}.servicebus.windows.net/' }
-        { name: 'ADE_BACKUP_BMS_OBJECT_ID', value: backupManagementServiceObjectId }
-        { name: 'ADE_BACKUP_PROTECTION_RULES', value: protectionRules }
-        { name: 'ADE_BACKUP_RESTORE_ALLOWLIST', value: restoreAllowlist }
-        { name: 'ADE_BACKUP_SUBSCRIPTIONS', value: sweepSubscriptions }
-        { name: 'ADE_BACKUP_MANAGEMENT_GROUPS', value: sweepManagementGroups }
-        { name: 'ADE_BACKUP_SWEEP_TAGS', value: sweepTags }
-      ]
+module app 'modules/app.bicep' = {
+  scope: group
+  name: 'ade-backup-app'
+  params: {
+    prefix: prefix
+    location: location
+    triggerQueues: triggerQueues
+    sendOnlyQueues: concat([notificationsQueue], replyQueues)
+    selfSendQueues: selfSendQueues
+    maxDeliveryCount: maxDeliveryCount
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    workflowSettings: {
+      ADE_BACKUP_BMS_OBJECT_ID: backupManagementServiceObjectId
+      ADE_BACKUP_PROTECTION_RULES: protectionRules
+      ADE_BACKUP_RESTORE_ALLOWLIST: restoreAllowlist
+      ADE_BACKUP_SUBSCRIPTIONS: join(sweepSubscriptions, ',')
+      ADE_BACKUP_MANAGEMENT_GROUPS: join(sweepManagementGroups, ',')
+      ADE_BACKUP_SWEEP_TAGS: sweepTags
+      ADE_BACKUP_REPLY_QUEUES: join(replyQueues, ',')
+      ADE_BACKUP_QUEUE_NOTIFICATIONS: notificationsQueue
+      ADE_BACKUP_RBAC_ROLE: rbacRole
+      ADE_BACKUP_ALLOW_CROSS_REGION_RESTORE: string(allowCrossRegionRestore)
+      ADE_BACKUP_MAX_DELIVERY_COUNT: string(maxDeliveryCount)
     }
   }
 }
 
-// Data-plane roles on our own resources.
-var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-var serviceBusDataSender = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
-var serviceBusDataReceiver = '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
-
-resource stateRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: stateContainer
-  name: guid(stateContainer.id, identity.id, storageBlobDataContributor)
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+module protect 'protected-subscription.bicep' = {
+  name: 'ade-backup-protected-subscription'
+  params: {
+    principalId: app.outputs.principalId
+    backupManagementServiceObjectId: backupManagementServiceObjectId
+    keyVaultBackupRoleGuid: keyVaultBackupRoleGuid
+    appSubscriptionId: subscription().subscriptionId
+    appResourceGroupName: resourceGroupName
+    serviceBusNamespace: app.outputs.serviceBusNamespace
+    eventQueueName: eventQueue
+    deadLetterStorageAccountName: app.outputs.stateStorageAccountName
+    deadLetterContainerName: app.outputs.eventDeadLetterContainerName
+    location: location
+    existingSystemTopic: existingSystemTopic
+    vaultResourceGroups: vaultResourceGroups
+    keyVaultResourceGroups: keyVaultResourceGroups
+    restoreTargetResourceGroups: restoreTargetResourceGroups
+    restoreSubnetResourceGroups: restoreSubnetResourceGroups
+    stagingStorageAccounts: stagingStorageAccounts
   }
 }
 
-resource sbSendRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: serviceBus
-  name: guid(serviceBus.id, identity.id, serviceBusDataSender)
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSender)
-  }
-}
-
-resource sbReceiveRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: serviceBus
-  name: guid(serviceBus.id, identity.id, serviceBusDataReceiver)
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataReceiver)
-  }
-}
-
-output functionAppName string = app.name
-output principalId string = identity.properties.principalId
-output serviceBusNamespace string = serviceBus.name
-output eventQueueId string = resourceId('Microsoft.ServiceBus/namespaces/queues', serviceBus.name, 'vm-encryption-events')
+output resourceGroupName string = group.name
+output functionAppName string = app.outputs.functionAppName
+output principalId string = app.outputs.principalId
+output serviceBusNamespace string = app.outputs.serviceBusNamespace
+output stateStorageAccountName string = app.outputs.stateStorageAccountName
+output appInsightsName string = app.outputs.appInsightsName

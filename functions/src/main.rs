@@ -43,6 +43,16 @@ enum Command {
     Status(StatusArgs),
     /// Reconcile the fleet once (what the PolicySweep timer does); `--dry-run` only prints the plan.
     Sweep(SweepArgs),
+    /// Print the GUID of the custom Key Vault backup role in a subscription (the
+    /// `keyVaultBackupRoleGuid` parameter of infra/main.bicep and infra/protected-subscription.bicep).
+    CustomRoleId(CustomRoleIdArgs),
+}
+
+#[derive(Debug, Args)]
+struct CustomRoleIdArgs {
+    /// Subscription id (GUID).
+    #[arg(long)]
+    subscription: uuid::Uuid,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +128,14 @@ fn main() -> ExitCode {
             Command::Local(args) => run_local(*args).await,
             Command::Status(args) => status(args).await,
             Command::Sweep(args) => sweep(args).await,
+            Command::CustomRoleId(args) => {
+                let sub = args.subscription.to_string();
+                println!(
+                    "{}",
+                    ade_backup_functions::domain::kv_access::custom_role_definition_uuid(&sub)
+                );
+                Ok(())
+            }
             #[cfg(feature = "local")]
             Command::Sim(args) => ade_backup_sim::run_cli(args)
                 .await

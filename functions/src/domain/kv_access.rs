@@ -271,6 +271,18 @@ mod tests {
         );
     }
 
+    /// The built-in role GUIDs the code uses are the ones infra/ deploys (infra/roles.json, checked
+    /// against Azure's published list by infra/tests/validate_infra.py).
+    #[test]
+    fn built_in_roles_match_the_shared_list() {
+        let shared: serde_json::Value =
+            serde_json::from_str(include_str!("../../../infra/roles.json")).expect("roles.json");
+        assert_eq!(
+            shared["builtInRoles"]["keyVaultAdministrator"].as_str(),
+            Some(KEY_VAULT_ADMINISTRATOR_ROLE)
+        );
+    }
+
     #[test]
     fn role_coverage() {
         let five: Vec<String> = BACKUP_ROLE_DATA_ACTIONS

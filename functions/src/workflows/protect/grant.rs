@@ -71,14 +71,16 @@ pub async fn bms_object_id(ctx: &Context) -> Result<uuid::Uuid, WorkflowError> {
 
 /// Creates the least-privilege custom role once per subscription: the definition's GUID is
 /// deterministic (a repeat PUT is a no-op) and a state marker saves the call after the first time.
-/// Returns the reason when our identity may not create roles.
-async fn ensure_custom_role(ctx: &Context, sub: &str) -> Result<Option<String>, WorkflowError> {
+/// infra/protected-subscription.bicep creates the same role and grants no
+/// `roleDefinitions/write`: a refused PUT then goes on to the assignment, which names the missing
+/// role if the deployment did not create it either (`RoleDefinitionDoesNotExist`).
+async fn ensure_custom_role(ctx: &Context, sub: &str) -> Result<(), WorkflowError> {
     let marker = format!(
         "rbac/role-definitions/{}.json",
         records::key_segment(&sub.to_ascii_lowercase())
     );
     if ctx.state.get(&marker).await?.is_some() {
-        return Ok(None);
+        return Ok(());
     }
     let subscription = ade_backup_shared::arm::scope::SubscriptionId::parse(sub)
         .map_err(|e| WorkflowError::poison("InvalidSubscription", e.to_string()))?;
@@ -87,12 +89,15 @@ async fn ensure_custom_role(ctx: &Context, sub: &str) -> Result<Option<String>, 
         &format!("{} ({sub})", kv_access::BACKUP_ROLE_NAME),
         subscription,
     );
-    match ctx.arm.put_role_definition(subscription, role, &props).await {
+    match ctx
+        .arm
+        .put_role_definition(subscription, role, &props)
+        .await
+    {
         Ok(_) => {}
         Err(e) if is_forbidden(&e) => {
-            return Ok(Some(format!(
-                "ade-backup's identity may not create the custom role in subscription {sub} (needs Microsoft.Authorization/roleDefinitions/write); grant it, or set ADE_BACKUP_RBAC_ROLE=key-vault-administrator: {e}"
-            )))
+            tracing::info!(subscription = %sub, "may not write the custom role definition; using the one infra/ deployed");
+            return Ok(());
         }
         Err(e) => return Err(WorkflowError::arm("creating the custom role", e)),
     }
@@ -100,7 +105,7 @@ async fn ensure_custom_role(ctx: &Context, sub: &str) -> Result<Option<String>, 
         kv_access::role_definition_id(RbacRoleChoice::CustomLeastPrivilege, sub);
     let body = j!({ "subscription": sub, "roleDefinitionId": role_definition_id, "createdAt": engine::now(ctx) });
     match json::create(ctx.state.as_ref(), &marker, &body).await {
-        Ok(_) | Err(StateError::Conflict { .. }) => Ok(None),
+        Ok(_) | Err(StateError::Conflict { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -180,9 +185,7 @@ async fn grant_role(
         return Ok(GrantResult::AlreadyInPlace);
     }
     if choice == RbacRoleChoice::CustomLeastPrivilege {
-        if let Some(denied) = ensure_custom_role(ctx, &sub).await? {
-            return Ok(GrantResult::Denied(denied));
-        }
+        ensure_custom_role(ctx, &sub).await?;
     }
     let assignment = kv_access::role_assignment_uuid(&need.vault, bms, &role_def_id);
     let props = RoleAssignmentProperties {
@@ -205,6 +208,14 @@ async fn grant_role(
                 .is_some_and(|c| c.eq_ignore_ascii_case("RoleAssignmentExists")) =>
         {
             Ok(GrantResult::AlreadyInPlace)
+        }
+        Err(e)
+            if e.code()
+                .is_some_and(|c| c.eq_ignore_ascii_case("RoleDefinitionDoesNotExist")) =>
+        {
+            Ok(GrantResult::Denied(format!(
+                "the custom role {role_def_id} does not exist and ade-backup's identity may not create it (needs Microsoft.Authorization/roleDefinitions/write): deploy infra/protected-subscription.bicep in subscription {sub}, or set ADE_BACKUP_RBAC_ROLE=key-vault-administrator: {e}"
+            )))
         }
         Err(e) => {
             let needs = "Microsoft.Authorization/roleAssignments/write";
