@@ -59,6 +59,21 @@ for f in functions/*/function.json; do
 done
 cp "$bin" "$app/ade-backup"
 chmod 0755 "$app/ade-backup"
+# The symbol table is only for debuggers (panics still print their message and location): strip it
+# from the shipped copy, keeping the build's own binary as it is. `strip` comes with binutils (gcc);
+# zig's objcopy is the fallback when a machine has no binutils.
+before=$(stat -c %s "$app/ade-backup")
+if command -v strip >/dev/null; then
+  strip --strip-all "$app/ade-backup"
+elif python3 -c 'import ziglang' 2>/dev/null; then
+  python3 -m ziglang objcopy --strip-all "$app/ade-backup" "$app/ade-backup.stripped"
+  mv "$app/ade-backup.stripped" "$app/ade-backup"
+  chmod 0755 "$app/ade-backup"
+else
+  echo "package.sh: neither strip nor ziglang found; the binary is shipped unstripped" >&2
+fi
+after=$(stat -c %s "$app/ade-backup")
+echo "== binary: $before bytes built, $after bytes shipped (stripped)"
 
 # Python's zipfile keeps no mode by itself: each entry gets its Unix mode in external_attr (the
 # Functions host runs the binary from the unpacked or mounted zip, so the exec bit must be there).

@@ -147,6 +147,25 @@ async fn serves(app: &Path, state: &Path) {
     }
 }
 
+/// Whether a 64-bit little-endian ELF file has a `SHT_SYMTAB` section (what `strip` removes).
+fn elf_has_symtab(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().expect("8 bytes"));
+    assert_eq!(&elf[..4], b"\x7fELF", "an ELF binary");
+    assert_eq!((elf[4], elf[5]), (2, 1), "ELF64, little-endian");
+    let (shoff, shentsize, shnum) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c));
+    const SHT_SYMTAB: u32 = 2;
+    (0..shnum).any(|i| u32_at(shoff + i * shentsize + 4) == SHT_SYMTAB)
+}
+
+#[test]
+fn elf_symtab_check_sees_an_unstripped_binary() {
+    // The test binary itself is built with its symbol table: the check must be able to fail.
+    let me = std::fs::read(std::env::current_exe().expect("exe")).expect("read self");
+    assert!(elf_has_symtab(&me));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn package_unpacks_into_a_runnable_functions_app() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -189,6 +208,13 @@ async fn package_unpacks_into_a_runnable_functions_app() {
             "{f}"
         );
     }
+
+    // The shipped binary is stripped (package.sh): no symbol table section.
+    let elf = std::fs::read(app.join("ade-backup")).expect("binary");
+    assert!(
+        !elf_has_symtab(&elf),
+        "the packaged binary still has its symbol table"
+    );
 
     // A real package's binary only serves: the simulator and the local host are not in it.
     if release {
