@@ -7,6 +7,7 @@ pub mod restore_allowlist;
 pub mod restore_request;
 pub mod restore_template;
 pub mod rules;
+pub mod source_vm;
 pub mod steps;
 pub mod sweep_plan;
 pub mod sweep_scope;

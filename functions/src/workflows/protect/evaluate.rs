@@ -73,6 +73,9 @@ pub async fn evaluate_observed(
         record_outcome(ctx, &observed.id, St::Unsupported, Some(code), &msg).await?;
         return Ok(format!("{}: unsupported: {p}", observed.id));
     }
+    if let Some(line) = super::readiness::check_before_protect(ctx, observed, facts).await? {
+        return Ok(line);
+    }
     let opening = Opening {
         vm_id: &observed.id,
         warnings: warnings(ctx, observed, &settings, facts).await,

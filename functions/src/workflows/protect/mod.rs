@@ -18,6 +18,7 @@ mod backup;
 mod evaluate;
 mod grant;
 mod observe;
+mod readiness;
 mod track;
 
 pub use adopt::{adopt_protected_vm, record_adoption};
