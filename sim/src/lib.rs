@@ -466,6 +466,24 @@ impl Simulator {
         })
     }
 
+    /// Sets `vm`'s VM agent (it stops answering, or an owner repairs it): see `world::source_vm`.
+    pub fn set_vm_agent(&self, vm: &str, agent: fleet::VmAgent) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            w.set_vm_agent(&key, agent);
+            Ok(())
+        })
+    }
+
+    /// Starts or deallocates `vm` as its owner would.
+    pub fn set_power_state(&self, vm: &str, state: fleet::PowerState) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            w.set_power_state(&key, state);
+            Ok(())
+        })
+    }
+
     /// The protected item of `vm` as `GET .../protectedItems/{item}` returns it, if the VM is
     /// protected.
     pub fn protected_item(&self, vm: &str) -> Result<Option<Value>, SimError> {

@@ -1,6 +1,7 @@
 //! Pure domain logic shared by the handlers: no I/O here, so every rule is unit-tested.
 
 pub mod ade;
+pub mod backup_limits;
 pub mod events;
 pub mod kv_access;
 pub mod restore_allowlist;

@@ -258,6 +258,8 @@ impl Opening<'_> {
             history: vec![],
             origin: self.origin.clone(),
             known_unprotected: false,
+            on_demand_backups: vec![],
+            deferred: None,
         };
         self.apply_known(&mut op, at);
         op.record(at, St::InProgress, format!("opened by {}", self.origin));
@@ -276,6 +278,7 @@ impl Opening<'_> {
         next.target = self.selection.clone();
         next.ade = self.settings.clone();
         next.origin = self.origin.clone();
+        next.deferred = None;
         self.apply_known(&mut next, at);
         next.record(at, St::InProgress, format!("restarted by {}", self.origin));
         next

@@ -17,6 +17,7 @@ mod adopt;
 mod backup;
 mod evaluate;
 mod grant;
+mod limits;
 mod observe;
 mod readiness;
 mod track;

@@ -90,6 +90,7 @@ async fn completed(
         r.azure = op.azure.clone();
         r.warnings = op.warnings.clone();
         r.operation_id = Some(op.operation_id.clone());
+        r.deferred = None;
     })
     .await?;
     Ok(format!(
