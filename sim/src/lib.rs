@@ -475,6 +475,29 @@ impl Simulator {
         })
     }
 
+    /// Someone else (the portal, a script) took `n` on-demand backups of `vm`'s protected item
+    /// now: they count against Azure Backup's daily limit (see `world::source_vm`).
+    pub fn take_on_demand_backups(&self, vm: &str, n: usize) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            let item_key = w
+                .protected_items
+                .iter()
+                .find(|(_, i)| i.vm_key == key)
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| SimError::Unknown {
+                    kind: "protected item (the VM is not protected) for VM",
+                    name: vm.to_string(),
+                })?;
+            let now = self.shared.clock.now();
+            for _ in 0..n {
+                // Refusals past the limit are what the test wants to reach; ignore them here.
+                let _ = w.take_on_demand_slot(&item_key, now);
+            }
+            Ok(())
+        })
+    }
+
     /// Starts or deallocates `vm` as its owner would.
     pub fn set_power_state(&self, vm: &str, state: fleet::PowerState) -> Result<(), SimError> {
         self.with_world(|w| {

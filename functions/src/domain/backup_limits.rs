@@ -25,14 +25,22 @@ pub fn recent(taken: &[DateTime<Utc>], now: DateTime<Utc>) -> Vec<DateTime<Utc>>
         .collect()
 }
 
+/// Margin after a slot frees: our clock and Azure Backup's count need not agree to the second.
+pub fn slack() -> Duration {
+    Duration::minutes(5)
+}
+
 /// When the next on-demand backup may be asked for: `None` now, else when the oldest backup of
-/// the window leaves it.
+/// the window leaves it (plus [`slack`]).
 pub fn next_slot(taken: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let recent = recent(taken, now);
     if recent.len() < ON_DEMAND_BACKUPS_PER_DAY {
         return None;
     }
-    recent.iter().min().map(|oldest| *oldest + window())
+    recent
+        .iter()
+        .min()
+        .map(|oldest| *oldest + window() + slack())
 }
 
 /// When to try again after Azure itself refused with its daily limit: a day later ("retry the
@@ -83,10 +91,12 @@ mod tests {
         let taken = vec![t0 - h(30), t0 - h(10), t0 - h(5)];
         assert_eq!(next_slot(&taken, t0), None, "the 30 h old one is forgotten");
         let taken = vec![t0 - h(10), t0 - h(5), t0 - h(1)];
-        assert_eq!(next_slot(&taken, t0), Some(t0 + h(14)));
+        assert_eq!(next_slot(&taken, t0), Some(t0 + h(14) + slack()));
         assert_eq!(recent(&taken, t0 + h(15)).len(), 2);
         assert_eq!(after_azure_refusal(&[], t0), t0 + h(24));
         assert_eq!(after_azure_refusal(&taken, t0), t0 + h(24));
+        let full = vec![t0, t0, t0];
+        assert_eq!(after_azure_refusal(&full, t0), t0 + h(24) + slack());
     }
 
     #[test]
