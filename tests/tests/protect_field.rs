@@ -151,8 +151,8 @@ async fn azure_s_daily_limit_defers_the_backup_to_the_next_day_without_retrying(
         .pump
         .sent()
         .into_iter()
-        .filter(deferred_backup)
-        .last()
+        .rev()
+        .find(deferred_backup)
         .expect("a deferred backup");
     let at = next.scheduled_enqueue_time.expect("scheduled");
     assert!((at - start).num_hours() >= 24, "{at} vs {start}");
