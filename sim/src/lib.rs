@@ -409,6 +409,9 @@ impl Simulator {
                     name: format!("{key_vault}/{}", kek.unwrap_or("")),
                 })?;
             let now = self.shared.clock.now();
+            // Extensions install only on a running VM: an owner starts a deallocated VM to
+            // encrypt it.
+            w.set_power_state(&key, fleet::PowerState::Running);
             let ext = world::Extension::ade(os, settings, world::ExtState::Creating, now);
             let resource = format!("{vm_id}/extensions/{}", ext.name);
             w.put_extension(&key, ext, now);
