@@ -304,6 +304,25 @@ pub struct Vm {
     pub power_state: PowerState,
     #[serde(default)]
     pub protection: Option<Protection>,
+    /// The VM agent as the instance view reports it (Azure Backup snapshots through it).
+    #[serde(default)]
+    pub vm_agent: VmAgent,
+    /// The VM's disks are unmanaged (VHDs in a storage account, retired 30 September 2025).
+    #[serde(default)]
+    pub unmanaged_disks: bool,
+}
+
+/// The VM agent of a fleet VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmAgent {
+    /// `ProvisioningState/succeeded`, `Ready`.
+    #[default]
+    Ready,
+    /// Installed but unresponsive: `ProvisioningState/Unavailable`, `Not Ready`.
+    NotReady,
+    /// Not installed (custom image without the agent): no `vmAgent` in the instance view.
+    Absent,
 }
 
 fn default_size() -> String {
@@ -326,6 +345,10 @@ pub struct Protection {
     /// whether the item is stale.
     #[serde(default)]
     pub recovery_point_ages_hours: Vec<u32>,
+    /// LUNs of data disks excluded from backup (`extendedProperties.diskExclusionProperties`);
+    /// an encrypted VM's backups then fail with `UserErrorEncryptedVmNotSupportedWithDiskEx`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_disk_luns: Vec<u32>,
 }
 
 impl Fleet {
@@ -596,6 +619,7 @@ fn generated_vm(rng: &mut StdRng, i: usize, (s, subs): (usize, usize), sub: Stri
         vault: format!("rsv-{s}-{ri}"),
         policy: "DefaultPolicy".into(),
         recovery_point_ages_hours: vec![rng.random_range(1..96)],
+        excluded_disk_luns: vec![],
     });
     let disks = rng.random_range(0..4);
     Vm {
@@ -614,6 +638,8 @@ fn generated_vm(rng: &mut StdRng, i: usize, (s, subs): (usize, usize), sub: Stri
         tags: BTreeMap::new(),
         ade,
         power_state: PowerState::Running,
+        vm_agent: VmAgent::Ready,
+        unmanaged_disks: false,
         protection,
     }
 }

@@ -409,6 +409,9 @@ impl Simulator {
                     name: format!("{key_vault}/{}", kek.unwrap_or("")),
                 })?;
             let now = self.shared.clock.now();
+            // Extensions install only on a running VM: an owner starts a deallocated VM to
+            // encrypt it.
+            w.set_power_state(&key, fleet::PowerState::Running);
             let ext = world::Extension::ade(os, settings, world::ExtState::Creating, now);
             let resource = format!("{vm_id}/extensions/{}", ext.name);
             w.put_extension(&key, ext, now);
@@ -462,6 +465,47 @@ impl Simulator {
         self.with_world(|w| {
             let key = Self::resolve_vm(w, vm)?;
             w.vms.remove(&key);
+            Ok(())
+        })
+    }
+
+    /// Sets `vm`'s VM agent (it stops answering, or an owner repairs it): see `world::source_vm`.
+    pub fn set_vm_agent(&self, vm: &str, agent: fleet::VmAgent) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            w.set_vm_agent(&key, agent);
+            Ok(())
+        })
+    }
+
+    /// Someone else (the portal, a script) took `n` on-demand backups of `vm`'s protected item
+    /// now: they count against Azure Backup's daily limit (see `world::source_vm`).
+    pub fn take_on_demand_backups(&self, vm: &str, n: usize) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            let item_key = w
+                .protected_items
+                .iter()
+                .find(|(_, i)| i.vm_key == key)
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| SimError::Unknown {
+                    kind: "protected item (the VM is not protected) for VM",
+                    name: vm.to_string(),
+                })?;
+            let now = self.shared.clock.now();
+            for _ in 0..n {
+                // Refusals past the limit are what the test wants to reach; ignore them here.
+                let _ = w.take_on_demand_slot(&item_key, now);
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts or deallocates `vm` as its owner would.
+    pub fn set_power_state(&self, vm: &str, state: fleet::PowerState) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let key = Self::resolve_vm(w, vm)?;
+            w.set_power_state(&key, state);
             Ok(())
         })
     }

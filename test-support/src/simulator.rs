@@ -111,6 +111,7 @@ pub fn healthy_fleet(subs: usize, vms: usize, seed: u64, unprotected: usize) -> 
             vault: format!("rsv-{sub_index}-{region_index}"),
             policy: "DefaultPolicy".into(),
             recovery_point_ages_hours: vec![1],
+            excluded_disk_luns: vec![],
         });
     }
     f

@@ -129,6 +129,8 @@ pub struct VmObservation {
     pub disk_count: usize,
     /// Whether the KEK belongs to a certificate, when known (Key Vault data plane `managed`).
     pub kek_is_certificate: Option<bool>,
+    /// A disk is unmanaged (VHD): `unsupported: unmanaged-disks` (see `source_vm`).
+    pub unmanaged_disks: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,6 +209,23 @@ fn unsupported(code: &str, message: String) -> AdeState {
 /// done (not disabling, provisioned, disks no longer encrypting), and are its Key Vault settings
 /// ones a restore can use.
 pub fn classify(vm: &VmObservation) -> AdeState {
+    let state = classify_extension(vm);
+    // Unmanaged disks were retired on 30 September 2025: an encrypted (or encrypting) VM on them
+    // is reported, never worked on.
+    let encrypted = matches!(
+        state,
+        AdeState::Encrypted { .. } | AdeState::InProgress { .. }
+    );
+    if vm.unmanaged_disks && encrypted {
+        return unsupported(
+            "unmanaged-disks",
+            super::source_vm::UNMANAGED_DISKS_MESSAGE.to_string(),
+        );
+    }
+    state
+}
+
+fn classify_extension(vm: &VmObservation) -> AdeState {
     let Some(ext) = find_ade_extension(vm) else {
         return without_extension(vm);
     };
@@ -463,6 +482,7 @@ mod tests {
             disk_sizes_gb: vec![30, 128],
             disk_count: 2,
             kek_is_certificate: Some(false),
+            unmanaged_disks: false,
         }
     }
 
@@ -581,6 +601,20 @@ mod tests {
         for (i, (g, e)) in got.iter().zip(expected).enumerate() {
             assert_eq!(g, e, "outcome {i}");
         }
+    }
+
+    #[test]
+    fn an_encrypted_vm_on_unmanaged_disks_is_unsupported() {
+        let bek = json!({"EncryptionOperation": "EnableEncryption", "KeyVaultURL": "https://kv-app.vault.azure.net/", "KeyVaultResourceId": KV, "VolumeType": "All"});
+        let mut v = vm(Some(ext(bek, "Succeeded")));
+        v.unmanaged_disks = true;
+        assert!(matches!(
+            classify(&v),
+            AdeState::Unsupported { code, message } if code == "unmanaged-disks" && message.contains("30 September 2025")
+        ));
+        let mut plain = vm(None);
+        plain.unmanaged_disks = true;
+        assert!(matches!(classify(&plain), AdeState::NotEncrypted { .. }));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::ErrorRecord;
 use crate::domain::ade::AdeSettings;
+use crate::domain::backup_limits::Deferral;
 use crate::domain::rules::Selection;
 use crate::domain::steps::{StepDetail, StepName, Steps};
 use ade_backup_shared::arm::PendingOperation;
@@ -130,6 +131,13 @@ pub struct ProtectionOperation {
     /// VM, so the first protection attempt skips re-reading the protected item.
     #[serde(default)]
     pub known_unprotected: bool,
+    /// When ade-backup asked Azure for an on-demand backup of the VM (last 24 h only): kept
+    /// under Azure Backup's daily limit (`domain::backup_limits`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_demand_backups: Vec<DateTime<Utc>>,
+    /// The backup step waits for a window (daily limit), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferral>,
 }
 
 impl ProtectionOperation {
@@ -176,6 +184,9 @@ pub struct VmRecord {
     /// Free-form facts for humans (e.g. sweep drift kinds).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub extra: Value,
+    /// The VM's backup waits for a window (Azure Backup's daily limit), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferral>,
 }
 
 impl VmRecord {
@@ -193,6 +204,7 @@ impl VmRecord {
             azure: ProtectionAzureIds::default(),
             updated_at: at,
             extra: Value::Null,
+            deferred: None,
         }
     }
 }

@@ -566,6 +566,19 @@ fn classify_parts(
     message: String,
 ) -> ArmError {
     let operation = operation.to_string();
+    // Checked first: Azure's anti-abuse limits are not transient whatever status carries them
+    // (a 429 would otherwise be retried in a loop, burning the quota).
+    if let Some(c) = code
+        .as_deref()
+        .filter(|c| super::error::is_service_limit_code(c))
+    {
+        return ArmError::ServiceLimit {
+            operation,
+            status,
+            code: c.to_string(),
+            message,
+        };
+    }
     match status {
         404 => ArmError::NotFound {
             operation,
@@ -623,6 +636,15 @@ mod tests {
         );
         assert!(classify("op", 503, None, b"").is_transient());
         assert!(!classify("op", 400, None, b"").is_transient());
+        let limit = br#"{"error":{"code":"CloudDosTimeboudLimitReached","message":"Please retry the operation tomorrow."}}"#;
+        for status in [400, 429, 409] {
+            let e = classify("op", status, Some(Duration::from_secs(1)), limit);
+            assert!(e.is_service_limit() && !e.is_transient(), "{status}: {e:?}");
+            assert!(!crate::arm::retry::is_retryable(
+                &e,
+                crate::arm::retry::Repeat::Idempotent
+            ));
+        }
         assert!(matches!(
             classify("op", 429, Some(Duration::from_secs(3)), b""),
             ArmError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(3)

@@ -73,6 +73,15 @@ pub struct OsDisk {
     pub disk_size_gb: Option<i64>,
     pub encryption_settings: Option<DiskEncryptionSettings>,
     pub managed_disk: Option<SubResource>,
+    /// An unmanaged (VHD in a storage account) disk: `vhd.uri`. Retired 30 September 2025.
+    pub vhd: Option<VirtualHardDisk>,
+}
+
+/// `storageProfile.*.vhd` of an unmanaged disk.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VirtualHardDisk {
+    pub uri: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -83,6 +92,7 @@ pub struct DataDisk {
     #[serde(rename = "diskSizeGB")]
     pub disk_size_gb: Option<i64>,
     pub managed_disk: Option<SubResource>,
+    pub vhd: Option<VirtualHardDisk>,
 }
 
 /// ADE settings of a disk (`storageProfile.osDisk.encryptionSettings` and
@@ -114,10 +124,22 @@ pub struct KeyVaultKeyReference {
 pub struct VmInstanceView {
     #[serde(deserialize_with = "null_vec")]
     pub statuses: Vec<InstanceViewStatus>,
+    /// The VM agent (guest agent) and its statuses: `ProvisioningState/succeeded` with display
+    /// status `Ready` when it runs; absent or `Not Ready` otherwise.
+    pub vm_agent: Option<VmAgentInstanceView>,
     #[serde(deserialize_with = "null_vec")]
     pub disks: Vec<DiskInstanceView>,
     #[serde(deserialize_with = "null_vec")]
     pub extensions: Vec<ExtensionInstanceView>,
+}
+
+/// `instanceView.vmAgent` (compute `VirtualMachineAgentInstanceView`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VmAgentInstanceView {
+    pub vm_agent_version: Option<String>,
+    #[serde(deserialize_with = "null_vec")]
+    pub statuses: Vec<InstanceViewStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -32,6 +32,17 @@ pub enum ArmError {
         code: Option<String>,
         message: String,
     },
+    /// A Recovery Services anti-abuse limit (`CloudDosTimeboudLimitReached`: more than about
+    /// three on-demand backups of an item a day; `CloudDosAbsoluteLimitReached`: too many
+    /// restores in 24 h). Azure marks it `isRetryable: false` ("retry the operation tomorrow"):
+    /// never retried by the client, never transient; the caller defers to a later window.
+    #[error("Azure Backup limit reached in {operation} (status {status}, code {code}): {message}")]
+    ServiceLimit {
+        operation: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// 404: the resource (or its parent) does not exist.
     #[error("not found in {operation} (code {code:?}): {message}")]
     NotFound {
@@ -69,6 +80,7 @@ impl ArmError {
             | ArmError::Permanent { code, .. }
             | ArmError::NotFound { code, .. }
             | ArmError::OperationFailed { code, .. } => code.as_deref(),
+            ArmError::ServiceLimit { code, .. } => Some(code),
             ArmError::Throttled { .. } => Some("TooManyRequests"),
             _ => None,
         }
@@ -82,6 +94,13 @@ impl ArmError {
         )
     }
 
+    /// True for a Recovery Services daily / absolute limit (see [`ArmError::ServiceLimit`]):
+    /// wait for the window, do not retry now.
+    pub fn is_service_limit(&self) -> bool {
+        matches!(self, ArmError::ServiceLimit { .. })
+            || self.code().is_some_and(is_service_limit_code)
+    }
+
     /// True for 404s.
     pub fn is_not_found(&self) -> bool {
         matches!(self, ArmError::NotFound { .. })
@@ -91,7 +110,9 @@ impl ArmError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ArmError::Transient { status, .. } => *status,
-            ArmError::Permanent { status, .. } => Some(*status),
+            ArmError::Permanent { status, .. } | ArmError::ServiceLimit { status, .. } => {
+                Some(*status)
+            }
             ArmError::NotFound { .. } => Some(404),
             ArmError::Throttled { .. } => Some(429),
             _ => None,
@@ -120,6 +141,20 @@ impl From<crate::ids::IdError> for ArmError {
             rule: format!("{} (got {:?})", e.rule, e.value),
         }
     }
+}
+
+/// Error codes of the Recovery Services anti-abuse limits (azure-cli 32441, azure-content 5067,
+/// terraform-provider-azurerm 12617): whatever the HTTP status, they are [`ArmError::ServiceLimit`].
+pub const SERVICE_LIMIT_CODES: [&str; 2] = [
+    "CloudDosTimeboudLimitReached",
+    "CloudDosAbsoluteLimitReached",
+];
+
+/// Whether `code` is one of [`SERVICE_LIMIT_CODES`] (compared case-insensitively).
+pub fn is_service_limit_code(code: &str) -> bool {
+    SERVICE_LIMIT_CODES
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(code))
 }
 
 /// `(code, message)` from any of the error bodies Azure sends:
@@ -196,5 +231,15 @@ mod tests {
         assert!(!p.is_transient());
         assert_eq!(p.code(), Some("AuthorizationFailed"));
         assert_eq!(p.status(), Some(403));
+        let l = ArmError::ServiceLimit {
+            operation: "x".into(),
+            status: 400,
+            code: "CloudDosTimeboudLimitReached".into(),
+            message: String::new(),
+        };
+        assert!(!l.is_transient() && l.is_service_limit());
+        assert_eq!(l.code(), Some("CloudDosTimeboudLimitReached"));
+        assert!(is_service_limit_code("clouddosabsolutelimitreached"));
+        assert!(!is_service_limit_code("UserErrorBackupOperationInProgress"));
     }
 }

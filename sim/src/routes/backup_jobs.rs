@@ -8,7 +8,7 @@ use super::recovery_services::{
     bad, item_not_found, item_request, lro, vault_key, vault_not_found, API, PAGE,
 };
 use super::{paged, route, Ctx, Reply, Route};
-use crate::world::{codes, lc, ProtectedItem, RsVault, SimpleResource, World};
+use crate::world::{codes, daily_limit_body, lc, ProtectedItem, RsVault, SimpleResource, World};
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
@@ -37,6 +37,9 @@ fn backup_now(w: &mut World, ctx: &Ctx) -> Reply {
     let Some(item) = w.protected_items.get(&key).cloned() else {
         return item_not_found(ctx);
     };
+    if let Err(f) = w.take_on_demand_slot(&key, ctx.now) {
+        return Reply::json(StatusCode::BAD_REQUEST, daily_limit_body(&f));
+    }
     let result = w.start_backup(&key, ctx.now).map(Some);
     let op = w.timed_operation(ctx.now, result, None);
     lro(ctx, w, &item, &op)

@@ -279,7 +279,15 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
         );
     }
     let item = match w.set_item_policy(&key, &policy) {
-        Some(existing) => existing,
+        Some(existing) => {
+            // A PUT without `diskExclusionProperties` resets the exclusion (sim: what
+            // `az backup protection update-for-vm --disk-list-setting resetexclusionsettings`
+            // achieves; whether a plain PUT resets it in Azure is not verified).
+            if let Some(i) = w.protected_items.get_mut(&key) {
+                i.excluded_disk_luns.clear();
+            }
+            existing
+        }
         None => {
             let item = ProtectedItem::new(&vkey, &vm, &policy, ctx.now);
             w.protected_items.insert(key.clone(), item.clone());

@@ -305,6 +305,11 @@ impl World {
             self.finish_job(id, at, Some(f));
             return;
         };
+        if let Some(f) = self.snapshot_precondition(&item, &vm) {
+            self.mark_item_failed(&job.item_key, at, &f);
+            self.finish_job(id, at, Some(f));
+            return;
+        }
         if let Some(enc) = vm.encryption.as_ref().or(vm.restored_encryption.as_ref()) {
             if let Err(f) = self.check_backup_access(enc) {
                 self.mark_item_failed(&job.item_key, at, &f);

@@ -3,6 +3,7 @@
 //! `ready_at`) and the ARM rendering of VMs, instance views and extensions. Shapes follow
 //! compute `VirtualMachine_Get_WithInstanceView` (2024-07-01).
 
+use super::source_vm::disk_reference;
 use super::{lc, resource_id, ts, Encryption, OpKindState, World};
 use crate::fleet::{self, OsType, PowerState};
 use chrono::{DateTime, Duration, Utc};
@@ -66,6 +67,8 @@ pub struct VmState {
     pub data_disks_locked: bool,
     pub restored_encryption: Option<Encryption>,
     pub created: DateTime<Utc>,
+    /// The VM agent and disk kind (see `source_vm`).
+    pub guest: super::GuestModel,
 }
 
 pub fn vm_resource_id(sub: &str, rg: &str, name: &str) -> String {
@@ -107,6 +110,10 @@ fn fleet_vm_state(vm: &fleet::Vm, now: DateTime<Utc>) -> VmState {
         data_disks_locked: false,
         restored_encryption: None,
         created: now - Duration::days(90),
+        guest: super::GuestModel {
+            agent: vm.vm_agent,
+            unmanaged_disks: vm.unmanaged_disks,
+        },
     }
 }
 
@@ -289,7 +296,7 @@ impl World {
             "computerName": vm.name,
             "osName": if vm.os_type == OsType::Windows { "Windows Server 2022 Datacenter" } else { "ubuntu" },
             "osVersion": if vm.os_type == OsType::Windows { "10.0.20348" } else { "22.04" },
-            "vmAgent": {"vmAgentVersion": "2.7.41491.1102", "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready", "message": "GuestAgent is running and processing the extensions.", "time": ts(now)}]},
+            "vmAgent": super::source_vm::vm_agent_json(vm, now),
             "disks": disks,
             "extensions": extensions,
             "hyperVGeneration": "V2",
@@ -324,7 +331,7 @@ impl World {
 }
 
 /// A VM's `storageProfile`: its OS disk (with encryption settings when the OS volume is
-/// encrypted) and data disks, all managed.
+/// encrypted) and data disks, managed unless the fleet says unmanaged (`vhd`).
 fn storage_profile_json(vm: &VmState) -> Value {
     let disk_id = |name: &str| {
         resource_id(
@@ -345,10 +352,11 @@ fn storage_profile_json(vm: &VmState) -> Value {
         "name": vm.os_disk.name,
         "createOption": "FromImage",
         "caching": "ReadWrite",
-        "managedDisk": {"storageAccountType": "Premium_LRS", "id": disk_id(&vm.os_disk.name)},
         "deleteOption": "Detach",
         "diskSizeGB": vm.os_disk.size_gb
     });
+    let (kind, reference) = disk_reference(vm, &vm.os_disk.name, disk_id(&vm.os_disk.name));
+    os_disk[kind] = reference;
     if let (true, Some(e)) = (os_encrypted, enc) {
         os_disk["encryptionSettings"] = e.settings_json();
     }
@@ -356,16 +364,18 @@ fn storage_profile_json(vm: &VmState) -> Value {
         .data_disks
         .iter()
         .map(|d| {
-            json!({
+            let mut disk = json!({
                 "lun": d.lun.unwrap_or(0),
                 "name": d.name,
                 "createOption": "Attach",
                 "caching": "None",
-                "managedDisk": {"storageAccountType": "Premium_LRS", "id": disk_id(&d.name)},
                 "deleteOption": "Detach",
                 "diskSizeGB": d.size_gb,
                 "toBeDetached": false
-            })
+            });
+            let (kind, reference) = disk_reference(vm, &d.name, disk_id(&d.name));
+            disk[kind] = reference;
+            disk
         })
         .collect();
     json!({"osDisk": os_disk, "dataDisks": data_disks})

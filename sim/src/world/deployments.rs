@@ -148,6 +148,7 @@ fn restored_vm_state(dep: &Deployment, restored: &RestoredDisks, id: String) -> 
         encryption: None,
         data_disks_locked: locked,
         restored_encryption: rp.encryption.clone(),
+        guest: Default::default(),
         created: dep.done_at,
     }
 }

@@ -18,6 +18,7 @@ mod keyvault;
 mod operations;
 mod recovery_services;
 mod simple_resources;
+mod source_vm;
 
 pub use ade::{ade_extension_names, Encryption};
 pub use authorization::{
@@ -33,6 +34,7 @@ pub use recovery_services::{
     container_name, item_name, ProtectedItem, RecoveryPoint, RsVault, PROTECTION_STOPPED_STATE,
 };
 pub use simple_resources::SimpleResource;
+pub use source_vm::{daily_limit_body, GuestModel, DAILY_LIMIT_CODE, ON_DEMAND_BACKUPS_PER_DAY};
 
 use crate::fleet::{self, Fleet};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -155,6 +157,8 @@ pub struct World {
     /// `routes::resource_graph`): continuation pages read the snapshot their first page took.
     #[serde(skip)]
     pub graph_snapshots: std::collections::VecDeque<(u64, std::sync::Arc<Vec<Value>>)>,
+    /// When each protected item's on-demand backups were accepted (see `source_vm`).
+    pub on_demand_backups: BTreeMap<String, Vec<DateTime<Utc>>>,
 }
 
 impl World {
@@ -189,6 +193,7 @@ impl World {
             active_deployments: BTreeSet::new(),
             counter: 0,
             graph_snapshots: Default::default(),
+            on_demand_backups: BTreeMap::new(),
         };
         w.add_builtin_roles();
         for kv in &fleet.key_vaults {

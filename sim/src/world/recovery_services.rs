@@ -57,6 +57,8 @@ pub struct ProtectedItem {
     pub recovery_points: Vec<RecoveryPoint>,
     pub health_error: Option<Failure>,
     pub created: DateTime<Utc>,
+    /// Data disk LUNs excluded from backup (`extendedProperties.diskExclusionProperties`).
+    pub excluded_disk_luns: Vec<u32>,
 }
 
 impl ProtectedItem {
@@ -77,8 +79,17 @@ impl ProtectedItem {
             recovery_points: Vec::new(),
             health_error: None,
             created,
+            excluded_disk_luns: Vec::new(),
         }
     }
+}
+
+/// `extendedProperties` of an item: `diskExclusionProperties` when disks are excluded.
+fn extended_properties(item: &ProtectedItem) -> Value {
+    if item.excluded_disk_luns.is_empty() {
+        return json!({});
+    }
+    json!({"diskExclusionProperties": {"diskLunList": item.excluded_disk_luns, "isInclusionList": false}})
 }
 
 pub fn container_name(rg: &str, vm: &str) -> String {
@@ -137,6 +148,7 @@ impl World {
             return;
         };
         let mut item = ProtectedItem::new(&vault_key, vm, &p.policy, now - Duration::days(60));
+        item.excluded_disk_luns = p.excluded_disk_luns.clone();
         let mut ages = p.recovery_point_ages_hours.clone();
         ages.sort_unstable_by(|a, b| b.cmp(a));
         for age in ages {
@@ -348,7 +360,8 @@ impl World {
                     "oldestRecoveryPoint": oldest_rp.map(ts),
                     "recoveryPointCount": item.recovery_points.len(),
                     "policyInconsistent": false
-                }
+                },
+                "extendedProperties": extended_properties(item)
             }
         })
     }

@@ -2,7 +2,7 @@
 //! yet), trigger the first backup, and hand over to [`super::track`]. A crash between the
 //! trigger and its record adopts the backup job already running instead of starting another.
 
-use super::{conclude, track, BackupMessage, BackupPhase};
+use super::{conclude, limits, track, BackupMessage, BackupPhase};
 use crate::context::Context;
 use crate::engine::{
     self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, update_holding,
@@ -310,6 +310,15 @@ async fn backup_now(
         let note = "adopted the backup job already running";
         return record_job(ctx, (op, writer), job, note).await;
     }
+    // Azure Backup's daily limit: never ask for a fourth on-demand backup in 24 h.
+    if let Some(until) = limits::own_limit(&op, engine::now(ctx)) {
+        let why = format!(
+            "ade-backup already asked for {} on-demand backups of this VM in the last 24 h (Azure Backup refuses more with CloudDosTimeboudLimitReached)",
+            crate::domain::backup_limits::ON_DEMAND_BACKUPS_PER_DAY
+        );
+        let reason = crate::domain::backup_limits::DeferReason::DailyLimitOwn;
+        return limits::defer(ctx, (&op, writer), reason, until, why).await;
+    }
     let id = op.operation_id.as_str();
     if !engine::renew_claim::<ProtectionOperation>(ctx, id, step, delivery).await? {
         return Ok(claim_lost(&id, step));
@@ -323,10 +332,10 @@ async fn backup_now(
         .await
     {
         Ok(p) => {
-            let (on, next) = ((&op, writer), BackupPhase::BackupPoll);
-            let lost = record_pending(ctx, on, step, p, next).await?;
+            let lost = limits::record_backup_requested(ctx, (&op, writer), p).await?;
             Ok(lost.unwrap_or_else(|| format!("{}: backup triggered", op.operation_id)))
         }
+        Err(e) if e.is_service_limit() => limits::defer_after_refusal(ctx, (&op, writer), &e).await,
         Err(e) if e.is_transient() => Err(WorkflowError::arm("triggering the backup", e)),
         Err(e) => {
             let code = e.code().unwrap_or("backup-failed").to_string();

@@ -73,6 +73,9 @@ pub async fn evaluate_observed(
         record_outcome(ctx, &observed.id, St::Unsupported, Some(code), &msg).await?;
         return Ok(format!("{}: unsupported: {p}", observed.id));
     }
+    if let Some(line) = super::readiness::check_before_protect(ctx, observed, facts).await? {
+        return Ok(line);
+    }
     let opening = Opening {
         vm_id: &observed.id,
         warnings: warnings(ctx, observed, &settings, facts).await,
@@ -255,6 +258,8 @@ impl Opening<'_> {
             history: vec![],
             origin: self.origin.clone(),
             known_unprotected: false,
+            on_demand_backups: vec![],
+            deferred: None,
         };
         self.apply_known(&mut op, at);
         op.record(at, St::InProgress, format!("opened by {}", self.origin));
@@ -273,6 +278,7 @@ impl Opening<'_> {
         next.target = self.selection.clone();
         next.ade = self.settings.clone();
         next.origin = self.origin.clone();
+        next.deferred = None;
         self.apply_known(&mut next, at);
         next.record(at, St::InProgress, format!("restarted by {}", self.origin));
         next

@@ -17,7 +17,9 @@ mod adopt;
 mod backup;
 mod evaluate;
 mod grant;
+mod limits;
 mod observe;
+mod readiness;
 mod track;
 
 pub use adopt::{adopt_protected_vm, record_adoption};

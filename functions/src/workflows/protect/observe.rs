@@ -4,6 +4,7 @@
 
 use crate::context::Context;
 use crate::domain::ade::{self, AdeState, ExtensionObservation, OsType, VmObservation};
+use crate::domain::source_vm::{readiness, Readiness};
 use crate::engine::{self, WorkflowError};
 use crate::records::{vm_record_key, ProtectionStatus, VmRecord};
 use ade_backup_shared::arm::{VirtualMachine, VmExtension};
@@ -21,6 +22,11 @@ pub struct ObservedVm {
     pub ade: AdeState,
     /// `ade::restore_limit_warnings` of the observation.
     pub restore_warnings: Vec<String>,
+    /// Whether a backup can run now (power state, VM agent), when the VM was read with its
+    /// instance view; `None` from Resource Graph (the workflow reads it when it matters).
+    pub readiness: Option<Readiness>,
+    /// The OS, for the VM agent's fix.
+    pub os_type: Option<OsType>,
 }
 
 /// What the sweep already knows about a VM's surroundings from the same run's discovery, so the
@@ -38,6 +44,9 @@ pub struct SweepFacts {
     pub access_in_place: bool,
     /// No active protection in Azure (no protected item, or protection stopped).
     pub unprotected: bool,
+    /// The VM agent must be checked before working on the VM: a new protection, or the last
+    /// backup job failed on the agent. (Resource Graph has no instance view: one VM GET.)
+    pub check_agent: bool,
 }
 
 /// Reads the VM (and its ADE extension when the VM's list shape lacks it) and classifies it.
@@ -63,6 +72,8 @@ pub async fn observe_vm(
         tags: vm.tags.clone(),
         ade: ade::classify(&obs),
         restore_warnings: ade::restore_limit_warnings(&obs),
+        readiness: Some(readiness(&vm)),
+        os_type: obs.os_type,
     }))
 }
 
@@ -140,6 +151,7 @@ fn observation(
         disk_sizes_gb,
         disk_count: vm.disk_count(),
         kek_is_certificate: None,
+        unmanaged_disks: crate::domain::source_vm::has_unmanaged_disks(vm),
     }
 }
 

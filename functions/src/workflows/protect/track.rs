@@ -90,6 +90,7 @@ async fn completed(
         r.azure = op.azure.clone();
         r.warnings = op.warnings.clone();
         r.operation_id = Some(op.operation_id.clone());
+        r.deferred = None;
     })
     .await?;
     Ok(format!(
@@ -127,6 +128,9 @@ async fn failed(
         let st = St::Unsupported;
         conclude(ctx, &op.operation_id, st, step, "kek-certificate", &msg).await?;
         return Ok(format!("{}: unsupported: kek-certificate", op.operation_id));
+    }
+    if let Some(line) = super::readiness::agent_failure(ctx, &op, &code).await? {
+        return Ok(line);
     }
     conclude(ctx, &op.operation_id, St::Failed, step, &code, &text).await?;
     Ok(format!("{}: backup job failed: {code}", op.operation_id))

@@ -299,14 +299,26 @@ fn known_facts(
             tags: vm.tags.clone(),
             ade: vm.ade.clone(),
             restore_warnings: vm.restore_warnings.clone(),
+            readiness: None,
+            os_type: match &vm.ade {
+                AdeState::Encrypted { settings, .. } => Some(settings.os_type),
+                _ => None,
+            },
         },
         SweepFacts {
             vault_location: vault_location.clone(),
             key_vault_disk_encryption,
             access_in_place: !p.actions.contains(&Action::GrantAccess),
             unprotected,
+            check_agent: unprotected || last_job_failed_on_agent(items.get(&p.vm_id.canonical())),
         },
     ))
+}
+
+/// Whether the item's last backup failed because the VM agent did not answer.
+fn last_job_failed_on_agent(item: Option<&&ProtectedItemView>) -> bool {
+    item.and_then(|i| i.last_backup_error_code.as_deref())
+        .is_some_and(crate::domain::source_vm::is_agent_error)
 }
 
 /// A VM that can be adopted: its row, Azure's protected item, its ADE settings and the rule that

@@ -298,6 +298,7 @@ fn observation_from_rows(id: &ResourceId, vm: &Value, exts: &[&Value]) -> VmObse
         disk_sizes_gb,
         disk_count: 1 + data_disks.len(),
         kek_is_certificate: None,
+        unmanaged_disks: crate::domain::source_vm::storage_profile_has_unmanaged_disks(&sp),
     }
 }
 

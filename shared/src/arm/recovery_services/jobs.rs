@@ -136,13 +136,18 @@ impl BackupJob {
             .iter()
             .find_map(|e| e.error_code.as_deref())
     }
+    /// A value of the job's property bag. Azure's keys carry stray spaces and casing
+    /// (`"Recovery point time "`): an exact key wins, else the first key equal to `key` once
+    /// both are trimmed and compared case-insensitively.
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties
-            .extended_info
-            .as_ref()?
-            .property_bag
-            .get(key)
-            .map(String::as_str)
+        let bag = &self.properties.extended_info.as_ref()?.property_bag;
+        if let Some(v) = bag.get(key) {
+            return Some(v.as_str());
+        }
+        let want = key.trim();
+        bag.iter()
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(want))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -298,5 +303,27 @@ mod tests {
         assert!(f
             .to_odata()
             .ends_with("startTime eq '2026-11-29 02:05:00 PM'"));
+    }
+
+    #[test]
+    fn property_bag_keys_match_as_azure_spells_them() {
+        let j: BackupJob = serde_json::from_value(serde_json::json!({
+            "name": "j1",
+            "properties": {"extendedInfo": {"propertyBag": {
+                "Recovery point time ": "12/1/2026 10:00:00 AM",
+                "target storage account name": "stx"
+            }}}
+        }))
+        .expect("job");
+        assert_eq!(
+            j.property("Recovery point time"),
+            Some("12/1/2026 10:00:00 AM")
+        );
+        assert_eq!(
+            j.property("Recovery point time "),
+            Some("12/1/2026 10:00:00 AM")
+        );
+        assert_eq!(j.target_storage_account(), Some("stx"));
+        assert_eq!(j.property("Template Blob Uri"), None);
     }
 }
