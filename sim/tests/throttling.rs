@@ -9,15 +9,21 @@ async fn reads_are_throttled_at_arm_bucket_sizes() {
     let h = Harness::start(Fleet::sample(), SimOptions::default()).await;
     let path = vm_id(S1, "rg-app-web", "web-win-01");
     let url = h.url(&path, "2024-07-01");
+    let started = std::time::Instant::now();
     let burst =
         futures::future::join_all((0..300).map(|_| h.send(reqwest::Method::GET, &url, None))).await;
+    // The bucket refills at 25 reads/s of real time while the burst is served: on a loaded
+    // machine the burst takes longer, so the bound is the bucket plus what refilled meanwhile.
+    let refilled = (started.elapsed().as_secs_f64() * 25.0).ceil() as usize;
     let ok = burst.iter().filter(|r| r.0 == 200).count();
     let throttled: Vec<_> = burst.iter().filter(|r| r.0 == 429).collect();
     assert_eq!(ok + throttled.len(), 300);
+    let emptied = std::time::Instant::now();
     assert!(
-        (250..=256).contains(&ok),
-        "about 250 reads succeed, got {ok}"
+        ok >= 250 && ok <= 250 + refilled,
+        "the 250-read bucket plus {refilled} refilled succeed, got {ok}"
     );
+    assert!(!throttled.is_empty(), "a 300-read burst is throttled");
     for (_, headers, body) in &throttled {
         let retry: u64 = header(headers, "retry-after")
             .parse()
@@ -50,9 +56,12 @@ async fn reads_are_throttled_at_arm_bucket_sizes() {
     let after =
         futures::future::join_all((0..100).map(|_| h.send(reqwest::Method::GET, &url, None))).await;
     let ok = after.iter().filter(|r| r.0 == 200).count();
+    // At least the second of sleep refilled 25; at most what the time since the bucket ran dry
+    // refilled (plus the fraction of a token a throttled bucket may hold).
+    let most = (emptied.elapsed().as_secs_f64() * 25.0).ceil() as usize + 1;
     assert!(
-        (20..=45).contains(&ok),
-        "about 25 reads refill per second, got {ok}"
+        ok >= 25 && ok <= most,
+        "25 reads refill per second: between 25 and {most}, got {ok}"
     );
     let stats = h.sim.stats();
     assert!(stats.throttled >= throttled.len() as u64);
@@ -64,12 +73,17 @@ async fn writes_have_their_own_smaller_bucket_and_can_be_switched_off() {
     let h = Harness::start(Fleet::sample(), SimOptions::default()).await;
     let path = format!("{RSV_WEU}/backupFabrics/Azure/refreshContainers");
     let url = h.url(&path, RS_API);
+    let started = std::time::Instant::now();
     let results = futures::future::join_all(
         (0..210).map(|_| h.send(reqwest::Method::POST, &url, Some(serde_json::json!({})))),
     )
     .await;
     let ok = results.iter().filter(|r| r.0 == 202).count();
-    assert!((200..=203).contains(&ok), "write bucket is 200, got {ok}");
+    let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
+    assert!(
+        ok >= 200 && ok <= 200 + refilled,
+        "write bucket is 200 (+{refilled} refilled while served), got {ok}"
+    );
     assert!(results.iter().filter(|r| r.0 == 202).all(|r| !header(
         &r.1,
         "x-ms-ratelimit-remaining-subscription-writes"

@@ -10,7 +10,7 @@ use std::time::Duration;
 pub enum ArmError {
     /// Worth retrying later: 408/500/502/503/504, or the connection failed (`status` is `None`).
     /// The client already retried within its policy before returning this.
-    #[error("transient ARM failure in {operation} (status {status:?}, code {code:?}): {message}")]
+    #[error("transient ARM failure in {operation} (status {}, code {}): {message}", status.map_or("none".to_string(), |s| s.to_string()), code.as_deref().unwrap_or("none"))]
     Transient {
         operation: String,
         status: Option<u16>,
@@ -25,7 +25,7 @@ pub enum ArmError {
     },
     /// A definitive refusal (400, 401, 403, 409, ...) — e.g. `AuthorizationFailed`,
     /// `UserErrorKeyVaultPermissionsNotConfigured`, `RoleAssignmentExists`.
-    #[error("ARM refused {operation} (status {status}, code {code:?}): {message}")]
+    #[error("ARM refused {operation} (status {status}, code {}): {message}", code.as_deref().unwrap_or("none"))]
     Permanent {
         operation: String,
         status: u16,
@@ -44,14 +44,14 @@ pub enum ArmError {
         message: String,
     },
     /// 404: the resource (or its parent) does not exist.
-    #[error("not found in {operation} (code {code:?}): {message}")]
+    #[error("not found in {operation} (code {}): {message}", code.as_deref().unwrap_or("none"))]
     NotFound {
         operation: String,
         code: Option<String>,
         message: String,
     },
     /// A long-running operation finished as `Failed` or `Canceled`.
-    #[error("long-running {operation} ended {status} (code {code:?}): {message}")]
+    #[error("long-running {operation} ended {status} (code {}): {message}", code.as_deref().unwrap_or("none"))]
     OperationFailed {
         operation: String,
         status: String,
@@ -191,6 +191,30 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_name_the_code_as_azure_spells_it() {
+        let refused = ArmError::Permanent {
+            operation: "keyvault.accessPolicies.add".into(),
+            status: 403,
+            code: Some("AuthorizationFailed".into()),
+            message: "no".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "ARM refused keyvault.accessPolicies.add (status 403, code AuthorizationFailed): no"
+        );
+        let transient = ArmError::Transient {
+            operation: "vm.get".into(),
+            status: None,
+            code: None,
+            message: "connection reset".into(),
+        };
+        assert_eq!(
+            transient.to_string(),
+            "transient ARM failure in vm.get (status none, code none): connection reset"
+        );
+    }
 
     #[test]
     fn parses_every_error_shape() {
