@@ -250,7 +250,7 @@ fn retirement(ade: &[&VmRecord], inputs: &ReportInputs, now: DateTime<Utc>) -> R
     let date = ade_retirement_date();
     let deadline = date.and_time(NaiveTime::MIN).and_utc();
     let mut key_vaults = BTreeSet::new();
-    let mut disks = Some(0u64);
+    let (mut disks, mut without) = (0u64, 0u64);
     let mut eah = Vec::new();
     let mut retained = Vec::new();
     for rec in ade {
@@ -261,10 +261,10 @@ fn retirement(ade: &[&VmRecord], inputs: &ReportInputs, now: DateTime<Utc>) -> R
             }
         }
         let facts = inputs.facts.vm(&rec.vm_id.canonical());
-        disks = match (disks, facts) {
-            (Some(d), Some(f)) => Some(d + f.disks),
-            _ => None,
-        };
+        match facts {
+            Some(f) => disks += f.disks,
+            None => without += 1,
+        }
         eah.push(EncryptionAtHostRow {
             vm_id: rec.vm_id.to_string(),
             region: facts.map_or_else(|| "unknown".into(), |f| f.location.clone()),
@@ -296,7 +296,8 @@ fn retirement(ade: &[&VmRecord], inputs: &ReportInputs, now: DateTime<Utc>) -> R
         retirement_date: date,
         days_left: (date - now.date_naive()).num_days(),
         ade_vms: ade.len() as u64,
-        ade_disks: if ade.is_empty() { Some(0) } else { disks },
+        ade_disks: disks,
+        vms_without_facts: without,
         key_vaults: key_vaults.into_iter().collect(),
         vms_with_recovery_points: ade
             .iter()

@@ -303,8 +303,15 @@ fn retirement(s: &mut String, r: &FleetReport) {
     );
     s.push_str("<div>");
     kpi(s, "ret-vms", "VMs on ADE", &t.ade_vms.to_string());
-    let disks = t.ade_disks.map_or_else(|| "?".into(), |d| d.to_string());
-    kpi(s, "ret-disks", "ADE disks", &disks);
+    kpi(s, "ret-disks", "ADE disks", &t.ade_disks.to_string());
+    if t.vms_without_facts > 0 {
+        kpi(
+            s,
+            "ret-unknown",
+            "VMs not yet seen by a sweep",
+            &t.vms_without_facts.to_string(),
+        );
+    }
     kpi(
         s,
         "ret-kv",

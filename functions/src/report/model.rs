@@ -156,8 +156,10 @@ pub struct Retirement {
     /// Whole days from the report's clock to the retirement date (negative once past).
     pub days_left: i64,
     pub ade_vms: u64,
-    /// Disks of ADE VMs (from the facts; `None` without facts).
-    pub ade_disks: Option<u64>,
+    /// Disks of the ADE VMs the facts describe.
+    pub ade_disks: u64,
+    /// ADE VMs the facts do not describe (their disks are not counted).
+    pub vms_without_facts: u64,
     /// Key Vaults holding ADE keys or secrets (BEK and KEK vaults), by resource id.
     pub key_vaults: Vec<String>,
     /// ADE VMs with at least one recovery point (those points need ADE to restore).

@@ -158,8 +158,10 @@ pub fn table(r: &FleetReport) -> String {
         ),
         (
             "ADE disks",
-            t.ade_disks
-                .map_or_else(|| "unknown".into(), |d| d.to_string()),
+            format!(
+                "{} ({} VMs not yet seen by a sweep)",
+                t.ade_disks, t.vms_without_facts
+            ),
         ),
         ("ADE Key Vaults", t.key_vaults.len().to_string()),
         (
