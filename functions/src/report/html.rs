@@ -13,7 +13,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}\
 th{background:#f5f5f5}.num{text-align:right}.kpi{display:inline-block;margin:0 24px 8px 0}\
 .kpi b{display:block;font-size:24px}.warn{color:#b71c1c}svg text{font:12px system-ui,sans-serif}\
-code{font-size:12px;word-break:break-all}";
+code{font-size:12px;white-space:nowrap}";
 
 /// The whole page.
 pub fn render(r: &FleetReport) -> String {
@@ -154,6 +154,16 @@ fn legend<'a>(s: &mut String, keys: impl Iterator<Item = &'a str>) {
     s.push_str("</p>");
 }
 
+/// A VM as `resourceGroup/name`, its full resource id in the tooltip.
+fn vm_cell(id: &str) -> String {
+    let parts: Vec<&str> = id.split('/').collect();
+    let short = match parts.as_slice() {
+        [.., "resourceGroups", rg, "providers", _, _, name] => format!("{rg}/{name}"),
+        _ => id.to_string(),
+    };
+    format!(r#"<code title="{}">{}</code>"#, esc(id), esc(&short))
+}
+
 fn short_sub(sub: &str) -> String {
     sub.split('-').next().unwrap_or(sub).to_string()
 }
@@ -190,7 +200,7 @@ fn drift(s: &mut String, r: &FleetReport) {
         &["VM", "status", "reason", "fix", "message"],
         r.needs_human.iter().map(|n| {
             vec![
-                format!("<code>{}</code>", esc(&n.vm_id)),
+                vm_cell(&n.vm_id),
                 esc(&n.status),
                 esc(&n.reason),
                 esc(&n.fix),
@@ -222,7 +232,7 @@ fn freshness(s: &mut String, r: &FleetReport) {
             .filter(|f| f.freshness != Freshness::Fresh)
             .map(|f| {
                 vec![
-                    format!("<code>{}</code>", esc(&f.vm_id)),
+                    vm_cell(&f.vm_id),
                     format!("{} ({})", f.rpo_hours, esc(&f.rpo_source)),
                     f.last_recovery_point
                         .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
@@ -348,7 +358,7 @@ fn retirement(s: &mut String, r: &FleetReport) {
             .filter(|e| e.encryption_at_host != HostEncryption::Supported)
             .map(|e| {
                 vec![
-                    format!("<code>{}</code>", esc(&e.vm_id)),
+                    vm_cell(&e.vm_id),
                     esc(&e.region),
                     esc(&e.size),
                     esc(e.encryption_at_host.as_str()),
@@ -371,7 +381,7 @@ fn retirement(s: &mut String, r: &FleetReport) {
         ],
         t.retained_past_retirement.iter().map(|x| {
             vec![
-                format!("<code>{}</code>", esc(&x.vm_id)),
+                vm_cell(&x.vm_id),
                 x.recovery_point_time.format("%Y-%m-%d").to_string(),
                 x.longest_retention_days.to_string(),
                 x.retained_until.format("%Y-%m-%d").to_string(),

@@ -24,10 +24,11 @@ pub fn esc(s: &str) -> String {
 /// A colour per outcome or status (unknown keys get grey).
 pub fn colour(key: &str) -> &'static str {
     match key {
-        "protected" | "completed" | "fresh" | "supported" | "repair-started" => "#2e7d32",
+        "protected" | "completed" | "fresh" | "supported" | "repair-started"
+        | "protected-items" => "#2e7d32",
         "in-progress" | "accepted" | "restoring-disks" | "disks-restored" | "deploying"
         | "reinstalling-ade" | "ade-vms" => "#1565c0",
-        "unsupported" | "stale" | "rejected" | "drift-found" => "#ef6c00",
+        "unsupported" | "stale" | "rejected" | "drift-found" | "unprotected-ade-vms" => "#ef6c00",
         "blocked" | "failed" | "not-supported" | "needs-human" => "#c62828",
         _ => "#757575",
     }
