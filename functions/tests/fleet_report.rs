@@ -354,3 +354,42 @@ fn the_request_check_sees_a_page_that_loads_something() {
         "{reqs:?}"
     );
 }
+
+#[test]
+fn status_usage_errors_exit_2_and_local_state_needs_no_credential() {
+    let state = format!("fs:{}", state_dir().display());
+    let out = Command::new(BIN)
+        .args(["status", "--state", &state])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args([
+            "status",
+            "--ticket",
+            "INC0001001",
+            "-o",
+            "json",
+            "--state",
+            &state,
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "no credential chatter: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ticketId"], "INC0001001");
+}
