@@ -190,6 +190,9 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     let outcome = sweep::run(&ctx).await;
     progress.done();
     let outcome = outcome?;
+    if let sweep::SweepOutcome::Completed(s) = &outcome {
+        ade_backup_functions::report::after_sweep(&ctx, &s.run_id).await;
+    }
     match args.output {
         OutputFormat::Json => print!("{}", cli::output::json(&outcome)?),
         OutputFormat::Table => print!("{}", sweep_table::render_outcome(&outcome)),

@@ -5,7 +5,8 @@
 //!   (every number counted from the documents), [`html`], [`text`] and JSON render it.
 //! - [`facts`]: the ARM facts the documents lack (region, size, disks, encryption-at-host support,
 //!   policy RPO and retention), gathered by the sweep and kept in `reports/facts.json`.
-//! - [`publish`]: what the sweep calls at the end of a run: gather the facts, build the report
+//! - [`publish`]: what the `PolicySweep` function (and `ade-backup sweep`) calls after a run
+//!   (outside the run's own cost accounting): gather the facts, build the report
 //!   and write `reports/latest.html`, `.json` and `.csv` next to the run's summary.
 
 pub mod build;

@@ -234,7 +234,6 @@ async fn run_claimed(
         summary::keep_history(counting.as_ref(), &summary).await?;
     }
     lease::finish(counting.as_ref(), &claim.lease, &summary).await?;
-    crate::report::after_sweep(ctx, &run_id).await;
     tracing::info!(
         run_id,
         changed = summary.changed,
