@@ -21,6 +21,7 @@
 //! stand-in, and `local_stack`, that host plus the simulated Azure (`ade-backup local`). The
 //! deployed binary is built without it and only serves.
 
+pub mod cli;
 pub mod context;
 pub mod domain;
 pub mod engine;
@@ -31,6 +32,7 @@ pub mod local;
 #[cfg(feature = "local")]
 pub mod local_stack;
 pub mod records;
+pub mod report;
 pub mod settings;
 pub mod status;
 pub mod sweep_table;

@@ -4,6 +4,7 @@
 //! set, the binary serves too (so a bare `defaultExecutablePath` also works). `local` and `sim`
 //! exist only with the `local` feature (default); the deployed binary is built without it.
 
+use ade_backup_functions::cli::{self, OutputFormat};
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::host::server;
 #[cfg(feature = "local")]
@@ -46,6 +47,8 @@ enum Command {
     /// Print the GUID of the custom Key Vault backup role in a subscription (the
     /// `keyVaultBackupRoleGuid` parameter of infra/main.bicep and infra/protected-subscription.bicep).
     CustomRoleId(CustomRoleIdArgs),
+    /// The fleet report (coverage, drift, freshness, restores, ADE retirement readiness).
+    Report(cli::report::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,17 +60,18 @@ struct CustomRoleIdArgs {
 
 #[derive(Debug, Args)]
 struct SweepArgs {
-    /// Print the plan (table, or JSON with --output json) and change nothing.
+    /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("subject").required(true).args(["vm", "ticket"]))]
 struct StatusArgs {
     /// A VM resource id: its protection record and operation history.
-    #[arg(long, conflicts_with = "ticket")]
+    #[arg(long)]
     vm: Option<String>,
     /// A restore ticket id: its status history.
     #[arg(long)]
@@ -76,14 +80,8 @@ struct StatusArgs {
     /// fs:./.ade-backup/state (the local stack's).
     #[arg(long, env = "ADE_BACKUP_STATE")]
     state: Option<String>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: OutputFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OutputFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +134,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Command::Report(args) => cli::report::run(args).await.map_err(anyhow::Error::from),
             #[cfg(feature = "local")]
             Command::Sim(args) => ade_backup_sim::run_cli(args)
                 .await
@@ -145,8 +144,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "ade-backup failed");
-            eprintln!("error: {e}");
+            // Printed once, with its causes (no second copy as a log line).
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -155,6 +154,7 @@ fn main() -> ExitCode {
 #[cfg(feature = "local")]
 async fn run_local(args: local_stack::LocalStackArgs) -> anyhow::Result<()> {
     let until_idle = args.local.until_idle;
+    let state_dir = args.local.state_dir.clone();
     let outcome = local_stack::run(args).await?;
     let completed: u64 = outcome.functions.values().map(|f| f.completed).sum();
     println!(
@@ -163,6 +163,11 @@ async fn run_local(args: local_stack::LocalStackArgs) -> anyhow::Result<()> {
         outcome.duration_ms,
         outcome.dead_letters.len()
     );
+    let report = state_dir.join("report.html");
+    match cli::report::write_html(&state_dir.join("state"), &report).await {
+        Ok(()) => println!("[local] fleet report: {}", report.display()),
+        Err(e) => eprintln!("[local] the fleet report could not be written: {e}"),
+    }
     if until_idle && outcome.exit_reason != ExitReason::Idle {
         anyhow::bail!("the run did not become idle ({:?})", outcome.exit_reason);
     }
@@ -183,26 +188,40 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     })?;
     let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
     let ctx = wiring::context(settings, &identity)?;
+    let progress = cli::progress::Progress::new();
     if args.dry_run {
-        let report = sweep::plan_only(&ctx).await?;
+        progress.say("planning the sweep (Resource Graph)…");
+        let report = sweep::plan_only(&ctx).await;
+        progress.done();
+        let report = report?;
         match args.output {
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            OutputFormat::Text => print!("{}", sweep_table::render_table(&report)),
+            OutputFormat::Json => print!("{}", cli::output::json(&report)?),
+            OutputFormat::Table => print!("{}", sweep_table::render_table(&report)),
+            OutputFormat::Tsv => print!(
+                "{}",
+                cli::output::tsv(&serde_json::to_value(&report.plans)?)
+            ),
         }
         return Ok(());
     }
-    let outcome = sweep::run(&ctx).await?;
-    println!("{}", serde_json::to_string_pretty(&outcome)?);
+    progress.say("sweeping the fleet…");
+    let outcome = sweep::run(&ctx).await;
+    progress.done();
+    let outcome = outcome?;
+    if let sweep::SweepOutcome::Completed(s) = &outcome {
+        ade_backup_functions::report::after_sweep(&ctx, &s.run_id).await;
+    }
+    match args.output {
+        OutputFormat::Json => print!("{}", cli::output::json(&outcome)?),
+        OutputFormat::Table => print!("{}", sweep_table::render_outcome(&outcome)),
+        OutputFormat::Tsv => print!("{}", cli::output::tsv(&serde_json::to_value(&outcome)?)),
+    }
     Ok(())
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let state = args
-        .state
-        .unwrap_or_else(|| "fs:./.ade-backup/state".to_string());
-    let location = ade_backup_functions::settings::parse_state_location(&state)?;
-    let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
-    let store = wiring::state_store(&location, &identity)?;
+    // A local state directory needs no Azure: no credential is built (cli::state).
+    let store = cli::state::open(args.state.as_deref())?;
     if let Some(vm) = args.vm {
         return vm_status(store.as_ref(), &vm, args.output).await;
     }
@@ -227,14 +246,12 @@ async fn vm_status(store: &dyn StateStore, vm: &str, output: OutputFormat) -> an
             .map(|(o, _)| o),
         None => None,
     };
-    if output == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "vm": rec, "operation": op }))?
-        );
-        return Ok(());
+    let doc = serde_json::json!({ "vm": rec, "operation": op });
+    match output {
+        OutputFormat::Json => print!("{}", cli::output::json(&doc)?),
+        OutputFormat::Tsv => print!("{}", cli::output::tsv(&doc["vm"])),
+        OutputFormat::Table => print_vm_status(&rec, op.as_ref()),
     }
-    print_vm_status(&rec, op.as_ref());
     Ok(())
 }
 
@@ -300,8 +317,9 @@ async fn ticket_status(
         anyhow::bail!("no restore request with ticket {ticket}");
     };
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&op)?),
-        OutputFormat::Text => print!("{}", ade_backup_functions::status::render_text(&op)),
+        OutputFormat::Json => print!("{}", cli::output::json(&op)?),
+        OutputFormat::Tsv => print!("{}", cli::output::tsv(&serde_json::to_value(&op.history)?)),
+        OutputFormat::Table => print!("{}", ade_backup_functions::status::render_text(&op)),
     }
     Ok(())
 }

@@ -106,6 +106,66 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
     }
 }
 
+/// A finished (or skipped) run as text: the summary's headline numbers, what needs a human and
+/// the warnings (`ade-backup sweep` without `--dry-run`; `-o json` prints the whole summary).
+pub fn render_outcome(outcome: &crate::workflows::sweep::SweepOutcome) -> String {
+    use crate::workflows::sweep::SweepOutcome;
+    use std::fmt::Write;
+    let s = match outcome {
+        SweepOutcome::Skipped { reason } => return format!("sweep skipped: {reason}\n"),
+        SweepOutcome::Completed(s) => s,
+    };
+    let counts = |m: &BTreeMap<String, u64>| {
+        let v: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "run        {} ({}, {} ms)",
+        s.run_id, s.status, s.duration_ms
+    );
+    let _ = writeln!(
+        out,
+        "scope      {} ({} subscriptions)",
+        s.scope, s.subscriptions
+    );
+    let _ = writeln!(
+        out,
+        "VMs        {} seen, {} ADE, {} protected items",
+        s.vms_seen, s.ade_vms, s.protected_items
+    );
+    let _ = writeln!(out, "drift      {}", counts(&s.drift));
+    let _ = writeln!(out, "outcomes   {}", counts(&s.outcomes));
+    let _ = writeln!(
+        out,
+        "ARM        {} calls, {} throttled",
+        s.arm.calls, s.arm.throttled
+    );
+    let _ = writeln!(
+        out,
+        "state      {} reads, {} writes",
+        s.state_reads, s.state_writes
+    );
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "error      {e}");
+    }
+    for n in &s.needs_human {
+        let _ = writeln!(out, "needs a human: {}: {}", n.vm_id, n.reason);
+    }
+    for f in &s.failures {
+        let _ = writeln!(out, "failed: {}: {}", f.vm_id, f.error);
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,10 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
         out = out.log("PolicySweep: this run is past due (the host missed a schedule slot)");
     }
     let outcome = sweep::run(ctx).await?;
+    if let SweepOutcome::Completed(s) = &outcome {
+        // The fleet report next to the summary (reports/latest.*); a failure is only logged.
+        crate::report::after_sweep(ctx, &s.run_id).await;
+    }
     out = match &outcome {
         SweepOutcome::Skipped { reason, .. } => out.log(format!("PolicySweep: skipped: {reason}")),
         SweepOutcome::Completed(s) => {

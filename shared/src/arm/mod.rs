@@ -55,6 +55,7 @@ pub mod resource_graph;
 pub mod resources;
 pub mod retry;
 pub mod scope;
+pub mod skus;
 pub mod storage;
 
 pub use authorization::{
@@ -89,3 +90,4 @@ pub use resource_graph::{queries, GraphRow, GraphScope, ResourceGraphPage};
 pub use resources::{Deployment, DeploymentError, DeploymentProperties, DeploymentRequest};
 pub use retry::RetryPolicy;
 pub use scope::{ManagementGroupId, ResourceGroupRef, SubscriptionId};
+pub use skus::{ResourceSku, SkuCapability};

@@ -14,6 +14,7 @@ pub mod keyvault;
 pub mod recovery_services;
 pub mod resource_graph;
 pub mod resources;
+pub mod skus;
 
 use crate::faults::FaultOutcome;
 use crate::throttle::{Admission, OpKind, Scope};
@@ -143,6 +144,7 @@ pub fn route(
 pub fn all_routes() -> Vec<Route> {
     let mut r = Vec::new();
     r.extend(compute::routes());
+    r.extend(skus::routes());
     r.extend(keyvault::routes());
     r.extend(authorization::routes());
     r.extend(graph::routes());
