@@ -289,7 +289,7 @@ impl World {
             "computerName": vm.name,
             "osName": if vm.os_type == OsType::Windows { "Windows Server 2022 Datacenter" } else { "ubuntu" },
             "osVersion": if vm.os_type == OsType::Windows { "10.0.20348" } else { "22.04" },
-            "vmAgent": {"vmAgentVersion": "2.7.41491.1102", "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready", "message": "GuestAgent is running and processing the extensions.", "time": ts(now)}]},
+            "vmAgent": self.vm_agent_json(&vm.name, now),
             "disks": disks,
             "extensions": extensions,
             "hyperVGeneration": "V2",
