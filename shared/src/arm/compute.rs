@@ -118,6 +118,27 @@ pub struct VmInstanceView {
     pub disks: Vec<DiskInstanceView>,
     #[serde(deserialize_with = "null_vec")]
     pub extensions: Vec<ExtensionInstanceView>,
+    /// The guest agent (`vmAgent.statuses`): `ProvisioningState/succeeded` "Ready" when it runs.
+    pub vm_agent: Option<VmAgentInstanceView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VmAgentInstanceView {
+    pub vm_agent_version: Option<String>,
+    #[serde(deserialize_with = "null_vec")]
+    pub statuses: Vec<InstanceViewStatus>,
+}
+
+impl VmAgentInstanceView {
+    /// The agent reports ready (a `ProvisioningState/succeeded` status).
+    pub fn is_ready(&self) -> bool {
+        self.statuses.iter().any(|s| {
+            s.code
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case("ProvisioningState/succeeded"))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -109,3 +109,31 @@ impl World {
         json!({"vmAgentVersion": "2.7.41491.1102", "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready", "message": "GuestAgent is running and processing the extensions.", "time": super::ts(now)}]})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::fleet::Fleet;
+    use crate::world::{Durations, World};
+    use chrono::Utc;
+
+    #[test]
+    fn tiers_are_served_as_strings_or_as_numbers() {
+        let now = Utc::now();
+        let mut w = World::from_fleet(&Fleet::sample(), now, Durations::default());
+        let rp = w
+            .protected_items
+            .values()
+            .flat_map(|i| i.recovery_points.iter())
+            .find(|r| r.hardened_at.is_some())
+            .cloned()
+            .expect("a hardened point");
+        let strings = w.tier_details(&rp, now);
+        assert!(strings.to_string().contains("\"HardenedRP\""), "{strings}");
+        w.field.numeric_tiers = true;
+        let numbers = w.tier_details(&rp, now);
+        assert!(
+            numbers.to_string().contains("{\"status\":1,\"type\":2}"),
+            "{numbers}"
+        );
+    }
+}

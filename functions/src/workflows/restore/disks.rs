@@ -157,6 +157,10 @@ async fn start_job(
         Err(e) if e.is_transient() => return Err(WorkflowError::arm("triggering the restore", e)),
         Err(e) => {
             let c = e.code().unwrap_or("restore-failed").to_string();
+            let deferrals = op.steps.detail(step).deferrals;
+            if super::limits::is_daily_limit(&c) && deferrals < super::limits::MAX_DEFERRALS {
+                return super::limits::defer(ctx, op, delivery, (&c, &e.to_string())).await;
+            }
             return fail(ctx, ticket, step, &c, &e.to_string(), RESTORE_NEXT).await;
         }
     };

@@ -26,6 +26,8 @@
 
 mod ade;
 mod disks;
+mod key_material;
+mod limits;
 mod redeploy;
 mod submit;
 mod template;
