@@ -132,6 +132,21 @@ impl RecoveryPoint {
     }
 }
 
+impl ArmClient {
+    /// `GET .../protectedItems/{item}/recoveryPoints` (all pages).
+    pub async fn list_recovery_points(
+        &self,
+        vault: &ResourceId,
+        vm: &ResourceId,
+    ) -> Result<Vec<RecoveryPoint>, ArmError> {
+        let item = protected_item_id(vault, vm)?;
+        let url = self.rs_url(&item, &["recoveryPoints"], &[])?;
+        let bucket = sub_bucket(vault)?;
+        self.list_all("recoveryServices.recoveryPoints.list", url, bucket, false)
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tier_tests {
     use super::*;
@@ -153,20 +168,5 @@ mod tier_tests {
         assert_eq!(t[1].status.as_deref(), Some("Deleted"));
         assert_eq!(t[2].tier_type.as_deref(), Some("9"));
         assert_eq!(t[2].status, None);
-    }
-}
-
-impl ArmClient {
-    /// `GET .../protectedItems/{item}/recoveryPoints` (all pages).
-    pub async fn list_recovery_points(
-        &self,
-        vault: &ResourceId,
-        vm: &ResourceId,
-    ) -> Result<Vec<RecoveryPoint>, ArmError> {
-        let item = protected_item_id(vault, vm)?;
-        let url = self.rs_url(&item, &["recoveryPoints"], &[])?;
-        let bucket = sub_bucket(vault)?;
-        self.list_all("recoveryServices.recoveryPoints.list", url, bucket, false)
-            .await
     }
 }
