@@ -230,3 +230,95 @@ async fn windows_vm_whose_agent_never_gets_ready_is_completed_needs_attention() 
     let restored = vm_id(S1, "rg-restore", "web-win-01-bl");
     assert_eq!(op.azure.restored_vm_id.as_deref(), Some(restored.as_str()));
 }
+
+#[tokio::test]
+async fn snapshot_tier_failure_is_retried_once_from_the_nearest_vault_tier_point() {
+    let stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-win-01");
+    assert_eq!(stack.protect(&vm).await["status"], "protected");
+    // The fleet's points of web-win-01: 20 h and 44 h (both tiers), 68 h (vault tier only).
+    let vm_name = "web-win-01".to_string();
+    fault(&stack, FieldFault::StaleSnapshotKeys { vm: vm_name });
+    let restores = stack.sim.stats().writes.restores;
+    let extra = json!({"targetVmName": "web-win-01-tier"});
+    submit(&stack, "INC-TIER", &vm, extra).await;
+    assert_eq!(
+        statuses(&stack, "INC-TIER"),
+        [
+            "accepted",
+            "restoring-disks",
+            "restoring-disks",
+            "restoring-disks",
+            "disks-restored",
+            "deploying",
+            "completed"
+        ]
+    );
+    assert_eq!(stack.sim.stats().writes.restores, restores + 2, "one retry");
+    let op = doc(&stack, "INC-TIER");
+    let step = ade_backup_functions::records::RestoreStep::RestoreDisks;
+    let retry = op
+        .steps
+        .detail(step)
+        .tier_retry
+        .expect("the retry recorded");
+    assert_eq!(retry.code, "UserErrorSnapshotKeyMismatch");
+    assert_ne!(retry.point, retry.failed_point);
+    assert_eq!(
+        op.azure.recovery_point_id.as_deref(),
+        Some(retry.point.as_str())
+    );
+    let age = stack.sim.now() - retry.point_time.expect("the point's time");
+    assert!((68..72).contains(&age.num_hours()), "{age}");
+    let notice = &op.history[2];
+    assert_eq!(
+        notice.reason.as_deref(),
+        Some("UserErrorSnapshotKeyMismatch")
+    );
+    assert!(notice.message.contains(&retry.point), "{}", notice.message);
+    assert!(notice.message.contains("vault tier"), "{}", notice.message);
+    // A redelivered retry trigger starts no second restore job.
+    let trigger = stack
+        .pump
+        .sent()
+        .into_iter()
+        .find(|m| m.message_id == "INC-TIER-restore-trigger-100")
+        .expect("the retry's trigger");
+    stack
+        .pump
+        .enqueue("restore-vm", "redelivered-retry", trigger.body);
+    stack.pump(500).await;
+    assert_eq!(stack.sim.stats().writes.restores, restores + 2);
+    assert_eq!(doc(&stack, "INC-TIER").status, "completed");
+}
+
+#[tokio::test]
+async fn snapshot_tier_failure_without_a_vault_only_point_fails_saying_so() {
+    let stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    assert_eq!(stack.protect(&vm).await["status"], "protected");
+    // web-lnx-01's only fleet point is 22 h old: its snapshot tier is still valid.
+    let vm_name = "web-lnx-01".to_string();
+    fault(&stack, FieldFault::StaleSnapshotKeys { vm: vm_name });
+    let restores = stack.sim.stats().writes.restores;
+    submit(&stack, "INC-TIER2", &vm, json!({})).await;
+    assert_eq!(
+        statuses(&stack, "INC-TIER2"),
+        ["accepted", "restoring-disks", "failed"]
+    );
+    assert_eq!(stack.sim.stats().writes.restores, restores + 1, "no retry");
+    let op = doc(&stack, "INC-TIER2");
+    let last = op.history.last().expect("history");
+    assert_eq!(last.reason.as_deref(), Some("UserErrorSnapshotKeyMismatch"));
+    assert!(
+        last.message.contains("no automatic retry"),
+        "{}",
+        last.message
+    );
+    assert!(
+        last.next_action
+            .as_deref()
+            .is_some_and(|n| n.contains("vault-tier copy")),
+        "{last:#?}"
+    );
+}

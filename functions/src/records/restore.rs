@@ -88,6 +88,28 @@ pub struct RestoreDetail {
     pub deferrals: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_until: Option<DateTime<Utc>>,
+    /// The one automatic retry from a vault-tier recovery point after a snapshot-tier restore
+    /// failed (recorded before the retry's trigger is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_retry: Option<TierRetry>,
+}
+
+/// A restore job of a snapshot-tier recovery point failed with a key/snapshot mismatch; the
+/// restore-disks step was started again, once, from `point` (vault tier only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierRetry {
+    /// The restore job that failed (never adopted again, never retried twice).
+    pub failed_job: String,
+    /// The recovery point it restored (from its snapshot tier).
+    pub failed_point: String,
+    /// Azure's error code of the failure.
+    pub code: String,
+    /// The recovery point restored instead.
+    pub point: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_time: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -31,6 +31,7 @@ mod limits;
 mod redeploy;
 mod submit;
 mod template;
+mod tier_retry;
 mod validate;
 mod verify;
 
