@@ -2,7 +2,7 @@
 //! as the scenario action `fieldFault` ([`FieldFault`]): the restore daily limit, numeric
 //! recovery-point tiers, stale snapshot keys, a restored VM whose agent never reports ready, and
 //! Key Vault changes after protection (a deleted BEK secret or KEK, a vault no longer enabled for
-//! disk encryption, a vault moved to another region).
+//! disk encryption, a vault moved to another region), and dual-pass (Azure AD application) ADE.
 
 use crate::{world, SimError, Simulator};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,9 @@ pub enum FieldFault {
     /// Delete every BEK secret (`secrets`) or key (`keys`) of a Key Vault.
     #[serde(rename_all = "camelCase")]
     DeleteKeyMaterial { key_vault: String, what: String },
+    /// Make a VM's ADE dual-pass (enabled with the Azure AD application `aadClientId`).
+    #[serde(rename_all = "camelCase")]
+    DualPassAde { vm: String, aad_client_id: String },
     /// Change a Key Vault after protection: its `enabledForDiskEncryption` and/or its region.
     #[serde(rename_all = "camelCase")]
     ChangeKeyVault {
@@ -63,6 +66,14 @@ impl Simulator {
             }
             FieldFault::AgentNeverReady { vm_name } => {
                 w.field.agent_never_ready.insert(world::lc(vm_name));
+                Ok(())
+            }
+            FieldFault::DualPassAde { vm, aad_client_id } => {
+                let key = Self::resolve_vm(w, vm)?;
+                let state = w.vms.get_mut(&key).ok_or_else(|| unknown("VM", vm))?;
+                if !state.make_dual_pass(aad_client_id) {
+                    return Err(unknown("ADE extension of VM", vm));
+                }
                 Ok(())
             }
             FieldFault::DeleteKeyMaterial { key_vault, what } => {

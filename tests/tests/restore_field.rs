@@ -322,3 +322,80 @@ async fn snapshot_tier_failure_without_a_vault_only_point_fails_saying_so() {
         "{last:#?}"
     );
 }
+
+const AAD_CLIENT: &str = "8f6c2e1a-0b3d-4c5e-9a7b-1d2e3f4a5b6c";
+
+#[tokio::test]
+async fn dual_pass_vm_is_classified_at_protection_and_its_restore_stops_before_a_half_reinstall() {
+    let stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    let dual = FieldFault::DualPassAde {
+        vm: "web-lnx-01".into(),
+        aad_client_id: AAD_CLIENT.into(),
+    };
+    fault(&stack, dual);
+    let record = stack.protect(&vm).await;
+    assert_eq!(record["status"], "protected", "{record:#}");
+    assert_eq!(record["ade"]["dualPass"], true, "{record:#}");
+    assert_eq!(record["ade"]["aadClientId"], AAD_CLIENT, "{record:#}");
+    assert_eq!(record["ade"]["typeHandlerVersion"], "0.1", "{record:#}");
+    let extra = json!({"targetVmName": "web-lnx-01-aad"});
+    submit(&stack, "INC-AAD", &vm, extra).await;
+    assert_eq!(
+        statuses(&stack, "INC-AAD"),
+        [
+            "accepted",
+            "restoring-disks",
+            "disks-restored",
+            "deploying",
+            "failed"
+        ]
+    );
+    let op = doc(&stack, "INC-AAD");
+    let last = op.history.last().expect("history");
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("reinstall-needs-aad-credentials")
+    );
+    assert_eq!(
+        last.step,
+        Some(ade_backup_functions::records::RestoreStep::ReinstallAde)
+    );
+    assert!(last.message.contains(AAD_CLIENT), "{}", last.message);
+    let next = last.next_action.as_deref().unwrap_or_default();
+    for part in [
+        "Set-AzVMDiskEncryptionExtension",
+        "-VMName web-lnx-01-aad",
+        &format!("-AadClientID {AAD_CLIENT}"),
+        "-AadClientSecret <secret>",
+    ] {
+        assert!(next.contains(part), "{part}: {next}");
+    }
+    // The VM is deployed and kept; no ADE extension was put on it.
+    let restored = vm_id(S1, "rg-restore", "web-lnx-01-aad");
+    assert_eq!(op.azure.restored_vm_id.as_deref(), Some(restored.as_str()));
+    assert_eq!(op.azure.ade_extension_id, None);
+    let restored = ResourceId::parse(&restored).expect("id");
+    stack
+        .ctx
+        .arm
+        .get_virtual_machine(&restored)
+        .await
+        .expect("the restored VM exists");
+    let ext = stack
+        .ctx
+        .arm
+        .get_vm_extension(&restored, "AzureDiskEncryptionForLinux")
+        .await;
+    assert!(ext.as_ref().is_err_and(|e| e.is_not_found()), "{ext:?}");
+}
+
+#[tokio::test]
+async fn single_pass_vm_is_not_dual_pass() {
+    let stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    let record = stack.protect(&vm).await;
+    assert_eq!(record["status"], "protected");
+    assert!(record["ade"].get("dualPass").is_none(), "{record:#}");
+    assert!(record["ade"].get("aadClientId").is_none(), "{record:#}");
+}

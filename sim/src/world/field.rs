@@ -6,7 +6,7 @@
 //! `keyvault`; the switches are set through `Simulator` methods or the scenario action
 //! `fieldFault`.
 
-use super::{Failure, RecoveryPoint, World};
+use super::{Failure, RecoveryPoint, VmState, World};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -110,11 +110,72 @@ impl World {
     }
 }
 
+/// The AAD (dual-pass) versions of the ADE extension: Windows 1.x, Linux 0.x.
+pub const DUAL_PASS_VERSIONS: (&str, &str) = ("1.1", "0.1");
+
+impl VmState {
+    /// Turns the VM's ADE extension into a dual-pass one: enabled with the Azure AD application
+    /// `client_id` (`AADClientID` in its settings; the secret would be in `protectedSettings`,
+    /// which ARM never returns) at the AAD extension version. `false` without an ADE extension.
+    pub fn make_dual_pass(&mut self, client_id: &str) -> bool {
+        let Some(ext) = self.extensions.values_mut().find(|e| e.is_ade()) else {
+            return false;
+        };
+        ext.settings["AADClientID"] = json!(client_id);
+        let linux = ext
+            .ext_type
+            .eq_ignore_ascii_case("AzureDiskEncryptionForLinux");
+        let (windows_version, linux_version) = DUAL_PASS_VERSIONS;
+        ext.type_handler_version = if linux {
+            linux_version
+        } else {
+            windows_version
+        }
+        .into();
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::fleet::Fleet;
     use crate::world::{Durations, World};
     use chrono::Utc;
+
+    #[test]
+    fn a_fleet_vm_with_an_aad_client_id_has_a_dual_pass_ade_extension() {
+        let mut fleet = Fleet::sample();
+        let client = "8f6c2e1a-0b3d-4c5e-9a7b-1d2e3f4a5b6c";
+        let vm = fleet
+            .vms
+            .iter_mut()
+            .find(|v| v.name == "web-win-01")
+            .expect("web-win-01");
+        vm.ade_aad_client_id = Some(client.into());
+        assert!(fleet.validate().is_ok());
+        let w = World::from_fleet(&fleet, Utc::now(), Durations::default());
+        let state = w
+            .vms
+            .values()
+            .find(|v| v.name == "web-win-01")
+            .expect("the VM");
+        let ext = state
+            .extensions
+            .values()
+            .find(|e| e.is_ade())
+            .expect("ADE extension");
+        assert_eq!(ext.settings["AADClientID"], client);
+        assert_eq!(ext.type_handler_version, "1.1");
+        // Dual-pass without ADE is not a fleet.
+        let mut bad = Fleet::sample();
+        let plain = bad
+            .vms
+            .iter_mut()
+            .find(|v| v.name == "plain-win-01")
+            .expect("plain-win-01");
+        plain.ade_aad_client_id = Some(client.into());
+        assert!(bad.validate().is_err());
+    }
 
     #[test]
     fn tiers_are_served_as_strings_or_as_numbers() {

@@ -26,6 +26,7 @@
 
 mod ade;
 mod disks;
+mod dual_pass;
 mod key_material;
 mod limits;
 mod redeploy;
