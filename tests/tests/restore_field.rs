@@ -399,3 +399,49 @@ async fn single_pass_vm_is_not_dual_pass() {
     assert!(record["ade"].get("dualPass").is_none(), "{record:#}");
     assert!(record["ade"].get("aadClientId").is_none(), "{record:#}");
 }
+
+#[tokio::test]
+async fn a_redelivered_failure_after_the_retry_was_recorded_starts_no_second_job() {
+    let stack = SimStack::start().await;
+    let vm = vm_id(S1, "rg-app-web", "web-win-01");
+    assert_eq!(stack.protect(&vm).await["status"], "protected");
+    let vm_name = "web-win-01".to_string();
+    fault(&stack, FieldFault::StaleSnapshotKeys { vm: vm_name });
+    let restores = stack.sim.stats().writes.restores;
+    let body = restore_request("INC-TIER3", &vm, json!({"targetVmName": "web-win-01-t3"}));
+    let body = serde_json::to_vec(&body).expect("json");
+    stack.pump.enqueue("restore-requests", "req-tier3", body);
+    // Stop once the retry is recorded, before its trigger runs.
+    stack
+        .pump_until(2000, |m| m.message_id == "INC-TIER3-restore-trigger-100")
+        .await;
+    let step = ade_backup_functions::records::RestoreStep::RestoreDisks;
+    let op = doc(&stack, "INC-TIER3");
+    assert!(op.steps.detail(step).tier_retry.is_some(), "{op:#?}");
+    assert_eq!(op.azure.restore_job_id, None);
+    // The track message that saw the failure is delivered again (as after a crash).
+    let track = stack
+        .pump
+        .sent()
+        .into_iter()
+        .filter(|m| m.message_id.starts_with("INC-TIER3-restore-track"))
+        .last()
+        .expect("a track message");
+    stack
+        .pump
+        .enqueue("restore-vm", "redelivered-track", track.body);
+    stack.pump(2000).await;
+    assert_eq!(
+        stack.sim.stats().writes.restores,
+        restores + 2,
+        "one retry job"
+    );
+    let op = doc(&stack, "INC-TIER3");
+    assert_eq!(op.status, "completed", "{:#?}", op.history);
+    let notices = op
+        .history
+        .iter()
+        .filter(|u| u.reason.as_deref() == Some("UserErrorSnapshotKeyMismatch"))
+        .count();
+    assert_eq!(notices, 1, "{:#?}", op.history);
+}
