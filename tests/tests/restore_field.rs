@@ -424,8 +424,7 @@ async fn a_redelivered_failure_after_the_retry_was_recorded_starts_no_second_job
         .pump
         .sent()
         .into_iter()
-        .filter(|m| m.message_id.starts_with("INC-TIER3-restore-track"))
-        .last()
+        .rfind(|m| m.message_id.starts_with("INC-TIER3-restore-track"))
         .expect("a track message");
     stack
         .pump
