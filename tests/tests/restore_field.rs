@@ -352,6 +352,13 @@ async fn dual_pass_vm_is_classified_at_protection_and_its_restore_stops_before_a
         ]
     );
     let op = doc(&stack, "INC-AAD");
+    assert!(
+        op.warnings
+            .iter()
+            .any(|w| w.starts_with("reinstall-needs-aad-credentials")),
+        "warned at acceptance: {:?}",
+        op.warnings
+    );
     let last = op.history.last().expect("history");
     assert_eq!(
         last.reason.as_deref(),

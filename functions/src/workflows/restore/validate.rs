@@ -55,6 +55,9 @@ pub(super) async fn validate(ctx: &Context, req: &RestoreRequest) -> Checked<Pla
     }
     let mut warnings = Vec::new();
     check!(staging_in_region(ctx, req, &region, &mut warnings).await);
+    if ade.dual_pass && ade.os_type == crate::domain::ade::OsType::Linux {
+        warnings.push(format!("{}: the VM uses dual-pass ADE (an Azure AD application); ade-backup restores the disks and deploys the VM, then stops before reinstalling ADE, which needs the application's client secret", super::dual_pass::NEEDS_AAD_CREDENTIALS));
+    }
     let rp = check!(recovery_point(ctx, req, &vault).await);
     check!(key_material::key_material_present(ctx, &rp).await);
     let Some(recovery_point_id) = rp.name.clone() else {
