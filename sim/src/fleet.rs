@@ -300,6 +300,10 @@ pub struct Vm {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub ade: Ade,
+    /// Dual-pass ADE: the extension was enabled with this Azure AD application (its settings carry
+    /// `AADClientID`, its version is the AAD one). Needs `ade` other than `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ade_aad_client_id: Option<String>,
     #[serde(default = "running")]
     pub power_state: PowerState,
     #[serde(default)]
@@ -437,6 +441,11 @@ impl Fleet {
     /// A VM's ADE names fleet key vaults, and its KEK is a key of its vault that comes from a
     /// certificate exactly when the variant says so.
     fn validate_vm_ade(&self, vm: &Vm, at: &str) -> Result<(), FleetError> {
+        if vm.ade_aad_client_id.is_some() && vm.ade.vaults().is_none() {
+            return bad(format!(
+                "{at}.adeAadClientId needs ade (dual-pass ADE is still ADE)"
+            ));
+        }
         let kv = |n: &str| {
             self.key_vaults
                 .iter()
@@ -637,6 +646,7 @@ fn generated_vm(rng: &mut StdRng, i: usize, (s, subs): (usize, usize), sub: Stri
             .collect(),
         tags: BTreeMap::new(),
         ade,
+        ade_aad_client_id: None,
         power_state: PowerState::Running,
         vm_agent: VmAgent::Ready,
         unmanaged_disks: false,

@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod events;
 pub mod faults;
+pub mod field;
 pub mod fleet;
 pub mod routes;
 pub mod scenario;

@@ -62,6 +62,9 @@ pub enum Action {
         #[serde(default)]
         object_id: Option<String>,
     },
+    /// A restore-side field failure (issue 14), see [`crate::field::FieldFault`].
+    #[serde(rename_all = "camelCase")]
+    FieldFault { fault: crate::field::FieldFault },
     /// Drift: stop protection of a VM and retain its data, as an operator would (the item
     /// becomes ProtectionStopped with no policy; its recovery points stay).
     #[serde(rename_all = "camelCase")]
@@ -184,6 +187,10 @@ async fn run_action(
         Action::StopProtection { vm } => {
             sim.stop_protection(vm)?;
             Ok(format!("stopProtection {vm}"))
+        }
+        Action::FieldFault { fault } => {
+            sim.field_fault(fault)?;
+            Ok(format!("fieldFault {fault:?}"))
         }
     }
 }

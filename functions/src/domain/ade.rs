@@ -63,6 +63,13 @@ pub struct AdeSettings {
     pub key_encryption_algorithm: Option<String>,
     /// `VolumeType`: `OS`, `Data` or `All`.
     pub volume_type: Option<String>,
+    /// Dual-pass ADE (the older flow with an Azure AD application): reinstalling it needs the
+    /// application's client id and secret. Absent (`false`) in records written before issue 14.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dual_pass: bool,
+    /// The extension's `AADClientID` (a GUID) on a dual-pass VM, when it has a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad_client_id: Option<String>,
 }
 
 impl AdeSettings {
@@ -335,7 +342,33 @@ fn read_settings(vm: &VmObservation, ext: &ExtensionObservation) -> Result<AdeSe
         key_encryption_algorithm: setting(&ext.settings, "KeyEncryptionAlgorithm")
             .map(str::to_string),
         volume_type: setting(&ext.settings, "VolumeType").map(str::to_string),
+        dual_pass: is_dual_pass(ext),
+        aad_client_id: setting(&ext.settings, "AADClientID")
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .map(|id| id.to_string()),
     })
+}
+
+/// Dual-pass ADE: the extension settings name an Azure AD application (`AADClientID`), or the
+/// extension is one of the AAD versions (Windows `AzureDiskEncryption` 1.x, Linux
+/// `AzureDiskEncryptionForLinux` 0.x; single-pass is 2.x and 1.x).
+fn is_dual_pass(ext: &ExtensionObservation) -> bool {
+    if setting(&ext.settings, "AADClientID").is_some() {
+        return true;
+    }
+    let Some(major) = ext
+        .type_handler_version
+        .as_deref()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if ext.extension_type.eq_ignore_ascii_case(ADE_LINUX) {
+        major < 1
+    } else {
+        major < 2
+    }
 }
 
 /// `KeyVaultURL` (an https Key Vault base URL) and `KeyVaultResourceId` (a Key Vault id).
@@ -497,6 +530,53 @@ mod tests {
         }
     }
 
+    #[test]
+    fn dual_pass_is_an_aad_client_id_or_an_aad_extension_version() {
+        let bek =
+            json!({"KeyVaultURL": "https://kv-app.vault.azure.net/", "KeyVaultResourceId": KV});
+        let settings_of = |e: ExtensionObservation| match classify(&vm(Some(e))) {
+            AdeState::Encrypted { settings, .. } => *settings,
+            other => panic!("not encrypted: {other:?}"),
+        };
+        let single = settings_of(ext(bek.clone(), "Succeeded"));
+        assert!(!single.dual_pass && single.aad_client_id.is_none());
+        let mut aad = bek.clone();
+        aad["AADClientID"] = json!("8F6C2E1A-0B3D-4C5E-9A7B-1D2E3F4A5B6C");
+        let s = settings_of(ext(aad.clone(), "Succeeded"));
+        assert!(s.dual_pass);
+        assert_eq!(
+            s.aad_client_id.as_deref(),
+            Some("8f6c2e1a-0b3d-4c5e-9a7b-1d2e3f4a5b6c")
+        );
+        // A client id that is not a GUID is not recorded; the VM is still dual-pass.
+        aad["AADClientID"] = json!("not-a-guid; rm -rf");
+        let s = settings_of(ext(aad, "Succeeded"));
+        assert!(s.dual_pass && s.aad_client_id.is_none());
+        // The AAD extension versions: Linux 0.x, Windows 1.x.
+        let mut old_linux = ext(bek.clone(), "Succeeded");
+        old_linux.type_handler_version = Some("0.1".into());
+        assert!(settings_of(old_linux).dual_pass);
+        let mut windows = ext(bek.clone(), "Succeeded");
+        windows.extension_type = ADE_WINDOWS.into();
+        windows.type_handler_version = Some("1.1".into());
+        assert!(settings_of(windows.clone()).dual_pass);
+        windows.type_handler_version = Some("2.2".into());
+        assert!(!settings_of(windows).dual_pass);
+    }
+
+    #[test]
+    fn settings_recorded_before_dual_pass_existed_still_load() {
+        let old = json!({
+            "osType": "Linux", "extensionName": ADE_LINUX, "extensionType": ADE_LINUX,
+            "typeHandlerVersion": "1.1", "keyVaultUrl": "https://kv-app.vault.azure.net/",
+            "keyVaultResourceId": KV, "keyEncryptionKeyUrl": null, "kekVaultResourceId": null,
+            "keyEncryptionAlgorithm": null, "volumeType": "Data"
+        });
+        let s: AdeSettings = serde_json::from_value(old.clone()).expect("old record");
+        assert!(!s.dual_pass && s.aad_client_id.is_none());
+        assert_eq!(serde_json::to_value(&s).expect("json"), old);
+    }
+
     const VM_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1";
 
     /// Every outcome of `classify`, pinned whole (state, code and message, recorded settings).
@@ -527,6 +607,8 @@ mod tests {
         );
         windows.extension_type = ADE_WINDOWS.into();
         windows.name = ADE_WINDOWS.into();
+        // Single-pass Windows ADE is 2.x (1.x is the AAD, dual-pass version).
+        windows.type_handler_version = Some("2.2".into());
         let mut windows_vm = vm(Some(windows));
         windows_vm.os_type = None;
         let mut cert = ok(with(&[("KeyEncryptionKeyURL", json!(kek_url))]));
@@ -588,7 +670,7 @@ mod tests {
             {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KekVaultResourceId is not a Key Vault resource id"},
             {"state":"unsupported","code":"kek-certificate","message":"the key-encryption key belongs to a certificate; Azure Backup supports only standalone keys for ADE VMs. Re-encrypt the VM with a standalone Key Vault key."},
             {"state":"unsupported","code":"ade-settings-invalid","message":"the ADE extension's KekVaultResourceId names the Key Vault kv-kek but its KeyEncryptionKeyURL points at kv-app; the two must be the same vault"},
-            {"state":"encrypted","mode":"bek-only","settings":{"osType":"Windows","extensionName":"AzureDiskEncryption","extensionType":"AzureDiskEncryption","typeHandlerVersion":"1.1","keyVaultUrl":"https://kv-app.vault.azure.cn/","keyVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-app","keyEncryptionKeyUrl":null,"kekVaultResourceId":null,"keyEncryptionAlgorithm":null,"volumeType":"OS"}}
+            {"state":"encrypted","mode":"bek-only","settings":{"osType":"Windows","extensionName":"AzureDiskEncryption","extensionType":"AzureDiskEncryption","typeHandlerVersion":"2.2","keyVaultUrl":"https://kv-app.vault.azure.cn/","keyVaultResourceId":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-app","keyEncryptionKeyUrl":null,"kekVaultResourceId":null,"keyEncryptionAlgorithm":null,"volumeType":"OS"}}
         ]"#,
         )
         .expect("expected outcomes");

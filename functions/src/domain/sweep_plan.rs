@@ -344,6 +344,8 @@ mod tests {
                     kek_vault_resource_id: None,
                     key_encryption_algorithm: None,
                     volume_type: None,
+                    dual_pass: false,
+                    aad_client_id: None,
                 }),
             },
             restore_warnings: vec![],

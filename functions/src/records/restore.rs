@@ -18,7 +18,13 @@ text_enum! {
         DisksRestored = "disks-restored",
         Deploying = "deploying",
         ReinstallingAde = "reinstalling-ade",
+        /// Azure Backup's daily restore limit was reached: the step runs again when the window
+        /// allows (the status says when).
+        Deferred = "deferred",
         Completed = "completed",
+        /// The VM was deployed and runs, but something needs a human (e.g. a Windows VM whose
+        /// guest agent never became ready: BitLocker recovery).
+        CompletedNeedsAttention = "completed-needs-attention",
         Failed = "failed",
     }
 }
@@ -26,7 +32,10 @@ text_enum! {
 impl RestoreStatus {
     /// Nothing happens to a ticket after a final status.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Rejected | Self::Completed | Self::Failed)
+        matches!(
+            self,
+            Self::Rejected | Self::Completed | Self::CompletedNeedsAttention | Self::Failed
+        )
     }
 }
 
@@ -74,6 +83,37 @@ pub struct RestoreDetail {
     /// version or none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_etag: Option<String>,
+    /// How many times the step was deferred by Azure Backup's daily limit, and until when.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<DateTime<Utc>>,
+    /// The one automatic retry from a vault-tier recovery point after a snapshot-tier restore
+    /// failed (recorded before the retry's trigger is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_retry: Option<TierRetry>,
+}
+
+/// A restore job of a snapshot-tier recovery point failed with a key/snapshot mismatch; the
+/// restore-disks step was started again, once, from `point` (vault tier only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierRetry {
+    /// The restore job that failed (never adopted again, never retried twice).
+    pub failed_job: String,
+    /// The recovery point it restored (from its snapshot tier).
+    pub failed_point: String,
+    /// Azure's error code of the failure.
+    pub code: String,
+    /// The recovery point restored instead.
+    pub point: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_time: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl StepDetail for RestoreDetail {}

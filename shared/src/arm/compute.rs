@@ -142,6 +142,17 @@ pub struct VmAgentInstanceView {
     pub statuses: Vec<InstanceViewStatus>,
 }
 
+impl VmAgentInstanceView {
+    /// The agent reports ready (a `ProvisioningState/succeeded` status).
+    pub fn is_ready(&self) -> bool {
+        self.statuses.iter().any(|s| {
+            s.code
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case("ProvisioningState/succeeded"))
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct InstanceViewStatus {

@@ -48,6 +48,7 @@ pub mod compute;
 pub mod error;
 pub mod graph;
 pub mod keyvault;
+pub mod keyvault_objects;
 pub mod lro;
 pub mod pacing;
 pub mod recovery_services;

@@ -88,6 +88,9 @@ fn restore(w: &mut World, ctx: &Ctx) -> Reply {
             "Encrypted VMs can only be restored in the vault's subscription.",
         );
     }
+    if let Err(f) = w.check_restore_limit(&key, ctx.now) {
+        return bad(&f.code, f.message);
+    }
     let job = w.start_restore(
         &key,
         rp_name,

@@ -12,7 +12,57 @@ pub fn routes() -> Vec<Route> {
     vec![
         route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.keyvault/vaults/*", "keyvault.get", API, get),
         route(Method::PUT, "subscriptions/*/resourcegroups/*/providers/microsoft.keyvault/vaults/*/accesspolicies/*", "keyvault.accessPolicies.add", API, access_policies),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.keyvault/vaults/*/secrets/*", "keyvault.secret.get", API, secret_get),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.keyvault/vaults/*/keys/*", "keyvault.key.get", API, key_get),
+        route(Method::GET, "subscriptions/*/resourcegroups/*/providers/microsoft.keyvault/vaults/*/keys/*/versions/*", "keyvault.keyVersion.get", API, key_get),
     ]
+}
+
+/// `GET vaults/{kv}/secrets/{name}` (example `getSecret.json`): metadata, never the value.
+fn secret_get(w: &mut World, ctx: &Ctx) -> Reply {
+    let Some(kv) = find(w, ctx) else {
+        return not_found(ctx);
+    };
+    let name = ctx.param(3);
+    match kv.secrets.iter().find(|s| s.eq_ignore_ascii_case(name)) {
+        Some(s) => Reply::ok(json!({
+            "id": format!("{}/secrets/{s}", kv.id),
+            "name": s,
+            "type": "Microsoft.KeyVault/vaults/secrets",
+            "properties": {"attributes": {"enabled": true}, "secretUri": format!("{}secrets/{s}", kv.vault_uri())}
+        })),
+        None => object_not_found(ctx, "secrets"),
+    }
+}
+
+/// `GET vaults/{kv}/keys/{name}` and `.../keys/{name}/versions/{version}` (example `getKey.json`;
+/// the simulator keeps one version of a key, so any version of an existing key is found).
+fn key_get(w: &mut World, ctx: &Ctx) -> Reply {
+    let Some(kv) = find(w, ctx) else {
+        return not_found(ctx);
+    };
+    match kv.keys.get(&lc(ctx.param(3))) {
+        Some((name, _)) => Reply::ok(json!({
+            "id": format!("{}/keys/{name}", kv.id),
+            "name": name,
+            "type": "Microsoft.KeyVault/vaults/keys",
+            "properties": {"attributes": {"enabled": true}, "kty": "RSA", "keyUri": format!("{}keys/{name}", kv.vault_uri())}
+        })),
+        None => object_not_found(ctx, "keys"),
+    }
+}
+
+fn object_not_found(ctx: &Ctx, kind: &str) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        format!(
+            "The Resource 'Microsoft.KeyVault/vaults/{}/{kind}/{}' under resource group '{}' was not found.",
+            ctx.param(2),
+            ctx.param(3),
+            ctx.param(1)
+        ),
+    )
 }
 
 fn find<'a>(w: &'a World, ctx: &Ctx) -> Option<&'a crate::world::KvState> {

@@ -105,6 +105,9 @@ impl World {
         }
         let ext = Extension::ade(vm.os_type, settings, ExtState::Succeeded, state.created);
         state.extensions.insert(lc(&ext.name), ext);
+        if let Some(client) = &vm.ade_aad_client_id {
+            state.make_dual_pass(client);
+        }
     }
 
     /// Validate ADE settings against the world and produce the resulting encryption state.

@@ -395,6 +395,7 @@ impl World {
             })?;
         if rp.encryption.is_some() {
             check_encrypted_restore_limits(&rp)?;
+            self.check_snapshot_keys(&rp, job.start)?;
         }
         let guid = self.new_guid();
         let container = format!("{}-{}", lc(&rp.vm_name), &guid[..8]);

@@ -296,7 +296,7 @@ impl World {
             "computerName": vm.name,
             "osName": if vm.os_type == OsType::Windows { "Windows Server 2022 Datacenter" } else { "ubuntu" },
             "osVersion": if vm.os_type == OsType::Windows { "10.0.20348" } else { "22.04" },
-            "vmAgent": super::source_vm::vm_agent_json(vm, now),
+            "vmAgent": self.vm_agent_json(vm, now),
             "disks": disks,
             "extensions": extensions,
             "hyperVGeneration": "V2",

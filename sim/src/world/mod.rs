@@ -14,6 +14,7 @@ mod authorization;
 mod backup_jobs;
 mod compute;
 mod deployments;
+mod field;
 mod keyvault;
 mod operations;
 mod recovery_services;
@@ -28,6 +29,7 @@ pub use authorization::{
 pub use backup_jobs::{Job, JobKind, JobStatus, RestoredDisks};
 pub use compute::{vm_resource_id, Disk, ExtState, Extension, VmState};
 pub use deployments::{Deployment, DeploymentState};
+pub use field::{FieldSwitches, RESTORE_LIMIT_CODE, SNAPSHOT_KEYS_CODE};
 pub use keyvault::{KvAccessPolicy, KvState};
 pub use operations::{OpKindState, OpStatus, Operation};
 pub use recovery_services::{
@@ -141,6 +143,8 @@ pub struct World {
     pub operations: BTreeMap<String, Operation>,
     pub deployments: BTreeMap<String, Deployment>,
     pub restored: BTreeMap<String, RestoredDisks>,
+    /// Restore-side field failures that are switched on (see `field`).
+    pub field: FieldSwitches,
     pub storage_accounts: BTreeMap<String, SimpleResource>,
     pub virtual_networks: BTreeMap<String, SimpleResource>,
     #[serde(skip)]
@@ -185,6 +189,7 @@ impl World {
             operations: BTreeMap::new(),
             deployments: BTreeMap::new(),
             restored: BTreeMap::new(),
+            field: FieldSwitches::default(),
             storage_accounts: BTreeMap::new(),
             virtual_networks: BTreeMap::new(),
             durations,

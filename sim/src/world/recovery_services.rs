@@ -372,12 +372,7 @@ impl World {
         rp: &RecoveryPoint,
         now: DateTime<Utc>,
     ) -> Value {
-        let mut tiers = vec![
-            json!({"type": "InstantRP", "status": if now < rp.instant_until { "Valid" } else { "Deleted" }}),
-        ];
-        if rp.hardened_at.is_some_and(|h| h <= now) {
-            tiers.push(json!({"type": "HardenedRP", "status": "Valid"}));
-        }
+        let tiers = self.tier_details(rp, now);
         let mut props = json!({
             "objectType": "IaasVMRecoveryPoint",
             "recoveryPointType": "CrashConsistent",

@@ -110,6 +110,10 @@ pub(super) async fn reinstall(
     };
     let ade = ade_of(&op)?.clone();
     let vm_id = restored_vm(&op)?;
+    if ade.dual_pass {
+        // Never a silent half-restore: without the AAD application's secret, no reinstall.
+        return super::dual_pass::stop(ctx, &ticket, &ade, &vm_id).await;
+    }
     if let Err(line) = key_vault_ready(ctx, &ticket, &ade).await? {
         return Ok(line);
     }

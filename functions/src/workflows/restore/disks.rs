@@ -157,6 +157,10 @@ async fn start_job(
         Err(e) if e.is_transient() => return Err(WorkflowError::arm("triggering the restore", e)),
         Err(e) => {
             let c = e.code().unwrap_or("restore-failed").to_string();
+            let deferrals = op.steps.detail(step).deferrals;
+            if e.is_service_limit() && deferrals < super::limits::MAX_DEFERRALS {
+                return super::limits::defer(ctx, op, delivery, (&c, &e.to_string())).await;
+            }
             return fail(ctx, ticket, step, &c, &e.to_string(), RESTORE_NEXT).await;
         }
     };
@@ -166,8 +170,13 @@ async fn start_job(
         .staging_storage_account_id
         .name()
         .to_string();
-    let message =
-        format!("restoring the disks of recovery point {rp_id} to the staging account {staging}");
+    let retry = match op.steps.detail(step).tier_retry {
+        Some(_) => " (the automatic retry from the vault tier)",
+        None => "",
+    };
+    let message = format!(
+        "restoring the disks of recovery point {rp_id}{retry} to the staging account {staging}"
+    );
     let at = engine::now(ctx);
     let writer = Writer::Claim(delivery);
     let Some(op) = update_holding::<RestoreOperation>(ctx, ticket, step, writer, |o, sent| {
@@ -221,8 +230,17 @@ async fn adoptable_job(
         .staging_storage_account_id
         .name()
         .to_string();
+    // The job a vault-tier retry replaced failed: it is never adopted.
+    let replaced = op.steps.detail(step).tier_retry.map(|r| r.failed_job);
     let candidates = jobs.into_iter().filter(|jb| {
         let p = &jb.properties;
+        let name = jb.name.as_deref().unwrap_or_default();
+        if replaced
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case(name))
+        {
+            return false;
+        }
         p.operation
             .as_deref()
             .is_none_or(|o| o.eq_ignore_ascii_case("Restore"))
@@ -329,7 +347,7 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         return Ok(format!("{ticket}: restore job {job_id} {st}"));
     }
     if !job.succeeded() {
-        return job_failed(ctx, &ticket, &job, &job_id).await;
+        return job_failed(ctx, &op, &job, &job_id).await;
     }
     let Some(template) = job.property("Template Blob Uri").map(strip_query) else {
         let m = format!("restore job {job_id} completed without a Template Blob Uri");
@@ -367,10 +385,11 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
     Ok(format!("{ticket}: disks restored"))
 }
 
-/// The restore job failed: the ticket fails with Azure's code and what a human can do.
+/// The restore job failed: a snapshot-tier key mismatch is retried once from a vault-tier point;
+/// anything else fails the ticket with Azure's code and what a human can do.
 async fn job_failed(
     ctx: &Context,
-    ticket: &TicketId,
+    op: &RestoreOperation,
     job: &BackupJob,
     job_id: &str,
 ) -> Result<String, WorkflowError> {
@@ -381,13 +400,24 @@ async fn job_failed(
         .first()
         .and_then(|e| e.error_string.clone())
         .unwrap_or_else(|| format!("restore job {job_id} {}", job.status().unwrap_or("?")));
+    let m = format!("restore job {job_id} failed: {text}");
+    if super::tier_retry::is_snapshot_tier_failure(&c) {
+        return super::tier_retry::after_failure(ctx, op, job_id, (&c, &m)).await;
+    }
     let next = if c.eq_ignore_ascii_case("UserErrorEncryptedVmRestoreDiskLimitExceeded") {
         "Azure Backup cannot restore the ADE settings of VMs with more than 16 disks or a disk over 4097 GB: create the VM from the restored disks by hand and re-enable ADE with the recorded settings (see the restore document's ade)."
     } else {
         RESTORE_NEXT
     };
-    let m = format!("restore job {job_id} failed: {text}");
-    fail(ctx, ticket, RestoreStep::TrackRestoreJob, &c, &m, next).await
+    fail(
+        ctx,
+        &op.ticket_id,
+        RestoreStep::TrackRestoreJob,
+        &c,
+        &m,
+        next,
+    )
+    .await
 }
 
 #[cfg(test)]

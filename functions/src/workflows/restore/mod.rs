@@ -26,9 +26,13 @@
 
 mod ade;
 mod disks;
+mod dual_pass;
+mod key_material;
+mod limits;
 mod redeploy;
 mod submit;
 mod template;
+mod tier_retry;
 mod validate;
 mod verify;
 

@@ -3,6 +3,7 @@
 //! Vault a restored VM can fetch its secret from, the staging account's region, and a recovery
 //! point that matches the request. Each rule that fails is a [`Refusal`] naming the field.
 
+use super::key_material;
 use super::redeploy::target_vm_id;
 use super::submit::Refusal;
 use super::{code, kek_clause};
@@ -46,11 +47,24 @@ pub(super) async fn validate(ctx: &Context, req: &RestoreRequest) -> Checked<Pla
     check!(allowed(ctx, req));
     check!(target_free(ctx, req).await);
     let (ade, vault) = check!(protected_vm(ctx, &req.vm_resource_id).await);
-    check!(key_vault_usable(ctx, &ade).await);
+    let kv_location = check!(key_vault_usable(ctx, &ade).await);
     let region = check!(vault_region(ctx, &vault).await);
+    let (kv, vm) = (&ade.key_vault_resource_id, &req.vm_resource_id);
+    if let Some(r) = key_material::key_vault_placement(kv, kv_location.as_deref(), vm, &region) {
+        return Ok(Err(r));
+    }
     let mut warnings = Vec::new();
     check!(staging_in_region(ctx, req, &region, &mut warnings).await);
-    let (recovery_point_id, recovery_point_time) = check!(recovery_point(ctx, req, &vault).await);
+    if ade.dual_pass && ade.os_type == crate::domain::ade::OsType::Linux {
+        warnings.push(format!("{}: the VM uses dual-pass ADE (an Azure AD application); ade-backup restores the disks and deploys the VM, then stops before reinstalling ADE, which needs the application's client secret", super::dual_pass::NEEDS_AAD_CREDENTIALS));
+    }
+    let rp = check!(recovery_point(ctx, req, &vault).await);
+    check!(key_material::key_material_present(ctx, &rp).await);
+    let Some(recovery_point_id) = rp.name.clone() else {
+        let what = "a recovery point has no name in the list response";
+        return Err(WorkflowError::Incomplete(what.into()));
+    };
+    let recovery_point_time = rp.properties.recovery_point_time;
     Ok(Ok(Plan {
         ade,
         vault,
@@ -188,8 +202,9 @@ fn restore_limit(record: &VmRecord, ade: &AdeSettings) -> Option<Refusal> {
     ))
 }
 
-/// The Key Vault holding the BEK exists, can be read, and is enabled for disk encryption.
-async fn key_vault_usable(ctx: &Context, ade: &AdeSettings) -> Checked<()> {
+/// The Key Vault holding the BEK exists, can be read, and is enabled for disk encryption; its
+/// region.
+async fn key_vault_usable(ctx: &Context, ade: &AdeSettings) -> Checked<Option<String>> {
     let kv_id = &ade.key_vault_resource_id;
     match ctx.arm.get_key_vault(kv_id).await {
         Ok(kv) if !kv.enabled_for_disk_encryption() => Ok(Err(Refusal::new(
@@ -203,7 +218,7 @@ async fn key_vault_usable(ctx: &Context, ade: &AdeSettings) -> Checked<()> {
                 kv_id.name()
             )),
         ))),
-        Ok(_) => Ok(Ok(())),
+        Ok(kv) => Ok(Ok(kv.location)),
         Err(e) if e.is_not_found() || is_forbidden(&e) => Ok(Err(Refusal::new(
             code::KEY_VAULT_UNAVAILABLE,
             "vmResourceId",
@@ -280,12 +295,12 @@ pub fn choose_recovery_point<'a>(
     }
 }
 
-/// The recovery point the request chose (its id and time).
+/// The recovery point the request chose.
 async fn recovery_point(
     ctx: &Context,
     req: &RestoreRequest,
     vault: &ResourceId,
-) -> Checked<(String, Option<DateTime<Utc>>)> {
+) -> Checked<RecoveryPoint> {
     let vm = &req.vm_resource_id;
     let points = match ctx.arm.list_recovery_points(vault, vm).await {
         Ok(p) => p,
@@ -314,11 +329,7 @@ async fn recovery_point(
             Some("Choose \"latest\", an existing recovery point id, or a later time.".into()),
         )));
     };
-    let Some(rp_id) = rp.name.clone() else {
-        let what = "a recovery point has no name in the list response";
-        return Err(WorkflowError::Incomplete(what.into()));
-    };
-    Ok(Ok((rp_id, rp.properties.recovery_point_time)))
+    Ok(Ok(rp.clone()))
 }
 
 /// Region of the staging storage account, by Resource Graph (the ARM client has no storage

@@ -12,6 +12,9 @@ use ade_backup_shared::arm::VirtualMachine;
 
 /// How many times `verify` looks again at a VM that is not running yet before failing.
 const VERIFY_ATTEMPTS: u32 = 5;
+/// How many times `verify` looks again at a running Windows VM whose guest agent is not ready
+/// (one poll interval apart) before reporting `completed-needs-attention`.
+const AGENT_ATTEMPTS: u32 = 6;
 
 /// Per-disk encryption state of the instance view: (disk name, is OS disk, state).
 fn disk_states(vm: &VirtualMachine) -> Vec<(String, bool, String)> {
@@ -119,12 +122,21 @@ pub(super) async fn verify(
         )
         .await;
     }
+    if ade.os_type == OsType::Windows && !agent_ready(&vm) {
+        if poll < AGENT_ATTEMPTS {
+            again(ctx, &op, RedeployPhase::Verify, poll).await?;
+            return Ok(format!(
+                "{ticket}: guest agent of {vm_id} not ready yet; looking again"
+            ));
+        }
+        return needs_attention(ctx, &op, &vm, (power, shown)).await;
+    }
     let message = match ade.os_type {
         OsType::Linux => format!(
             "completed: {vm_id} is running; ADE reinstalled and every disk it covers is encrypted and unlocked ({shown})"
         ),
         OsType::Windows => format!(
-            "completed: {vm_id} is running (power state {power}); Windows needs no ADE reinstall (the restored disks keep their BitLocker encryption settings); disk states: {shown}. Check boot diagnostics once: a Windows VM may still need its BitLocker key at first boot"
+            "completed: {vm_id} is running (power state {power}) and its guest agent reports ready (Windows booted past BitLocker); Windows needs no ADE reinstall (the restored disks keep their BitLocker encryption settings); disk states: {shown}"
         ),
     };
     let detail = RestoreDetail {
@@ -137,6 +149,48 @@ pub(super) async fn verify(
     Ok(format!("{ticket}: completed: {vm_id}"))
 }
 
+/// The guest agent reports ready: Windows booted (a VM waiting at the BitLocker recovery screen
+/// runs as far as ARM can tell, but its agent never starts).
+fn agent_ready(vm: &VirtualMachine) -> bool {
+    vm.properties
+        .instance_view
+        .as_ref()
+        .and_then(|iv| iv.vm_agent.as_ref())
+        .is_some_and(|a| a.is_ready())
+}
+
+const BITLOCKER_NEXT: &str = "The VM runs but Windows did not finish booting: it is most likely waiting at the BitLocker recovery screen. 1) Open the VM's boot diagnostics (screenshot) or serial console to confirm. 2) Read the BEK secret named in the restore document's ADE settings from the Key Vault (az keyvault secret show --id <secretUrl>; with a KEK, unwrap it first) and enter it as the recovery key, or attach the OS disk to a rescue VM and unlock it with manage-bde -unlock -RecoveryKey. 3) Once the agent reports ready, the VM is usable; nothing was cleaned up.";
+
+/// A Windows VM that runs but whose agent never became ready: final, with the BitLocker steps.
+async fn needs_attention(
+    ctx: &Context,
+    op: &RestoreOperation,
+    vm: &VirtualMachine,
+    (power, shown): (String, String),
+) -> Result<String, WorkflowError> {
+    let vm_id = restored_vm(op)?;
+    let message = format!(
+        "{vm_id} was deployed and is {power}, but its guest agent never reported ready after {AGENT_ATTEMPTS} looks: Windows is probably waiting at the BitLocker recovery screen (disks: {shown})"
+    );
+    let detail = RestoreDetail {
+        power_state: Some(power),
+        disks: Some(shown),
+        ..Default::default()
+    };
+    let why = Why {
+        reason: Some("vm-agent-not-ready"),
+        field: None,
+        next_action: Some(BITLOCKER_NEXT),
+    };
+    let st = RestoreStatus::CompletedNeedsAttention;
+    finish(ctx, op, vm, detail, (st, message, why)).await?;
+    tracing::warn!(ticket = %op.ticket_id, vm = %vm_id, "restored Windows VM needs attention: guest agent not ready");
+    Ok(format!(
+        "{}: completed, needs attention: {vm_id}",
+        op.ticket_id
+    ))
+}
+
 /// Records the restore as `completed` with the restored disks' ids.
 async fn complete(
     ctx: &Context,
@@ -144,6 +198,18 @@ async fn complete(
     vm: &VirtualMachine,
     detail: RestoreDetail,
     message: String,
+) -> Result<(), WorkflowError> {
+    let st = RestoreStatus::Completed;
+    finish(ctx, op, vm, detail, (st, message, Why::default())).await
+}
+
+/// Records a final status of the verify step with the restored disks' ids.
+async fn finish(
+    ctx: &Context,
+    op: &RestoreOperation,
+    vm: &VirtualMachine,
+    detail: RestoreDetail,
+    (st, message, why): (RestoreStatus, String, Why<'_>),
 ) -> Result<(), WorkflowError> {
     let disk_ids: Vec<String> = vm
         .os_disk()
@@ -163,8 +229,7 @@ async fn complete(
         }
         o.steps.finish(step, at, Some(detail.clone()));
         o.azure.restored_disk_ids = disk_ids.clone();
-        let st = RestoreStatus::Completed;
-        *sent = Some(push(o, at, st, Some(step), message.clone(), Why::default()));
+        *sent = Some(push(o, at, st, Some(step), message.clone(), why));
         true
     })
     .await?;

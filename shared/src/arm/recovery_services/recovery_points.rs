@@ -68,11 +68,44 @@ pub struct BekDetails {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RecoveryPointTierInfo {
-    /// `InstantRP` (snapshot tier), `HardenedRP` (vault tier), `ArchivedRP`.
-    #[serde(rename = "type")]
+    /// `InstantRP` (snapshot tier), `HardenedRP` (vault tier), `ArchivedRP`; older examples send
+    /// the enum's number (1, 2, 3), read here as its name.
+    #[serde(rename = "type", deserialize_with = "tier_type")]
     pub tier_type: Option<String>,
-    /// `Valid`, `Deleted`, `Disabled`, `Rehydrated`.
+    /// `Valid`, `Disabled`, `Deleted`, `Rehydrated`; older examples send the number (1..=4).
+    #[serde(deserialize_with = "tier_status")]
     pub status: Option<String>,
+}
+
+/// `RecoveryTierType` of bms.json, by its number.
+const TIER_TYPES: [&str; 4] = ["Invalid", "InstantRP", "HardenedRP", "ArchivedRP"];
+/// `RecoveryTierStatus` of bms.json, by its number.
+const TIER_STATUSES: [&str; 5] = ["Invalid", "Valid", "Disabled", "Deleted", "Rehydrated"];
+
+/// A string enum that older api-versions' examples write as its number: the name either way
+/// (an unknown number is kept as its digits, so it matches no known value).
+fn enum_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    names: &[&str],
+) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(|i| names.get(i as usize))
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| n.to_string()),
+        ),
+        _ => None,
+    })
+}
+
+fn tier_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, &TIER_TYPES)
+}
+
+fn tier_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, &TIER_STATUSES)
 }
 
 impl RecoveryPoint {
@@ -111,5 +144,29 @@ impl ArmClient {
         let bucket = sub_bucket(vault)?;
         self.list_all("recoveryServices.recoveryPoints.list", url, bucket, false)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tier_tests {
+    use super::*;
+
+    #[test]
+    fn tiers_read_as_strings_and_as_numbers() {
+        let current: RecoveryPoint = serde_json::from_value(serde_json::json!({"name": "1",
+            "properties": {"recoveryPointTierDetails": [
+                {"type": "InstantRP", "status": "Deleted"}, {"type": "HardenedRP", "status": "Valid"}]}}))
+        .expect("strings");
+        assert!(!current.has_snapshot_tier() && current.has_vault_tier());
+        let old: RecoveryPoint = serde_json::from_value(serde_json::json!({"name": "2",
+            "properties": {"recoveryPointTierDetails": [
+                {"type": 1, "status": 1}, {"type": 2, "status": 3}, {"type": 9, "status": null}]}}))
+        .expect("numbers");
+        assert!(old.has_snapshot_tier() && !old.has_vault_tier());
+        let t = &old.properties.recovery_point_tier_details;
+        assert_eq!(t[1].tier_type.as_deref(), Some("HardenedRP"));
+        assert_eq!(t[1].status.as_deref(), Some("Deleted"));
+        assert_eq!(t[2].tier_type.as_deref(), Some("9"));
+        assert_eq!(t[2].status, None);
     }
 }
