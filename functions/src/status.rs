@@ -42,6 +42,15 @@ pub fn render_text(op: &RestoreOperation) -> String {
         let _ = writeln!(out, "vm:       {}", r.vm_resource_id);
         let _ = writeln!(out, "target:   {}", r.target_resource_group.id());
     }
+    let mut traces: Vec<&str> = Vec::new();
+    for t in op.history.iter().filter_map(|u| u.trace_id.as_deref()) {
+        if !traces.contains(&t) {
+            traces.push(t);
+        }
+    }
+    if !traces.is_empty() {
+        let _ = writeln!(out, "trace:    {}", traces.join(", "));
+    }
     if let Some(by) = &op.requested_by {
         let _ = writeln!(out, "by:       {}", cell(by));
     }

@@ -90,7 +90,11 @@ pub fn init(options: TelemetryOptions) -> Result<Telemetry, TelemetryError> {
     let filter = resolve_filter(&options, std::env::var("RUST_LOG").ok())?;
     let targets =
         ExportTargets::resolve(options.otlp_endpoint.as_deref(), |k| std::env::var(k).ok());
-    let providers = OtelProviders::build(&targets)?;
+    // A misconfigured exporter must not cost the process its logs: run without export.
+    let providers = OtelProviders::build(&targets).or_else(|e| {
+        eprintln!("warning: telemetry is not exported: {e}");
+        OtelProviders::build(&ExportTargets::default())
+    })?;
     build_subscriber(options.format, filter, io::stderr, providers.tracer())
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInitialized(e.to_string()))?;
@@ -196,6 +200,7 @@ pub fn invocation_span(function: &str, message_id: &str, delivery_count: u32) ->
         messaging.destination.name = tracing::field::Empty,
         correlation_id = tracing::field::Empty,
         invocation_id = tracing::field::Empty,
+        operation_id = tracing::field::Empty,
         vm_id = tracing::field::Empty,
         ticket_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
