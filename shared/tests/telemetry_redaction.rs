@@ -54,7 +54,8 @@ fn emit_secret_laden_events() {
     );
     let span = invocation_span("protect_vm", "msg-1", 1);
     telemetry::continue_trace(&span, |k| {
-        (k == "traceparent").then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into())
+        (k == "traceparent")
+            .then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into())
     });
     telemetry::record_trace_ids(&span);
     span.record("correlation_id", "ticket-42");

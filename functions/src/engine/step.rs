@@ -83,7 +83,9 @@ mod tests {
 
     #[tokio::test]
     async fn run_step_passes_the_result_through() {
-        let ok = run_step(Workflow::Restore, "deploy", 0, async { Ok::<_, WorkflowError>(7) });
+        let ok = run_step(Workflow::Restore, "deploy", 0, async {
+            Ok::<_, WorkflowError>(7)
+        });
         assert_eq!(ok.await.expect("ok"), 7);
         let err = run_step(Workflow::Protect, "grant", 1, async {
             Err::<(), _>(WorkflowError::poison("Bad", "bad"))

@@ -498,15 +498,15 @@ async fn dead_letter(
 
 fn dead_lettered(error: Disposition, key: String, reason: String, description: String) -> Outcome {
     Outcome::Failed {
-            logs: vec![
-                error.to_string(),
-                format!("poison reason recorded at {key}"),
-            ],
-            error,
-            dead_letter: Some(DeadLetter {
-                reason,
-                description,
-            }),
+        logs: vec![
+            error.to_string(),
+            format!("poison reason recorded at {key}"),
+        ],
+        error,
+        dead_letter: Some(DeadLetter {
+            reason,
+            description,
+        }),
     }
 }
 

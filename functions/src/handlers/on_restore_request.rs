@@ -7,9 +7,9 @@
 //! only a message without one is poison (dead-lettered with the reason).
 
 use crate::context::Context;
+use crate::domain::restore_request;
 use crate::engine::{run_step, Workflow};
 use crate::handlers::invocation::record;
-use crate::domain::restore_request;
 use crate::handlers::service_bus;
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;
@@ -23,7 +23,13 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
     if let Some(ticket) = restore_request::peek_ticket_id(&msg.body) {
         record("ticket_id", ticket.as_str());
     }
-    let line = run_step(Workflow::Restore, "submit", 0, restore::submit(ctx, parsed, &msg.body)).await?;
+    let line = run_step(
+        Workflow::Restore,
+        "submit",
+        0,
+        restore::submit(ctx, parsed, &msg.body),
+    )
+    .await?;
     tracing::info!(message_id = %msg.message_id, "{line}");
     Ok(HandlerOutput::default().log(line))
 }

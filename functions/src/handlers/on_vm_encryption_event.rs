@@ -8,9 +8,9 @@
 //! still in progress.
 
 use crate::context::Context;
+use crate::domain::events::{self, EventHint};
 use crate::engine::{run_step, Workflow};
 use crate::handlers::invocation::record;
-use crate::domain::events::{self, EventHint};
 use crate::handlers::service_bus;
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;

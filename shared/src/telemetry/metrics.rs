@@ -54,7 +54,10 @@ impl Metrics {
                 .build()
         };
         let counter = |name: &'static str, description: &'static str| {
-            meter.u64_counter(name).with_description(description).build()
+            meter
+                .u64_counter(name)
+                .with_description(description)
+                .build()
         };
         Self {
             invocations: counter(

@@ -21,11 +21,12 @@
 
 use std::io;
 use tracing::Subscriber;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry};
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 /// What replaces a secret in log output.
 pub const REDACTED: &str = "[REDACTED]";
@@ -116,7 +117,12 @@ where
 {
     let filter = resolve_filter(options, std::env::var("RUST_LOG").ok())?;
     let tracer = OtelProviders::build(&ExportTargets::default())?.tracer();
-    Ok(build_subscriber(options.format, filter, make_writer, tracer))
+    Ok(build_subscriber(
+        options.format,
+        filter,
+        make_writer,
+        tracer,
+    ))
 }
 
 fn build_subscriber<W>(
@@ -129,6 +135,8 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let writer = RedactingMakeWriter::new(make_writer);
+    // The log filter applies to the log output only: spans are exported whatever the log level
+    // (an operator who sets RUST_LOG=warn still gets traces), with their own filter.
     let (json, pretty) = match format {
         LogFormat::Json => (
             Some(
@@ -137,7 +145,8 @@ where
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(true)
-                    .with_writer(writer),
+                    .with_writer(writer)
+                    .with_filter(filter),
             ),
             None,
         ),
@@ -149,21 +158,32 @@ where
                     // ANSI styling puts escape codes between a field name and its value, which
                     // would let `client_secret=...` slip past the redaction patterns.
                     .with_ansi(false)
-                    .with_writer(writer),
+                    .with_writer(writer)
+                    .with_filter(filter),
             ),
         ),
     };
     Registry::default()
-        .with(filter)
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 .with_threads(false)
                 .with_location(false)
-                .with_tracked_inactivity(false),
+                .with_tracked_inactivity(false)
+                .with_filter(span_filter()),
         )
         .with(json)
         .with(pretty)
+}
+
+/// What becomes an OpenTelemetry span (or span event): ade-backup's own spans and events at
+/// `info` and above. Dependencies' spans (HTTP internals, the exporter's own requests) stay out,
+/// so the exporter never traces itself.
+fn span_filter() -> Targets {
+    Targets::new()
+        .with_target("ade_backup_shared", LevelFilter::INFO)
+        .with_target("ade_backup_functions", LevelFilter::INFO)
+        .with_target("ade_backup", LevelFilter::INFO)
 }
 
 fn resolve_filter(
@@ -231,8 +251,8 @@ pub use metrics::{metrics, Metrics, METER_NAME};
 pub use otel::{ExportError, ExportTargets, OtelProviders};
 pub use redact::{redact, redact_json, redact_owned, RedactingMakeWriter, RedactingWriter};
 pub use trace::{
-    continue_trace, current_span_id, current_trace_id, current_traceparent,
-    is_valid_traceparent, DIAGNOSTIC_ID, TRACEPARENT,
+    continue_trace, current_span_id, current_trace_id, current_traceparent, is_valid_traceparent,
+    DIAGNOSTIC_ID, TRACEPARENT,
 };
 
 /// A subscriber with the OpenTelemetry layer and no exporter, for unit tests.

@@ -69,7 +69,10 @@ impl ExportTargets {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("cannot build the OTLP {signal} exporter: {reason}")]
-    Otlp { signal: &'static str, reason: String },
+    Otlp {
+        signal: &'static str,
+        reason: String,
+    },
     #[error("APPLICATIONINSIGHTS_CONNECTION_STRING is not usable: {0}")]
     AppInsights(String),
 }
@@ -222,7 +225,10 @@ mod tests {
         assert!(!t.otlp_from_env);
         let t = ExportTargets::resolve(
             None,
-            env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]),
+            env(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://c:4318/v1/traces",
+            )]),
         );
         assert!(t.otlp_from_env && t.any());
         let t = ExportTargets::resolve(
@@ -241,7 +247,10 @@ mod tests {
             Some("http://localhost:4318"),
             env(&[
                 ("OTEL_SDK_DISABLED", "TRUE"),
-                ("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=x"),
+                (
+                    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+                    "InstrumentationKey=x",
+                ),
             ]),
         );
         assert!(!t.any());

@@ -112,7 +112,10 @@ mod tests {
             let _g = span.enter();
             let outer = current_traceparent().expect("inside a span");
             assert!(outer.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
-            assert!(!outer.contains("b7ad6b7169203331"), "a new span id: {outer}");
+            assert!(
+                !outer.contains("b7ad6b7169203331"),
+                "a new span id: {outer}"
+            );
             let step = tracing::info_span!("step");
             let _g2 = step.enter();
             let inner = current_traceparent().expect("inside a span");
