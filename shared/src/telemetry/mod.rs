@@ -31,8 +31,9 @@ use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 /// What replaces a secret in log output.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Filter used when neither the option nor `RUST_LOG` says otherwise.
-pub const DEFAULT_FILTER: &str = "info";
+/// Filter used when neither the option nor `RUST_LOG` says otherwise. The OpenTelemetry SDK's
+/// own diagnostics (`opentelemetry*` targets) only from `warn`: export failures still show.
+pub const DEFAULT_FILTER: &str = "info,opentelemetry=warn";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
