@@ -93,7 +93,16 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let telemetry = init_telemetry(&cli);
+    let code = run(cli);
+    // Flush buffered spans and metrics (outside the runtime: the exporters block).
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     let command = match cli.command {
         Some(c) => c,
         None => match std::env::var(PORT_VAR) {
@@ -332,9 +341,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing() {
-    // JSON lines on stderr, every line redacted (no tokens, SAS signatures or keys).
-    let _ = ade_backup_shared::telemetry::init(
-        ade_backup_shared::telemetry::TelemetryOptions::default(),
-    );
+/// JSON lines on stderr, every line redacted (no tokens, SAS signatures or keys); spans and
+/// metrics exported when `--otlp-endpoint`, `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `APPLICATIONINSIGHTS_CONNECTION_STRING` say where. A telemetry problem never stops the
+/// binary: it is reported and the command runs without export.
+fn init_telemetry(cli: &Cli) -> Option<ade_backup_shared::telemetry::Telemetry> {
+    use ade_backup_shared::telemetry::{init, TelemetryOptions};
+    let otlp_endpoint = match &cli.command {
+        #[cfg(feature = "local")]
+        Some(Command::Local(args)) => args.local.otlp_endpoint.clone(),
+        _ => None,
+    };
+    match init(TelemetryOptions {
+        otlp_endpoint,
+        ..TelemetryOptions::default()
+    }) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("warning: telemetry not exported: {e}");
+            None
+        }
+    }
 }

@@ -42,6 +42,15 @@ pub fn render_text(op: &RestoreOperation) -> String {
         let _ = writeln!(out, "vm:       {}", r.vm_resource_id);
         let _ = writeln!(out, "target:   {}", r.target_resource_group.id());
     }
+    let mut traces: Vec<&str> = Vec::new();
+    for t in op.history.iter().filter_map(|u| u.trace_id.as_deref()) {
+        if !traces.contains(&t) {
+            traces.push(t);
+        }
+    }
+    if !traces.is_empty() {
+        let _ = writeln!(out, "trace:    {}", traces.join(", "));
+    }
     if let Some(by) = &op.requested_by {
         let _ = writeln!(out, "by:       {}", cell(by));
     }
@@ -167,5 +176,44 @@ mod tests {
             .expect("failed row with its reason");
         assert!(accepted < failed);
         assert!(t.contains("next: rename"));
+        assert!(
+            !t.contains("trace:"),
+            "no trace recorded, no trace line: {t}"
+        );
+    }
+
+    #[test]
+    fn text_names_the_ticket_traces() {
+        let mut op = op();
+        op.history[0].trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
+        op.history[1].trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
+        let t = render_text(&op);
+        assert!(
+            t.contains("trace:    0af7651916cd43dd8448eb211c80319c\n"),
+            "one line, each trace once: {t}"
+        );
+        let json = serde_json::to_value(&op).expect("json");
+        assert_eq!(
+            json["history"][0]["traceId"],
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+    }
+
+    /// Updates pushed inside an invocation span record its trace id.
+    #[test]
+    fn a_status_pushed_in_a_span_records_its_trace() {
+        let subscriber = ade_backup_shared::telemetry::subscriber_with_writer(
+            &Default::default(),
+            std::io::sink,
+        )
+        .expect("subscriber");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = ade_backup_shared::telemetry::invocation_span("RestoreVm", "m", 1);
+            let _g = span.enter();
+            let mut op = op();
+            let u = op.push_status(op.updated_at, RestoreStatus::Completed, None, "done");
+            let id = u.trace_id.expect("a trace id");
+            assert_eq!(Some(id), ade_backup_shared::telemetry::current_trace_id());
+        });
     }
 }

@@ -75,6 +75,16 @@ pub struct ServiceBusMessage {
 }
 
 impl ServiceBusMessage {
+    /// An application property's string value; names are matched case-insensitively (HTTP
+    /// transports lowercase them: `Diagnostic-Id` can arrive as `diagnostic-id`).
+    pub fn property(&self, name: &str) -> Option<String> {
+        self.user_properties
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_string)
+    }
+
     /// The body parsed as JSON of type `T`.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.body)

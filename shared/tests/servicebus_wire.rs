@@ -221,12 +221,15 @@ async fn traceparent_continues_the_invocation_trace() {
     let subscriber = telemetry::subscriber_with_writer(&TelemetryOptions::default(), std::io::sink)
         .expect("subscriber");
     let _guard = tracing::subscriber::set_default(subscriber);
-    let operation_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let inbound = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let sender = sender(&server, RecordingToken::ok());
+    let span = invocation_span("protect", "m-0", 1);
+    telemetry::continue_trace(&span, |k| (k == "traceparent").then(|| inbound.clone()));
 
     sender
         .send(OutboundMessage::json("q1", "m-1", &1).expect("message"))
-        .instrument(invocation_span("protect", operation_id, "corr"))
+        .instrument(span)
         .await
         .expect("sent");
 
@@ -234,8 +237,12 @@ async fn traceparent_continues_the_invocation_trace() {
     let tp: String = serde_json::from_str(header_str(&req, "traceparent").expect("traceparent"))
         .expect("quoted");
     assert!(
-        tp.starts_with(&format!("00-{operation_id}-")) && tp.ends_with("-01"),
+        tp.starts_with(&format!("00-{trace_id}-")) && tp.ends_with("-01"),
         "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "the message names the producer span, not the inbound parent: {tp}"
     );
 }
 

@@ -52,11 +52,13 @@ fn emit_secret_laden_events() {
     let sas_url = format!(
         "https://acct.blob.core.windows.net/state/vm1.json?sv=2022-11-02&se=2030-01-01T00%3A00%3A00Z&sr=b&sp=rw&skoid={SAS_SKOID}&sig={SAS_SIG}"
     );
-    let span = invocation_span(
-        "protect_vm",
-        "4bf92f3577b34da6a3ce929d0e0e4736",
-        "ticket-42",
-    );
+    let span = invocation_span("protect_vm", "msg-1", 1);
+    telemetry::continue_trace(&span, |k| {
+        (k == "traceparent")
+            .then(|| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into())
+    });
+    telemetry::record_trace_ids(&span);
+    span.record("correlation_id", "ticket-42");
     let _entered = span.enter();
     tracing::info!(url = %sas_url, "uploading state");
     tracing::warn!("request headers: Authorization: Bearer {BEARER}");
@@ -81,6 +83,7 @@ fn json_output_has_no_secrets_and_carries_span_fields() {
     let options = TelemetryOptions {
         format: LogFormat::Json,
         filter: Some("info".to_string()),
+        otlp_endpoint: None,
     };
     let subscriber =
         telemetry::subscriber_with_writer(&options, buffer.clone()).expect("subscriber");
@@ -102,9 +105,15 @@ fn json_output_has_no_secrets_and_carries_span_fields() {
         );
         let span = &v["span"];
         assert_eq!(span["function"], "protect_vm", "{line}");
+        assert_eq!(span["message_id"], "msg-1", "{line}");
         assert_eq!(
-            span["operation_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
             "{line}"
+        );
+        let span_id = span["span_id"].as_str().unwrap_or_default();
+        assert!(
+            span_id.len() == 16 && span_id != "00f067aa0ba902b7",
+            "the invocation's own span id: {line}"
         );
         assert_eq!(span["correlation_id"], "ticket-42", "{line}");
         assert_eq!(v["spans"][0]["function"], "protect_vm", "{line}");
@@ -130,6 +139,7 @@ fn pretty_output_has_no_secrets() {
     let options = TelemetryOptions {
         format: LogFormat::Pretty,
         filter: Some("info".to_string()),
+        otlp_endpoint: None,
     };
     let subscriber =
         telemetry::subscriber_with_writer(&options, buffer.clone()).expect("subscriber");
@@ -150,6 +160,7 @@ fn filter_option_drops_lower_levels() {
     let options = TelemetryOptions {
         format: LogFormat::Json,
         filter: Some("warn".to_string()),
+        otlp_endpoint: None,
     };
     let subscriber =
         telemetry::subscriber_with_writer(&options, buffer.clone()).expect("subscriber");

@@ -7,13 +7,15 @@
 //! [`update_reporting`] when a status goes out once the write landed), and sends the next phase
 //! ([`Phase::send`]), delayed when it polls a long-running Azure operation ([`poll_step`]).
 //! Nothing sleeps; every failure is a [`WorkflowError`] that keeps its source, and the handler
-//! boundary alone decides between redelivery and dead-lettering.
+//! boundary alone decides between redelivery and dead-lettering. Each invocation's phase runs in
+//! a step span ([`run_step`]).
 
 mod claim;
 mod document;
 mod error;
 mod poll;
 mod send;
+mod step;
 
 pub use claim::{claim_lost, claim_step, renew_claim, step_lease, update_holding, Claimed, Writer};
 pub use document::{
@@ -22,3 +24,4 @@ pub use document::{
 pub use error::{chain, ArmResultExt, WorkflowError};
 pub use poll::{fail_if_overdue, poll_step, PendingDetail, PollSpec, Polled};
 pub use send::{claimant, poll_delay, redeliver_at, send_json, Phase};
+pub use step::{phase_name, run_step, Workflow};

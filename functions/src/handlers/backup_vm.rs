@@ -5,6 +5,8 @@
 //! See [`crate::workflows::protect::backup`].
 
 use crate::context::Context;
+use crate::engine::{phase_name, run_step, Workflow};
+use crate::handlers::invocation::record;
 use crate::handlers::{service_bus, worker_message};
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;
@@ -15,6 +17,9 @@ pub const NAME: &str = "BackupVm";
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
     let msg = service_bus(&input)?;
     let body: BackupMessage = worker_message(msg)?;
-    let line = protect::backup(ctx, &body, msg).await?;
+    record("operation_id", &body.operation_id);
+    let step = phase_name(&body.phase);
+    let work = protect::backup(ctx, &body, msg);
+    let line = run_step(Workflow::Protect, &step, body.poll, work).await?;
     Ok(HandlerOutput::default().log(line))
 }

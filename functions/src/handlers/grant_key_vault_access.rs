@@ -6,6 +6,8 @@
 //! [`crate::workflows::protect::grant`].
 
 use crate::context::Context;
+use crate::engine::{run_step, Workflow};
+use crate::handlers::invocation::record;
 use crate::handlers::{service_bus, worker_message};
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;
@@ -16,6 +18,8 @@ pub const NAME: &str = "GrantKeyVaultAccess";
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
     let msg = service_bus(&input)?;
     let body: GrantMessage = worker_message(msg)?;
-    let line = protect::grant(ctx, &body, msg).await?;
+    record("operation_id", &body.operation_id);
+    let work = protect::grant(ctx, &body, msg);
+    let line = run_step(Workflow::Protect, "grant-key-vault-access", 0, work).await?;
     Ok(HandlerOutput::default().log(line))
 }

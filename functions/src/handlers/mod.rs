@@ -38,6 +38,7 @@ use std::pin::Pin;
 
 pub mod backup_vm;
 pub mod grant_key_vault_access;
+pub mod invocation;
 pub mod on_restore_request;
 pub mod on_vm_encryption_event;
 pub mod policy_sweep;
@@ -335,6 +336,30 @@ pub struct DeadLetterRecord {
 
 /// Runs `spec`'s handler on `input` and classifies the result, recording poison reasons.
 pub async fn dispatch(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -> Outcome {
+    dispatch_invocation(spec, input, ctx, None).await
+}
+
+/// [`dispatch`] inside the invocation's span ([`invocation::span`]: continues the message's trace),
+/// with the host's invocation id recorded; the outcome is logged and counted there.
+pub async fn dispatch_invocation(
+    spec: &FunctionSpec,
+    input: TriggerInput,
+    ctx: &Context,
+    invocation_id: Option<&str>,
+) -> Outcome {
+    use tracing::Instrument;
+    let span = invocation::span(spec.name, &input, invocation_id);
+    async move {
+        let started = std::time::Instant::now();
+        let outcome = run(spec, input, ctx).await;
+        invocation::finish(spec.name, &outcome, started.elapsed());
+        outcome
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -> Outcome {
     let message = match &input {
         TriggerInput::ServiceBus(m) => Some(m.clone()),
         TriggerInput::Timer(_) => None,
@@ -375,6 +400,7 @@ async fn last_delivery(
 ) -> Outcome {
     let error = Disposition::Transient(last.clone());
     let reason = "MaxDeliveryCountExceeded";
+    ade_backup_shared::telemetry::metrics().dead_letter(spec.name, reason);
     let description = format!(
         "failed on all {} deliveries; the last error: {last}",
         m.delivery_count
@@ -451,17 +477,10 @@ async fn dead_letter(
     };
     let recorded = record_dead_letter(spec, ctx, m, &reason, &description).await;
     match recorded {
-        Ok(key) => Outcome::Failed {
-            logs: vec![
-                error.to_string(),
-                format!("poison reason recorded at {key}"),
-            ],
-            error,
-            dead_letter: Some(DeadLetter {
-                reason,
-                description,
-            }),
-        },
+        Ok(key) => {
+            ade_backup_shared::telemetry::metrics().dead_letter(spec.name, &reason);
+            dead_lettered(error, key, reason, description)
+        }
         Err(e) => {
             let key = dead_letter_key(&m.queue, &m.message_id);
             let error = Disposition::Transient(format!(
@@ -474,6 +493,20 @@ async fn dead_letter(
                 dead_letter: None,
             }
         }
+    }
+}
+
+fn dead_lettered(error: Disposition, key: String, reason: String, description: String) -> Outcome {
+    Outcome::Failed {
+        logs: vec![
+            error.to_string(),
+            format!("poison reason recorded at {key}"),
+        ],
+        error,
+        dead_letter: Some(DeadLetter {
+            reason,
+            description,
+        }),
     }
 }
 
@@ -610,6 +643,8 @@ mod tests {
         // package both read).
         let host = read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../host.json"));
         assert_eq!(host["version"], "2.0");
+        // The host's own spans in OpenTelemetry form, so they share traces with the handler's.
+        assert_eq!(host["telemetryMode"], "OpenTelemetry");
         let d = &host["customHandler"]["description"];
         assert_eq!(d["defaultExecutablePath"], "ade-backup");
         assert_eq!(d["arguments"], json!(["serve"]));

@@ -8,6 +8,8 @@
 
 use crate::context::Context;
 use crate::domain::restore_request;
+use crate::engine::{run_step, Workflow};
+use crate::handlers::invocation::record;
 use crate::handlers::service_bus;
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;
@@ -18,7 +20,16 @@ pub const NAME: &str = "OnRestoreRequest";
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
     let msg = service_bus(&input)?;
     let parsed = restore_request::parse(&msg.body);
-    let line = restore::submit(ctx, parsed, &msg.body).await?;
+    if let Some(ticket) = restore_request::peek_ticket_id(&msg.body) {
+        record("ticket_id", ticket.as_str());
+    }
+    let line = run_step(
+        Workflow::Restore,
+        "submit",
+        0,
+        restore::submit(ctx, parsed, &msg.body),
+    )
+    .await?;
     tracing::info!(message_id = %msg.message_id, "{line}");
     Ok(HandlerOutput::default().log(line))
 }

@@ -9,6 +9,8 @@
 
 use crate::context::Context;
 use crate::domain::events::{self, EventHint};
+use crate::engine::{run_step, Workflow};
+use crate::handlers::invocation::record;
 use crate::handlers::service_bus;
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;
@@ -21,8 +23,9 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
     let mut out = HandlerOutput::default();
     if let Ok(recheck) = serde_json::from_slice::<RecheckMessage>(&msg.body) {
         if recheck.kind == RECHECK_KIND {
-            let line =
-                protect::evaluate(ctx, &recheck.vm_id, Origin::Recheck(recheck.attempt)).await?;
+            record("vm_id", &recheck.vm_id.to_string());
+            let work = protect::evaluate(ctx, &recheck.vm_id, Origin::Recheck(recheck.attempt));
+            let line = run_step(Workflow::Protect, "evaluate", recheck.attempt, work).await?;
             return Ok(out.log(line));
         }
     }
@@ -35,7 +38,9 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
                 out = out.log(format!("event {event_id} ignored: {why}"));
             }
             EventHint::CheckVm { vm, event_id, .. } => {
-                let line = protect::evaluate(ctx, &vm, Origin::Event(event_id)).await?;
+                record("vm_id", &vm.to_string());
+                let work = protect::evaluate(ctx, &vm, Origin::Event(event_id));
+                let line = run_step(Workflow::Protect, "evaluate", 0, work).await?;
                 tracing::info!(vm = %vm, "{line}");
                 out = out.log(line);
             }

@@ -4,6 +4,8 @@
 //! See [`crate::workflows::restore::restore_vm`].
 
 use crate::context::Context;
+use crate::engine::{phase_name, run_step, Workflow};
+use crate::handlers::invocation::record;
 use crate::handlers::{service_bus, worker_message};
 use crate::handlers::{HandlerError, HandlerOutput};
 use crate::trigger::TriggerInput;
@@ -14,6 +16,9 @@ pub const NAME: &str = "RestoreVm";
 pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput, HandlerError> {
     let msg = service_bus(&input)?;
     let body: RestoreVmMessage = worker_message(msg)?;
-    let line = restore::restore_vm(ctx, &body, msg).await?;
+    record("ticket_id", body.ticket_id.as_str());
+    let step = phase_name(&body.phase);
+    let work = restore::restore_vm(ctx, &body, msg);
+    let line = run_step(Workflow::Restore, &step, body.poll, work).await?;
     Ok(HandlerOutput::default().log(line))
 }

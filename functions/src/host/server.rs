@@ -15,13 +15,13 @@
 //! Error responses carry `{"error": {"code", "message", "field"?, "rule"?}}` plus the invocation
 //! response keys, so a host that reads `Logs` sees the message too.
 //!
-//! Nothing secret leaves in a response: [`dispatch`] redacts the outcome it returns (logs,
+//! Nothing secret leaves in a response: [`dispatch_invocation`] redacts the outcome it returns (logs,
 //! return value, dead-letter reason and description), and [`error_response`] redacts its texts.
 //!
 //! The server listens on loopback only: the Functions host is the only intended caller.
 
 use crate::context::Context;
-use crate::handlers::{dispatch, FunctionSpec, Outcome, Registry};
+use crate::handlers::{dispatch_invocation, FunctionSpec, Outcome, Registry};
 use crate::host::protocol::{
     parse_invocation, InvocationResponse, TriggerInput, INVOCATION_ID_HEADER,
 };
@@ -40,7 +40,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing::Instrument;
 
 /// Largest invocation body accepted. Service Bus messages are at most 256 KiB (standard) or
 /// 100 MiB (premium, but this app sends small JSON); 2 MiB leaves room for the host's encoding.
@@ -230,17 +229,7 @@ async fn invoke(
         }
     };
 
-    let operation_id = invocation_id
-        .or_else(|| input.message_id().map(str::to_string))
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let correlation_id = input.correlation_id().unwrap_or("").to_string();
-    let span = tracing::info_span!(
-        "invocation",
-        function = spec.name,
-        operation_id = %operation_id,
-        correlation_id = %correlation_id,
-    );
-    run_invocation(spec, input, &app.ctx).instrument(span).await
+    run_invocation(spec, input, &app.ctx, invocation_id.as_deref()).await
 }
 
 /// 404 naming the function and the ones that exist.
@@ -290,27 +279,21 @@ fn body_rejected(spec: &FunctionSpec, rejection: BytesRejection) -> Response {
 
 /// Dispatches a parsed invocation and renders the handler's outcome: 200 with its logs and
 /// return value, or 500 (with `deadLetter` when the message is poison).
-async fn run_invocation(spec: &FunctionSpec, input: TriggerInput, ctx: &Context) -> Response {
-    let started = std::time::Instant::now();
-    let outcome = dispatch(spec, input, ctx).await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    match outcome {
+/// The invocation span, its trace continuation and the outcome's log line are [`dispatch_invocation`]'s.
+async fn run_invocation(
+    spec: &FunctionSpec,
+    input: TriggerInput,
+    ctx: &Context,
+    invocation_id: Option<&str>,
+) -> Response {
+    match dispatch_invocation(spec, input, ctx, invocation_id).await {
         Outcome::Completed(out) => {
-            tracing::info!(elapsed_ms, "invocation succeeded");
             let resp = InvocationResponse::success(out.logs, out.return_value);
             (StatusCode::OK, Json(resp)).into_response()
         }
         Outcome::Failed {
-            error,
-            logs,
-            dead_letter,
+            logs, dead_letter, ..
         } => {
-            tracing::warn!(
-                elapsed_ms,
-                error = %error,
-                dead_letter = dead_letter.is_some(),
-                "invocation failed"
-            );
             let return_value = match dead_letter {
                 Some(d) => serde_json::json!({ "deadLetter": d }),
                 None => Value::Null,

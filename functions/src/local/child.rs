@@ -92,11 +92,30 @@ pub(crate) async fn supervise(
             }
             _ = stop.changed() => {
                 let _ = ready.send(None);
-                let _ = child.kill().await;
+                stop_gracefully(&mut child).await;
                 return Ok(());
             }
         }
     }
+}
+
+/// How long a stopped child may take to flush its telemetry and exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Stops the child the way the Functions host does, with SIGTERM (the handler finishes in-flight
+/// work and flushes its spans and metrics), and kills it if it is still running after
+/// [`STOP_GRACE`].
+async fn stop_gracefully(child: &mut Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: `kill(2)` on the pid of a child we spawned and have not reaped (its `Child`
+        // is borrowed here), so the pid cannot have been reused.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) } == 0;
+        if sent && tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
 }
 
 /// Starts the handler on `port` with its output forwarded (to the terminal or the log file).

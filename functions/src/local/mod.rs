@@ -97,6 +97,11 @@ pub struct LocalArgs {
     /// Override a timer's schedule: `NAME=NCRONTAB` (6 fields), repeatable.
     #[arg(long = "timer-schedule", value_name = "NAME=NCRONTAB")]
     pub timer_schedules: Vec<String>,
+    /// Export traces and metrics over OTLP/HTTP to this base URL (e.g. http://localhost:4318,
+    /// any OpenTelemetry collector or Jaeger): the handler gets it as
+    /// OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for LocalArgs {
@@ -119,6 +124,7 @@ impl Default for LocalArgs {
             handler_start_timeout: 60.0,
             run_timers_on_startup: false,
             timer_schedules: Vec::new(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -267,6 +273,11 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
     let state_dir = absolute(&args.state_dir)?;
     let queue = open_queue(&args, &state_dir, limits.lock_duration)?;
     let (sb_url, sb_task) = start_endpoint(&queue, args.sb_port, &state_dir).await?;
+    if let Some(endpoint) = &args.otlp_endpoint {
+        hooks
+            .extra_env
+            .push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
+    }
     let child_env = child_env(&mut hooks, &queue, &sb_url, &state_dir).await?;
     let project = load_project(&args.project_dir, &child_env)?;
 

@@ -180,6 +180,10 @@ pub struct RestoreStatusUpdate {
     pub next_action: Option<String>,
     #[serde(default)]
     pub azure: RestoreAzureIds,
+    /// The W3C trace id of the invocation that made this update (32 hex digits): the trace of the
+    /// ticket in Application Insights or any OpenTelemetry backend. Absent in older documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +243,7 @@ impl RestoreOperation {
             field: None,
             next_action: None,
             azure: self.azure.for_ticket(),
+            trace_id: ade_backup_shared::telemetry::current_trace_id(),
         };
         self.status = status;
         self.updated_at = now;

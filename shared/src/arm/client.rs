@@ -5,6 +5,7 @@ use super::error::{parse_error_body, ArmError};
 use super::pacing::{BucketKey, Pacer, PacingPolicy, RequestClass};
 use super::retry::{self, AttemptError, Repeat, RetryPolicy};
 use super::scope::{check_segment, id_segments, SubscriptionId};
+use super::telemetry::{call_span, CallTrace};
 use crate::credential::{TokenSource, ARM_SCOPE};
 use crate::http::{read_bounded, BodyError};
 use crate::ids::ResourceId;
@@ -282,14 +283,19 @@ impl ArmClient {
 
     /// The only way a request leaves the client: every attempt takes a token, waits for pacing,
     /// is counted, and failures are classified and retried by the one policy.
+    /// Each call is one client span (`arm::telemetry`); each attempt is counted in the metrics.
     pub(crate) async fn send(&self, call: &Call) -> Result<RawResponse, ArmError> {
+        use tracing::Instrument;
         let policy = self.inner.options.retry.clone();
-        retry::run(
+        let span = call_span(call);
+        let trace = CallTrace::default();
+        let result = retry::run(
             &policy,
             call.repeat,
-            || self.attempt(call),
+            || self.attempt(call, &trace),
             |e, delay| {
                 self.lock_stats().retries += 1;
+                trace.retrying(e, delay);
                 tracing::debug!(
                     operation = call.operation,
                     error = %e,
@@ -298,10 +304,13 @@ impl ArmClient {
                 );
             },
         )
-        .await
+        .instrument(span.clone())
+        .await;
+        trace.finish(&span, &result);
+        result
     }
 
-    async fn attempt(&self, call: &Call) -> Result<RawResponse, AttemptError> {
+    async fn attempt(&self, call: &Call, trace: &CallTrace) -> Result<RawResponse, AttemptError> {
         let no_retry = |error: ArmError| AttemptError {
             error,
             retry_after: None,
@@ -312,6 +321,7 @@ impl ArmClient {
         };
         // Pace first: a long pacing wait should not age the token we are about to send.
         let waited = self.inner.pacer.acquire(call.bucket).await;
+        trace.paced(call, waited);
         let token = self
             .inner
             .credential
@@ -341,8 +351,12 @@ impl ArmClient {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Err(no_retry(self.transport_error(call, e))),
+            Err(e) => {
+                trace.answered(call, 0, None);
+                return Err(no_retry(self.transport_error(call, e)));
+            }
         };
+        trace.answered(call, resp.status().as_u16(), Some(resp.headers()));
         self.answer(call, resp).await
     }
 

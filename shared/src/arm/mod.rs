@@ -19,6 +19,7 @@
 //!   (`poll_once` on a serializable [`PendingOperation`]) for short-lived handlers.
 //! - `error`: [`ArmError`], classified (transient, throttled, permanent, not found, ...) with
 //!   Azure's error code kept.
+//! - `telemetry`: the client span of each call and the per-attempt metrics.
 //! - `scope`: [`SubscriptionId`], [`ResourceGroupRef`] and the URL builder: every path is built
 //!   from `ResourceId` or validated segments, never from raw input strings.
 //!
@@ -58,6 +59,7 @@ pub mod retry;
 pub mod scope;
 pub mod skus;
 pub mod storage;
+mod telemetry;
 
 pub use authorization::{
     RoleAssignment, RoleAssignmentProperties, RoleDefinition, RoleDefinitionProperties,

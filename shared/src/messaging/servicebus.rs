@@ -36,7 +36,7 @@
 use super::{MessageSender, MessagingError, OutboundMessage};
 use crate::credential::{TokenSource, SERVICE_BUS_SCOPE};
 use crate::http::read_bounded;
-use crate::telemetry::{current_traceparent, redact, TraceContext};
+use crate::telemetry::{current_traceparent, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -173,13 +173,35 @@ impl ServiceBusSender {
 #[async_trait]
 impl MessageSender for ServiceBusSender {
     async fn send(&self, message: OutboundMessage) -> Result<(), MessagingError> {
+        use tracing::Instrument;
+        // The producer span: the message's `traceparent` names it, so the consumer's invocation
+        // span is its child (OpenTelemetry messaging conventions: `send {destination}`).
+        let span = tracing::info_span!(
+            "send",
+            otel.name = format!("send {}", message.queue),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "servicebus",
+            messaging.operation.type = "send",
+            messaging.destination.name = %message.queue,
+            messaging.message.id = %message.message_id,
+        );
+        let result = self.send_in_span(message).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+}
+
+impl ServiceBusSender {
+    async fn send_in_span(&self, message: OutboundMessage) -> Result<(), MessagingError> {
         // Everything that can be checked locally is checked before a token is requested or a
         // byte is sent.
         let url = self.messages_url(&message.queue)?;
         let mut headers = message_headers(&message)?;
         if !has_traceparent(&message) {
-            let traceparent =
-                current_traceparent().unwrap_or_else(|| TraceContext::new_root().traceparent());
+            let traceparent = current_traceparent().unwrap_or_else(new_root_traceparent);
             headers.insert(
                 HeaderName::from_static(TRACEPARENT_PROPERTY),
                 property_header_value(TRACEPARENT_PROPERTY, &traceparent)?,
@@ -229,9 +251,7 @@ impl MessageSender for ServiceBusSender {
         };
         Err(classify_failure(status, &body))
     }
-}
 
-impl ServiceBusSender {
     fn transport_error(&self, e: reqwest::Error) -> MessagingError {
         let what = if e.is_timeout() {
             format!("no response within {:?}", self.request_timeout)
@@ -423,6 +443,14 @@ fn property_header_value(name: &str, value: &str) -> Result<HeaderValue, Messagi
             "value is not a valid HTTP header value",
         )
     })
+}
+
+/// A fresh root `traceparent` for a message sent with no OpenTelemetry layer installed (random,
+/// never all-zero ids, as W3C requires).
+fn new_root_traceparent() -> String {
+    let trace = rand::random::<u128>().max(1);
+    let span = rand::random::<u64>().max(1);
+    format!("00-{trace:032x}-{span:016x}-01")
 }
 
 fn has_traceparent(message: &OutboundMessage) -> bool {

@@ -10,22 +10,30 @@
 //! - [`redact`] / [`redact_owned`] are also what every other text leaving the process passes
 //!   through: the custom handler's `Logs` and error responses, dead-letter reasons and records,
 //!   and the status messages sent to ticketing systems;
-//! - a small layer that gives every span a W3C trace context, so outbound messages can carry a
-//!   `traceparent` that continues the invocation's trace ([`current_traceparent`]).
+//! - the OpenTelemetry layer (`tracing-opentelemetry`): every span is an OpenTelemetry span with
+//!   W3C ids, exported by [`otel`] when an exporter is configured (OTLP, Application Insights)
+//!   and kept in-process otherwise, so outbound messages always carry a `traceparent` that
+//!   continues the invocation's trace ([`current_traceparent`], [`continue_trace`]);
+//! - OpenTelemetry metrics ([`metrics()`]) through the same exporters.
+//!
+//! `init` returns a [`Telemetry`] guard: call [`Telemetry::shutdown`] before the process exits so
+//! buffered spans and metrics are flushed.
 
 use std::io;
 use tracing::Subscriber;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry};
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 /// What replaces a secret in log output.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Filter used when neither the option nor `RUST_LOG` says otherwise.
-pub const DEFAULT_FILTER: &str = "info";
+/// Filter used when neither the option nor `RUST_LOG` says otherwise. The OpenTelemetry SDK's
+/// own diagnostics (`opentelemetry*` targets) only from `warn`: export failures still show.
+pub const DEFAULT_FILTER: &str = "info,opentelemetry=warn";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -42,6 +50,8 @@ pub struct TelemetryOptions {
     /// An `EnvFilter` directive such as `info,ade_backup_shared=debug`. Takes precedence over
     /// `RUST_LOG` because an explicit setting (CLI flag, app setting) is the more deliberate one.
     pub filter: Option<String>,
+    /// OTLP/HTTP base URL (e.g. `http://localhost:4318`); overrides `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,19 +64,51 @@ pub enum TelemetryError {
     },
     #[error("a global tracing subscriber is already installed: {0}")]
     AlreadyInitialized(String),
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
-/// Installs the process-wide subscriber, writing to stderr. Call once, at startup.
-pub fn init(options: TelemetryOptions) -> Result<(), TelemetryError> {
+/// What [`init`] installed. Dropping it does not flush: call [`shutdown`](Self::shutdown).
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    providers: OtelProviders,
+}
+
+impl Telemetry {
+    /// Whether spans and metrics leave the process.
+    pub fn exporting(&self) -> bool {
+        self.providers.exporting()
+    }
+    /// Flushes and stops the exporters (blocking; call it outside the async runtime).
+    pub fn shutdown(&self) {
+        self.providers.shutdown();
+    }
+}
+
+/// Installs the process-wide subscriber (writing to stderr), the OpenTelemetry providers chosen
+/// from `options` and the environment, and the global meter provider [`metrics()`] reads. Call
+/// once, at startup, before the async runtime starts.
+pub fn init(options: TelemetryOptions) -> Result<Telemetry, TelemetryError> {
     let filter = resolve_filter(&options, std::env::var("RUST_LOG").ok())?;
-    build_subscriber(options.format, filter, io::stderr)
+    let targets =
+        ExportTargets::resolve(options.otlp_endpoint.as_deref(), |k| std::env::var(k).ok());
+    // A misconfigured exporter must not cost the process its logs: run without export.
+    let providers = OtelProviders::build(&targets).or_else(|e| {
+        eprintln!("warning: telemetry is not exported: {e}");
+        OtelProviders::build(&ExportTargets::default())
+    })?;
+    build_subscriber(options.format, filter, io::stderr, providers.tracer())
         .try_init()
-        .map_err(|e| TelemetryError::AlreadyInitialized(e.to_string()))
+        .map_err(|e| TelemetryError::AlreadyInitialized(e.to_string()))?;
+    opentelemetry::global::set_meter_provider(providers.meter_provider.clone());
+    opentelemetry::global::set_tracer_provider(providers.tracer_provider.clone());
+    Ok(Telemetry { providers })
 }
 
-/// The subscriber `init` installs, with any writer: for tests, and for hosts that want to
-/// install it themselves (e.g. with `tracing::subscriber::with_default`). The writer is wrapped
-/// in [`RedactingMakeWriter`] here, so no caller can forget it.
+/// The subscriber `init` installs, with any writer and no exporter (spans get W3C ids and stay
+/// in-process): for tests, and for hosts that want to install it themselves (e.g. with
+/// `tracing::subscriber::with_default`). The writer is wrapped in [`RedactingMakeWriter`] here,
+/// so no caller can forget it.
 pub fn subscriber_with_writer<W>(
     options: &TelemetryOptions,
     make_writer: W,
@@ -75,18 +117,27 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = resolve_filter(options, std::env::var("RUST_LOG").ok())?;
-    Ok(build_subscriber(options.format, filter, make_writer))
+    let tracer = OtelProviders::build(&ExportTargets::default())?.tracer();
+    Ok(build_subscriber(
+        options.format,
+        filter,
+        make_writer,
+        tracer,
+    ))
 }
 
 fn build_subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     make_writer: W,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
 ) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let writer = RedactingMakeWriter::new(make_writer);
+    // The log filter applies to the log output only: spans are exported whatever the log level
+    // (an operator who sets RUST_LOG=warn still gets traces), with their own filter.
     let (json, pretty) = match format {
         LogFormat::Json => (
             Some(
@@ -95,7 +146,8 @@ where
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(true)
-                    .with_writer(writer),
+                    .with_writer(writer)
+                    .with_filter(filter),
             ),
             None,
         ),
@@ -107,15 +159,32 @@ where
                     // ANSI styling puts escape codes between a field name and its value, which
                     // would let `client_secret=...` slip past the redaction patterns.
                     .with_ansi(false)
-                    .with_writer(writer),
+                    .with_writer(writer)
+                    .with_filter(filter),
             ),
         ),
     };
     Registry::default()
-        .with(filter)
-        .with(TraceContextLayer)
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_threads(false)
+                .with_location(false)
+                .with_tracked_inactivity(false)
+                .with_filter(span_filter()),
+        )
         .with(json)
         .with(pretty)
+}
+
+/// What becomes an OpenTelemetry span (or span event): ade-backup's own spans and events at
+/// `info` and above. Dependencies' spans (HTTP internals, the exporter's own requests) stay out,
+/// so the exporter never traces itself.
+fn span_filter() -> Targets {
+    Targets::new()
+        .with_target("ade_backup_shared", LevelFilter::INFO)
+        .with_target("ade_backup_functions", LevelFilter::INFO)
+        .with_target("ade_backup", LevelFilter::INFO)
 }
 
 fn resolve_filter(
@@ -134,24 +203,72 @@ fn resolve_filter(
     })
 }
 
-/// A span for one function invocation: every event inside it (and inside its child spans)
-/// carries `function`, `operation_id` and `correlation_id` in the JSON output (`span` and
-/// `spans` keys). If `operation_id` is a 32-hex-digit W3C trace id (what the Functions host and
-/// Application Insights use), outbound messages sent inside continue that trace.
-pub fn invocation_span(function: &str, operation_id: &str, correlation_id: &str) -> tracing::Span {
+/// The span of one function invocation (OpenTelemetry kind `consumer`, named after the
+/// function): every event inside it (and inside its child spans) carries `function`,
+/// `message_id`, `trace_id` and `span_id` in the JSON output (`span` and `spans` keys). Call
+/// [`continue_trace`] on it before it is entered, then [`record_trace_ids`]; `vm_id`,
+/// `ticket_id`, `correlation_id` and `invocation_id` are recorded by whoever knows them.
+pub fn invocation_span(function: &str, message_id: &str, delivery_count: u32) -> tracing::Span {
     tracing::info_span!(
         "invocation",
+        otel.name = function,
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
         function = function,
-        operation_id = operation_id,
-        correlation_id = correlation_id
+        message_id = message_id,
+        delivery_count = delivery_count,
+        messaging.system = "servicebus",
+        messaging.destination.name = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+        invocation_id = tracing::field::Empty,
+        operation_id = tracing::field::Empty,
+        vm_id = tracing::field::Empty,
+        ticket_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     )
 }
 
+/// Records the span's own W3C trace and span ids as its `trace_id` / `span_id` fields, so every
+/// log line inside names them. Builds the OpenTelemetry span: call [`continue_trace`] first.
+pub fn record_trace_ids(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.record("trace_id", tracing::field::display(sc.trace_id()));
+        span.record("span_id", tracing::field::display(sc.span_id()));
+    }
+}
+
+mod metrics;
+pub mod otel;
 mod redact;
 mod trace;
 
+pub use metrics::{metrics, Metrics, METER_NAME};
+pub use otel::{ExportError, ExportTargets, OtelProviders};
 pub use redact::{redact, redact_json, redact_owned, RedactingMakeWriter, RedactingWriter};
-pub use trace::{current_traceparent, TraceContext, TraceContextLayer};
+pub use trace::{
+    continue_trace, current_span_id, current_trace_id, current_traceparent, is_valid_traceparent,
+    DIAGNOSTIC_ID, TRACEPARENT,
+};
+
+/// A subscriber with the OpenTelemetry layer and no exporter, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_subscriber() -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> {
+    let tracer = OtelProviders::build(&ExportTargets::default())
+        .expect("no exporter to build")
+        .tracer();
+    build_subscriber(
+        LogFormat::Json,
+        EnvFilter::new("info"),
+        io::sink as fn() -> io::Sink,
+        tracer,
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -162,11 +279,13 @@ mod tests {
         let opts = TelemetryOptions {
             format: LogFormat::Json,
             filter: Some("debug".into()),
+            otlp_endpoint: None,
         };
         assert!(resolve_filter(&opts, Some("warn".into())).is_ok());
         let bad = TelemetryOptions {
             format: LogFormat::Json,
             filter: Some("info,[[[".into()),
+            otlp_endpoint: None,
         };
         let err = resolve_filter(&bad, None).expect_err("invalid directive");
         assert!(

@@ -252,4 +252,5 @@ async fn conclude(
         true
     })
     .await
+    .inspect(|_| ade_backup_shared::telemetry::metrics().protection(st.as_str()))
 }

@@ -83,6 +83,9 @@ async fn completed(
         true
     })
     .await?;
+    let m = ade_backup_shared::telemetry::metrics();
+    m.protection(St::Protected.as_str());
+    m.event_to_protected((at - op.created_at).to_std().unwrap_or_default());
     upsert_vm_record(ctx, &op.vm_id, |r| {
         r.status = St::Protected;
         r.reason = None;

@@ -221,6 +221,7 @@ async fn reply_unrecorded(
         field: Some(refusal.field.clone()),
         next_action: refusal.next_action.clone().map(redact_owned),
         azure: RestoreAzureIds::default(),
+        trace_id: ade_backup_shared::telemetry::current_trace_id(),
     };
     let fp: String = fingerprint.chars().rev().take(16).collect();
     let id = format!("{ticket}-0-rejected-{}-{fp}", refusal.code);

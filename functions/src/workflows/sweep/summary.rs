@@ -160,6 +160,10 @@ impl SweepSummary {
     /// What the plan found: drift and actions per kind, and the drift picture's fingerprint.
     pub(super) fn planned(&mut self, plans: &[VmPlan]) {
         let (drift, actions) = plan::count_plans(plans);
+        let m = ade_backup_shared::telemetry::metrics();
+        for (kind, n) in &drift {
+            m.sweep_drift(kind, *n);
+        }
         self.drift = drift;
         self.actions = actions;
         self.plan_digest = plan::plan_digest(plans);

@@ -1,0 +1,210 @@
+//! An in-process OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics` with protobuf
+//! bodies (the OTLP/HTTP binary encoding, opentelemetry.io/docs/specs/otlp), decoded with the
+//! `opentelemetry-proto` messages, kept for assertions. Point a process at it with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}` or `ade-backup local --otlp-endpoint {endpoint}`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// One received span, flattened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedSpan {
+    pub trace_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    pub span_id: String,
+    pub name: String,
+    /// OTLP `SpanKind`: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+    pub kind: i32,
+    /// OTLP status code: 0 unset, 1 ok, 2 error.
+    pub status: i32,
+    pub service: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ReceivedSpan {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+/// One received metric data point: the metric's name, the point's attributes and its value
+/// (a sum's value, or a histogram's count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedPoint {
+    pub metric: String,
+    pub attributes: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+#[derive(Debug, Default)]
+struct Received {
+    spans: Vec<ReceivedSpan>,
+    points: Vec<ReceivedPoint>,
+    requests: u64,
+}
+
+/// The running receiver; stops when dropped.
+pub struct OtlpReceiver {
+    /// `http://127.0.0.1:{port}` (the OTLP base URL).
+    pub endpoint: String,
+    received: Arc<Mutex<Received>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl OtlpReceiver {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let received = Arc::new(Mutex::new(Received::default()));
+        let app = Router::new()
+            .route("/v1/traces", post(traces))
+            .route("/v1/metrics", post(metrics))
+            .with_state(received.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the OTLP receiver");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            received,
+            _stop: stop,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.lock().spans.clone()
+    }
+
+    pub fn points(&self) -> Vec<ReceivedPoint> {
+        self.lock().points.clone()
+    }
+
+    /// Export requests received (traces and metrics).
+    pub fn requests(&self) -> u64 {
+        self.lock().requests
+    }
+}
+
+fn text(kv: &[KeyValue]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                Some(any_value::Value::IntValue(i)) => i.to_string(),
+                Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+                Some(any_value::Value::BoolValue(b)) => b.to_string(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            (kv.key.clone(), v)
+        })
+        .collect()
+}
+
+fn protobuf(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        body,
+    )
+        .into_response()
+}
+
+async fn traces(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> Response {
+    let req = match ExportTraceServiceRequest::decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("otlp receiver: undecodable traces request: {e}");
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    };
+    let mut out = Vec::new();
+    for rs in req.resource_spans {
+        let resource = rs.resource.map(|r| text(&r.attributes)).unwrap_or_default();
+        let service = resource.get("service.name").cloned().unwrap_or_default();
+        for ss in rs.scope_spans {
+            for s in ss.spans {
+                out.push(ReceivedSpan {
+                    trace_id: hex::encode(&s.trace_id),
+                    parent_span_id: hex::encode(&s.parent_span_id),
+                    span_id: hex::encode(&s.span_id),
+                    name: s.name,
+                    kind: s.kind,
+                    status: s.status.map_or(0, |st| st.code),
+                    service: service.clone(),
+                    attributes: text(&s.attributes),
+                });
+            }
+        }
+    }
+    let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
+    r.spans.extend(out);
+    r.requests += 1;
+    protobuf(ExportTraceServiceResponse::default().encode_to_vec())
+}
+
+async fn metrics(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> Response {
+    let Ok(req) = ExportMetricsServiceRequest::decode(body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut out = Vec::new();
+    for rm in req.resource_metrics {
+        for sm in rm.scope_metrics {
+            for m in sm.metrics {
+                let point = |attributes: &[KeyValue], value: f64| ReceivedPoint {
+                    metric: m.name.clone(),
+                    attributes: text(attributes),
+                    value,
+                };
+                match &m.data {
+                    Some(metric::Data::Sum(s)) => out.extend(s.data_points.iter().map(|p| {
+                        let v = match p.value {
+                            Some(number_data_point::Value::AsDouble(d)) => d,
+                            Some(number_data_point::Value::AsInt(i)) => i as f64,
+                            None => 0.0,
+                        };
+                        point(&p.attributes, v)
+                    })),
+                    Some(metric::Data::Histogram(h)) => out.extend(
+                        h.data_points
+                            .iter()
+                            .map(|p| point(&p.attributes, p.count as f64)),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
+    r.points.extend(out);
+    r.requests += 1;
+    protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
+}
