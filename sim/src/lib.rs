@@ -478,20 +478,37 @@ impl Simulator {
         })
     }
 
+    /// The key of the protected item of `vm`.
+    fn resolve_item(w: &world::World, vm: &str) -> Result<String, SimError> {
+        let key = Self::resolve_vm(w, vm)?;
+        w.protected_items
+            .iter()
+            .find(|(_, i)| i.vm_key == key)
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| SimError::Unknown {
+                kind: "protected item (the VM is not protected) for VM",
+                name: vm.to_string(),
+            })
+    }
+
+    /// Someone excluded data disks `luns` from the backup of `vm`'s protected item (selective
+    /// disk backup set up before the VM was encrypted, say): an encrypted VM's backups then fail
+    /// with `UserErrorEncryptedVmNotSupportedWithDiskEx`.
+    pub fn exclude_disks(&self, vm: &str, luns: &[u32]) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let item_key = Self::resolve_item(w, vm)?;
+            if let Some(i) = w.protected_items.get_mut(&item_key) {
+                i.excluded_disk_luns = luns.to_vec();
+            }
+            Ok(())
+        })
+    }
+
     /// Someone else (the portal, a script) took `n` on-demand backups of `vm`'s protected item
     /// now: they count against Azure Backup's daily limit (see `world::source_vm`).
     pub fn take_on_demand_backups(&self, vm: &str, n: usize) -> Result<(), SimError> {
         self.with_world(|w| {
-            let key = Self::resolve_vm(w, vm)?;
-            let item_key = w
-                .protected_items
-                .iter()
-                .find(|(_, i)| i.vm_key == key)
-                .map(|(k, _)| k.clone())
-                .ok_or_else(|| SimError::Unknown {
-                    kind: "protected item (the VM is not protected) for VM",
-                    name: vm.to_string(),
-                })?;
+            let item_key = Self::resolve_item(w, vm)?;
             let now = self.shared.clock.now();
             for _ in 0..n {
                 // Refusals past the limit are what the test wants to reach; ignore them here.

@@ -9,7 +9,9 @@ use crate::context::Context;
 use crate::domain::ade::{self, ExtensionObservation, OsType, VmObservation};
 use crate::domain::sweep_plan::{self, FleetVm, ProtectedItemView};
 use crate::domain::sweep_scope::TagFilter;
-use ade_backup_shared::arm::{queries, ArmClient, ArmError, GraphScope, SubscriptionId};
+use ade_backup_shared::arm::{
+    queries, ArmClient, ArmError, DiskExclusionProperties, GraphScope, SubscriptionId,
+};
 use ade_backup_shared::ids::ResourceId;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -356,7 +358,27 @@ fn protected_item_from_row(row: &Value) -> Option<ProtectedItemView> {
         last_backup_status,
         last_backup_error_code,
         last_recovery_point,
+        disk_exclusion: disk_exclusion(props),
     })
+}
+
+/// The item's disk selection when it leaves data disks out. A selection that cannot be read is
+/// reported as one (with no LUN): re-protecting with every disk is harmless, a backup that fails
+/// every day is not.
+fn disk_exclusion(props: &Value) -> Option<DiskExclusionProperties> {
+    let sel = props
+        .get("extendedProperties")?
+        .get("diskExclusionProperties")?;
+    if sel.is_null() {
+        return None;
+    }
+    let parsed = serde_json::from_value::<DiskExclusionProperties>(sel.clone()).unwrap_or(
+        DiskExclusionProperties {
+            disk_lun_list: vec![],
+            is_inclusion_list: Some(true),
+        },
+    );
+    parsed.excludes_disks().then_some(parsed)
 }
 
 /// The error code of a failed last backup, from the item's `healthDetails` (Azure Backup puts the
