@@ -518,6 +518,13 @@ impl Simulator {
         })
     }
 
+    /// Where a Backup now past Azure Backup's daily limit is refused: `false` (default) answers
+    /// the trigger call 400 `CloudDosTimeboudLimitReached`; `true` accepts it and fails its
+    /// long-running operation with that error (both seen in the field).
+    pub fn set_daily_limit_in_operation(&self, in_operation: bool) {
+        self.with_world(|w| w.daily_limit_in_operation = in_operation);
+    }
+
     /// Starts or deallocates `vm` as its owner would.
     pub fn set_power_state(&self, vm: &str, state: fleet::PowerState) -> Result<(), SimError> {
         self.with_world(|w| {

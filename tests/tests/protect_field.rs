@@ -127,7 +127,19 @@ fn deferred_backup(m: &ade_backup_shared::messaging::OutboundMessage) -> bool {
 
 #[tokio::test]
 async fn azure_s_daily_limit_defers_the_backup_to_the_next_day_without_retrying() {
+    daily_limit_defers(false).await;
+}
+
+#[tokio::test]
+async fn the_daily_limit_failing_the_backup_s_long_running_operation_defers_it_too() {
+    daily_limit_defers(true).await;
+}
+
+/// Azure refuses a backup now for the daily limit, on the trigger call or (`in_operation`) in
+/// the trigger's long-running operation: either way the step is deferred a day, never failed.
+async fn daily_limit_defers(in_operation: bool) {
     let stack = stack().await;
+    stack.sim.set_daily_limit_in_operation(in_operation);
     // web-lnx-01 is protected in the sample fleet; someone took three backups today already.
     let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
     stack.sim.take_on_demand_backups(&vm, 3).expect("vm");

@@ -159,6 +159,9 @@ pub struct World {
     pub graph_snapshots: std::collections::VecDeque<(u64, std::sync::Arc<Vec<Value>>)>,
     /// When each protected item's on-demand backups were accepted (see `source_vm`).
     pub on_demand_backups: BTreeMap<String, Vec<DateTime<Utc>>>,
+    /// Where a Backup now past the daily limit is refused: the trigger call (400, default) or,
+    /// when set, the trigger's long-running operation (`Failed` with the same error).
+    pub daily_limit_in_operation: bool,
 }
 
 impl World {
@@ -194,6 +197,7 @@ impl World {
             counter: 0,
             graph_snapshots: Default::default(),
             on_demand_backups: BTreeMap::new(),
+            daily_limit_in_operation: false,
         };
         w.add_builtin_roles();
         for kv in &fleet.key_vaults {

@@ -5,14 +5,14 @@
 use super::{conclude, limits, track, BackupMessage, BackupPhase};
 use crate::context::Context;
 use crate::engine::{
-    self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, update_holding,
-    ArmResultExt, Claimed, Phase, PollSpec, Polled, WorkflowError, Writer,
+    self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, poll_step_or_limit,
+    update_holding, ArmResultExt, Claimed, Phase, PollSpec, Polled, WorkflowError, Writer,
 };
 use crate::records::{ProtectDetail, ProtectStep, ProtectionOperation, ProtectionStatus as St};
 use crate::trigger::ServiceBusMessage;
 use ade_backup_shared::arm::recovery_services::BACKUP_POLICY_TYPE;
 use ade_backup_shared::arm::recovery_services::{protected_item_id, BackupJobFilter, JobOperation};
-use ade_backup_shared::arm::{ArmError, DiskSelection, PendingOperation};
+use ade_backup_shared::arm::{ArmError, DiskSelection};
 use ade_backup_shared::ids::ResourceId;
 use serde_json::Value;
 
@@ -475,9 +475,12 @@ async fn backup_poll(
         failure_code: "backup-failed",
         next_action: "",
     };
-    let out = match poll_step(ctx, &op, spec, poll).await? {
-        Polled::Handled(line) => return Ok(line),
-        Polled::Finished(out) => out,
+    // The daily limit can also end the trigger's long-running operation: defer, as when the
+    // trigger itself is refused.
+    let out = match poll_step_or_limit(ctx, &op, spec, poll).await? {
+        Ok(Polled::Handled(line)) => return Ok(line),
+        Ok(Polled::Finished(out)) => out,
+        Err(limit) => return limits::defer_after_refusal(ctx, (&op, Writer::Poll), &limit).await,
     };
     let job = match out.job_id {
         Some(job) => Some((job, "backup job started")),
