@@ -70,6 +70,8 @@ pub struct SimOptions {
     pub durations: Durations,
     /// Base URL for `Location`/`Azure-AsyncOperation` headers (default: from the Host header).
     pub public_base_url: Option<String>,
+    /// Serve Recovery Services ids in the varied casing Azure Backup uses (`World::varied_casing`).
+    pub varied_casing: bool,
 }
 
 impl Default for SimOptions {
@@ -82,6 +84,7 @@ impl Default for SimOptions {
             event_queue: DEFAULT_EVENT_QUEUE.to_string(),
             durations: Durations::default(),
             public_base_url: None,
+            varied_casing: false,
         }
     }
 }
@@ -254,7 +257,8 @@ impl Simulator {
     fn build(fleet: Fleet, options: SimOptions) -> Simulator {
         let start = options.start_time.unwrap_or_else(Utc::now);
         let clock = clock::SimClock::new(start, options.time_scale);
-        let world = world::World::from_fleet(&fleet, start, options.durations.clone());
+        let mut world = world::World::from_fleet(&fleet, start, options.durations.clone());
+        world.varied_casing = options.varied_casing;
         let faults = faults::Faults::new(options.faults.clone());
         Simulator {
             shared: Arc::new(Shared {
@@ -523,6 +527,11 @@ impl Simulator {
     /// long-running operation with that error (both seen in the field).
     pub fn set_daily_limit_in_operation(&self, in_operation: bool) {
         self.with_world(|w| w.daily_limit_in_operation = in_operation);
+    }
+
+    /// Serve ids in the varied casing Azure Backup uses (see `World::varied_casing`).
+    pub fn set_varied_casing(&self, on: bool) {
+        self.with_world(|w| w.varied_casing = on);
     }
 
     /// Starts or deallocates `vm` as its owner would.

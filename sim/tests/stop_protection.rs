@@ -349,3 +349,46 @@ async fn a_disk_selection_is_kept_by_a_plain_put_and_cleared_by_either_reset_for
     put_and_wait(&h, rg, vm, with_disks(body, reset)).await;
     assert!(selection(&h, rg, vm).await.is_null());
 }
+
+/// Ids as Azure Backup spells them (issue 14, item 7): with `varied_casing`, a protect PUT's
+/// headers say `iaasvmcontainer;iaasVMContainerV2;{RG};{vm}` under `resourcegroups/{RG}`, the
+/// item's body says `IaasVMContainer;iaasvmcontainerv2;…` / `VM;iaasvmcontainerv2;…`, and the
+/// headers still lead to the operation.
+#[tokio::test]
+async fn varied_casing_spells_item_ids_as_azure_backup_does() {
+    let h = Harness::start(
+        ade_backup_sim::Fleet::sample(),
+        ade_backup_sim::SimOptions {
+            throttling: false,
+            varied_casing: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (rg, vm) = ("rg-app-plain", "plain-win-02");
+    let source = vm_id(S1, rg, vm);
+    let (status, headers, _) = h
+        .put(
+            &item_path(RSV_WEU, rg, vm),
+            RS_API,
+            protect_body("DefaultPolicy", &source),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let location = header(&headers, "location");
+    assert!(
+        location.contains("/resourcegroups/RG-BACKUP/providers/microsoft.recoveryservices/")
+            && location.contains("/protectionContainers/iaasvmcontainer;iaasVMContainerV2;RG-APP-PLAIN;plain-win-02/protectedItems/vm;iaasVMContainerV2;RG-APP-PLAIN;plain-win-02/"),
+        "{location}"
+    );
+    h.advance_secs(120);
+    let (s, _, op) = h.get_abs(&header(&headers, "azure-asyncoperation")).await;
+    assert_eq!((s, op["status"].as_str()), (200, Some("Succeeded")), "{op}");
+    let body = item(&h, rg, vm).await;
+    let id = body["id"].as_str().expect("id");
+    assert!(
+        id.contains("/resourcegroups/RG-BACKUP/")
+            && id.ends_with("/protectionContainers/IaasVMContainer;iaasvmcontainerv2;rg-app-plain;plain-win-02/protectedItems/VM;iaasvmcontainerv2;rg-app-plain;plain-win-02"),
+        "{id}"
+    );
+}

@@ -221,7 +221,7 @@ pub(super) fn item_request(ctx: &Ctx) -> Result<((String, String, String), Value
 }
 
 pub(super) fn lro(ctx: &Ctx, w: &World, item: &ProtectedItem, op: &str) -> Reply {
-    let id = w.protected_item_id(item);
+    let id = w.protected_item_header_id(item);
     Reply::empty(StatusCode::ACCEPTED)
         .header(
             "Azure-AsyncOperation",

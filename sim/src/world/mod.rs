@@ -162,6 +162,12 @@ pub struct World {
     /// Where a Backup now past the daily limit is refused: the trigger call (400, default) or,
     /// when set, the trigger's long-running operation (`Failed` with the same error).
     pub daily_limit_in_operation: bool,
+    /// Serve ids as Azure Backup spells them (issue 14, item 7): child ids of a vault with
+    /// `resourcegroups/{RG upper-cased}/providers/microsoft.recoveryservices`, and the
+    /// `Location` / `Azure-AsyncOperation` headers of protected-item operations with
+    /// `iaasvmcontainer;iaasVMContainerV2;{RG};{vm}` / `vm;iaasVMContainerV2;{RG};{vm}`, while
+    /// item bodies say `IaasVMContainer;iaasvmcontainerv2;…` (see `recovery_services`).
+    pub varied_casing: bool,
 }
 
 impl World {
@@ -198,6 +204,7 @@ impl World {
             graph_snapshots: Default::default(),
             on_demand_backups: BTreeMap::new(),
             daily_limit_in_operation: false,
+            varied_casing: false,
         };
         w.add_builtin_roles();
         for kv in &fleet.key_vaults {

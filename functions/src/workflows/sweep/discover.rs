@@ -494,6 +494,40 @@ mod tests {
         assert!(v.last_recovery_point.is_some());
     }
 
+    /// Ids as Azure Backup spells them (issue 14, item 7) and the item's disk selection.
+    #[test]
+    fn a_row_in_azure_s_casing_names_the_same_vault_and_vm_and_its_disk_exclusion() {
+        let row = json!({
+            "id": format!("/subscriptions/{S}/resourcegroups/RG-B/providers/microsoft.recoveryservices/vaults/rsv/backupFabrics/Azure/protectionContainers/IaasVMContainer;iaasvmcontainerv2;rg;vm1/protectedItems/VM;iaasvmcontainerv2;rg;vm1"),
+            "properties": {
+                "virtualMachineId": format!("/subscriptions/{S}/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM1"),
+                "protectionState": "Protected",
+                "extendedProperties": {"diskExclusionProperties": {"diskLunList": [2], "isInclusionList": false}}
+            }
+        });
+        let v = protected_item_from_row(&row).expect("parses");
+        let vault = ResourceId::parse(&format!(
+            "/subscriptions/{S}/resourceGroups/rg-b/providers/Microsoft.RecoveryServices/vaults/rsv"
+        ))
+        .expect("vault");
+        let vm = ResourceId::parse(&format!(
+            "/subscriptions/{S}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
+        ))
+        .expect("vm");
+        assert_eq!(v.vault_id.canonical(), vault.canonical());
+        assert_eq!(v.vm_id.canonical(), vm.canonical());
+        let sel = v.disk_exclusion.expect("exclusion");
+        assert_eq!(sel.disk_lun_list, vec![2]);
+        let mut reset = row.clone();
+        reset["properties"]["extendedProperties"] =
+            json!({"diskExclusionProperties": {"diskLunList": [], "isInclusionList": false}});
+        let v = protected_item_from_row(&reset).expect("parses");
+        assert!(
+            v.disk_exclusion.is_none(),
+            "an empty exclusion list backs up every disk"
+        );
+    }
+
     #[test]
     fn vm_rows_become_observations_the_classifier_accepts() {
         let id = ResourceId::parse(&format!(
