@@ -71,6 +71,8 @@ pub struct SimOptions {
     pub durations: Durations,
     /// Base URL for `Location`/`Azure-AsyncOperation` headers (default: from the Host header).
     pub public_base_url: Option<String>,
+    /// Serve Recovery Services ids in the varied casing Azure Backup uses (`World::varied_casing`).
+    pub varied_casing: bool,
 }
 
 impl Default for SimOptions {
@@ -83,6 +85,7 @@ impl Default for SimOptions {
             event_queue: DEFAULT_EVENT_QUEUE.to_string(),
             durations: Durations::default(),
             public_base_url: None,
+            varied_casing: false,
         }
     }
 }
@@ -255,7 +258,8 @@ impl Simulator {
     fn build(fleet: Fleet, options: SimOptions) -> Simulator {
         let start = options.start_time.unwrap_or_else(Utc::now);
         let clock = clock::SimClock::new(start, options.time_scale);
-        let world = world::World::from_fleet(&fleet, start, options.durations.clone());
+        let mut world = world::World::from_fleet(&fleet, start, options.durations.clone());
+        world.varied_casing = options.varied_casing;
         let faults = faults::Faults::new(options.faults.clone());
         Simulator {
             shared: Arc::new(Shared {
@@ -479,20 +483,37 @@ impl Simulator {
         })
     }
 
+    /// The key of the protected item of `vm`.
+    fn resolve_item(w: &world::World, vm: &str) -> Result<String, SimError> {
+        let key = Self::resolve_vm(w, vm)?;
+        w.protected_items
+            .iter()
+            .find(|(_, i)| i.vm_key == key)
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| SimError::Unknown {
+                kind: "protected item (the VM is not protected) for VM",
+                name: vm.to_string(),
+            })
+    }
+
+    /// Someone excluded data disks `luns` from the backup of `vm`'s protected item (selective
+    /// disk backup set up before the VM was encrypted, say): an encrypted VM's backups then fail
+    /// with `UserErrorEncryptedVmNotSupportedWithDiskEx`.
+    pub fn exclude_disks(&self, vm: &str, luns: &[u32]) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let item_key = Self::resolve_item(w, vm)?;
+            if let Some(i) = w.protected_items.get_mut(&item_key) {
+                i.excluded_disk_luns = luns.to_vec();
+            }
+            Ok(())
+        })
+    }
+
     /// Someone else (the portal, a script) took `n` on-demand backups of `vm`'s protected item
     /// now: they count against Azure Backup's daily limit (see `world::source_vm`).
     pub fn take_on_demand_backups(&self, vm: &str, n: usize) -> Result<(), SimError> {
         self.with_world(|w| {
-            let key = Self::resolve_vm(w, vm)?;
-            let item_key = w
-                .protected_items
-                .iter()
-                .find(|(_, i)| i.vm_key == key)
-                .map(|(k, _)| k.clone())
-                .ok_or_else(|| SimError::Unknown {
-                    kind: "protected item (the VM is not protected) for VM",
-                    name: vm.to_string(),
-                })?;
+            let item_key = Self::resolve_item(w, vm)?;
             let now = self.shared.clock.now();
             for _ in 0..n {
                 // Refusals past the limit are what the test wants to reach; ignore them here.
@@ -500,6 +521,18 @@ impl Simulator {
             }
             Ok(())
         })
+    }
+
+    /// Where a Backup now past Azure Backup's daily limit is refused: `false` (default) answers
+    /// the trigger call 400 `CloudDosTimeboudLimitReached`; `true` accepts it and fails its
+    /// long-running operation with that error (both seen in the field).
+    pub fn set_daily_limit_in_operation(&self, in_operation: bool) {
+        self.with_world(|w| w.daily_limit_in_operation = in_operation);
+    }
+
+    /// Serve ids in the varied casing Azure Backup uses (see `World::varied_casing`).
+    pub fn set_varied_casing(&self, on: bool) {
+        self.with_world(|w| w.varied_casing = on);
     }
 
     /// Starts or deallocates `vm` as its owner would.

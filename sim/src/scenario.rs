@@ -72,6 +72,29 @@ pub enum Action {
         /// VM resource id, `resourceGroup/name`, or a name unique in the fleet.
         vm: String,
     },
+    /// The VM agent changes (stops answering, is removed, recovers): backups of a running VM
+    /// fail without a ready agent (`UserErrorGuestAgentStatusUnavailable`).
+    #[serde(rename_all = "camelCase")]
+    SetVmAgent {
+        /// VM resource id, `resourceGroup/name`, or a name unique in the fleet.
+        vm: String,
+        agent: crate::fleet::VmAgent,
+    },
+    /// The owner starts, stops or deallocates a VM.
+    #[serde(rename_all = "camelCase")]
+    SetPowerState {
+        /// VM resource id, `resourceGroup/name`, or a name unique in the fleet.
+        vm: String,
+        state: crate::fleet::PowerState,
+    },
+    /// Drift: someone excludes data disks from a protected VM's backup (selective disk backup;
+    /// an encrypted VM's backups then fail with `UserErrorEncryptedVmNotSupportedWithDiskEx`).
+    #[serde(rename_all = "camelCase")]
+    ExcludeDisks {
+        /// VM resource id, `resourceGroup/name`, or a name unique in the fleet.
+        vm: String,
+        luns: Vec<u32>,
+    },
 }
 
 impl Scenario {
@@ -192,6 +215,18 @@ async fn run_action(
             sim.field_fault(fault)?;
             Ok(format!("fieldFault {fault:?}"))
         }
+        Action::SetVmAgent { vm, agent } => {
+            sim.set_vm_agent(vm, *agent)?;
+            Ok(format!("setVmAgent {vm} {agent:?}"))
+        }
+        Action::SetPowerState { vm, state } => {
+            sim.set_power_state(vm, *state)?;
+            Ok(format!("setPowerState {vm} {}", state.as_str()))
+        }
+        Action::ExcludeDisks { vm, luns } => {
+            sim.exclude_disks(vm, luns)?;
+            Ok(format!("excludeDisks {vm} {luns:?}"))
+        }
     }
 }
 
@@ -240,5 +275,37 @@ mod tests {
             r#"{"actions": [{"atSeconds": 5, "action": "stopProtection"}]}"#,
         );
         assert!(missing.is_err(), "vm is required");
+    }
+
+    #[test]
+    fn field_failure_switches_parse_with_their_values() {
+        let s: Scenario = serde_json::from_str(
+            r#"{"actions": [
+                {"atSeconds": 1, "action": "setVmAgent", "vm": "web-01", "agent": "not-ready"},
+                {"atSeconds": 2, "action": "setPowerState", "vm": "web-01", "state": "deallocated"},
+                {"atSeconds": 3, "action": "excludeDisks", "vm": "web-01", "luns": [0, 2]}
+            ]}"#,
+        )
+        .expect("parses");
+        let vm = "web-01".to_string();
+        assert_eq!(
+            s.actions.into_iter().map(|a| a.action).collect::<Vec<_>>(),
+            vec![
+                Action::SetVmAgent {
+                    vm: vm.clone(),
+                    agent: crate::fleet::VmAgent::NotReady
+                },
+                Action::SetPowerState {
+                    vm: vm.clone(),
+                    state: crate::fleet::PowerState::Deallocated
+                },
+                Action::ExcludeDisks {
+                    vm,
+                    luns: vec![0, 2]
+                },
+            ]
+        );
+        let bad = r#"{"actions": [{"atSeconds": 1, "action": "setVmAgent", "vm": "a", "agent": "sleepy"}]}"#;
+        assert!(serde_json::from_str::<Scenario>(bad).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! Stop protection (retain data) and resume: the ARM PUT shape of
+//! Stop protection (retain data) and resume, and the disk selection of the protect PUT: the ARM PUT shape of
 //! `AzureIaasVm/StopProtection.json`, the `stopProtection` scenario action, Backup now refused
 //! while stopped, Resource Graph rows, and resuming with a policy.
 
@@ -296,4 +296,99 @@ async fn scenario_stops_protection_like_an_operator() {
         .protected_item("web-win-02")
         .expect("known VM")
         .is_none());
+}
+
+fn with_disks(mut body: Value, ext: Value) -> Value {
+    body["properties"]["extendedProperties"] = ext;
+    body
+}
+
+async fn selection(h: &Harness, rg: &str, vm: &str) -> Value {
+    item(h, rg, vm).await["properties"]["extendedProperties"]["diskExclusionProperties"].clone()
+}
+
+/// recoveryservicesbackup `AzureIaaSVMProtectedItem.extendedProperties.diskExclusionProperties`:
+/// a PUT without `extendedProperties` keeps the selection (as a policy change does); the reset
+/// forms of az cli (`extendedProperties` without the selection) and Az PowerShell (an exclusion
+/// list with no LUN) clear it; an encrypted VM refuses a selection that leaves disks out.
+#[tokio::test]
+async fn a_disk_selection_is_kept_by_a_plain_put_and_cleared_by_either_reset_form() {
+    let h = Harness::sample().await;
+    let (rg, vm) = ("rg-app-plain", "plain-win-02");
+    let source = vm_id(S1, rg, vm);
+    let exclude =
+        json!({"diskExclusionProperties": {"diskLunList": [0], "isInclusionList": false}});
+    let body = || protect_body("DefaultPolicy", &source);
+    put_and_wait(&h, rg, vm, with_disks(body(), exclude.clone())).await;
+    assert_eq!(selection(&h, rg, vm).await["diskLunList"], json!([0]));
+    put_and_wait(&h, rg, vm, body()).await;
+    assert_eq!(
+        selection(&h, rg, vm).await["diskLunList"],
+        json!([0]),
+        "kept"
+    );
+    put_and_wait(&h, rg, vm, with_disks(body(), json!({}))).await;
+    assert!(selection(&h, rg, vm).await.is_null(), "az cli reset");
+    put_and_wait(&h, rg, vm, with_disks(body(), exclude.clone())).await;
+    let reset = json!({"diskExclusionProperties": {"diskLunList": [], "isInclusionList": false}});
+    put_and_wait(&h, rg, vm, with_disks(body(), reset.clone())).await;
+    assert!(selection(&h, rg, vm).await.is_null(), "PowerShell reset");
+
+    let (rg, vm) = ("rg-app-web", "web-win-01");
+    let source = vm_id(S1, rg, vm);
+    let body = protect_body("DefaultPolicy", &source);
+    let (status, _, err) = h
+        .put(
+            &item_path(RSV_WEU, rg, vm),
+            RS_API,
+            with_disks(body.clone(), exclude),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], codes::DISK_EXCLUSION);
+    put_and_wait(&h, rg, vm, with_disks(body, reset)).await;
+    assert!(selection(&h, rg, vm).await.is_null());
+}
+
+/// Ids as Azure Backup spells them (issue 14, item 7): with `varied_casing`, a protect PUT's
+/// headers say `iaasvmcontainer;iaasVMContainerV2;{RG};{vm}` under `resourcegroups/{RG}`, the
+/// item's body says `IaasVMContainer;iaasvmcontainerv2;…` / `VM;iaasvmcontainerv2;…`, and the
+/// headers still lead to the operation.
+#[tokio::test]
+async fn varied_casing_spells_item_ids_as_azure_backup_does() {
+    let h = Harness::start(
+        ade_backup_sim::Fleet::sample(),
+        ade_backup_sim::SimOptions {
+            throttling: false,
+            varied_casing: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (rg, vm) = ("rg-app-plain", "plain-win-02");
+    let source = vm_id(S1, rg, vm);
+    let (status, headers, _) = h
+        .put(
+            &item_path(RSV_WEU, rg, vm),
+            RS_API,
+            protect_body("DefaultPolicy", &source),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let location = header(&headers, "location");
+    assert!(
+        location.contains("/resourcegroups/RG-BACKUP/providers/microsoft.recoveryservices/")
+            && location.contains("/protectionContainers/iaasvmcontainer;iaasVMContainerV2;RG-APP-PLAIN;plain-win-02/protectedItems/vm;iaasVMContainerV2;RG-APP-PLAIN;plain-win-02/"),
+        "{location}"
+    );
+    h.advance_secs(120);
+    let (s, _, op) = h.get_abs(&header(&headers, "azure-asyncoperation")).await;
+    assert_eq!((s, op["status"].as_str()), (200, Some("Succeeded")), "{op}");
+    let body = item(&h, rg, vm).await;
+    let id = body["id"].as_str().expect("id");
+    assert!(
+        id.contains("/resourcegroups/RG-BACKUP/")
+            && id.ends_with("/protectionContainers/IaasVMContainer;iaasvmcontainerv2;rg-app-plain;plain-win-02/protectedItems/VM;iaasvmcontainerv2;rg-app-plain;plain-win-02"),
+        "{id}"
+    );
 }

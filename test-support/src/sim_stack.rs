@@ -99,6 +99,8 @@ impl SimStack {
             Fleet::sample(),
             SimOptions {
                 throttling: false,
+                // Ids as Azure Backup spells them (issue 14, item 7): every flow runs against them.
+                varied_casing: true,
                 ..SimOptions::default()
             },
         )

@@ -22,6 +22,8 @@ fn sim_options() -> SimOptions {
         time_scale: 20.0,
         throttling: true,
         durations: quick_durations(),
+        // Ids as Azure Backup spells them (issue 14, item 7).
+        varied_casing: true,
         ..Default::default()
     }
 }

@@ -4,6 +4,7 @@
 
 use super::ade::{AdeSettings, AdeState};
 use super::rules::{ProtectionRules, Selection, VmFacts};
+use ade_backup_shared::arm::DiskExclusionProperties;
 use ade_backup_shared::ids::ResourceId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,10 @@ pub struct ProtectedItemView {
     pub last_backup_status: Option<String>,
     pub last_backup_error_code: Option<String>,
     pub last_recovery_point: Option<DateTime<Utc>>,
+    /// `extendedProperties.diskExclusionProperties` when it leaves data disks out (selective
+    /// disk backup, which Azure Backup refuses for ADE VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_exclusion: Option<DiskExclusionProperties>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -62,12 +67,31 @@ pub enum Action {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Drift {
     Unprotected,
-    KeyVaultAccessRemoved { key_vault: String },
-    ProtectionStopped { state: String },
-    PolicyChanged { expected: String, actual: String },
-    RecoveryPointStale { age_hours: i64, rpo_hours: i64 },
+    KeyVaultAccessRemoved {
+        key_vault: String,
+    },
+    ProtectionStopped {
+        state: String,
+    },
+    PolicyChanged {
+        expected: String,
+        actual: String,
+    },
+    RecoveryPointStale {
+        age_hours: i64,
+        rpo_hours: i64,
+    },
     NoRecoveryPoint,
-    LastJobFailed { code: String },
+    LastJobFailed {
+        code: String,
+    },
+    /// The protected item leaves data disks out: every backup of an ADE VM fails with
+    /// `UserErrorEncryptedVmNotSupportedWithDiskEx`. Repaired by protecting it again with every
+    /// disk.
+    DiskExclusionOnAde {
+        luns: Vec<i64>,
+        inclusion_list: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +248,13 @@ fn plan_protected(
         p.actions.push(Action::Protect);
     }
     policy_drift(p, item);
+    if let Some(sel) = &item.disk_exclusion {
+        p.drift.push(Drift::DiskExclusionOnAde {
+            luns: sel.disk_lun_list.clone(),
+            inclusion_list: sel.is_inclusion_list == Some(true),
+        });
+        p.actions.push(Action::Protect);
+    }
     let failed_code = failed_backup_code(item);
     if let Some(code) = &failed_code {
         p.drift.push(Drift::LastJobFailed { code: code.clone() });
@@ -367,6 +398,7 @@ mod tests {
             last_backup_status: Some("Healthy".into()),
             last_backup_error_code: None,
             last_recovery_point: rp_age_h.map(|h| now - Duration::hours(h)),
+            disk_exclusion: None,
         }
     }
 
@@ -549,6 +581,39 @@ mod tests {
             plans[0].drift[0],
             Drift::KeyVaultAccessRemoved { .. }
         ));
+    }
+
+    #[test]
+    fn a_disk_exclusion_is_drift_repaired_by_protecting_again() {
+        let now = Utc::now();
+        let vms = vec![vm("a"), vm("b")];
+        let mut excluded = item(&vms[0], Some(30), now);
+        excluded.last_backup_status = Some("Failed".into());
+        excluded.last_backup_error_code = Some("UserErrorEncryptedVmNotSupportedWithDiskEx".into());
+        excluded.disk_exclusion = Some(DiskExclusionProperties {
+            disk_lun_list: vec![1],
+            is_inclusion_list: Some(false),
+        });
+        let mut reset = item(&vms[1], Some(3), now);
+        reset.disk_exclusion = None;
+        let items = vec![excluded, reset];
+        let inputs = SweepInputs {
+            vms: &vms,
+            protected_items: &items,
+            key_vaults_with_access: [kv().canonical()].into_iter().collect(),
+            now: Some(now),
+            ..Default::default()
+        };
+        let plans = plan(&rules(), &inputs);
+        assert_eq!(plans.len(), 1, "{plans:?}");
+        assert_eq!(plans[0].vm_id.name(), "a");
+        assert!(plans[0].drift.contains(&Drift::DiskExclusionOnAde {
+            luns: vec![1],
+            inclusion_list: false
+        }));
+        assert_eq!(plans[0].actions, vec![Action::Protect, Action::BackupNow]);
+        let kind = serde_json::to_value(&plans[0].drift[0]).expect("json");
+        assert_eq!(kind["kind"], "disk-exclusion-on-ade");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::send::poll_delay;
 use super::{Failure, Operation, Phase, WorkflowError};
 use crate::context::Context;
-use ade_backup_shared::arm::{LroOutcome, PendingOperation, PollOutcome};
+use ade_backup_shared::arm::{ArmError, LroOutcome, PendingOperation, PollOutcome};
 
 /// A step whose detail can hold the pending long-running operation it started.
 pub trait PendingDetail {
@@ -47,30 +47,70 @@ where
     O::Detail: PendingDetail,
     P: Phase<O>,
 {
+    match poll_inner(ctx, op, spec, poll, false).await? {
+        Ok(polled) => Ok(polled),
+        // Not asked for: `poll_inner` only hands back limits when told to.
+        Err(e) => Err(WorkflowError::arm("polling", e)),
+    }
+}
+
+/// Like [`poll_step`], but an operation that failed on a Recovery Services daily / absolute
+/// limit (`ArmError::is_service_limit`) is handed back (`Err`) instead of failing the step: the
+/// caller defers the step to when the window allows.
+pub async fn poll_step_or_limit<O, P>(
+    ctx: &Context,
+    op: &O,
+    spec: PollSpec<O::Step, P>,
+    poll: u32,
+) -> Result<Result<Polled, ArmError>, WorkflowError>
+where
+    O: Operation,
+    O::Detail: PendingDetail,
+    P: Phase<O>,
+{
+    poll_inner(ctx, op, spec, poll, true).await
+}
+
+async fn poll_inner<O, P>(
+    ctx: &Context,
+    op: &O,
+    spec: PollSpec<O::Step, P>,
+    poll: u32,
+    hand_back_limits: bool,
+) -> Result<Result<Polled, ArmError>, WorkflowError>
+where
+    O: Operation,
+    O::Detail: PendingDetail,
+    P: Phase<O>,
+{
     let id = op.id();
     if op.steps().is_done(spec.step) {
         op.resume(ctx, spec.step).await?;
-        return Ok(Polled::Handled(format!("{id}: {} already done", spec.what)));
+        return Ok(Ok(Polled::Handled(format!(
+            "{id}: {} already done",
+            spec.what
+        ))));
     }
     let Some(pending) = op.steps().detail(spec.step).pending().cloned() else {
         // Lost track (e.g. the start was never recorded): start the step over.
         spec.start.send(ctx, op, poll, None).await?;
-        return Ok(Polled::Handled(format!(
+        return Ok(Ok(Polled::Handled(format!(
             "{id}: no pending {} recorded; restarting the step",
             spec.what
-        )));
+        ))));
     };
     match ctx.arm.poll_once(&pending).await {
         Ok(PollOutcome::Pending(p)) => {
             let delay = poll_delay(ctx, p.retry_after);
             spec.again.send(ctx, op, poll + 1, Some(delay)).await?;
-            Ok(Polled::Handled(format!(
+            Ok(Ok(Polled::Handled(format!(
                 "{id}: {} still running",
                 spec.what
-            )))
+            ))))
         }
-        Ok(PollOutcome::Done(out)) => Ok(Polled::Finished(out)),
+        Ok(PollOutcome::Done(out)) => Ok(Ok(Polled::Finished(out))),
         Err(e) if e.is_transient() => Err(WorkflowError::arm(format!("polling {}", spec.what), e)),
+        Err(e) if hand_back_limits && e.is_service_limit() => Ok(Err(e)),
         Err(e) => {
             let failure = Failure {
                 code: e.code().unwrap_or(spec.failure_code),
@@ -79,7 +119,7 @@ where
             };
             O::fail_step(ctx, id, spec.step, failure)
                 .await
-                .map(Polled::Handled)
+                .map(|line| Ok(Polled::Handled(line)))
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct ProtectDetail {
     pub job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_status: Option<String>,
+    /// The policy a protect request asked for (the item's own on a disk exclusion reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
 }
 
 impl StepDetail for ProtectDetail {}
@@ -138,6 +141,14 @@ pub struct ProtectionOperation {
     /// The backup step waits for a window (daily limit), and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<Deferral>,
+    /// How many times a backup failing with `UserErrorEncryptedVmNotSupportedWithDiskEx` sent
+    /// the operation back to the protect step to reset the item's disk exclusion (once at most).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disk_exclusion_repairs: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ProtectionOperation {

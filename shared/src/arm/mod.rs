@@ -84,10 +84,11 @@ pub use lro::{LroOutcome, PendingOperation, PollKind, PollOutcome, Started};
 pub use pacing::{BucketKey, BucketShape, PacingPolicy, RequestClass};
 pub use recovery_services::{
     container_name, protected_item_id, protected_item_name, BackupJob, BackupJobFilter,
-    BackupJobProperties, BackupPolicy, BackupPolicyProperties, EncryptionDetails, JobErrorInfo,
-    JobExtendedInfo, JobOperation, JobStatus, KeyAndSecretDetails, ProtectableItem, ProtectedItem,
-    ProtectedItemProperties, RecoveryPoint, RecoveryPointProperties, RecoveryPointTierInfo,
-    RecoveryServicesVault, RestoreDisksRequest, SchedulePolicy,
+    BackupJobProperties, BackupPolicy, BackupPolicyProperties, DiskExclusionProperties,
+    DiskSelection, EncryptionDetails, JobErrorInfo, JobExtendedInfo, JobOperation, JobStatus,
+    KeyAndSecretDetails, ProtectableItem, ProtectedItem, ProtectedItemProperties, RecoveryPoint,
+    RecoveryPointProperties, RecoveryPointTierInfo, RecoveryServicesVault, RestoreDisksRequest,
+    SchedulePolicy,
 };
 pub use resource_graph::{queries, GraphRow, GraphScope, ResourceGraphPage};
 pub use resources::{Deployment, DeploymentError, DeploymentProperties, DeploymentRequest};

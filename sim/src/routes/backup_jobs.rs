@@ -37,10 +37,11 @@ fn backup_now(w: &mut World, ctx: &Ctx) -> Reply {
     let Some(item) = w.protected_items.get(&key).cloned() else {
         return item_not_found(ctx);
     };
-    if let Err(f) = w.take_on_demand_slot(&key, ctx.now) {
-        return Reply::json(StatusCode::BAD_REQUEST, daily_limit_body(&f));
-    }
-    let result = w.start_backup(&key, ctx.now).map(Some);
+    let result = match w.take_on_demand_slot(&key, ctx.now) {
+        Err(f) if w.daily_limit_in_operation => Err(f),
+        Err(f) => return Reply::json(StatusCode::BAD_REQUEST, daily_limit_body(&f)),
+        Ok(()) => w.start_backup(&key, ctx.now).map(Some),
+    };
     let op = w.timed_operation(ctx.now, result, None);
     lro(ctx, w, &item, &op)
 }

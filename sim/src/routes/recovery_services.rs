@@ -221,7 +221,7 @@ pub(super) fn item_request(ctx: &Ctx) -> Result<((String, String, String), Value
 }
 
 pub(super) fn lro(ctx: &Ctx, w: &World, item: &ProtectedItem, op: &str) -> Reply {
-    let id = w.protected_item_id(item);
+    let id = w.protected_item_header_id(item);
     Reply::empty(StatusCode::ACCEPTED)
         .header(
             "Azure-AsyncOperation",
@@ -271,32 +271,74 @@ fn protected_item_put(w: &mut World, ctx: &Ctx) -> Reply {
         Ok(c) => c,
         Err(r) => return r,
     };
+    let selection = match requested_disks(props, &vm) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let encrypted = vm.encryption.is_some() || vm.restored_encryption.is_some();
-    if encrypted && !props["extendedProperties"]["diskExclusionProperties"].is_null() {
+    if encrypted && selection.as_ref().is_some_and(|l| !l.is_empty()) {
         return bad(
             codes::DISK_EXCLUSION,
             "Selective disk backup is not supported for encrypted VMs.",
         );
     }
     let item = match w.set_item_policy(&key, &policy) {
-        Some(existing) => {
-            // A PUT without `diskExclusionProperties` resets the exclusion (sim: what
-            // `az backup protection update-for-vm --disk-list-setting resetexclusionsettings`
-            // achieves; whether a plain PUT resets it in Azure is not verified).
-            if let Some(i) = w.protected_items.get_mut(&key) {
-                i.excluded_disk_luns.clear();
-            }
-            existing
-        }
+        Some(existing) => existing,
         None => {
             let item = ProtectedItem::new(&vkey, &vm, &policy, ctx.now);
             w.protected_items.insert(key.clone(), item.clone());
             item
         }
     };
+    if let (Some(excluded), Some(i)) = (selection, w.protected_items.get_mut(&key)) {
+        i.excluded_disk_luns = excluded;
+    }
     let job = w.start_configure_job(&key, &vkey, &vm.name, ctx.now);
     let op = w.timed_operation(ctx.now, Ok(Some(job)), Some(key));
     lro(ctx, w, &item, &op)
+}
+
+/// The data disk LUNs a protect request leaves out of the backup: `None` keeps the item's
+/// selection (no `extendedProperties`, as `az backup item set-policy` sends), `Some(vec![])` backs
+/// up every disk (`extendedProperties` without `diskExclusionProperties`, as `az backup protection
+/// update-for-vm --disk-list-setting resetexclusionsettings` sends, or an exclusion list with no
+/// LUN, as Az PowerShell's `-ResetExclusionSettings` sends). An inclusion list leaves out every
+/// other data disk (an empty one: "OS disk only"; the sim keeps the LUNs left out). Spec: recoveryservicesbackup
+/// `AzureIaaSVMProtectedItem.extendedProperties.diskExclusionProperties` {diskLunList,
+/// isInclusionList}.
+fn requested_disks(props: &Value, vm: &VmState) -> Result<Option<Vec<u32>>, Reply> {
+    let Some(ext) = props.get("extendedProperties").filter(|e| !e.is_null()) else {
+        return Ok(None);
+    };
+    let sel = &ext["diskExclusionProperties"];
+    if sel.is_null() {
+        return Ok(Some(vec![]));
+    }
+    let invalid = || {
+        bad(
+            "BMSUserErrorInvalidInput",
+            "properties.extendedProperties.diskExclusionProperties.diskLunList must be an array of LUNs (non-negative integers).",
+        )
+    };
+    let luns = match &sel["diskLunList"] {
+        Value::Null => vec![],
+        Value::Array(a) => a
+            .iter()
+            .map(|l| l.as_u64().and_then(|l| u32::try_from(l).ok()))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(invalid)?,
+        _ => return Err(invalid()),
+    };
+    if sel["isInclusionList"].as_bool() == Some(true) {
+        let left_out = vm
+            .data_disks
+            .iter()
+            .filter_map(|d| d.lun)
+            .filter(|l| !luns.contains(l))
+            .collect();
+        return Ok(Some(left_out));
+    }
+    Ok(Some(luns))
 }
 
 /// The name of the vault's policy a protect request names (`policyId`); the request may leave

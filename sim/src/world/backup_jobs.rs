@@ -459,7 +459,7 @@ impl World {
             props["extendedInfo"] = job_extended_info(job, status);
         }
         json!({
-            "id": format!("{}/backupJobs/{}", self.vault_id(&job.vault_key), job.id),
+            "id": format!("{}/backupJobs/{}", self.child_vault_id(&job.vault_key), job.id),
             "name": job.id,
             "type": "Microsoft.RecoveryServices/vaults/backupJobs",
             "properties": props

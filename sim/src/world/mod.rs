@@ -163,6 +163,15 @@ pub struct World {
     pub graph_snapshots: std::collections::VecDeque<(u64, std::sync::Arc<Vec<Value>>)>,
     /// When each protected item's on-demand backups were accepted (see `source_vm`).
     pub on_demand_backups: BTreeMap<String, Vec<DateTime<Utc>>>,
+    /// Where a Backup now past the daily limit is refused: the trigger call (400, default) or,
+    /// when set, the trigger's long-running operation (`Failed` with the same error).
+    pub daily_limit_in_operation: bool,
+    /// Serve ids as Azure Backup spells them (issue 14, item 7): child ids of a vault with
+    /// `resourcegroups/{RG upper-cased}/providers/microsoft.recoveryservices`, and the
+    /// `Location` / `Azure-AsyncOperation` headers of protected-item operations with
+    /// `iaasvmcontainer;iaasVMContainerV2;{RG};{vm}` / `vm;iaasVMContainerV2;{RG};{vm}`, while
+    /// item bodies say `IaasVMContainer;iaasvmcontainerv2;…` (see `recovery_services`).
+    pub varied_casing: bool,
 }
 
 impl World {
@@ -199,6 +208,8 @@ impl World {
             counter: 0,
             graph_snapshots: Default::default(),
             on_demand_backups: BTreeMap::new(),
+            daily_limit_in_operation: false,
+            varied_casing: false,
         };
         w.add_builtin_roles();
         for kv in &fleet.key_vaults {

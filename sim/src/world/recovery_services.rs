@@ -234,14 +234,6 @@ impl World {
         Some(item.clone())
     }
 
-    /// The ARM id of the vault stored under `vault_key` ("" if it is gone).
-    pub(super) fn vault_id(&self, vault_key: &str) -> String {
-        self.rs_vaults
-            .get(vault_key)
-            .map(|v| v.id.clone())
-            .unwrap_or_default()
-    }
-
     pub fn rs_vault_json(&self, v: &RsVault) -> Value {
         json!({
             "id": v.id,
@@ -314,14 +306,56 @@ impl World {
     pub fn protected_item_id(&self, item: &ProtectedItem) -> String {
         format!(
             "{}/backupFabrics/Azure/protectionContainers/{}/protectedItems/{}",
-            self.vault_id(&item.vault_key),
+            self.child_vault_id(&item.vault_key),
             item.container,
             item.name
         )
     }
 
+    /// The vault id inside the ids of its children (items, recovery points, jobs, policies):
+    /// with [`World::varied_casing`], as Azure Backup often returns it —
+    /// `/subscriptions/{s}/resourcegroups/{RG}/providers/microsoft.recoveryservices/vaults/{v}`.
+    pub(crate) fn child_vault_id(&self, vault_key: &str) -> String {
+        let Some(v) = self.rs_vaults.get(vault_key) else {
+            return String::new();
+        };
+        if !self.varied_casing {
+            return v.id.clone();
+        }
+        format!(
+            "/subscriptions/{}/resourcegroups/{}/providers/microsoft.recoveryservices/vaults/{}",
+            v.subscription,
+            v.resource_group.to_ascii_uppercase(),
+            v.name
+        )
+    }
+
+    /// Where the `Location` / `Azure-AsyncOperation` headers of an item's operations point: the
+    /// item's id, with [`World::varied_casing`] in the other spelling Azure Backup uses there
+    /// (`iaasvmcontainer;iaasVMContainerV2;{RG};{vm}`, `vm;iaasVMContainerV2;{RG};{vm}`).
+    pub fn protected_item_header_id(&self, item: &ProtectedItem) -> String {
+        if !self.varied_casing {
+            return self.protected_item_id(item);
+        }
+        let tail = |prefix: &str, name: &str| {
+            let mut parts: Vec<String> = name.split(';').map(str::to_string).collect();
+            if parts.len() == 4 {
+                parts[0] = prefix.to_string();
+                parts[1] = "iaasVMContainerV2".to_string();
+                parts[2] = parts[2].to_ascii_uppercase();
+            }
+            parts.join(";")
+        };
+        format!(
+            "{}/backupFabrics/Azure/protectionContainers/{}/protectedItems/{}",
+            self.child_vault_id(&item.vault_key),
+            tail("iaasvmcontainer", &item.container),
+            tail("vm", &item.name)
+        )
+    }
+
     pub fn protected_item_json(&self, item: &ProtectedItem) -> Value {
-        let vault_id = self.vault_id(&item.vault_key);
+        let vault_id = self.child_vault_id(&item.vault_key);
         let last_rp = item.recovery_points.iter().map(|r| r.time).max();
         let oldest_rp = item.recovery_points.iter().map(|r| r.time).min();
         let (health, details) = match &item.health_error {

@@ -5,13 +5,14 @@
 use super::{conclude, limits, track, BackupMessage, BackupPhase};
 use crate::context::Context;
 use crate::engine::{
-    self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, update_holding,
-    ArmResultExt, Claimed, Phase, PollSpec, Polled, WorkflowError, Writer,
+    self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, poll_step_or_limit,
+    update_holding, ArmResultExt, Claimed, Phase, PollSpec, Polled, WorkflowError, Writer,
 };
 use crate::records::{ProtectDetail, ProtectStep, ProtectionOperation, ProtectionStatus as St};
 use crate::trigger::ServiceBusMessage;
+use ade_backup_shared::arm::recovery_services::BACKUP_POLICY_TYPE;
 use ade_backup_shared::arm::recovery_services::{protected_item_id, BackupJobFilter, JobOperation};
-use ade_backup_shared::arm::{ArmError, PendingOperation};
+use ade_backup_shared::arm::{ArmError, DiskSelection};
 use ade_backup_shared::ids::ResourceId;
 use serde_json::Value;
 
@@ -72,14 +73,11 @@ async fn record_pending(
     ctx: &Context,
     (op, writer): (&ProtectionOperation, Writer<'_>),
     step: ProtectStep,
-    pending: PendingOperation,
+    detail: ProtectDetail,
     poll_phase: BackupPhase,
 ) -> Result<Option<String>, WorkflowError> {
-    let delay = poll_delay(ctx, pending.retry_after);
-    let detail = ProtectDetail {
-        pending: Some(pending),
-        ..Default::default()
-    };
+    let retry_after = detail.pending.as_ref().and_then(|p| p.retry_after);
+    let delay = poll_delay(ctx, retry_after);
     let id = op.operation_id.as_str();
     let Some(op) = update_holding::<ProtectionOperation>(ctx, id, step, writer, |o, _| {
         *o.steps.detail_mut(step) = detail.clone();
@@ -105,21 +103,44 @@ async fn protect(
         Err(line) => return Ok(line),
     };
     let writer = Writer::Claim(delivery);
-    if let Some(line) = already_protected(ctx, &op, writer).await? {
-        return Ok(line);
-    }
+    let (policy, disks, note) = match already_protected(ctx, &op, writer).await? {
+        Existing::Done(line) => return Ok(line),
+        Existing::Absent => (
+            policy_id(&op)?,
+            DiskSelection::Unchanged,
+            "protection enabled",
+        ),
+        Existing::ExcludingDisks { policy, what } => {
+            tracing::info!(op = %op.operation_id, "the protected item excludes disks ({what}); protecting it again with every disk");
+            (
+                policy,
+                DiskSelection::All,
+                "disk exclusion reset: every disk is backed up",
+            )
+        }
+    };
     let vault = op.target.target.vault_id.clone();
-    let policy = policy_id(&op)?;
-    match ctx.arm.begin_protect_vm(&vault, &op.vm_id, &policy).await {
+    match ctx
+        .arm
+        .begin_protect_vm_with(&vault, &op.vm_id, &policy, disks)
+        .await
+    {
         Ok(started) => match started.pending {
             None => {
                 let id = started.resource.and_then(|r| r.id);
-                let note = "protection enabled".to_string();
-                finish_protect(ctx, (op, writer), id, Some(policy.to_string()), note).await
+                let (policy, note) = (Some(policy.to_string()), note.to_string());
+                finish_protect(ctx, (op, writer), id, policy, note).await
             }
             Some(p) => {
                 let (on, next) = ((&op, writer), BackupPhase::ProtectPoll);
-                let lost = record_pending(ctx, on, step, p, next).await?;
+                // What the poll finishes with: the note and the policy asked for.
+                let detail = ProtectDetail {
+                    pending: Some(p),
+                    note: Some(note.to_string()),
+                    policy_id: Some(policy.to_string()),
+                    ..Default::default()
+                };
+                let lost = record_pending(ctx, on, step, detail, next).await?;
                 Ok(lost.unwrap_or_else(|| format!("{}: enabling protection", op.operation_id)))
             }
         },
@@ -144,30 +165,48 @@ async fn protect(
     }
 }
 
+/// What the protect step found in Azure.
+enum Existing {
+    /// No active protection: enable it.
+    Absent,
+    /// Already protected; the step is done (the line says so).
+    Done(String),
+    /// Protected, but leaving data disks out (ADE backups would fail): protect it again with
+    /// every disk, under the item's own policy.
+    ExcludingDisks { policy: ResourceId, what: String },
+}
+
 /// Already protected (by us earlier, or by someone with another policy)? The sweep's Graph read
 /// answered that for the first attempt; a retry (maybe after our own PUT) asks Azure.
 async fn already_protected(
     ctx: &Context,
     op: &ProtectionOperation,
     writer: Writer<'_>,
-) -> Result<Option<String>, WorkflowError> {
+) -> Result<Existing, WorkflowError> {
     let first_attempt = op.steps.attempts(ProtectStep::EnableProtection) <= 1;
     if op.known_unprotected && first_attempt {
-        return Ok(None);
+        return Ok(Existing::Absent);
     }
     let vault = &op.target.target.vault_id;
     let item = match ctx.arm.get_protected_item(vault, &op.vm_id).await {
         Ok(item) => item,
-        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(Existing::Absent),
         Err(e) => return Err(WorkflowError::arm("reading the protected item", e)),
     };
     let state = item.properties.protection_state.clone().unwrap_or_default();
     if state.is_empty() || crate::domain::sweep_plan::protection_stopped(&state) {
-        return Ok(None);
+        return Ok(Existing::Absent);
     }
     let theirs = item.properties.policy_id.clone().unwrap_or_default();
-    let ours = policy_id(op)?.to_string();
-    let note = if !theirs.is_empty() && !theirs.eq_ignore_ascii_case(&ours) {
+    let ours = policy_id(op)?;
+    if let Some(what) = super::disk_exclusion::excluded(&item) {
+        let policy = ResourceId::parse(&theirs)
+            .ok()
+            .filter(|p| p.is_type(BACKUP_POLICY_TYPE))
+            .unwrap_or(ours);
+        return Ok(Existing::ExcludingDisks { policy, what });
+    }
+    let note = if !theirs.is_empty() && !theirs.eq_ignore_ascii_case(&ours.to_string()) {
         format!(
             "already protected with policy {theirs}; kept it (the rule asked for {})",
             op.target.target.policy
@@ -177,7 +216,7 @@ async fn already_protected(
     };
     let on = (op.clone(), writer);
     let line = finish_protect(ctx, on, item.id.clone(), Some(theirs), note).await?;
-    Ok(Some(line))
+    Ok(Existing::Done(line))
 }
 
 fn needs_discovery(e: &ArmError) -> bool {
@@ -287,8 +326,14 @@ async fn protect_poll(
                 .ok()
                 .map(|id| id.to_string())
         });
-    let policy = policy_id(&op)?.to_string();
-    let note = "protection enabled".to_string();
+    let asked = op.steps.detail(ProtectStep::EnableProtection);
+    let policy = match asked.policy_id {
+        Some(p) => p,
+        None => policy_id(&op)?.to_string(),
+    };
+    let note = asked
+        .note
+        .unwrap_or_else(|| "protection enabled".to_string());
     finish_protect(ctx, (op, Writer::Poll), item, Some(policy), note).await
 }
 
@@ -430,9 +475,12 @@ async fn backup_poll(
         failure_code: "backup-failed",
         next_action: "",
     };
-    let out = match poll_step(ctx, &op, spec, poll).await? {
-        Polled::Handled(line) => return Ok(line),
-        Polled::Finished(out) => out,
+    // The daily limit can also end the trigger's long-running operation: defer, as when the
+    // trigger itself is refused.
+    let out = match poll_step_or_limit(ctx, &op, spec, poll).await? {
+        Ok(Polled::Handled(line)) => return Ok(line),
+        Ok(Polled::Finished(out)) => out,
+        Err(limit) => return limits::defer_after_refusal(ctx, (&op, Writer::Poll), &limit).await,
     };
     let job = match out.job_id {
         Some(job) => Some((job, "backup job started")),

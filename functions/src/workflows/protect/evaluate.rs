@@ -260,6 +260,7 @@ impl Opening<'_> {
             known_unprotected: false,
             on_demand_backups: vec![],
             deferred: None,
+            disk_exclusion_repairs: 0,
         };
         self.apply_known(&mut op, at);
         op.record(at, St::InProgress, format!("opened by {}", self.origin));
@@ -272,6 +273,7 @@ impl Opening<'_> {
         next.generation += 1;
         next.steps = Default::default();
         next.grant_retries = 0;
+        next.disk_exclusion_repairs = 0;
         next.reason = None;
         next.message = None;
         next.warnings = self.warnings.clone();

@@ -10,11 +10,13 @@
 //! Modules, in the order a VM goes through them: [`observe`] (read and classify the VM, the
 //! per-VM record), [`evaluate`] (rules, placement, open the operation), [`grant`] (Key Vault
 //! access), [`backup`] (enable protection, backup now), [`track`] (the backup job),
-//! [`adopt`] (VMs Azure Backup already protects). This file holds the messages and what the
+//! [`adopt`] (VMs Azure Backup already protects); beside them [`limits`] (daily backup limits),
+//! [`readiness`] (the VM agent) and [`disk_exclusion`] (selective disk backup on an ADE VM). This file holds the messages and what the
 //! engine needs to know about a [`ProtectionOperation`].
 
 mod adopt;
 mod backup;
+mod disk_exclusion;
 mod evaluate;
 mod grant;
 mod limits;
@@ -24,6 +26,7 @@ mod track;
 
 pub use adopt::{adopt_protected_vm, record_adoption};
 pub use backup::backup;
+pub use disk_exclusion::DISK_EXCLUSION_ERROR;
 pub use evaluate::{evaluate, evaluate_observed, evaluate_with};
 pub use grant::{bms_object_id, grant};
 pub use observe::{observe_vm, upsert_vm_record, ObservedVm, SweepFacts};

@@ -1,5 +1,6 @@
 //! Tracking the first backup job until it ends: completed → `protected` with the newest recovery
-//! point; a Key Vault permission error → back to the grant step once; a certificate-backed KEK →
+//! point; a Key Vault permission error → back to the grant step once; a disk exclusion → back to
+//! the protect step once (`disk_exclusion`); a certificate-backed KEK →
 //! `unsupported`; any other failure → `failed` with Azure's code.
 
 use super::observe::upsert_vm_record;
@@ -131,6 +132,9 @@ async fn failed(
         let st = St::Unsupported;
         conclude(ctx, &op.operation_id, st, step, "kek-certificate", &msg).await?;
         return Ok(format!("{}: unsupported: kek-certificate", op.operation_id));
+    }
+    if let Some(line) = super::disk_exclusion::repair_after_failure(ctx, &op, &code, &text).await? {
+        return Ok(line);
     }
     if let Some(line) = super::readiness::agent_failure(ctx, &op, &code).await? {
         return Ok(line);

@@ -9,7 +9,9 @@ use crate::context::Context;
 use crate::domain::ade::{self, ExtensionObservation, OsType, VmObservation};
 use crate::domain::sweep_plan::{self, FleetVm, ProtectedItemView};
 use crate::domain::sweep_scope::TagFilter;
-use ade_backup_shared::arm::{queries, ArmClient, ArmError, GraphScope, SubscriptionId};
+use ade_backup_shared::arm::{
+    queries, ArmClient, ArmError, DiskExclusionProperties, GraphScope, SubscriptionId,
+};
 use ade_backup_shared::ids::ResourceId;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -356,7 +358,27 @@ fn protected_item_from_row(row: &Value) -> Option<ProtectedItemView> {
         last_backup_status,
         last_backup_error_code,
         last_recovery_point,
+        disk_exclusion: disk_exclusion(props),
     })
+}
+
+/// The item's disk selection when it leaves data disks out. A selection that cannot be read is
+/// reported as one (with no LUN): re-protecting with every disk is harmless, a backup that fails
+/// every day is not.
+fn disk_exclusion(props: &Value) -> Option<DiskExclusionProperties> {
+    let sel = props
+        .get("extendedProperties")?
+        .get("diskExclusionProperties")?;
+    if sel.is_null() {
+        return None;
+    }
+    let parsed = serde_json::from_value::<DiskExclusionProperties>(sel.clone()).unwrap_or(
+        DiskExclusionProperties {
+            disk_lun_list: vec![],
+            is_inclusion_list: Some(true),
+        },
+    );
+    parsed.excludes_disks().then_some(parsed)
 }
 
 /// The error code of a failed last backup, from the item's `healthDetails` (Azure Backup puts the
@@ -470,6 +492,40 @@ mod tests {
             Some("UserErrorKeyVaultPermissionsNotConfigured")
         );
         assert!(v.last_recovery_point.is_some());
+    }
+
+    /// Ids as Azure Backup spells them (issue 14, item 7) and the item's disk selection.
+    #[test]
+    fn a_row_in_azure_s_casing_names_the_same_vault_and_vm_and_its_disk_exclusion() {
+        let row = json!({
+            "id": format!("/subscriptions/{S}/resourcegroups/RG-B/providers/microsoft.recoveryservices/vaults/rsv/backupFabrics/Azure/protectionContainers/IaasVMContainer;iaasvmcontainerv2;rg;vm1/protectedItems/VM;iaasvmcontainerv2;rg;vm1"),
+            "properties": {
+                "virtualMachineId": format!("/subscriptions/{S}/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM1"),
+                "protectionState": "Protected",
+                "extendedProperties": {"diskExclusionProperties": {"diskLunList": [2], "isInclusionList": false}}
+            }
+        });
+        let v = protected_item_from_row(&row).expect("parses");
+        let vault = ResourceId::parse(&format!(
+            "/subscriptions/{S}/resourceGroups/rg-b/providers/Microsoft.RecoveryServices/vaults/rsv"
+        ))
+        .expect("vault");
+        let vm = ResourceId::parse(&format!(
+            "/subscriptions/{S}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
+        ))
+        .expect("vm");
+        assert_eq!(v.vault_id.canonical(), vault.canonical());
+        assert_eq!(v.vm_id.canonical(), vm.canonical());
+        let sel = v.disk_exclusion.expect("exclusion");
+        assert_eq!(sel.disk_lun_list, vec![2]);
+        let mut reset = row.clone();
+        reset["properties"]["extendedProperties"] =
+            json!({"diskExclusionProperties": {"diskLunList": [], "isInclusionList": false}});
+        let v = protected_item_from_row(&reset).expect("parses");
+        assert!(
+            v.disk_exclusion.is_none(),
+            "an empty exclusion list backs up every disk"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn drift_kind(d: &Drift) -> &'static str {
         Drift::RecoveryPointStale { .. } => "recovery-point-stale",
         Drift::NoRecoveryPoint => "no-recovery-point",
         Drift::LastJobFailed { .. } => "last-job-failed",
+        Drift::DiskExclusionOnAde { .. } => "disk-exclusion-on-ade",
     }
 }
 
@@ -49,6 +50,13 @@ pub(super) fn drift_fact(d: &Drift) -> String {
             format!("recovery-point-stale: older than the {rpo_hours} h RPO")
         }
         Drift::LastJobFailed { code } => format!("last-job-failed: {code}"),
+        Drift::DiskExclusionOnAde {
+            luns,
+            inclusion_list,
+        } => {
+            let list = if *inclusion_list { "only" } else { "all but" };
+            format!("disk-exclusion-on-ade: backs up {list} data disk LUNs {luns:?}")
+        }
         other => drift_kind(other).to_string(),
     }
 }

@@ -27,8 +27,9 @@ pub use jobs::{
     JobStatus, JobTask,
 };
 pub use protection::{
-    container_name, protected_item_id, protected_item_name, ProtectableItem,
-    ProtectableItemProperties, ProtectedItem, ProtectedItemProperties,
+    container_name, protected_item_id, protected_item_name, DiskExclusionProperties, DiskSelection,
+    ExtendedProperties, ProtectableItem, ProtectableItemProperties, ProtectedItem,
+    ProtectedItemProperties,
 };
 pub use recovery_points::{
     BekDetails, KekDetails, KeyAndSecretDetails, RecoveryPoint, RecoveryPointProperties,

@@ -94,6 +94,58 @@ pub struct ProtectedItemProperties {
     pub last_recovery_point: Option<DateTime<Utc>>,
     pub health_status: Option<String>,
     pub extended_info: Option<serde_json::Value>,
+    /// `extendedProperties`: the item's disk selection (`diskExclusionProperties`).
+    pub extended_properties: Option<ExtendedProperties>,
+}
+
+/// `extendedProperties` of an `AzureIaaSVMProtectedItem` (recoveryservicesbackup
+/// `ExtendedProperties`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ExtendedProperties {
+    pub disk_exclusion_properties: Option<DiskExclusionProperties>,
+}
+
+/// `diskExclusionProperties`: the data disk LUNs of a selective disk backup, as an inclusion or
+/// an exclusion list (the OS disk is always backed up). Azure Backup refuses the backups of an
+/// ADE VM with a selection (`UserErrorEncryptedVmNotSupportedWithDiskEx`; azure-docs
+/// `selective-disk-backup-restore.md`, "Limitations").
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DiskExclusionProperties {
+    pub disk_lun_list: Vec<i64>,
+    pub is_inclusion_list: Option<bool>,
+}
+
+impl DiskExclusionProperties {
+    /// Whether this selection leaves any data disk out: an inclusion list always does (even an
+    /// empty one: "OS disk only"); an exclusion list does when it names a LUN.
+    pub fn excludes_disks(&self) -> bool {
+        self.is_inclusion_list == Some(true) || !self.disk_lun_list.is_empty()
+    }
+}
+
+impl ProtectedItem {
+    /// The item's disk selection when it leaves data disks out of the backup.
+    pub fn disk_exclusion(&self) -> Option<&DiskExclusionProperties> {
+        self.properties
+            .extended_properties
+            .as_ref()
+            .and_then(|e| e.disk_exclusion_properties.as_ref())
+            .filter(|d| d.excludes_disks())
+    }
+}
+
+/// Which disks a protect PUT asks for. ade-backup never sends an exclusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskSelection {
+    /// No `extendedProperties`: a new item backs up every disk; an existing item keeps its
+    /// selection (a policy change by `az backup item set-policy` sends the same body).
+    Unchanged,
+    /// Every disk, resetting a selection made by someone else: an exclusion list with no LUN (the
+    /// body Az PowerShell's `Enable-AzRecoveryServicesBackupProtection -ResetExclusionSettings`
+    /// sends; azure-docs `selective-disk-backup-restore.md`, "Reset disk exclusion setting").
+    All,
 }
 
 #[derive(Serialize)]
@@ -108,6 +160,30 @@ struct ProtectedItemPutProps {
     protected_item_type: &'static str,
     source_resource_id: String,
     policy_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extended_properties: Option<ExtendedProperties>,
+}
+
+impl ProtectedItemPut {
+    fn new(vm: &ResourceId, policy: &ResourceId, disks: DiskSelection) -> Self {
+        let extended_properties = match disks {
+            DiskSelection::Unchanged => None,
+            DiskSelection::All => Some(ExtendedProperties {
+                disk_exclusion_properties: Some(DiskExclusionProperties {
+                    disk_lun_list: vec![],
+                    is_inclusion_list: Some(false),
+                }),
+            }),
+        };
+        ProtectedItemPut {
+            properties: ProtectedItemPutProps {
+                protected_item_type: VM_TYPE,
+                source_resource_id: vm.to_string(),
+                policy_id: policy.to_string(),
+                extended_properties,
+            },
+        }
+    }
 }
 
 impl ArmClient {
@@ -167,16 +243,23 @@ impl ArmClient {
         vm: &ResourceId,
         policy: &ResourceId,
     ) -> Result<Started<ProtectedItem>, ArmError> {
+        self.begin_protect_vm_with(vault, vm, policy, DiskSelection::Unchanged)
+            .await
+    }
+
+    /// [`Self::begin_protect_vm`] with the disks to back up: [`DiskSelection::All`] also resets
+    /// an existing item's disk exclusion.
+    pub async fn begin_protect_vm_with(
+        &self,
+        vault: &ResourceId,
+        vm: &ResourceId,
+        policy: &ResourceId,
+        disks: DiskSelection,
+    ) -> Result<Started<ProtectedItem>, ArmError> {
         expect_type("policyId", policy, BACKUP_POLICY_TYPE)?;
         let item = protected_item_id(vault, vm)?;
         let url = self.rs_url(&item, &[], &[])?;
-        let body = ProtectedItemPut {
-            properties: ProtectedItemPutProps {
-                protected_item_type: VM_TYPE,
-                source_resource_id: vm.to_string(),
-                policy_id: policy.to_string(),
-            },
-        };
+        let body = ProtectedItemPut::new(vm, policy, disks);
         let call = Call::new(
             "recoveryServices.protectedItem.put",
             Method::PUT,
@@ -281,5 +364,60 @@ mod tests {
         let id = protected_item_id(&vault, &vm).expect("id");
         assert!(id.to_string().ends_with("/backupFabrics/Azure/protectionContainers/iaasvmcontainer;iaasvmcontainerv2;rg-app;vm-1/protectedItems/vm;iaasvmcontainerv2;rg-app;vm-1"));
         assert!(protected_item_id(&vm, &vm).is_err());
+    }
+
+    /// Whatever ade-backup asks for, the PUT never leaves a disk out (an ADE VM's backups would
+    /// fail with `UserErrorEncryptedVmNotSupportedWithDiskEx`).
+    #[test]
+    fn a_protect_body_never_carries_an_exclusion() {
+        let vm = ResourceId::parse(VM).expect("vm");
+        let policy =
+            ResourceId::parse(&format!("{VAULT}/backupPolicies/DefaultPolicy")).expect("policy");
+        for disks in [DiskSelection::Unchanged, DiskSelection::All] {
+            let body =
+                serde_json::to_value(ProtectedItemPut::new(&vm, &policy, disks)).expect("json");
+            let props = &body["properties"];
+            assert_eq!(props["policyId"], policy.to_string());
+            let sel = props["extendedProperties"]["diskExclusionProperties"].clone();
+            if disks == DiskSelection::Unchanged {
+                assert!(props.get("extendedProperties").is_none(), "{body}");
+                continue;
+            }
+            let sel: DiskExclusionProperties = serde_json::from_value(sel).expect("selection");
+            assert!(!sel.excludes_disks(), "{body}");
+            assert_eq!(sel.is_inclusion_list, Some(false));
+        }
+    }
+
+    #[test]
+    fn a_selection_that_leaves_disks_out_is_told_apart_from_one_that_does_not() {
+        let item = |v: serde_json::Value| -> ProtectedItem {
+            serde_json::from_value(serde_json::json!({"properties": {"extendedProperties": v}}))
+                .expect("item")
+        };
+        let sel = |luns: serde_json::Value, incl: serde_json::Value| {
+            item(
+                serde_json::json!({"diskExclusionProperties": {"diskLunList": luns, "isInclusionList": incl}}),
+            )
+        };
+        assert!(sel(serde_json::json!([0, 1]), false.into())
+            .disk_exclusion()
+            .is_some());
+        assert!(sel(serde_json::json!([]), true.into())
+            .disk_exclusion()
+            .is_some());
+        assert!(sel(serde_json::json!([0]), true.into())
+            .disk_exclusion()
+            .is_some());
+        assert!(sel(serde_json::json!([]), false.into())
+            .disk_exclusion()
+            .is_none());
+        assert!(sel(serde_json::json!([]), serde_json::Value::Null)
+            .disk_exclusion()
+            .is_none());
+        assert!(item(serde_json::json!({})).disk_exclusion().is_none());
+        assert!(item(serde_json::json!({"diskExclusionProperties": null}))
+            .disk_exclusion()
+            .is_none());
     }
 }
