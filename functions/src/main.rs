@@ -341,7 +341,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// JSON lines on stderr, every line redacted (no tokens, SAS signatures or keys); spans and
+/// Logs on stderr, human-readable on a terminal and JSON lines otherwise (`ADE_BACKUP_LOG_FORMAT`
+/// overrides), every line redacted (no tokens, SAS signatures or keys); spans and
 /// metrics exported when `--otlp-endpoint`, `OTEL_EXPORTER_OTLP_ENDPOINT` or
 /// `APPLICATIONINSIGHTS_CONNECTION_STRING` say where. A telemetry problem never stops the
 /// binary: it is reported and the command runs without export.
@@ -352,7 +353,12 @@ fn init_telemetry(cli: &Cli) -> Option<ade_backup_shared::telemetry::Telemetry> 
         Some(Command::Local(args)) => args.local.otlp_endpoint.clone(),
         _ => None,
     };
+    let format = ade_backup_shared::telemetry::LogFormat::choose(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var("ADE_BACKUP_LOG_FORMAT").ok().as_deref(),
+    );
     match init(TelemetryOptions {
+        format,
         otlp_endpoint,
         ..TelemetryOptions::default()
     }) {

@@ -44,6 +44,19 @@ pub enum LogFormat {
     Pretty,
 }
 
+impl LogFormat {
+    /// Human-readable on a terminal, JSON lines otherwise (a pipe, a file, the Functions host);
+    /// `setting` (`ADE_BACKUP_LOG_FORMAT`: `json` or `pretty`, any case) overrides the guess.
+    pub fn choose(stderr_is_terminal: bool, setting: Option<&str>) -> LogFormat {
+        match setting.map(str::trim) {
+            Some(s) if s.eq_ignore_ascii_case("json") => LogFormat::Json,
+            Some(s) if s.eq_ignore_ascii_case("pretty") => LogFormat::Pretty,
+            _ if stderr_is_terminal => LogFormat::Pretty,
+            _ => LogFormat::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryOptions {
     pub format: LogFormat,
@@ -273,6 +286,18 @@ pub(crate) fn test_subscriber() -> impl Subscriber + Send + Sync + for<'a> Looku
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_readable_on_a_terminal_and_json_elsewhere_unless_set() {
+        assert_eq!(LogFormat::choose(true, None), LogFormat::Pretty);
+        assert_eq!(LogFormat::choose(false, None), LogFormat::Json);
+        assert_eq!(LogFormat::choose(true, Some("JSON")), LogFormat::Json);
+        assert_eq!(
+            LogFormat::choose(false, Some(" pretty ")),
+            LogFormat::Pretty
+        );
+        assert_eq!(LogFormat::choose(false, Some("xml")), LogFormat::Json);
+    }
 
     #[test]
     fn filter_precedence_and_errors() {
