@@ -26,10 +26,16 @@ impl ServeProcess {
     /// Starts `bin serve` with a filesystem state directory, a Service Bus endpoint nothing
     /// listens on, and `env` on top.
     pub fn spawn(bin: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_args(bin, &["serve"], env)
+    }
+
+    /// Like [`ServeProcess::spawn`] with other arguments (e.g. none: the Functions host may start
+    /// the handler without a subcommand, with only `FUNCTIONS_CUSTOMHANDLER_PORT` set).
+    pub fn spawn_args(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut cmd = Command::new(bin);
-        cmd.arg("serve")
+        cmd.args(args)
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("ADE_BACKUP_STATE", format!("fs:{}", dir.path().display()))
             .env(
@@ -52,13 +58,19 @@ impl ServeProcess {
         }
     }
 
-    /// Waits until `/healthz` answers (at most 30 s).
-    pub async fn wait_healthy(&self, client: &reqwest::Client) {
+    /// The filesystem state directory the process writes to.
+    pub fn state_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Waits until `/healthz` answers (at most 30 s; the host gives a custom handler 60 s) and
+    /// returns its JSON.
+    pub async fn wait_healthy(&self, client: &reqwest::Client) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(resp) = client.get(format!("{}/healthz", self.base)).send().await {
                 if resp.status().is_success() {
-                    return;
+                    return resp.json().await.expect("healthz JSON");
                 }
             }
             assert!(

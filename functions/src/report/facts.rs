@@ -7,9 +7,7 @@
 
 use crate::context::Context;
 use crate::records::VmRecord;
-use ade_backup_shared::arm::{
-    queries, ArmClient, ArmError, BackupPolicy, GraphScope, SubscriptionId,
-};
+use ade_backup_shared::arm::{queries, ArmClient, ArmError, BackupPolicy, SubscriptionId};
 use ade_backup_shared::ids::ResourceId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -97,27 +95,6 @@ fn vm_query() -> String {
     )
 }
 
-/// The scope the sweep covers (its configured subscriptions and management groups).
-fn scopes(ctx: &Context) -> Vec<GraphScope> {
-    let mut out = Vec::new();
-    if !ctx.settings.subscriptions.is_empty() {
-        out.push(GraphScope::Subscriptions(
-            ctx.settings
-                .subscriptions
-                .iter()
-                .copied()
-                .map(SubscriptionId::from_uuid)
-                .collect(),
-        ));
-    }
-    if !ctx.settings.management_groups.is_empty() {
-        out.push(GraphScope::ManagementGroups(
-            ctx.settings.management_groups.clone(),
-        ));
-    }
-    out
-}
-
 /// One VM row of the query → (lower-cased id, facts without the SKU answer).
 fn vm_row(row: &Value) -> Option<(String, VmFacts)> {
     let id = row.get("id")?.as_str()?.to_ascii_lowercase();
@@ -148,7 +125,7 @@ pub async fn gather(ctx: &Context, records: &[VmRecord]) -> FleetFacts {
         .iter()
         .map(|r| r.vm_id.canonical().to_ascii_lowercase())
         .collect();
-    for scope in scopes(ctx) {
+    for scope in crate::workflows::sweep::configured_scopes(ctx) {
         match ctx.arm.resource_graph_query(&scope, &vm_query()).await {
             Ok(rows) => facts.vms.extend(
                 rows.iter()

@@ -44,7 +44,8 @@ pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 /// The Resource Graph scopes of the sweep: the configured subscriptions, and the configured
 /// management groups (every subscription below them). Both may be set; rows are merged by id.
-fn scopes(ctx: &Context) -> Result<Vec<GraphScope>, SweepError> {
+/// Empty when nothing is configured (the sweep refuses to run then; the report reads nothing).
+pub fn configured_scopes(ctx: &Context) -> Vec<GraphScope> {
     let mut scopes = Vec::new();
     if !ctx.settings.subscriptions.is_empty() {
         scopes.push(GraphScope::Subscriptions(
@@ -61,6 +62,11 @@ fn scopes(ctx: &Context) -> Result<Vec<GraphScope>, SweepError> {
             ctx.settings.management_groups.clone(),
         ));
     }
+    scopes
+}
+
+fn scopes(ctx: &Context) -> Result<Vec<GraphScope>, SweepError> {
+    let scopes = configured_scopes(ctx);
     if scopes.is_empty() {
         return Err(SweepError::NoSubscriptions);
     }

@@ -48,7 +48,7 @@ mod lease;
 mod plan;
 mod summary;
 
-pub use self::discover::{discover, scope_text, Discovery};
+pub use self::discover::{configured_scopes, discover, scope_text, Discovery};
 pub use self::plan::{action_name, drift_kind};
 pub use self::summary::{
     ArmUsage, NeedsHuman, SweepLatest, SweepPlanReport, SweepSummary, VmFailure,
