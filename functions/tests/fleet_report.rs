@@ -147,7 +147,10 @@ fn report_numbers_match_the_state() {
         .count();
     assert!(
         humans >= 6,
-        "kek-certificate, region mismatch, locked vaults: {humans}"
+        "kek-certificate, region mismatch, locked vaults: {humans} in {:?}",
+        vms.iter()
+            .map(|v| format!("{} {} {}", v["vmId"], v["status"], v["reason"]))
+            .collect::<Vec<_>>()
     );
     assert!(r["needsHuman"].as_array().expect("nh").len() >= humans);
     let protected = outcomes.get("protected").copied().unwrap_or(0) as usize;
