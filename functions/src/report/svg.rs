@@ -46,16 +46,21 @@ fn scale(max: f64) -> f64 {
     }
 }
 
+/// The `<svg>` start tag of a chart of `rows` rows, named `chart` and labelled `title`.
+fn open(chart: &str, title: &str, rows: usize) -> String {
+    let h = ROW_H * rows.max(1) as f64 + 10.0;
+    format!(
+        r#"<svg class="chart" data-chart="{}" role="img" aria-label="{}" width="{WIDTH}" height="{h}" viewBox="0 0 {WIDTH} {h}" xmlns="http://www.w3.org/2000/svg">"#,
+        esc(chart),
+        esc(title)
+    )
+}
+
 /// One horizontal bar per `(label, value)`.
 pub fn bars(chart: &str, title: &str, rows: &[(String, f64)], unit: &str) -> String {
     let max = rows.iter().map(|r| r.1).fold(0.0, f64::max);
     let k = scale(max);
-    let h = ROW_H * rows.len().max(1) as f64 + 10.0;
-    let mut s = format!(
-        r#"<svg class="chart" data-chart="{}" role="img" aria-label="{}" width="{WIDTH}" height="{h}" viewBox="0 0 {WIDTH} {h}" xmlns="http://www.w3.org/2000/svg">"#,
-        esc(chart),
-        esc(title)
-    );
+    let mut s = open(chart, title, rows.len());
     for (i, (label, v)) in rows.iter().enumerate() {
         let y = 5.0 + ROW_H * i as f64;
         let w = (v * k).max(if *v > 0.0 { 2.0 } else { 0.0 });
@@ -86,12 +91,7 @@ pub fn stacked(chart: &str, title: &str, rows: &[(String, Vec<(String, u64)>)]) 
         .map(|r| r.1.iter().map(|s| s.1).sum::<u64>() as f64)
         .fold(0.0, f64::max);
     let k = scale(max);
-    let h = ROW_H * rows.len().max(1) as f64 + 10.0;
-    let mut s = format!(
-        r#"<svg class="chart" data-chart="{}" role="img" aria-label="{}" width="{WIDTH}" height="{h}" viewBox="0 0 {WIDTH} {h}" xmlns="http://www.w3.org/2000/svg">"#,
-        esc(chart),
-        esc(title)
-    );
+    let mut s = open(chart, title, rows.len());
     for (i, (label, segs)) in rows.iter().enumerate() {
         let y = 5.0 + ROW_H * i as f64;
         let _ = write!(
