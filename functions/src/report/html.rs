@@ -334,7 +334,14 @@ fn retirement(s: &mut String, r: &FleetReport) {
         "VMs with ADE recovery points",
         &t.vms_with_recovery_points.to_string(),
     );
-    s.push_str("</div><h3>Can move to encryption at host</h3>");
+    s.push_str("</div>");
+    encryption_at_host(s, t);
+    retained_past_retirement(s, t);
+}
+
+/// Which ADE VMs can move to encryption at host: a chart by support and the VMs that cannot (yet).
+fn encryption_at_host(s: &mut String, t: &Retirement) {
+    s.push_str("<h3>Can move to encryption at host</h3>");
     let rows: Vec<(String, f64)> = [
         HostEncryption::Supported,
         HostEncryption::NotSupported,
@@ -365,6 +372,10 @@ fn retirement(s: &mut String, r: &FleetReport) {
                 ]
             }),
     );
+}
+
+/// Recovery points whose retention runs past the retirement date: restoring them needs ADE.
+fn retained_past_retirement(s: &mut String, t: &Retirement) {
     let _ = write!(
         s,
         "<h3>Recovery points retained past the retirement ({})</h3><p>Restoring these needs ADE.</p>",
