@@ -16,6 +16,16 @@ pub const KEY_VAULT_PERMISSION_ERRORS: [&str; 2] = [
     "UserErrorKeyVaultPermissionsNotConfiguredForBackup",
 ];
 
+/// Why no backup of an ADE VM can succeed when its last job failed with `code`: the
+/// key-encryption key belongs to a certificate (`UserErrorKekFromCertificateNotSupported`), which
+/// Azure Backup does not support. Retrying would only spend the item's daily on-demand backups.
+pub fn kek_certificate_failure(code: &str) -> bool {
+    code.to_ascii_lowercase().contains("certificate")
+}
+
+/// What a human must do about [`kek_certificate_failure`].
+pub const KEK_CERTIFICATE_FIX: &str = "the key-encryption key belongs to a certificate; Azure Backup supports only standalone keys for ADE VMs. Re-encrypt the VM with a standalone Key Vault key.";
+
 /// Whether a `protectionState` means protection was stopped (`ProtectionStopped`, with or
 /// without its data): the workflow enables protection again instead of keeping the item.
 pub fn protection_stopped(state: &str) -> bool {
@@ -258,6 +268,14 @@ fn plan_protected(
     let failed_code = failed_backup_code(item);
     if let Some(code) = &failed_code {
         p.drift.push(Drift::LastJobFailed { code: code.clone() });
+        if kek_certificate_failure(code) {
+            // No backup can succeed until the VM is re-encrypted; a backup now would only use up
+            // the item's on-demand backups of the day.
+            p.needs_human = Some(format!(
+                "unsupported: kek-certificate: {KEK_CERTIFICATE_FIX} (Azure: {code})"
+            ));
+            return;
+        }
         if KEY_VAULT_PERMISSION_ERRORS
             .iter()
             .any(|c| c.eq_ignore_ascii_case(code))
@@ -614,6 +632,35 @@ mod tests {
         assert_eq!(plans[0].actions, vec![Action::Protect, Action::BackupNow]);
         let kind = serde_json::to_value(&plans[0].drift[0]).expect("json");
         assert_eq!(kind["kind"], "disk-exclusion-on-ade");
+    }
+
+    #[test]
+    fn a_certificate_kek_failure_needs_a_human_not_another_backup() {
+        let now = Utc::now();
+        let vms = vec![vm("cert")];
+        let mut failed = item(&vms[0], Some(30), now);
+        failed.last_backup_status = Some("Failed".into());
+        failed.last_backup_error_code = Some("UserErrorKekFromCertificateNotSupported".into());
+        let items = vec![failed];
+        let inputs = SweepInputs {
+            vms: &vms,
+            protected_items: &items,
+            key_vaults_with_access: [kv().canonical()].into_iter().collect(),
+            now: Some(now),
+            ..Default::default()
+        };
+        let plans = plan(&rules(), &inputs);
+        assert_eq!(plans.len(), 1, "{plans:?}");
+        assert!(plans[0].actions.is_empty(), "{:?}", plans[0].actions);
+        let human = plans[0].needs_human.as_deref().unwrap_or_default();
+        assert!(
+            human.starts_with("unsupported: kek-certificate: "),
+            "{human}"
+        );
+        assert!(
+            human.contains("UserErrorKekFromCertificateNotSupported"),
+            "{human}"
+        );
     }
 
     #[test]

@@ -126,9 +126,10 @@ async fn failed(
     if kv_problem && op.grant_retries == 0 {
         return grant_again(ctx, op, code, text).await;
     }
-    if code.to_ascii_lowercase().contains("certificate") {
+    if crate::domain::sweep_plan::kek_certificate_failure(&code) {
         // Azure Backup supports standalone keys only; no retry can fix this.
-        let msg = format!("the key-encryption key belongs to a certificate; Azure Backup supports only standalone keys for ADE VMs. Re-encrypt the VM with a standalone Key Vault key. (Azure: {code}: {text})");
+        let fix = crate::domain::sweep_plan::KEK_CERTIFICATE_FIX;
+        let msg = format!("{fix} (Azure: {code}: {text})");
         let st = St::Unsupported;
         conclude(ctx, &op.operation_id, st, step, "kek-certificate", &msg).await?;
         return Ok(format!("{}: unsupported: kek-certificate", op.operation_id));
