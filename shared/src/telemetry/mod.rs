@@ -1,7 +1,8 @@
 //! Telemetry: structured logs through `tracing`, with redaction of anything secret-looking.
 //!
 //! `init` installs one subscriber for the whole process:
-//! - JSON (one object per line on stderr, what the Functions host and Log Analytics ingest) or a
+//! - JSON (one object per line on stderr, what the Functions host and Log Analytics ingest; each
+//!   line names the W3C `trace_id` and `span_id` of the innermost span it was written in) or a
 //!   human-readable form;
 //! - a filter from the option, else `RUST_LOG`, else `info`;
 //! - a [`RedactingMakeWriter`] between the formatter and stderr, so every formatted line passes
@@ -19,6 +20,7 @@
 //! `init` returns a [`Telemetry`] guard: call [`Telemetry::shutdown`] before the process exits so
 //! buffered spans and metrics are flushed.
 
+use json_ids::JsonWithSpanIds;
 use std::io;
 use tracing::Subscriber;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -129,8 +131,22 @@ pub fn subscriber_with_writer<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = resolve_filter(options, std::env::var("RUST_LOG").ok())?;
     let tracer = OtelProviders::build(&ExportTargets::default())?.tracer();
+    subscriber_with_tracer(options, make_writer, tracer)
+}
+
+/// [`subscriber_with_writer`] whose spans go to `tracer`: a test builds its own tracer provider
+/// (e.g. with an in-memory exporter) and installs the subscriber for its thread only
+/// (`tracing::subscriber::set_default`), with no process-wide state.
+pub fn subscriber_with_tracer<W>(
+    options: &TelemetryOptions,
+    make_writer: W,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> Result<impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>, TelemetryError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = resolve_filter(options, std::env::var("RUST_LOG").ok())?;
     Ok(build_subscriber(
         options.format,
         filter,
@@ -155,10 +171,14 @@ where
         LogFormat::Json => (
             Some(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(true)
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(JsonWithSpanIds::new(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(true)
+                            .with_span_list(true),
+                    ))
                     .with_writer(writer)
                     .with_filter(filter),
             ),
@@ -256,6 +276,8 @@ pub fn record_trace_ids(span: &tracing::Span) {
     }
 }
 
+pub mod http_client;
+mod json_ids;
 mod metrics;
 pub mod otel;
 mod redact;
@@ -266,7 +288,7 @@ pub use otel::{ExportError, ExportTargets, OtelProviders};
 pub use redact::{redact, redact_json, redact_owned, RedactingMakeWriter, RedactingWriter};
 pub use trace::{
     continue_trace, current_span_id, current_trace_id, current_traceparent, is_valid_traceparent,
-    DIAGNOSTIC_ID, TRACEPARENT,
+    send_span, DIAGNOSTIC_ID, TRACEPARENT,
 };
 
 /// A subscriber with the OpenTelemetry layer and no exporter, for unit tests.
@@ -320,5 +342,61 @@ mod tests {
         let err = resolve_filter(&TelemetryOptions::default(), Some("=,=[".into()))
             .expect_err("invalid RUST_LOG");
         assert!(err.to_string().contains("RUST_LOG"), "{err}");
+    }
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_name_the_innermost_span() {
+        let buffer = Buffer::default();
+        let writer = {
+            let b = buffer.clone();
+            move || b.clone()
+        };
+        let options = TelemetryOptions {
+            filter: Some("info".into()),
+            ..TelemetryOptions::default()
+        };
+        let subscriber = subscriber_with_writer(&options, writer).expect("subscriber");
+        let (outer, inner, trace) = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside any span");
+            let invocation = invocation_span("BackupVm", "m-1", 1);
+            record_trace_ids(&invocation);
+            let _g = invocation.enter();
+            let outer = current_span_id().expect("invocation span id");
+            tracing::info!("in the invocation");
+            let step = tracing::info_span!("step");
+            let _g2 = step.enter();
+            tracing::info!("in the step");
+            let inner = current_span_id().expect("step span id");
+            (outer, inner, current_trace_id().expect("trace id"))
+        });
+        assert_ne!(outer, inner);
+        let text = String::from_utf8(buffer.0.lock().expect("buffer").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].get("span_id").is_none(), "{}", lines[0]);
+        assert_eq!(lines[1]["span_id"], outer.as_str());
+        assert_eq!(lines[1]["trace_id"], trace.as_str());
+        assert_eq!(lines[2]["span_id"], inner.as_str(), "the step's own id");
+        assert_eq!(lines[2]["trace_id"], trace.as_str());
+        // The invocation's fields are still there, in the span list.
+        assert_eq!(lines[2]["spans"][0]["span_id"], outer.as_str());
+        assert_eq!(lines[2]["message"], "in the step");
     }
 }

@@ -10,10 +10,12 @@
 //!
 //! The resource honours `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (service name
 //! `ade-backup` otherwise); the sampler `OTEL_TRACES_SAMPLER` / `_ARG` (parent-based always-on by
-//! default). Spans go through batch processors and metrics through a periodic reader: both export
+//! default). The exporters share one HTTP client, built on the first export on an exporter
+//! thread ([`super::http_client`]), so start-up does not pay for it. Spans go through batch processors and metrics through a periodic reader: both export
 //! on their own background thread, so a handler never waits for (or fails because of) export.
 //! [`OtelProviders::shutdown`] flushes both.
 
+use super::http_client::{export_timeout, LazyHttpClient};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -92,14 +94,16 @@ impl OtelProviders {
         let resource = resource();
         let mut traces = SdkTracerProvider::builder().with_resource(resource.clone());
         let mut metrics = SdkMeterProvider::builder().with_resource(resource);
+        // One HTTP client for every exporter, built on the first export (not at start-up).
+        let client = LazyHttpClient::new(export_timeout(|k| std::env::var(k).ok(), EXPORT_TIMEOUT));
         if targets.otlp_endpoint.is_some() || targets.otlp_from_env {
             let base = targets.otlp_endpoint.as_deref();
-            traces = traces.with_batch_exporter(otlp_spans(base)?);
-            metrics = metrics.with_periodic_exporter(otlp_metrics(base)?);
+            traces = traces.with_batch_exporter(otlp_spans(base, &client)?);
+            metrics = metrics.with_periodic_exporter(otlp_metrics(base, &client)?);
         }
         if let Some(conn) = &targets.app_insights {
-            traces = traces.with_batch_exporter(app_insights(conn)?);
-            metrics = metrics.with_periodic_exporter(app_insights(conn)?);
+            traces = traces.with_batch_exporter(app_insights(conn, &client)?);
+            metrics = metrics.with_periodic_exporter(app_insights(conn, &client)?);
         }
         Ok(Self {
             tracer_provider: traces.build(),
@@ -143,10 +147,14 @@ fn resource() -> Resource {
 /// Export timeout when `OTEL_EXPORTER_OTLP_TIMEOUT` does not say otherwise.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn otlp_spans(base: Option<&str>) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
-    use opentelemetry_otlp::WithExportConfig;
+fn otlp_spans(
+    base: Option<&str>,
+    client: &LazyHttpClient,
+) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let mut b = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
     if let Some(base) = base {
         b = b
@@ -159,10 +167,14 @@ fn otlp_spans(base: Option<&str>) -> Result<opentelemetry_otlp::SpanExporter, Ex
     })
 }
 
-fn otlp_metrics(base: Option<&str>) -> Result<opentelemetry_otlp::MetricExporter, ExportError> {
-    use opentelemetry_otlp::WithExportConfig;
+fn otlp_metrics(
+    base: Option<&str>,
+    client: &LazyHttpClient,
+) -> Result<opentelemetry_otlp::MetricExporter, ExportError> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let mut b = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
+        .with_http_client(client.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
     if let Some(base) = base {
         b = b
@@ -175,23 +187,16 @@ fn otlp_metrics(base: Option<&str>) -> Result<opentelemetry_otlp::MetricExporter
     })
 }
 
-type AppInsightsExporter = opentelemetry_application_insights::Exporter<reqwest::blocking::Client>;
+type AppInsightsExporter = opentelemetry_application_insights::Exporter<LazyHttpClient>;
 
-fn app_insights(connection_string: &str) -> Result<AppInsightsExporter, ExportError> {
-    // A blocking client must not be built (or dropped) on an async runtime thread; the export
-    // runs on the SDK's own background thread.
-    let client = std::thread::spawn(|| {
-        reqwest::blocking::Client::builder()
-            .timeout(EXPORT_TIMEOUT)
-            .build()
-    })
-    .join()
-    .map_err(|_| ExportError::AppInsights("building the HTTP client panicked".into()))?
-    .map_err(|e| ExportError::AppInsights(format!("cannot build the HTTP client: {e}")))?;
+fn app_insights(
+    connection_string: &str,
+    client: &LazyHttpClient,
+) -> Result<AppInsightsExporter, ExportError> {
     // The connection string's own text is never echoed: it holds the instrumentation key.
     opentelemetry_application_insights::Exporter::new_from_connection_string(
         connection_string,
-        client,
+        client.clone(),
     )
     .map_err(|e| ExportError::AppInsights(crate::telemetry::redact_owned(e.to_string())))
 }
