@@ -107,6 +107,11 @@ pub fn init(options: TelemetryOptions) -> Result<Telemetry, TelemetryError> {
     let filter = resolve_filter(&options, std::env::var("RUST_LOG").ok())?;
     let targets =
         ExportTargets::resolve(options.otlp_endpoint.as_deref(), |k| std::env::var(k).ok());
+    if targets.any() {
+        if let Some(w) = ExportTargets::protocol_warning(|k| std::env::var(k).ok()) {
+            eprintln!("warning: {w}");
+        }
+    }
     // A misconfigured exporter must not cost the process its logs: run without export.
     let providers = OtelProviders::build(&targets).or_else(|e| {
         eprintln!("warning: telemetry is not exported: {e}");

@@ -63,6 +63,29 @@ impl ExportTargets {
         }
     }
 
+    /// A warning for an `OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_}PROTOCOL` this build does not
+    /// speak: OTLP leaves over HTTP/protobuf only (gRPC would add tonic and its stack to every
+    /// build: README "Observability"), so a collector's gRPC port (4317) will not answer.
+    pub fn protocol_warning(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+        [
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        ]
+        .iter()
+        .find_map(|k| {
+            let v = lookup(k)?;
+            let v = v.trim();
+            (!v.is_empty() && !v.eq_ignore_ascii_case("http/protobuf")).then(|| {
+                format!(
+                    "{k}={v:?} is not supported by this build: OTLP is exported over \
+                     http/protobuf (point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP \
+                     port, 4318 by default)"
+                )
+            })
+        })
+    }
+
     pub fn any(&self) -> bool {
         self.otlp_endpoint.is_some() || self.otlp_from_env || self.app_insights.is_some()
     }
@@ -244,6 +267,21 @@ mod tests {
             )]),
         );
         assert!(t.app_insights.is_some() && t.any());
+    }
+
+    #[test]
+    fn only_http_protobuf_is_spoken() {
+        assert_eq!(ExportTargets::protocol_warning(env(&[])), None);
+        let ok = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        assert_eq!(ExportTargets::protocol_warning(ok), None);
+        let grpc = env(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")]);
+        let w = ExportTargets::protocol_warning(grpc).expect("a warning");
+        assert!(
+            w.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && w.contains("4318"),
+            "{w}"
+        );
+        let json = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+        assert!(ExportTargets::protocol_warning(json).is_some());
     }
 
     #[test]
