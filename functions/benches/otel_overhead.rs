@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ade-backup");
-const START_PAIRS: usize = 20;
+const START_PAIRS: usize = 30;
 const WARMUP: usize = 200;
 const INVOCATIONS: usize = 3000;
 
@@ -56,17 +56,44 @@ fn env_for(endpoint: Option<&str>) -> Vec<(&str, &str)> {
         .unwrap_or_default()
 }
 
-/// Start-up times, `[off, on]`, interleaved pair by pair.
-async fn start_ups(client: &reqwest::Client, endpoint: &str) -> [Vec<Duration>; 2] {
-    let mut out = [Vec::new(), Vec::new()];
+/// Polls `/healthz` every millisecond (finer than `ServeProcess::wait_healthy`, whose 20 ms
+/// steps would swamp the difference being measured).
+async fn wait_healthy_fine(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("{base}/healthz");
+    loop {
+        if let Ok(resp) = client.get(&url).send().await {
+            if resp.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "serve did not come up at {base}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Start-up figures of one side: wall time to `/healthz` and the CPU time the process used
+/// until then (less sensitive to other processes on the machine than wall time).
+#[derive(Default)]
+struct StartUps {
+    wall: Vec<Duration>,
+    cpu_ticks: Vec<u64>,
+}
+
+/// Start-ups `[off, on]`, interleaved pair by pair.
+async fn start_ups(client: &reqwest::Client, endpoint: &str) -> [StartUps; 2] {
+    let mut out = [StartUps::default(), StartUps::default()];
     for pair in 0..START_PAIRS {
         for k in 0..2 {
             let side = (pair + k) % 2;
             let env = env_for((side == 1).then_some(endpoint));
             let t = Instant::now();
             let serve = ServeProcess::spawn(Path::new(BIN), &env);
-            serve.wait_healthy(client).await;
-            out[side].push(t.elapsed());
+            wait_healthy_fine(client, &serve.base).await;
+            out[side].wall.push(t.elapsed());
+            if let Some(c) = cpu_ticks(serve.pid()) {
+                out[side].cpu_ticks.push(c);
+            }
         }
     }
     out
@@ -160,13 +187,34 @@ fn main() {
         "otel_overhead: `ade-backup serve`, {START_PAIRS} start-up pairs, {INVOCATIONS} invocation \
          rounds (off/on interleaved); {spans} spans exported"
     );
-    let [s_off, s_on] = [percentile(&starts[0], 0.5), percentile(&starts[1], 0.5)];
+    let [s_off, s_on] = starts.each_ref().map(|s| percentile(&s.wall, 0.5));
+    let [c_off, c_on] = starts
+        .each_ref()
+        .map(|s| s.cpu_ticks.iter().sum::<u64>() as f64 * 10.0 / s.cpu_ticks.len().max(1) as f64);
     let [m_off, m_on] = inv.latencies.each_ref().map(|l| percentile(l, 0.5));
     let [p_off, p_on] = inv.latencies.each_ref().map(|l| percentile(l, 0.9));
     println!(
         "  export disabled: start median {s_off:?}, invocation median {m_off:?} p90 {p_off:?}"
     );
     println!("  export enabled:  start median {s_on:?}, invocation median {m_on:?} p90 {p_on:?}");
+    // Robust to the machine's load swings: each pair's two start-ups ran back to back.
+    let pair_ratios: Vec<f64> = starts[0]
+        .wall
+        .iter()
+        .zip(&starts[1].wall)
+        .map(|(off, on)| ratio(*on, *off))
+        .collect();
+    let mut sorted = pair_ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let [min_off, min_on] = starts.each_ref().map(|s| percentile(&s.wall, 0.0));
+    println!(
+        "  start-up wall: fastest disabled {min_off:?}, enabled {min_on:?}; median of per-pair ratios {:.3}",
+        sorted[sorted.len() / 2]
+    );
+    println!(
+        "  start-up CPU (mean, 10 ms ticks): disabled {c_off:.1} ms, enabled {c_on:.1} ms, ratio {:.3}",
+        c_on / c_off.max(f64::MIN_POSITIVE)
+    );
     if let [Some(c_off), Some(c_on)] = inv.cpu {
         let per = |ticks: u64| ticks as f64 * 10_000.0 / INVOCATIONS as f64;
         println!(

@@ -242,10 +242,10 @@ fn resolve_filter(
 }
 
 /// The span of one function invocation (OpenTelemetry kind `consumer`, named after the
-/// function): every event inside it (and inside its child spans) carries `function`,
-/// `message_id`, `trace_id` and `span_id` in the JSON output (`span` and `spans` keys). Call
-/// [`continue_trace`] on it before it is entered, then [`record_trace_ids`]; `vm_id`,
-/// `ticket_id`, `correlation_id` and `invocation_id` are recorded by whoever knows them.
+/// function): every event inside it (and inside its child spans) carries `function` and
+/// `message_id` in the JSON output (`span` and `spans` keys), and the W3C `trace_id` / `span_id`
+/// of the innermost span at the top level. Call [`continue_trace`] on it before it is entered;
+/// `vm_id`, `ticket_id`, `correlation_id` and `invocation_id` are recorded by whoever knows them.
 pub fn invocation_span(function: &str, message_id: &str, delivery_count: u32) -> tracing::Span {
     tracing::info_span!(
         "invocation",
@@ -263,22 +263,7 @@ pub fn invocation_span(function: &str, message_id: &str, delivery_count: u32) ->
         vm_id = tracing::field::Empty,
         ticket_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
     )
-}
-
-/// Records the span's own W3C trace and span ids as its `trace_id` / `span_id` fields, so every
-/// log line inside names them. Builds the OpenTelemetry span: call [`continue_trace`] first.
-pub fn record_trace_ids(span: &tracing::Span) {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    if sc.is_valid() {
-        span.record("trace_id", tracing::field::display(sc.trace_id()));
-        span.record("span_id", tracing::field::display(sc.span_id()));
-    }
 }
 
 pub mod http_client;
@@ -378,7 +363,6 @@ mod tests {
         let (outer, inner, trace) = tracing::subscriber::with_default(subscriber, || {
             tracing::info!("outside any span");
             let invocation = invocation_span("BackupVm", "m-1", 1);
-            record_trace_ids(&invocation);
             let _g = invocation.enter();
             let outer = current_span_id().expect("invocation span id");
             tracing::info!("in the invocation");
@@ -401,7 +385,7 @@ mod tests {
         assert_eq!(lines[2]["span_id"], inner.as_str(), "the step's own id");
         assert_eq!(lines[2]["trace_id"], trace.as_str());
         // The invocation's fields are still there, in the span list.
-        assert_eq!(lines[2]["spans"][0]["span_id"], outer.as_str());
+        assert_eq!(lines[2]["spans"][0]["message_id"], "m-1");
         assert_eq!(lines[2]["message"], "in the step");
     }
 }
