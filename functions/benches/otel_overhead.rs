@@ -9,7 +9,8 @@
 //! processes run side by side and each invocation round calls both, in alternating order. The
 //! receiver runs on its own runtime and only stores what it is sent (decoding happens after the
 //! measurement). Target (issue 13): enabled within 10% of disabled. Prints figures and ratios;
-//! asserts nothing.
+//! asserts nothing. `OTEL_OVERHEAD_AA=1` runs both sides with export disabled: the ratios of that
+//! run are the machine's noise floor.
 //!
 //! `cargo bench -p ade-backup-functions --bench otel_overhead`
 
@@ -50,8 +51,15 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// `OTEL_OVERHEAD_AA=1`: both sides run with export disabled — an A/A run whose ratios show
+/// the machine's noise floor, to read the real run's ratios against.
+fn aa_run() -> bool {
+    std::env::var("OTEL_OVERHEAD_AA").is_ok_and(|v| v == "1")
+}
+
 fn env_for(endpoint: Option<&str>) -> Vec<(&str, &str)> {
     endpoint
+        .filter(|_| !aa_run())
         .map(|e| vec![("OTEL_EXPORTER_OTLP_ENDPOINT", e)])
         .unwrap_or_default()
 }
@@ -184,8 +192,9 @@ fn main() {
     let spans = receiver.spans().len();
 
     println!(
-        "otel_overhead: `ade-backup serve`, {START_PAIRS} start-up pairs, {INVOCATIONS} invocation \
-         rounds (off/on interleaved); {spans} spans exported"
+        "otel_overhead{}: `ade-backup serve`, {START_PAIRS} start-up pairs, {INVOCATIONS} invocation \
+         rounds (off/on interleaved); {spans} spans exported",
+        if aa_run() { " (A/A: export disabled on both sides)" } else { "" }
     );
     let [s_off, s_on] = starts.each_ref().map(|s| percentile(&s.wall, 0.5));
     let [c_off, c_on] = starts
