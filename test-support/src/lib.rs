@@ -9,11 +9,14 @@
 //! - [`app`]: the real custom-handler server in a task ([`spawn_app`], [`serve`]);
 //! - [`flaky_store`]: a state store that fails writes on demand;
 //! - [`otlp`]: an in-process OTLP/HTTP receiver (traces and metrics) for the telemetry tests;
+//! - [`otel_capture`]: a test-local tracer provider and subscriber (spans and JSON logs in
+//!   memory, installed for one thread) for the in-process telemetry tests;
 //! - [`receipt`]: a test-only handler that records each message it receives;
 //! - [`serve_process`]: the real `ade-backup serve` process and host-shaped invocation payloads.
 
 pub mod app;
 pub mod flaky_store;
+pub mod otel_capture;
 pub mod otlp;
 pub mod pump;
 pub mod receipt;

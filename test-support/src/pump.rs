@@ -11,6 +11,11 @@
 //!   handler as soon as it is due on the handlers' clock, whatever else is still running (no
 //!   batch barrier), as Service Bus triggers do.
 //!
+//! Every message carries its application properties into the invocation the way the Functions
+//! host passes them (`Metadata.ApplicationProperties`), and a sent message gets the
+//! `traceparent` of a producer span as the Service Bus client gives it: traces chain across the
+//! in-process queues as they do across Service Bus.
+//!
 //! Either way a transient failure is redelivered (`DeliveryCount` + 1, dead-lettered after the
 //! tenth) and a first delivery of a `MessageId` delivered within the duplicate-detection window
 //! is dropped ([`PumpOptions`]).
@@ -19,9 +24,11 @@ use ade_backup_functions::context::{Context, ManualClock};
 use ade_backup_functions::handlers::{self, FunctionSpec, Outcome, Registry};
 use ade_backup_functions::host::protocol::{ServiceBusMessage, TriggerInput, TriggerSpec};
 use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
+use ade_backup_shared::telemetry;
 use ade_backup_sim::Simulator;
 use chrono::{DateTime, TimeDelta, Utc};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -160,7 +167,8 @@ pub struct QueuePump {
 
 #[async_trait::async_trait]
 impl MessageSender for QueuePump {
-    async fn send(&self, message: OutboundMessage) -> Result<(), MessagingError> {
+    async fn send(&self, mut message: OutboundMessage) -> Result<(), MessagingError> {
+        stamp_trace_context(&mut message);
         let mut q = lock(&self.queues);
         if q.refused.contains(&message.queue) {
             return Err(MessagingError::Rejected {
@@ -227,6 +235,17 @@ impl QueuePump {
 
     /// Enqueues a message as an outside system would (e.g. a ticketing system's request).
     pub fn enqueue(&self, queue: &str, message_id: &str, body: Vec<u8>) {
+        self.enqueue_with_properties(queue, message_id, body, BTreeMap::new());
+    }
+
+    /// [`QueuePump::enqueue`] with application properties (e.g. the sender's `traceparent`).
+    pub fn enqueue_with_properties(
+        &self,
+        queue: &str,
+        message_id: &str,
+        body: Vec<u8>,
+        properties: BTreeMap<String, String>,
+    ) {
         let message = OutboundMessage {
             queue: queue.to_string(),
             message_id: message_id.to_string(),
@@ -234,7 +253,7 @@ impl QueuePump {
             scheduled_enqueue_time: None,
             content_type: "application/json".into(),
             body,
-            properties: Default::default(),
+            properties,
         };
         lock(&self.queues).push(message, 1);
     }
@@ -462,6 +481,25 @@ impl QueuePump {
     }
 }
 
+/// What the Service Bus client does on every send: a producer span, and the message's
+/// `traceparent` application property naming it (unless the sender set one), so the invocation
+/// that receives it continues the trace as it does in production.
+fn stamp_trace_context(message: &mut OutboundMessage) {
+    let span = telemetry::send_span(&message.queue, &message.message_id);
+    let has = message
+        .properties
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case(telemetry::TRACEPARENT));
+    if has {
+        return;
+    }
+    if let Some(tp) = span.in_scope(telemetry::current_traceparent) {
+        message
+            .properties
+            .insert(telemetry::TRACEPARENT.to_string(), tp);
+    }
+}
+
 /// Hands `message` to `spec`'s handler the way the Functions host does, enqueued "now".
 async fn dispatch_one(
     spec: &FunctionSpec,
@@ -480,7 +518,13 @@ async fn dispatch_one(
         enqueued_time: Some(ctx.clock.now()),
         expires_at: None,
         sequence_number: None,
-        user_properties: Default::default(),
+        // Application properties reach the handler as the Functions host passes them
+        // (`Metadata.ApplicationProperties`), so the invocation continues the sender's trace.
+        user_properties: message
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
     };
     handlers::dispatch(spec, TriggerInput::ServiceBus(sb), ctx).await
 }

@@ -28,7 +28,6 @@ pub fn span(function: &str, input: &TriggerInput, invocation_id: Option<&str>) -
     if let Some(id) = invocation_id {
         span.record("invocation_id", id);
     }
-    telemetry::record_trace_ids(&span);
     span
 }
 

@@ -176,16 +176,7 @@ impl MessageSender for ServiceBusSender {
         use tracing::Instrument;
         // The producer span: the message's `traceparent` names it, so the consumer's invocation
         // span is its child (OpenTelemetry messaging conventions: `send {destination}`).
-        let span = tracing::info_span!(
-            "send",
-            otel.name = format!("send {}", message.queue),
-            otel.kind = "producer",
-            otel.status_code = tracing::field::Empty,
-            messaging.system = "servicebus",
-            messaging.operation.type = "send",
-            messaging.destination.name = %message.queue,
-            messaging.message.id = %message.message_id,
-        );
+        let span = crate::telemetry::send_span(&message.queue, &message.message_id);
         let result = self.send_in_span(message).instrument(span.clone()).await;
         if result.is_err() {
             span.record("otel.status_code", "ERROR");

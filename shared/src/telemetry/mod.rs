@@ -1,7 +1,8 @@
 //! Telemetry: structured logs through `tracing`, with redaction of anything secret-looking.
 //!
 //! `init` installs one subscriber for the whole process:
-//! - JSON (one object per line on stderr, what the Functions host and Log Analytics ingest) or a
+//! - JSON (one object per line on stderr, what the Functions host and Log Analytics ingest; each
+//!   line names the W3C `trace_id` and `span_id` of the innermost span it was written in) or a
 //!   human-readable form;
 //! - a filter from the option, else `RUST_LOG`, else `info`;
 //! - a [`RedactingMakeWriter`] between the formatter and stderr, so every formatted line passes
@@ -19,6 +20,7 @@
 //! `init` returns a [`Telemetry`] guard: call [`Telemetry::shutdown`] before the process exits so
 //! buffered spans and metrics are flushed.
 
+use json_ids::JsonWithSpanIds;
 use std::io;
 use tracing::Subscriber;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -105,6 +107,11 @@ pub fn init(options: TelemetryOptions) -> Result<Telemetry, TelemetryError> {
     let filter = resolve_filter(&options, std::env::var("RUST_LOG").ok())?;
     let targets =
         ExportTargets::resolve(options.otlp_endpoint.as_deref(), |k| std::env::var(k).ok());
+    if targets.any() {
+        if let Some(w) = ExportTargets::protocol_warning(|k| std::env::var(k).ok()) {
+            eprintln!("warning: {w}");
+        }
+    }
     // A misconfigured exporter must not cost the process its logs: run without export.
     let providers = OtelProviders::build(&targets).or_else(|e| {
         eprintln!("warning: telemetry is not exported: {e}");
@@ -129,8 +136,22 @@ pub fn subscriber_with_writer<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = resolve_filter(options, std::env::var("RUST_LOG").ok())?;
     let tracer = OtelProviders::build(&ExportTargets::default())?.tracer();
+    subscriber_with_tracer(options, make_writer, tracer)
+}
+
+/// [`subscriber_with_writer`] whose spans go to `tracer`: a test builds its own tracer provider
+/// (e.g. with an in-memory exporter) and installs the subscriber for its thread only
+/// (`tracing::subscriber::set_default`), with no process-wide state.
+pub fn subscriber_with_tracer<W>(
+    options: &TelemetryOptions,
+    make_writer: W,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> Result<impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>, TelemetryError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = resolve_filter(options, std::env::var("RUST_LOG").ok())?;
     Ok(build_subscriber(
         options.format,
         filter,
@@ -155,10 +176,14 @@ where
         LogFormat::Json => (
             Some(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(true)
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(JsonWithSpanIds::new(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(true)
+                            .with_span_list(true),
+                    ))
                     .with_writer(writer)
                     .with_filter(filter),
             ),
@@ -183,7 +208,13 @@ where
                 .with_tracer(tracer)
                 .with_threads(false)
                 .with_location(false)
+                // The module path is no use in a trace (the span name and `function` say what
+                // ran): one attribute less on every span, built, exported and stored.
+                .with_target(false)
                 .with_tracked_inactivity(false)
+                // Entering a span makes its context the thread's current OpenTelemetry context:
+                // what the JSON log lines read their `trace_id` / `span_id` from (`json_ids`).
+                .with_context_activation(true)
                 .with_filter(span_filter()),
         )
         .with(json)
@@ -217,10 +248,10 @@ fn resolve_filter(
 }
 
 /// The span of one function invocation (OpenTelemetry kind `consumer`, named after the
-/// function): every event inside it (and inside its child spans) carries `function`,
-/// `message_id`, `trace_id` and `span_id` in the JSON output (`span` and `spans` keys). Call
-/// [`continue_trace`] on it before it is entered, then [`record_trace_ids`]; `vm_id`,
-/// `ticket_id`, `correlation_id` and `invocation_id` are recorded by whoever knows them.
+/// function): every event inside it (and inside its child spans) carries `function` and
+/// `message_id` in the JSON output (`span` and `spans` keys), and the W3C `trace_id` / `span_id`
+/// of the innermost span at the top level. Call [`continue_trace`] on it before it is entered;
+/// `vm_id`, `ticket_id`, `correlation_id` and `invocation_id` are recorded by whoever knows them.
 pub fn invocation_span(function: &str, message_id: &str, delivery_count: u32) -> tracing::Span {
     tracing::info_span!(
         "invocation",
@@ -238,24 +269,11 @@ pub fn invocation_span(function: &str, message_id: &str, delivery_count: u32) ->
         vm_id = tracing::field::Empty,
         ticket_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
     )
 }
 
-/// Records the span's own W3C trace and span ids as its `trace_id` / `span_id` fields, so every
-/// log line inside names them. Builds the OpenTelemetry span: call [`continue_trace`] first.
-pub fn record_trace_ids(span: &tracing::Span) {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    if sc.is_valid() {
-        span.record("trace_id", tracing::field::display(sc.trace_id()));
-        span.record("span_id", tracing::field::display(sc.span_id()));
-    }
-}
-
+pub mod http_client;
+mod json_ids;
 mod metrics;
 pub mod otel;
 mod redact;
@@ -266,7 +284,7 @@ pub use otel::{ExportError, ExportTargets, OtelProviders};
 pub use redact::{redact, redact_json, redact_owned, RedactingMakeWriter, RedactingWriter};
 pub use trace::{
     continue_trace, current_span_id, current_trace_id, current_traceparent, is_valid_traceparent,
-    DIAGNOSTIC_ID, TRACEPARENT,
+    send_span, DIAGNOSTIC_ID, TRACEPARENT,
 };
 
 /// A subscriber with the OpenTelemetry layer and no exporter, for unit tests.
@@ -320,5 +338,60 @@ mod tests {
         let err = resolve_filter(&TelemetryOptions::default(), Some("=,=[".into()))
             .expect_err("invalid RUST_LOG");
         assert!(err.to_string().contains("RUST_LOG"), "{err}");
+    }
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_name_the_innermost_span() {
+        let buffer = Buffer::default();
+        let writer = {
+            let b = buffer.clone();
+            move || b.clone()
+        };
+        let options = TelemetryOptions {
+            filter: Some("info".into()),
+            ..TelemetryOptions::default()
+        };
+        let subscriber = subscriber_with_writer(&options, writer).expect("subscriber");
+        let (outer, inner, trace) = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside any span");
+            let invocation = invocation_span("BackupVm", "m-1", 1);
+            let _g = invocation.enter();
+            let outer = current_span_id().expect("invocation span id");
+            tracing::info!("in the invocation");
+            let step = tracing::info_span!("step");
+            let _g2 = step.enter();
+            tracing::info!("in the step");
+            let inner = current_span_id().expect("step span id");
+            (outer, inner, current_trace_id().expect("trace id"))
+        });
+        assert_ne!(outer, inner);
+        let text = String::from_utf8(buffer.0.lock().expect("buffer").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].get("span_id").is_none(), "{}", lines[0]);
+        assert_eq!(lines[1]["span_id"], outer.as_str());
+        assert_eq!(lines[1]["trace_id"], trace.as_str());
+        assert_eq!(lines[2]["span_id"], inner.as_str(), "the step's own id");
+        assert_eq!(lines[2]["trace_id"], trace.as_str());
+        // The invocation's fields are still there, in the span list.
+        assert_eq!(lines[2]["spans"][0]["message_id"], "m-1");
+        assert_eq!(lines[2]["message"], "in the step");
     }
 }

@@ -10,10 +10,12 @@
 //!
 //! The resource honours `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (service name
 //! `ade-backup` otherwise); the sampler `OTEL_TRACES_SAMPLER` / `_ARG` (parent-based always-on by
-//! default). Spans go through batch processors and metrics through a periodic reader: both export
+//! default). The exporters share one HTTP client, built on the first export on an exporter
+//! thread ([`super::http_client`]), so start-up does not pay for it. Spans go through batch processors and metrics through a periodic reader: both export
 //! on their own background thread, so a handler never waits for (or fails because of) export.
 //! [`OtelProviders::shutdown`] flushes both.
 
+use super::http_client::{export_timeout, LazyHttpClient};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -61,6 +63,29 @@ impl ExportTargets {
         }
     }
 
+    /// A warning for an `OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_}PROTOCOL` this build does not
+    /// speak: OTLP leaves over HTTP/protobuf only (gRPC would add tonic and its stack to every
+    /// build: README "Observability"), so a collector's gRPC port (4317) will not answer.
+    pub fn protocol_warning(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+        [
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        ]
+        .iter()
+        .find_map(|k| {
+            let v = lookup(k)?;
+            let v = v.trim();
+            (!v.is_empty() && !v.eq_ignore_ascii_case("http/protobuf")).then(|| {
+                format!(
+                    "{k}={v:?} is not supported by this build: OTLP is exported over \
+                     http/protobuf (point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP \
+                     port, 4318 by default)"
+                )
+            })
+        })
+    }
+
     pub fn any(&self) -> bool {
         self.otlp_endpoint.is_some() || self.otlp_from_env || self.app_insights.is_some()
     }
@@ -92,14 +117,16 @@ impl OtelProviders {
         let resource = resource();
         let mut traces = SdkTracerProvider::builder().with_resource(resource.clone());
         let mut metrics = SdkMeterProvider::builder().with_resource(resource);
+        // One HTTP client for every exporter, built on the first export (not at start-up).
+        let client = LazyHttpClient::new(export_timeout(|k| std::env::var(k).ok(), EXPORT_TIMEOUT));
         if targets.otlp_endpoint.is_some() || targets.otlp_from_env {
             let base = targets.otlp_endpoint.as_deref();
-            traces = traces.with_batch_exporter(otlp_spans(base)?);
-            metrics = metrics.with_periodic_exporter(otlp_metrics(base)?);
+            traces = traces.with_batch_exporter(otlp_spans(base, &client)?);
+            metrics = metrics.with_periodic_exporter(otlp_metrics(base, &client)?);
         }
         if let Some(conn) = &targets.app_insights {
-            traces = traces.with_batch_exporter(app_insights(conn)?);
-            metrics = metrics.with_periodic_exporter(app_insights(conn)?);
+            traces = traces.with_batch_exporter(app_insights(conn, &client)?);
+            metrics = metrics.with_periodic_exporter(app_insights(conn, &client)?);
         }
         Ok(Self {
             tracer_provider: traces.build(),
@@ -143,10 +170,14 @@ fn resource() -> Resource {
 /// Export timeout when `OTEL_EXPORTER_OTLP_TIMEOUT` does not say otherwise.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn otlp_spans(base: Option<&str>) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
-    use opentelemetry_otlp::WithExportConfig;
+fn otlp_spans(
+    base: Option<&str>,
+    client: &LazyHttpClient,
+) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let mut b = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
     if let Some(base) = base {
         b = b
@@ -159,10 +190,14 @@ fn otlp_spans(base: Option<&str>) -> Result<opentelemetry_otlp::SpanExporter, Ex
     })
 }
 
-fn otlp_metrics(base: Option<&str>) -> Result<opentelemetry_otlp::MetricExporter, ExportError> {
-    use opentelemetry_otlp::WithExportConfig;
+fn otlp_metrics(
+    base: Option<&str>,
+    client: &LazyHttpClient,
+) -> Result<opentelemetry_otlp::MetricExporter, ExportError> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let mut b = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
+        .with_http_client(client.clone())
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
     if let Some(base) = base {
         b = b
@@ -175,23 +210,16 @@ fn otlp_metrics(base: Option<&str>) -> Result<opentelemetry_otlp::MetricExporter
     })
 }
 
-type AppInsightsExporter = opentelemetry_application_insights::Exporter<reqwest::blocking::Client>;
+type AppInsightsExporter = opentelemetry_application_insights::Exporter<LazyHttpClient>;
 
-fn app_insights(connection_string: &str) -> Result<AppInsightsExporter, ExportError> {
-    // A blocking client must not be built (or dropped) on an async runtime thread; the export
-    // runs on the SDK's own background thread.
-    let client = std::thread::spawn(|| {
-        reqwest::blocking::Client::builder()
-            .timeout(EXPORT_TIMEOUT)
-            .build()
-    })
-    .join()
-    .map_err(|_| ExportError::AppInsights("building the HTTP client panicked".into()))?
-    .map_err(|e| ExportError::AppInsights(format!("cannot build the HTTP client: {e}")))?;
+fn app_insights(
+    connection_string: &str,
+    client: &LazyHttpClient,
+) -> Result<AppInsightsExporter, ExportError> {
     // The connection string's own text is never echoed: it holds the instrumentation key.
     opentelemetry_application_insights::Exporter::new_from_connection_string(
         connection_string,
-        client,
+        client.clone(),
     )
     .map_err(|e| ExportError::AppInsights(crate::telemetry::redact_owned(e.to_string())))
 }
@@ -239,6 +267,21 @@ mod tests {
             )]),
         );
         assert!(t.app_insights.is_some() && t.any());
+    }
+
+    #[test]
+    fn only_http_protobuf_is_spoken() {
+        assert_eq!(ExportTargets::protocol_warning(env(&[])), None);
+        let ok = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        assert_eq!(ExportTargets::protocol_warning(ok), None);
+        let grpc = env(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")]);
+        let w = ExportTargets::protocol_warning(grpc).expect("a warning");
+        assert!(
+            w.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && w.contains("4318"),
+            "{w}"
+        );
+        let json = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+        assert!(ExportTargets::protocol_warning(json).is_some());
     }
 
     #[test]

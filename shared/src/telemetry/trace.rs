@@ -36,6 +36,23 @@ pub fn continue_trace(
     Some(trace_id)
 }
 
+/// The producer span of sending one message (OpenTelemetry messaging conventions: kind
+/// `producer`, named `send {queue}`). The `traceparent` a message carries is taken inside it
+/// ([`current_traceparent`]), so the consumer's invocation span is its child. Every
+/// `MessageSender` opens it: the Service Bus client and the tests' in-process queues alike.
+pub fn send_span(queue: &str, message_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "send",
+        otel.name = format!("send {queue}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "servicebus",
+        messaging.operation.type = "send",
+        messaging.destination.name = queue,
+        messaging.message.id = message_id,
+    )
+}
+
 /// The context a `traceparent` value names, if it is a valid W3C one.
 fn extract(traceparent: &str, tracestate: Option<String>) -> Option<opentelemetry::Context> {
     let mut carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.trim().to_string())]);
