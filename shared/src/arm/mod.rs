@@ -74,7 +74,7 @@ pub use common::SubResource;
 pub use compute::{
     AdeExtensionSettings, DataDisk, DiskEncryptionSettings, DiskInstanceView,
     ExtensionInstanceView, InstanceViewStatus, KeyVaultKeyReference, KeyVaultSecretReference,
-    OsDisk, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties, VmInstanceView,
+    OsDisk, ProtectedSettings, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties, VmInstanceView,
     VmProperties,
 };
 pub use error::ArmError;
