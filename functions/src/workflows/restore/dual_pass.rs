@@ -5,8 +5,8 @@
 //!
 //! With `ADE_BACKUP_AAD_CLIENT_SECRET_URL` set (a Key Vault secret named by configuration, never
 //! by a message), [`credentials`] reads that secret through the Key Vault data plane at reinstall
-//! time and hands back the `protectedSettings` (`AADClientID` recorded at protection +
-//! `AADClientSecret`); the value lives only in that request body: never logged, never stored in
+//! time and hands back the `protectedSettings` (`AADClientSecret`; the `AADClientID` recorded
+//! at protection goes in the public settings); the value lives only in that request body: never logged, never stored in
 //! the restore document, read again on a redelivery. Without the setting, or when the secret
 //! cannot be read, the restore stops at the reinstall step with `reinstall-needs-aad-credentials`
 //! and the exact command — the deployed VM is kept, and the ticket never reads `completed` with
@@ -60,13 +60,13 @@ pub async fn credentials(
         let why = "which ade-backup does not have (ADE_BACKUP_AAD_CLIENT_SECRET_URL is not set)";
         return stop(ctx, ticket, ade, vm, why).await.map(Err);
     };
-    let Some(client_id) = ade.aad_client_id.clone() else {
+    if ade.aad_client_id.is_none() {
         let why = "but no AADClientID was recorded at protection";
         return stop(ctx, ticket, ade, vm, why).await.map(Err);
-    };
+    }
     match read_secret(ctx, &secret).await {
+        // `AADClientID` goes in the public settings (`AdeSettings::to_extension_settings`).
         Ok(value) => Ok(Ok(ProtectedSettings::new(serde_json::json!({
-            "AADClientID": client_id,
             "AADClientSecret": value.expose(),
         })))),
         Err(KeyVaultError::Http { source, .. }) if source.is_transient() => Err(
