@@ -19,10 +19,10 @@
 
 mod keyvault;
 
-pub use keyvault::KeyVaultSettings;
 use crate::domain::kv_access::RbacRoleChoice;
 use crate::domain::restore_allowlist::RestoreAllowlist;
 use crate::domain::rules::ProtectionRules;
+pub use keyvault::KeyVaultSettings;
 use std::path::PathBuf;
 use url::Url;
 

@@ -136,21 +136,34 @@ impl Simulator {
         })
     }
 
+    /// The next Encryption Info blob a restore job writes gets these `OsDiskKeyAndSecretDetails`
+    /// fields (tampering by whoever can write to the staging account).
+    pub fn tamper_next_encryption_info(&self, fields: serde_json::Value) {
+        self.with_world(|w| w.kv_data.tamper_next_encryption_info = Some(fields));
+    }
+
     /// (keys restored, secrets restored, restore conflicts, secret reads) so far.
     pub fn key_vault_data_counts(&self) -> (u64, u64, u64, u64) {
         self.with_world(|w| {
             let d = &w.kv_data;
-            (d.keys_restored, d.secrets_restored, d.restore_conflicts, d.secret_reads)
+            (
+                d.keys_restored,
+                d.secrets_restored,
+                d.restore_conflicts,
+                d.secret_reads,
+            )
         })
     }
 
     /// Whether `key_vault` holds a secret (`secrets`) or key (`keys`) named `name`.
     pub fn key_vault_has(&self, key_vault: &str, what: &str, name: &str) -> bool {
         self.with_world(|w| {
-            w.key_vaults.get(&world::lc(key_vault)).is_some_and(|kv| match what {
-                "keys" => kv.keys.contains_key(&world::lc(name)),
-                _ => kv.secrets.iter().any(|s| s.eq_ignore_ascii_case(name)),
-            })
+            w.key_vaults
+                .get(&world::lc(key_vault))
+                .is_some_and(|kv| match what {
+                    "keys" => kv.keys.contains_key(&world::lc(name)),
+                    _ => kv.secrets.iter().any(|s| s.eq_ignore_ascii_case(name)),
+                })
         })
     }
 }

@@ -17,7 +17,9 @@ pub struct KeyVaultSettings {
     pub aad_client_secret: Option<KeyVaultUrl>,
 }
 
-pub(super) fn parse(get: &dyn Fn(&str) -> Option<String>) -> Result<KeyVaultSettings, SettingsError> {
+pub(super) fn parse(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<KeyVaultSettings, SettingsError> {
     const RESTORE: &str = "ADE_BACKUP_RESTORE_KEY_MATERIAL";
     const AAD: &str = "ADE_BACKUP_AAD_CLIENT_SECRET_URL";
     let restore_key_material = match get(RESTORE).as_deref() {
@@ -57,8 +59,10 @@ mod tests {
     use super::*;
 
     fn from(vars: &[(&str, &str)]) -> Result<KeyVaultSettings, SettingsError> {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         parse(&|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
     }
 
@@ -71,19 +75,37 @@ mod tests {
     fn the_aad_secret_must_be_a_key_vault_secret_url() {
         let s = from(&[
             ("ADE_BACKUP_RESTORE_KEY_MATERIAL", "true"),
-            ("ADE_BACKUP_AAD_CLIENT_SECRET_URL", "https://kv-ops.vault.azure.net/secrets/ade-aad-app"),
+            (
+                "ADE_BACKUP_AAD_CLIENT_SECRET_URL",
+                "https://kv-ops.vault.azure.net/secrets/ade-aad-app",
+            ),
         ])
         .expect("valid");
         assert!(s.restore_key_material);
-        assert_eq!(s.aad_client_secret.expect("url").object_name(), "ade-aad-app");
+        assert_eq!(
+            s.aad_client_secret.expect("url").object_name(),
+            "ade-aad-app"
+        );
         for (var, bad) in [
             ("ADE_BACKUP_RESTORE_KEY_MATERIAL", "yes"),
-            ("ADE_BACKUP_AAD_CLIENT_SECRET_URL", "https://kv-ops.vault.azure.net/keys/k1"),
-            ("ADE_BACKUP_AAD_CLIENT_SECRET_URL", "http://kv-ops.vault.azure.net/secrets/s"),
-            ("ADE_BACKUP_AAD_CLIENT_SECRET_URL", "https://evil.example/secrets/s"),
+            (
+                "ADE_BACKUP_AAD_CLIENT_SECRET_URL",
+                "https://kv-ops.vault.azure.net/keys/k1",
+            ),
+            (
+                "ADE_BACKUP_AAD_CLIENT_SECRET_URL",
+                "http://kv-ops.vault.azure.net/secrets/s",
+            ),
+            (
+                "ADE_BACKUP_AAD_CLIENT_SECRET_URL",
+                "https://evil.example/secrets/s",
+            ),
         ] {
             let e = from(&[(var, bad)]).expect_err(bad);
-            assert!(matches!(e, SettingsError::Invalid { var: v, .. } if v == var), "{bad}: {e}");
+            assert!(
+                matches!(e, SettingsError::Invalid { var: v, .. } if v == var),
+                "{bad}: {e}"
+            );
         }
     }
 }

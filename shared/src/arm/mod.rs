@@ -74,8 +74,8 @@ pub use common::SubResource;
 pub use compute::{
     AdeExtensionSettings, DataDisk, DiskEncryptionSettings, DiskInstanceView,
     ExtensionInstanceView, InstanceViewStatus, KeyVaultKeyReference, KeyVaultSecretReference,
-    OsDisk, ProtectedSettings, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties, VmInstanceView,
-    VmProperties,
+    OsDisk, ProtectedSettings, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties,
+    VmInstanceView, VmProperties,
 };
 pub use error::ArmError;
 pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};

@@ -27,16 +27,26 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/_keyvault/{vault}/keys/restore", post(restore_key))
         .route("/_keyvault/{vault}/secrets/restore", post(restore_secret))
         .route("/_keyvault/{vault}/keys/{name}/backup", post(backup_key))
-        .route("/_keyvault/{vault}/secrets/{name}/backup", post(backup_secret))
+        .route(
+            "/_keyvault/{vault}/secrets/{name}/backup",
+            post(backup_secret),
+        )
         .route("/_keyvault/{vault}/secrets/{name}", get(get_secret))
-        .route("/_keyvault/{vault}/secrets/{name}/{version}", get(get_secret_version))
+        .route(
+            "/_keyvault/{vault}/secrets/{name}/{version}",
+            get(get_secret_version),
+        )
 }
 
 type Q = Query<HashMap<String, String>>;
 
 fn error((status, code, message): KvFailure) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 /// Bearer token (JWT audience checked when it is one) and `api-version`.
@@ -46,17 +56,27 @@ fn check(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|t| !t.trim().is_empty());
-    let audience_ok = token.is_some_and(|t| jwt_audience(t).is_none_or(|aud| aud.trim_end_matches('/') == AUDIENCE));
+    let audience_ok = token
+        .is_some_and(|t| jwt_audience(t).is_none_or(|aud| aud.trim_end_matches('/') == AUDIENCE));
     if !audience_ok {
         let challenge = format!("Bearer authorization=\"https://login.windows.net/sim-tenant\", resource=\"{AUDIENCE}\"");
-        let mut r = error((401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token, or its audience is not Key Vault.".into()));
+        let mut r = error((
+            401,
+            "Unauthorized",
+            "AKV10000: Request is missing a Bearer or PoP token, or its audience is not Key Vault."
+                .into(),
+        ));
         if let Ok(v) = challenge.parse() {
             r.headers_mut().insert("www-authenticate", v);
         }
         return Err(r);
     }
     if !query.keys().any(|k| k.eq_ignore_ascii_case("api-version")) {
-        return Err(error((400, "BadParameter", "The api-version query parameter is required.".into())));
+        return Err(error((
+            400,
+            "BadParameter",
+            "The api-version query parameter is required.".into(),
+        )));
     }
     Ok(())
 }
@@ -75,35 +95,74 @@ fn world(s: &Shared) -> std::sync::MutexGuard<'_, World> {
     s.world.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn restore(s: Arc<Shared>, vault: String, kind: ObjectKind, headers: HeaderMap, query: Q, body: Bytes) -> Response {
+async fn restore(
+    s: Arc<Shared>,
+    vault: String,
+    kind: ObjectKind,
+    headers: HeaderMap,
+    query: Q,
+    body: Bytes,
+) -> Response {
     if let Err(r) = check(&headers, &query) {
         return r;
     }
     let blob = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("value")?.as_str().map(str::to_string))
-        .and_then(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok());
+        .and_then(|v| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(v.trim_end_matches('='))
+                .ok()
+        });
     let Some(blob) = blob else {
-        return error((400, "BadParameter", "Property 'value' is required and must be base64url.".into()));
+        return error((
+            400,
+            "BadParameter",
+            "Property 'value' is required and must be base64url.".into(),
+        ));
     };
     match world(&s).kv_restore(&vault, kind, &blob) {
         Ok(id) => match kind {
-            ObjectKind::Key => Json(json!({"key": {"kid": id, "kty": "RSA"}, "attributes": {"enabled": true}})).into_response(),
-            ObjectKind::Secret => Json(json!({"id": id, "attributes": {"enabled": true}})).into_response(),
+            ObjectKind::Key => {
+                Json(json!({"key": {"kid": id, "kty": "RSA"}, "attributes": {"enabled": true}}))
+                    .into_response()
+            }
+            ObjectKind::Secret => {
+                Json(json!({"id": id, "attributes": {"enabled": true}})).into_response()
+            }
         },
         Err(f) => error(f),
     }
 }
 
-async fn restore_key(State(s): State<Arc<Shared>>, Path(vault): Path<String>, query: Q, headers: HeaderMap, body: Bytes) -> Response {
+async fn restore_key(
+    State(s): State<Arc<Shared>>,
+    Path(vault): Path<String>,
+    query: Q,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     restore(s, vault, ObjectKind::Key, headers, query, body).await
 }
 
-async fn restore_secret(State(s): State<Arc<Shared>>, Path(vault): Path<String>, query: Q, headers: HeaderMap, body: Bytes) -> Response {
+async fn restore_secret(
+    State(s): State<Arc<Shared>>,
+    Path(vault): Path<String>,
+    query: Q,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     restore(s, vault, ObjectKind::Secret, headers, query, body).await
 }
 
-fn backup(s: &Shared, vault: &str, kind: ObjectKind, name: &str, headers: &HeaderMap, query: &Q) -> Response {
+fn backup(
+    s: &Shared,
+    vault: &str,
+    kind: ObjectKind,
+    name: &str,
+    headers: &HeaderMap,
+    query: &Q,
+) -> Response {
     if let Err(r) = check(headers, query) {
         return r;
     }
@@ -116,11 +175,21 @@ fn backup(s: &Shared, vault: &str, kind: ObjectKind, name: &str, headers: &Heade
     }
 }
 
-async fn backup_key(State(s): State<Arc<Shared>>, Path((vault, name)): Path<(String, String)>, query: Q, headers: HeaderMap) -> Response {
+async fn backup_key(
+    State(s): State<Arc<Shared>>,
+    Path((vault, name)): Path<(String, String)>,
+    query: Q,
+    headers: HeaderMap,
+) -> Response {
     backup(&s, &vault, ObjectKind::Key, &name, &headers, &query)
 }
 
-async fn backup_secret(State(s): State<Arc<Shared>>, Path((vault, name)): Path<(String, String)>, query: Q, headers: HeaderMap) -> Response {
+async fn backup_secret(
+    State(s): State<Arc<Shared>>,
+    Path((vault, name)): Path<(String, String)>,
+    query: Q,
+    headers: HeaderMap,
+) -> Response {
     backup(&s, &vault, ObjectKind::Secret, &name, &headers, &query)
 }
 
@@ -129,12 +198,19 @@ fn read_secret(s: &Shared, vault: &str, name: &str, headers: &HeaderMap, query: 
         return r;
     }
     match world(s).kv_get_secret(vault, name) {
-        Ok((id, value)) => Json(json!({"value": value, "id": id, "attributes": {"enabled": true}})).into_response(),
+        Ok((id, value)) => {
+            Json(json!({"value": value, "id": id, "attributes": {"enabled": true}})).into_response()
+        }
         Err(f) => error(f),
     }
 }
 
-async fn get_secret(State(s): State<Arc<Shared>>, Path((vault, name)): Path<(String, String)>, query: Q, headers: HeaderMap) -> Response {
+async fn get_secret(
+    State(s): State<Arc<Shared>>,
+    Path((vault, name)): Path<(String, String)>,
+    query: Q,
+    headers: HeaderMap,
+) -> Response {
     read_secret(&s, &vault, &name, &headers, &query)
 }
 
@@ -153,12 +229,19 @@ mod tests {
 
     #[test]
     fn jwt_audiences_are_read_and_opaque_tokens_have_none() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"aud":"https://management.azure.com/"}"#);
-        assert_eq!(jwt_audience(&format!("h.{payload}.s")).as_deref(), Some("https://management.azure.com/"));
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"aud":"https://management.azure.com/"}"#);
+        assert_eq!(
+            jwt_audience(&format!("h.{payload}.s")).as_deref(),
+            Some("https://management.azure.com/")
+        );
         assert_eq!(jwt_audience("sim-token"), None);
         let arm = format!("h.{payload}.s");
         let mut h = HeaderMap::new();
-        h.insert("authorization", format!("Bearer {arm}").parse().expect("header"));
+        h.insert(
+            "authorization",
+            format!("Bearer {arm}").parse().expect("header"),
+        );
         let q: HashMap<String, String> = [("api-version".to_string(), "7.5".to_string())].into();
         assert!(check(&h, &q).is_err(), "an ARM token is refused");
         h.insert("authorization", "Bearer sim-token".parse().expect("header"));

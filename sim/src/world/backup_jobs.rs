@@ -405,7 +405,7 @@ impl World {
         // An encrypted VM's restore also leaves the backups of its BEK secret / KEK.
         let encryption_blob = rp.encryption.as_ref().map(|enc| {
             let name = format!("encryptioninfo{guid}.json");
-            let info = self.encryption_info(enc);
+            let info = self.written_encryption_info(enc);
             self.kv_data
                 .encryption_blobs
                 .insert(lc(&format!("{base}/{name}")), info);

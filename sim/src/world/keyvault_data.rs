@@ -28,6 +28,9 @@ pub struct KvDataPlane {
     pub secrets_restored: u64,
     pub restore_conflicts: u64,
     pub secret_reads: u64,
+    /// Fields the next Encryption Info blob gets in `OsDiskKeyAndSecretDetails` (a writer with
+    /// access to the staging account tampering with it), then cleared.
+    pub tamper_next_encryption_info: Option<Value>,
 }
 
 /// Key or secret.
@@ -59,7 +62,9 @@ pub fn backup_blob(kind: ObjectKind, subscription: &str, name: &str) -> Vec<u8> 
 
 /// `(subscription, name)` of a blob of `kind`, if it is one.
 fn read_blob(kind: ObjectKind, blob: &[u8]) -> Option<(String, String)> {
-    let inner = base64::engine::general_purpose::STANDARD.decode(blob).ok()?;
+    let inner = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .ok()?;
     let inner = String::from_utf8(inner).ok()?;
     let mut parts = inner.splitn(4, '|');
     let ok = parts.next() == Some(MAGIC) && parts.next() == Some(kind.as_str());
@@ -69,7 +74,12 @@ fn read_blob(kind: ObjectKind, blob: &[u8]) -> Option<(String, String)> {
 
 impl World {
     /// `POST {vault}/{keys|secrets}/{name}/backup`.
-    pub fn kv_backup(&self, vault: &str, kind: ObjectKind, name: &str) -> Result<Vec<u8>, KvFailure> {
+    pub fn kv_backup(
+        &self,
+        vault: &str,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Vec<u8>, KvFailure> {
         let kv = self.key_vaults.get(&lc(vault)).ok_or_else(vault_missing)?;
         let exists = match kind {
             ObjectKind::Key => kv.keys.contains_key(&lc(name)),
@@ -82,12 +92,30 @@ impl World {
     }
 
     /// `POST {vault}/{keys|secrets}/restore`: the object's id on success.
-    pub fn kv_restore(&mut self, vault: &str, kind: ObjectKind, blob: &[u8]) -> Result<String, KvFailure> {
-        let corrupt = || (400, "BadParameter", "Backup blob contains invalid or corrupt version.".to_string());
+    pub fn kv_restore(
+        &mut self,
+        vault: &str,
+        kind: ObjectKind,
+        blob: &[u8],
+    ) -> Result<String, KvFailure> {
+        let corrupt = || {
+            (
+                400,
+                "BadParameter",
+                "Backup blob contains invalid or corrupt version.".to_string(),
+            )
+        };
         let (sub, name) = read_blob(kind, blob).ok_or_else(corrupt)?;
-        let kv = self.key_vaults.get_mut(&lc(vault)).ok_or_else(vault_missing)?;
+        let kv = self
+            .key_vaults
+            .get_mut(&lc(vault))
+            .ok_or_else(vault_missing)?;
         if !kv.subscription.eq_ignore_ascii_case(&sub) {
-            return Err((403, "Forbidden", "The backup blob belongs to another subscription than the vault.".into()));
+            return Err((
+                403,
+                "Forbidden",
+                "The backup blob belongs to another subscription than the vault.".into(),
+            ));
         }
         let exists = match kind {
             ObjectKind::Key => kv.keys.contains_key(&lc(&name)),
@@ -114,7 +142,11 @@ impl World {
     }
 
     /// `GET {vault}/secrets/{name}[/{version}]`: its value (any version of a known secret).
-    pub fn kv_get_secret(&mut self, vault: &str, name: &str) -> Result<(String, String), KvFailure> {
+    pub fn kv_get_secret(
+        &mut self,
+        vault: &str,
+        name: &str,
+    ) -> Result<(String, String), KvFailure> {
         let kv = self.key_vaults.get(&lc(vault)).ok_or_else(vault_missing)?;
         if !kv.secrets.iter().any(|s| s.eq_ignore_ascii_case(name)) {
             return Err(not_found(ObjectKind::Secret, name));
@@ -142,9 +174,24 @@ impl World {
         });
         if let (Some(url), Some(vault_id)) = (&enc.kek_url, &enc.kek_vault_id) {
             d["KeyUrl"] = json!(url);
-            d["KeyBackupData"] = json!(b64(backup_blob(ObjectKind::Key, &sub_of(vault_id), &object_name(url))));
+            d["KeyBackupData"] = json!(b64(backup_blob(
+                ObjectKind::Key,
+                &sub_of(vault_id),
+                &object_name(url)
+            )));
         }
         json!({"OsDiskKeyAndSecretDetails": d})
+    }
+
+    /// [`World::encryption_info`] with the pending tampering applied (once).
+    pub fn written_encryption_info(&mut self, enc: &Encryption) -> Value {
+        let mut info = self.encryption_info(enc);
+        if let Some(Value::Object(patch)) = self.kv_data.tamper_next_encryption_info.take() {
+            for (k, v) in patch {
+                info["OsDiskKeyAndSecretDetails"][k] = v;
+            }
+        }
+        info
     }
 }
 
@@ -157,11 +204,20 @@ impl World {
         props: &Value,
     ) -> Result<(), crate::routes::Reply> {
         use axum::http::StatusCode;
-        let Some(client) = ext.settings["AADClientID"].as_str().filter(|_| ext.is_ade()) else {
+        let Some(client) = ext.settings["AADClientID"]
+            .as_str()
+            .filter(|_| ext.is_ade())
+        else {
             return Ok(());
         };
         let sent = props["protectedSettings"]["AADClientSecret"].as_str();
-        let bad = |m: &str| Err(crate::routes::Reply::error(StatusCode::BAD_REQUEST, "InvalidParameter", m));
+        let bad = |m: &str| {
+            Err(crate::routes::Reply::error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                m,
+            ))
+        };
         match (sent, self.kv_data.aad_apps.get(&lc(client))) {
             (None, _) => bad("protectedSettings.AADClientSecret is required by AAD (dual-pass) Azure Disk Encryption."),
             (Some(s), Some(known)) if s != known => bad("AADSTS7000215: Invalid client secret provided."),
@@ -181,8 +237,16 @@ fn vault_missing() -> KvFailure {
 
 fn not_found(kind: ObjectKind, name: &str) -> KvFailure {
     match kind {
-        ObjectKind::Key => (404, "KeyNotFound", format!("A key with (name/id) {name} was not found in this key vault.")),
-        ObjectKind::Secret => (404, "SecretNotFound", format!("A secret with (name/id) {name} was not found in this key vault.")),
+        ObjectKind::Key => (
+            404,
+            "KeyNotFound",
+            format!("A key with (name/id) {name} was not found in this key vault."),
+        ),
+        ObjectKind::Secret => (
+            404,
+            "SecretNotFound",
+            format!("A secret with (name/id) {name} was not found in this key vault."),
+        ),
     }
 }
 
@@ -198,13 +262,36 @@ mod tests {
         let mut w = World::from_fleet(&Fleet::sample(), Utc::now(), Durations::default());
         let kv = w.key_vaults.get("kv-ade-ap-weu").expect("kv").clone();
         let secret = kv.secrets.iter().next().expect("a secret").clone();
-        let blob = w.kv_backup(&kv.name, ObjectKind::Secret, &secret).expect("backup");
-        assert_eq!(w.kv_restore(&kv.name, ObjectKind::Secret, &blob).expect_err("exists").0, 409);
-        w.key_vaults.get_mut("kv-ade-ap-weu").expect("kv").secrets.clear();
-        let id = w.kv_restore(&kv.name, ObjectKind::Secret, &blob).expect("restored");
+        let blob = w
+            .kv_backup(&kv.name, ObjectKind::Secret, &secret)
+            .expect("backup");
+        assert_eq!(
+            w.kv_restore(&kv.name, ObjectKind::Secret, &blob)
+                .expect_err("exists")
+                .0,
+            409
+        );
+        w.key_vaults
+            .get_mut("kv-ade-ap-weu")
+            .expect("kv")
+            .secrets
+            .clear();
+        let id = w
+            .kv_restore(&kv.name, ObjectKind::Secret, &blob)
+            .expect("restored");
         assert!(id.ends_with(&format!("secrets/{secret}")), "{id}");
-        assert_eq!(w.kv_restore(&kv.name, ObjectKind::Key, &blob).expect_err("kind").0, 400);
-        assert_eq!(w.kv_restore(&kv.name, ObjectKind::Secret, b"garbage").expect_err("corrupt").1, "BadParameter");
+        assert_eq!(
+            w.kv_restore(&kv.name, ObjectKind::Key, &blob)
+                .expect_err("kind")
+                .0,
+            400
+        );
+        assert_eq!(
+            w.kv_restore(&kv.name, ObjectKind::Secret, b"garbage")
+                .expect_err("corrupt")
+                .1,
+            "BadParameter"
+        );
         assert_eq!(w.kv_data.secrets_restored, 1);
     }
 }

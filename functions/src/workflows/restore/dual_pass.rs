@@ -73,7 +73,11 @@ pub async fn credentials(
             WorkflowError::arm("reading the AAD application's client secret", source),
         ),
         Err(e) => {
-            let why = format!("which could not be read from {}: {e} ({})", secret.as_str(), e.code().unwrap_or("no code"));
+            let why = format!(
+                "which could not be read from {}: {e} ({})",
+                secret.as_str(),
+                e.code().unwrap_or("no code")
+            );
             stop(ctx, ticket, ade, vm, &why).await.map(Err)
         }
     }
@@ -85,7 +89,9 @@ async fn read_secret(
 ) -> Result<ade_backup_shared::keyvault::SecretValue, KeyVaultError> {
     let vault = format!("https://{}/", host_of(secret));
     let client = ctx.arm.key_vault(&vault)?;
-    client.get_secret(secret.object_name(), secret.version()).await
+    client
+        .get_secret(secret.object_name(), secret.version())
+        .await
 }
 
 /// `https://kv.vault.azure.net/secrets/s` → `kv.vault.azure.net` (a parsed URL always has one).

@@ -60,7 +60,7 @@ pub(super) async fn validate(ctx: &Context, req: &RestoreRequest) -> Checked<Pla
         warnings.push(format!("{}: the VM uses dual-pass ADE (an Azure AD application); ade-backup restores the disks and deploys the VM, then stops before reinstalling ADE, which needs the application's client secret", super::dual_pass::NEEDS_AAD_CREDENTIALS));
     }
     let rp = check!(recovery_point(ctx, req, &vault).await);
-    check!(key_material::key_material_present(ctx, &rp).await);
+    warnings.extend(check!(key_material::present_or_restorable(ctx, &rp).await));
     let Some(recovery_point_id) = rp.name.clone() else {
         let what = "a recovery point has no name in the list response";
         return Err(WorkflowError::Incomplete(what.into()));
