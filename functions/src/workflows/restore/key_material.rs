@@ -4,7 +4,9 @@
 //! the recovery point was taken with must still exist — a VM deployed without them cannot unlock
 //! its disks (`DiskEncryptionInternalError`, "Unknown error encountered when retrieving secret").
 //! Existence is read through ARM (`vaults/{kv}/secrets/{name}`, `vaults/{kv}/keys/{name}`:
-//! metadata only, `Microsoft.KeyVault/vaults/secrets/read` and `.../keys/read`).
+//! metadata only, `Microsoft.KeyVault/vaults/secrets/read` and `.../keys/read`). With
+//! `ADE_BACKUP_RESTORE_KEY_MATERIAL=true`, missing key material is a warning at acceptance
+//! ([`present_or_restorable`]) and `key_restore` puts it back after the restore job.
 
 use super::submit::Refusal;
 use crate::context::Context;
