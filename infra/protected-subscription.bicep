@@ -34,6 +34,10 @@ param restoreTargetResourceGroups array = []
 param restoreSubnetResourceGroups array = []
 @description('Staging storage accounts of restore-disks jobs: [{ resourceGroup: name, name: account }].')
 param stagingStorageAccounts array = []
+@description('Issue 14 item 3 (opt-in, with ADE_BACKUP_RESTORE_KEY_MATERIAL=true): let ade-backup put a recovery point\'s deleted BEK secret / KEK back from its backup (keys/restore and secrets/restore data actions) on the Key Vault resource groups (RBAC vaults; access-policy vaults need the keys/secrets "restore" permission in an access policy).')
+param restoreKeyMaterial bool = false
+@description('Issue 14 item 4 (opt-in, with ADE_BACKUP_AAD_CLIENT_SECRET_URL): { resourceGroup, vaultName, secretName } of the Key Vault secret holding the Azure AD application client secret of dual-pass ADE VMs; ade-backup gets only getSecret on that resource group (keep that vault in a resource group of its own). {} = none.')
+param aadClientSecret object = {}
 
 var roles = loadJsonContent('roles.json').builtInRoles
 var sub = subscription().subscriptionId
@@ -191,6 +195,51 @@ resource restoreKeyVaultDeployRole 'Microsoft.Authorization/roleDefinitions@2022
   }
 }
 
+// Restore, key material (opt-in): put a deleted BEK secret / KEK back from the backup a
+// restore-disks job wrote (POST {vault}/keys/restore, /secrets/restore). Data actions only.
+var keyMaterialRestoreRoleName = guid(subscription().id, 'ade-backup-restore-key-material')
+resource keyMaterialRestoreRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (restoreKeyMaterial) {
+  name: keyMaterialRestoreRoleName
+  properties: {
+    roleName: 'ade-backup: restore key material (${sub})'
+    description: 'Restore a recovery point\'s deleted BEK secret / KEK into its Key Vault from Azure Backup\'s key-and-secret backup.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.KeyVault/vaults/keys/restore/action'
+          'Microsoft.KeyVault/vaults/secrets/restore/action'
+        ]
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [subscription().id]
+  }
+}
+
+// Restore, dual-pass ADE (opt-in): read the one configured secret (the AAD application's client
+// secret). getSecret only: no list, no metadata of other secrets.
+var aadSecretReaderRoleName = guid(subscription().id, 'ade-backup-aad-secret-reader')
+resource aadSecretReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (!empty(aadClientSecret)) {
+  name: aadSecretReaderRoleName
+  properties: {
+    roleName: 'ade-backup: read the AAD application secret (${sub})'
+    description: 'Read the Key Vault secret holding the Azure AD application client secret dual-pass ADE VMs need to get ADE back after a restore.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: ['Microsoft.KeyVault/vaults/secrets/getSecret/action']
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [subscription().id]
+  }
+}
+
 // --- Role assignments ------------------------------------------------------------------------
 
 // Role assignments on RBAC Key Vaults: write AND delete only of the custom Key Vault backup role or
@@ -202,7 +251,7 @@ var rbacCondition = '((!(ActionMatches{\'Microsoft.Authorization/roleAssignments
 var keyVaultAssignments = concat([
   { roleDefinitionId: accessPolicyWriterRole.id, condition: '' }
   { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.roleBasedAccessControlAdministrator), condition: rbacCondition }
-], empty(restoreTargetResourceGroups) ? [] : [{ roleDefinitionId: restoreKeyVaultDeployRole.id, condition: '' }])
+], empty(restoreTargetResourceGroups) ? [] : [{ roleDefinitionId: restoreKeyVaultDeployRole.id, condition: '' }], restoreKeyMaterial ? [{ roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyMaterialRestoreRoleName), condition: '' }] : [])
 
 // Sweep discovery (Resource Graph), VM / vault / role assignment reads.
 resource reader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -251,6 +300,7 @@ resource keyVaultRolesSubscription 'Microsoft.Authorization/roleAssignments@2022
     condition: empty(a.condition) ? null : a.condition
     conditionVersion: empty(a.condition) ? null : '2.0'
   }
+  dependsOn: [keyMaterialRestoreRole]
 }]
 
 module keyVaultRolesGroups 'modules/rg-role-assignments.bicep' = [for rg in keyVaultResourceGroups: {
@@ -260,6 +310,7 @@ module keyVaultRolesGroups 'modules/rg-role-assignments.bicep' = [for rg in keyV
     principalId: principalId
     assignments: keyVaultAssignments
   }
+  dependsOn: [keyMaterialRestoreRole]
 }]
 
 module restoreTargets 'modules/rg-role-assignments.bicep' = [for rg in restoreTargetResourceGroups: {
@@ -282,6 +333,16 @@ module restoreSubnets 'modules/rg-role-assignments.bicep' = [for rg in restoreSu
     assignments: [{ roleDefinitionId: restoreSubnetJoinRole.id, condition: '' }]
   }
 }]
+
+module aadSecretReader 'modules/rg-role-assignments.bicep' = if (!empty(aadClientSecret)) {
+  scope: resourceGroup(empty(aadClientSecret) ? 'unused' : aadClientSecret.resourceGroup)
+  name: 'ade-backup-aad-secret-reader'
+  params: {
+    principalId: principalId
+    assignments: [{ roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', aadSecretReaderRoleName), condition: '' }]
+  }
+  dependsOn: [aadSecretReaderRole]
+}
 
 module staging 'modules/staging-account-roles.bicep' = [for acct in stagingStorageAccounts: {
   scope: resourceGroup(acct.resourceGroup)

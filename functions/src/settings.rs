@@ -12,13 +12,17 @@
 //! | `ADE_BACKUP_SWEEP_TAGS` | no | `key=value[,key=value]`: the sweep only considers VMs carrying every listed tag |
 //! | `ADE_BACKUP_QUEUE_*` | no, see [`QueueNames`] | Service Bus queue names |
 //! | `ADE_BACKUP_PROTECTION_RULES`, `ADE_BACKUP_RESTORE_ALLOWLIST`, `ADE_BACKUP_RBAC_ROLE`, ... | no | see [`WorkflowSettings`] |
+//! | `ADE_BACKUP_RESTORE_KEY_MATERIAL`, `ADE_BACKUP_AAD_CLIENT_SECRET_URL` | no | Key Vault data-plane opt-ins, see [`KeyVaultSettings`] |
 //!
 //! Every error names the variable and the rule it breaks. Values are never echoed for URL
 //! variables (they might carry a secret the rule is there to refuse).
 
+mod keyvault;
+
 use crate::domain::kv_access::RbacRoleChoice;
 use crate::domain::restore_allowlist::RestoreAllowlist;
 use crate::domain::rules::ProtectionRules;
+pub use keyvault::KeyVaultSettings;
 use std::path::PathBuf;
 use url::Url;
 
@@ -136,6 +140,8 @@ pub struct WorkflowSettings {
     /// never shorter than this (plus a margin), so no takeover starts while a call is in flight.
     pub arm_retry_budget: std::time::Duration,
     pub arm_request_timeout: std::time::Duration,
+    /// `ADE_BACKUP_RESTORE_KEY_MATERIAL`, `ADE_BACKUP_AAD_CLIENT_SECRET_URL`: see [`KeyVaultSettings`].
+    pub key_vault: KeyVaultSettings,
 }
 
 impl Default for WorkflowSettings {
@@ -156,6 +162,7 @@ impl Default for WorkflowSettings {
             max_delivery_count: 10,
             arm_retry_budget: std::time::Duration::from_secs(120),
             arm_request_timeout: std::time::Duration::from_secs(60),
+            key_vault: KeyVaultSettings::default(),
         }
     }
 }
@@ -297,6 +304,7 @@ fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettin
         max_delivery_count: number("ADE_BACKUP_MAX_DELIVERY_COUNT", 10, 1, 2000)? as u32,
         arm_retry_budget: ms("ADE_BACKUP_ARM_RETRY_BUDGET_MS", d.arm_retry_budget)?,
         arm_request_timeout: ms("ADE_BACKUP_ARM_REQUEST_TIMEOUT_MS", d.arm_request_timeout)?,
+        key_vault: keyvault::parse(get)?,
     })
 }
 
@@ -505,7 +513,7 @@ fn parse_state(v: &str) -> Result<StateLocation, SettingsError> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -5,7 +5,7 @@
 //! | `ADE_BACKUP_STATE=fs:DIR` | [`FsStateStore`] (embedded default) |
 //! | `ADE_BACKUP_STATE=https://…/container` | [`BlobStateStore`] with the process credential |
 //! | `ADE_BACKUP_SERVICEBUS_ENDPOINT` | [`ServiceBusSender`] (REST, Entra token) |
-//! | `ADE_BACKUP_ARM_ENDPOINT`, `ADE_BACKUP_GRAPH_ENDPOINT` | [`ArmClient`] |
+//! | `ADE_BACKUP_ARM_ENDPOINT`, `ADE_BACKUP_GRAPH_ENDPOINT` | [`ArmClient`] (and, when ARM is the loopback simulator, its Key Vault data plane at `{arm}/_keyvault/`) |
 //! | `ADE_BACKUP_CREDENTIAL` | `managed-identity` (default; `AZURE_CLIENT_ID` picks a user-assigned identity), `azure-cli`, or `static` (local stack and tests only: `ADE_BACKUP_STATIC_TOKEN`) |
 
 use crate::context::{Context, SystemClock};
@@ -70,6 +70,7 @@ pub fn arm_client(settings: &Settings, identity: &Identity) -> Result<ArmClient,
     let options = ArmClientOptions {
         graph_endpoint: settings.graph_endpoint.clone(),
         blob_endpoint: settings.blob_endpoint.clone(),
+        key_vault_endpoint: key_vault_endpoint(settings),
         request_timeout: settings.workflow.arm_request_timeout,
         retry: ade_backup_shared::arm::RetryPolicy {
             max_elapsed: settings.workflow.arm_retry_budget,
@@ -83,6 +84,20 @@ pub fn arm_client(settings: &Settings, identity: &Identity) -> Result<ArmClient,
         options,
     )
     .map_err(|e| WiringError::Client(e.to_string()))
+}
+
+/// Key Vault data-plane requests go to the simulator only when ARM itself does (a loopback
+/// `ADE_BACKUP_ARM_ENDPOINT`, i.e. `ade-backup local` or tests): `{arm}/_keyvault/{vault}/...`.
+/// In Azure they go to the vault's own `https://{vault}.vault.azure.net/`.
+fn key_vault_endpoint(settings: &Settings) -> Option<url::Url> {
+    if !crate::settings::is_loopback(&settings.arm_endpoint) {
+        return None;
+    }
+    let mut base = settings.arm_endpoint.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    base.join("_keyvault/").ok()
 }
 
 /// The production context for `serve`.

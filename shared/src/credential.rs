@@ -1,4 +1,4 @@
-//! Entra ID tokens for ARM and Service Bus.
+//! Entra ID tokens for ARM, Service Bus, Storage and Key Vault.
 //!
 //! Every outbound client takes an `Arc<dyn TokenSource>` so the same code runs with a managed
 //! identity in Azure, the developer's Azure CLI login on a laptop, and a fixed token against the
@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 /// Service Bus data-plane scope.
 pub const SERVICE_BUS_SCOPE: &str = "https://servicebus.azure.net/.default";
+/// Key Vault data-plane scope (public cloud; sovereign clouds use their own resource).
+pub const KEY_VAULT_SCOPE: &str = "https://vault.azure.net/.default";
 /// Azure Storage data-plane scope.
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 

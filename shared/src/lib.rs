@@ -3,7 +3,7 @@
 //!
 //! Room plan: `ids` (parsed identifiers), `state` (optimistic-concurrency document store),
 //! `messaging` (Service Bus sender + embedded local queue), `arm` (Azure Resource Manager client),
-//! `credential` (Entra ID tokens), `http` (bounded response bodies), `telemetry` (JSON tracing
+//! `keyvault` (Key Vault data plane: restore keys/secrets, read one secret), `credential` (Entra ID tokens), `http` (bounded response bodies), `telemetry` (JSON tracing
 //! with redaction).
 
 pub mod arm;
@@ -11,6 +11,7 @@ pub mod credential;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod keyvault;
 pub mod messaging;
 pub mod state;
 pub mod telemetry;

@@ -109,6 +109,65 @@ impl Simulator {
     }
 }
 
+/// Key Vault data-plane set-up and counters (issue 14, items 3 and 4).
+impl Simulator {
+    /// An Azure AD application dual-pass ADE VMs use: its client secret is stored as the
+    /// secret `secret_name` of `key_vault`, and an ADE extension put with `AADClientID`
+    /// `client_id` must carry that secret in `protectedSettings.AADClientSecret`.
+    pub fn register_aad_application(
+        &self,
+        client_id: &str,
+        key_vault: &str,
+        secret_name: &str,
+        secret: &str,
+    ) -> Result<(), SimError> {
+        self.with_world(|w| {
+            let kv = w
+                .key_vaults
+                .get_mut(&world::lc(key_vault))
+                .ok_or_else(|| unknown("key vault", key_vault))?;
+            kv.secrets.insert(secret_name.to_string());
+            let key = (world::lc(key_vault), world::lc(secret_name));
+            w.kv_data.secret_values.insert(key, secret.to_string());
+            w.kv_data
+                .aad_apps
+                .insert(world::lc(client_id), secret.to_string());
+            Ok(())
+        })
+    }
+
+    /// The next Encryption Info blob a restore job writes gets these `OsDiskKeyAndSecretDetails`
+    /// fields (tampering by whoever can write to the staging account).
+    pub fn tamper_next_encryption_info(&self, fields: serde_json::Value) {
+        self.with_world(|w| w.kv_data.tamper_next_encryption_info = Some(fields));
+    }
+
+    /// (keys restored, secrets restored, restore conflicts, secret reads) so far.
+    pub fn key_vault_data_counts(&self) -> (u64, u64, u64, u64) {
+        self.with_world(|w| {
+            let d = &w.kv_data;
+            (
+                d.keys_restored,
+                d.secrets_restored,
+                d.restore_conflicts,
+                d.secret_reads,
+            )
+        })
+    }
+
+    /// Whether `key_vault` holds a secret (`secrets`) or key (`keys`) named `name`.
+    pub fn key_vault_has(&self, key_vault: &str, what: &str, name: &str) -> bool {
+        self.with_world(|w| {
+            w.key_vaults
+                .get(&world::lc(key_vault))
+                .is_some_and(|kv| match what {
+                    "keys" => kv.keys.contains_key(&world::lc(name)),
+                    _ => kv.secrets.iter().any(|s| s.eq_ignore_ascii_case(name)),
+                })
+        })
+    }
+}
+
 fn unknown(kind: &'static str, name: &str) -> SimError {
     SimError::Unknown {
         kind,

@@ -283,6 +283,7 @@ impl Simulator {
     pub fn router(&self) -> axum::Router {
         routes::admin::router()
             .merge(routes::blob::router())
+            .merge(routes::keyvault_data::router())
             .fallback(routes::dispatch)
             .with_state(self.shared.clone())
     }

@@ -202,6 +202,9 @@ fn sim_arm_client(base: &str) -> ArmClient {
         ArmClientOptions {
             graph_endpoint: url::Url::parse(base).expect("sim url"),
             blob_endpoint: Some(url::Url::parse(&format!("{base}/_blob/")).expect("blob url")),
+            key_vault_endpoint: Some(
+                url::Url::parse(&format!("{base}/_keyvault/")).expect("key vault url"),
+            ),
             retry: RetryPolicy {
                 max_attempts: 2,
                 base_delay: Duration::from_millis(5),

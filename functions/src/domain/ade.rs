@@ -99,6 +99,10 @@ impl AdeSettings {
         if let Some(alg) = &self.key_encryption_algorithm {
             s.insert("KeyEncryptionAlgorithm".into(), alg.clone().into());
         }
+        // Dual-pass ADE: the application's id is a public setting (its secret is protected).
+        if let Some(client) = self.aad_client_id.as_ref().filter(|_| self.dual_pass) {
+            s.insert("AADClientID".into(), client.clone().into());
+        }
         s.insert(
             "VolumeType".into(),
             self.volume_type

@@ -44,6 +44,9 @@ pub struct ArmClientOptions {
     /// Where `https://{account}.blob.core.windows.net/...` is served instead (the simulator):
     /// `{blob_endpoint}/{account}/...`. `None` in Azure.
     pub blob_endpoint: Option<Url>,
+    /// Where `https://{vault}.vault.azure.net/...` (the Key Vault data plane) is served instead
+    /// (`{key_vault_endpoint}/{vault}/...`: the simulator). `None` in Azure.
+    pub key_vault_endpoint: Option<Url>,
     /// Largest response body read from ARM or Graph ([`MAX_ARM_RESPONSE_BYTES`] by default): a
     /// larger success is a permanent `ResponseTooLarge` error, a larger error body is not read.
     pub max_response_bytes: usize,
@@ -62,6 +65,7 @@ impl Default for ArmClientOptions {
             user_agent: format!("ade-backup/{}", env!("CARGO_PKG_VERSION")),
             default_poll_interval: Duration::from_secs(10),
             blob_endpoint: None,
+            key_vault_endpoint: None,
             max_response_bytes: MAX_ARM_RESPONSE_BYTES,
         }
     }

@@ -269,8 +269,9 @@ pub struct VmExtension {
     pub properties: VmExtensionProperties,
 }
 
-/// Extension properties. `protectedSettings` is deliberately not modelled: ade-backup never sends
-/// or reads it, so it cannot end up in a log.
+/// Extension properties. `protectedSettings` is write-only (Azure never returns it): it is sent
+/// only for dual-pass ADE (the AAD application's client secret), never read back, and its
+/// `Debug` is redacted so it cannot end up in a log.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct VmExtensionProperties {
@@ -287,10 +288,30 @@ pub struct VmExtensionProperties {
     pub force_update_tag: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub protected_settings: Option<ProtectedSettings>,
     #[serde(skip_serializing)]
     pub provisioning_state: Option<String>,
     #[serde(skip_serializing)]
     pub instance_view: Option<ExtensionInstanceView>,
+}
+
+/// An extension's `protectedSettings` (encrypted by Azure, never returned): serialized into the
+/// PUT body only; `Debug` never shows it.
+#[derive(Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ProtectedSettings(serde_json::Value);
+
+impl ProtectedSettings {
+    pub fn new(value: serde_json::Value) -> Self {
+        Self(value)
+    }
+}
+
+impl std::fmt::Debug for ProtectedSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProtectedSettings(<redacted>)")
+    }
 }
 
 /// The public settings of an ADE extension (ADE's names: PascalCase, with `URL` in capitals).

@@ -65,6 +65,8 @@ pub use authorization::{
     RoleAssignment, RoleAssignmentProperties, RoleDefinition, RoleDefinitionProperties,
     RolePermission, BACKUP_KEY_VAULT_DATA_ACTIONS,
 };
+/// The send-path pieces the Key Vault data-plane client shares (one classification, one retry).
+pub(crate) use client::{classify, retry_after};
 pub use client::{
     ArmClient, ArmClientOptions, ArmStats, MAX_ARM_RESPONSE_BYTES, RESPONSE_TOO_LARGE,
 };
@@ -72,8 +74,8 @@ pub use common::SubResource;
 pub use compute::{
     AdeExtensionSettings, DataDisk, DiskEncryptionSettings, DiskInstanceView,
     ExtensionInstanceView, InstanceViewStatus, KeyVaultKeyReference, KeyVaultSecretReference,
-    OsDisk, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties, VmInstanceView,
-    VmProperties,
+    OsDisk, ProtectedSettings, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties,
+    VmInstanceView, VmProperties,
 };
 pub use error::ArmError;
 pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};

@@ -1,9 +1,9 @@
-//! Blob data plane, only as far as ade-backup needs it: reading the template a restore-disks job
-//! wrote to the staging account. Azure serves it at
+//! Blob data plane, only as far as ade-backup needs it: reading the template (and, for an
+//! encrypted VM, the `Encryption Info` blob) a restore-disks job wrote to the staging account. Azure serves it at
 //! `https://{account}.blob.core.windows.net/{container}/{blob}`; the simulator serves the same
 //! blob at `/_blob/{account}/{container}/{blob}` (clients map the host with a blob-endpoint
 //! setting). Entra ID bearer token and `x-ms-version` required, as for the real service.
-//! Responses carry `ETag` and `Last-Modified`. `PUT` (Put Blob) replaces the template, as anyone
+//! Responses carry `ETag` and `Last-Modified`. `PUT` (Put Blob) replaces either, as anyone
 //! with write access to the staging account could: tests use it to play that attacker.
 
 use crate::world::RestoredDisks;
@@ -103,10 +103,16 @@ async fn get_blob(
         return refused;
     }
     let uri = blob_uri(&account, &container, &blob);
-    let restored = match s.world.lock() {
-        Ok(w) => w.restored.get(&uri).cloned(),
-        Err(_) => None,
+    let (restored, encryption_info) = match s.world.lock() {
+        Ok(w) => (
+            w.restored.get(&uri).cloned(),
+            w.kv_data.encryption_blobs.get(&uri).cloned(),
+        ),
+        Err(_) => (None, None),
     };
+    if let Some(info) = encryption_info {
+        return (StatusCode::OK, Json(info)).into_response();
+    }
     let Some(r) = restored else {
         return not_found();
     };
@@ -140,6 +146,10 @@ async fn put_blob(
         Ok(w) => w,
         Err(p) => p.into_inner(),
     };
+    if let Some(info) = w.kv_data.encryption_blobs.get_mut(&uri) {
+        *info = content;
+        return StatusCode::CREATED.into_response();
+    }
     let Some(r) = w.restored.get_mut(&uri) else {
         return not_found();
     };

@@ -80,6 +80,9 @@ fn extension_put(w: &mut World, ctx: &Ctx) -> Reply {
         Ok(e) => e,
         Err(r) => return r,
     };
+    if let Err(r) = w.check_aad_credentials(&ext, &body["properties"]) {
+        return r;
+    }
     let location = vm.location.clone();
     let vm_id = vm.id.clone();
     let subscription = vm.subscription.clone();

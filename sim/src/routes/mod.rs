@@ -11,6 +11,7 @@ pub mod blob;
 pub mod compute;
 pub mod graph;
 pub mod keyvault;
+pub mod keyvault_data;
 pub mod recovery_services;
 pub mod resource_graph;
 pub mod resources;

@@ -402,6 +402,15 @@ impl World {
         let base = format!("https://{storage_account}.blob.core.windows.net/{container}");
         let template_uri = format!("{base}/azuredeploy{guid}.json");
         let config_uri = format!("{base}/config{guid}.json");
+        // An encrypted VM's restore also leaves the backups of its BEK secret / KEK.
+        let encryption_blob = rp.encryption.as_ref().map(|enc| {
+            let name = format!("encryptioninfo{guid}.json");
+            let info = self.written_encryption_info(enc);
+            self.kv_data
+                .encryption_blobs
+                .insert(lc(&format!("{base}/{name}")), info);
+            name
+        });
         self.restored.insert(
             lc(&template_uri),
             RestoredDisks {
@@ -419,6 +428,9 @@ impl World {
         if let Some(j) = self.jobs.get_mut(&job.id) {
             let bag = &mut j.property_bag;
             bag.insert("Config Blob Name".into(), format!("config{guid}.json"));
+            if let Some(name) = encryption_blob {
+                bag.insert("Encryption Info Blob Name".into(), name);
+            }
             bag.insert("Config Blob Container Name".into(), container.clone());
             bag.insert("Config Blob Uri".into(), config_uri);
             bag.insert("Template Blob Uri".into(), template_uri);

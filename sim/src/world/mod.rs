@@ -16,6 +16,7 @@ mod compute;
 mod deployments;
 mod field;
 mod keyvault;
+pub mod keyvault_data;
 mod operations;
 mod recovery_services;
 mod simple_resources;
@@ -172,6 +173,10 @@ pub struct World {
     /// `iaasvmcontainer;iaasVMContainerV2;{RG};{vm}` / `vm;iaasVMContainerV2;{RG};{vm}`, while
     /// item bodies say `IaasVMContainer;iaasvmcontainerv2;…` (see `recovery_services`).
     pub varied_casing: bool,
+    /// The Key Vault data plane (secret values, backups, Encryption Info blobs); never
+    /// serialized (it holds secret values).
+    #[serde(skip)]
+    pub kv_data: keyvault_data::KvDataPlane,
 }
 
 impl World {
@@ -207,6 +212,7 @@ impl World {
             active_deployments: BTreeSet::new(),
             counter: 0,
             graph_snapshots: Default::default(),
+            kv_data: Default::default(),
             on_demand_backups: BTreeMap::new(),
             daily_limit_in_operation: false,
             varied_casing: false,

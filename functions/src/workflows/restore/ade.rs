@@ -11,7 +11,7 @@ use crate::engine::{
 };
 use crate::records::{RestoreOperation, RestoreStatus, RestoreStep};
 use crate::trigger::ServiceBusMessage;
-use ade_backup_shared::arm::{VmExtension, VmExtensionProperties};
+use ade_backup_shared::arm::{ProtectedSettings, VmExtension, VmExtensionProperties};
 use ade_backup_shared::ids::{ResourceId, TicketId};
 
 /// What a human does when the reinstall cannot be done automatically.
@@ -27,7 +27,8 @@ pub(super) fn ade_next(ade: &AdeSettings) -> String {
 }
 
 /// The extension body that reinstalls ADE with the recorded public settings. No
-/// `protectedSettings`: single-pass ADE reads the key from the vault with the VM's platform access.
+/// `protectedSettings`: single-pass ADE reads the key from the vault with the VM's platform access
+/// (dual-pass adds the AAD application's credentials, see `dual_pass::credentials`).
 pub fn ade_extension(ade: &AdeSettings, location: &str) -> VmExtension {
     let version = ade.type_handler_version.clone().unwrap_or_else(|| {
         match ade.os_type {
@@ -110,14 +111,19 @@ pub(super) async fn reinstall(
     };
     let ade = ade_of(&op)?.clone();
     let vm_id = restored_vm(&op)?;
-    if ade.dual_pass {
-        // Never a silent half-restore: without the AAD application's secret, no reinstall.
-        return super::dual_pass::stop(ctx, &ticket, &ade, &vm_id).await;
-    }
     if let Err(line) = key_vault_ready(ctx, &ticket, &ade).await? {
         return Ok(line);
     }
-    let note = match put_extension(ctx, &ticket, &ade, &vm_id).await? {
+    // Dual-pass: never a silent half-restore; without the AAD application's secret, no reinstall.
+    let protected = if ade.dual_pass {
+        match super::dual_pass::credentials(ctx, &ticket, &ade, &vm_id).await? {
+            Ok(p) => Some(p),
+            Err(line) => return Ok(line),
+        }
+    } else {
+        None
+    };
+    let note = match put_extension(ctx, &ticket, &ade, &vm_id, protected).await? {
         Ok(note) => note,
         Err(line) => return Ok(line),
     };
@@ -157,6 +163,7 @@ async fn put_extension(
     ticket: &TicketId,
     ade: &AdeSettings,
     vm_id: &ResourceId,
+    protected: Option<ProtectedSettings>,
 ) -> Result<Result<String, String>, WorkflowError> {
     let step = RestoreStep::ReinstallAde;
     let vm = match ctx.arm.get_virtual_machine(vm_id).await {
@@ -171,7 +178,9 @@ async fn put_extension(
         }
     };
     let name = extension_name(ade);
-    let body = ade_extension(ade, &vm.location.clone().unwrap_or_default());
+    let mut body = ade_extension(ade, &vm.location.clone().unwrap_or_default());
+    let dual_pass = protected.is_some();
+    body.properties.protected_settings = protected;
     // Already put by a crashed attempt with the same settings: follow it, no second PUT.
     if let Ok(ext) = ctx.arm.get_vm_extension(vm_id, &name).await {
         if ext.properties.settings == body.properties.settings {
@@ -181,6 +190,9 @@ async fn put_extension(
         }
     }
     match ctx.arm.begin_put_vm_extension(vm_id, &name, &body).await {
+        Ok(_) if dual_pass => Ok(Ok(format!(
+            "installing {name} with the settings recorded at protection and the Azure AD application's credentials"
+        ))),
         Ok(_) => Ok(Ok(format!(
             "installing {name} with the settings recorded at protection"
         ))),

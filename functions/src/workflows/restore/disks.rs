@@ -354,6 +354,11 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         let next = "The disks are restored in the staging account / target resource group: create the VM from them by hand and reinstall ADE with the recorded settings.";
         return fail(ctx, &ticket, step, "restore-template-missing", &m, next).await;
     };
+    // Never deploy a VM that cannot unlock: the key material again (put back when opted in).
+    let key_note = match super::key_restore::ensure(ctx, &op, &job).await? {
+        Ok(n) => n.map(|n| format!("; {n}")).unwrap_or_default(),
+        Err(line) => return Ok(line),
+    };
     let config = job.property("Config Blob Uri").map(strip_query);
     let at = engine::now(ctx);
     // Pin the template as the job left it: its version now, and when the job ended.
@@ -367,7 +372,7 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         .name()
         .to_string();
     let message = format!(
-        "restore job {job_id} completed; the disks and the VM template are in the staging account {staging}"
+        "restore job {job_id} completed; the disks and the VM template are in the staging account {staging}{key_note}"
     );
     let op = update_reporting(ctx, &ticket, |o, sent| {
         if o.steps.is_done(step) {

@@ -4,7 +4,9 @@
 //! the recovery point was taken with must still exist — a VM deployed without them cannot unlock
 //! its disks (`DiskEncryptionInternalError`, "Unknown error encountered when retrieving secret").
 //! Existence is read through ARM (`vaults/{kv}/secrets/{name}`, `vaults/{kv}/keys/{name}`:
-//! metadata only, `Microsoft.KeyVault/vaults/secrets/read` and `.../keys/read`).
+//! metadata only, `Microsoft.KeyVault/vaults/secrets/read` and `.../keys/read`). With
+//! `ADE_BACKUP_RESTORE_KEY_MATERIAL=true`, missing key material is a warning at acceptance
+//! ([`present_or_restorable`]) and `key_restore` puts it back after the restore job.
 
 use super::submit::Refusal;
 use crate::context::Context;
@@ -106,6 +108,22 @@ pub async fn key_material_present(
         ),
         Some(RESTORE_KEY_SECRET_STEPS.into()),
     )))
+}
+
+/// [`key_material_present`] at acceptance: missing key material is a refusal, unless
+/// `ADE_BACKUP_RESTORE_KEY_MATERIAL=true`, when it is a warning (`Ok(Ok(Some(_)))`) and
+/// `key_restore` puts it back after the restore job.
+pub async fn present_or_restorable(
+    ctx: &Context,
+    rp: &RecoveryPoint,
+) -> Result<Result<Option<String>, Refusal>, WorkflowError> {
+    match key_material_present(ctx, rp).await? {
+        Ok(()) => Ok(Ok(None)),
+        Err(r) if r.code == KEY_MATERIAL_MISSING && ctx.settings.workflow.key_vault.restore_key_material => {
+            Ok(Ok(Some(format!("{KEY_MATERIAL_MISSING}: {}; ade-backup puts it back from the recovery point's key-and-secret backup once the restore job has written it (ADE_BACKUP_RESTORE_KEY_MATERIAL=true)", r.message))))
+        }
+        Err(r) => Ok(Err(r)),
+    }
 }
 
 /// An existence check's answer; ade-backup not allowed to read it is a refusal that says which

@@ -27,7 +27,9 @@
 mod ade;
 mod disks;
 mod dual_pass;
+mod encryption_info;
 mod key_material;
+mod key_restore;
 mod limits;
 mod redeploy;
 mod submit;

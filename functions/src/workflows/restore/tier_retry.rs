@@ -93,7 +93,7 @@ pub async fn after_failure(
         let m = format!("{message}. ade-backup retries such a failure once from a vault-tier recovery point, but no recovery point at or before {when} has a valid vault tier without a valid snapshot tier (Azure restores from the snapshot tier whenever one exists and offers no tier selector), so no automatic retry was made.");
         return fail(ctx, ticket, track, code, &m, RETRY_NEXT).await;
     };
-    if let Err(r) = super::key_material::key_material_present(ctx, rp).await? {
+    if let Err(r) = super::key_material::present_or_restorable(ctx, rp).await? {
         let m = format!(
             "{message}. The vault-tier retry from recovery point {name} cannot run: {}",
             r.message

@@ -55,11 +55,12 @@ pub(super) async fn validate(ctx: &Context, req: &RestoreRequest) -> Checked<Pla
     }
     let mut warnings = Vec::new();
     check!(staging_in_region(ctx, req, &region, &mut warnings).await);
-    if ade.dual_pass && ade.os_type == crate::domain::ade::OsType::Linux {
+    let aad_secret = ctx.settings.workflow.key_vault.aad_client_secret.is_some();
+    if ade.dual_pass && ade.os_type == crate::domain::ade::OsType::Linux && !aad_secret {
         warnings.push(format!("{}: the VM uses dual-pass ADE (an Azure AD application); ade-backup restores the disks and deploys the VM, then stops before reinstalling ADE, which needs the application's client secret", super::dual_pass::NEEDS_AAD_CREDENTIALS));
     }
     let rp = check!(recovery_point(ctx, req, &vault).await);
-    check!(key_material::key_material_present(ctx, &rp).await);
+    warnings.extend(check!(key_material::present_or_restorable(ctx, &rp).await));
     let Some(recovery_point_id) = rp.name.clone() else {
         let what = "a recovery point has no name in the list response";
         return Err(WorkflowError::Incomplete(what.into()));
