@@ -364,12 +364,14 @@ impl Settings {
                 rule: format!("{q:?} is one of ade-backup's own queues; replies go to the ticketing systems' queues only"),
             });
         }
-        let drill =
-            crate::domain::drill_config::DrillSettings::from_lookup(&get, &workflow.restore_allowlist)
-                .map_err(|e| SettingsError::Invalid {
-                    var: e.var,
-                    rule: e.rule,
-                })?;
+        let drill = crate::domain::drill_config::DrillSettings::from_lookup(
+            &get,
+            &workflow.restore_allowlist,
+        )
+        .map_err(|e| SettingsError::Invalid {
+            var: e.var,
+            rule: e.rule,
+        })?;
         Ok(Self {
             drill,
             state,

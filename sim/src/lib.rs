@@ -381,9 +381,10 @@ impl Simulator {
     pub fn staging_blob_exists(&self, uri: &str) -> bool {
         let key = world::lc(uri);
         self.with_world(|w| {
-            w.restored
-                .values()
-                .any(|r| (world::lc(&r.template_uri) == key && !r.template_deleted) || (world::lc(&r.config_uri) == key && !r.config_deleted))
+            w.restored.values().any(|r| {
+                (world::lc(&r.template_uri) == key && !r.template_deleted)
+                    || (world::lc(&r.config_uri) == key && !r.config_deleted)
+            })
         })
     }
 

@@ -32,7 +32,9 @@ impl DrillTarget {
     /// Whether `id` lies inside the drill resource group.
     pub fn contains(&self, id: &ResourceId) -> bool {
         same_guid(id.subscription(), &self.subscription)
-            && id.resource_group().eq_ignore_ascii_case(&self.resource_group_name)
+            && id
+                .resource_group()
+                .eq_ignore_ascii_case(&self.resource_group_name)
     }
 }
 
@@ -153,18 +155,28 @@ fn parse_targets(
         let subnet = ResourceId::parse(&t.subnet_id)
             .ok()
             .filter(|s| s.is_type("Microsoft.Network/virtualNetworks/subnets"))
-            .ok_or_else(|| at("subnetId must be a Microsoft.Network/virtualNetworks/subnets id".into()))?;
+            .ok_or_else(|| {
+                at("subnetId must be a Microsoft.Network/virtualNetworks/subnets id".into())
+            })?;
         let staging = ResourceId::parse(&t.staging_storage_account_id)
             .ok()
             .filter(|s| s.is_type("Microsoft.Storage/storageAccounts"))
-            .ok_or_else(|| at("stagingStorageAccountId must be a Microsoft.Storage/storageAccounts id".into()))?;
+            .ok_or_else(|| {
+                at("stagingStorageAccountId must be a Microsoft.Storage/storageAccounts id".into())
+            })?;
         if !same_guid(subnet.subscription(), &rg.subscription)
             || !same_guid(staging.subscription(), &rg.subscription)
         {
             return Err(at("the subnet and the staging account must be in the drill resource group's subscription (a restore never leaves its subscription)".into()));
         }
-        if out.iter().any(|o| same_guid(&o.subscription, &rg.subscription)) {
-            return Err(at(format!("a second target for subscription {}", rg.subscription)));
+        if out
+            .iter()
+            .any(|o| same_guid(&o.subscription, &rg.subscription))
+        {
+            return Err(at(format!(
+                "a second target for subscription {}",
+                rg.subscription
+            )));
         }
         let target = DrillTarget {
             resource_group: rg.id(),
@@ -173,12 +185,18 @@ fn parse_targets(
             subnet_id: subnet,
             staging_storage_account_id: staging,
         };
-        let probe_vm = format!("{}/providers/Microsoft.Compute/virtualMachines/probe", target.resource_group);
+        let probe_vm = format!(
+            "{}/providers/Microsoft.Compute/virtualMachines/probe",
+            target.resource_group
+        );
         let probe = drill_request_json("drill-probe", &probe_vm, "probe-drill", &target);
         let req = restore_request::parse(probe.to_string().as_bytes()).map_err(|r| at(r.rule))?;
-        allowlist
-            .check_destination(&req)
-            .map_err(|r| at(format!("not granted by ADE_BACKUP_RESTORE_ALLOWLIST: {}", r.rule)))?;
+        allowlist.check_destination(&req).map_err(|r| {
+            at(format!(
+                "not granted by ADE_BACKUP_RESTORE_ALLOWLIST: {}",
+                r.rule
+            ))
+        })?;
         out.push(target);
     }
     Ok(out)

@@ -15,7 +15,12 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
     let msg = service_bus(&input)?;
     let body: DrillMessage = worker_message(msg)?;
     record("drill_id", &body.drill_id);
-    let span = tracing::info_span!("step", otel.name = format!("drill {}", phase_name(&body.phase)), workflow = "drill", poll = body.poll);
+    let span = tracing::info_span!(
+        "step",
+        otel.name = format!("drill {}", phase_name(&body.phase)),
+        workflow = "drill",
+        poll = body.poll
+    );
     let line = tracing::Instrument::instrument(drill::run_phase(ctx, &body), span).await?;
     Ok(HandlerOutput::default().log(line))
 }

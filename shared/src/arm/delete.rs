@@ -138,7 +138,10 @@ mod tests {
             DeletableKind::of(&id("Microsoft.Network/networkInterfaces")),
             Some(DeletableKind::NetworkInterface)
         );
-        assert_eq!(DeletableKind::of(&id("Microsoft.Network/virtualNetworks")), None);
+        assert_eq!(
+            DeletableKind::of(&id("Microsoft.Network/virtualNetworks")),
+            None
+        );
         assert_eq!(DeletableKind::of(&id("Microsoft.KeyVault/vaults")), None);
     }
 }

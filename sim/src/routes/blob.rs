@@ -180,7 +180,11 @@ async fn delete_blob(
     if !found {
         return not_found();
     }
-    (StatusCode::ACCEPTED, [("x-ms-delete-type-permanent", "true")]).into_response()
+    (
+        StatusCode::ACCEPTED,
+        [("x-ms-delete-type-permanent", "true")],
+    )
+        .into_response()
 }
 
 /// The shape of a generated restore template: parameters the deployment fills, one VM.

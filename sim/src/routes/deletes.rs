@@ -16,7 +16,8 @@ const DISK: Option<&str> = Some("2024-03-02");
 const NETWORK: Option<&str> = Some("2024-05-01");
 const VM: &str = "subscriptions/*/resourcegroups/*/providers/microsoft.compute/virtualmachines/*";
 const DISKS: &str = "subscriptions/*/resourcegroups/*/providers/microsoft.compute/disks/*";
-const NICS: &str = "subscriptions/*/resourcegroups/*/providers/microsoft.network/networkinterfaces/*";
+const NICS: &str =
+    "subscriptions/*/resourcegroups/*/providers/microsoft.network/networkinterfaces/*";
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -25,8 +26,20 @@ pub fn routes() -> Vec<Route> {
         route(Method::DELETE, DISKS, "disk.delete", DISK, disk_delete),
         route(Method::GET, NICS, "nic.get", NETWORK, nic_get),
         route(Method::DELETE, NICS, "nic.delete", NETWORK, nic_delete),
-        route(Method::GET, "subscriptions/*/providers/microsoft.compute/locations/*/diskoperations/*", "disk.operation.get", DISK, operation_get),
-        route(Method::GET, "subscriptions/*/providers/microsoft.network/locations/*/operations/*", "network.operation.get", NETWORK, operation_get),
+        route(
+            Method::GET,
+            "subscriptions/*/providers/microsoft.compute/locations/*/diskoperations/*",
+            "disk.operation.get",
+            DISK,
+            operation_get,
+        ),
+        route(
+            Method::GET,
+            "subscriptions/*/providers/microsoft.network/locations/*/operations/*",
+            "network.operation.get",
+            NETWORK,
+            operation_get,
+        ),
     ]
 }
 
@@ -68,7 +81,12 @@ fn vm_delete(w: &mut World, ctx: &Ctx) -> Reply {
 }
 
 fn attached_key(ctx: &Ctx, rtype: &str) -> String {
-    lc(&resource_id_of(ctx.param(0), ctx.param(1), rtype, ctx.param(2)))
+    lc(&resource_id_of(
+        ctx.param(0),
+        ctx.param(1),
+        rtype,
+        ctx.param(2),
+    ))
 }
 
 fn attached_get(w: &World, ctx: &Ctx, rtype: &str) -> Reply {

@@ -321,7 +321,10 @@ impl World {
             "locked" => "NotMounted",
             _ => "NotEncrypted",
         };
-        let os = states.first().map(|(_, st)| word(st)).unwrap_or("NotEncrypted");
+        let os = states
+            .first()
+            .map(|(_, st)| word(st))
+            .unwrap_or("NotEncrypted");
         let data = if states.len() <= 1 {
             "NotEncrypted"
         } else if states.iter().skip(1).all(|(_, st)| *st == "encrypted") {

@@ -80,7 +80,11 @@ impl World {
         let Some(r) = self.attached.get(key).filter(|r| r.rtype == rtype) else {
             return Ok(false);
         };
-        if let Some(vm) = r.managed_by.as_ref().filter(|m| self.vms.contains_key(&lc(m))) {
+        if let Some(vm) = r
+            .managed_by
+            .as_ref()
+            .filter(|m| self.vms.contains_key(&lc(m)))
+        {
             let f = if rtype == DISK_TYPE {
                 Failure::new(
                     "OperationNotAllowed",

@@ -16,7 +16,7 @@ fn targets() -> String {
     )
 }
 
-fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+fn lookup<'a>(vars: &'a [(&'a str, String)]) -> impl Fn(&str) -> Option<String> + 'a {
     move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
 }
 
@@ -30,7 +30,10 @@ fn targets_must_be_granted_by_the_allowlist() {
     let err = DrillSettings::from_lookup(&lookup(&vars), &allowlist(r#""rg-backup""#))
         .expect_err("the drill group is not allowed");
     assert_eq!(err.var, TARGETS);
-    assert!(err.rule.contains("targetResourceGroup") || err.rule.contains("rg-drill"), "{err}");
+    assert!(
+        err.rule.contains("targetResourceGroup") || err.rule.contains("rg-drill"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -40,7 +43,8 @@ fn caps_and_period_are_bounded_numbers() {
         .expect_err("zero cap");
     assert_eq!(err.var, "ADE_BACKUP_DRILL_DAILY_CAP");
     let none: [(&str, String); 0] = [];
-    let d = DrillSettings::from_lookup(&lookup(&none), &RestoreAllowlist::default()).expect("defaults");
+    let d =
+        DrillSettings::from_lookup(&lookup(&none), &RestoreAllowlist::default()).expect("defaults");
     assert_eq!(d, DrillSettings::default());
 }
 
@@ -51,7 +55,8 @@ fn a_target_without_an_isolated_subnet_or_in_another_subscription_is_refused() {
         "/subscriptions/9c4e2a7b-1d3f-4b8a-a6c5-2e0f1d7b8c22/resourceGroups/rg-drill-net",
     );
     let vars = [(TARGETS, other)];
-    let err = DrillSettings::from_lookup(&lookup(&vars), &allowlist(r#""*""#)).expect_err("cross-sub");
+    let err =
+        DrillSettings::from_lookup(&lookup(&vars), &allowlist(r#""*""#)).expect_err("cross-sub");
     assert!(err.rule.contains("subscription"), "{err}");
     let no_subnet = format!(
         r#"{{"targets": [{{"resourceGroup": "/subscriptions/{SUB}/resourceGroups/rg-drill", "stagingStorageAccountId": "x"}}]}}"#
@@ -68,7 +73,10 @@ fn vm(name: &str) -> ResourceId {
 }
 
 fn cand(name: &str, rule: &str, last: Option<i64>, busy: bool) -> Candidate {
-    let now = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).single().expect("t");
+    let now = Utc
+        .with_ymd_and_hms(2026, 12, 1, 3, 0, 0)
+        .single()
+        .expect("t");
     Candidate {
         vm: vm(name),
         rule: rule.into(),
@@ -79,7 +87,10 @@ fn cand(name: &str, rule: &str, last: Option<i64>, busy: bool) -> Candidate {
 
 #[test]
 fn picks_least_recently_drilled_per_rule_within_the_room() {
-    let now = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).single().expect("t");
+    let now = Utc
+        .with_ymd_and_hms(2026, 12, 1, 3, 0, 0)
+        .single()
+        .expect("t");
     let s = DrillSettings {
         period_days: 2,
         ..Default::default()
@@ -91,7 +102,11 @@ fn picks_least_recently_drilled_per_rule_within_the_room() {
         cand("a4", "a", Some(30), true),
         cand("b1", "b", Some(5), false),
     ];
-    let names = |v: Vec<Candidate>| v.into_iter().map(|c| c.vm.name().to_string()).collect::<Vec<_>>();
+    let names = |v: Vec<Candidate>| {
+        v.into_iter()
+            .map(|c| c.vm.name().to_string())
+            .collect::<Vec<_>>()
+    };
     // Rule a: 4 VMs over 2 days → 2 a run: never drilled first, then the oldest; a3 is within
     // the period, a4 busy. Rule b: 1.
     assert_eq!(names(pick(&s, &c, now, 10)), ["a2", "b1", "a1"]);
@@ -114,7 +129,10 @@ fn room_is_the_tighter_of_the_two_caps() {
 
 #[test]
 fn drill_ids_and_names_are_stable_and_valid() {
-    let at = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).single().expect("t");
+    let at = Utc
+        .with_ymd_and_hms(2026, 12, 1, 3, 0, 0)
+        .single()
+        .expect("t");
     let id = drill_id(&vm("web-01"), at);
     assert!(id.starts_with("drill-20261201-"), "{id}");
     assert_eq!(id, drill_id(&vm("WEB-01"), at), "case-insensitive");

@@ -63,7 +63,10 @@ fn is_vm(id: &str) -> bool {
 }
 
 /// The ids the drill's restore created, from the restore document and the deployment.
-async fn gather(ctx: &Context, d: &DrillRecord) -> Result<(Vec<String>, Vec<String>), WorkflowError> {
+async fn gather(
+    ctx: &Context,
+    d: &DrillRecord,
+) -> Result<(Vec<String>, Vec<String>), WorkflowError> {
     let Some(op) = restore_of(ctx, d).await? else {
         return Ok((vec![], vec![]));
     };
@@ -86,12 +89,24 @@ async fn gather(ctx: &Context, d: &DrillRecord) -> Result<(Vec<String>, Vec<Stri
             Err(e) => return Err(WorkflowError::arm("reading the drill's deployment", e)),
         }
     }
-    if let Some(vm) = op.azure.restored_vm_id.as_deref().and_then(|v| ResourceId::parse(v).ok()) {
+    if let Some(vm) = op
+        .azure
+        .restored_vm_id
+        .as_deref()
+        .and_then(|v| ResourceId::parse(v).ok())
+    {
         match ctx.arm.get_virtual_machine(&vm).await {
             Ok(v) => {
-                let disks = v.os_disk().and_then(|d| d.managed_disk.as_ref()).and_then(|m| m.id.clone());
+                let disks = v
+                    .os_disk()
+                    .and_then(|d| d.managed_disk.as_ref())
+                    .and_then(|m| m.id.clone());
                 ids.extend(disks);
-                ids.extend(v.data_disks().iter().filter_map(|d| d.managed_disk.as_ref().and_then(|m| m.id.clone())));
+                ids.extend(
+                    v.data_disks()
+                        .iter()
+                        .filter_map(|d| d.managed_disk.as_ref().and_then(|m| m.id.clone())),
+                );
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(WorkflowError::arm("reading the drilled VM", e)),
@@ -106,7 +121,11 @@ async fn gather(ctx: &Context, d: &DrillRecord) -> Result<(Vec<String>, Vec<Stri
 }
 
 /// One pass over the clean-up: follow deletions, start the ones now allowed, then blobs.
-pub(super) async fn cleanup(ctx: &Context, d: DrillRecord, poll: u32) -> Result<String, WorkflowError> {
+pub(super) async fn cleanup(
+    ctx: &Context,
+    d: DrillRecord,
+    poll: u32,
+) -> Result<String, WorkflowError> {
     if d.status != DrillStatus::CleaningUp {
         return Ok(format!("{}: not cleaning up ({})", d.drill_id, d.status));
     }
@@ -120,9 +139,21 @@ pub(super) async fn cleanup(ctx: &Context, d: DrillRecord, poll: u32) -> Result<
         }
         c.items = keep
             .into_iter()
-            .map(|id| CleanupItem { id, state: ItemState::Pending, pending: None, failures: 0, error: None })
+            .map(|id| CleanupItem {
+                id,
+                state: ItemState::Pending,
+                pending: None,
+                failures: 0,
+                error: None,
+            })
             .collect();
-        c.blobs = blobs.into_iter().map(|uri| CleanupBlob { uri, deleted: false }).collect();
+        c.blobs = blobs
+            .into_iter()
+            .map(|uri| CleanupBlob {
+                uri,
+                deleted: false,
+            })
+            .collect();
         c.refused = refused;
         c.gathered = true;
         c.status = CleanupStatus::Running;
@@ -133,8 +164,12 @@ pub(super) async fn cleanup(ctx: &Context, d: DrillRecord, poll: u32) -> Result<
     if c.items.iter().all(|i| i.state == ItemState::Gone) {
         delete_blobs(ctx, &mut c).await;
     }
-    let all_gone = c.items.iter().all(|i| i.state == ItemState::Gone) && c.blobs.iter().all(|b| b.deleted);
-    let stuck = c.items.iter().any(|i| i.failures >= MAX_ITEM_FAILURES && i.state != ItemState::Gone)
+    let all_gone =
+        c.items.iter().all(|i| i.state == ItemState::Gone) && c.blobs.iter().all(|b| b.deleted);
+    let stuck = c
+        .items
+        .iter()
+        .any(|i| i.failures >= MAX_ITEM_FAILURES && i.state != ItemState::Gone)
         || c.passes >= MAX_PASSES;
     c.status = if all_gone {
         CleanupStatus::Done
@@ -155,15 +190,26 @@ pub(super) async fn cleanup(ctx: &Context, d: DrillRecord, poll: u32) -> Result<
     if status == CleanupStatus::Running {
         let delay = Some(ctx.settings.workflow.poll_interval);
         send_phase(ctx, &d.drill_id, DrillPhase::Cleanup, poll + 1, delay).await?;
-        let left = c.items.iter().filter(|i| i.state != ItemState::Gone).count();
-        return Ok(format!("{}: clean-up pass {}: {left} resource(s) left", d.drill_id, c.passes));
+        let left = c
+            .items
+            .iter()
+            .filter(|i| i.state != ItemState::Gone)
+            .count();
+        return Ok(format!(
+            "{}: clean-up pass {}: {left} resource(s) left",
+            d.drill_id, c.passes
+        ));
     }
     finish(ctx, written).await
 }
 
 /// Follows each accepted delete; a finished one is verified gone.
 async fn follow_deletions(ctx: &Context, c: &mut DrillCleanup) -> Result<(), WorkflowError> {
-    for item in c.items.iter_mut().filter(|i| i.state == ItemState::Deleting) {
+    for item in c
+        .items
+        .iter_mut()
+        .filter(|i| i.state == ItemState::Deleting)
+    {
         let Some(p) = item.pending.clone() else {
             item.state = ItemState::Pending;
             continue;
@@ -171,7 +217,9 @@ async fn follow_deletions(ctx: &Context, c: &mut DrillCleanup) -> Result<(), Wor
         match ctx.arm.poll_once(&p).await {
             Ok(PollOutcome::Pending(next)) => item.pending = Some(next),
             Ok(PollOutcome::Done(_)) => verify_gone(ctx, item).await?,
-            Err(e) if e.is_transient() => return Err(WorkflowError::arm("following a drill delete", e)),
+            Err(e) if e.is_transient() => {
+                return Err(WorkflowError::arm("following a drill delete", e))
+            }
             Err(e) => failed(item, &e.to_string()),
         }
     }
@@ -179,8 +227,16 @@ async fn follow_deletions(ctx: &Context, c: &mut DrillCleanup) -> Result<(), Wor
 }
 
 /// Starts the deletes now allowed: VMs, then (once every VM is gone) disks and NICs.
-async fn start_deletions(ctx: &Context, target: &DrillTarget, c: &mut DrillCleanup) -> Result<(), WorkflowError> {
-    let vms_gone = c.items.iter().filter(|i| is_vm(&i.id)).all(|i| i.state == ItemState::Gone);
+async fn start_deletions(
+    ctx: &Context,
+    target: &DrillTarget,
+    c: &mut DrillCleanup,
+) -> Result<(), WorkflowError> {
+    let vms_gone = c
+        .items
+        .iter()
+        .filter(|i| is_vm(&i.id))
+        .all(|i| i.state == ItemState::Gone);
     for item in c.items.iter_mut() {
         let allowed = is_vm(&item.id) || vms_gone;
         if item.state != ItemState::Pending || !allowed || item.failures >= MAX_ITEM_FAILURES {
@@ -198,7 +254,9 @@ async fn start_deletions(ctx: &Context, target: &DrillTarget, c: &mut DrillClean
                 item.state = ItemState::Deleting;
                 item.pending = Some(p);
             }
-            Err(e) if e.is_transient() => return Err(WorkflowError::arm("deleting a drill resource", e)),
+            Err(e) if e.is_transient() => {
+                return Err(WorkflowError::arm("deleting a drill resource", e))
+            }
             Err(e) => failed(item, &e.to_string()),
         }
     }
@@ -215,7 +273,9 @@ async fn verify_gone(ctx: &Context, item: &mut CleanupItem) -> Result<(), Workfl
             item.error = None;
         }
         Ok(true) => failed(item, "still there after its delete finished"),
-        Err(e) if e.is_transient() => return Err(WorkflowError::arm("verifying a drill delete", e)),
+        Err(e) if e.is_transient() => {
+            return Err(WorkflowError::arm("verifying a drill delete", e))
+        }
         Err(e) => failed(item, &e.to_string()),
     }
     Ok(())
@@ -267,7 +327,11 @@ mod tests {
         let ids = vec![
             id("rg-drill", "Microsoft.Compute/disks", "d1"),
             id("RG-DRILL", "Microsoft.Compute/virtualMachines", "dr-1"),
-            id("rg-drill", "Microsoft.Network/networkInterfaces", "dr-1-nic"),
+            id(
+                "rg-drill",
+                "Microsoft.Network/networkInterfaces",
+                "dr-1-nic",
+            ),
             id("rg-app", "Microsoft.Compute/virtualMachines", "web-01"),
             id("rg-drill", "Microsoft.Network/virtualNetworks", "vnet"),
             id("rg-drill", "Microsoft.Compute/disks", "D1"),
@@ -278,7 +342,8 @@ mod tests {
         assert!(keep[0].contains("virtualMachines/dr-1"), "{keep:?}");
         assert_eq!(refused.len(), 3, "{refused:?}");
         assert!(refused.iter().any(|r| r.contains("rg-app")));
-        let other_sub = id("rg-drill", "Microsoft.Compute/disks", "d1").replace(SUB, "9c4e2a7b-1d3f-4b8a-a6c5-2e0f1d7b8c22");
+        let other_sub = id("rg-drill", "Microsoft.Compute/disks", "d1")
+            .replace(SUB, "9c4e2a7b-1d3f-4b8a-a6c5-2e0f1d7b8c22");
         assert!(deletable(&target(), &other_sub).is_none());
     }
 }

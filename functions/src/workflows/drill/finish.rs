@@ -53,14 +53,20 @@ pub(super) async fn finish(ctx: &Context, d: DrillRecord) -> Result<String, Work
     let failed = d.result != Some(DrillResult::Passed) || d.cleanup.status != CleanupStatus::Done;
     if failed && !d.notified {
         notify(ctx, &d).await?;
-        update(ctx, &d.drill_id, |r| !std::mem::replace(&mut r.notified, true)).await?;
+        update(ctx, &d.drill_id, |r| {
+            !std::mem::replace(&mut r.notified, true)
+        })
+        .await?;
     }
     let result = d.result.map_or("unknown", |r| r.as_str());
     tracing::info!(drill = %d.drill_id, vm = %d.vm_id, result, cleanup = d.cleanup.status.as_str(), "restore drill done");
     Ok(format!(
         "{}: drill {result}{}; clean-up {}",
         d.drill_id,
-        d.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        d.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
         d.cleanup.status
     ))
 }

@@ -19,7 +19,10 @@ pub(super) async fn start(ctx: &Context, d: DrillRecord) -> Result<String, Workf
     let (req, body) = drill_request(&d.ticket_id, &d.vm_id, target).map_err(|r| {
         WorkflowError::poison(
             "InvalidDrill",
-            format!("the drill's restore request does not parse: {}: {}", r.field, r.rule),
+            format!(
+                "the drill's restore request does not parse: {}: {}",
+                r.field, r.rule
+            ),
         )
     })?;
     let line = restore::submit(ctx, Ok(req), &body).await?;
@@ -36,18 +39,27 @@ pub(super) async fn await_restore(
 ) -> Result<String, WorkflowError> {
     let Some(op) = restore_of(ctx, &d).await? else {
         send_phase(ctx, &d.drill_id, DrillPhase::Start, poll, None).await?;
-        return Ok(format!("{}: no restore document yet; submitting again", d.drill_id));
+        return Ok(format!(
+            "{}: no restore document yet; submitting again",
+            d.drill_id
+        ));
     };
     if !op.status.is_final() {
         if poll >= MAX_RESTORE_POLLS {
-            let why = format!("the restore ticket was still {} after {poll} looks", op.status);
+            let why = format!(
+                "the restore ticket was still {} after {poll} looks",
+                op.status
+            );
             return conclude(ctx, &d, &op, Some(("restore-timed-out", why))).await;
         }
         // Touch the document: a live drill is never taken for a stalled one.
         update(ctx, &d.drill_id, |r| r.status == DrillStatus::Restoring).await?;
         let delay = Some(ctx.settings.workflow.poll_interval);
         send_phase(ctx, &d.drill_id, DrillPhase::AwaitRestore, poll + 1, delay).await?;
-        return Ok(format!("{}: restore {}; looking again", d.drill_id, op.status));
+        return Ok(format!(
+            "{}: restore {}; looking again",
+            d.drill_id, op.status
+        ));
     }
     let failure = match op.status {
         RestoreStatus::Completed | RestoreStatus::CompletedNeedsAttention => None,
@@ -60,7 +72,13 @@ pub(super) async fn await_restore(
             Some((code, format!("the restore ended {}: {msg}", op.status)))
         }
     };
-    conclude(ctx, &d, &op, failure.as_ref().map(|(c, m)| (c.as_str(), m.clone()))).await
+    conclude(
+        ctx,
+        &d,
+        &op,
+        failure.as_ref().map(|(c, m)| (c.as_str(), m.clone())),
+    )
+    .await
 }
 
 /// Records the restore's outcome and RTO, then verifies (restored) or cleans up (failed).
@@ -102,7 +120,11 @@ async fn conclude(
         _ => DrillPhase::Cleanup,
     };
     send_phase(ctx, &d.drill_id, phase, 0, None).await?;
-    Ok(format!("{}: restore {status}; next {}", d.drill_id, phase.name()))
+    Ok(format!(
+        "{}: restore {status}; next {}",
+        d.drill_id,
+        phase.name()
+    ))
 }
 
 /// When the ticket first reached `status`.

@@ -102,9 +102,11 @@ async fn send_tagged(
 
 /// The drill document, if it exists.
 pub async fn load(ctx: &Context, drill_id: &str) -> Result<Option<DrillRecord>, WorkflowError> {
-    Ok(json::get::<DrillRecord>(ctx.state.as_ref(), &drill_key(drill_id))
-        .await?
-        .map(|(d, _)| d))
+    Ok(
+        json::get::<DrillRecord>(ctx.state.as_ref(), &drill_key(drill_id))
+            .await?
+            .map(|(d, _)| d),
+    )
 }
 
 /// Applies `f` to the drill document (conditional write); `f` returns whether it changed it.
@@ -129,7 +131,10 @@ async fn update(
 }
 
 fn unknown(drill_id: &str) -> WorkflowError {
-    WorkflowError::poison("UnknownDrill", format!("drill {drill_id} has no drill document"))
+    WorkflowError::poison(
+        "UnknownDrill",
+        format!("drill {drill_id} has no drill document"),
+    )
 }
 
 /// The drill target of the drill's VM (the configuration may have changed since it started:

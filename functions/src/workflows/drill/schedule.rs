@@ -58,7 +58,10 @@ struct Snapshot {
     restoring: Vec<String>,
 }
 
-async fn read_all<T: serde::de::DeserializeOwned>(ctx: &Context, prefix: &str) -> Result<Vec<T>, WorkflowError> {
+async fn read_all<T: serde::de::DeserializeOwned>(
+    ctx: &Context,
+    prefix: &str,
+) -> Result<Vec<T>, WorkflowError> {
     let mut out = Vec::new();
     for key in ctx.state.list(prefix).await? {
         if let Some((v, _)) = json::get::<T>(ctx.state.as_ref(), &key).await? {
@@ -74,24 +77,38 @@ async fn snapshot(ctx: &Context) -> Result<Snapshot, WorkflowError> {
     let restoring = restores
         .into_iter()
         .filter(|r| !r.status.is_final() && !r.ticket_id.as_str().starts_with("drill-"))
-        .filter_map(|r| r.request.map(|q| q.vm_resource_id.to_string().to_ascii_lowercase()))
+        .filter_map(|r| {
+            r.request
+                .map(|q| q.vm_resource_id.to_string().to_ascii_lowercase())
+        })
         .collect();
     Ok(Snapshot { indexes, restoring })
 }
 
 impl Snapshot {
     fn running(&self) -> u32 {
-        self.indexes.iter().filter(|i| i.status != DrillStatus::Done).count() as u32
+        self.indexes
+            .iter()
+            .filter(|i| i.status != DrillStatus::Done)
+            .count() as u32
     }
     fn started_on(&self, day: chrono::NaiveDate) -> u32 {
-        self.indexes.iter().filter(|i| i.last_started.date_naive() == day).count() as u32
+        self.indexes
+            .iter()
+            .filter(|i| i.last_started.date_naive() == day)
+            .count() as u32
     }
     fn index_of(&self, vm: &ResourceId) -> Option<&DrillVmIndex> {
         let key = vm.to_string().to_ascii_lowercase();
-        self.indexes.iter().find(|i| i.vm_id.to_string().to_ascii_lowercase() == key)
+        self.indexes
+            .iter()
+            .find(|i| i.vm_id.to_string().to_ascii_lowercase() == key)
     }
     fn busy(&self, vm: &ResourceId) -> Option<String> {
-        if self.index_of(vm).is_some_and(|i| i.status != DrillStatus::Done) {
+        if self
+            .index_of(vm)
+            .is_some_and(|i| i.status != DrillStatus::Done)
+        {
             return Some("a drill of it is running".into());
         }
         let key = vm.to_string().to_ascii_lowercase();
@@ -119,11 +136,19 @@ pub async fn run_schedule(ctx: &Context) -> Result<ScheduleOutcome, WorkflowErro
         .await?
         .into_iter()
         .filter(|r| r.status == ProtectionStatus::Protected && r.ade.is_some())
-        .filter(|r| ctx.settings.drill.target_for(r.vm_id.subscription()).is_some())
+        .filter(|r| {
+            ctx.settings
+                .drill
+                .target_for(r.vm_id.subscription())
+                .is_some()
+        })
         .map(|r| Candidate {
             last_drill: snap.index_of(&r.vm_id).map(|i| i.last_started),
             busy: snap.busy(&r.vm_id).is_some(),
-            rule: r.target.as_ref().map_or_else(|| "default".into(), |t| t.rule.clone()),
+            rule: r
+                .target
+                .as_ref()
+                .map_or_else(|| "default".into(), |t| t.rule.clone()),
             vm: r.vm_id,
         })
         .collect();
@@ -136,7 +161,11 @@ pub async fn run_schedule(ctx: &Context) -> Result<ScheduleOutcome, WorkflowErro
 }
 
 /// `ade-backup drill --vm`: one drill now, within the caps, of a protected VM.
-pub async fn start_drill(ctx: &Context, vm: &ResourceId, origin: &str) -> Result<String, StartError> {
+pub async fn start_drill(
+    ctx: &Context,
+    vm: &ResourceId,
+    origin: &str,
+) -> Result<String, StartError> {
     if ctx.settings.drill.target_for(vm.subscription()).is_none() {
         return Err(StartError::NotConfigured(vm.subscription().to_string()));
     }
@@ -148,10 +177,16 @@ pub async fn start_drill(ctx: &Context, vm: &ResourceId, origin: &str) -> Result
         .ok_or_else(|| StartError::NotProtected(vm.to_string()))?;
     let snap = snapshot(ctx).await?;
     if let Some(why) = snap.busy(vm) {
-        return Err(StartError::Busy { vm: vm.to_string(), why });
+        return Err(StartError::Busy {
+            vm: vm.to_string(),
+            why,
+        });
     }
     let s = &ctx.settings.drill;
-    let (running, started_today) = (snap.running(), snap.started_on(ctx.clock.now().date_naive()));
+    let (running, started_today) = (
+        snap.running(),
+        snap.started_on(ctx.clock.now().date_naive()),
+    );
     if room(s, running, started_today) == 0 {
         return Err(StartError::CapReached {
             running,
@@ -165,14 +200,21 @@ pub async fn start_drill(ctx: &Context, vm: &ResourceId, origin: &str) -> Result
 }
 
 /// Writes the drill document (once per VM per UTC day), the VM's index, and the first phase.
-async fn create(ctx: &Context, vm: &ResourceId, rule: Option<String>, origin: &str) -> Result<String, WorkflowError> {
+async fn create(
+    ctx: &Context,
+    vm: &ResourceId,
+    rule: Option<String>,
+    origin: &str,
+) -> Result<String, WorkflowError> {
     let now = ctx.clock.now();
     let id = drill_id(vm, now);
     let target = ctx
         .settings
         .drill
         .target_for(vm.subscription())
-        .ok_or_else(|| WorkflowError::poison("DrillNotConfigured", format!("no drill target for {vm}")))?;
+        .ok_or_else(|| {
+            WorkflowError::poison("DrillNotConfigured", format!("no drill target for {vm}"))
+        })?;
     let record = DrillRecord {
         drill_id: id.clone(),
         vm_id: vm.clone(),
@@ -194,10 +236,11 @@ async fn create(ctx: &Context, vm: &ResourceId, rule: Option<String>, origin: &s
         finished_at: None,
         notified: false,
     };
-    let stored = json::update::<DrillRecord, WorkflowError, _>(ctx.state.as_ref(), &drill_key(&id), |cur| {
-        Ok(cur.is_none().then(|| record.clone()))
-    })
-    .await?;
+    let stored =
+        json::update::<DrillRecord, WorkflowError, _>(ctx.state.as_ref(), &drill_key(&id), |cur| {
+            Ok(cur.is_none().then(|| record.clone()))
+        })
+        .await?;
     write_index(ctx, &stored).await?;
     send_phase(ctx, &id, DrillPhase::Start, 0, None).await?;
     tracing::info!(drill = %id, vm = %vm, "restore drill started");

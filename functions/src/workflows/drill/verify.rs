@@ -36,7 +36,10 @@ pub fn check_vm(vm: &VirtualMachine, ade: &AdeSettings) -> Vec<Finding> {
     let mut out = Vec::new();
     let power = vm.power_state().unwrap_or("unknown");
     if power != "running" {
-        out.push(finding("vm-not-running", format!("the VM is {power}, not running")));
+        out.push(finding(
+            "vm-not-running",
+            format!("the VM is {power}, not running"),
+        ));
     }
     let ready = vm
         .properties
@@ -74,7 +77,10 @@ fn check_ade_status(vm: &VirtualMachine, volume_type: Option<&str>) -> Option<Fi
             .is_some_and(|t| t.to_ascii_lowercase().contains("azurediskencryption"))
     });
     let Some(ext) = ext else {
-        return Some(finding("ade-not-reporting", "the VM has no Azure Disk Encryption extension status"));
+        return Some(finding(
+            "ade-not-reporting",
+            "the VM has no Azure Disk Encryption extension status",
+        ));
     };
     let succeeded = ext.statuses.iter().any(|s| {
         s.code
@@ -82,22 +88,32 @@ fn check_ade_status(vm: &VirtualMachine, volume_type: Option<&str>) -> Option<Fi
             .is_some_and(|c| c.eq_ignore_ascii_case("ProvisioningState/succeeded"))
     });
     if !succeeded {
-        return Some(finding("ade-not-reporting", "the ADE extension did not report success"));
+        return Some(finding(
+            "ade-not-reporting",
+            "the ADE extension did not report success",
+        ));
     }
     let sub = ext.substatuses.iter().find(|s| {
-        s.code
-            .as_deref()
-            .is_some_and(|c| c.to_ascii_lowercase().starts_with("componentstatus/encryptionstatus/"))
+        s.code.as_deref().is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("componentstatus/encryptionstatus/")
+        })
     });
     let parsed = sub
         .and_then(|s| s.message.as_deref())
         .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
     let Some(v) = parsed else {
-        return Some(finding("ade-not-reporting", "the ADE extension reports no encryption substatus"));
+        return Some(finding(
+            "ade-not-reporting",
+            "the ADE extension reports no encryption substatus",
+        ));
     };
     let vt = volume_type.unwrap_or("All").to_ascii_lowercase();
     let mut wrong = Vec::new();
-    for (key, covered) in [("os", vt == "all" || vt == "os"), ("data", vt == "all" || vt == "data")] {
+    for (key, covered) in [
+        ("os", vt == "all" || vt == "os"),
+        ("data", vt == "all" || vt == "data"),
+    ] {
         let state = v[key].as_str().unwrap_or("unknown");
         if covered && !state.eq_ignore_ascii_case("Encrypted") {
             wrong.push(format!("{key} volume {state}"));
@@ -117,10 +133,16 @@ async fn check_key_material(
     op: &RestoreOperation,
 ) -> Result<Option<Finding>, WorkflowError> {
     let (Some(vault), Some(rp_id)) = (
-        op.azure.vault_id.as_deref().and_then(|v| ResourceId::parse(v).ok()),
+        op.azure
+            .vault_id
+            .as_deref()
+            .and_then(|v| ResourceId::parse(v).ok()),
         op.azure.recovery_point_id.as_deref(),
     ) else {
-        return Ok(Some(finding("key-material-unknown", "the restore recorded no vault or recovery point")));
+        return Ok(Some(finding(
+            "key-material-unknown",
+            "the restore recorded no vault or recovery point",
+        )));
     };
     let vm = &op
         .request
@@ -133,7 +155,10 @@ async fn check_key_material(
         .await
         .map_err(|e| WorkflowError::arm("listing recovery points", e))?;
     let Some(rp) = points.iter().find(|p| p.name.as_deref() == Some(rp_id)) else {
-        return Ok(Some(finding("recovery-point-not-found", format!("the recovery point {rp_id} is gone"))));
+        return Ok(Some(finding(
+            "recovery-point-not-found",
+            format!("the recovery point {rp_id} is gone"),
+        )));
     };
     Ok(match key_material_present(ctx, rp).await? {
         Ok(()) => None,
@@ -151,9 +176,9 @@ pub(super) async fn verify(ctx: &Context, d: DrillRecord) -> Result<String, Work
         return Ok(format!("{}: verified already", d.drill_id));
     }
     let started = ctx.clock.now();
-    let op = restore_of(ctx, &d)
-        .await?
-        .ok_or_else(|| WorkflowError::poison("InvalidDrill", "the drill's restore document is gone"))?;
+    let op = restore_of(ctx, &d).await?.ok_or_else(|| {
+        WorkflowError::poison("InvalidDrill", "the drill's restore document is gone")
+    })?;
     let ade = op
         .ade
         .clone()
@@ -162,8 +187,13 @@ pub(super) async fn verify(ctx: &Context, d: DrillRecord) -> Result<String, Work
     match op.azure.restored_vm_id.as_deref().map(ResourceId::parse) {
         Some(Ok(vm_id)) => match ctx.arm.get_virtual_machine(&vm_id).await {
             Ok(vm) => findings.extend(check_vm(&vm, &ade)),
-            Err(e) if e.is_transient() => return Err(WorkflowError::arm("reading the drilled VM", e)),
-            Err(e) => findings.push(finding("vm-not-found", format!("the restored VM cannot be read: {e}"))),
+            Err(e) if e.is_transient() => {
+                return Err(WorkflowError::arm("reading the drilled VM", e))
+            }
+            Err(e) => findings.push(finding(
+                "vm-not-found",
+                format!("the restored VM cannot be read: {e}"),
+            )),
         },
         _ => findings.push(finding("vm-not-found", "the restore recorded no VM")),
     }
@@ -194,6 +224,8 @@ pub(super) async fn verify(ctx: &Context, d: DrillRecord) -> Result<String, Work
     })
     .await?;
     send_phase(ctx, &d.drill_id, DrillPhase::Cleanup, 0, None).await?;
-    let outcome = findings.first().map_or("passed".to_string(), |f| format!("failed: {}", f.code));
+    let outcome = findings
+        .first()
+        .map_or("passed".to_string(), |f| format!("failed: {}", f.code));
     Ok(format!("{}: verification {outcome}", d.drill_id))
 }
