@@ -116,6 +116,14 @@ async fn a_passing_drill_is_restored_verified_cleaned_up_and_timed() {
         .expect("index");
     assert_eq!(index["result"], "passed");
     assert_eq!(index["cleanup"], "done");
+    // The fleet report's drill section.
+    let report = ade_backup_functions::report::from_store(stack.state.as_ref(), stack.sim.now())
+        .await
+        .expect("report");
+    assert_eq!((report.drills.drilled, report.drills.passed), (1, 1));
+    assert!(report.drills.last_failed.is_empty());
+    assert!(!report.drills.never_drilled.contains(&vm.to_string()));
+    assert!(ade_backup_functions::report::html::render(&report).contains(&id));
 }
 
 /// Runs a drill of `name` to its end with `fault` applied once the restore completed (before the
@@ -237,7 +245,9 @@ async fn a_drill_whose_messages_were_lost_mid_clean_up_is_resumed_by_the_schedul
     // The next scheduled run, later, finds the stalled drill and resumes it.
     stack.sim.advance(std::time::Duration::from_secs(2 * 3600));
     stack.clock.set(stack.sim.now());
-    let out = drill::run_schedule(&stack.ctx).await.expect("schedule");
+    let out = drill::run_schedule(&stack.ctx, None)
+        .await
+        .expect("schedule");
     assert_eq!(out.resumed, vec![id.clone()]);
     assert!(
         out.started.is_empty(),
@@ -273,7 +283,9 @@ async fn caps_and_in_flight_restores_are_honoured() {
     let first = drill::start_drill(&stack.ctx, &lnx, "cli")
         .await
         .expect("first");
-    let capped = drill::run_schedule(&stack.ctx).await.expect("schedule");
+    let capped = drill::run_schedule(&stack.ctx, None)
+        .await
+        .expect("schedule");
     assert_eq!(capped.running, 1);
     assert_eq!(capped.room, 0);
     assert!(capped.started.is_empty(), "{capped:?}");
@@ -281,11 +293,15 @@ async fn caps_and_in_flight_restores_are_honoured() {
     assert_eq!(stack.drill(&first).status, DrillStatus::Done);
     // The real restore finished: the schedule picks the VM never drilled (web-win-01) and the
     // other protected VMs wait for the period; the daily cap (2) then stops everything.
-    let second = drill::run_schedule(&stack.ctx).await.expect("schedule");
+    let second = drill::run_schedule(&stack.ctx, None)
+        .await
+        .expect("schedule");
     assert_eq!(second.started.len(), 1, "{second:?}");
     assert!(second.started[0] != first);
     stack.pump(8000).await;
-    let third = drill::run_schedule(&stack.ctx).await.expect("schedule");
+    let third = drill::run_schedule(&stack.ctx, None)
+        .await
+        .expect("schedule");
     assert_eq!(third.started_today, 2);
     assert_eq!(third.room, 0);
     assert!(third.started.is_empty());

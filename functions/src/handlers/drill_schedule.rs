@@ -18,7 +18,7 @@ pub async fn handle(input: TriggerInput, ctx: &Context) -> Result<HandlerOutput,
         ));
     };
     // A timer run has no message to dead-letter: a failure is "try again next tick".
-    let outcome = drill::run_schedule(ctx)
+    let outcome = drill::run_schedule(ctx, None)
         .await
         .map_err(|e| HandlerError::Transient(crate::engine::chain(&e)))?;
     let mut out = HandlerOutput::default().log(format!(

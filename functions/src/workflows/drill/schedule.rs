@@ -118,8 +118,12 @@ impl Snapshot {
     }
 }
 
-/// A scheduled run: resume stalled drills, then start the picked ones.
-pub async fn run_schedule(ctx: &Context) -> Result<ScheduleOutcome, WorkflowError> {
+/// A scheduled run: resume stalled drills, then start the picked ones (at most `limit` when
+/// given: `ade-backup drill --sample N`).
+pub async fn run_schedule(
+    ctx: &Context,
+    limit: Option<u32>,
+) -> Result<ScheduleOutcome, WorkflowError> {
     let mut out = ScheduleOutcome {
         resumed: resume_stalled(ctx).await?,
         ..Default::default()
@@ -132,6 +136,9 @@ pub async fn run_schedule(ctx: &Context) -> Result<ScheduleOutcome, WorkflowErro
     out.running = snap.running();
     out.started_today = snap.started_on(now.date_naive());
     out.room = room(&ctx.settings.drill, out.running, out.started_today);
+    if let Some(n) = limit {
+        out.room = out.room.min(n);
+    }
     let candidates: Vec<Candidate> = read_all::<VmRecord>(ctx, "vms/")
         .await?
         .into_iter()
