@@ -323,6 +323,20 @@ mod tests {
     }
 
     #[test]
+    fn the_drill_staging_role_grants_blob_delete_and_nothing_else() {
+        let roles: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../infra/roles.json")).expect("roles.json");
+        let r = &roles["customRoles"]["drillStagingBlobDelete"];
+        assert_eq!(
+            r["dataActions"],
+            serde_json::json!([
+                "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete"
+            ])
+        );
+        assert_eq!(r["actions"], serde_json::json!([]));
+    }
+
+    #[test]
     fn only_vms_disks_and_nics_inside_the_drill_group_are_deleted_vms_first() {
         let ids = vec![
             id("rg-drill", "Microsoft.Compute/disks", "d1"),
