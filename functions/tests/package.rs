@@ -16,8 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ade-backup");
-const FUNCTIONS: [&str; 7] = [
+const FUNCTIONS: [&str; 9] = [
     "BackupVm",
+    "DrillSchedule",
+    "DrillVm",
     "GrantKeyVaultAccess",
     "OnRestoreRequest",
     "OnVmEncryptionEvent",
