@@ -611,7 +611,7 @@ mod tests {
     fn function_json_files_match_the_registry() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let registry = Registry::production();
-        assert_eq!(registry.names().len(), 7);
+        assert_eq!(registry.names().len(), 9);
         for spec in registry.specs() {
             let doc = read_json(&root.join(spec.name).join("function.json"));
             let bindings = doc["bindings"].as_array().expect("bindings array");
