@@ -132,31 +132,7 @@ pub(super) async fn cleanup(
     let target = target_of(ctx, &d)?.clone();
     let mut c = d.cleanup.clone();
     if !c.gathered {
-        let (ids, blobs) = gather(ctx, &d).await?;
-        let (keep, refused) = plan(&target, &ids);
-        for r in &refused {
-            tracing::warn!(security_event = true, drill = %d.drill_id, resource = %r, "a drill's records name a resource outside the drill resource group (or of a type a drill never deletes): refused, not deleted");
-        }
-        c.items = keep
-            .into_iter()
-            .map(|id| CleanupItem {
-                id,
-                state: ItemState::Pending,
-                pending: None,
-                failures: 0,
-                error: None,
-            })
-            .collect();
-        c.blobs = blobs
-            .into_iter()
-            .map(|uri| CleanupBlob {
-                uri,
-                deleted: false,
-            })
-            .collect();
-        c.refused = refused;
-        c.gathered = true;
-        c.status = CleanupStatus::Running;
+        first_pass(ctx, &d, &target, &mut c).await?;
     }
     c.passes += 1;
     follow_deletions(ctx, &mut c).await?;
@@ -201,6 +177,41 @@ pub(super) async fn cleanup(
         ));
     }
     finish(ctx, written).await
+}
+
+/// The first pass: what to delete, fixed once (never widened afterwards).
+async fn first_pass(
+    ctx: &Context,
+    d: &DrillRecord,
+    target: &DrillTarget,
+    c: &mut DrillCleanup,
+) -> Result<(), WorkflowError> {
+    let (ids, blobs) = gather(ctx, d).await?;
+    let (keep, refused) = plan(target, &ids);
+    for r in &refused {
+        tracing::warn!(security_event = true, drill = %d.drill_id, resource = %r, "a drill's records name a resource outside the drill resource group (or of a type a drill never deletes): refused, not deleted");
+    }
+    c.items = keep
+        .into_iter()
+        .map(|id| CleanupItem {
+            id,
+            state: ItemState::Pending,
+            pending: None,
+            failures: 0,
+            error: None,
+        })
+        .collect();
+    c.blobs = blobs
+        .into_iter()
+        .map(|uri| CleanupBlob {
+            uri,
+            deleted: false,
+        })
+        .collect();
+    c.refused = refused;
+    c.gathered = true;
+    c.status = CleanupStatus::Running;
+    Ok(())
 }
 
 /// Follows each accepted delete; a finished one is verified gone.

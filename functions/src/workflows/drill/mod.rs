@@ -1,6 +1,6 @@
 //! Restore drills: prove on a schedule that protected ADE VMs come back. A drill submits a
 //! restore request for the VM's latest recovery point into the configured drill resource group
-//! and isolated subnet, through the *same* restore workflow a ticket uses ([`restore::submit`];
+//! and isolated subnet, through the *same* restore workflow a ticket uses ([`crate::workflows::restore::submit`];
 //! the restore ticket's id is the drill id), follows the ticket until it is final, runs its own
 //! checks of the restored VM ([`verify`]: running, guest agent ready, ADE reporting every covered
 //! volume encrypted, the recovery point's key material still in its vault), records the RTO of
