@@ -53,9 +53,9 @@ param stagingStorageAccounts array = []
 
 // Queue names: the function.json queueNames and functions/src/settings.rs QueueNames defaults.
 var eventQueue = 'vm-encryption-events'
-var triggerQueues = [eventQueue, 'restore-requests', 'grant-key-vault-access', 'backup-vm', 'restore-vm', 'redeploy-vm']
+var triggerQueues = [eventQueue, 'restore-requests', 'grant-key-vault-access', 'backup-vm', 'restore-vm', 'redeploy-vm', 'drill-vm']
 // The code sends to these trigger queues (follow-ups and rechecks); never to restore-requests.
-var selfSendQueues = [eventQueue, 'grant-key-vault-access', 'backup-vm', 'restore-vm', 'redeploy-vm']
+var selfSendQueues = [eventQueue, 'grant-key-vault-access', 'backup-vm', 'restore-vm', 'redeploy-vm', 'drill-vm']
 var notificationsQueue = 'notifications'
 
 resource group 'Microsoft.Resources/resourceGroups@2024-03-01' = {

@@ -38,6 +38,10 @@ param stagingStorageAccounts array = []
 param restoreKeyMaterial bool = false
 @description('Issue 14 item 4 (opt-in, with ADE_BACKUP_AAD_CLIENT_SECRET_URL): { resourceGroup, vaultName, secretName } of the Key Vault secret holding the Azure AD application client secret of dual-pass ADE VMs; ade-backup gets only getSecret on that resource group (keep that vault in a resource group of its own). {} = none.')
 param aadClientSecret object = {}
+@description('Restore drills: the drill resource group (ADE_BACKUP_DRILL_TARGETS resourceGroup; it must exist). Empty: no drills. The identity restores into it and deletes what a drill created there, and nowhere else.')
+param drillResourceGroup string = ''
+@description('Restore drills: the drill staging account { resourceGroup: name, name: account } (also listed in stagingStorageAccounts); the identity may delete its blobs.')
+param drillStagingStorageAccount object = {}
 
 var roles = loadJsonContent('roles.json').builtInRoles
 var sub = subscription().subscriptionId
@@ -353,6 +357,54 @@ module staging 'modules/staging-account-roles.bicep' = [for acct in stagingStora
     stagingRoleDefinitionId: stagingRole.id
   }
 }]
+
+// --- Restore drills (issue 17) -------------------------------------------------------------------
+// The drill resource group gets what restoring into it needs, the same as a restore target:
+// Virtual Machine Contributor (create the VM; its Microsoft.Compute/virtualMachines/*,
+// Microsoft.Compute/disks/* and Microsoft.Network/networkInterfaces/* also cover the clean-up's
+// deletes) and the restore target role. Both only at the drill resource group: the identity can
+// delete VMs, disks and NICs there and in the restore targets an operator listed, nowhere else.
+var drillCustom = loadJsonContent('roles.json').customRoles.drillStagingBlobDelete
+
+resource drillStagingBlobDeleteRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (!empty(drillResourceGroup)) {
+  name: guid(subscription().id, 'ade-backup-drill-staging-blob-delete')
+  properties: {
+    roleName: 'ade-backup: drill staging blob delete (${sub})'
+    description: 'Delete the staging blobs of a restore drill\'s restore job.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: drillCustom.actions
+        notActions: []
+        dataActions: drillCustom.dataActions
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [subscription().id]
+  }
+}
+
+module drillTarget 'modules/rg-role-assignments.bicep' = if (!empty(drillResourceGroup)) {
+  scope: resourceGroup(drillResourceGroup)
+  name: 'ade-backup-drill-target-${uniqueString(drillResourceGroup)}'
+  params: {
+    principalId: principalId
+    assignments: [
+      { roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.virtualMachineContributor), condition: '' }
+      { roleDefinitionId: restoreTargetRole.id, condition: '' }
+    ]
+  }
+}
+
+module drillStaging 'modules/drill-staging-roles.bicep' = if (!empty(drillResourceGroup) && !empty(drillStagingStorageAccount)) {
+  scope: resourceGroup(drillStagingStorageAccount.resourceGroup)
+  name: 'ade-backup-drill-staging-${uniqueString(drillResourceGroup)}'
+  params: {
+    principalId: principalId
+    storageAccountName: drillStagingStorageAccount.name
+    blobDeleteRoleDefinitionId: drillStagingBlobDeleteRole.id
+  }
+}
 
 // --- Event Grid: the subscription's resource events to ade-backup's event queue ----------------
 

@@ -49,6 +49,8 @@ enum Command {
     CustomRoleId(CustomRoleIdArgs),
     /// The fleet report (coverage, drift, freshness, restores, ADE retirement readiness).
     Report(cli::report::ReportArgs),
+    /// Start restore drills now (`--vm ID` or `--sample N`), as the DrillSchedule timer does.
+    Drill(cli::drill::DrillArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +137,7 @@ fn run(cli: Cli) -> ExitCode {
             Command::Local(args) => run_local(*args).await,
             Command::Status(args) => status(args).await,
             Command::Sweep(args) => sweep(args).await,
+            Command::Drill(args) => drill(args).await,
             Command::CustomRoleId(args) => {
                 let sub = args.subscription.to_string();
                 println!(
@@ -225,6 +228,15 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         OutputFormat::Table => print!("{}", sweep_table::render_outcome(&outcome)),
         OutputFormat::Tsv => print!("{}", cli::output::tsv(&serde_json::to_value(&outcome)?)),
     }
+    Ok(())
+}
+
+/// `ade-backup drill`: with the Functions app's settings (its state and queues).
+async fn drill(args: cli::drill::DrillArgs) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
+    let ctx = wiring::context(settings, &identity)?;
+    print!("{}", cli::drill::run(&ctx, args).await?);
     Ok(())
 }
 

@@ -55,12 +55,15 @@ pub struct QueueNames {
     pub backup_vm: String,
     pub restore_vm: String,
     pub redeploy_vm: String,
+    /// Restore drills' worker queue.
+    pub drill_vm: String,
 }
 
 impl QueueNames {
     /// ade-backup's own work queues: never a destination a request may choose.
-    pub fn own(&self) -> [&str; 6] {
+    pub fn own(&self) -> [&str; 7] {
         [
+            &self.drill_vm,
             &self.vm_encryption_events,
             &self.restore_requests,
             &self.grant_key_vault_access,
@@ -80,6 +83,7 @@ impl Default for QueueNames {
             backup_vm: "backup-vm".into(),
             restore_vm: "restore-vm".into(),
             redeploy_vm: "redeploy-vm".into(),
+            drill_vm: "drill-vm".into(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct Settings {
     pub sweep_tags: crate::domain::sweep_scope::TagFilter,
     pub queues: QueueNames,
     pub workflow: WorkflowSettings,
+    /// Restore drills (`ADE_BACKUP_DRILL_*`, see [`crate::domain::drill_config`]).
+    pub drill: crate::domain::drill_config::DrillSettings,
 }
 
 /// How the workflows behave (rules, limits, timings).
@@ -366,7 +372,16 @@ impl Settings {
                 rule: format!("{q:?} is one of ade-backup's own queues; replies go to the ticketing systems' queues only"),
             });
         }
+        let drill = crate::domain::drill_config::DrillSettings::from_lookup(
+            &get,
+            &workflow.restore_allowlist,
+        )
+        .map_err(|e| SettingsError::Invalid {
+            var: e.var,
+            rule: e.rule,
+        })?;
         Ok(Self {
+            drill,
             state,
             servicebus_endpoint,
             arm_endpoint,
@@ -468,6 +483,7 @@ fn parse_queues(get: &dyn Fn(&str) -> Option<String>) -> Result<QueueNames, Sett
         backup_vm: queue("ADE_BACKUP_QUEUE_BACKUP_VM", d.backup_vm)?,
         restore_vm: queue("ADE_BACKUP_QUEUE_RESTORE_VM", d.restore_vm)?,
         redeploy_vm: queue("ADE_BACKUP_QUEUE_REDEPLOY_VM", d.redeploy_vm)?,
+        drill_vm: queue("ADE_BACKUP_QUEUE_DRILL_VM", d.drill_vm)?,
     })
 }
 

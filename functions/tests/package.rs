@@ -16,8 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ade-backup");
-const FUNCTIONS: [&str; 7] = [
+const FUNCTIONS: [&str; 9] = [
     "BackupVm",
+    "DrillSchedule",
+    "DrillVm",
     "GrantKeyVaultAccess",
     "OnRestoreRequest",
     "OnVmEncryptionEvent",
@@ -269,7 +271,7 @@ async fn package_unpacks_into_a_runnable_functions_app() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(&format!("7 functions from {}", app.display())),
+        stdout.contains(&format!("9 functions from {}", app.display())),
         "{stdout}"
     );
     let r: Value =

@@ -101,6 +101,8 @@ pub struct WriteStats {
     pub restores: u64,
     pub deployments: u64,
     pub extension_puts: u64,
+    /// VM, disk and NIC deletes answered 2xx (also when nothing was there: 204).
+    pub deletes: u64,
 }
 
 impl WriteStats {
@@ -114,6 +116,7 @@ impl WriteStats {
             "restores" => &mut self.restores,
             "deployments" => &mut self.deployments,
             "extensionPuts" => &mut self.extension_puts,
+            "deletes" => &mut self.deletes,
             _ => return,
         };
         *f += 1;
@@ -352,6 +355,38 @@ impl Simulator {
     /// Object id of the Backup Management Service principal in the simulated tenant.
     pub fn backup_management_object_id(&self) -> String {
         self.with_world(|w| w.bms_object_id.clone())
+    }
+
+    /// Lower-case resource ids of every VM, disk and NIC DELETE request so far, in order.
+    pub fn delete_requests(&self) -> Vec<String> {
+        self.with_world(|w| w.delete_requests.clone())
+    }
+
+    /// Ids of every VM, disk and NIC deleted so far, in order.
+    pub fn deleted(&self) -> Vec<String> {
+        self.with_world(|w| w.deleted.clone())
+    }
+
+    /// Whether a VM, managed disk or NIC of that id exists now.
+    pub fn resource_exists(&self, id: &str) -> bool {
+        let key = world::lc(id);
+        self.with_world(|w| w.vms.contains_key(&key) || w.attached.contains_key(&key))
+    }
+
+    /// Ids of every standalone disk and NIC (those of restored VMs).
+    pub fn attached_resources(&self) -> Vec<String> {
+        self.with_world(|w| w.attached.values().map(|r| r.id.clone()).collect())
+    }
+
+    /// Whether the staging blob at `uri` (a restore job's template or config) still exists.
+    pub fn staging_blob_exists(&self, uri: &str) -> bool {
+        let key = world::lc(uri);
+        self.with_world(|w| {
+            w.restored.values().any(|r| {
+                (world::lc(&r.template_uri) == key && !r.template_deleted)
+                    || (world::lc(&r.config_uri) == key && !r.config_deleted)
+            })
+        })
     }
 
     /// Events published so far (the last 1000).

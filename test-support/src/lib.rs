@@ -5,6 +5,7 @@
 //! - [`simulator`]: the one simulator spawner, its clock, fleet and resource-id helpers;
 //! - [`sim_stack`]: the stepwise stack (sample fleet, test-driven pump) of the restore and crash
 //!   tests;
+//! - [`drills`]: restore-drill settings and readers on the [`sim_stack`];
 //! - [`sweep_harness`]: the continuous stack of the sweep tests and benchmarks;
 //! - [`app`]: the real custom-handler server in a task ([`spawn_app`], [`serve`]);
 //! - [`flaky_store`]: a state store that fails writes on demand;
@@ -15,6 +16,7 @@
 //! - [`serve_process`]: the real `ade-backup serve` process and host-shaped invocation payloads.
 
 pub mod app;
+pub mod drills;
 pub mod flaky_store;
 pub mod otel_capture;
 pub mod otlp;

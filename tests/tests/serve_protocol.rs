@@ -74,7 +74,7 @@ async fn healthz_lists_the_functions() {
     assert_eq!(resp.status(), StatusCode::OK);
     let v = body_json(resp).await;
     assert_eq!(v["status"], "ok");
-    assert_eq!(v["functions"].as_array().map(Vec::len), Some(7));
+    assert_eq!(v["functions"].as_array().map(Vec::len), Some(9));
 }
 
 /// Records every message it gets (the scaffold handler), under a test-only name.

@@ -2,6 +2,7 @@
 //! formats, opening a state store without Azure when it is a local directory, the `report`
 //! command, and a progress line on a terminal.
 
+pub mod drill;
 pub mod output;
 pub mod progress;
 pub mod report;

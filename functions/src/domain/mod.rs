@@ -2,6 +2,7 @@
 
 pub mod ade;
 pub mod backup_limits;
+pub mod drill_config;
 pub mod events;
 pub mod kv_access;
 pub mod restore_allowlist;

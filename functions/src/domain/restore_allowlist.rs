@@ -188,9 +188,20 @@ impl RestoreAllowlist {
     /// source VM's resource group, the target resource group, the staging account's resource
     /// group, and the subnet when the request names one, checked in that order.
     pub fn check(&self, req: &RestoreRequest) -> Result<(), Rejection> {
+        self.check_sides(req, &Side::ALL)
+    }
+
+    /// [`RestoreAllowlist::check`] of the destination sides only (target resource group, staging
+    /// account, subnet), whatever the source: how a restore drill's configured target is checked
+    /// at start-up, before any VM is known.
+    pub fn check_destination(&self, req: &RestoreRequest) -> Result<(), Rejection> {
+        self.check_sides(req, &[Side::Target, Side::Staging, Side::Subnet])
+    }
+
+    fn check_sides(&self, req: &RestoreRequest, sides: &[Side]) -> Result<(), Rejection> {
         let mut granting: Vec<&AllowEntry> = self.entries.iter().collect();
         let mut granted: Vec<&'static str> = Vec::new();
-        for side in Side::ALL {
+        for &side in sides {
             let Some((named, group)) = side.named(req) else {
                 continue;
             };

@@ -37,6 +37,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub mod backup_vm;
+pub mod drill_schedule;
+pub mod drill_vm;
 pub mod grant_key_vault_access;
 pub mod invocation;
 pub mod on_restore_request;
@@ -235,6 +237,8 @@ pub const MESSAGE_BINDING: &str = "message";
 pub const TIMER_BINDING: &str = "timer";
 /// The policy sweep's NCRONTAB schedule (6 fields, seconds first).
 pub const POLICY_SWEEP_SCHEDULE: &str = "0 */30 * * * *";
+/// The restore drills' NCRONTAB schedule: daily at 03:00 UTC (each run drills its share).
+pub const DRILL_SCHEDULE: &str = "0 0 3 * * *";
 
 impl Registry {
     pub fn empty() -> Self {
@@ -285,6 +289,19 @@ impl Registry {
                 name: redeploy_vm::NAME,
                 trigger: sb("redeploy-vm"),
                 handler: handler_fn!(redeploy_vm::handle),
+            })
+            .with(FunctionSpec {
+                name: drill_vm::NAME,
+                trigger: sb("drill-vm"),
+                handler: handler_fn!(drill_vm::handle),
+            })
+            .with(FunctionSpec {
+                name: drill_schedule::NAME,
+                trigger: TriggerSpec::Timer {
+                    schedule: DRILL_SCHEDULE,
+                    binding: TIMER_BINDING,
+                },
+                handler: handler_fn!(drill_schedule::handle),
             })
     }
 
@@ -594,7 +611,7 @@ mod tests {
     fn function_json_files_match_the_registry() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let registry = Registry::production();
-        assert_eq!(registry.names().len(), 7);
+        assert_eq!(registry.names().len(), 9);
         for spec in registry.specs() {
             let doc = read_json(&root.join(spec.name).join("function.json"));
             let bindings = doc["bindings"].as_array().expect("bindings array");

@@ -6,15 +6,18 @@
 //! - `restores/{ticket}.json` — one restore request, its history and status
 //! - `runs/sweep/latest.json` — sweep guard + last summary; `runs/sweep/{runId}.json` — history
 //! - `deadletters/{queue}/{messageId}.json` — poison messages with their reason
+//! - `drills/{drillId}.json` — one restore drill; `drill-vms/{sub}/{rg}/{vm}.json` — a VM's latest drill
 //!
 //! The documents' types are in [`protection`] and [`restore`]; statuses and step names are enums
 //! serialized as the kebab-case strings the documents have always held.
 
 #[macro_use]
 mod text_enum;
+mod drill;
 mod protection;
 mod restore;
 
+pub use drill::*;
 pub use protection::*;
 pub use restore::*;
 

@@ -50,6 +50,7 @@ pub fn build(inputs: &ReportInputs, now: DateTime<Utc>) -> FleetReport {
             })
             .collect(),
         retirement: retirement(&ade, inputs, now),
+        drills: super::drills::build(&inputs.vms, &inputs.drills),
         warnings,
     }
 }

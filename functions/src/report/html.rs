@@ -35,6 +35,7 @@ pub fn render(r: &FleetReport) -> String {
     drift(&mut s, r);
     freshness(&mut s, r);
     restores(&mut s, r);
+    drills(&mut s, r);
     retirement(&mut s, r);
     dead_letters(&mut s, r);
     if !r.warnings.is_empty() {
@@ -302,6 +303,48 @@ fn restores(s: &mut String, r: &FleetReport) {
             ]
         }),
     );
+}
+
+/// "Restore drills": counts, the VMs a human acts on, and the latest drill per VM.
+fn drills(s: &mut String, r: &FleetReport) {
+    let d = &r.drills;
+    let _ = write!(
+        s,
+        "<h2>Restore drills</h2><p>{} VMs drilled: {} passed, {} failed, {} running; mean RTO of passed drills {}.</p>",
+        d.drilled,
+        d.passed,
+        d.failed,
+        d.running,
+        d.mean_rto_secs.map(|v| format!("{v} s")).unwrap_or_else(|| "-".into())
+    );
+    let head = [
+        "VM", "drill", "started", "status", "result", "reason", "clean-up", "RTO (s)",
+    ];
+    let row = |x: &super::drills::DrillRow| {
+        vec![
+            format!("<code>{}</code>", esc(&x.vm_id)),
+            esc(&x.drill_id),
+            esc(&x.started.format("%Y-%m-%d %H:%M").to_string()),
+            esc(&x.status),
+            esc(&x.result),
+            esc(&x.reason),
+            esc(&x.cleanup),
+            x.total_rto_secs.map(|v| v.to_string()).unwrap_or_default(),
+        ]
+    };
+    let _ = write!(s, "<h3>Last drill failed ({})</h3>", d.last_failed.len());
+    table(s, "drills-failed", &head, d.last_failed.iter().map(row));
+    let _ = write!(s, "<h3>Never drilled ({})</h3>", d.never_drilled.len());
+    table(
+        s,
+        "drills-never",
+        &["VM"],
+        d.never_drilled
+            .iter()
+            .map(|v| vec![format!("<code>{}</code>", esc(v))]),
+    );
+    s.push_str("<h3>Latest drill per VM</h3>");
+    table(s, "drills", &head, d.rows.iter().map(row));
 }
 
 fn retirement(s: &mut String, r: &FleetReport) {

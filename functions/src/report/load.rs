@@ -28,6 +28,8 @@ pub struct ReportInputs {
     pub sweeps: Vec<SweepSummary>,
     pub dead_letters: Vec<DeadLetterDoc>,
     pub facts: FleetFacts,
+    /// Each VM's latest restore drill (`drill-vms/`).
+    pub drills: Vec<crate::records::DrillVmIndex>,
     pub warnings: Vec<String>,
 }
 
@@ -95,7 +97,15 @@ pub async fn load(store: &dyn StateStore) -> Result<ReportInputs, StateError> {
         }
         Err(e) => return Err(e),
     };
+    let drills = all(
+        store,
+        crate::records::DRILL_VMS_PREFIX,
+        |_| false,
+        &mut warnings,
+    )
+    .await?;
     Ok(ReportInputs {
+        drills,
         vms,
         restores,
         sweeps,

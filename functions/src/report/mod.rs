@@ -10,6 +10,7 @@
 //!   and write `reports/latest.html`, `.json` and `.csv` next to the run's summary.
 
 pub mod build;
+pub mod drills;
 pub mod facts;
 pub mod html;
 pub mod load;

@@ -25,6 +25,9 @@ pub struct FleetReport {
     pub restores: Restores,
     pub dead_letters: Vec<DeadLetterRow>,
     pub retirement: Retirement,
+    /// Restore drills: latest result per VM, never drilled, last failed.
+    #[serde(default)]
+    pub drills: super::drills::Drills,
     /// Documents left out and facts that could not be read.
     pub warnings: Vec<String>,
 }

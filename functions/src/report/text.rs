@@ -184,6 +184,9 @@ pub fn table(r: &FleetReport) -> String {
     for n in &r.needs_human {
         let _ = writeln!(s, "  needs a human: {} — {} ({})", n.vm_id, n.reason, n.fix);
     }
+    for line in super::drills::table_lines(&r.drills) {
+        let _ = writeln!(s, "{line}");
+    }
     for w in &r.warnings {
         let _ = writeln!(s, "  gap: {w}");
     }

@@ -6,7 +6,9 @@
 //! - [`protect`]: an ADE VM gets Key Vault access for Azure Backup, protection and a first backup.
 //! - [`restore`]: a ticket's restore request: restore disks, redeploy, reinstall ADE, verify.
 //! - [`sweep`]: the scheduled reconciliation of the whole fleet, fanning out to `protect`.
+//! - [`drill`]: scheduled restore drills through the `restore` workflow, verified and cleaned up.
 
+pub mod drill;
 pub mod protect;
 pub mod restore;
 pub mod sweep;

@@ -46,6 +46,7 @@ pub mod authorization;
 mod client;
 mod common;
 pub mod compute;
+pub mod delete;
 pub mod error;
 pub mod graph;
 pub mod keyvault;
@@ -77,6 +78,7 @@ pub use compute::{
     OsDisk, ProtectedSettings, StorageProfile, VirtualMachine, VmExtension, VmExtensionProperties,
     VmInstanceView, VmProperties,
 };
+pub use delete::{DeletableKind, DeleteStarted};
 pub use error::ArmError;
 pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};
 pub use keyvault::{

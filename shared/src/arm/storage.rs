@@ -154,6 +154,55 @@ impl ArmClient {
     }
 }
 
+impl ArmClient {
+    /// Delete Blob (`DELETE https://{account}.blob.core.windows.net/{container}/{blob}`, 202
+    /// Accepted) with the process identity: a drill removes its restore job's staging blobs (it
+    /// needs `…/containers/blobs/delete` on the staging account). `Ok(false)`: it was not there
+    /// (404), so a repeat converges. A SAS query on the URL is dropped, never sent.
+    pub async fn delete_blob(&self, url: &Url) -> Result<bool, ArmError> {
+        const OP: &str = "storage.blob.delete";
+        let target = self.blob_url(url)?;
+        let token = self.inner.credential.token(STORAGE_SCOPE).await?;
+        let resp = self
+            .inner
+            .http
+            .delete(target.clone())
+            .bearer_auth(token.secret())
+            .header("x-ms-version", STORAGE_VERSION)
+            .send()
+            .await
+            .map_err(|e| ArmError::Transient {
+                operation: OP.into(),
+                status: None,
+                code: None,
+                message: format!("deleting {}: {}", target.path(), e.without_url()),
+            })?;
+        let status = resp.status().as_u16();
+        let code = resp
+            .headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let message = format!("blob {} answered {status} to a delete", target.path());
+        match status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            408 | 429 | 500..=599 => Err(ArmError::Transient {
+                operation: OP.into(),
+                status: Some(status),
+                code,
+                message,
+            }),
+            _ => Err(ArmError::Permanent {
+                operation: OP.into(),
+                status,
+                code,
+                message,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::arm::{ArmClient, ArmClientOptions};

@@ -23,7 +23,7 @@ pub const RESTORE_MARKER: &str = "adeBackupSimRestoredTemplate";
 pub fn router() -> Router<Arc<Shared>> {
     Router::new().route(
         "/_blob/{account}/{container}/{*blob}",
-        get(get_blob).put(put_blob),
+        get(get_blob).put(put_blob).delete(delete_blob),
     )
 }
 
@@ -113,7 +113,7 @@ async fn get_blob(
     if let Some(info) = encryption_info {
         return (StatusCode::OK, Json(info)).into_response();
     }
-    let Some(r) = restored else {
+    let Some(r) = restored.filter(|r| !r.template_deleted) else {
         return not_found();
     };
     let body = r
@@ -158,6 +158,43 @@ async fn put_blob(
     r.template_version += 1;
     let headers = properties(r);
     (StatusCode::CREATED, headers).into_response()
+}
+
+/// Delete Blob of a restore job's template or config blob: 202 Accepted, 404 when it is not
+/// (or no longer) there. Every request is counted (`calls` `blob.delete`).
+async fn delete_blob(
+    State(s): State<Arc<Shared>>,
+    Path((account, container, blob)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_request(&headers) {
+        return refused;
+    }
+    s.with_stats(|st| *st.calls.entry("blob.delete".into()).or_default() += 1);
+    let uri = blob_uri(&account, &container, &blob);
+    let mut w = match s.world.lock() {
+        Ok(w) => w,
+        Err(p) => p.into_inner(),
+    };
+    let mut found = false;
+    for r in w.restored.values_mut() {
+        if r.template_uri.to_ascii_lowercase() == uri && !r.template_deleted {
+            r.template_deleted = true;
+            found = true;
+        }
+        if r.config_uri.to_ascii_lowercase() == uri && !r.config_deleted {
+            r.config_deleted = true;
+            found = true;
+        }
+    }
+    if !found {
+        return not_found();
+    }
+    (
+        StatusCode::ACCEPTED,
+        [("x-ms-delete-type-permanent", "true")],
+    )
+        .into_response()
 }
 
 /// The shape of a generated restore template: parameters the deployment fills, one VM.

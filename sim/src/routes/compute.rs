@@ -170,7 +170,7 @@ fn requested_extension(ctx: &Ctx, props: &Value) -> Result<Extension, Reply> {
     Ok(ext)
 }
 
-fn operation_get(w: &mut World, ctx: &Ctx) -> Reply {
+pub(super) fn operation_get(w: &mut World, ctx: &Ctx) -> Reply {
     let Some(op) = w.operations.get(ctx.param(2)) else {
         return Reply::not_found(&format!("operations/{}", ctx.param(2)));
     };

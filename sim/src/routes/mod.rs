@@ -9,6 +9,7 @@ pub mod authorization;
 pub mod backup_jobs;
 pub mod blob;
 pub mod compute;
+pub mod deletes;
 pub mod graph;
 pub mod keyvault;
 pub mod keyvault_data;
@@ -145,6 +146,7 @@ pub fn route(
 pub fn all_routes() -> Vec<Route> {
     let mut r = Vec::new();
     r.extend(compute::routes());
+    r.extend(deletes::routes());
     r.extend(skus::routes());
     r.extend(keyvault::routes());
     r.extend(authorization::routes());
@@ -218,6 +220,7 @@ fn write_kind(op: &str) -> Option<&'static str> {
         "rs.restore" => "restores",
         "deployment.put" => "deployments",
         "extension.put" => "extensionPuts",
+        "vm.delete" | "disk.delete" | "nic.delete" => "deletes",
         _ => return None,
     })
 }

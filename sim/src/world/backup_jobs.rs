@@ -84,6 +84,9 @@ pub struct RestoredDisks {
     /// What a writer with access to the staging account put in the template's place, if any.
     pub template_override: Option<serde_json::Value>,
     pub config_uri: String,
+    /// Delete Blob removed the template / the config (the restored disks stay usable).
+    pub template_deleted: bool,
+    pub config_deleted: bool,
     pub storage_account: String,
     pub target_subscription: String,
     pub target_rg: String,
@@ -419,6 +422,8 @@ impl World {
                 template_version: 1,
                 template_override: None,
                 config_uri: config_uri.clone(),
+                template_deleted: false,
+                config_deleted: false,
                 storage_account: storage_account.clone(),
                 target_subscription: target_subscription.clone(),
                 target_rg: target_rg.clone(),

@@ -279,12 +279,16 @@ impl World {
                     ExtState::Succeeded => ("ProvisioningState/succeeded", "Info", "Provisioning succeeded", if e.is_ade() { "Encryption succeeded for data volumes".to_string() } else { "Enable succeeded".to_string() }),
                     ExtState::Failed(m) => ("ProvisioningState/failed", "Error", "Provisioning failed", m.clone()),
                 };
-                json!({
+                let mut v = json!({
                     "name": e.name,
                     "type": format!("{}.{}", e.publisher, e.ext_type),
                     "typeHandlerVersion": e.type_handler_version,
                     "statuses": [{"code": code, "level": level, "displayStatus": display, "message": msg, "time": ts(e.ready_at.min(now))}]
-                })
+                });
+                if e.is_ade() && e.state == ExtState::Succeeded {
+                    v["substatuses"] = json!([self.ade_encryption_substatus(vm)]);
+                }
+                v
             })
             .collect();
         let (power_code, power_display) = match vm.power_state {
@@ -305,6 +309,33 @@ impl World {
                 {"code": power_code, "level": "Info", "displayStatus": power_display}
             ]
         })
+    }
+
+    /// The ADE extension's encryption substatus, as `az vm encryption show` reads it: code
+    /// `ComponentStatus/EncryptionStatus/succeeded`, message a JSON object with the OS and data
+    /// volumes' state (`Encrypted`, `NotEncrypted`, `NotMounted` for a locked data disk).
+    fn ade_encryption_substatus(&self, vm: &VmState) -> Value {
+        let states = self.disk_states(vm);
+        let word = |st: &str| match st {
+            "encrypted" => "Encrypted",
+            "locked" => "NotMounted",
+            _ => "NotEncrypted",
+        };
+        let os = states
+            .first()
+            .map(|(_, st)| word(st))
+            .unwrap_or("NotEncrypted");
+        let data = if states.len() <= 1 {
+            "NotEncrypted"
+        } else if states.iter().skip(1).all(|(_, st)| *st == "encrypted") {
+            "Encrypted"
+        } else if states.iter().skip(1).any(|(_, st)| *st == "locked") {
+            "NotMounted"
+        } else {
+            "NotEncrypted"
+        };
+        let message = json!({"os": os, "data": data}).to_string();
+        json!({"code": "ComponentStatus/EncryptionStatus/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "message": message})
     }
 
     pub fn extension_json(&self, vm: &VmState, e: &Extension) -> Value {

@@ -68,6 +68,7 @@ impl World {
             return;
         }
         let vm = restored_vm_state(&dep, &restored, id.clone());
+        self.register_vm_resources(&vm);
         self.vms.insert(lc(&id), vm);
         self.set_deployment(key, DeploymentState::Succeeded, Some(id));
     }
@@ -98,13 +99,28 @@ impl World {
             "mode": "Incremental",
             "templateLink": {"uri": d.template_uri},
             "parameters": {"VirtualMachineName": {"type": "String", "value": d.vm_name}},
-            "outputResources": d.output_vm.iter().map(|id| json!({"id": id})).collect::<Vec<_>>()
+            "outputResources": output_resources(d)
         });
         if let Some(f) = error {
             props["error"] = json!({"code": "DeploymentFailed", "message": "At least one resource deployment operation failed.", "details": [{"code": f.code, "message": f.message}]});
         }
         json!({"id": d.id, "name": d.name, "type": "Microsoft.Resources/deployments", "properties": props})
     }
+}
+
+/// `properties.outputResources`: the VM and the NIC the template created (the disks came from the
+/// restore job, attached by the template).
+fn output_resources(d: &Deployment) -> Vec<Value> {
+    let Some(vm) = &d.output_vm else {
+        return vec![];
+    };
+    let nic = super::resource_id(
+        &d.subscription,
+        &d.resource_group,
+        super::NIC_TYPE,
+        &format!("{}-nic", d.vm_name),
+    );
+    vec![json!({"id": vm}), json!({"id": nic})]
 }
 
 /// The VM a deployment creates (resource id `id`) from the restored recovery point's disks. It

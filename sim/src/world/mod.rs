@@ -13,6 +13,7 @@ mod ade;
 mod authorization;
 mod backup_jobs;
 mod compute;
+mod deletions;
 mod deployments;
 mod field;
 mod keyvault;
@@ -29,6 +30,7 @@ pub use authorization::{
 };
 pub use backup_jobs::{Job, JobKind, JobStatus, RestoredDisks};
 pub use compute::{vm_resource_id, Disk, ExtState, Extension, VmState};
+pub use deletions::{nic_id, AttachedResource, DISK_TYPE, NIC_TYPE};
 pub use deployments::{Deployment, DeploymentState};
 pub use field::{FieldSwitches, RESTORE_LIMIT_CODE, SNAPSHOT_KEYS_CODE};
 pub use keyvault::{KvAccessPolicy, KvState};
@@ -102,6 +104,10 @@ pub fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// The ARM id of resource `name` of type `rtype` (`Provider/type`) in a resource group.
+pub fn resource_id_of(sub: &str, rg: &str, rtype: &str, name: &str) -> String {
+    resource_id(sub, rg, rtype, name)
+}
+
 fn resource_id(sub: &str, rg: &str, rtype: &str, name: &str) -> String {
     format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{rtype}/{name}")
 }
@@ -148,6 +154,12 @@ pub struct World {
     pub field: FieldSwitches,
     pub storage_accounts: BTreeMap<String, SimpleResource>,
     pub virtual_networks: BTreeMap<String, SimpleResource>,
+    /// Managed disks and NICs of restored VMs, by lower-case id (see `deletions`).
+    pub attached: BTreeMap<String, AttachedResource>,
+    /// Lower-case ids of every DELETE request, in order (see `deletions`).
+    pub delete_requests: Vec<String>,
+    /// Ids of every resource actually deleted, in order.
+    pub deleted: Vec<String>,
     #[serde(skip)]
     pub durations: Durations,
     #[serde(skip)]
@@ -206,6 +218,9 @@ impl World {
             field: FieldSwitches::default(),
             storage_accounts: BTreeMap::new(),
             virtual_networks: BTreeMap::new(),
+            attached: BTreeMap::new(),
+            delete_requests: Vec::new(),
+            deleted: Vec::new(),
             durations,
             active_jobs: BTreeSet::new(),
             active_extensions: BTreeSet::new(),

@@ -40,10 +40,11 @@ mod verify;
 
 pub use ade::ade_extension;
 pub use disks::{restore_vm, strip_query};
+pub use key_material::{key_material_present, KEY_MATERIAL_MISSING};
 pub use redeploy::{deployment_name, redeploy};
 pub use submit::{peek_reply_to, submit, Refusal};
 pub use validate::choose_recovery_point;
-pub use verify::disk_problems;
+pub use verify::{disk_problems, disk_states};
 
 use crate::context::Context;
 use crate::domain::ade::AdeSettings;

@@ -17,7 +17,7 @@ const VERIFY_ATTEMPTS: u32 = 5;
 const AGENT_ATTEMPTS: u32 = 6;
 
 /// Per-disk encryption state of the instance view: (disk name, is OS disk, state).
-fn disk_states(vm: &VirtualMachine) -> Vec<(String, bool, String)> {
+pub fn disk_states(vm: &VirtualMachine) -> Vec<(String, bool, String)> {
     let os_name = vm.os_disk().and_then(|d| d.name.clone());
     let Some(iv) = vm.properties.instance_view.as_ref() else {
         return vec![];
