@@ -378,14 +378,15 @@ impl Simulator {
         self.with_world(|w| w.attached.values().map(|r| r.id.clone()).collect())
     }
 
-    /// Whether the staging blob at `uri` (a restore job's template or config) still exists.
+    /// Whether the staging blob at `uri` (a restore job's template, config or Encryption Info) still exists.
     pub fn staging_blob_exists(&self, uri: &str) -> bool {
         let key = world::lc(uri);
         self.with_world(|w| {
-            w.restored.values().any(|r| {
-                (world::lc(&r.template_uri) == key && !r.template_deleted)
-                    || (world::lc(&r.config_uri) == key && !r.config_deleted)
-            })
+            w.kv_data.encryption_blobs.contains_key(&key)
+                || w.restored.values().any(|r| {
+                    (world::lc(&r.template_uri) == key && !r.template_deleted)
+                        || (world::lc(&r.config_uri) == key && !r.config_deleted)
+                })
         })
     }
 

@@ -59,7 +59,11 @@ fn assert_cleaned_up(stack: &SimStack, id: &str) {
             item.id
         );
     }
-    assert_eq!(d.cleanup.blobs.len(), 2, "template and config");
+    assert_eq!(
+        d.cleanup.blobs.len(),
+        3,
+        "template, config and the Encryption Info blob (key material backups)"
+    );
     for b in &d.cleanup.blobs {
         assert!(
             b.deleted && !stack.sim.staging_blob_exists(&b.uri),

@@ -142,6 +142,10 @@ pub struct RestoreAzureIds {
     /// Config blob URI from the restore job (never with a SAS query).
     #[serde(default)]
     pub config_blob_uri: Option<String>,
+    /// The restore job's Encryption Info blob URI (backups of the BEK secret and KEK; ADE VMs
+    /// only; never with a SAS query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_info_blob_uri: Option<String>,
     /// Name of the ARM deployment that recreates the VM (deterministic from the ticket id).
     #[serde(default)]
     pub deployment_name: Option<String>,
@@ -154,6 +158,7 @@ impl RestoreAzureIds {
         Self {
             template_blob_uri: None,
             config_blob_uri: None,
+            encryption_info_blob_uri: None,
             ..self.clone()
         }
     }

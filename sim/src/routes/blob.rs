@@ -160,7 +160,7 @@ async fn put_blob(
     (StatusCode::CREATED, headers).into_response()
 }
 
-/// Delete Blob of a restore job's template or config blob: 202 Accepted, 404 when it is not
+/// Delete Blob of a restore job's template, config or Encryption Info blob: 202 Accepted, 404 when it is not
 /// (or no longer) there. Every request is counted (`calls` `blob.delete`).
 async fn delete_blob(
     State(s): State<Arc<Shared>>,
@@ -176,7 +176,7 @@ async fn delete_blob(
         Ok(w) => w,
         Err(p) => p.into_inner(),
     };
-    let mut found = false;
+    let mut found = w.kv_data.encryption_blobs.remove(&uri).is_some();
     for r in w.restored.values_mut() {
         if r.template_uri.to_ascii_lowercase() == uri && !r.template_deleted {
             r.template_deleted = true;

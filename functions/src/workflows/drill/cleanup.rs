@@ -112,11 +112,15 @@ async fn gather(
             Err(e) => return Err(WorkflowError::arm("reading the drilled VM", e)),
         }
     }
-    let blobs = [&op.azure.template_blob_uri, &op.azure.config_blob_uri]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let blobs = [
+        &op.azure.template_blob_uri,
+        &op.azure.config_blob_uri,
+        &op.azure.encryption_info_blob_uri,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
     Ok((ids, blobs))
 }
 

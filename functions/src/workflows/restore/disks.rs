@@ -371,6 +371,10 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         .staging_storage_account_id
         .name()
         .to_string();
+    // Kept so a drill can delete it with the template (it holds the key material's backups).
+    let encryption_info = super::key_restore::encryption_info_url(&job, &staging)
+        .ok()
+        .map(|u| u.to_string());
     let message = format!(
         "restore job {job_id} completed; the disks and the VM template are in the staging account {staging}{key_note}"
     );
@@ -381,6 +385,7 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         o.steps.finish(step, at, Some(detail.clone()));
         o.azure.template_blob_uri = Some(template.clone());
         o.azure.config_blob_uri = config.clone();
+        o.azure.encryption_info_blob_uri = encryption_info.clone();
         let st = RestoreStatus::DisksRestored;
         *sent = Some(push(o, at, st, Some(step), message.clone(), Why::default()));
         true

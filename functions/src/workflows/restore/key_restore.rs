@@ -157,37 +157,16 @@ async fn read_blob(
         .staging_storage_account_id
         .name()
         .to_string();
-    let account = job
-        .property("Target Storage Account Name")
-        .unwrap_or_default();
-    if !account.eq_ignore_ascii_case(&staging) {
-        return Ok(Err(format!("the restore job names the storage account {account:?}, not this ticket's staging account {staging}")));
-    }
-    let name_ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 255
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && !s.contains("..")
+    let url = match encryption_info_url(job, &staging) {
+        Ok(url) => url,
+        Err(why) => return Ok(Err(why)),
     };
-    let (Some(container), Some(blob)) = (
-        job.property("Config Blob Container Name"),
-        job.property("Encryption Info Blob Name"),
-    ) else {
-        return Ok(Err(
-            "the restore job names no Encryption Info Blob Name / Config Blob Container Name"
-                .into(),
-        ));
-    };
-    if !name_ok(container) || !name_ok(blob) {
-        return Ok(Err(
-            "the restore job's Encryption Info blob or container name is not a plain blob name"
-                .into(),
-        ));
-    }
-    let url = format!("https://{staging}.blob.core.windows.net/{container}/{blob}");
-    let url = url::Url::parse(&url)
-        .map_err(|e| WorkflowError::poison("InvalidRestore", e.to_string()))?;
+    let (container, blob) = (
+        job.property("Config Blob Container Name")
+            .unwrap_or_default(),
+        job.property("Encryption Info Blob Name")
+            .unwrap_or_default(),
+    );
     match ctx.arm.download_blob_json(&url).await {
         Ok(j) => Ok(Ok(j)),
         Err(e) if e.is_transient() => {
@@ -294,4 +273,39 @@ async fn restore_one(
             Ok(Err((KEY_MATERIAL_BACKUP_REJECTED.into(), m)))
         }
     }
+}
+
+/// The URL of the restore job's Encryption Info blob (the backups of the recovery point's BEK
+/// secret and KEK), only in `staging` and only under plain names. `Err(why)`: refused.
+pub(super) fn encryption_info_url(job: &BackupJob, staging: &str) -> Result<url::Url, String> {
+    let account = job
+        .property("Target Storage Account Name")
+        .unwrap_or_default();
+    if !account.eq_ignore_ascii_case(staging) {
+        return Err(format!("the restore job names the storage account {account:?}, not this ticket's staging account {staging}"));
+    }
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 255
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !s.contains("..")
+    };
+    let (Some(container), Some(blob)) = (
+        job.property("Config Blob Container Name"),
+        job.property("Encryption Info Blob Name"),
+    ) else {
+        return Err(
+            "the restore job names no Encryption Info Blob Name / Config Blob Container Name"
+                .into(),
+        );
+    };
+    if !name_ok(container) || !name_ok(blob) {
+        return Err(
+            "the restore job's Encryption Info blob or container name is not a plain blob name"
+                .into(),
+        );
+    }
+    let url = format!("https://{staging}.blob.core.windows.net/{container}/{blob}");
+    url::Url::parse(&url).map_err(|e| e.to_string())
 }
