@@ -10,15 +10,28 @@
 //! - [`flaky_store`]: a state store that fails writes on demand;
 //! - [`otlp`]: an in-process OTLP/HTTP receiver (traces and metrics) for the telemetry tests;
 //! - [`receipt`]: a test-only handler that records each message it receives;
-//! - [`serve_process`]: the real `ade-backup serve` process and host-shaped invocation payloads.
+//! - [`serve_process`]: the real `ade-backup serve` process and host-shaped invocation payloads;
+//! - [`moto`]: the AWS emulator (moto server) on a free port;
+//! - [`lambda_runtime_api`]: a local Lambda Runtime API; [`lambda_process`]: the real Lambda
+//!   binary pointed at it;
+//! - [`lambda_stack`] (feature `aws`): all of that together, with queues, DLQs and the bucket;
+//! - [`sqs_event_source`] (feature `aws`): Lambda's SQS event source mapping over moto, and SDK
+//!   clients for moto.
 
 pub mod app;
 pub mod flaky_store;
+pub mod lambda_process;
+pub mod lambda_runtime_api;
+#[cfg(feature = "aws")]
+pub mod lambda_stack;
+pub mod moto;
 pub mod otlp;
 pub mod pump;
 pub mod receipt;
 pub mod serve_process;
 pub mod sim_stack;
+#[cfg(feature = "aws")]
+pub mod sqs_event_source;
 pub mod simulator;
 pub mod sweep_harness;
 
