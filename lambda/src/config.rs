@@ -26,7 +26,10 @@ const AZURE_ONLY: [&str; 2] = ["ADE_BACKUP_STATE", "ADE_BACKUP_SERVICEBUS_ENDPOI
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var} is required: {rule}")]
-    Missing { var: &'static str, rule: &'static str },
+    Missing {
+        var: &'static str,
+        rule: &'static str,
+    },
     #[error("{var}={value:?}: {rule}")]
     Invalid {
         var: &'static str,
@@ -93,7 +96,11 @@ impl LambdaConfig {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         if let Some(var) = AZURE_ONLY.into_iter().find(|v| get(v).is_some()) {
             return Err(ConfigError::AzureOnly { var });
         }
@@ -101,12 +108,11 @@ impl LambdaConfig {
             var: S3_STATE_VAR,
             rule: "set it to s3://{bucket}/ or s3://{bucket}/{prefix}/",
         })?)?;
-        let queues = QueueMap::parse(&get(crate::queues::QUEUES_VAR).ok_or(
-            ConfigError::Missing {
+        let queues =
+            QueueMap::parse(&get(crate::queues::QUEUES_VAR).ok_or(ConfigError::Missing {
                 var: crate::queues::QUEUES_VAR,
                 rule: "a JSON object of logical queue name to SQS queue URL",
-            },
-        )?)?;
+            })?)?;
         let dead_letter_queues = match get(DEAD_LETTER_QUEUES_VAR) {
             Some(json) => QueueMap::parse(&json)?,
             None => QueueMap::default(),
@@ -152,7 +158,9 @@ impl LambdaConfig {
         // wires S3 and SQS instead and never reads them.
         let settings = Settings::from_lookup(|k| match k {
             "ADE_BACKUP_STATE" => Some("fs:/nonexistent/ade-backup-lambda-unused".into()),
-            "ADE_BACKUP_SERVICEBUS_ENDPOINT" => Some("https://unused.servicebus.windows.net/".into()),
+            "ADE_BACKUP_SERVICEBUS_ENDPOINT" => {
+                Some("https://unused.servicebus.windows.net/".into())
+            }
             other => get(other),
         })?;
         Ok(Self {
@@ -172,8 +180,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    const QUEUES: &str = r#"{"backup-vm": "https://sqs.eu-west-1.amazonaws.com/123456789012/backup-vm"}"#;
-    const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ade-backup-entra-AbCdEf";
+    const QUEUES: &str =
+        r#"{"backup-vm": "https://sqs.eu-west-1.amazonaws.com/123456789012/backup-vm"}"#;
+    const ARN: &str =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ade-backup-entra-AbCdEf";
 
     fn parse(vars: &[(&str, &str)]) -> Result<LambdaConfig, ConfigError> {
         let map: HashMap<String, String> = vars
@@ -194,8 +204,14 @@ mod tests {
     #[test]
     fn a_complete_configuration_parses() {
         let c = parse(&base()).expect("valid");
-        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("ade-backup-state", "prod/"));
-        assert_eq!(c.credential, CredentialSource::SecretsManager { arn: ARN.into() });
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("ade-backup-state", "prod/")
+        );
+        assert_eq!(
+            c.credential,
+            CredentialSource::SecretsManager { arn: ARN.into() }
+        );
         assert!(!c.force_path_style);
     }
 
@@ -207,7 +223,10 @@ mod tests {
             (vec![(S3_STATE_VAR, "s3://bucket/prefix")], "end with '/'"),
             (vec![(SECRET_ARN_VAR, "my-secret")], "secret ARN"),
             (vec![("ADE_BACKUP_CREDENTIAL", "static")], "not both"),
-            (vec![("ADE_BACKUP_STATE", "fs:/tmp")], "Azure Functions setting"),
+            (
+                vec![("ADE_BACKUP_STATE", "fs:/tmp")],
+                "Azure Functions setting",
+            ),
             (vec![(FORCE_PATH_STYLE_VAR, "yes")], "true or false"),
         ];
         for (overrides, needle) in cases {
@@ -217,9 +236,12 @@ mod tests {
             let e = parse(&vars).expect_err(needle).to_string();
             assert!(e.contains(needle), "{overrides:?}: {e}");
         }
-        let e = parse(&[(S3_STATE_VAR, "s3://b12/"), (crate::queues::QUEUES_VAR, QUEUES)])
-            .expect_err("no credential")
-            .to_string();
+        let e = parse(&[
+            (S3_STATE_VAR, "s3://b12/"),
+            (crate::queues::QUEUES_VAR, QUEUES),
+        ])
+        .expect_err("no credential")
+        .to_string();
         assert!(e.contains(SECRET_ARN_VAR), "{e}");
     }
 }

@@ -10,7 +10,10 @@ use serde_json::Value;
 
 fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init(TelemetryOptions {
-        format: LogFormat::choose(false, std::env::var("ADE_BACKUP_LOG_FORMAT").ok().as_deref()),
+        format: LogFormat::choose(
+            false,
+            std::env::var("ADE_BACKUP_LOG_FORMAT").ok().as_deref(),
+        ),
         ..Default::default()
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -24,8 +27,8 @@ fn main() -> anyhow::Result<()> {
             let router = router.clone();
             async move {
                 router
-                .handle(event.payload, &event.context.request_id)
-                .await
+                    .handle(event.payload, &event.context.request_id)
+                    .await
                     .map_err(lambda_runtime::Error::from)
             }
         }))

@@ -62,12 +62,17 @@ fn parse_url(queue: &str, raw: &str) -> Result<SqsQueue, QueueMapError> {
     let url = Url::parse(raw).map_err(|e| bad(&format!("not a URL: {e}")))?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err(bad("the queue URL must be https (plain http only on loopback, for emulators)"));
+        return Err(bad(
+            "the queue URL must be https (plain http only on loopback, for emulators)",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("the queue URL must not have a query or fragment"));
     }
-    let segments: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(Iterator::collect)
+        .unwrap_or_default();
     let [account, name] = segments.as_slice() else {
         return Err(bad("the queue URL's path must be /{account}/{queue name}"));
     };
@@ -96,10 +101,9 @@ impl QueueMap {
         let mut queues = BTreeMap::new();
         for (queue, url) in raw {
             let parsed = parse_url(&queue, &url)?;
-            if let Some((other, _)) = queues
-                .iter()
-                .find(|(_, q): &(&String, &SqsQueue)| q.name == parsed.name && q.account == parsed.account)
-            {
+            if let Some((other, _)) = queues.iter().find(|(_, q): &(&String, &SqsQueue)| {
+                q.name == parsed.name && q.account == parsed.account
+            }) {
                 return Err(QueueMapError::InvalidEntry {
                     queue,
                     rule: format!("the same SQS queue is already mapped to {other:?}"),
@@ -174,7 +178,10 @@ mod tests {
             (r#"{"q": "http://sqs.example.com/123456789012/q"}"#, "https"),
             (r#"{"q": "https://sqs.x/123456789012/q?a=b"}"#, "query"),
             (r#"{"q": "https://sqs.x/12345/q"}"#, "12 digits"),
-            (r#"{"q": "https://sqs.x/123456789012/bad name"}"#, "queue name"),
+            (
+                r#"{"q": "https://sqs.x/123456789012/bad name"}"#,
+                "queue name",
+            ),
             (r#"{"q": "https://sqs.x/123456789012"}"#, "path"),
             (
                 r#"{"a": "https://sqs.x/123456789012/q", "b": "https://sqs.x/123456789012/q"}"#,

@@ -82,9 +82,9 @@ pub struct Router {
 }
 
 fn spec_for_queue<'a>(registry: &'a Registry, queue: &str) -> Option<&'a FunctionSpec> {
-    registry.specs().find(
-        |s| matches!(s.trigger, TriggerSpec::ServiceBus { queue: q, .. } if q == queue),
-    )
+    registry
+        .specs()
+        .find(|s| matches!(s.trigger, TriggerSpec::ServiceBus { queue: q, .. } if q == queue))
 }
 
 fn string_attr<'a>(m: &'a SqsMessage, name: &str) -> Option<&'a str> {
@@ -110,7 +110,9 @@ pub fn to_trigger_message(queue: &str, sqs_id: &str, m: &SqsMessage) -> ServiceB
     ServiceBusMessage {
         queue: queue.to_string(),
         body: m.body.clone().unwrap_or_default().into_bytes(),
-        message_id: string_attr(m, attr::MESSAGE_ID).unwrap_or(sqs_id).to_string(),
+        message_id: string_attr(m, attr::MESSAGE_ID)
+            .unwrap_or(sqs_id)
+            .to_string(),
         delivery_count: m
             .attributes
             .get("ApproximateReceiveCount")
@@ -240,7 +242,10 @@ impl Router {
             Outcome::Failed {
                 dead_letter: Some(dl),
                 ..
-            } => self.dead_letter(&message, &dl.reason, &dl.description).await,
+            } => {
+                self.dead_letter(&message, &dl.reason, &dl.description)
+                    .await
+            }
             Outcome::Failed { error, .. } => RecordOutcome::Retry(error.to_string()),
         }
     }
@@ -254,7 +259,8 @@ impl Router {
     ) -> RecordOutcome {
         let description: String = description.chars().take(MAX_DESCRIPTION_CHARS).collect();
         let mut out = resend(message, None);
-        out.properties.retain(|k, _| k.eq_ignore_ascii_case(attr::TRACEPARENT));
+        out.properties
+            .retain(|k, _| k.eq_ignore_ascii_case(attr::TRACEPARENT));
         let out = out
             .with_property("DeadLetterReason", reason)
             .with_property("DeadLetterErrorDescription", description);
@@ -284,9 +290,13 @@ impl Router {
             next: None,
             last_updated: event.time,
         };
-        let outcome =
-            dispatch_invocation(spec, TriggerInput::Timer(timer), &self.ctx, Some(request_id))
-                .await;
+        let outcome = dispatch_invocation(
+            spec,
+            TriggerInput::Timer(timer),
+            &self.ctx,
+            Some(request_id),
+        )
+        .await;
         match outcome {
             Outcome::Completed(out) => Ok(serde_json::json!({
                 "function": spec.name,

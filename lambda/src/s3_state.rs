@@ -19,6 +19,7 @@
 //! Every object lives under an optional key prefix in one bucket, so one bucket can hold
 //! several deployments' state.
 
+use ade_backup_shared::state::fs::validate_prefix;
 use ade_backup_shared::state::lease::{self, LeaseRecord};
 use ade_backup_shared::state::{
     validate_key, ETag, LeaseAcquired, LeaseId, StateError, StateStore,
@@ -55,7 +56,10 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> (Option<u
 }
 
 fn unavailable<E: std::error::Error + 'static>(what: &str, key: &str, e: E) -> StateError {
-    StateError::Unavailable(format!("S3 {what} of {key} failed: {}", DisplayErrorContext(e)))
+    StateError::Unavailable(format!(
+        "S3 {what} of {key} failed: {}",
+        DisplayErrorContext(e)
+    ))
 }
 
 impl S3StateStore {
@@ -166,10 +170,7 @@ impl S3StateStore {
     }
 
     /// The lease record and its sidecar's ETag.
-    async fn lease_record(
-        &self,
-        key: &str,
-    ) -> Result<Option<(LeaseRecord, ETag)>, StateError> {
+    async fn lease_record(&self, key: &str) -> Result<Option<(LeaseRecord, ETag)>, StateError> {
         let object = self.object_key(&format!("{key}{LEASE_SUFFIX}"));
         match self.read(&object, key).await? {
             None => Ok(None),
@@ -243,9 +244,7 @@ impl StateStore for S3StateStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-        if !prefix.is_empty() {
-            validate_key(prefix.trim_end_matches('/'))?;
-        }
+        validate_prefix(prefix)?;
         let mut pages = self
             .client
             .list_objects_v2()

@@ -87,10 +87,7 @@ impl EntraSecret {
         )
         .map_err(|e| SecretError::Credential(e.to_string()))?;
         let credential: Arc<dyn TokenCredential> = credential;
-        Ok((
-            credential.clone(),
-            Arc::new(AzureIdentityToken(credential)),
-        ))
+        Ok((credential.clone(), Arc::new(AzureIdentityToken(credential))))
     }
 }
 
@@ -128,7 +125,9 @@ mod tests {
             format!(r#"{{"tenantId":"{T}","clientId":"{T}","clientSecret":" "}}"#),
             r#"{"clientSecret": hunter2}"#.to_string(),
         ] {
-            let e = EntraSecret::parse("arn:x", &bad).expect_err(&bad).to_string();
+            let e = EntraSecret::parse("arn:x", &bad)
+                .expect_err(&bad)
+                .to_string();
             assert!(!e.contains("hunter2"), "{e}");
             assert!(e.contains("arn:x"), "{e}");
         }

@@ -97,7 +97,10 @@ pub fn attributes(
     message: &OutboundMessage,
 ) -> Result<BTreeMap<String, MessageAttributeValue>, MessagingError> {
     let mut out = BTreeMap::new();
-    out.insert(attr::MESSAGE_ID.to_string(), string_attr(&message.message_id)?);
+    out.insert(
+        attr::MESSAGE_ID.to_string(),
+        string_attr(&message.message_id)?,
+    );
     out.insert(
         attr::CONTENT_TYPE.to_string(),
         string_attr(&message.content_type)?,
@@ -173,13 +176,13 @@ impl SqsSender {
         message: OutboundMessage,
         now: DateTime<Utc>,
     ) -> Result<(), MessagingError> {
-        let queue = self
-            .queues
-            .get(&message.queue)
-            .ok_or_else(|| MessagingError::InvalidQueue {
-                queue: message.queue.clone(),
-                rule: "not in ADE_BACKUP_SQS_QUEUES",
-            })?;
+        let queue =
+            self.queues
+                .get(&message.queue)
+                .ok_or_else(|| MessagingError::InvalidQueue {
+                    queue: message.queue.clone(),
+                    rule: "not in ADE_BACKUP_SQS_QUEUES",
+                })?;
         let delay = message
             .scheduled_enqueue_time
             .map_or(0, |due| delay::hop_seconds(due, now));
@@ -189,8 +192,12 @@ impl SqsSender {
                 rule: "a FIFO queue takes no per-message delay; scheduled messages need a standard queue",
             });
         }
-        let body = String::from_utf8(message.body.clone())
-            .map_err(|_| encode_err(&format!("message {}", message.message_id), "SQS bodies must be UTF-8 text"))?;
+        let body = String::from_utf8(message.body.clone()).map_err(|_| {
+            encode_err(
+                &format!("message {}", message.message_id),
+                "SQS bodies must be UTF-8 text",
+            )
+        })?;
         let mut send = self
             .client
             .send_message()
@@ -199,9 +206,7 @@ impl SqsSender {
             .set_message_attributes(Some(attributes(&message)?.into_iter().collect()));
         if queue.is_fifo() {
             let id = fifo_id(&message.message_id);
-            send = send
-                .message_deduplication_id(&id)
-                .message_group_id(id);
+            send = send.message_deduplication_id(&id).message_group_id(id);
         } else if delay > 0 {
             send = send.delay_seconds(delay);
         }
@@ -240,7 +245,10 @@ mod tests {
         assert_eq!(s(attr::DUE_AT).as_deref(), Some("2030-01-01T00:20:00.000Z"));
         let tp = s(attr::TRACEPARENT).expect("traceparent");
         assert_eq!(tp.len(), 55, "{tp}");
-        let kept = msg().with_property("TraceParent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let kept = msg().with_property(
+            "TraceParent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
         let a = attributes(&kept).expect("attributes");
         assert_eq!(
             a.get(attr::TRACEPARENT).and_then(|v| v.string_value()),
@@ -251,7 +259,10 @@ mod tests {
     #[test]
     fn bad_or_too_many_properties_are_refused() {
         for bad in ["AWS.x", "a b", ".a", "a..b", "ade-message-id", ""] {
-            assert!(attributes(&msg().with_property(bad, "v")).is_err(), "{bad:?}");
+            assert!(
+                attributes(&msg().with_property(bad, "v")).is_err(),
+                "{bad:?}"
+            );
         }
         let mut m = msg();
         for i in 0..8 {

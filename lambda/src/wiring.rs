@@ -25,7 +25,9 @@ pub enum StartError {
     Wiring(#[from] WiringError),
     #[error("invalid S3 state location: {0}")]
     State(#[from] StateError),
-    #[error("ADE_BACKUP_SQS_QUEUES has no URL for queue {queue:?}, which function {function} reads")]
+    #[error(
+        "ADE_BACKUP_SQS_QUEUES has no URL for queue {queue:?}, which function {function} reads"
+    )]
     UnmappedQueue {
         queue: &'static str,
         function: &'static str,
@@ -48,9 +50,9 @@ async fn identity(config: &LambdaConfig, sdk: &SdkConfig) -> Result<Identity, St
                 azure: Some(azure),
             })
         }
-        CredentialSource::Environment => Ok(azure_wiring::identity_from_env(|k| {
-            std::env::var(k).ok()
-        })?),
+        CredentialSource::Environment => {
+            Ok(azure_wiring::identity_from_env(|k| std::env::var(k).ok())?)
+        }
     }
 }
 

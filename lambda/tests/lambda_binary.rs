@@ -35,14 +35,32 @@ fn attribute<'a>(m: &'a aws_sdk_sqs::types::Message, name: &str) -> Option<&'a s
 async fn one_bad_record_does_not_redeliver_the_batch() {
     let stack = LambdaStack::start(Path::new(BIN), &[]).await;
     let q = "vm-encryption-events";
-    stack.send(q, &irrelevant_event("evt-ok"), &[(attr::MESSAGE_ID, "evt-ok")]).await;
-    stack.send(q, "not json", &[(attr::MESSAGE_ID, "evt-poison")]).await;
+    stack
+        .send(
+            q,
+            &irrelevant_event("evt-ok"),
+            &[(attr::MESSAGE_ID, "evt-ok")],
+        )
+        .await;
+    stack
+        .send(q, "not json", &[(attr::MESSAGE_ID, "evt-poison")])
+        .await;
     // A relevant event: the handler reads the VM from Azure, which is unreachable here.
-    let transient = stack.send(q, &ade_event("evt-transient"), &[(attr::MESSAGE_ID, "evt-transient")]).await;
+    let transient = stack
+        .send(
+            q,
+            &ade_event("evt-transient"),
+            &[(attr::MESSAGE_ID, "evt-transient")],
+        )
+        .await;
 
     let round = stack.source.poll_once(&stack.api).await;
     assert_eq!(round.delivered, 3, "one batch of three: {round:?}");
-    assert_eq!(round.retried, vec![transient.clone()], "only the transient record is retried");
+    assert_eq!(
+        round.retried,
+        vec![transient.clone()],
+        "only the transient record is retried"
+    );
 
     // The poison record: reason recorded in state, message in the DLQ with the reason.
     let record = stack
@@ -54,10 +72,16 @@ async fn one_bad_record_does_not_redeliver_the_batch() {
     let dlq = receive(&stack.sqs, &stack.dead_letter_queues[q], 5).await;
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!(dlq[0].body(), Some("not json"));
-    assert_eq!(attribute(&dlq[0], "DeadLetterReason"), Some(reason.as_str()));
+    assert_eq!(
+        attribute(&dlq[0], "DeadLetterReason"),
+        Some(reason.as_str())
+    );
     assert_eq!(attribute(&dlq[0], attr::MESSAGE_ID), Some("evt-poison"));
     assert!(
-        stack.state_json("deadletters/vm-encryption-events/evt-ok.json").await.is_none(),
+        stack
+            .state_json("deadletters/vm-encryption-events/evt-ok.json")
+            .await
+            .is_none(),
         "the completed record is not dead-lettered"
     );
 
@@ -68,7 +92,9 @@ async fn one_bad_record_does_not_redeliver_the_batch() {
     assert_eq!(ids, vec![transient.as_str()]);
     let count = again[0]
         .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
         .map(String::as_str);
     assert_eq!(count, Some("2"));
 }
@@ -80,12 +106,19 @@ async fn an_early_record_is_sent_on_with_the_rest_of_its_delay() {
     let due_text = due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let body = r#"{"not":"handled yet"}"#;
     stack
-        .send("backup-vm", body, &[(attr::MESSAGE_ID, "m-later"), (attr::DUE_AT, &due_text)])
+        .send(
+            "backup-vm",
+            body,
+            &[(attr::MESSAGE_ID, "m-later"), (attr::DUE_AT, &due_text)],
+        )
         .await;
     let round = stack.source.poll_once(&stack.api).await;
     assert_eq!((round.delivered, round.retried.len()), (1, 0), "{round:?}");
     assert!(
-        stack.state_json("deadletters/backup-vm/m-later.json").await.is_none(),
+        stack
+            .state_json("deadletters/backup-vm/m-later.json")
+            .await
+            .is_none(),
         "the handler did not run on the early record"
     );
     let started = Instant::now();
@@ -135,7 +168,8 @@ async fn the_entra_credential_comes_from_secrets_manager() {
     assert!(!stack.process.log().contains("s3cr3t-never-logged"));
 
     // A malformed secret stops the start-up, naming the rule, never the value.
-    let bad = json!({"tenantId": "s3cr3t-never-logged", "clientId": "x", "clientSecret": "y"}).to_string();
+    let bad = json!({"tenantId": "s3cr3t-never-logged", "clientId": "x", "clientSecret": "y"})
+        .to_string();
     let mut stack = LambdaStack::start_with_secret(Path::new(BIN), &[], Some(&bad)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stack.process.running() && Instant::now() < deadline {

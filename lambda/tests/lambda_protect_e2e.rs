@@ -41,7 +41,10 @@ async fn an_ade_event_on_sqs_protects_the_vm_through_the_lambda() {
         ("ADE_BACKUP_ARM_ENDPOINT", base.clone()),
         ("ADE_BACKUP_GRAPH_ENDPOINT", base.clone()),
         ("ADE_BACKUP_BLOB_ENDPOINT", format!("{base}_blob/")),
-        ("ADE_BACKUP_BMS_OBJECT_ID", sim.backup_management_object_id()),
+        (
+            "ADE_BACKUP_BMS_OBJECT_ID",
+            sim.backup_management_object_id(),
+        ),
         ("ADE_BACKUP_SUBSCRIPTIONS", S1.to_string()),
         ("ADE_BACKUP_PROTECTION_RULES", rules),
         ("ADE_BACKUP_POLL_INTERVAL_MS", "1000".into()),
@@ -57,7 +60,11 @@ async fn an_ade_event_on_sqs_protects_the_vm_through_the_lambda() {
         "data": {"resourceUri": ext, "operationName": "Microsoft.Compute/virtualMachines/extensions/write", "status": "Succeeded"}
     });
     stack
-        .send("vm-encryption-events", &event.to_string(), &[(attr::MESSAGE_ID, "evt-e2e")])
+        .send(
+            "vm-encryption-events",
+            &event.to_string(),
+            &[(attr::MESSAGE_ID, "evt-e2e")],
+        )
         .await;
 
     let key = format!("vms/{S1}/rg-app-web/web-lnx-02.json");

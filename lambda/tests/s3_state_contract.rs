@@ -17,7 +17,10 @@ async fn s3_store_meets_the_contract_on_moto() {
     let fresh = |name: String| {
         let client = client.clone();
         async move {
-            let bucket = format!("contract-{name}").chars().take(63).collect::<String>();
+            let bucket = format!("contract-{name}")
+                .chars()
+                .take(63)
+                .collect::<String>();
             create_bucket(&client, &bucket).await;
             Arc::new(S3StateStore::new(client, bucket, "").expect("store")) as Store
         }
@@ -34,15 +37,33 @@ async fn prefixes_isolate_deployments_and_sidecars_stay_hidden() {
     create_bucket(&client, "shared-state").await;
     let a = S3StateStore::new(client.clone(), "shared-state", "prod/").expect("store");
     let b = S3StateStore::new(client.clone(), "shared-state", "test/").expect("store");
-    a.create("runs/sweep/latest.json", b"a").await.expect("create a");
-    b.create("runs/sweep/latest.json", b"b").await.expect("create b");
-    let (got, _) = a.get("runs/sweep/latest.json").await.expect("get").expect("present");
-    assert_eq!(got, b"a");
-    a.acquire_lease("runs/sweep/latest.json", Duration::from_secs(30), &LeaseId("l1".into()))
+    a.create("runs/sweep/latest.json", b"a")
         .await
-        .expect("lease");
-    assert_eq!(a.list("").await.expect("list"), vec!["runs/sweep/latest.json"]);
-    assert_eq!(b.list("runs/").await.expect("list"), vec!["runs/sweep/latest.json"]);
+        .expect("create a");
+    b.create("runs/sweep/latest.json", b"b")
+        .await
+        .expect("create b");
+    let (got, _) = a
+        .get("runs/sweep/latest.json")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got, b"a");
+    a.acquire_lease(
+        "runs/sweep/latest.json",
+        Duration::from_secs(30),
+        &LeaseId("l1".into()),
+    )
+    .await
+    .expect("lease");
+    assert_eq!(
+        a.list("").await.expect("list"),
+        vec!["runs/sweep/latest.json"]
+    );
+    assert_eq!(
+        b.list("runs/").await.expect("list"),
+        vec!["runs/sweep/latest.json"]
+    );
     // The sidecar is a real object under the prefix, next to the document.
     let objects = client
         .list_objects_v2()
@@ -52,10 +73,22 @@ async fn prefixes_isolate_deployments_and_sidecars_stay_hidden() {
         .await
         .expect("list objects");
     let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
-    assert_eq!(keys, vec!["prod/runs/sweep/latest.json", "prod/runs/sweep/latest.json~lease"]);
+    assert_eq!(
+        keys,
+        vec![
+            "prod/runs/sweep/latest.json",
+            "prod/runs/sweep/latest.json~lease"
+        ]
+    );
     // b's document is not leased by a's lease.
-    let (_, etag) = b.get("runs/sweep/latest.json").await.expect("get").expect("present");
-    b.replace("runs/sweep/latest.json", b"b2", &etag).await.expect("b is not leased");
+    let (_, etag) = b
+        .get("runs/sweep/latest.json")
+        .await
+        .expect("get")
+        .expect("present");
+    b.replace("runs/sweep/latest.json", b"b2", &etag)
+        .await
+        .expect("b is not leased");
 }
 
 #[tokio::test]

@@ -171,7 +171,11 @@ async fn response(
     finish(&inner, &id, InvocationResult::Response(json_or_text(&body)))
 }
 
-async fn error(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: String) -> StatusCode {
+async fn error(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: String,
+) -> StatusCode {
     finish(&inner, &id, InvocationResult::Error(json_or_text(&body)))
 }
 

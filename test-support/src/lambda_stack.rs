@@ -101,8 +101,13 @@ impl LambdaStack {
                 .send()
                 .await
                 .expect("create the secret");
-            env.retain(|(k, _)| !k.starts_with("ADE_BACKUP_CREDENTIAL") && *k != "ADE_BACKUP_STATIC_TOKEN");
-            env.push(("ADE_BACKUP_AZURE_SECRET_ARN", out.arn().expect("secret ARN").to_string()));
+            env.retain(|(k, _)| {
+                !k.starts_with("ADE_BACKUP_CREDENTIAL") && *k != "ADE_BACKUP_STATIC_TOKEN"
+            });
+            env.push((
+                "ADE_BACKUP_AZURE_SECRET_ARN",
+                out.arn().expect("secret ARN").to_string(),
+            ));
         }
         for (k, v) in extra {
             env.retain(|(e, _)| e != k);
@@ -142,7 +147,11 @@ impl LambdaStack {
 
     /// Sends `body` to queue `name` with string message attributes `attrs`; returns its SQS id.
     pub async fn send(&self, name: &str, body: &str, attrs: &[(&str, &str)]) -> String {
-        let mut send = self.sqs.send_message().queue_url(self.url(name)).message_body(body);
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(self.url(name))
+            .message_body(body);
         for (k, v) in attrs {
             let value = aws_sdk_sqs::types::MessageAttributeValue::builder()
                 .data_type("String")
@@ -157,7 +166,14 @@ impl LambdaStack {
 
     /// A state document from the bucket, as JSON.
     pub async fn state_json(&self, key: &str) -> Option<Value> {
-        let out = self.s3.get_object().bucket(BUCKET).key(key).send().await.ok()?;
+        let out = self
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
         let bytes = out.body.collect().await.ok()?.into_bytes();
         serde_json::from_slice(&bytes).ok()
     }

@@ -30,9 +30,9 @@ pub mod pump;
 pub mod receipt;
 pub mod serve_process;
 pub mod sim_stack;
+pub mod simulator;
 #[cfg(feature = "aws")]
 pub mod sqs_event_source;
-pub mod simulator;
 pub mod sweep_harness;
 
 pub use app::{serve, spawn_app, spawn_app_with, TestApp};

@@ -59,7 +59,10 @@ pub async fn create_queue(client: &aws_sdk_sqs::Client, name: &str, visibility: 
     let out = client
         .create_queue()
         .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        )
         .send()
         .await
         .unwrap_or_else(|e| panic!("create queue {name}: {e:?}"));
@@ -170,7 +173,8 @@ impl SqsEventSource {
             if messages.is_empty() {
                 continue;
             }
-            let event = json!({"Records": messages.iter().map(|m| record(m, &q.arn)).collect::<Vec<_>>()});
+            let event =
+                json!({"Records": messages.iter().map(|m| record(m, &q.arn)).collect::<Vec<_>>()});
             round.delivered += messages.len();
             let answer = api.invoke(event, Duration::from_secs(120)).await;
             let retry: Vec<String> = match &answer {
