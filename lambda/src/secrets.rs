@@ -10,7 +10,8 @@
 //! needs its `client_certificate` feature, which links OpenSSL into the Lambda binary (see
 //! README "AWS Lambda").
 
-use ade_backup_shared::credential::{AzureIdentityToken, TokenSource};
+use ade_backup_functions::wiring::Identity;
+use ade_backup_shared::credential::AzureIdentityToken;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::Client;
 use azure_core::credentials::{Secret, TokenCredential};
@@ -75,10 +76,9 @@ impl EntraSecret {
         Ok(s)
     }
 
-    /// The `azure_core` credential and the token source the ARM client uses.
-    pub fn credential(
-        self,
-    ) -> Result<(Arc<dyn TokenCredential>, Arc<dyn TokenSource>), SecretError> {
+    /// The process identity: the `azure_core` credential and the token source the ARM client
+    /// uses.
+    pub fn credential(self) -> Result<Identity, SecretError> {
         let credential = azure_identity::ClientSecretCredential::new(
             &self.tenant_id,
             self.client_id,
@@ -87,7 +87,10 @@ impl EntraSecret {
         )
         .map_err(|e| SecretError::Credential(e.to_string()))?;
         let credential: Arc<dyn TokenCredential> = credential;
-        Ok((credential.clone(), Arc::new(AzureIdentityToken(credential))))
+        Ok(Identity {
+            tokens: Arc::new(AzureIdentityToken(credential.clone())),
+            azure: Some(credential),
+        })
     }
 }
 

@@ -44,11 +44,7 @@ async fn identity(config: &LambdaConfig, sdk: &SdkConfig) -> Result<Identity, St
     match &config.credential {
         CredentialSource::SecretsManager { arn } => {
             let client = aws_sdk_secretsmanager::Client::new(sdk);
-            let (azure, tokens) = secrets::load(&client, arn).await?.credential()?;
-            Ok(Identity {
-                tokens,
-                azure: Some(azure),
-            })
+            Ok(secrets::load(&client, arn).await?.credential()?)
         }
         CredentialSource::Environment => {
             Ok(azure_wiring::identity_from_env(|k| std::env::var(k).ok())?)
