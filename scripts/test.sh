@@ -7,6 +7,8 @@ if [ -f package-lock.json ] && [ ! -x node_modules/.bin/azurite-blob ]; then
   echo "== installing Azurite (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# moto (the AWS emulator of the Lambda build's tests, lambda/tests): a pinned venv under target/.
+bash scripts/install-moto.sh
 # Benchmarks (tests/benches, harness = false) print figures and are run on purpose with
 # `cargo bench`, so the suite names the test targets explicitly instead of --all-targets.
 echo "== cargo test --workspace (lib, bins, tests)"

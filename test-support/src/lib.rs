@@ -13,11 +13,22 @@
 //! - [`otel_capture`]: a test-local tracer provider and subscriber (spans and JSON logs in
 //!   memory, installed for one thread) for the in-process telemetry tests;
 //! - [`receipt`]: a test-only handler that records each message it receives;
-//! - [`serve_process`]: the real `ade-backup serve` process and host-shaped invocation payloads.
+//! - [`serve_process`]: the real `ade-backup serve` process and host-shaped invocation payloads;
+//! - [`moto`]: the AWS emulator (moto server) on a free port;
+//! - [`lambda_runtime_api`]: a local Lambda Runtime API; [`lambda_process`]: the real Lambda
+//!   binary pointed at it;
+//! - [`lambda_stack`] (feature `aws`): all of that together, with queues, DLQs and the bucket;
+//! - [`sqs_event_source`] (feature `aws`): Lambda's SQS event source mapping over moto, and SDK
+//!   clients for moto.
 
 pub mod app;
 pub mod drills;
 pub mod flaky_store;
+pub mod lambda_process;
+pub mod lambda_runtime_api;
+#[cfg(feature = "aws")]
+pub mod lambda_stack;
+pub mod moto;
 pub mod otel_capture;
 pub mod otlp;
 pub mod pump;
@@ -25,6 +36,8 @@ pub mod receipt;
 pub mod serve_process;
 pub mod sim_stack;
 pub mod simulator;
+#[cfg(feature = "aws")]
+pub mod sqs_event_source;
 pub mod sweep_harness;
 
 pub use app::{serve, spawn_app, spawn_app_with, TestApp};

@@ -188,8 +188,8 @@ impl StateStore for FsStateStore {
 }
 
 /// Checks a `list` prefix: empty (everything), or a valid key optionally followed by one `/`.
-/// Shared with the blob store so both reject the same prefixes.
-pub(crate) fn validate_prefix(prefix: &str) -> Result<(), StateError> {
+/// Shared with the blob, memory and S3 stores so all reject the same prefixes.
+pub fn validate_prefix(prefix: &str) -> Result<(), StateError> {
     if prefix.is_empty() {
         return Ok(());
     }

@@ -18,6 +18,8 @@
 //! overwrite. Keys are `/`-separated relative paths (see docs/state.md).
 
 pub mod blob;
+#[cfg(feature = "contract-suite")]
+pub mod contract;
 pub mod fs;
 pub mod lease;
 pub mod memory;
