@@ -17,6 +17,7 @@ pub mod flaky_store;
 pub mod otlp;
 pub mod pump;
 pub mod receipt;
+pub mod reliability;
 pub mod serve_process;
 pub mod sim_stack;
 pub mod simulator;

@@ -1,0 +1,1 @@
+//! Scenario 3 (crashes): see `tests/tests/reliability.rs`.
