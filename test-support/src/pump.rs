@@ -420,12 +420,7 @@ impl QueuePump {
     }
 
     /// Records a finished delivery of the continuous pump in the log and in `report`.
-    fn finish(
-        &self,
-        ctx: &Context,
-        finished: Result<Ran, JoinError>,
-        report: &mut PumpReport,
-    ) {
+    fn finish(&self, ctx: &Context, finished: Result<Ran, JoinError>, report: &mut PumpReport) {
         let Ok((p, outcome, timing)) = finished else {
             // The handler panicked: Service Bus would see the lock expire.
             report.transient_failures += 1;

@@ -11,18 +11,39 @@ use std::time::Duration;
 fn assert_onboarded_once(r: &OnboardingReport) {
     let n = r.vm_ids.len() as u64;
     assert!(!r.pump.timed_out, "the run finished\n{r}");
-    assert!(r.unprotected.is_empty(), "unprotected: {:?}\n{r}", r.unprotected);
+    assert!(
+        r.unprotected.is_empty(),
+        "unprotected: {:?}\n{r}",
+        r.unprotected
+    );
     assert_eq!(r.by_status.get("protected"), Some(&n), "{r}");
-    assert_eq!(r.sim.writes.protection_puts, n, "one protected-item PUT per VM\n{r}");
-    assert_eq!(r.sim.writes.backup_now_calls, n, "one backup-now per VM\n{r}");
-    assert!(r.excess_access_policy_writes().is_empty(), "{:?}\n{r}", r.excess_access_policy_writes());
+    assert_eq!(
+        r.sim.writes.protection_puts, n,
+        "one protected-item PUT per VM\n{r}"
+    );
+    assert_eq!(
+        r.sim.writes.backup_now_calls, n,
+        "one backup-now per VM\n{r}"
+    );
+    assert!(
+        r.excess_access_policy_writes().is_empty(),
+        "{:?}\n{r}",
+        r.excess_access_policy_writes()
+    );
     for vault in r.access_policy_needs.keys() {
         assert!(
-            r.sim.access_policy_writes_by_vault.get(vault).is_some_and(|w| *w >= 1),
+            r.sim
+                .access_policy_writes_by_vault
+                .get(vault)
+                .is_some_and(|w| *w >= 1),
             "{vault} lacked the policy and got no write\n{r}"
         );
     }
-    assert!(r.pump.dead_lettered.is_empty(), "{:?}", r.pump.dead_lettered);
+    assert!(
+        r.pump.dead_lettered.is_empty(),
+        "{:?}",
+        r.pump.dead_lettered
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,6 +105,9 @@ async fn under_faults_every_vm_is_protected_once() {
     })
     .await;
     println!("scenario 4 (reduced):\n{r}");
-    assert!(r.sim.faults_injected > 0 && r.arm.throttled > 0 && r.arm.retries > 0, "{r}");
+    assert!(
+        r.sim.faults_injected > 0 && r.arm.throttled > 0 && r.arm.retries > 0,
+        "{r}"
+    );
     assert_onboarded_once(&r);
 }

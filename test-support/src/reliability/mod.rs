@@ -235,7 +235,10 @@ impl Census {
     pub fn unprotected(&self, vms: &[String]) -> Vec<String> {
         vms.iter()
             .filter(|v| {
-                self.vm_status.get(&v.to_ascii_lowercase()).map(String::as_str) != Some("protected")
+                self.vm_status
+                    .get(&v.to_ascii_lowercase())
+                    .map(String::as_str)
+                    != Some("protected")
             })
             .cloned()
             .collect()

@@ -81,6 +81,8 @@ pub struct OnboardingReport {
     pub pump: PumpReport,
     pub redelivered: u64,
     pub state_faults: u64,
+    /// The operation documents of the VMs left unprotected (what to look at when one is).
+    pub stuck: Vec<String>,
 }
 
 impl OnboardingReport {
@@ -141,7 +143,9 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
                 m.insert(vm.to_ascii_lowercase(), Instant::now());
             }
             for _ in 0..run.copies.max(1) {
-                pump.send(msg.clone()).await.expect("the pump accepts events");
+                pump.send(msg.clone())
+                    .await
+                    .expect("the pump accepts events");
             }
         }
         producing.store(false, Ordering::SeqCst);
@@ -155,12 +159,24 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
         let first = ids[0].to_ascii_lowercase();
         for d in pump.deliveries() {
             if vm_of(&d.body, &census).as_deref() == Some(first.as_str()) {
-                println!("{:?} {:?} {} {}", d.started.duration_since(started), d.finished.duration_since(started), d.queue, String::from_utf8_lossy(&d.body).chars().take(120).collect::<String>());
+                println!(
+                    "{:?} {:?} {} {}",
+                    d.started.duration_since(started),
+                    d.finished.duration_since(started),
+                    d.queue,
+                    String::from_utf8_lossy(&d.body)
+                        .chars()
+                        .take(120)
+                        .collect::<String>()
+                );
             }
         }
     }
+    let unprotected = census.unprotected(&ids);
+    let stuck = stuck_operations(&h.store, &census, &unprotected);
     OnboardingReport {
-        unprotected: census.unprotected(&ids),
+        stuck,
+        unprotected,
         vm_ids: ids,
         wall,
         latency,
@@ -174,6 +190,22 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
         redelivered: pump.redelivered(),
         state_faults: flaky.injected(),
     }
+}
+
+/// The operation document of each VM of `vms`, as one JSON line.
+fn stuck_operations(
+    store: &ade_backup_shared::state::MemoryStateStore,
+    census: &Census,
+    vms: &[String],
+) -> Vec<String> {
+    let wanted: Vec<String> = vms.iter().map(|v| v.to_ascii_lowercase()).collect();
+    census
+        .operation_vm
+        .iter()
+        .filter(|(_, vm)| wanted.contains(vm))
+        .filter_map(|(op, _)| store.json(&format!("operations/protect/{op}.json")))
+        .map(|doc| doc.to_string())
+        .collect()
 }
 
 /// Per VM: enqueued → the first completed `backup-now` delivery, with and without the pacing
@@ -222,10 +254,19 @@ fn latencies(
 impl std::fmt::Display for OnboardingReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let w = &self.sim.writes;
-        writeln!(f, "  VMs: {}, wall {:.1} s", self.vm_ids.len(), self.wall.as_secs_f64())?;
+        writeln!(
+            f,
+            "  VMs: {}, wall {:.1} s",
+            self.vm_ids.len(),
+            self.wall.as_secs_f64()
+        )?;
         writeln!(f, "  records by status: {:?}", self.by_status)?;
         writeln!(f, "  unprotected: {}", self.unprotected.len())?;
-        writeln!(f, "  enqueued -> backup-now accepted, excluding pacing: {}", self.latency)?;
+        writeln!(
+            f,
+            "  enqueued -> backup-now accepted, excluding pacing: {}",
+            self.latency
+        )?;
         writeln!(f, "  same, pacing included: {}", self.latency_with_pacing)?;
         writeln!(f, "  ARM pacing wait per VM: {}", self.pacing)?;
         writeln!(
@@ -256,7 +297,11 @@ impl std::fmt::Display for OnboardingReport {
             self.pump.dead_lettered.len(),
             self.pump.timed_out,
             self.state_faults
-        )
+        )?;
+        for doc in &self.stuck {
+            write!(f, "\n  stuck: {doc}")?;
+        }
+        Ok(())
     }
 }
 
