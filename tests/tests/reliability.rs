@@ -3,6 +3,7 @@
 //! protected-item PUTs, backup-now calls, access-policy writes per vault, VM records.
 
 use ade_backup_sim::{FaultConfig, FaultRule};
+use ade_backup_test_support::reliability::crashes;
 use ade_backup_test_support::reliability::onboarding::{self, OnboardingReport, OnboardingRun};
 use std::time::Duration;
 
@@ -110,4 +111,25 @@ async fn under_faults_every_vm_is_protected_once() {
         "{r}"
     );
     assert_onboarded_once(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_handler_process_loses_no_operation_and_doubles_no_write() {
+    let run = crashes::CrashRun::default();
+    let r = crashes::run(&run).await.expect("the crash run ran");
+    println!("scenario 3 (reduced):\n{r}");
+    let n = run.vms as u64;
+    assert_eq!(r.kills, run.kills, "{r}");
+    assert!(r.handler_restarts >= run.kills as u64, "{r}");
+    assert_eq!(
+        r.vms_by_status.get("protected"),
+        Some(&(n + run.restores as u64)),
+        "{r}"
+    );
+    assert_eq!(r.write("protectionPuts"), n, "{r}");
+    assert_eq!(r.write("backupNowCalls"), n, "{r}");
+    let t = run.restores as u64;
+    assert_eq!(r.tickets_by_status.get("completed"), Some(&t), "{r}");
+    assert_eq!(r.write("restores"), t, "one restore per ticket\n{r}");
+    assert_eq!(r.dead_letters, 0, "{r}");
 }
