@@ -7,7 +7,8 @@
 //! cargo bench -p ade-backup-tests --bench reliability --profile dev -- crashes     # 3
 //! cargo bench -p ade-backup-tests --bench reliability --profile dev -- faults      # 4
 //! ```
-//! (no argument: all four). Sizes can be lowered with `RELIABILITY_VMS=<n>`.
+//! (no argument: all four). `RELIABILITY_VMS=<n>` changes the fleet size,
+//! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10).
 
 use ade_backup_sim::{FaultConfig, FaultRule};
 use ade_backup_test_support::reliability::crashes::{self, CrashRun};
@@ -21,9 +22,16 @@ fn vms(default: usize) -> usize {
         .unwrap_or(default)
 }
 
+fn subscriptions() -> usize {
+    std::env::var("RELIABILITY_SUBSCRIPTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
 async fn latency() {
     let run = OnboardingRun {
-        subscriptions: 10,
+        subscriptions: subscriptions(),
         vms: vms(6_000),
         events_per_second: 100.0,
         timeout: Duration::from_secs(900),
