@@ -27,7 +27,7 @@ pub struct OnboardingRun {
     pub vms: usize,
     /// Events per second (0: all at once).
     pub events_per_second: f64,
-    /// Each event is delivered this many times (same event id, no duplicate detection when > 1).
+    /// Each event is delivered this many times (same event, distinct Service Bus message ids).
     pub copies: u32,
     /// Share of completed deliveries handed out again.
     pub redeliver_completed: f64,
@@ -116,8 +116,10 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
     let pump = Arc::new(QueuePump::new(
         &Registry::production(),
         PumpOptions {
-            // Several copies of an event must all reach the handler: no duplicate detection.
-            duplicate_window: (run.copies <= 1).then_some(TimeDelta::MAX),
+            // Duplicate detection on every queue, as infra/modules/app.bicep configures them
+            // (the product's own follow-ups rely on it); the copies of an event carry distinct
+            // message ids, so each reaches the handler (as copies outside the window would).
+            duplicate_window: Some(TimeDelta::MAX),
             redelivery_delay: TimeDelta::zero(),
             redeliver_completed: run.redeliver_completed,
         },
@@ -142,10 +144,12 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
             if let Ok(mut m) = enqueued.lock() {
                 m.insert(vm.to_ascii_lowercase(), Instant::now());
             }
-            for _ in 0..run.copies.max(1) {
-                pump.send(msg.clone())
-                    .await
-                    .expect("the pump accepts events");
+            for copy in 0..run.copies.max(1) {
+                let mut m = msg.clone();
+                if copy > 0 {
+                    m.message_id = format!("{}~copy-{copy}", m.message_id);
+                }
+                pump.send(m).await.expect("the pump accepts events");
             }
         }
         producing.store(false, Ordering::SeqCst);
