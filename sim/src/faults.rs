@@ -16,6 +16,9 @@ pub struct FaultRule {
     /// Status for injected errors: 500 (InternalServerError), 503 (ServiceUnavailable, with
     /// Retry-After) or any other code.
     pub error_status: u16,
+    /// Probability (0..=1) that the call is refused with 429 TooManyRequests and
+    /// `Retry-After: 1`, as ARM answers a throttled call (on top of the token buckets).
+    pub throttle_rate: f64,
     /// Added real latency before the call is served.
     pub latency_ms: u64,
     /// Probability (0..=1) that the call hangs for `timeout_ms` and then fails with 504.
@@ -28,6 +31,7 @@ impl Default for FaultRule {
         Self {
             error_rate: 0.0,
             error_status: 500,
+            throttle_rate: 0.0,
             latency_ms: 0,
             timeout_rate: 0.0,
             timeout_ms: 30_000,
@@ -54,7 +58,11 @@ impl FaultConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         let check = |name: &str, r: &FaultRule| -> Result<(), String> {
-            for (field, v) in [("errorRate", r.error_rate), ("timeoutRate", r.timeout_rate)] {
+            for (field, v) in [
+                ("errorRate", r.error_rate),
+                ("timeoutRate", r.timeout_rate),
+                ("throttleRate", r.throttle_rate),
+            ] {
                 if !(0.0..=1.0).contains(&v) {
                     return Err(format!("{name}.{field} must be between 0 and 1, got {v}"));
                 }
@@ -134,6 +142,8 @@ impl Faults {
         let latency = Duration::from_millis(rule.latency_ms);
         let outcome = if rule.timeout_rate > 0.0 && rng.random::<f64>() < rule.timeout_rate {
             FaultOutcome::Timeout(Duration::from_millis(rule.timeout_ms))
+        } else if rule.throttle_rate > 0.0 && rng.random::<f64>() < rule.throttle_rate {
+            FaultOutcome::Error(429)
         } else if rule.error_rate > 0.0 && rng.random::<f64>() < rule.error_rate {
             FaultOutcome::Error(rule.error_status)
         } else {
@@ -166,6 +176,39 @@ mod tests {
             .count();
         assert!((2700..3300).contains(&errors), "{errors}");
         assert!((0..100).all(|_| f.decide("keyvault.get").outcome == FaultOutcome::Pass));
+    }
+
+    #[test]
+    fn throttle_rate_answers_429_beside_the_error_rate() {
+        let f = Faults::new(FaultConfig {
+            default: FaultRule {
+                throttle_rate: 0.05,
+                error_rate: 0.1,
+                ..Default::default()
+            },
+            seed: Some(11),
+            ..Default::default()
+        });
+        let (mut throttled, mut errors) = (0, 0);
+        for _ in 0..10_000 {
+            match f.decide("vm.get").outcome {
+                FaultOutcome::Error(429) => throttled += 1,
+                FaultOutcome::Error(500) => errors += 1,
+                _ => {}
+            }
+        }
+        assert!((400..600).contains(&throttled), "{throttled}");
+        // The error dice are thrown for the calls not throttled: 10% of 95%.
+        assert!((800..1100).contains(&errors), "{errors}");
+        let bad = FaultConfig {
+            default: FaultRule {
+                throttle_rate: -0.1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = f.set(bad).expect_err("negative rate");
+        assert!(err.contains("default.throttleRate"), "{err}");
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct SimStats {
     pub faults_by_operation: BTreeMap<String, u64>,
     /// Successful writes per kind.
     pub writes: WriteStats,
+    /// Successful access-policy writes per Key Vault (lower-case vault id).
+    pub access_policy_writes_by_vault: BTreeMap<String, u64>,
     pub events_published: u64,
     pub event_publish_failures: u64,
     pub unauthenticated: u64,

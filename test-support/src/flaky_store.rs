@@ -1,11 +1,12 @@
 //! [`FlakyStore`]: a state store that can be told to fail every write after the next `n`, to
-//! play a crash between an Azure call and the write that records it.
+//! play a crash between an Azure call and the write that records it, or to fail a random share
+//! of writes (a storage account answering 503 now and then).
 
 use ade_backup_shared::state::{
     ETag, LeaseAcquired, LeaseId, MemoryStateStore, StateError, StateStore,
 };
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,12 @@ pub struct FlakyStore {
     pub inner: Arc<MemoryStateStore>,
     /// Writes still allowed before every write fails; negative: never fail.
     writes_left: AtomicI64,
+    /// Share of writes that fail at random, in millionths (0: none).
+    fail_ppm: AtomicU64,
+    /// Dice state (splitmix64 counter: reproducible).
+    dice: AtomicU64,
+    /// Writes failed at random so far.
+    injected: AtomicU64,
 }
 
 impl FlakyStore {
@@ -23,7 +30,28 @@ impl FlakyStore {
         Self {
             inner,
             writes_left: AtomicI64::new(-1),
+            fail_ppm: AtomicU64::new(0),
+            dice: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
         }
+    }
+    /// From now on, fail `share` (0..=1) of writes at random.
+    pub fn fail_share(&self, share: f64) {
+        let ppm = (share.clamp(0.0, 1.0) * 1e6).round() as u64;
+        self.fail_ppm.store(ppm, Ordering::SeqCst);
+    }
+    /// Writes failed by [`FlakyStore::fail_share`] so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::SeqCst)
+    }
+    fn roll_ppm(&self) -> u64 {
+        let mut z = self
+            .dice
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % 1_000_000
     }
     /// Let `n` writes succeed, then fail every write until [`FlakyStore::heal`].
     pub fn fail_after_writes(&self, n: i64) {
@@ -33,6 +61,11 @@ impl FlakyStore {
         self.writes_left.store(-1, Ordering::SeqCst);
     }
     fn check(&self) -> Result<(), StateError> {
+        let ppm = self.fail_ppm.load(Ordering::SeqCst);
+        if ppm > 0 && self.roll_ppm() < ppm {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StateError::Unavailable("simulated storage fault".into()));
+        }
         let left = self.writes_left.load(Ordering::SeqCst);
         if left < 0 {
             return Ok(());

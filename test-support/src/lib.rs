@@ -33,6 +33,7 @@ pub mod otel_capture;
 pub mod otlp;
 pub mod pump;
 pub mod receipt;
+pub mod reliability;
 pub mod serve_process;
 pub mod sim_stack;
 pub mod simulator;

@@ -18,11 +18,14 @@
 //!
 //! Either way a transient failure is redelivered (`DeliveryCount` + 1, dead-lettered after the
 //! tenth) and a first delivery of a `MessageId` delivered within the duplicate-detection window
-//! is dropped ([`PumpOptions`]).
+//! is dropped ([`PumpOptions`]). [`PumpOptions::redeliver_completed`] also redelivers a share of
+//! completed messages (a lock lost before the completion reached Service Bus). Each delivery is
+//! logged with when it started and ended and the ARM pacing wait inside it.
 
 use ade_backup_functions::context::{Context, ManualClock};
 use ade_backup_functions::handlers::{self, FunctionSpec, Outcome, Registry};
 use ade_backup_functions::host::protocol::{ServiceBusMessage, TriggerInput, TriggerSpec};
+use ade_backup_shared::arm::meter_paced_wait;
 use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
 use ade_backup_shared::telemetry;
 use ade_backup_sim::Simulator;
@@ -50,6 +53,9 @@ pub struct PumpOptions {
     pub duplicate_window: Option<TimeDelta>,
     /// How long after an abandoned delivery (transient failure) the message comes back.
     pub redelivery_delay: TimeDelta,
+    /// Share (0..=1) of completed deliveries delivered again (`DeliveryCount` + 1), as when the
+    /// lock was lost before Service Bus got the completion: at-least-once, on purpose.
+    pub redeliver_completed: f64,
 }
 
 impl PumpOptions {
@@ -59,6 +65,7 @@ impl PumpOptions {
         Self {
             duplicate_window: Some(TimeDelta::minutes(10)),
             redelivery_delay: TimeDelta::seconds(30),
+            redeliver_completed: 0.0,
         }
     }
 
@@ -69,6 +76,7 @@ impl PumpOptions {
         Self {
             duplicate_window: Some(TimeDelta::MAX),
             redelivery_delay: TimeDelta::zero(),
+            redeliver_completed: 0.0,
         }
     }
 }
@@ -80,6 +88,20 @@ pub struct Delivery {
     pub message_id: String,
     pub delivery_count: u32,
     pub outcome: Outcome,
+    /// The message body (to tell which VM or ticket a delivery was for).
+    pub body: Vec<u8>,
+    pub started: Instant,
+    pub finished: Instant,
+    /// Time the handler's ARM calls spent waiting for pacing tokens.
+    pub paced: Duration,
+}
+
+/// When one delivery ran and how long it waited for ARM pacing.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    started: Instant,
+    finished: Instant,
+    paced: Duration,
 }
 
 /// What one [`QueuePump::drain`] did.
@@ -101,6 +123,9 @@ pub struct Step<'a> {
     pub clock: &'a ManualClock,
 }
 
+/// A finished continuous delivery.
+type Ran = (Pending, Outcome, Timing);
+
 #[derive(Debug, Clone)]
 struct Pending {
     message: OutboundMessage,
@@ -119,9 +144,24 @@ struct Queues {
     seq: u64,
     /// Queues whose sends fail the way Service Bus answers a queue that does not exist.
     refused: Vec<String>,
+    /// Dice for [`PumpOptions::redeliver_completed`] (xorshift, fixed seed: reproducible).
+    dice: u64,
+    /// Completed deliveries handed out again.
+    redelivered: u64,
 }
 
 impl Queues {
+    /// A number in 0..1 (xorshift64*).
+    fn roll(&mut self) -> f64 {
+        if self.dice == 0 {
+            self.dice = 0x9E37_79B9_7F4A_7C15;
+        }
+        self.dice ^= self.dice >> 12;
+        self.dice ^= self.dice << 25;
+        self.dice ^= self.dice >> 27;
+        (self.dice.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     fn push(&mut self, message: OutboundMessage, delivery_count: u32) {
         self.seq += 1;
         self.pending.push(Pending {
@@ -228,6 +268,11 @@ impl QueuePump {
         lock(&self.queues).deliveries.clone()
     }
 
+    /// Completed deliveries handed out again ([`PumpOptions::redeliver_completed`]).
+    pub fn redelivered(&self) -> u64 {
+        lock(&self.queues).redelivered
+    }
+
     /// Messages waiting for delivery.
     pub fn pending(&self) -> usize {
         lock(&self.queues).pending.len()
@@ -297,8 +342,8 @@ impl QueuePump {
             panic!("no function listens on {}", message.queue);
         };
         step.clock.set(step.sim.now());
-        let outcome = dispatch_one(spec, step.ctx, message, delivery_count).await;
-        self.record(message, delivery_count, &outcome);
+        let (outcome, timing) = dispatch_one(spec, step.ctx, message, delivery_count).await;
+        self.record(message, delivery_count, &outcome, timing);
         outcome
     }
 
@@ -355,7 +400,7 @@ impl QueuePump {
     ) -> PumpReport {
         let deadline = Instant::now() + timeout;
         let mut report = PumpReport::default();
-        let mut running: JoinSet<(Pending, Outcome)> = JoinSet::new();
+        let mut running: JoinSet<Ran> = JoinSet::new();
         loop {
             self.start_due(ctx, &mut running);
             if running.is_empty() && self.pending() == 0 && !producing.load(Ordering::SeqCst) {
@@ -373,7 +418,7 @@ impl QueuePump {
     }
 
     /// Hands every due message to its handler in a task of `running`.
-    fn start_due(&self, ctx: &Context, running: &mut JoinSet<(Pending, Outcome)>) {
+    fn start_due(&self, ctx: &Context, running: &mut JoinSet<Ran>) {
         let now = ctx.clock.now();
         let due = lock(&self.queues).take_due(now);
         for p in due {
@@ -386,26 +431,22 @@ impl QueuePump {
             }
             let ctx = ctx.clone();
             running.spawn(async move {
-                let outcome = dispatch_one(&spec, &ctx, &p.message, p.delivery_count).await;
-                (p, outcome)
+                let (outcome, timing) =
+                    dispatch_one(&spec, &ctx, &p.message, p.delivery_count).await;
+                (p, outcome, timing)
             });
         }
     }
 
     /// Records a finished delivery of the continuous pump in the log and in `report`.
-    fn finish(
-        &self,
-        ctx: &Context,
-        finished: Result<(Pending, Outcome), JoinError>,
-        report: &mut PumpReport,
-    ) {
-        let Ok((p, outcome)) = finished else {
+    fn finish(&self, ctx: &Context, finished: Result<Ran, JoinError>, report: &mut PumpReport) {
+        let Ok((p, outcome, timing)) = finished else {
             // The handler panicked: Service Bus would see the lock expire.
             report.transient_failures += 1;
             return;
         };
         report.delivered += 1;
-        self.record(&p.message, p.delivery_count, &outcome);
+        self.record(&p.message, p.delivery_count, &outcome, timing);
         if matches!(
             outcome,
             Outcome::Failed {
@@ -448,12 +489,22 @@ impl QueuePump {
         false
     }
 
-    fn record(&self, message: &OutboundMessage, delivery_count: u32, outcome: &Outcome) {
+    fn record(
+        &self,
+        message: &OutboundMessage,
+        delivery_count: u32,
+        outcome: &Outcome,
+        timing: Timing,
+    ) {
         lock(&self.queues).deliveries.push(Delivery {
             queue: message.queue.clone(),
             message_id: message.message_id.clone(),
             delivery_count,
             outcome: outcome.clone(),
+            body: message.body.clone(),
+            started: timing.started,
+            finished: timing.finished,
+            paced: timing.paced,
         });
     }
 
@@ -463,7 +514,15 @@ impl QueuePump {
     fn settle(&self, p: Pending, outcome: &Outcome, now: DateTime<Utc>) -> Option<String> {
         let id = &p.message.message_id;
         match outcome {
-            Outcome::Completed(_) => None,
+            Outcome::Completed(_) => {
+                let mut q = lock(&self.queues);
+                let again = self.options.redeliver_completed;
+                if again > 0.0 && p.delivery_count < MAX_DELIVERY_COUNT && q.roll() < again {
+                    q.redelivered += 1;
+                    q.push(p.message, p.delivery_count + 1);
+                }
+                None
+            }
             Outcome::Failed {
                 dead_letter: Some(d),
                 ..
@@ -506,7 +565,7 @@ async fn dispatch_one(
     ctx: &Context,
     message: &OutboundMessage,
     delivery_count: u32,
-) -> Outcome {
+) -> (Outcome, Timing) {
     let sb = ServiceBusMessage {
         queue: message.queue.clone(),
         body: message.body.clone(),
@@ -526,14 +585,20 @@ async fn dispatch_one(
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect(),
     };
-    handlers::dispatch(spec, TriggerInput::ServiceBus(sb), ctx).await
+    let started = Instant::now();
+    let (outcome, paced) =
+        meter_paced_wait(handlers::dispatch(spec, TriggerInput::ServiceBus(sb), ctx)).await;
+    let timing = Timing {
+        started,
+        finished: Instant::now(),
+        paced,
+    };
+    (outcome, timing)
 }
 
 /// Waits for a running delivery to finish, or briefly for scheduled messages to come due; returns
 /// every delivery finished by then.
-async fn next_finished(
-    running: &mut JoinSet<(Pending, Outcome)>,
-) -> Vec<Result<(Pending, Outcome), JoinError>> {
+async fn next_finished(running: &mut JoinSet<Ran>) -> Vec<Result<Ran, JoinError>> {
     let first = tokio::select! {
         r = running.join_next(), if !running.is_empty() => r,
         _ = tokio::time::sleep(Duration::from_millis(5)) => None,

@@ -85,7 +85,7 @@ pub use keyvault::{
     AccessPolicyEntry, AccessPolicyUpdateResult, KeyVault, KeyVaultProperties, Permissions,
 };
 pub use lro::{LroOutcome, PendingOperation, PollKind, PollOutcome, Started};
-pub use pacing::{BucketKey, BucketShape, PacingPolicy, RequestClass};
+pub use pacing::{meter_paced_wait, BucketKey, BucketShape, PacingPolicy, RequestClass};
 pub use recovery_services::{
     container_name, protected_item_id, protected_item_name, BackupJob, BackupJobFilter,
     BackupJobProperties, BackupPolicy, BackupPolicyProperties, DiskExclusionProperties,

@@ -12,6 +12,24 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+tokio::task_local! {
+    /// Pacing wait of the calls made inside one [`meter_paced_wait`].
+    static PACED_WAIT: std::cell::Cell<Duration>;
+}
+
+/// Runs `work` and returns its output with the time its ARM calls spent waiting for pacing
+/// tokens (the wait ARM's own limits force), so a caller can tell one invocation's latency apart
+/// from the pacing in it. Calls outside any meter are not counted anywhere but [`super::ArmStats`].
+pub async fn meter_paced_wait<F: std::future::Future>(work: F) -> (F::Output, Duration) {
+    PACED_WAIT
+        .scope(std::cell::Cell::new(Duration::ZERO), async move {
+            let out = work.await;
+            let waited = PACED_WAIT.with(std::cell::Cell::get);
+            (out, waited)
+        })
+        .await
+}
+
 /// Which of ARM's buckets a request draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,11 +190,13 @@ impl Pacer {
         }
     }
 
-    /// Waits for a token (async sleep, no busy loop). Returns the time waited.
+    /// Waits for a token (async sleep, no busy loop). Returns the time waited, and adds it to
+    /// the [`meter_paced_wait`] around the caller, if any.
     pub async fn acquire(&self, key: BucketKey) -> Duration {
         let wait = self.reserve(key);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+            let _ = PACED_WAIT.try_with(|total| total.set(total.get() + wait));
         }
         wait
     }
@@ -233,6 +253,23 @@ mod tests {
         let fourth = p.reserve(key());
         assert!(third > Duration::from_millis(80) && third <= Duration::from_millis(100));
         assert!(fourth > Duration::from_millis(180) && fourth <= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn the_meter_counts_the_pacing_waits_inside_it_only() {
+        let p = Pacer::new(PacingPolicy::uniform(1.0, 50.0));
+        // Outside any meter: nothing to count into, nothing breaks.
+        assert_eq!(p.acquire(key()).await, Duration::ZERO);
+        let (waits, metered) = meter_paced_wait(async {
+            let a = p.acquire(key()).await;
+            let b = p.acquire(key()).await;
+            a + b
+        })
+        .await;
+        assert!(waits >= Duration::from_millis(15), "{waits:?}");
+        assert_eq!(metered, waits);
+        let (_, none) = meter_paced_wait(async {}).await;
+        assert_eq!(none, Duration::ZERO);
     }
 
     #[test]

@@ -501,12 +501,16 @@ async fn inject_fault(shared: &Shared, op: &str) -> Result<(), Reply> {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut reply = Reply::error(
                 status,
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    "ServiceUnavailable"
-                } else {
-                    "InternalServerError"
+                match status {
+                    StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+                    StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+                    _ => "InternalServerError",
                 },
-                "Encountered internal server error. Diagnostic information: simulated fault.",
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    "The request is being throttled (simulated fault). For more information, see - https://aka.ms/armthrottling"
+                } else {
+                    "Encountered internal server error. Diagnostic information: simulated fault."
+                },
             );
             if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
             {
@@ -536,7 +540,14 @@ async fn handle(shared: &Shared, route: &Route, ctx: &Ctx) -> Reply {
     };
     if reply.status.is_success() {
         if let Some(kind) = write_kind(route.op) {
-            shared.with_stats(|s| s.writes.bump(kind));
+            shared.with_stats(|s| {
+                s.writes.bump(kind);
+                if kind == "accessPolicyWrites" {
+                    *s.access_policy_writes_by_vault
+                        .entry(key_vault_of(&ctx.path))
+                        .or_default() += 1;
+                }
+            });
         }
     }
     let events = std::mem::take(&mut reply.events);
@@ -544,6 +555,15 @@ async fn handle(shared: &Shared, route: &Route, ctx: &Ctx) -> Reply {
         shared.publish(events).await;
     }
     reply
+}
+
+/// The Key Vault an `.../vaults/{name}/accessPolicies/...` path writes to, lower case.
+fn key_vault_of(path: &str) -> String {
+    let l = path.to_ascii_lowercase();
+    match l.find("/accesspolicies") {
+        Some(i) => l[..i].to_string(),
+        None => l,
+    }
 }
 
 /// Shared JSON for list responses with a `nextLink` page cursor.

@@ -23,10 +23,19 @@ pub async fn backup(
     delivery: &ServiceBusMessage,
 ) -> Result<String, WorkflowError> {
     let op = engine::load_existing::<ProtectionOperation>(ctx, &msg.operation_id).await?;
-    if op.generation != msg.generation || op.is_finished() {
+    if op.generation != msg.generation {
         return Ok(format!(
             "{}: stale message (operation is {} generation {})",
             op.operation_id, op.status, op.generation
+        ));
+    }
+    if op.is_finished() {
+        // A redelivery of the message that ended it: if writing the VM record failed after the
+        // operation's own write landed, only this puts the outcome there.
+        engine::Operation::resume(&op, ctx, ProtectStep::TrackBackupJob).await?;
+        return Ok(format!(
+            "{}: already {}; outcome mirrored on the VM record",
+            op.operation_id, op.status
         ));
     }
     let id = op.operation_id.as_str();

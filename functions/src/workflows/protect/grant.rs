@@ -20,6 +20,8 @@ use ade_backup_shared::arm::{
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::state::{json, StateError};
 use serde_json::json as j;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// One Key Vault and what Azure Backup needs on it.
 struct VaultNeed {
@@ -133,11 +135,23 @@ fn denied_or(
     }
 }
 
+/// One grant per Key Vault at a time in this process: VMs of one vault onboarded together would
+/// otherwise all read the policy as missing and all write it (issue 15, scenario 2). Another
+/// instance can still race; `accessPolicies/add` merges, so that costs a redundant write only.
+fn vault_lock(vault: &ResourceId) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
+    let mut map = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    map.entry(vault.canonical()).or_default().clone()
+}
+
 async fn grant_on_vault(
     ctx: &Context,
     need: &VaultNeed,
     bms: uuid::Uuid,
 ) -> Result<GrantResult, WorkflowError> {
+    let lock = vault_lock(&need.vault);
+    let _one_grant_at_a_time = lock.lock().await;
     let kv = match ctx.arm.get_key_vault(&need.vault).await {
         Ok(kv) => kv,
         Err(e) if e.is_not_found() => {

@@ -182,7 +182,16 @@ impl Operation for ProtectionOperation {
     /// The phase that follows a step that is done.
     async fn resume(&self, ctx: &Context, step: ProtectStep) -> Result<(), WorkflowError> {
         if self.is_finished() {
-            return Ok(());
+            // The delivery that finished it may have failed writing the VM record after the
+            // operation's own write landed (issue 15, scenario 4): mirror the outcome again.
+            return match self.status {
+                ProtectionStatus::Protected => track::mirror_protected(ctx, self).await,
+                st => {
+                    let message = self.message.clone().unwrap_or_default();
+                    observe::record_outcome(ctx, &self.vm_id, st, self.reason.as_deref(), &message)
+                        .await
+                }
+            };
         }
         let next = match step {
             ProtectStep::GrantKeyVaultAccess => BackupPhase::Protect,

@@ -87,6 +87,20 @@ async fn completed(
     let m = ade_backup_shared::telemetry::metrics();
     m.protection(St::Protected.as_str());
     m.event_to_protected((at - op.created_at).to_std().unwrap_or_default());
+    mirror_protected(ctx, &op).await?;
+    Ok(format!(
+        "{}: protected, recovery point {}",
+        op.operation_id,
+        op.azure.recovery_point_id.clone().unwrap_or_default()
+    ))
+}
+
+/// Writes a protected operation's outcome on the VM record (again, on a redelivery after that
+/// write failed: the operation document alone says `protected`).
+pub(super) async fn mirror_protected(
+    ctx: &Context,
+    op: &ProtectionOperation,
+) -> Result<(), WorkflowError> {
     upsert_vm_record(ctx, &op.vm_id, |r| {
         r.status = St::Protected;
         r.reason = None;
@@ -96,12 +110,7 @@ async fn completed(
         r.operation_id = Some(op.operation_id.clone());
         r.deferred = None;
     })
-    .await?;
-    Ok(format!(
-        "{}: protected, recovery point {}",
-        op.operation_id,
-        op.azure.recovery_point_id.clone().unwrap_or_default()
-    ))
+    .await
 }
 
 /// The job failed or was cancelled.

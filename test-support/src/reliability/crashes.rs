@@ -1,0 +1,375 @@
+//! Scenario 3 (crashes) with real processes: `ade-backup local` (the embedded Functions host,
+//! Service Bus and simulated Azure) runs an onboarding of VMs announced by Event Grid events plus
+//! restore requests, while this module kills its `serve` child with SIGKILL at random moments;
+//! the local host restarts it as the Functions host would. [`run`] returns what the run's report
+//! says (simulator write counts, VM and ticket outcomes) and the time each restart took.
+
+use super::{ade_event, onboarding_fleet, Spread};
+use crate::simulator::{rules_for, vm_id};
+use ade_backup_sim::fleet::Protection;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One crash run.
+#[derive(Debug, Clone)]
+pub struct CrashRun {
+    /// The `ade-backup` executable (default: beside the running test or bench, in `target/`).
+    pub bin: Option<PathBuf>,
+    pub subscriptions: usize,
+    /// VMs onboarded during the run.
+    pub vms: usize,
+    /// Restore requests (of other, already protected VMs).
+    pub restores: usize,
+    pub kills: usize,
+    /// Mean real time between the handler being back and the next kill.
+    pub mean_gap: Duration,
+    /// Simulated seconds per real second.
+    pub time_scale: f64,
+    pub max_runtime: Duration,
+    pub seed: u64,
+}
+
+impl Default for CrashRun {
+    fn default() -> Self {
+        Self {
+            bin: None,
+            subscriptions: 4,
+            vms: 60,
+            restores: 4,
+            kills: 10,
+            mean_gap: Duration::from_millis(300),
+            time_scale: 60.0,
+            max_runtime: Duration::from_secs(600),
+            seed: 15,
+        }
+    }
+}
+
+/// What a crash run did.
+#[derive(Debug)]
+pub struct CrashReport {
+    pub onboarded: usize,
+    pub tickets: usize,
+    pub kills: usize,
+    /// Restarts the local host counted.
+    pub handler_restarts: u64,
+    /// Kill → the new child answering `/healthz`.
+    pub recovery: Spread,
+    pub wall: Duration,
+    pub exit_reason: String,
+    /// VM records by status (`status` or `status: reason`), restore tickets by status.
+    pub vms_by_status: BTreeMap<String, u64>,
+    pub tickets_by_status: BTreeMap<String, u64>,
+    /// The simulator's successful writes (`writes` of its stats).
+    pub writes: Value,
+    pub dead_letters: usize,
+}
+
+impl CrashReport {
+    pub fn write(&self, kind: &str) -> u64 {
+        self.writes[kind].as_u64().unwrap_or(0)
+    }
+}
+
+/// Why a crash run could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CrashRunError {
+    #[error("the ade-backup executable {0} does not exist (cargo build -p ade-backup-functions)")]
+    NoBinary(PathBuf),
+    #[error("{doing}: {source}")]
+    Io {
+        doing: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the run's report is unreadable: {0}")]
+    Report(String),
+}
+
+fn io(doing: &'static str) -> impl FnOnce(std::io::Error) -> CrashRunError {
+    move |source| CrashRunError::Io { doing, source }
+}
+
+/// `target/<profile>/ade-backup`, from the running test or bench (`target/<profile>/deps/...`).
+pub fn default_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    profile_dir.join("ade-backup")
+}
+
+/// Runs `run` (see the module docs).
+pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
+    let bin = run.bin.clone().unwrap_or_else(default_binary);
+    if !bin.exists() {
+        return Err(CrashRunError::NoBinary(bin));
+    }
+    let dir = tempfile::tempdir().map_err(io("a temporary directory"))?;
+    let (fleet, scenario, allowlist) = setup(run);
+    let rules = rules_for(&fleet);
+    let fleet_file = dir.path().join("fleet.json");
+    let scenario_file = dir.path().join("scenario.json");
+    let report_file = dir.path().join("report.json");
+    let write = |p: &Path, v: String| std::fs::write(p, v).map_err(io("writing the run's files"));
+    write(
+        &fleet_file,
+        serde_json::to_string(&fleet).unwrap_or_default(),
+    )?;
+    write(&scenario_file, scenario.to_string())?;
+    let started = Instant::now();
+    let mut local = Command::new(&bin)
+        .arg("local")
+        .arg("--project-dir")
+        .arg(project_dir())
+        .arg("--state-dir")
+        .arg(dir.path().join("state-dir"))
+        .arg("--fleet")
+        .arg(&fleet_file)
+        .arg("--scenario")
+        .arg(&scenario_file)
+        .arg("--report")
+        .arg(&report_file)
+        .args(["--until-idle", "--quiet", "--sweep-every", "0"])
+        .args(["--time-scale", &run.time_scale.to_string()])
+        .args(["--lock-duration", "5", "--max-delivery-count", "50"])
+        .args(["--max-runtime", &run.max_runtime.as_secs().to_string()])
+        .env("ADE_BACKUP_PROTECTION_RULES", rules)
+        .env("ADE_BACKUP_RESTORE_ALLOWLIST", allowlist)
+        .env("ADE_BACKUP_REPLY_QUEUES", "ticket-status")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("starting ade-backup local"))?;
+    let (kills, recovery) = kill_loop(local.id(), run).await;
+    let status = tokio::task::spawn_blocking(move || local.wait())
+        .await
+        .map_err(|e| CrashRunError::Report(e.to_string()))?
+        .map_err(io("waiting for ade-backup local"))?;
+    let wall = started.elapsed();
+    let text = std::fs::read_to_string(&report_file)
+        .map_err(|e| CrashRunError::Report(format!("{e} (local exited {status})")))?;
+    let report: Value =
+        serde_json::from_str(&text).map_err(|e| CrashRunError::Report(e.to_string()))?;
+    Ok(summarise(run, &report, kills, recovery, wall))
+}
+
+/// The repository root (holds host.json and the function folders).
+fn project_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The fleet (the first `restores` VMs protected with a recovery point, the rest to onboard),
+/// the scenario (an event per VM to onboard, then the restore requests), the allowlist.
+fn setup(run: &CrashRun) -> (ade_backup_sim::Fleet, Value, String) {
+    let mut fleet = onboarding_fleet(run.subscriptions, run.vms + run.restores, run.seed);
+    let subs: Vec<String> = fleet.subscriptions.iter().map(|s| s.id.clone()).collect();
+    let mut actions = Vec::new();
+    let spread = 30.0 * run.time_scale / 60.0;
+    let n = fleet.vms.len();
+    for (i, vm) in fleet.vms.iter_mut().enumerate() {
+        let id = vm_id(&vm.subscription, &vm.resource_group, &vm.name);
+        let at = spread * i as f64 / n as f64;
+        if i < run.restores {
+            let s = subs.iter().position(|x| *x == vm.subscription).unwrap_or(0);
+            let ri = usize::from(vm.location != "westeurope");
+            vm.protection = Some(Protection {
+                vault: format!("rsv-{s}-{ri}"),
+                policy: "DefaultPolicy".into(),
+                recovery_point_ages_hours: vec![2],
+                excluded_disk_luns: vec![],
+            });
+            let ticket = format!("CHG{:07}", i + 1);
+            let staging = format!("/subscriptions/{}/resourceGroups/rg-backup/providers/Microsoft.Storage/storageAccounts/stgrestore{s}x{ri}", vm.subscription);
+            let body = json!({
+                "version": 1, "ticketId": ticket, "vmResourceId": id, "recoveryPoint": "latest",
+                "targetResourceGroup": format!("/subscriptions/{}/resourceGroups/rg-restore", vm.subscription),
+                "stagingStorageAccountId": staging, "requestedBy": "ops@contoso.com", "replyTo": "ticket-status"
+            });
+            actions.push(json!({"atSeconds": at, "action": "sendMessage", "queue": "restore-requests", "body": body, "messageId": ticket}));
+            continue;
+        }
+        let event_id = uuid::Uuid::from_u128((u128::from(run.seed) << 64) | i as u128).to_string();
+        let msg = ade_event(&id, &fleet.tenant_id, &event_id);
+        let body: Value = serde_json::from_slice(&msg.body).unwrap_or(Value::Null);
+        actions.push(json!({"atSeconds": at, "action": "sendMessage", "queue": msg.queue, "body": body, "messageId": event_id}));
+    }
+    let entries: Vec<Value> = subs
+        .iter()
+        .map(|s| json!({"subscription": s, "sourceResourceGroups": ["*"], "resourceGroups": ["rg-restore", "rg-backup"], "subnetResourceGroups": ["*"]}))
+        .collect();
+    let scenario = json!({"name": "reliability-crashes", "actions": actions});
+    (fleet, scenario, json!({ "entries": entries }).to_string())
+}
+
+/// The `serve` children of process `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The port a `serve` child listens on (its `FUNCTIONS_CUSTOMHANDLER_PORT`).
+fn child_port(pid: u32) -> Option<u16> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("FUNCTIONS_CUSTOMHANDLER_PORT="))
+        .and_then(|p| p.parse().ok())
+}
+
+/// A healthy child (pid, port) other than `not`, once one answers `/healthz`.
+async fn healthy_child(local: u32, not: Option<u32>, http: &reqwest::Client) -> Option<u32> {
+    for pid in children(local) {
+        if Some(pid) == not {
+            continue;
+        }
+        let Some(port) = child_port(pid) else {
+            continue;
+        };
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        if http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Kills the healthy child `run.kills` times (SIGKILL), each after a random gap once the last
+/// restart answered; returns the kills made and the recovery times.
+async fn kill_loop(local: u32, run: &CrashRun) -> (usize, Vec<Duration>) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap_or_default();
+    let mut dice = run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let (mut kills, mut recovery) = (0, Vec::new());
+    let mut last: Option<u32> = None;
+    while kills < run.kills {
+        let Some(pid) = wait_healthy(local, last, &http).await else {
+            break;
+        };
+        dice ^= dice << 13;
+        dice ^= dice >> 7;
+        dice ^= dice << 17;
+        let gap = run.mean_gap.mul_f64((dice % 2000) as f64 / 1000.0);
+        tokio::time::sleep(gap).await;
+        let killed = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !killed {
+            break;
+        }
+        let at = Instant::now();
+        kills += 1;
+        last = Some(pid);
+        if wait_healthy(local, last, &http).await.is_some() {
+            recovery.push(at.elapsed());
+        }
+    }
+    (kills, recovery)
+}
+
+/// Waits (up to a minute) for a healthy child other than `not`; `None` if local has exited.
+async fn wait_healthy(local: u32, not: Option<u32>, http: &reqwest::Client) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if !Path::new(&format!("/proc/{local}/task")).exists() || is_zombie(local) {
+            return None;
+        }
+        if let Some(pid) = healthy_child(local, not, http).await {
+            return Some(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
+}
+
+fn summarise(
+    run: &CrashRun,
+    report: &Value,
+    kills: usize,
+    recovery: Vec<Duration>,
+    wall: Duration,
+) -> CrashReport {
+    let vms_by_status = report["protection"]["byStatus"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tickets_by_status = BTreeMap::new();
+    for t in report["restores"].as_array().into_iter().flatten() {
+        let mut st = t["status"].as_str().unwrap_or("?").to_string();
+        if st != "completed" {
+            st = format!("{st}: {} {}", t["reason"], t["message"]);
+        }
+        *tickets_by_status.entry(st).or_default() += 1;
+    }
+    CrashReport {
+        onboarded: run.vms,
+        tickets: run.restores,
+        kills,
+        handler_restarts: report["handlerRestarts"].as_u64().unwrap_or(0),
+        recovery: Spread::of(recovery),
+        wall,
+        exit_reason: report["exitReason"].to_string(),
+        vms_by_status,
+        tickets_by_status,
+        writes: report["azure"]["writes"].clone(),
+        dead_letters: report["deadLetters"].as_array().map_or(0, Vec::len),
+    }
+}
+
+impl std::fmt::Display for CrashReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "  VMs onboarded: {}, restore tickets: {}, wall {:.1} s, exit {}",
+            self.onboarded,
+            self.tickets,
+            self.wall.as_secs_f64(),
+            self.exit_reason
+        )?;
+        writeln!(
+            f,
+            "  kill -9: {} (local host counted {} restarts); recovery (kill -> new child healthy): {}",
+            self.kills, self.handler_restarts, self.recovery
+        )?;
+        writeln!(f, "  VM records by status: {:?}", self.vms_by_status)?;
+        writeln!(f, "  tickets by status: {:?}", self.tickets_by_status)?;
+        writeln!(f, "  sim writes: {}", self.writes)?;
+        write!(f, "  dead-lettered: {}", self.dead_letters)
+    }
+}

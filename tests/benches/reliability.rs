@@ -1,0 +1,122 @@
+//! Issue 15, scenarios 1-4 at full size: prints the figures `docs/reliability.md` records;
+//! asserts nothing (the reduced runs with assertions are `tests/tests/reliability.rs`).
+//!
+//! ```text
+//! cargo bench -p ade-backup-tests --bench reliability --profile dev -- latency     # 1
+//! cargo bench -p ade-backup-tests --bench reliability --profile dev -- duplicates  # 2
+//! cargo bench -p ade-backup-tests --bench reliability --profile dev -- crashes     # 3
+//! cargo bench -p ade-backup-tests --bench reliability --profile dev -- faults      # 4
+//! ```
+//! (no argument: all four). `RELIABILITY_VMS=<n>` changes the fleet size,
+//! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10).
+
+use ade_backup_sim::{FaultConfig, FaultRule};
+use ade_backup_test_support::reliability::crashes::{self, CrashRun};
+use ade_backup_test_support::reliability::onboarding::{self, OnboardingRun};
+use std::time::Duration;
+
+fn vms(default: usize) -> usize {
+    std::env::var("RELIABILITY_VMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn subscriptions() -> usize {
+    std::env::var("RELIABILITY_SUBSCRIPTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+async fn latency() {
+    let run = OnboardingRun {
+        subscriptions: subscriptions(),
+        vms: vms(6_000),
+        events_per_second: 100.0,
+        timeout: Duration::from_secs(900),
+        ..OnboardingRun::default()
+    };
+    let r = onboarding::run(&run).await;
+    println!(
+        "1. time to protection ({} events/s):\n{r}\n",
+        run.events_per_second
+    );
+}
+
+async fn duplicates() {
+    let run = OnboardingRun {
+        subscriptions: 10,
+        vms: vms(1_000),
+        copies: 3,
+        redeliver_completed: 0.1,
+        timeout: Duration::from_secs(900),
+        ..OnboardingRun::default()
+    };
+    let r = onboarding::run(&run).await;
+    println!(
+        "2. duplicates (each event x{}, {:.0}% of completed deliveries redelivered):\n{r}\n  access-policy writes beyond the missing permissions: {:?}\n",
+        run.copies,
+        run.redeliver_completed * 100.0,
+        r.excess_access_policy_writes()
+    );
+}
+
+async fn faults() {
+    let run = OnboardingRun {
+        subscriptions: 10,
+        vms: vms(1_000),
+        faults: FaultConfig {
+            default: FaultRule {
+                error_rate: 0.10,
+                error_status: 500,
+                throttle_rate: 0.05,
+                timeout_rate: 0.02,
+                timeout_ms: 1_000,
+                ..FaultRule::default()
+            },
+            seed: Some(15),
+            ..FaultConfig::default()
+        },
+        state_write_failures: 0.01,
+        timeout: Duration::from_secs(1_200),
+        ..OnboardingRun::default()
+    };
+    let r = onboarding::run(&run).await;
+    println!("4. faults (10% 500, 5% 429 + Retry-After, 2% timeouts, 1% state writes):\n{r}\n");
+}
+
+async fn crashes() {
+    let run = CrashRun {
+        vms: vms(1_000),
+        restores: 50,
+        kills: 200,
+        ..CrashRun::default()
+    };
+    match crashes::run(&run).await {
+        Ok(r) => println!("3. crashes (kill -9 of the handler):\n{r}\n"),
+        Err(e) => println!("3. crashes: could not run: {e}\n"),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    println!("(one run on a shared machine: other builds and tests run beside it)\n");
+    if wants("latency") {
+        latency().await;
+    }
+    if wants("duplicates") {
+        duplicates().await;
+    }
+    if wants("crashes") {
+        crashes().await;
+    }
+    if wants("faults") {
+        faults().await;
+    }
+}
