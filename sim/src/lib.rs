@@ -148,6 +148,8 @@ pub struct Shared {
     pub(crate) world: Mutex<world::World>,
     pub(crate) clock: clock::SimClock,
     pub(crate) throttle: throttle::Throttle,
+    /// Resource Graph's own per-user quota (on with throttling).
+    pub(crate) graph_quota: throttle::UserQuota,
     throttling: AtomicBool,
     pub(crate) faults: faults::Faults,
     stats: Mutex<SimStats>,
@@ -175,6 +177,7 @@ impl Shared {
         self.throttling.store(on, Ordering::Relaxed);
         if on {
             self.throttle.reset();
+            self.graph_quota.reset();
         }
     }
     pub(crate) fn published_events(&self) -> Vec<Value> {
@@ -266,6 +269,7 @@ impl Simulator {
                 world: Mutex::new(world),
                 clock,
                 throttle: throttle::Throttle::new(),
+                graph_quota: throttle::UserQuota::default(),
                 throttling: AtomicBool::new(options.throttling),
                 faults,
                 stats: Mutex::new(SimStats::default()),

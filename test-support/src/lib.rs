@@ -8,12 +8,14 @@
 //! - [`sweep_harness`]: the continuous stack of the sweep tests and benchmarks;
 //! - [`app`]: the real custom-handler server in a task ([`spawn_app`], [`serve`]);
 //! - [`flaky_store`]: a state store that fails writes on demand;
+//! - [`fuzz`]: generated and mutated messages (proptest strategies, seeded runner);
 //! - [`otlp`]: an in-process OTLP/HTTP receiver (traces and metrics) for the telemetry tests;
 //! - [`receipt`]: a test-only handler that records each message it receives;
 //! - [`serve_process`]: the real `ade-backup serve` process and host-shaped invocation payloads.
 
 pub mod app;
 pub mod flaky_store;
+pub mod fuzz;
 pub mod otlp;
 pub mod pump;
 pub mod receipt;

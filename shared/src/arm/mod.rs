@@ -60,6 +60,7 @@ pub mod scope;
 pub mod skus;
 pub mod storage;
 mod telemetry;
+pub mod user_quota;
 
 pub use authorization::{
     RoleAssignment, RoleAssignmentProperties, RoleDefinition, RoleDefinitionProperties,
@@ -82,6 +83,7 @@ pub use keyvault::{
 };
 pub use lro::{LroOutcome, PendingOperation, PollKind, PollOutcome, Started};
 pub use pacing::{BucketKey, BucketShape, PacingPolicy, RequestClass};
+pub use user_quota::QuotaShape;
 pub use recovery_services::{
     container_name, protected_item_id, protected_item_name, BackupJob, BackupJobFilter,
     BackupJobProperties, BackupPolicy, BackupPolicyProperties, DiskExclusionProperties,

@@ -8,6 +8,7 @@
 //! local estimate we believe ARM (other clients share the same quota) and lower the bucket.
 
 use super::scope::SubscriptionId;
+use super::user_quota::{QuotaShape, UserQuotaPacer};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ pub struct PacingPolicy {
     pub deletes: BucketShape,
     /// Shape used for every tenant-level class.
     pub tenant: BucketShape,
+    /// Resource Graph's per-user quota window (on top of the tenant read bucket).
+    pub graph_user_quota: QuotaShape,
 }
 
 impl Default for PacingPolicy {
@@ -85,6 +88,7 @@ impl Default for PacingPolicy {
                 burst: 250.0,
                 per_second: 25.0,
             },
+            graph_user_quota: QuotaShape::default(),
         }
     }
 }
@@ -105,6 +109,7 @@ impl PacingPolicy {
             writes: s,
             deletes: s,
             tenant: s,
+            graph_user_quota: QuotaShape::default(),
         }
     }
     fn shape(&self, key: &BucketKey) -> BucketShape {
@@ -137,11 +142,13 @@ impl Bucket {
 pub struct Pacer {
     policy: PacingPolicy,
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    graph_quota: UserQuotaPacer,
 }
 
 impl Pacer {
     pub fn new(policy: PacingPolicy) -> Self {
         Self {
+            graph_quota: UserQuotaPacer::new(policy.graph_user_quota),
             policy,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -179,6 +186,25 @@ impl Pacer {
             tokio::time::sleep(wait).await;
         }
         wait
+    }
+
+    /// Waits for a query of Resource Graph's per-user quota. Returns the time waited.
+    pub async fn acquire_graph_quota(&self) -> Duration {
+        if !self.policy.enabled {
+            return Duration::ZERO;
+        }
+        let wait = self.graph_quota.reserve();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        wait
+    }
+
+    /// What a Resource Graph answer said of the per-user quota.
+    pub fn observe_graph_quota(&self, remaining: u32, resets_after: Duration) {
+        if self.policy.enabled {
+            self.graph_quota.observe(remaining, resets_after);
+        }
     }
 
     /// Lowers the bucket to what ARM says is left (never raises it: the header is a

@@ -135,22 +135,25 @@ impl ArmClient {
             "resourceGraph.query",
             Method::POST,
             url,
-            Bucket::TenantReads,
+            Bucket::ResourceGraph,
         )
         .json(&body)?
         .safe_to_repeat();
         self.send_json(&call).await
     }
 
-    /// Every row, following `$skipToken` to the end.
-    pub async fn resource_graph_query(
+    /// Every row, following `$skipToken` to the end, handed to `row` as each page arrives: a
+    /// page is dropped before the next is asked for, so a fleet is never held whole. Returns
+    /// the number of rows.
+    pub async fn resource_graph_each(
         &self,
         scope: &GraphScope,
         query: &str,
-    ) -> Result<Vec<serde_json::Value>, ArmError> {
-        let mut rows = Vec::new();
+        mut row: impl FnMut(serde_json::Value) + Send,
+    ) -> Result<u64, ArmError> {
         let mut token: Option<String> = None;
         let mut pages = 0u32;
+        let mut rows = 0u64;
         loop {
             pages += 1;
             if pages > 100_000 {
@@ -162,7 +165,8 @@ impl ArmClient {
             let page = self
                 .resource_graph_page(scope, query, token.as_deref())
                 .await?;
-            rows.extend(page.data);
+            rows += page.data.len() as u64;
+            page.data.into_iter().for_each(&mut row);
             match page.skip_token.filter(|t| !t.is_empty()) {
                 Some(t) if Some(&t) != token.as_ref() => token = Some(t),
                 Some(_) => {
@@ -174,6 +178,19 @@ impl ArmClient {
                 None => return Ok(rows),
             }
         }
+    }
+
+    /// Every row, following `$skipToken` to the end (for results known to be small; a fleet
+    /// goes through [`ArmClient::resource_graph_each`]).
+    pub async fn resource_graph_query(
+        &self,
+        scope: &GraphScope,
+        query: &str,
+    ) -> Result<Vec<serde_json::Value>, ArmError> {
+        let mut rows = Vec::new();
+        self.resource_graph_each(scope, query, |r| rows.push(r))
+            .await?;
+        Ok(rows)
     }
 
     /// Every row, decoded as `T` (a row that does not fit is a `Decode` error naming its index).
