@@ -8,6 +8,7 @@
 //! cargo bench -p ade-backup-functions --bench sweep_memory --profile dev -- 10k
 //! cargo bench -p ade-backup-functions --bench sweep_memory --profile dev -- 100k
 //! ```
+//! `SWEEP_BIN=/path/to/other/ade-backup` measures another build's sweep against this simulator.
 
 use ade_backup_sim::Fleet;
 use ade_backup_test_support::simulator::rules_for;
@@ -91,7 +92,9 @@ struct Run {
 /// Runs `sweep --dry-run` against `base`, sampling the child's VmHWM until it exits.
 fn measure_sweep(base: &str, fleet: &Fleet, state: &std::path::Path) -> Run {
     let t = Instant::now();
-    let mut child = Command::new(BIN)
+    // Another build of the sweep (e.g. main's, for a before/after figure) with SWEEP_BIN.
+    let bin = std::env::var("SWEEP_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut child = Command::new(bin)
         .args(["sweep", "--dry-run", "--output", "json"])
         .env("ADE_BACKUP_CREDENTIAL", "static")
         .env("ADE_BACKUP_STATIC_TOKEN", "t")
@@ -194,6 +197,9 @@ fn main() {
         .collect();
     let all = which.is_empty() || which.iter().any(|w| w == "all");
     let want = |n: &str| all || which.iter().any(|w| w == n);
+    if want("small") {
+        fleet_run(1, 100);
+    }
     if want("10k") {
         fleet_run(4, 10_000);
     }

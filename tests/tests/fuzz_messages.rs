@@ -79,15 +79,19 @@ struct Tally {
     completed: usize,
     dead_lettered: usize,
     transient: usize,
-    host_rejected: usize,
     reasons: BTreeMap<String, usize>,
+    /// One description per reason (printed).
+    examples: BTreeMap<String, String>,
     slowest: Duration,
 }
 
-/// Whether a decode failure's description names what was wrong: a field (serde names it in
-/// backticks or by its path) or the body itself.
+/// Whether a decode failure's description names what was wrong: a field (in backticks, or as
+/// a JSON path: `$` is the whole message) or the body itself.
 fn names_the_field(description: &str) -> bool {
-    description.contains('`') || description.contains("body") || description.contains(" at ")
+    description.contains('`')
+        || description.contains('$')
+        || description.contains("body")
+        || description.contains("field")
 }
 
 /// Delivers one mutant to `queue`'s function the way the host would, and checks its outcome.
@@ -147,6 +151,13 @@ async fn deliver(
                 .json(&key)
                 .unwrap_or_else(|| panic!("{queue} #{n}: no dead-letter record at {key}"));
             assert_eq!(record["reason"], reason.as_str(), "{record}");
+            if reason == "InvalidWorkerMessage" {
+                assert!(
+                    description.contains("field `$"),
+                    "{queue} #{n} ({}): {description}",
+                    m.what
+                );
+            }
             if reason.starts_with("Invalid") || reason.contains("Malformed") {
                 assert!(
                     names_the_field(&description),
@@ -155,6 +166,10 @@ async fn deliver(
                 );
             }
             tally.dead_lettered += 1;
+            tally
+                .examples
+                .entry(reason.clone())
+                .or_insert_with(|| description.chars().take(160).collect());
             *tally.reasons.entry(reason).or_default() += 1;
         }
         Outcome::Failed { error, .. } => {
@@ -206,6 +221,9 @@ async fn every_queue_survives_generated_and_mutated_messages() {
             tally.transient,
             tally.reasons
         );
+        for (reason, d) in &tally.examples {
+            println!("  e.g. {reason}: {d}");
+        }
         assert_eq!(tally.completed + tally.dead_lettered + tally.transient, n);
         assert!(tally.dead_lettered > n / 4, "{queue}: {tally:?}");
     }
