@@ -85,13 +85,18 @@ struct Tally {
     slowest: Duration,
 }
 
-/// Whether a decode failure's description names what was wrong: a field (in backticks, or as
-/// a JSON path: `$` is the whole message) or the body itself.
+/// Whether a decode failure's description names what was wrong: a field (in backticks, as a
+/// JSON path where `$` is the whole message, or as `field: rule`) or the body itself.
 fn names_the_field(description: &str) -> bool {
-    description.contains('`')
+    let leading_field = description.split_once(": ").is_some_and(|(f, _)| {
+        !f.is_empty()
+            && f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "$._[]".contains(c))
+    });
+    leading_field
+        || description.contains('`')
         || description.contains('$')
         || description.contains("body")
-        || description.contains("field")
 }
 
 /// Delivers one mutant to `queue`'s function the way the host would, and checks its outcome.

@@ -614,7 +614,7 @@ mod tests {
             extension_parent(ext["id"].as_str().expect("id")),
             Some(id.canonical())
         );
-        let obs = observation_from_rows(&id, &vm, &[&ext]);
+        let obs = observation_from_rows(&id, &vm, &[extension_from_row(&ext)]);
         assert_eq!(obs.disk_count, 2);
         assert_eq!(obs.disk_sizes_gb, vec![128, 5000]);
         assert!(matches!(
