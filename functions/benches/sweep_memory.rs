@@ -84,6 +84,9 @@ fn start_sim(subs: usize, vms: usize) -> (Killed, String) {
 struct Run {
     wall: Duration,
     peak_kib: u64,
+    /// Largest sampled anonymous (heap, stacks) and file-backed (the binary's code) parts.
+    anon_kib: u64,
+    file_kib: u64,
     plans: usize,
     ok: bool,
     stderr: String,
@@ -118,11 +121,13 @@ fn measure_sweep(base: &str, fleet: &Fleet, state: &std::path::Path) -> Run {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::BufReader::new(stdout), &mut buf).map(|_| buf)
     });
-    let mut peak = 0;
+    let (mut peak, mut anon, mut file) = (0, 0, 0);
     loop {
         if let Some(k) = status_kib(pid, "VmHWM:") {
             peak = peak.max(k);
         }
+        anon = anon.max(status_kib(pid, "RssAnon:").unwrap_or(0));
+        file = file.max(status_kib(pid, "RssFile:").unwrap_or(0));
         if child.try_wait().expect("wait").is_some() {
             break;
         }
@@ -138,6 +143,8 @@ fn measure_sweep(base: &str, fleet: &Fleet, state: &std::path::Path) -> Run {
     Run {
         wall,
         peak_kib: peak,
+        anon_kib: anon,
+        file_kib: file,
         plans,
         ok: out.status.success(),
         stderr: String::from_utf8_lossy(&out.stderr).chars().take(2000).collect(),
@@ -179,8 +186,10 @@ fn fleet_run(subs: usize, vms: usize) {
         println!("stderr: {}", r.stderr);
     }
     println!(
-        "peak RSS (VmHWM of the sweep process): {:.1} MiB",
-        r.peak_kib as f64 / 1024.0
+        "peak RSS (VmHWM of the sweep process): {:.1} MiB; sampled every 10 ms: anonymous (heap, stacks) up to {:.1} MiB, file-backed (the binary's code) up to {:.1} MiB",
+        r.peak_kib as f64 / 1024.0,
+        r.anon_kib as f64 / 1024.0,
+        r.file_kib as f64 / 1024.0
     );
     println!(
         "Resource Graph queries (pages): {queries}, 429s {throttled} ({:.1}%) | quota bound (15 per 5 s): {:.0} s | wall / bound = {:.2}",

@@ -188,7 +188,7 @@ mod tests {
             err(r#"{"name": "a", "disks": [{"lun": 1}, {"lun": "x"}]}"#).path,
             "$.disks[1].lun"
         );
-        assert_eq!(err(r#"[1]"#).path, "$");
+        assert_eq!(err(r#""text""#).path, "$");
         assert_eq!(err(r#"{"disks": []}"#).path, "$");
         assert!(err(r#"{"disks": []}"#).to_string().contains("`name`"));
         assert_eq!(err(r#"{"name": "a", "disks": []} x"#).path, "$");
