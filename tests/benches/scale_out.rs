@@ -16,13 +16,15 @@ use ade_backup_shared::arm::PacingPolicy;
 use ade_backup_sim::SimOptions;
 use ade_backup_test_support::simulator::{healthy_fleet, uniform_durations};
 use ade_backup_test_support::sweep_harness::Harness;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SEED: u64 = 20240501;
 const INSTANCES: usize = 4;
+/// ADE VMs left unprotected; about a third of a generated fleet has ADE, so 3,300 VMs hold them.
 const NEEDING: usize = 1_000;
+const VMS: usize = 3_300;
 
 fn options() -> SimOptions {
     SimOptions {
@@ -35,7 +37,7 @@ fn options() -> SimOptions {
 
 async fn scale_out(shared_budget: bool) {
     let h = Harness::start(
-        healthy_fleet(1, 1_500, SEED, NEEDING),
+        healthy_fleet(1, VMS, SEED, NEEDING),
         options(),
         &[("ADE_BACKUP_POLL_INTERVAL_MS", "1000".to_string())],
     )
@@ -62,17 +64,25 @@ async fn scale_out(shared_budget: bool) {
         })
         .collect();
     let sim = h.sim.clone();
-    let expected = 2 * NEEDING as u64;
-    let watcher = tokio::spawn(async move {
-        loop {
-            let w = sim.stats().writes;
-            if w.protection_puts + w.backup_now_calls >= expected {
-                return t.elapsed();
+    // Known once the sweep says how many protections it started: a PUT and a backup-now each.
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
+    let watcher = {
+        let expected = expected.clone();
+        tokio::spawn(async move {
+            loop {
+                let w = sim.stats().writes;
+                if w.protection_puts + w.backup_now_calls >= expected.load(Ordering::SeqCst) {
+                    return t.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+        })
+    };
     let outcome = sweep::run(&instances[0]).await;
+    if let Ok(SweepOutcome::Completed(sum)) = &outcome {
+        let started = sum.outcomes.get("protection-started").copied().unwrap_or(0);
+        expected.store(2 * started, Ordering::SeqCst);
+    }
     producing.store(false, Ordering::SeqCst);
     let mut dead = 0;
     let mut timed_out = false;
@@ -82,7 +92,7 @@ async fn scale_out(shared_budget: bool) {
         timed_out |= r.timed_out;
     }
     let wall = t.elapsed();
-    let writes_done = tokio::time::timeout(Duration::from_secs(5), watcher)
+    let writes_done = tokio::time::timeout(Duration::from_secs(30), watcher)
         .await
         .ok()
         .and_then(Result::ok);

@@ -13,7 +13,8 @@
 //! reports at least [`SHARE_KNEE`] of the bucket left, proportionally less below it (down to
 //! [`MIN_SHARE`]). N instances that all do so settle where ARM's bucket holds about
 //! `SHARE_KNEE * burst / N` tokens and their rates add up to ARM's: no coordination, no 429s in
-//! the steady state. A waiter whose rate dropped while it slept gives its token back and
+//! the steady state. Below the knee a bucket also holds at most its share of what ARM has left,
+//! so instances that wake together do not overdraw it. A waiter whose rate dropped while it slept gives its token back and
 //! queues again, so reservations made at a higher rate do not burst into an emptied bucket.
 
 use super::scope::SubscriptionId;
@@ -285,12 +286,14 @@ impl Pacer {
         if let Some(b) = map.get_mut(&key) {
             b.refill(now);
             let remaining = remaining as f64;
-            if remaining < b.tokens {
-                b.tokens = remaining;
-            }
             if shared {
                 let knee = (b.shape.burst * SHARE_KNEE).max(1.0);
                 b.share = (remaining / knee).clamp(MIN_SHARE, 1.0);
+            }
+            // Below the knee, only our share of what is left: the other instances hold theirs.
+            let ours = remaining * b.share;
+            if ours < b.tokens {
+                b.tokens = ours;
             }
         }
     }
@@ -329,13 +332,22 @@ mod tests {
 
     #[test]
     fn header_only_lowers() {
-        let p = Pacer::new(PacingPolicy::uniform(100.0, 1.0));
+        let p = Pacer::new(PacingPolicy {
+            shared_budget: false,
+            ..PacingPolicy::uniform(100.0, 1.0)
+        });
         p.reserve(key());
         p.observe_remaining(key(), 5);
         let t = p.tokens(key()).expect("bucket");
         assert!((5.0..5.1).contains(&t), "{t}");
         p.observe_remaining(key(), 50);
         assert!(p.tokens(key()).expect("bucket") < 6.0);
+        // With a shared budget, below the knee (15 of 100) only our share of what is left.
+        let shared = Pacer::new(PacingPolicy::uniform(100.0, 1.0));
+        shared.reserve(key());
+        shared.observe_remaining(key(), 6);
+        let t = shared.tokens(key()).expect("bucket");
+        assert!((2.4..2.5).contains(&t), "{t}");
     }
 
     #[test]
