@@ -58,6 +58,11 @@ impl ServeProcess {
         }
     }
 
+    /// The process id (to read its /proc status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The filesystem state directory the process writes to.
     pub fn state_dir(&self) -> &Path {
         self._dir.path()
