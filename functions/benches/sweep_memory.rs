@@ -147,7 +147,10 @@ fn measure_sweep(base: &str, fleet: &Fleet, state: &std::path::Path) -> Run {
         file_kib: file,
         plans,
         ok: out.status.success(),
-        stderr: String::from_utf8_lossy(&out.stderr).chars().take(2000).collect(),
+        stderr: String::from_utf8_lossy(&out.stderr)
+            .chars()
+            .take(2000)
+            .collect(),
     }
 }
 

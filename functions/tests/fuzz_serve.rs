@@ -48,10 +48,7 @@ fn seeds() -> Vec<(&'static str, Value)> {
                    "eventTime": "2026-11-28T10:00:00Z", "dataVersion": "2", "metadataVersion": "1",
                    "data": {"resourceUri": ext, "operationName": "Microsoft.Compute/virtualMachines/extensions/write", "status": "Succeeded"}}),
         ),
-        (
-            "OnRestoreRequest",
-            restore_request("INC-1", &vm, json!({})),
-        ),
+        ("OnRestoreRequest", restore_request("INC-1", &vm, json!({}))),
         (
             "GrantKeyVaultAccess",
             json!({"operationId": op, "generation": 1}),
@@ -95,7 +92,9 @@ async fn round(
             );
             let resp = tokio::time::timeout(
                 Duration::from_secs(10),
-                http.post(format!("{base}/{function}")).json(&payload).send(),
+                http.post(format!("{base}/{function}"))
+                    .json(&payload)
+                    .send(),
             )
             .await
             .unwrap_or_else(|_| panic!("{function} #{i} ({}): no answer in 10 s", m.what))
@@ -111,7 +110,10 @@ async fn round(
                 assert!(!reason.is_empty(), "{body}");
                 dead += 1;
             } else if status == 500 {
-                assert!(body["Logs"].as_array().is_some_and(|l| !l.is_empty()), "{body}");
+                assert!(
+                    body["Logs"].as_array().is_some_and(|l| !l.is_empty()),
+                    "{body}"
+                );
             }
         }
     }

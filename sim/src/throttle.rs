@@ -156,10 +156,9 @@ impl UserQuota {
 
     fn take_at(&self, user: u64, now: Instant) -> QuotaAnswer {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        let w = users.entry(user).or_insert(QuotaWindow {
-            ends: now,
-            used: 0,
-        });
+        let w = users
+            .entry(user)
+            .or_insert(QuotaWindow { ends: now, used: 0 });
         if now >= w.ends {
             *w = QuotaWindow {
                 ends: now + self.window,

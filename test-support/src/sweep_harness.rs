@@ -7,9 +7,7 @@ use crate::simulator::{key_vault_id, rules_for, spawn_simulator, SimClock};
 use ade_backup_functions::context::Context;
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::settings::Settings;
-use ade_backup_shared::arm::{
-    ArmClient, ArmClientOptions, PacingPolicy, RoleAssignmentProperties,
-};
+use ade_backup_shared::arm::{ArmClient, ArmClientOptions, PacingPolicy, RoleAssignmentProperties};
 use ade_backup_shared::credential::{AccessToken, StaticToken};
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::state::MemoryStateStore;

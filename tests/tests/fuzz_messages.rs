@@ -124,8 +124,12 @@ async fn deliver(
         },
     );
     let bytes = serde_json::to_vec(&payload).expect("payload");
-    let input = parse_invocation(&spec.trigger, &bytes)
-        .unwrap_or_else(|e| panic!("{queue} #{n} ({}): the host payload is refused: {e}", m.what));
+    let input = parse_invocation(&spec.trigger, &bytes).unwrap_or_else(|e| {
+        panic!(
+            "{queue} #{n} ({}): the host payload is refused: {e}",
+            m.what
+        )
+    });
     let ctx = stack.ctx.clone();
     let started = Instant::now();
     let run = tokio::spawn(async move { handlers::dispatch(&spec, input, &ctx).await });
@@ -138,10 +142,11 @@ async fn deliver(
     match outcome {
         Outcome::Completed(_) => tally.completed += 1,
         Outcome::Failed {
-            error: Disposition::Poison {
-                reason,
-                description,
-            },
+            error:
+                Disposition::Poison {
+                    reason,
+                    description,
+                },
             dead_letter,
             ..
         } => {
@@ -181,7 +186,10 @@ async fn deliver(
             tally.transient += 1;
             *tally
                 .reasons
-                .entry(format!("transient: {}", error.to_string().chars().take(80).collect::<String>()))
+                .entry(format!(
+                    "transient: {}",
+                    error.to_string().chars().take(80).collect::<String>()
+                ))
                 .or_default() += 1;
         }
     }
@@ -193,7 +201,10 @@ async fn every_queue_survives_generated_and_mutated_messages() {
     stack.sim.advance(Duration::from_secs(60));
     let seeds = seeds(&stack).await;
     let registry = Registry::production();
-    let queues: Vec<&str> = registry.specs().filter_map(|s| queue_of(&s.trigger)).collect();
+    let queues: Vec<&str> = registry
+        .specs()
+        .filter_map(|s| queue_of(&s.trigger))
+        .collect();
     let n = count();
     let mut fuzzer = Fuzzer::new(15);
     for queue in queues {
@@ -278,5 +289,8 @@ async fn mutated_host_payloads_are_refused_with_the_field_named() {
         n * registry.specs().count(),
         registry.specs().count()
     );
-    assert!(total > n / 2 && parsed > n / 10, "{parsed} parsed, {refused:?}");
+    assert!(
+        total > n / 2 && parsed > n / 10,
+        "{parsed} parsed, {refused:?}"
+    );
 }

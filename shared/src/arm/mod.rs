@@ -83,7 +83,6 @@ pub use keyvault::{
 };
 pub use lro::{LroOutcome, PendingOperation, PollKind, PollOutcome, Started};
 pub use pacing::{BucketKey, BucketShape, PacingPolicy, RequestClass};
-pub use user_quota::QuotaShape;
 pub use recovery_services::{
     container_name, protected_item_id, protected_item_name, BackupJob, BackupJobFilter,
     BackupJobProperties, BackupPolicy, BackupPolicyProperties, DiskExclusionProperties,
@@ -97,3 +96,4 @@ pub use resources::{Deployment, DeploymentError, DeploymentProperties, Deploymen
 pub use retry::RetryPolicy;
 pub use scope::{ManagementGroupId, ResourceGroupRef, SubscriptionId};
 pub use skus::{ResourceSku, SkuCapability};
+pub use user_quota::QuotaShape;

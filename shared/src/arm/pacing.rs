@@ -372,7 +372,9 @@ mod tests {
         // Four clients against one simulated ARM bucket (200, 10/s), in 50 ms steps, each
         // always wanting to send: what ARM grants per second must settle at its rate, with
         // few refusals after the first burst.
-        let clients: Vec<Pacer> = (0..4).map(|_| Pacer::new(PacingPolicy::default())).collect();
+        let clients: Vec<Pacer> = (0..4)
+            .map(|_| Pacer::new(PacingPolicy::default()))
+            .collect();
         let k = BucketKey::Subscription(
             SubscriptionId::from_uuid(uuid::Uuid::nil()),
             RequestClass::Writes,

@@ -262,7 +262,11 @@ impl<'de> serde::de::Visitor<'de> for PageSeed<'_> {
         let (mut token, mut rows) = (None, 0u64);
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "data" => rows = map.next_value_seed(RowsSeed { row: &mut *self.row })?,
+                "data" => {
+                    rows = map.next_value_seed(RowsSeed {
+                        row: &mut *self.row,
+                    })?
+                }
                 "$skipToken" => token = map.next_value::<Option<String>>()?,
                 _ => {
                     map.next_value::<serde::de::IgnoredAny>()?;

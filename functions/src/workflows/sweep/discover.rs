@@ -273,12 +273,8 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
     let ade_vms: HashSet<String> = fleet.vms.iter().map(|v| v.id.canonical()).collect();
     protected_items.retain(|i| ade_vms.contains(&i.vm_id.canonical()));
     drop(ade_vms);
-    let access = access::key_vault_access(
-        &first.key_vaults,
-        &first.role_assignments,
-        &fleet.vms,
-        bms,
-    );
+    let access =
+        access::key_vault_access(&first.key_vaults, &first.role_assignments, &fleet.vms, bms);
     let rpo = policy_rpos(ctx, &protected_items, &mut warnings).await;
     Ok(Discovery {
         subscriptions: fleet.subs.into_iter().collect(),
