@@ -81,7 +81,7 @@ pub struct PacingPolicy {
 }
 
 /// Below this fraction of the bucket left (as ARM reports it), the refill rate scales down.
-pub const SHARE_KNEE: f64 = 0.15;
+pub const SHARE_KNEE: f64 = 0.25;
 /// The least share of the refill rate a bucket keeps (it still probes ARM's headers).
 pub const MIN_SHARE: f64 = 1.0 / 16.0;
 
@@ -342,12 +342,12 @@ mod tests {
         assert!((5.0..5.1).contains(&t), "{t}");
         p.observe_remaining(key(), 50);
         assert!(p.tokens(key()).expect("bucket") < 6.0);
-        // With a shared budget, below the knee (15 of 100) only our share of what is left.
+        // With a shared budget, below the knee (25 of 100) only our share of what is left.
         let shared = Pacer::new(PacingPolicy::uniform(100.0, 1.0));
         shared.reserve(key());
         shared.observe_remaining(key(), 6);
         let t = shared.tokens(key()).expect("bucket");
-        assert!((2.4..2.5).contains(&t), "{t}");
+        assert!((1.4..1.5).contains(&t), "{t}");
     }
 
     #[test]
@@ -357,8 +357,8 @@ mod tests {
         // Plenty left: the full rate.
         p.observe_remaining(key(), 90);
         assert!((p.rate(key()) - 10.0).abs() < 1e-9);
-        // 15 is the knee of a 100-token bucket: 3 left is a fifth of the rate.
-        p.observe_remaining(key(), 3);
+        // 25 is the knee of a 100-token bucket: 5 left is a fifth of the rate.
+        p.observe_remaining(key(), 5);
         assert!((p.rate(key()) - 2.0).abs() < 1e-9, "{}", p.rate(key()));
         // Nothing left: the floor, never zero (the bucket keeps probing).
         p.observe_remaining(key(), 0);
