@@ -110,6 +110,10 @@ fn measure_sweep(base: &str, fleet: &Fleet, state: &std::path::Path) -> Run {
         )
         .env("ADE_BACKUP_PROTECTION_RULES", rules_for(fleet))
         .env("ADE_BACKUP_STATE", format!("fs:{}", state.display()))
+        // The simulator renders a whole table for a query's first page: 100,000 rows take
+        // longer than the default 60 s on a loaded machine (Resource Graph does not).
+        .env("ADE_BACKUP_ARM_REQUEST_TIMEOUT_MS", "900000")
+        .env("ADE_BACKUP_ARM_RETRY_BUDGET_MS", "900000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
