@@ -173,11 +173,11 @@ fn fleet_run(subs: usize, vms: usize) {
     let after = sim_stats(&base).unwrap_or_default();
     let count = |v: &Value, op: &str| v["calls"][op].as_u64().unwrap_or(0);
     let queries = count(&after, "resourceGraph.query") - count(&before, "resourceGraph.query");
-    let throttled = after["throttled_by_operation"]["resourceGraph.query"]
+    let throttled = after["throttledByOperation"]["resourceGraph.query"]
         .as_u64()
         .unwrap_or(0)
         .saturating_sub(
-            before["throttled_by_operation"]["resourceGraph.query"]
+            before["throttledByOperation"]["resourceGraph.query"]
                 .as_u64()
                 .unwrap_or(0),
         );
