@@ -85,10 +85,44 @@ impl ServiceBusMessage {
             .map(str::to_string)
     }
 
-    /// The body parsed as JSON of type `T`.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.body)
+    /// The body parsed as JSON of type `T`; an error names the JSON path of the field that
+    /// does not fit (`$` for the whole body).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, BodyError> {
+        let mut de = serde_json::Deserializer::from_slice(&self.body);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| BodyError {
+            path: json_path(e.path()),
+            source: e.into_inner(),
+        })?;
+        de.end().map_err(|source| BodyError {
+            path: "$".into(),
+            source,
+        })?;
+        Ok(value)
     }
+}
+
+/// A message body that does not decode, with where.
+#[derive(Debug, thiserror::Error)]
+#[error("field `{path}`: {source}")]
+pub struct BodyError {
+    /// JSON path of the offending field: `$`, `$.phase`, `$.disks[2].lun`.
+    pub path: String,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+fn json_path(p: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::from("$");
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => out.push_str(&format!(".{key}")),
+            Segment::Enum { variant } => out.push_str(&format!(".{variant}")),
+            Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
 }
 
 /// The timer trigger's `TimerInfo`.
@@ -113,4 +147,53 @@ pub struct TimerInfo {
 pub struct DeadLetter {
     pub reason: String,
     pub description: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &str) -> ServiceBusMessage {
+        ServiceBusMessage {
+            queue: "q".into(),
+            body: body.as_bytes().to_vec(),
+            message_id: "m".into(),
+            delivery_count: 1,
+            correlation_id: None,
+            content_type: None,
+            subject: None,
+            enqueued_time: None,
+            expires_at: None,
+            sequence_number: None,
+            user_properties: Default::default(),
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: String,
+        disks: Vec<Disk>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Disk {
+        lun: u32,
+    }
+
+    #[test]
+    fn a_body_error_names_the_json_path() {
+        let err = |b: &str| message(b).json::<Doc>().expect_err("does not fit");
+        assert_eq!(
+            err(r#"{"name": "a", "disks": [{"lun": 1}, {"lun": "x"}]}"#).path,
+            "$.disks[1].lun"
+        );
+        assert_eq!(err(r#""text""#).path, "$");
+        assert_eq!(err(r#"{"disks": []}"#).path, "$");
+        assert!(err(r#"{"disks": []}"#).to_string().contains("`name`"));
+        assert_eq!(err(r#"{"name": "a", "disks": []} x"#).path, "$");
+        assert!(message(r#"{"name": "a", "disks": [{"lun": 2}]}"#)
+            .json::<Doc>()
+            .is_ok());
+    }
 }

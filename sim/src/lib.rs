@@ -153,6 +153,8 @@ pub struct Shared {
     pub(crate) world: Mutex<world::World>,
     pub(crate) clock: clock::SimClock,
     pub(crate) throttle: throttle::Throttle,
+    /// Resource Graph's own per-user quota (on with throttling).
+    pub(crate) graph_quota: throttle::UserQuota,
     throttling: AtomicBool,
     pub(crate) faults: faults::Faults,
     stats: Mutex<SimStats>,
@@ -180,6 +182,7 @@ impl Shared {
         self.throttling.store(on, Ordering::Relaxed);
         if on {
             self.throttle.reset();
+            self.graph_quota.reset();
         }
     }
     pub(crate) fn published_events(&self) -> Vec<Value> {
@@ -271,6 +274,7 @@ impl Simulator {
                 world: Mutex::new(world),
                 clock,
                 throttle: throttle::Throttle::new(),
+                graph_quota: throttle::UserQuota::default(),
                 throttling: AtomicBool::new(options.throttling),
                 faults,
                 stats: Mutex::new(SimStats::default()),

@@ -9,6 +9,7 @@
 //! - [`sweep_harness`]: the continuous stack of the sweep tests and benchmarks;
 //! - [`app`]: the real custom-handler server in a task ([`spawn_app`], [`serve`]);
 //! - [`flaky_store`]: a state store that fails writes on demand;
+//! - [`fuzz`]: generated and mutated messages (proptest strategies, seeded runner);
 //! - [`otlp`]: an in-process OTLP/HTTP receiver (traces and metrics) for the telemetry tests;
 //! - [`otel_capture`]: a test-local tracer provider and subscriber (spans and JSON logs in
 //!   memory, installed for one thread) for the in-process telemetry tests;
@@ -24,6 +25,7 @@
 pub mod app;
 pub mod drills;
 pub mod flaky_store;
+pub mod fuzz;
 pub mod lambda_process;
 pub mod lambda_runtime_api;
 #[cfg(feature = "aws")]

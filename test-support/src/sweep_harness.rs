@@ -7,7 +7,7 @@ use crate::simulator::{key_vault_id, rules_for, spawn_simulator, SimClock};
 use ade_backup_functions::context::Context;
 use ade_backup_functions::handlers::Registry;
 use ade_backup_functions::settings::Settings;
-use ade_backup_shared::arm::{ArmClient, ArmClientOptions, RoleAssignmentProperties};
+use ade_backup_shared::arm::{ArmClient, ArmClientOptions, PacingPolicy, RoleAssignmentProperties};
 use ade_backup_shared::credential::{AccessToken, StaticToken};
 use ade_backup_shared::ids::ResourceId;
 use ade_backup_shared::state::MemoryStateStore;
@@ -128,6 +128,25 @@ impl Harness {
                 .put_role_assignment(&scope, uuid::Uuid::new_v4(), &props)
                 .await
                 .expect("role assignment in setup");
+        }
+    }
+
+    /// Another instance of the Functions app (it scales out): the same state store, queues and
+    /// settings, but an ARM client of its own, so it paces itself with `pacing` as a separate
+    /// process would.
+    pub fn instance(&self, pacing: PacingPolicy) -> Context {
+        let arm = ArmClient::new(
+            self.url.clone(),
+            Arc::new(StaticToken(AccessToken::new("sim"))),
+            ArmClientOptions {
+                pacing,
+                ..ArmClientOptions::default().with_graph_endpoint(self.url.clone())
+            },
+        )
+        .expect("arm client");
+        Context {
+            arm: Arc::new(arm),
+            ..self.ctx.clone()
         }
     }
 

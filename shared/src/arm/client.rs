@@ -140,6 +140,8 @@ pub(crate) struct Call {
     pub repeat: Repeat,
     pub bucket: BucketKey,
     pub audience: Audience,
+    /// Counts against Resource Graph's per-user quota (on top of `bucket`).
+    pub graph_quota: bool,
 }
 
 impl Call {
@@ -148,7 +150,7 @@ impl Call {
         let bucket = match bucket_of {
             Bucket::Subscription(s) => BucketKey::Subscription(s, class),
             Bucket::Tenant => BucketKey::Tenant(class),
-            Bucket::TenantReads => BucketKey::Tenant(RequestClass::Reads),
+            Bucket::ResourceGraph => BucketKey::Tenant(RequestClass::Reads),
         };
         let repeat = if method == Method::POST {
             Repeat::NotIdempotent
@@ -163,6 +165,7 @@ impl Call {
             repeat,
             bucket,
             audience: Audience::Arm,
+            graph_quota: matches!(bucket_of, Bucket::ResourceGraph),
         }
     }
     pub fn json<T: serde::Serialize>(mut self, body: &T) -> Result<Self, ArmError> {
@@ -187,8 +190,8 @@ impl Call {
 pub(crate) enum Bucket {
     Subscription(SubscriptionId),
     Tenant,
-    /// Tenant-level POSTs that only read (Resource Graph queries).
-    TenantReads,
+    /// Resource Graph queries: tenant-level POSTs that only read, under the per-user quota.
+    ResourceGraph,
 }
 
 /// A successful (2xx) response.
@@ -324,7 +327,10 @@ impl ArmClient {
             Audience::Graph => &self.inner.options.graph_scope,
         };
         // Pace first: a long pacing wait should not age the token we are about to send.
-        let waited = self.inner.pacer.acquire(call.bucket).await;
+        let mut waited = self.inner.pacer.acquire(call.bucket).await;
+        if call.graph_quota {
+            waited += self.inner.pacer.acquire_graph_quota().await;
+        }
         trace.paced(call, waited);
         let token = self
             .inner
@@ -465,6 +471,17 @@ impl ArmClient {
         });
         if let Some(n) = remaining {
             self.inner.pacer.observe_remaining(call.bucket, n);
+        }
+        if call.graph_quota {
+            let quota = read("x-ms-user-quota-remaining");
+            let resets = headers
+                .get("x-ms-user-quota-resets-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(super::user_quota::parse_resets_after);
+            if let (Some(n), Some(after)) = (quota, resets) {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                self.inner.pacer.observe_graph_quota(n, after);
+            }
         }
     }
 

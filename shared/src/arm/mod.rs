@@ -61,6 +61,7 @@ pub mod scope;
 pub mod skus;
 pub mod storage;
 mod telemetry;
+pub mod user_quota;
 
 pub use authorization::{
     RoleAssignment, RoleAssignmentProperties, RoleDefinition, RoleDefinitionProperties,
@@ -99,3 +100,4 @@ pub use resources::{Deployment, DeploymentError, DeploymentProperties, Deploymen
 pub use retry::RetryPolicy;
 pub use scope::{ManagementGroupId, ResourceGroupRef, SubscriptionId};
 pub use skus::{ResourceSku, SkuCapability};
+pub use user_quota::QuotaShape;

@@ -1,4 +1,6 @@
-//! Azure Resource Graph: fleet discovery, 1,000 rows a page, following `$skipToken`.
+//! Azure Resource Graph: fleet discovery, 1,000 rows a page, following `$skipToken`. A fleet is
+//! read as a stream ([`ArmClient::resource_graph_each`]): each page's rows are handed over one
+//! by one while its body is decoded, so neither a page nor the fleet is ever held as rows.
 //!
 //! Shapes: resourcegraph 2022-10-01 examples ResourcesFirstPageQuery.json and
 //! ResourcesNextPageQuery.json (`options.$skipToken` in, `$skipToken` out, absent on the last page).
@@ -96,14 +98,94 @@ pub mod queries {
 }
 
 impl ArmClient {
-    /// One page (`skip_token` from the previous page). Tenant-level: uses the tenant bucket.
-    /// Safe to repeat (a read).
+    /// One page (`skip_token` from the previous page). Tenant-level: uses the tenant bucket
+    /// and Resource Graph's per-user quota. Safe to repeat (a read).
     pub async fn resource_graph_page(
         &self,
         scope: &GraphScope,
         query: &str,
         skip_token: Option<&str>,
     ) -> Result<ResourceGraphPage, ArmError> {
+        let call = self.resource_graph_call(scope, query, skip_token)?;
+        self.send_json(&call).await
+    }
+
+    /// One page whose rows are handed to `row` one by one as the body is decoded (the page's
+    /// rows never exist together). Returns the page's `$skipToken` and row count.
+    async fn resource_graph_page_each(
+        &self,
+        scope: &GraphScope,
+        query: &str,
+        skip_token: Option<&str>,
+        row: &mut (dyn FnMut(serde_json::Value) + Send),
+    ) -> Result<(Option<String>, u64), ArmError> {
+        let call = self.resource_graph_call(scope, query, skip_token)?;
+        let raw = self.send(&call).await?;
+        let mut de = serde_json::Deserializer::from_slice(&raw.body);
+        let page = serde::de::DeserializeSeed::deserialize(PageSeed { row }, &mut de)
+            .and_then(|p| de.end().map(|()| p))
+            .map_err(|e| ArmError::decode("resourceGraph.query", e))?;
+        Ok(page)
+    }
+
+    /// Every row, following `$skipToken` to the end, handed to `row` as each page arrives: a
+    /// page is dropped before the next is asked for, so a fleet is never held whole. Returns
+    /// the number of rows.
+    pub async fn resource_graph_each(
+        &self,
+        scope: &GraphScope,
+        query: &str,
+        mut row: impl FnMut(serde_json::Value) + Send,
+    ) -> Result<u64, ArmError> {
+        let row: &mut (dyn FnMut(serde_json::Value) + Send) = &mut row;
+        let mut token: Option<String> = None;
+        let mut pages = 0u32;
+        let mut rows = 0u64;
+        loop {
+            pages += 1;
+            if pages > 100_000 {
+                return Err(ArmError::decode(
+                    "resourceGraph.query",
+                    "skipToken never ends",
+                ));
+            }
+            let (next, n) = self
+                .resource_graph_page_each(scope, query, token.as_deref(), row)
+                .await?;
+            rows += n;
+            match next.filter(|t| !t.is_empty()) {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                Some(_) => {
+                    return Err(ArmError::decode(
+                        "resourceGraph.query",
+                        "the same $skipToken came back twice",
+                    ))
+                }
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    /// Every row, following `$skipToken` to the end (for results known to be small; a fleet
+    /// goes through [`ArmClient::resource_graph_each`]).
+    pub async fn resource_graph_query(
+        &self,
+        scope: &GraphScope,
+        query: &str,
+    ) -> Result<Vec<serde_json::Value>, ArmError> {
+        let mut rows = Vec::new();
+        self.resource_graph_each(scope, query, |r| rows.push(r))
+            .await?;
+        Ok(rows)
+    }
+
+    /// The POST of one page.
+    fn resource_graph_call(
+        &self,
+        scope: &GraphScope,
+        query: &str,
+        skip_token: Option<&str>,
+    ) -> Result<Call, ArmError> {
         if scope.is_empty() {
             return Err(ArmError::invalid(
                 "scope",
@@ -131,49 +213,14 @@ impl ArmClient {
                 result_format: "objectArray",
             },
         };
-        let call = Call::new(
+        Ok(Call::new(
             "resourceGraph.query",
             Method::POST,
             url,
-            Bucket::TenantReads,
+            Bucket::ResourceGraph,
         )
         .json(&body)?
-        .safe_to_repeat();
-        self.send_json(&call).await
-    }
-
-    /// Every row, following `$skipToken` to the end.
-    pub async fn resource_graph_query(
-        &self,
-        scope: &GraphScope,
-        query: &str,
-    ) -> Result<Vec<serde_json::Value>, ArmError> {
-        let mut rows = Vec::new();
-        let mut token: Option<String> = None;
-        let mut pages = 0u32;
-        loop {
-            pages += 1;
-            if pages > 100_000 {
-                return Err(ArmError::decode(
-                    "resourceGraph.query",
-                    "skipToken never ends",
-                ));
-            }
-            let page = self
-                .resource_graph_page(scope, query, token.as_deref())
-                .await?;
-            rows.extend(page.data);
-            match page.skip_token.filter(|t| !t.is_empty()) {
-                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-                Some(_) => {
-                    return Err(ArmError::decode(
-                        "resourceGraph.query",
-                        "the same $skipToken came back twice",
-                    ))
-                }
-                None => return Ok(rows),
-            }
-        }
+        .safe_to_repeat())
     }
 
     /// Every row, decoded as `T` (a row that does not fit is a `Decode` error naming its index).
@@ -191,6 +238,69 @@ impl ArmClient {
                     .map_err(|e| ArmError::decode("resourceGraph.query", format!("row {i}: {e}")))
             })
             .collect()
+    }
+}
+
+/// Decodes a page object, handing each element of `data` to `row` as it is parsed.
+struct PageSeed<'a> {
+    row: &'a mut (dyn FnMut(serde_json::Value) + Send),
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PageSeed<'_> {
+    type Value = (Option<String>, u64);
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PageSeed<'_> {
+    type Value = (Option<String>, u64);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Resource Graph page object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut token, mut rows) = (None, 0u64);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "data" => {
+                    rows = map.next_value_seed(RowsSeed {
+                        row: &mut *self.row,
+                    })?
+                }
+                "$skipToken" => token = map.next_value::<Option<String>>()?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((token, rows))
+    }
+}
+
+/// The `data` array, element by element.
+struct RowsSeed<'a> {
+    row: &'a mut (dyn FnMut(serde_json::Value) + Send),
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowsSeed<'_> {
+    type Value = u64;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowsSeed<'_> {
+    type Value = u64;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of rows")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let mut n = 0;
+        while let Some(v) = seq.next_element::<serde_json::Value>()? {
+            (self.row)(v);
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

@@ -302,7 +302,8 @@ pub async fn dispatch(
         })
         .unwrap_or_default();
     let admitted = check_api_version(route, &query)
-        .and_then(|()| throttle(&shared, route, &method, &lsegs, &mut extra));
+        .and_then(|()| throttle(&shared, route, &method, &lsegs, &mut extra))
+        .and_then(|()| graph_quota(&shared, route, &headers, &mut extra));
     if let Err(reply) = admitted {
         return into_response(reply, &extra);
     }
@@ -479,6 +480,53 @@ fn throttle(
             .header("Retry-After", secs.to_string()))
         }
     }
+}
+
+/// Resource Graph's per-user quota (guidance-for-throttled-requests.md): every query answer
+/// carries `x-ms-user-quota-remaining` and `x-ms-user-quota-resets-after`; past the quota, 429
+/// with `Retry-After`. The user is the bearer token (one identity per token here).
+fn graph_quota(
+    shared: &Shared,
+    route: &Route,
+    headers: &HeaderMap,
+    extra: &mut Vec<(String, String)>,
+) -> Result<(), Reply> {
+    if route.op != "resourceGraph.query" || !shared.throttling_enabled() {
+        return Ok(());
+    }
+    let user = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| {
+            v.as_bytes().iter().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+            })
+        })
+        .unwrap_or_default();
+    let answer = shared.graph_quota.take(user);
+    extra.push((
+        "x-ms-user-quota-remaining".into(),
+        answer.remaining.to_string(),
+    ));
+    extra.push((
+        "x-ms-user-quota-resets-after".into(),
+        crate::throttle::hh_mm_ss(answer.resets_after),
+    ));
+    if answer.allowed {
+        return Ok(());
+    }
+    shared.with_stats(|s| {
+        s.throttled += 1;
+        *s.throttled_by_operation
+            .entry(route.op.to_string())
+            .or_default() += 1;
+    });
+    let secs = answer.resets_after.as_secs_f64().ceil().max(1.0) as u64;
+    Err(Reply::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RateLimiting",
+        "Client application has been throttled and should not attempt to repeat the request until an amount of time has elapsed. Please see https://aka.ms/resourcegraph-throttling for help.",
+    )
+    .header("Retry-After", secs.to_string()))
 }
 
 /// Injected faults for operation `op`: added latency, then maybe a 5xx (or 429) or a gateway

@@ -55,6 +55,7 @@ pub struct RecheckMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrantMessage {
+    #[serde(deserialize_with = "operation_id")]
     pub operation_id: String,
     pub generation: u32,
 }
@@ -72,11 +73,29 @@ pub enum BackupPhase {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupMessage {
+    #[serde(deserialize_with = "operation_id")]
     pub operation_id: String,
     pub generation: u32,
     pub phase: BackupPhase,
     #[serde(default)]
     pub poll: u32,
+}
+
+/// An operation id as ade-backup makes them (`protect-{uuid}`): checked where a follow-up
+/// message is decoded, so a message with a made-up one is refused naming the field (it also
+/// becomes part of a state key).
+fn operation_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(
+            "an operation id is 1 to 128 letters, digits, '-' or '_'",
+        ))
+    }
 }
 
 /// Why an evaluation was started.
@@ -265,4 +284,23 @@ async fn conclude(
     })
     .await
     .inspect(|_| ade_backup_shared::telemetry::metrics().protection(st.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follow_up_with_a_made_up_operation_id_is_refused() {
+        let ok: BackupMessage = serde_json::from_str(
+            r#"{"operationId": "protect-1eb0ca0c-3924-5127-bd9e-38f0b279ce7e", "generation": 1, "phase": "protect"}"#,
+        )
+        .expect("a real id");
+        assert_eq!(ok.phase, BackupPhase::Protect);
+        for bad in ["", "../x", "a/b", &"A".repeat(129)] {
+            let body = serde_json::json!({"operationId": bad, "generation": 1}).to_string();
+            let err = serde_json::from_str::<GrantMessage>(&body).expect_err(bad);
+            assert!(err.to_string().contains("operation id"), "{err}");
+        }
+    }
 }

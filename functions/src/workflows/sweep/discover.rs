@@ -86,27 +86,43 @@ pub fn scope_text(ctx: &Context) -> String {
     parts.join("; ")
 }
 
-/// Every row of `query` over every scope, each resource once.
+/// Every row of `query` over every scope, each resource once, handed to `f` page by page (no
+/// page is kept: the fleet is never held as rows). Returns how many rows `f` was given.
+async fn each_row(
+    arm: &ArmClient,
+    scopes: &[GraphScope],
+    query: &str,
+    mut f: impl FnMut(Value) + Send,
+) -> Result<usize, ArmError> {
+    // Only overlapping scopes (subscriptions and management groups) can repeat a resource.
+    let mut seen: Option<HashSet<String>> = (scopes.len() > 1).then(HashSet::new);
+    let mut given = 0usize;
+    for scope in scopes {
+        arm.resource_graph_each(scope, query, |row| {
+            if let Some(seen) = seen.as_mut() {
+                let id = str_at(&row, &["id"])
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if !id.is_empty() && !seen.insert(id) {
+                    return;
+                }
+            }
+            given += 1;
+            f(row)
+        })
+        .await?;
+    }
+    Ok(given)
+}
+
+/// Every row of a query with a small result (key vaults, role assignments), each resource once.
 async fn query_scopes(
     arm: &ArmClient,
     scopes: &[GraphScope],
     query: &str,
 ) -> Result<Vec<Value>, ArmError> {
-    if let [only] = scopes {
-        return arm.resource_graph_query(only, query).await;
-    }
-    let mut seen = HashSet::new();
     let mut rows = Vec::new();
-    for scope in scopes {
-        for row in arm.resource_graph_query(scope, query).await? {
-            let id = str_at(&row, &["id"])
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if id.is_empty() || seen.insert(id) {
-                rows.push(row);
-            }
-        }
-    }
+    each_row(arm, scopes, query, |r| rows.push(r)).await?;
     Ok(rows)
 }
 
@@ -140,33 +156,36 @@ fn role_assignment_query(bms: uuid::Uuid) -> String {
     )
 }
 
-/// The rows of the five queries.
-struct GraphRows {
-    vms: Vec<Value>,
-    extensions: Vec<Value>,
+/// The ADE extensions by VM (canonical id), and the small results read alongside them.
+struct FirstRows {
+    exts_by_vm: HashMap<String, Vec<ExtensionObservation>>,
     key_vaults: Vec<Value>,
-    protected_items: Vec<Value>,
     role_assignments: Vec<Value>,
 }
 
-/// Runs the five queries at once over every scope.
-async fn read_rows(
+fn discovery_error(what: &'static str) -> impl Fn(ArmError) -> SweepError {
+    move |source| SweepError::Discovery { what, source }
+}
+
+/// ADE extensions (only the ADE publisher's: a fraction of the fleet), key vaults and role
+/// assignments, at once.
+async fn first_rows(
     arm: &ArmClient,
     scopes: &[GraphScope],
-    tags: &TagFilter,
     bms: uuid::Uuid,
-) -> Result<GraphRows, SweepError> {
-    let g = |what: &'static str| move |source| SweepError::Discovery { what, source };
-    let (vms, extensions, key_vaults, protected_items, role_assignments) = tokio::try_join!(
+) -> Result<FirstRows, SweepError> {
+    let g = discovery_error;
+    let (exts_by_vm, key_vaults, role_assignments) = tokio::try_join!(
         async {
-            query_scopes(arm, scopes, &vm_query(tags))
-                .await
-                .map_err(g("virtual machines"))
-        },
-        async {
-            query_scopes(arm, scopes, &extension_query())
-                .await
-                .map_err(g("ADE extensions"))
+            let mut by_vm: HashMap<String, Vec<ExtensionObservation>> = HashMap::new();
+            each_row(arm, scopes, &extension_query(), |e| {
+                if let Some(vm) = str_at(&e, &["id"]).and_then(extension_parent) {
+                    by_vm.entry(vm).or_default().push(extension_from_row(&e));
+                }
+            })
+            .await
+            .map_err(g("ADE extensions"))?;
+            Ok::<_, SweepError>(by_vm)
         },
         async {
             query_scopes(arm, scopes, &key_vault_query())
@@ -174,41 +193,95 @@ async fn read_rows(
                 .map_err(g("key vaults"))
         },
         async {
-            query_scopes(arm, scopes, &protected_item_query())
-                .await
-                .map_err(g("protected items"))
-        },
-        async {
             query_scopes(arm, scopes, &role_assignment_query(bms))
                 .await
                 .map_err(g("role assignments of the Backup Management Service"))
         },
     )?;
-    Ok(GraphRows {
-        vms,
-        extensions,
+    Ok(FirstRows {
+        exts_by_vm,
         key_vaults,
-        protected_items,
         role_assignments,
     })
 }
 
-/// Reads the fleet with Resource Graph (and one policy GET per distinct policy).
+/// What the VM rows gave: the ADE VMs, classified, the subscriptions the rows cover
+/// (management groups expand to theirs), and how many VM rows there were.
+#[derive(Default)]
+struct FleetRows {
+    vms: Vec<FleetVm>,
+    subs: BTreeSet<SubscriptionId>,
+    seen: usize,
+}
+
+/// Streams the VM rows (turning each ADE VM into a [`FleetVm`] as its page arrives) and the
+/// protected items of the VMs with an ADE extension, at once.
+async fn fleet_rows(
+    arm: &ArmClient,
+    scopes: &[GraphScope],
+    tags: &TagFilter,
+    exts_by_vm: &HashMap<String, Vec<ExtensionObservation>>,
+    warnings: &mut Vec<String>,
+) -> Result<(FleetRows, Vec<ProtectedItemView>), SweepError> {
+    let g = discovery_error;
+    let ((fleet, vm_warnings), items) = tokio::try_join!(
+        async {
+            let mut fleet = FleetRows::default();
+            let mut warnings = Vec::new();
+            fleet.seen = each_row(arm, scopes, &vm_query(tags), |row| {
+                fleet_vm_row(&row, exts_by_vm, &mut fleet, &mut warnings)
+            })
+            .await
+            .map_err(g("virtual machines"))?;
+            Ok::<_, SweepError>((fleet, warnings))
+        },
+        async {
+            let mut items = Vec::new();
+            each_row(arm, scopes, &protected_item_query(), |row| {
+                if let Some(i) = protected_item_from_row(&row)
+                    .filter(|i| exts_by_vm.contains_key(&i.vm_id.canonical()))
+                {
+                    items.push(i);
+                }
+            })
+            .await
+            .map_err(g("protected items"))?;
+            Ok::<_, SweepError>(items)
+        },
+    )?;
+    warnings.extend(vm_warnings);
+    Ok((fleet, items))
+}
+
+/// Reads the fleet with Resource Graph (and one policy GET per distinct policy). Rows are
+/// consumed as their pages arrive; what is kept is one compact entry per ADE VM and item.
 pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
     let scopes = scopes(ctx)?;
     let bms = access::bms_object_id(ctx).await?;
-    let rows = read_rows(&ctx.arm, &scopes, &ctx.settings.sweep_tags, bms).await?;
+    let first = first_rows(&ctx.arm, &scopes, bms).await?;
     let mut warnings = Vec::new();
-    let (vms, subs) = fleet_vms(&rows.vms, &rows.extensions, &mut warnings);
-    let access = access::key_vault_access(&rows.key_vaults, &rows.role_assignments, &vms, bms);
-    let protected_items = ade_protected_items(&rows.protected_items, &vms);
+    let (fleet, mut protected_items) = fleet_rows(
+        &ctx.arm,
+        &scopes,
+        &ctx.settings.sweep_tags,
+        &first.exts_by_vm,
+        &mut warnings,
+    )
+    .await?;
+    drop(first.exts_by_vm);
+    // Items of ADE VMs the tag filter left out are no concern of the sweep.
+    let ade_vms: HashSet<String> = fleet.vms.iter().map(|v| v.id.canonical()).collect();
+    protected_items.retain(|i| ade_vms.contains(&i.vm_id.canonical()));
+    drop(ade_vms);
+    let access =
+        access::key_vault_access(&first.key_vaults, &first.role_assignments, &fleet.vms, bms);
     let rpo = policy_rpos(ctx, &protected_items, &mut warnings).await;
     Ok(Discovery {
-        subscriptions: subs.into_iter().collect(),
-        vms_seen: rows.vms.len(),
-        vms,
+        subscriptions: fleet.subs.into_iter().collect(),
+        vms_seen: fleet.seen,
+        vms: fleet.vms,
         protected_items,
-        key_vaults: rows.key_vaults.len(),
+        key_vaults: first.key_vaults.len(),
         key_vaults_with_access: access.with_access,
         key_vault_disk_encryption: access.disk_encryption,
         rpo,
@@ -216,42 +289,32 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
     })
 }
 
-/// The VMs with an ADE extension, classified, and the subscriptions the VM rows cover
-/// (management groups expand to theirs). A row without a valid id is a warning.
-fn fleet_vms(
-    vm_rows: &[Value],
-    ext_rows: &[Value],
+/// One VM row: its subscription counts as covered; a VM with an ADE extension becomes a
+/// [`FleetVm`]. A row without a valid id is a warning.
+fn fleet_vm_row(
+    row: &Value,
+    exts_by_vm: &HashMap<String, Vec<ExtensionObservation>>,
+    fleet: &mut FleetRows,
     warnings: &mut Vec<String>,
-) -> (Vec<FleetVm>, BTreeSet<SubscriptionId>) {
-    let mut exts_by_vm: HashMap<String, Vec<&Value>> = HashMap::new();
-    for e in ext_rows {
-        if let Some(vm) = str_at(e, &["id"]).and_then(extension_parent) {
-            exts_by_vm.entry(vm).or_default().push(e);
-        }
+) {
+    let Some(id) = str_at(row, &["id"]).and_then(|s| ResourceId::parse(s).ok()) else {
+        warnings.push(format!(
+            "a virtual machine row has no valid id: {}",
+            str_at(row, &["id"]).unwrap_or("<none>")
+        ));
+        return;
+    };
+    if let Ok(sub) = SubscriptionId::of(&id) {
+        fleet.subs.insert(sub);
     }
-    let mut vms = Vec::new();
-    let mut subs = BTreeSet::new();
-    for row in vm_rows {
-        let Some(id) = str_at(row, &["id"]).and_then(|s| ResourceId::parse(s).ok()) else {
-            warnings.push(format!(
-                "a virtual machine row has no valid id: {}",
-                str_at(row, &["id"]).unwrap_or("<none>")
-            ));
-            continue;
-        };
-        if let Ok(sub) = SubscriptionId::of(&id) {
-            subs.insert(sub);
-        }
-        // Only VMs with an ADE extension can need anything; the rest cost no classification.
-        if let Some(exts) = exts_by_vm.get(&id.canonical()) {
-            vms.push(fleet_vm(id, row, exts));
-        }
+    // Only VMs with an ADE extension can need anything; the rest cost no classification.
+    if let Some(exts) = exts_by_vm.get(&id.canonical()) {
+        fleet.vms.push(fleet_vm(id, row, exts));
     }
-    (vms, subs)
 }
 
 /// One ADE VM from its row and its extensions' rows.
-fn fleet_vm(id: ResourceId, row: &Value, exts: &[&Value]) -> FleetVm {
+fn fleet_vm(id: ResourceId, row: &Value, exts: &[ExtensionObservation]) -> FleetVm {
     let obs = observation_from_rows(&id, row, exts);
     let tags = row
         .get("tags")
@@ -278,7 +341,11 @@ fn extension_parent(id: &str) -> Option<String> {
     ResourceId::parse(&id[..pos]).ok().map(|r| r.canonical())
 }
 
-fn observation_from_rows(id: &ResourceId, vm: &Value, exts: &[&Value]) -> VmObservation {
+fn observation_from_rows(
+    id: &ResourceId,
+    vm: &Value,
+    exts: &[ExtensionObservation],
+) -> VmObservation {
     let sp = vm.get("storageProfile").cloned().unwrap_or(Value::Null);
     let os_disk = sp.get("osDisk").cloned().unwrap_or(Value::Null);
     let data_disks: Vec<Value> = sp
@@ -298,7 +365,7 @@ fn observation_from_rows(id: &ResourceId, vm: &Value, exts: &[&Value]) -> VmObse
     VmObservation {
         id: id.clone(),
         os_type: str_at(&os_disk, &["osType"]).and_then(OsType::parse),
-        extensions: exts.iter().map(|e| extension_from_row(e)).collect(),
+        extensions: exts.to_vec(),
         os_disk_encryption_enabled,
         // Resource Graph has no instance view: in-progress encryption shows as the extension's
         // provisioning state, which the classifier reads.
@@ -321,16 +388,6 @@ fn extension_from_row(e: &Value) -> ExtensionObservation {
         provisioning_state: str_at(e, &["provisioningState"]).map(str::to_string),
         settings: e.get("settings").cloned().unwrap_or(Value::Null),
     }
-}
-
-/// The protected items of the ADE VMs discovery found (the others are no concern of the sweep).
-fn ade_protected_items(item_rows: &[Value], vms: &[FleetVm]) -> Vec<ProtectedItemView> {
-    let ade_vms: HashSet<String> = vms.iter().map(|v| v.id.canonical()).collect();
-    item_rows
-        .iter()
-        .filter_map(protected_item_from_row)
-        .filter(|i| ade_vms.contains(&i.vm_id.canonical()))
-        .collect()
 }
 
 fn protected_item_from_row(row: &Value) -> Option<ProtectedItemView> {
@@ -553,7 +610,7 @@ mod tests {
             extension_parent(ext["id"].as_str().expect("id")),
             Some(id.canonical())
         );
-        let obs = observation_from_rows(&id, &vm, &[&ext]);
+        let obs = observation_from_rows(&id, &vm, &[extension_from_row(&ext)]);
         assert_eq!(obs.disk_count, 2);
         assert_eq!(obs.disk_sizes_gb, vec![128, 5000]);
         assert!(matches!(
