@@ -1,11 +1,13 @@
 //! Reading a blob the control plane told us about (the template a restore-disks job wrote to the
-//! staging account), with the process identity: Azure Storage accepts Entra ID bearer tokens
+//! staging account), and deleting a drill's staging blobs, with the process identity: Azure Storage accepts Entra ID bearer tokens
 //! (scope `https://storage.azure.com/.default`, `x-ms-version` 2017-11-09 or later), so ade-backup
-//! needs *Storage Blob Data Reader* on the staging account and never handles account keys or SAS.
+//! needs *Storage Blob Data Reader* on the staging account (and blob delete on a drill's) and
+//! never handles account keys or SAS.
 
 use super::{ArmClient, ArmError};
 use crate::credential::STORAGE_SCOPE;
 use crate::http::{read_bounded, BodyError};
+use reqwest::Method;
 use url::Url;
 
 const STORAGE_VERSION: &str = "2021-08-06";
@@ -78,28 +80,9 @@ impl ArmClient {
     /// written again after whoever should have written it.
     pub async fn download_blob(&self, url: &Url) -> Result<JsonBlob, ArmError> {
         const OP: &str = "storage.blob.get";
-        let target = self.blob_url(url)?;
-        let token = self.inner.credential.token(STORAGE_SCOPE).await?;
-        let resp = self
-            .inner
-            .http
-            .get(target.clone())
-            .bearer_auth(token.secret())
-            .header("x-ms-version", STORAGE_VERSION)
-            .send()
-            .await
-            .map_err(|e| ArmError::Transient {
-                operation: OP.into(),
-                status: None,
-                code: None,
-                message: format!("reading {}: {}", target.path(), e.without_url()),
-            })?;
+        let (target, resp) = self.blob_request(Method::GET, url, OP, "reading").await?;
         let status = resp.status().as_u16();
-        let code = resp
-            .headers()
-            .get("x-ms-error-code")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let code = error_code(&resp);
         let message = format!("blob {} answered {status}", target.path());
         let header = |name: &str| {
             resp.headers()
@@ -138,19 +121,63 @@ impl ArmClient {
                 code,
                 message,
             }),
-            408 | 429 | 500..=599 => Err(ArmError::Transient {
-                operation: OP.into(),
-                status: Some(status),
-                code,
-                message,
-            }),
-            _ => Err(ArmError::Permanent {
-                operation: OP.into(),
-                status,
-                code,
-                message,
-            }),
+            _ => Err(failure(OP, status, code, message)),
         }
+    }
+
+    /// One request to Blob storage with the process identity and the service version; the
+    /// URL mapped by [`ArmClient::blob_url`] (SAS dropped). A connection failure is transient
+    /// and its text carries no URL.
+    async fn blob_request(
+        &self,
+        method: Method,
+        url: &Url,
+        op: &str,
+        doing: &str,
+    ) -> Result<(Url, reqwest::Response), ArmError> {
+        let target = self.blob_url(url)?;
+        let token = self.inner.credential.token(STORAGE_SCOPE).await?;
+        let resp = self
+            .inner
+            .http
+            .request(method, target.clone())
+            .bearer_auth(token.secret())
+            .header("x-ms-version", STORAGE_VERSION)
+            .send()
+            .await
+            .map_err(|e| ArmError::Transient {
+                operation: op.into(),
+                status: None,
+                code: None,
+                message: format!("{doing} {}: {}", target.path(), e.without_url()),
+            })?;
+        Ok((target, resp))
+    }
+}
+
+/// Blob storage's `x-ms-error-code`.
+fn error_code(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A non-success answer: 408, 429 and 5xx are transient, anything else permanent.
+fn failure(op: &str, status: u16, code: Option<String>, message: String) -> ArmError {
+    match status {
+        408 | 429 | 500..=599 => ArmError::Transient {
+            operation: op.into(),
+            status: Some(status),
+            code,
+            message,
+        },
+        _ => ArmError::Permanent {
+            operation: op.into(),
+            status,
+            code,
+            message,
+        },
     }
 }
 
@@ -161,44 +188,16 @@ impl ArmClient {
     /// (404), so a repeat converges. A SAS query on the URL is dropped, never sent.
     pub async fn delete_blob(&self, url: &Url) -> Result<bool, ArmError> {
         const OP: &str = "storage.blob.delete";
-        let target = self.blob_url(url)?;
-        let token = self.inner.credential.token(STORAGE_SCOPE).await?;
-        let resp = self
-            .inner
-            .http
-            .delete(target.clone())
-            .bearer_auth(token.secret())
-            .header("x-ms-version", STORAGE_VERSION)
-            .send()
-            .await
-            .map_err(|e| ArmError::Transient {
-                operation: OP.into(),
-                status: None,
-                code: None,
-                message: format!("deleting {}: {}", target.path(), e.without_url()),
-            })?;
+        let (target, resp) = self
+            .blob_request(Method::DELETE, url, OP, "deleting")
+            .await?;
         let status = resp.status().as_u16();
-        let code = resp
-            .headers()
-            .get("x-ms-error-code")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let code = error_code(&resp);
         let message = format!("blob {} answered {status} to a delete", target.path());
         match status {
             200..=299 => Ok(true),
             404 => Ok(false),
-            408 | 429 | 500..=599 => Err(ArmError::Transient {
-                operation: OP.into(),
-                status: Some(status),
-                code,
-                message,
-            }),
-            _ => Err(ArmError::Permanent {
-                operation: OP.into(),
-                status,
-                code,
-                message,
-            }),
+            _ => Err(failure(OP, status, code, message)),
         }
     }
 }
