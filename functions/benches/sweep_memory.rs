@@ -26,12 +26,7 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use ade_backup_test_support::bench::free_port;
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -207,12 +202,8 @@ fn fleet_run(subs: usize, vms: usize) {
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let all = which.is_empty() || which.iter().any(|w| w == "all");
-    let want = |n: &str| all || which.iter().any(|w| w == n);
+    let selection = ade_backup_test_support::bench::Selection::from_args();
+    let want = |n: &str| selection.wants(n);
     if want("small") {
         fleet_run(1, 100);
     }

@@ -23,6 +23,7 @@
 //!   clients for moto.
 
 pub mod app;
+pub mod bench;
 pub mod drills;
 pub mod flaky_store;
 pub mod fuzz;

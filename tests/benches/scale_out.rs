@@ -150,12 +150,8 @@ async fn scale_out(shared_budget: bool) {
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let all = which.is_empty() || which.iter().any(|w| w == "all");
-    let want = |n: &str| all || which.iter().any(|w| w == n);
+    let selection = ade_backup_test_support::bench::Selection::from_args();
+    let want = |n: &str| selection.wants(n);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
