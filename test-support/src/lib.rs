@@ -1,5 +1,6 @@
 //! Scaffolding shared by the end-to-end tests (`tests/`) and the benchmarks: nothing here ships.
 //!
+//! - [`bench`]: what a benchmark was asked to run, a free port;
 //! - [`pump`]: the one Service Bus stand-in ([`QueuePump`]): records what the handlers send and
 //!   delivers it stepwise or continuously through the production dispatch;
 //! - [`simulator`]: the one simulator spawner, its clock, fleet and resource-id helpers;

@@ -174,6 +174,15 @@ impl SimStack {
             .collect()
     }
 
+    /// The statuses reported for `ticket` on the reply queue, in order.
+    pub fn ticket_statuses(&self, ticket: &str) -> Vec<String> {
+        self.replies(REPLY_QUEUE)
+            .into_iter()
+            .filter(|(_, u)| u.ticket_id == ticket)
+            .map(|(_, u)| u.status.to_string())
+            .collect()
+    }
+
     /// Protects `vm` with the real protection workflow (as if its encryption event arrived) and
     /// pumps until it settles. Returns the VM record.
     pub async fn protect(&self, vm: &str) -> serde_json::Value {

@@ -9,15 +9,6 @@ use ade_backup_sim::field::FieldFault;
 use ade_backup_test_support::sim_stack::*;
 use serde_json::json;
 
-fn statuses(stack: &SimStack, ticket: &str) -> Vec<String> {
-    stack
-        .replies(REPLY_QUEUE)
-        .into_iter()
-        .filter(|(_, u)| u.ticket_id == ticket)
-        .map(|(_, u)| u.status.to_string())
-        .collect()
-}
-
 async fn submit(stack: &SimStack, ticket: &str, vm: &str, extra: serde_json::Value) {
     stack
         .submit(
@@ -66,7 +57,7 @@ async fn daily_restore_limit_defers_the_ticket_and_restores_when_the_window_allo
     stack
         .pump_until(2000, |m| m.message_id == "INC-DOS-restore-trigger-1")
         .await;
-    assert_eq!(statuses(&stack, "INC-DOS"), ["accepted", "deferred"]);
+    assert_eq!(stack.ticket_statuses("INC-DOS"), ["accepted", "deferred"]);
     let op = doc(&stack, "INC-DOS");
     let deferred = op.history.last().expect("history");
     assert_eq!(
@@ -94,7 +85,7 @@ async fn daily_restore_limit_defers_the_ticket_and_restores_when_the_window_allo
     fault(&stack, FieldFault::RestoreLimit { per_day: Some(10) });
     stack.pump(2000).await;
     assert_eq!(
-        statuses(&stack, "INC-DOS"),
+        stack.ticket_statuses("INC-DOS"),
         [
             "accepted",
             "deferred",
@@ -114,7 +105,7 @@ async fn the_limit_that_never_lifts_fails_the_ticket_after_bounded_deferrals() {
     assert_eq!(stack.protect(&vm).await["status"], "protected");
     fault(&stack, FieldFault::RestoreLimit { per_day: Some(0) });
     submit(&stack, "INC-DOS2", &vm, json!({})).await;
-    let s = statuses(&stack, "INC-DOS2");
+    let s = stack.ticket_statuses("INC-DOS2");
     assert_eq!(s.iter().filter(|s| *s == "deferred").count(), 3, "{s:?}");
     assert_eq!(s.last().map(String::as_str), Some("failed"), "{s:?}");
     let op = doc(&stack, "INC-DOS2");
@@ -209,7 +200,7 @@ async fn windows_vm_whose_agent_never_gets_ready_is_completed_needs_attention() 
     )
     .await;
     assert_eq!(
-        statuses(&stack, "INC-BL"),
+        stack.ticket_statuses("INC-BL"),
         [
             "accepted",
             "restoring-disks",
@@ -243,7 +234,7 @@ async fn snapshot_tier_failure_is_retried_once_from_the_nearest_vault_tier_point
     let extra = json!({"targetVmName": "web-win-01-tier"});
     submit(&stack, "INC-TIER", &vm, extra).await;
     assert_eq!(
-        statuses(&stack, "INC-TIER"),
+        stack.ticket_statuses("INC-TIER"),
         [
             "accepted",
             "restoring-disks",
@@ -303,7 +294,7 @@ async fn snapshot_tier_failure_without_a_vault_only_point_fails_saying_so() {
     let restores = stack.sim.stats().writes.restores;
     submit(&stack, "INC-TIER2", &vm, json!({})).await;
     assert_eq!(
-        statuses(&stack, "INC-TIER2"),
+        stack.ticket_statuses("INC-TIER2"),
         ["accepted", "restoring-disks", "failed"]
     );
     assert_eq!(stack.sim.stats().writes.restores, restores + 1, "no retry");
@@ -342,7 +333,7 @@ async fn dual_pass_vm_is_classified_at_protection_and_its_restore_stops_before_a
     let extra = json!({"targetVmName": "web-lnx-01-aad"});
     submit(&stack, "INC-AAD", &vm, extra).await;
     assert_eq!(
-        statuses(&stack, "INC-AAD"),
+        stack.ticket_statuses("INC-AAD"),
         [
             "accepted",
             "restoring-disks",

@@ -22,15 +22,6 @@ fn doc(stack: &SimStack, ticket: &str) -> RestoreOperation {
     .expect("a restore document")
 }
 
-fn statuses(stack: &SimStack, ticket: &str) -> Vec<String> {
-    stack
-        .replies(REPLY_QUEUE)
-        .into_iter()
-        .filter(|(_, u)| u.ticket_id == ticket)
-        .map(|(_, u)| u.status.to_string())
-        .collect()
-}
-
 async fn submit(stack: &SimStack, id: &str, body: Vec<u8>) {
     stack.pump.enqueue("restore-requests", id, body);
     stack.pump(2000).await;
@@ -80,7 +71,7 @@ async fn linux_bek_restore_reinstalls_ade_and_unlocks_the_data_disks() {
     let op = doc(&stack, "INC-1001");
     assert_eq!(op.status, "completed", "{:#?}", op.history);
     assert_eq!(
-        statuses(&stack, "INC-1001"),
+        stack.ticket_statuses("INC-1001"),
         [
             "accepted",
             "restoring-disks",
@@ -205,7 +196,7 @@ async fn windows_restore_needs_no_reinstall_and_reports_the_power_state() {
     submit(&stack, "req-win", request("INC-WIN", &vm, json!({}))).await;
     let op = doc(&stack, "INC-WIN");
     assert_eq!(
-        statuses(&stack, "INC-WIN"),
+        stack.ticket_statuses("INC-WIN"),
         [
             "accepted",
             "restoring-disks",
@@ -386,7 +377,7 @@ async fn a_failed_deployment_is_reported_failed_with_a_next_action() {
     let err = op.last_error.expect("the Azure error is recorded");
     assert!(err.message.contains("already exists"), "{}", err.message);
     assert_eq!(
-        statuses(&stack, "INC-FAIL").last().map(String::as_str),
+        stack.ticket_statuses("INC-FAIL").last().map(String::as_str),
         Some("failed")
     );
     // Nothing cleaned up: the template and job stay recorded.

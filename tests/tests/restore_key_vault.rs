@@ -14,15 +14,6 @@ const AAD_CLIENT: &str = "8f6c2e1a-0b3d-4c5e-9a7b-1d2e3f4a5b6c";
 const AAD_SECRET: &str = "aad-app-client-secret-Zq9!";
 const AAD_SECRET_URL: &str = "https://kv-ade-ap-weu.vault.azure.net/secrets/ade-aad-app";
 
-fn statuses(stack: &SimStack, ticket: &str) -> Vec<String> {
-    stack
-        .replies(REPLY_QUEUE)
-        .into_iter()
-        .filter(|(_, u)| u.ticket_id == ticket)
-        .map(|(_, u)| u.status.to_string())
-        .collect()
-}
-
 fn doc(stack: &SimStack, ticket: &str) -> RestoreOperation {
     stack.restore_doc(ticket).expect("a restore document")
 }
@@ -105,9 +96,11 @@ async fn dual_pass_vm_is_reinstalled_with_the_configured_aad_secret_which_is_nev
     let op = doc(&stack, "INC-AADOK");
     assert_eq!(op.status, "completed", "{:#?}", op.history);
     assert!(
-        statuses(&stack, "INC-AADOK").contains(&"reinstalling-ade".to_string()),
+        stack
+            .ticket_statuses("INC-AADOK")
+            .contains(&"reinstalling-ade".to_string()),
         "{:?}",
-        statuses(&stack, "INC-AADOK")
+        stack.ticket_statuses("INC-AADOK")
     );
     assert!(
         op.warnings.is_empty(),
