@@ -38,8 +38,9 @@ pub fn onboarding_fleet(subs: usize, vms: usize, seed: u64) -> Fleet {
         let s = sub_index.get(&vm.subscription).copied().unwrap_or(0);
         let ri = usize::from(vm.location != "westeurope");
         vm.protection = None;
-        // By VM within its subscription, so every subscription gets every kind.
-        vm.ade = match (i / subs.max(1)) % 4 {
+        // By VM within its subscription and region (the generator alternates regions VM by
+        // VM), so every region of every subscription gets every kind.
+        vm.ade = match (i / subs.max(1) / 2) % 4 {
             0 | 2 => Ade::Bek {
                 key_vault: format!("kv-ap-{s}-{ri}"),
             },
