@@ -71,6 +71,18 @@ async fn seeds(stack: &SimStack) -> BTreeMap<String, Vec<Value>> {
     }
     seeds.insert("vm-encryption-events".into(), vec![event]);
     seeds.insert("restore-requests".into(), vec![request]);
+    // No drill runs here (drills are off without ADE_BACKUP_DRILL_TARGETS): the drill worker's
+    // message in each of its phases, as the schedule sends it.
+    let drill = |phase: &str, poll: u32| json!({"drillId": "drill-20261201-3f2b6c1e", "phase": phase, "poll": poll});
+    seeds.insert(
+        "drill-vm".into(),
+        vec![
+            drill("start", 0),
+            drill("await-restore", 3),
+            drill("verify", 0),
+            drill("cleanup", 1),
+        ],
+    );
     seeds
 }
 
