@@ -34,15 +34,20 @@ pub struct Deployment {
 
 impl World {
     /// Start a deployment; `tick` completes it at its `done_at`. Returns the operation id.
-    pub fn start_deployment(&mut self, dep: Deployment) -> String {
+    pub fn start_deployment(&mut self, mut dep: Deployment) -> String {
         let key = lc(&dep.id);
+        // A PUT of a deployment that already ran is an incremental redeploy (ARM's default
+        // mode): the VM it created is kept, not a conflict.
+        if let Some(prev) = self.deployments.get(&key) {
+            dep.output_vm = prev.output_vm.clone();
+        }
         self.deployments.insert(key.clone(), dep);
         self.active_deployments.insert(key.clone());
         self.insert_operation(Utc::now(), OpKindState::Deployment { key }, None)
     }
 
     /// A deployment reached its `done_at`: create its VM from the restored disks, unless the
-    /// template is gone or a VM of that name exists.
+    /// template is gone or a VM of that name exists (one this same deployment created is kept).
     pub(super) fn complete_deployment(&mut self, key: &str) {
         let Some(dep) = self.deployments.get(key).cloned() else {
             return;
@@ -56,6 +61,11 @@ impl World {
             return;
         };
         let id = vm_resource_id(&dep.subscription, &dep.resource_group, &dep.vm_name);
+        let redeploy = dep.output_vm.as_deref().is_some_and(|v| lc(v) == lc(&id));
+        if redeploy && self.vms.contains_key(&lc(&id)) {
+            self.set_deployment(key, DeploymentState::Succeeded, Some(id));
+            return;
+        }
         if self.vms.contains_key(&lc(&id)) {
             self.set_deployment(
                 key,
