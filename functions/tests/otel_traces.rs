@@ -22,10 +22,20 @@ const INBOUND_PARENT: &str = "b7ad6b7169203331";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbound_traceparent_is_continued_by_serve() {
     let receiver = OtlpReceiver::start().await;
-    let serve = ServeProcess::spawn(
-        Path::new(BIN),
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str())],
-    );
+    inbound_traceparent_is_continued(receiver, &[]).await;
+}
+
+/// The same over OTLP/gRPC (a tonic collector), as a collector listening on 4317 only gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_leave_over_grpc_when_the_protocol_says_so() {
+    let receiver = OtlpReceiver::start_grpc().await;
+    inbound_traceparent_is_continued(receiver, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).await;
+}
+
+async fn inbound_traceparent_is_continued(receiver: OtlpReceiver, env: &[(&str, &str)]) {
+    let mut env = env.to_vec();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()));
+    let serve = ServeProcess::spawn(Path::new(BIN), &env);
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

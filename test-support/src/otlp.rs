@@ -5,6 +5,8 @@
 //! CPU, so a benchmark that shares the machine with the receiver measures the exporter, not the
 //! collector. Point a process at it with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}` or `ade-backup local --otlp-endpoint {endpoint}`.
+//! [`OtlpReceiver::start_grpc`] is the same receiver over OTLP/gRPC (tonic's server with the
+//! collector service definitions), for `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -87,6 +89,37 @@ impl OtlpReceiver {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            received,
+            _stop: stop,
+        }
+    }
+
+    /// Starts an OTLP/gRPC receiver (the collector's `TraceService` and `MetricsService` over
+    /// tonic, HTTP/2 without TLS) on an ephemeral loopback port; `endpoint` is its
+    /// `http://127.0.0.1:{port}`, for `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`. What it receives is
+    /// read back as from the HTTP receiver.
+    pub async fn start_grpc() -> Self {
+        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let received = Arc::new(Mutex::new(Received::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the OTLP/gRPC receiver");
+        let addr = listener.local_addr().expect("local addr");
+        let incoming = tokio_stream_of(listener);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = GrpcCollector(received.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(service.clone()))
+                .add_service(MetricsServiceServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })
                 .await;
@@ -228,4 +261,56 @@ fn decode_points(body: Bytes) -> Vec<ReceivedPoint> {
         }
     }
     out
+}
+
+/// The gRPC collector services: each request is kept encoded, as the HTTP receiver keeps bodies.
+#[derive(Clone)]
+struct GrpcCollector(Arc<Mutex<Received>>);
+
+impl GrpcCollector {
+    fn keep(&self, body: Vec<u8>, traces: bool) {
+        let mut r = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        r.requests += 1;
+        if traces {
+            r.traces.push(Bytes::from(body));
+        } else {
+            r.metrics.push(Bytes::from(body));
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for GrpcCollector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner().encode_to_vec(), true);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService
+    for GrpcCollector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner().encode_to_vec(), false);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// The accepted connections of `listener`, as the stream tonic's server takes.
+fn tokio_stream_of(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let next = l.accept().await.map(|(s, _)| s);
+        Some((next, l))
+    })
 }

@@ -79,7 +79,7 @@ thread_local! {
 
 /// Lowers the calling (exporter) thread's priority by [`EXPORTER_NICE`], once per thread.
 /// Best effort: where it is not possible nothing changes.
-fn background_priority() {
+pub(super) fn background_priority() {
     if LOWERED.with(|l| l.replace(true)) {
         return;
     }

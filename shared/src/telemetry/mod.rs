@@ -272,6 +272,7 @@ pub fn invocation_span(function: &str, message_id: &str, delivery_count: u32) ->
     )
 }
 
+mod grpc;
 pub mod http_client;
 mod json_ids;
 mod metrics;

@@ -1,8 +1,10 @@
 //! The OpenTelemetry SDK behind `tracing`: which exporters run, chosen from the environment.
 //!
-//! - OTLP over HTTP/protobuf when an endpoint is configured: the `--otlp-endpoint` option, else
+//! - OTLP when an endpoint is configured: the `--otlp-endpoint` option, else
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`. The exporter
 //!   itself honours `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`, `_COMPRESSION` and the per-signal forms.
+//!   Over HTTP/protobuf by default, over gRPC when `OTEL_EXPORTER_OTLP_PROTOCOL` (or the signal's
+//!   own `_PROTOCOL`) says `grpc` ([`super::grpc`]).
 //! - Application Insights when `APPLICATIONINSIGHTS_CONNECTION_STRING` is set
 //!   (`opentelemetry-application-insights`, the connection string's ingestion endpoint).
 //! - Neither: no exporter, nothing leaves the process; spans still get W3C ids so outbound
@@ -15,11 +17,13 @@
 //! on their own background thread, so a handler never waits for (or fails because of) export.
 //! [`OtelProviders::shutdown`] flushes both.
 
+use super::grpc::GrpcRuntime;
 use super::http_client::{export_timeout, LazyHttpClient};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default `service.name`.
@@ -64,23 +68,16 @@ impl ExportTargets {
     }
 
     /// A warning for an `OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_}PROTOCOL` this build does not
-    /// speak: OTLP leaves over HTTP/protobuf only (gRPC would add tonic and its stack to every
-    /// build: README "Observability"), so a collector's gRPC port (4317) will not answer.
+    /// speak: OTLP leaves over `http/protobuf` (the default) or `grpc`; anything else (e.g.
+    /// `http/json`) is exported as `http/protobuf`, which the warning says.
     pub fn protocol_warning(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
-        [
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        ]
-        .iter()
-        .find_map(|k| {
+        PROTOCOL_VARS.iter().find_map(|k| {
             let v = lookup(k)?;
             let v = v.trim();
-            (!v.is_empty() && !v.eq_ignore_ascii_case("http/protobuf")).then(|| {
+            (!v.is_empty() && OtlpProtocol::parse(v).is_none()).then(|| {
                 format!(
                     "{k}={v:?} is not supported by this build: OTLP is exported over \
-                     http/protobuf (point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP \
-                     port, 4318 by default)"
+                     http/protobuf (port 4318 by default) or grpc (4317); using http/protobuf"
                 )
             })
         })
@@ -88,6 +85,43 @@ impl ExportTargets {
 
     pub fn any(&self) -> bool {
         self.otlp_endpoint.is_some() || self.otlp_from_env || self.app_insights.is_some()
+    }
+}
+
+const PROTOCOL_VARS: [&str; 3] = [
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+];
+
+/// How one OTLP signal leaves the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`: `POST {endpoint}/v1/{signal}` (the default).
+    #[default]
+    HttpProtobuf,
+    /// `grpc`: the OTLP collector services over HTTP/2 ([`super::grpc`]).
+    Grpc,
+}
+
+impl OtlpProtocol {
+    /// The specification's protocol names, case-insensitive; `None` for any other value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            "grpc" => Some(Self::Grpc),
+            _ => None,
+        }
+    }
+
+    /// For one signal: its own variable (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, ...), else
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, else (or when unsupported) `http/protobuf`.
+    pub fn resolve(signal_var: &str, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        set(signal_var)
+            .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .and_then(|v| Self::parse(&v))
+            .unwrap_or_default()
     }
 }
 
@@ -109,6 +143,9 @@ pub struct OtelProviders {
     pub tracer_provider: SdkTracerProvider,
     pub meter_provider: SdkMeterProvider,
     exporting: bool,
+    /// The gRPC exporters' runtime, when a signal is exported over gRPC; kept as long as the
+    /// providers are.
+    _grpc: Option<Arc<GrpcRuntime>>,
 }
 
 impl OtelProviders {
@@ -119,10 +156,28 @@ impl OtelProviders {
         let mut metrics = SdkMeterProvider::builder().with_resource(resource);
         // One HTTP client for every exporter, built on the first export (not at start-up).
         let client = LazyHttpClient::new(export_timeout(|k| std::env::var(k).ok(), EXPORT_TIMEOUT));
+        let mut grpc = None;
         if targets.otlp_endpoint.is_some() || targets.otlp_from_env {
             let base = targets.otlp_endpoint.as_deref();
-            traces = traces.with_batch_exporter(otlp_spans(base, &client)?);
-            metrics = metrics.with_periodic_exporter(otlp_metrics(base, &client)?);
+            let lookup = |k: &str| std::env::var(k).ok();
+            let span_protocol = OtlpProtocol::resolve("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", lookup);
+            let metric_protocol =
+                OtlpProtocol::resolve("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", lookup);
+            if span_protocol == OtlpProtocol::Grpc || metric_protocol == OtlpProtocol::Grpc {
+                grpc = Some(Arc::new(GrpcRuntime::start()?));
+            }
+            traces = match (span_protocol, &grpc) {
+                (OtlpProtocol::Grpc, Some(rt)) => {
+                    traces.with_batch_exporter(rt.spans(base, EXPORT_TIMEOUT)?)
+                }
+                _ => traces.with_batch_exporter(otlp_spans(base, &client)?),
+            };
+            metrics = match (metric_protocol, &grpc) {
+                (OtlpProtocol::Grpc, Some(rt)) => {
+                    metrics.with_periodic_exporter(rt.metrics(base, EXPORT_TIMEOUT)?)
+                }
+                _ => metrics.with_periodic_exporter(otlp_metrics(base, &client)?),
+            };
         }
         if let Some(conn) = &targets.app_insights {
             traces = traces.with_batch_exporter(app_insights(conn, &client)?);
@@ -132,6 +187,7 @@ impl OtelProviders {
             tracer_provider: traces.build(),
             meter_provider: metrics.build(),
             exporting: targets.any(),
+            _grpc: grpc,
         })
     }
 
@@ -270,18 +326,46 @@ mod tests {
     }
 
     #[test]
-    fn only_http_protobuf_is_spoken() {
+    fn http_protobuf_and_grpc_are_spoken_anything_else_is_warned_about() {
         assert_eq!(ExportTargets::protocol_warning(env(&[])), None);
-        let ok = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        let ok = env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "GRPC"),
+        ]);
         assert_eq!(ExportTargets::protocol_warning(ok), None);
-        let grpc = env(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")]);
-        let w = ExportTargets::protocol_warning(grpc).expect("a warning");
+        let json = env(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json")]);
+        let w = ExportTargets::protocol_warning(json).expect("a warning");
         assert!(
-            w.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") && w.contains("4318"),
+            w.contains("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") && w.contains("http/json"),
             "{w}"
         );
+    }
+
+    #[test]
+    fn each_signal_takes_its_own_protocol_else_the_general_one() {
+        let traces = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+        let metrics = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
+        assert_eq!(
+            OtlpProtocol::resolve(traces, env(&[])),
+            OtlpProtocol::HttpProtobuf
+        );
+        let general = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert_eq!(OtlpProtocol::resolve(traces, &general), OtlpProtocol::Grpc);
+        let mixed = env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            (metrics, "http/protobuf"),
+        ]);
+        assert_eq!(OtlpProtocol::resolve(traces, &mixed), OtlpProtocol::Grpc);
+        assert_eq!(
+            OtlpProtocol::resolve(metrics, &mixed),
+            OtlpProtocol::HttpProtobuf
+        );
+        // Unsupported: the default, with the warning above.
         let json = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
-        assert!(ExportTargets::protocol_warning(json).is_some());
+        assert_eq!(
+            OtlpProtocol::resolve(traces, json),
+            OtlpProtocol::HttpProtobuf
+        );
     }
 
     #[test]
