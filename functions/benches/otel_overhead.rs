@@ -10,7 +10,7 @@
 //! receiver runs on its own runtime and only stores what it is sent (decoding happens after the
 //! measurement). Target (issue 13): enabled within 10% of disabled. Prints figures and ratios;
 //! asserts nothing. `OTEL_OVERHEAD_AA=1` runs both sides with export disabled: the ratios of that
-//! run are the machine's noise floor.
+//! run are the machine's noise floor. `OTEL_OVERHEAD_PROTOCOL=grpc` exports over OTLP/gRPC.
 //!
 //! `cargo bench -p ade-backup-functions --bench otel_overhead`
 
@@ -57,11 +57,21 @@ fn aa_run() -> bool {
     std::env::var("OTEL_OVERHEAD_AA").is_ok_and(|v| v == "1")
 }
 
+/// `OTEL_OVERHEAD_PROTOCOL=grpc`: the enabled side exports over OTLP/gRPC (to the receiver's
+/// gRPC form) instead of HTTP/protobuf.
+fn grpc_run() -> bool {
+    std::env::var("OTEL_OVERHEAD_PROTOCOL").is_ok_and(|v| v.eq_ignore_ascii_case("grpc"))
+}
+
 fn env_for(endpoint: Option<&str>) -> Vec<(&str, &str)> {
-    endpoint
-        .filter(|_| !aa_run())
-        .map(|e| vec![("OTEL_EXPORTER_OTLP_ENDPOINT", e)])
-        .unwrap_or_default()
+    let mut env = Vec::new();
+    if let Some(e) = endpoint.filter(|_| !aa_run()) {
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", e));
+        if grpc_run() {
+            env.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"));
+        }
+    }
+    env
 }
 
 /// Polls `/healthz` every millisecond (finer than `ServeProcess::wait_healthy`, whose 20 ms
@@ -177,7 +187,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("receiver runtime");
-    let receiver = receiver_rt.block_on(OtlpReceiver::start());
+    let receiver = if grpc_run() {
+        receiver_rt.block_on(OtlpReceiver::start_grpc())
+    } else {
+        receiver_rt.block_on(OtlpReceiver::start())
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -192,9 +206,10 @@ fn main() {
     let spans = receiver.spans().len();
 
     println!(
-        "otel_overhead{}: `ade-backup serve`, {START_PAIRS} start-up pairs, {INVOCATIONS} invocation \
+        "otel_overhead{}{}: `ade-backup serve`, {START_PAIRS} start-up pairs, {INVOCATIONS} invocation \
          rounds (off/on interleaved); {spans} spans exported",
-        if aa_run() { " (A/A: export disabled on both sides)" } else { "" }
+        if aa_run() { " (A/A: export disabled on both sides)" } else { "" },
+        if grpc_run() { " (OTLP/gRPC)" } else { "" }
     );
     let [s_off, s_on] = starts.each_ref().map(|s| percentile(&s.wall, 0.5));
     let [c_off, c_on] = starts

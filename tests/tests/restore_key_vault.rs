@@ -72,6 +72,21 @@ fn everything_written(stack: &SimStack) -> String {
     all
 }
 
+/// Protects web-lnx-01 as a dual-pass (AAD) ADE VM, then files ticket `ticket` restoring it as
+/// `target`; returns the ticket's operation document once the pump is idle.
+async fn restore_dual_pass_vm(stack: &SimStack, ticket: &str, target: &str) -> RestoreOperation {
+    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
+    let dual = FieldFault::DualPassAde {
+        vm: "web-lnx-01".into(),
+        aad_client_id: AAD_CLIENT.into(),
+    };
+    fault(stack, dual);
+    assert_eq!(stack.protect(&vm).await["status"], "protected");
+    let body = restore_request(ticket, &vm, json!({ "targetVmName": target }));
+    stack.submit(&format!("req-{ticket}"), &body).await;
+    doc(stack, ticket)
+}
+
 #[tokio::test]
 async fn dual_pass_vm_is_reinstalled_with_the_configured_aad_secret_which_is_never_written() {
     let logs = capture_logs();
@@ -80,20 +95,7 @@ async fn dual_pass_vm_is_reinstalled_with_the_configured_aad_secret_which_is_nev
         .sim
         .register_aad_application(AAD_CLIENT, "kv-ade-ap-weu", "ade-aad-app", AAD_SECRET)
         .expect("app");
-    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
-    let dual = FieldFault::DualPassAde {
-        vm: "web-lnx-01".into(),
-        aad_client_id: AAD_CLIENT.into(),
-    };
-    fault(&stack, dual);
-    assert_eq!(stack.protect(&vm).await["status"], "protected");
-    let body = restore_request(
-        "INC-AADOK",
-        &vm,
-        json!({"targetVmName": "web-lnx-01-aadok"}),
-    );
-    stack.submit("req-aadok", &body).await;
-    let op = doc(&stack, "INC-AADOK");
+    let op = restore_dual_pass_vm(&stack, "INC-AADOK", "web-lnx-01-aadok").await;
     assert_eq!(op.status, "completed", "{:#?}", op.history);
     assert!(
         stack
@@ -132,20 +134,7 @@ async fn dual_pass_vm_is_reinstalled_with_the_configured_aad_secret_which_is_nev
 async fn dual_pass_with_an_unreadable_configured_secret_stops_with_the_reason() {
     let url = "https://kv-ade-ap-weu.vault.azure.net/secrets/no-such-secret";
     let stack = SimStack::start_with(&[("ADE_BACKUP_AAD_CLIENT_SECRET_URL", url)]).await;
-    let vm = vm_id(S1, "rg-app-web", "web-lnx-01");
-    let dual = FieldFault::DualPassAde {
-        vm: "web-lnx-01".into(),
-        aad_client_id: AAD_CLIENT.into(),
-    };
-    fault(&stack, dual);
-    assert_eq!(stack.protect(&vm).await["status"], "protected");
-    let body = restore_request(
-        "INC-AADNO",
-        &vm,
-        json!({"targetVmName": "web-lnx-01-aadno"}),
-    );
-    stack.submit("req-aadno", &body).await;
-    let op = doc(&stack, "INC-AADNO");
+    let op = restore_dual_pass_vm(&stack, "INC-AADNO", "web-lnx-01-aadno").await;
     assert_eq!(op.status, "failed", "{:#?}", op.history);
     let last = op.history.last().expect("history");
     assert_eq!(

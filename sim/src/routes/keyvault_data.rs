@@ -24,12 +24,15 @@ const AUDIENCE: &str = "https://vault.azure.net";
 
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/_keyvault/{vault}/keys/restore", post(restore_key))
-        .route("/_keyvault/{vault}/secrets/restore", post(restore_secret))
-        .route("/_keyvault/{vault}/keys/{name}/backup", post(backup_key))
+        .route("/_keyvault/{vault}/keys/restore", post(restore::<KEY>))
+        .route(
+            "/_keyvault/{vault}/secrets/restore",
+            post(restore::<SECRET>),
+        )
+        .route("/_keyvault/{vault}/keys/{name}/backup", post(backup::<KEY>))
         .route(
             "/_keyvault/{vault}/secrets/{name}/backup",
-            post(backup_secret),
+            post(backup::<SECRET>),
         )
         .route("/_keyvault/{vault}/secrets/{name}", get(get_secret))
         .route(
@@ -39,6 +42,18 @@ pub fn router() -> Router<Arc<Shared>> {
 }
 
 type Q = Query<HashMap<String, String>>;
+
+/// The object kind a key or secret route serves (a const parameter, so one handler serves both).
+const KEY: bool = false;
+const SECRET: bool = true;
+
+fn kind(secret: bool) -> ObjectKind {
+    if secret {
+        ObjectKind::Secret
+    } else {
+        ObjectKind::Key
+    }
+}
 
 fn error((status, code, message): KvFailure) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -96,12 +111,11 @@ fn world(s: &Shared) -> std::sync::MutexGuard<'_, World> {
     s.world.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn restore(
-    s: Arc<Shared>,
-    vault: String,
-    kind: ObjectKind,
-    headers: HeaderMap,
+async fn restore<const KIND: bool>(
+    State(s): State<Arc<Shared>>,
+    Path(vault): Path<String>,
     query: Q,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Some(r) = check(&headers, &query) {
@@ -122,6 +136,7 @@ async fn restore(
             "Property 'value' is required and must be base64url.".into(),
         ));
     };
+    let kind = kind(KIND);
     match world(&s).kv_restore(&vault, kind, &blob) {
         Ok(id) => match kind {
             ObjectKind::Key => {
@@ -136,62 +151,22 @@ async fn restore(
     }
 }
 
-async fn restore_key(
+async fn backup<const KIND: bool>(
     State(s): State<Arc<Shared>>,
-    Path(vault): Path<String>,
+    Path((vault, name)): Path<(String, String)>,
     query: Q,
     headers: HeaderMap,
-    body: Bytes,
 ) -> Response {
-    restore(s, vault, ObjectKind::Key, headers, query, body).await
-}
-
-async fn restore_secret(
-    State(s): State<Arc<Shared>>,
-    Path(vault): Path<String>,
-    query: Q,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    restore(s, vault, ObjectKind::Secret, headers, query, body).await
-}
-
-fn backup(
-    s: &Shared,
-    vault: &str,
-    kind: ObjectKind,
-    name: &str,
-    headers: &HeaderMap,
-    query: &Q,
-) -> Response {
-    if let Some(r) = check(headers, query) {
+    if let Some(r) = check(&headers, &query) {
         return r;
     }
-    match world(s).kv_backup(vault, kind, name) {
+    match world(&s).kv_backup(&vault, kind(KIND), &name) {
         Ok(blob) => {
             let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob);
             Json(json!({"value": value})).into_response()
         }
         Err(f) => error(f),
     }
-}
-
-async fn backup_key(
-    State(s): State<Arc<Shared>>,
-    Path((vault, name)): Path<(String, String)>,
-    query: Q,
-    headers: HeaderMap,
-) -> Response {
-    backup(&s, &vault, ObjectKind::Key, &name, &headers, &query)
-}
-
-async fn backup_secret(
-    State(s): State<Arc<Shared>>,
-    Path((vault, name)): Path<(String, String)>,
-    query: Q,
-    headers: HeaderMap,
-) -> Response {
-    backup(&s, &vault, ObjectKind::Secret, &name, &headers, &query)
 }
 
 fn read_secret(s: &Shared, vault: &str, name: &str, headers: &HeaderMap, query: &Q) -> Response {
