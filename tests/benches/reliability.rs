@@ -8,7 +8,9 @@
 //! cargo bench -p ade-backup-tests --bench reliability --profile dev -- faults      # 4
 //! ```
 //! (no argument: all four). `RELIABILITY_VMS=<n>` changes the fleet size,
-//! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10).
+//! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10),
+//! `RELIABILITY_DUPLICATE_DETECTION=off` turns Service Bus duplicate detection off in the
+//! duplicates run.
 
 use ade_backup_sim::{FaultConfig, FaultRule};
 use ade_backup_test_support::reliability::crashes::{self, CrashRun};
@@ -50,14 +52,17 @@ async fn duplicates() {
         vms: vms(1_000),
         copies: 3,
         redeliver_completed: 0.1,
+        duplicate_detection: std::env::var("RELIABILITY_DUPLICATE_DETECTION").as_deref()
+            != Ok("off"),
         timeout: Duration::from_secs(900),
         ..OnboardingRun::default()
     };
     let r = onboarding::run(&run).await;
     println!(
-        "2. duplicates (each event x{}, {:.0}% of completed deliveries redelivered):\n{r}\n  access-policy writes beyond the missing permissions: {:?}\n",
+        "2. duplicates (each event x{}, {:.0}% of completed deliveries redelivered, duplicate detection {}):\n{r}\n  access-policy writes beyond the missing permissions: {:?}\n",
         run.copies,
         run.redeliver_completed * 100.0,
+        if run.duplicate_detection { "on" } else { "off" },
         r.excess_access_policy_writes()
     );
 }

@@ -79,6 +79,24 @@ async fn events_delivered_three_times_and_redelivered_follow_ups_protect_each_vm
     assert!(r.redelivered > 0, "follow-ups were redelivered\n{r}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_duplicate_detection_each_vm_is_still_protected_once() {
+    // No duplicate detection on any queue: the product's own same-id resends (a step found
+    // done sends what follows again) reach the handlers too, concurrently with the original.
+    let r = onboarding::run(&OnboardingRun {
+        subscriptions: 8,
+        vms: 100,
+        copies: 3,
+        redeliver_completed: 0.1,
+        duplicate_detection: false,
+        ..OnboardingRun::default()
+    })
+    .await;
+    println!("scenario 2 (reduced, duplicate detection off):\n{r}");
+    assert_onboarded_once(&r);
+    assert!(r.redelivered > 0, "follow-ups were redelivered\n{r}");
+}
+
 /// Issue 15's fault mix: 10% 5xx, 5% 429 with Retry-After, 2% timeouts, 1% of state writes.
 pub fn fault_mix() -> FaultConfig {
     FaultConfig {

@@ -31,6 +31,9 @@ pub struct OnboardingRun {
     pub copies: u32,
     /// Share of completed deliveries handed out again.
     pub redeliver_completed: f64,
+    /// Service Bus duplicate detection on every queue (as deployed); off, the product's own
+    /// same-id resends reach the handlers too.
+    pub duplicate_detection: bool,
     /// ARM faults the simulator injects for the whole run.
     pub faults: FaultConfig,
     /// Share of state writes that fail.
@@ -50,6 +53,7 @@ impl Default for OnboardingRun {
             events_per_second: 0.0,
             copies: 1,
             redeliver_completed: 0.0,
+            duplicate_detection: true,
             faults: FaultConfig::default(),
             state_write_failures: 0.0,
             time_scale: 10.0,
@@ -119,7 +123,7 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
             // Duplicate detection on every queue, as infra/modules/app.bicep configures them
             // (the product's own follow-ups rely on it); the copies of an event carry distinct
             // message ids, so each reaches the handler (as copies outside the window would).
-            duplicate_window: Some(TimeDelta::MAX),
+            duplicate_window: run.duplicate_detection.then_some(TimeDelta::MAX),
             redelivery_delay: TimeDelta::zero(),
             redeliver_completed: run.redeliver_completed,
         },
