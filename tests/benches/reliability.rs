@@ -9,6 +9,8 @@
 //! ```
 //! (no argument: all four). `RELIABILITY_VMS=<n>` changes the fleet size,
 //! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10),
+//! `RELIABILITY_RESTORES`, `RELIABILITY_KILLS` and `RELIABILITY_MAX_RUNTIME` (seconds) size
+//! the crash run (50, 200, 2,400; restores also for the faults run),
 //! `RELIABILITY_DUPLICATE_DETECTION=off` turns Service Bus duplicate detection off in the
 //! duplicates run.
 
@@ -17,11 +19,20 @@ use ade_backup_test_support::reliability::crashes::{self, CrashRun};
 use ade_backup_test_support::reliability::onboarding::{self, OnboardingRun};
 use std::time::Duration;
 
-fn vms(default: usize) -> usize {
-    std::env::var("RELIABILITY_VMS")
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn vms(default: usize) -> usize {
+    env_or("RELIABILITY_VMS", default)
+}
+
+/// Restore tickets of the crash and fault runs (`RELIABILITY_RESTORES`, default 50).
+fn restores() -> usize {
+    env_or("RELIABILITY_RESTORES", 50)
 }
 
 fn subscriptions() -> usize {
@@ -71,6 +82,7 @@ async fn faults() {
     let run = OnboardingRun {
         subscriptions: 10,
         vms: vms(1_000),
+        restores: restores(),
         faults: FaultConfig {
             default: FaultRule {
                 error_rate: 0.10,
@@ -88,16 +100,29 @@ async fn faults() {
         ..OnboardingRun::default()
     };
     let r = onboarding::run(&run).await;
-    println!("4. faults (10% 500, 5% 429 + Retry-After, 2% timeouts, 1% state writes):\n{r}\n");
+    println!(
+        "4. faults (10% 500, 5% 429 + Retry-After, 2% timeouts, 1% state writes), {} restores:\n{r}\n",
+        run.restores
+    );
 }
 
 async fn crashes() {
     let run = CrashRun {
         vms: vms(1_000),
-        restores: 50,
-        kills: 200,
+        restores: restores(),
+        kills: env_or("RELIABILITY_KILLS", 200),
+        // Sized to the kill schedule: every kill costs a restart and the 5 s lock of each
+        // message whose invocation died, on top of the onboarding itself.
+        max_runtime: Duration::from_secs(env_or("RELIABILITY_MAX_RUNTIME", 2_400) as u64),
         ..CrashRun::default()
     };
+    println!(
+        "3. crashes: {} VMs, {} restores, {} kills, --max-runtime {} s",
+        run.vms,
+        run.restores,
+        run.kills,
+        run.max_runtime.as_secs()
+    );
     match crashes::run(&run).await {
         Ok(r) => println!("3. crashes (kill -9 of the handler):\n{r}\n"),
         Err(e) => println!("3. crashes: could not run: {e}\n"),

@@ -17,7 +17,9 @@ fn assert_onboarded_once(r: &OnboardingReport) {
         "unprotected: {:?}\n{r}",
         r.unprotected
     );
-    assert_eq!(r.by_status.get("protected"), Some(&n), "{r}");
+    // The onboarded VMs, and the restore tickets' source VMs (protected before the run).
+    let records = n + r.tickets as u64;
+    assert_eq!(r.by_status.get("protected"), Some(&records), "{r}");
     assert_eq!(
         r.sim.writes.protection_puts, n,
         "one protected-item PUT per VM\n{r}"
@@ -114,10 +116,11 @@ pub fn fault_mix() -> FaultConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_faults_every_vm_is_protected_once() {
+async fn under_faults_every_vm_is_protected_once_and_every_ticket_restored_once() {
     let r = onboarding::run(&OnboardingRun {
         subscriptions: 4,
         vms: 100,
+        restores: 6,
         faults: fault_mix(),
         state_write_failures: 0.01,
         timeout: Duration::from_secs(240),
@@ -130,6 +133,14 @@ async fn under_faults_every_vm_is_protected_once() {
         "{r}"
     );
     assert_onboarded_once(&r);
+    // Every ticket completed, with exactly one restore job and one deployment each.
+    let t = r.tickets as u64;
+    assert_eq!(r.tickets_by_status.get("completed"), Some(&t), "{r}");
+    assert_eq!(r.sim.writes.restores, t, "one restore job per ticket\n{r}");
+    assert_eq!(
+        r.sim.writes.deployments, t,
+        "one deployment per ticket\n{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
