@@ -10,7 +10,8 @@
 //! (no argument: all four). `RELIABILITY_VMS=<n>` changes the fleet size,
 //! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10),
 //! `RELIABILITY_RESTORES`, `RELIABILITY_KILLS` and `RELIABILITY_MAX_RUNTIME` (seconds) size
-//! the crash run (50, 200, 2,400; restores also for the faults run),
+//! the crash run (50, 200, 2,400; restores also for the faults run), `RELIABILITY_KILL_GAP_MS`
+//! the mean gap between a restart and the next kill (300),
 //! `RELIABILITY_DUPLICATE_DETECTION=off` turns Service Bus duplicate detection off in the
 //! duplicates run.
 
@@ -114,13 +115,15 @@ async fn crashes() {
         // Sized to the kill schedule: every kill costs a restart and the 5 s lock of each
         // message whose invocation died, on top of the onboarding itself.
         max_runtime: Duration::from_secs(env_or("RELIABILITY_MAX_RUNTIME", 2_400) as u64),
+        mean_gap: Duration::from_millis(env_or("RELIABILITY_KILL_GAP_MS", 300) as u64),
         ..CrashRun::default()
     };
     println!(
-        "3. crashes: {} VMs, {} restores, {} kills, --max-runtime {} s",
+        "3. crashes: {} VMs, {} restores, {} kills (mean gap {} ms), --max-runtime {} s",
         run.vms,
         run.restores,
         run.kills,
+        run.mean_gap.as_millis(),
         run.max_runtime.as_secs()
     );
     match crashes::run(&run).await {
