@@ -148,6 +148,9 @@ struct Queues {
     seq: u64,
     /// The last `SequenceNumber` given.
     sequence_numbers: i64,
+    /// (queue, message id) → the `SequenceNumber` of its last copy delivered by
+    /// [`QueuePump::deliver`] (a later delivery of it is that copy's redelivery).
+    delivered_copies: HashMap<(String, String), i64>,
     /// Queues whose sends fail the way Service Bus answers a queue that does not exist.
     refused: Vec<String>,
     /// Dice for [`PumpOptions::redeliver_completed`] (xorshift, fixed seed: reproducible).
@@ -355,15 +358,28 @@ impl QueuePump {
             .collect()
     }
 
-    /// Delivers one message now (no duplicate detection), returning the outcome. The message is
-    /// a newly enqueued one (its own `SequenceNumber`): delivering it twice at once is two copies.
+    /// Delivers one message now (no duplicate detection), returning the outcome. A first
+    /// delivery (`delivery_count` 1) is a newly enqueued copy with its own `SequenceNumber`
+    /// (delivering it twice at once is two copies); a later one is the redelivery of the last
+    /// copy of that `MessageId`, with its number, as Service Bus redelivers a message.
     pub async fn deliver(
         &self,
         step: Step<'_>,
         message: &OutboundMessage,
         delivery_count: u32,
     ) -> Outcome {
-        let sequence_number = lock(&self.queues).next_sequence_number();
+        let sequence_number = {
+            let mut q = lock(&self.queues);
+            let key = (message.queue.clone(), message.message_id.clone());
+            match q.delivered_copies.get(&key).copied() {
+                Some(n) if delivery_count > 1 => n,
+                _ => {
+                    let n = q.next_sequence_number();
+                    q.delivered_copies.insert(key, n);
+                    n
+                }
+            }
+        };
         self.deliver_numbered(step, message, delivery_count, sequence_number)
             .await
     }
