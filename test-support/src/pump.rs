@@ -130,7 +130,11 @@ type Ran = (Pending, Outcome, Timing);
 struct Pending {
     message: OutboundMessage,
     delivery_count: u32,
+    /// Queue order of this delivery.
     seq: u64,
+    /// Service Bus's `SequenceNumber`: given when the message is enqueued, kept across its
+    /// redeliveries (two sends of one `MessageId` are two numbers).
+    sequence_number: i64,
 }
 
 #[derive(Default)]
@@ -142,6 +146,11 @@ struct Queues {
     /// (queue, message id) → when it was first delivered (within the window).
     seen: HashMap<(String, String), DateTime<Utc>>,
     seq: u64,
+    /// The last `SequenceNumber` given.
+    sequence_numbers: i64,
+    /// (queue, message id) → the `SequenceNumber` of its last copy delivered by
+    /// [`QueuePump::deliver`] (a later delivery of it is that copy's redelivery).
+    delivered_copies: HashMap<(String, String), i64>,
     /// Queues whose sends fail the way Service Bus answers a queue that does not exist.
     refused: Vec<String>,
     /// Dice for [`PumpOptions::redeliver_completed`] (xorshift, fixed seed: reproducible).
@@ -163,11 +172,29 @@ impl Queues {
     }
 
     fn push(&mut self, message: OutboundMessage, delivery_count: u32) {
+        let sequence_number = self.next_sequence_number();
+        self.push_delivery(message, delivery_count, sequence_number);
+    }
+
+    /// A new `SequenceNumber`, as Service Bus gives each enqueued message.
+    fn next_sequence_number(&mut self) -> i64 {
+        self.sequence_numbers += 1;
+        self.sequence_numbers
+    }
+
+    /// Queues a delivery of an enqueued message (a redelivery keeps its sequence number).
+    fn push_delivery(
+        &mut self,
+        message: OutboundMessage,
+        delivery_count: u32,
+        sequence_number: i64,
+    ) {
         self.seq += 1;
         self.pending.push(Pending {
             message,
             delivery_count,
             seq: self.seq,
+            sequence_number,
         });
     }
 
@@ -331,18 +358,45 @@ impl QueuePump {
             .collect()
     }
 
-    /// Delivers one message now (no duplicate detection), returning the outcome.
+    /// Delivers one message now (no duplicate detection), returning the outcome. A first
+    /// delivery (`delivery_count` 1) is a newly enqueued copy with its own `SequenceNumber`
+    /// (delivering it twice at once is two copies); a later one is the redelivery of the last
+    /// copy of that `MessageId`, with its number, as Service Bus redelivers a message.
     pub async fn deliver(
         &self,
         step: Step<'_>,
         message: &OutboundMessage,
         delivery_count: u32,
     ) -> Outcome {
+        let sequence_number = {
+            let mut q = lock(&self.queues);
+            let key = (message.queue.clone(), message.message_id.clone());
+            match q.delivered_copies.get(&key).copied() {
+                Some(n) if delivery_count > 1 => n,
+                _ => {
+                    let n = q.next_sequence_number();
+                    q.delivered_copies.insert(key, n);
+                    n
+                }
+            }
+        };
+        self.deliver_numbered(step, message, delivery_count, sequence_number)
+            .await
+    }
+
+    async fn deliver_numbered(
+        &self,
+        step: Step<'_>,
+        message: &OutboundMessage,
+        delivery_count: u32,
+        sequence_number: i64,
+    ) -> Outcome {
         let Some(spec) = self.routes.get(&message.queue) else {
             panic!("no function listens on {}", message.queue);
         };
         step.clock.set(step.sim.now());
-        let (outcome, timing) = dispatch_one(spec, step.ctx, message, delivery_count).await;
+        let (outcome, timing) =
+            dispatch_one(spec, step.ctx, message, (delivery_count, sequence_number)).await;
         self.record(message, delivery_count, &outcome, timing);
         outcome
     }
@@ -377,7 +431,9 @@ impl QueuePump {
                 continue;
             }
             n += 1;
-            let outcome = self.deliver(step, &p.message, p.delivery_count).await;
+            let outcome = self
+                .deliver_numbered(step, &p.message, p.delivery_count, p.sequence_number)
+                .await;
             self.settle(p, &outcome, now);
         }
         n
@@ -431,8 +487,13 @@ impl QueuePump {
             }
             let ctx = ctx.clone();
             running.spawn(async move {
-                let (outcome, timing) =
-                    dispatch_one(&spec, &ctx, &p.message, p.delivery_count).await;
+                let (outcome, timing) = dispatch_one(
+                    &spec,
+                    &ctx,
+                    &p.message,
+                    (p.delivery_count, p.sequence_number),
+                )
+                .await;
                 (p, outcome, timing)
             });
         }
@@ -519,7 +580,7 @@ impl QueuePump {
                 let again = self.options.redeliver_completed;
                 if again > 0.0 && p.delivery_count < MAX_DELIVERY_COUNT && q.roll() < again {
                     q.redelivered += 1;
-                    q.push(p.message, p.delivery_count + 1);
+                    q.push_delivery(p.message, p.delivery_count + 1, p.sequence_number);
                 }
                 None
             }
@@ -533,7 +594,7 @@ impl QueuePump {
             Outcome::Failed { .. } => {
                 let mut message = p.message;
                 message.scheduled_enqueue_time = Some(now + self.options.redelivery_delay);
-                lock(&self.queues).push(message, p.delivery_count + 1);
+                lock(&self.queues).push_delivery(message, p.delivery_count + 1, p.sequence_number);
                 None
             }
         }
@@ -564,7 +625,7 @@ async fn dispatch_one(
     spec: &FunctionSpec,
     ctx: &Context,
     message: &OutboundMessage,
-    delivery_count: u32,
+    (delivery_count, sequence_number): (u32, i64),
 ) -> (Outcome, Timing) {
     let sb = ServiceBusMessage {
         queue: message.queue.clone(),
@@ -576,7 +637,7 @@ async fn dispatch_one(
         subject: None,
         enqueued_time: Some(ctx.clock.now()),
         expires_at: None,
-        sequence_number: None,
+        sequence_number: Some(sequence_number),
         // Application properties reach the handler as the Functions host passes them
         // (`Metadata.ApplicationProperties`), so the invocation continues the sender's trace.
         user_properties: message

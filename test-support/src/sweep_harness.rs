@@ -70,7 +70,13 @@ impl Harness {
         let arm = ArmClient::new(
             url.clone(),
             Arc::new(StaticToken(AccessToken::new("sim"))),
-            ArmClientOptions::default().with_graph_endpoint(url.clone()),
+            ArmClientOptions {
+                // The simulator's blob and Key Vault data planes (restore templates, ADE
+                // secrets), as `ade-backup local` points its client at them.
+                blob_endpoint: url.join("_blob/").ok(),
+                key_vault_endpoint: url.join("_keyvault/").ok(),
+                ..ArmClientOptions::default().with_graph_endpoint(url.clone())
+            },
         )
         .expect("arm client");
         let store = Arc::new(MemoryStateStore::new());

@@ -8,18 +8,32 @@
 //! cargo bench -p ade-backup-tests --bench reliability --profile dev -- faults      # 4
 //! ```
 //! (no argument: all four). `RELIABILITY_VMS=<n>` changes the fleet size,
-//! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10).
+//! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10),
+//! `RELIABILITY_RESTORES`, `RELIABILITY_KILLS` and `RELIABILITY_MAX_RUNTIME` (seconds) size
+//! the crash run (50, 200, 2,400; restores also for the faults run), `RELIABILITY_KILL_GAP_MS`
+//! the mean gap between a restart and the next kill (300),
+//! `RELIABILITY_DUPLICATE_DETECTION=off` turns Service Bus duplicate detection off in the
+//! duplicates run.
 
 use ade_backup_sim::{FaultConfig, FaultRule};
 use ade_backup_test_support::reliability::crashes::{self, CrashRun};
 use ade_backup_test_support::reliability::onboarding::{self, OnboardingRun};
 use std::time::Duration;
 
-fn vms(default: usize) -> usize {
-    std::env::var("RELIABILITY_VMS")
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn vms(default: usize) -> usize {
+    env_or("RELIABILITY_VMS", default)
+}
+
+/// Restore tickets of the crash and fault runs (`RELIABILITY_RESTORES`, default 50).
+fn restores() -> usize {
+    env_or("RELIABILITY_RESTORES", 50)
 }
 
 fn subscriptions() -> usize {
@@ -50,14 +64,17 @@ async fn duplicates() {
         vms: vms(1_000),
         copies: 3,
         redeliver_completed: 0.1,
+        duplicate_detection: std::env::var("RELIABILITY_DUPLICATE_DETECTION").as_deref()
+            != Ok("off"),
         timeout: Duration::from_secs(900),
         ..OnboardingRun::default()
     };
     let r = onboarding::run(&run).await;
     println!(
-        "2. duplicates (each event x{}, {:.0}% of completed deliveries redelivered):\n{r}\n  access-policy writes beyond the missing permissions: {:?}\n",
+        "2. duplicates (each event x{}, {:.0}% of completed deliveries redelivered, duplicate detection {}):\n{r}\n  access-policy writes beyond the missing permissions: {:?}\n",
         run.copies,
         run.redeliver_completed * 100.0,
+        if run.duplicate_detection { "on" } else { "off" },
         r.excess_access_policy_writes()
     );
 }
@@ -66,6 +83,7 @@ async fn faults() {
     let run = OnboardingRun {
         subscriptions: 10,
         vms: vms(1_000),
+        restores: restores(),
         faults: FaultConfig {
             default: FaultRule {
                 error_rate: 0.10,
@@ -83,16 +101,31 @@ async fn faults() {
         ..OnboardingRun::default()
     };
     let r = onboarding::run(&run).await;
-    println!("4. faults (10% 500, 5% 429 + Retry-After, 2% timeouts, 1% state writes):\n{r}\n");
+    println!(
+        "4. faults (10% 500, 5% 429 + Retry-After, 2% timeouts, 1% state writes), {} restores:\n{r}\n",
+        run.restores
+    );
 }
 
 async fn crashes() {
     let run = CrashRun {
         vms: vms(1_000),
-        restores: 50,
-        kills: 200,
+        restores: restores(),
+        kills: env_or("RELIABILITY_KILLS", 200),
+        // Sized to the kill schedule: every kill costs a restart and the 5 s lock of each
+        // message whose invocation died, on top of the onboarding itself.
+        max_runtime: Duration::from_secs(env_or("RELIABILITY_MAX_RUNTIME", 2_400) as u64),
+        mean_gap: Duration::from_millis(env_or("RELIABILITY_KILL_GAP_MS", 300) as u64),
         ..CrashRun::default()
     };
+    println!(
+        "3. crashes: {} VMs, {} restores, {} kills (mean gap {} ms), --max-runtime {} s",
+        run.vms,
+        run.restores,
+        run.kills,
+        run.mean_gap.as_millis(),
+        run.max_runtime.as_secs()
+    );
     match crashes::run(&run).await {
         Ok(r) => println!("3. crashes (kill -9 of the handler):\n{r}\n"),
         Err(e) => println!("3. crashes: could not run: {e}\n"),

@@ -2,6 +2,7 @@
 //! a crash would leave it (a step claimed, its Azure call made, nothing recorded), the message is
 //! redelivered, and the work resumes without repeating what Azure already did.
 
+use ade_backup_functions::handlers::Outcome;
 use ade_backup_shared::messaging::OutboundMessage;
 use ade_backup_test_support::sim_stack::{SimStack, S1};
 use serde_json::{json, Value};
@@ -160,5 +161,91 @@ async fn unknown_vm_event_is_acknowledged_without_azure_writes() {
     stack.pump(200).await;
     let s = stack.sim.stats();
     assert_eq!(s.writes.protection_puts + s.writes.access_policy_writes, 0);
+    assert!(stack.pump.dead_lettered().is_empty());
+}
+
+/// Takes the next queued message, running everything before it, once it is `phase`.
+async fn run_until_phase(stack: &SimStack, phase: &str) -> OutboundMessage {
+    let wanted = format!("\"phase\":\"{phase}\"");
+    stack
+        .pump_until(100, |m| String::from_utf8_lossy(&m.body).contains(&wanted))
+        .await;
+    stack.pump.take_next().expect("the phase's message")
+}
+
+/// Without Service Bus duplicate detection, one follow-up can reach two invocations at once (a
+/// step found done sends what follows again, with the same `MessageId`). Each step is taken by
+/// one copy; the other copy is dropped or finds it done: one protected-item PUT, one backup-now.
+#[tokio::test]
+async fn the_same_follow_up_delivered_twice_at_once_writes_once() {
+    let stack = encrypted_stack().await;
+    stack.deliver(&web_lnx_02_event("evt-5"), 1).await;
+    for phase in ["protect", "backup-now"] {
+        let m = run_until_phase(&stack, phase).await;
+        let (a, b) = tokio::join!(stack.deliver(&m, 1), stack.deliver(&m, 1));
+        for outcome in [a, b] {
+            assert!(
+                matches!(outcome, Outcome::Completed(_)),
+                "{phase}: {outcome:?}"
+            );
+        }
+    }
+    stack.pump(200).await;
+    let s = stack.sim.stats();
+    assert_eq!(
+        (s.writes.protection_puts, s.writes.backup_now_calls),
+        (1, 1),
+        "{}",
+        stack.state.json(&op_key(&stack)).unwrap_or_default()
+    );
+    let rec = stack.state.json(&vm_key()).expect("vm record");
+    assert_eq!(rec["status"], "protected", "{rec}");
+    assert!(stack.pump.dead_lettered().is_empty());
+}
+
+/// A backup of the VM already running when ade-backup asks for the first one (an operator's, a
+/// schedule's, or another instance's): Azure Backup refuses the second with
+/// `UserErrorBackupOperationInProgress`, and ade-backup adopts the running job instead of
+/// failing the protection.
+#[tokio::test]
+async fn backup_now_refused_as_in_progress_adopts_the_running_job() {
+    use ade_backup_shared::arm::recovery_services::{BackupJobFilter, JobOperation};
+    use ade_backup_shared::ids::ResourceId;
+    let stack = encrypted_stack().await;
+    stack.deliver(&web_lnx_02_event("evt-6"), 1).await;
+    let m = run_until_phase(&stack, "backup-now").await;
+    let doc = stack.state.json(&op_key(&stack)).expect("operation");
+    let vault: ResourceId = doc["target"]["target"]["vaultId"]
+        .as_str()
+        .expect("the operation's vault")
+        .parse()
+        .expect("a vault id");
+    let vm: ResourceId = doc["vmId"].as_str().expect("vm").parse().expect("vm id");
+    // An operator's backup, started just before ade-backup's.
+    stack
+        .ctx
+        .arm
+        .begin_backup_now(&vault, &vm, None)
+        .await
+        .expect("the operator's backup starts");
+    stack.deliver(&m, 1).await;
+    stack.pump(200).await;
+    let rec = stack.state.json(&vm_key()).expect("vm record");
+    let doc = stack.state.json(&op_key(&stack)).expect("operation");
+    assert_eq!(rec["status"], "protected", "{rec}\n{doc}");
+    let filter = BackupJobFilter {
+        operation: Some(JobOperation::Backup),
+        status: None,
+        start_time: None,
+        end_time: None,
+    };
+    let jobs: Vec<String> = (stack.ctx.arm.list_backup_jobs(&vault, &filter).await)
+        .expect("jobs")
+        .into_iter()
+        .filter(|j| j.is_for_vm(&vm))
+        .filter_map(|j| j.name)
+        .collect();
+    assert_eq!(jobs.len(), 1, "only the operator's backup ran: {jobs:?}");
+    assert_eq!(doc["azure"]["backupJobId"], jobs[0].as_str(), "{doc}");
     assert!(stack.pump.dead_lettered().is_empty());
 }

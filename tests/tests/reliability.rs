@@ -17,7 +17,9 @@ fn assert_onboarded_once(r: &OnboardingReport) {
         "unprotected: {:?}\n{r}",
         r.unprotected
     );
-    assert_eq!(r.by_status.get("protected"), Some(&n), "{r}");
+    // The onboarded VMs, and the restore tickets' source VMs (protected before the run).
+    let records = n + r.tickets as u64;
+    assert_eq!(r.by_status.get("protected"), Some(&records), "{r}");
     assert_eq!(
         r.sim.writes.protection_puts, n,
         "one protected-item PUT per VM\n{r}"
@@ -79,6 +81,24 @@ async fn events_delivered_three_times_and_redelivered_follow_ups_protect_each_vm
     assert!(r.redelivered > 0, "follow-ups were redelivered\n{r}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_duplicate_detection_each_vm_is_still_protected_once() {
+    // No duplicate detection on any queue: the product's own same-id resends (a step found
+    // done sends what follows again) reach the handlers too, concurrently with the original.
+    let r = onboarding::run(&OnboardingRun {
+        subscriptions: 8,
+        vms: 100,
+        copies: 3,
+        redeliver_completed: 0.1,
+        duplicate_detection: false,
+        ..OnboardingRun::default()
+    })
+    .await;
+    println!("scenario 2 (reduced, duplicate detection off):\n{r}");
+    assert_onboarded_once(&r);
+    assert!(r.redelivered > 0, "follow-ups were redelivered\n{r}");
+}
+
 /// Issue 15's fault mix: 10% 5xx, 5% 429 with Retry-After, 2% timeouts, 1% of state writes.
 pub fn fault_mix() -> FaultConfig {
     FaultConfig {
@@ -96,10 +116,11 @@ pub fn fault_mix() -> FaultConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_faults_every_vm_is_protected_once() {
+async fn under_faults_every_vm_is_protected_once_and_every_ticket_restored_once() {
     let r = onboarding::run(&OnboardingRun {
         subscriptions: 4,
         vms: 100,
+        restores: 6,
         faults: fault_mix(),
         state_write_failures: 0.01,
         timeout: Duration::from_secs(240),
@@ -112,6 +133,14 @@ async fn under_faults_every_vm_is_protected_once() {
         "{r}"
     );
     assert_onboarded_once(&r);
+    // Every ticket completed, with exactly one restore job and one deployment each.
+    let t = r.tickets as u64;
+    assert_eq!(r.tickets_by_status.get("completed"), Some(&t), "{r}");
+    assert_eq!(r.sim.writes.restores, t, "one restore job per ticket\n{r}");
+    assert_eq!(
+        r.sim.writes.deployments, t,
+        "one deployment per ticket\n{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

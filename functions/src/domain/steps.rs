@@ -87,8 +87,8 @@ pub enum Claim {
     Acquired,
     /// Someone finished it already: move on.
     AlreadyDone,
-    /// Another invocation holds a live lease: let it work.
-    HeldByOther { until: DateTime<Utc> },
+    /// Another invocation (`by`) holds a live lease: let it work.
+    HeldByOther { by: String, until: DateTime<Utc> },
 }
 
 impl<S: StepName, D: StepDetail> Steps<S, D> {
@@ -128,7 +128,12 @@ impl<S: StepName, D: StepDetail> Steps<S, D> {
             Some(StepState::Done { .. }) => return Claim::AlreadyDone,
             Some(StepState::Claimed {
                 by: holder, until, ..
-            }) if *until > now && holder != by => return Claim::HeldByOther { until: *until },
+            }) if *until > now && holder != by => {
+                return Claim::HeldByOther {
+                    by: holder.clone(),
+                    until: *until,
+                }
+            }
             _ => {}
         }
         rec.attempts += 1;

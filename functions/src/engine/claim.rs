@@ -1,6 +1,7 @@
 //! Claiming a step: the one place that decides whether this delivery does a step's side effect.
 //! Done already → what follows it is sent again ([`Operation::resume`]); held by a live
-//! invocation → this message comes back when that lease ends; otherwise the step is ours.
+//! invocation → this message comes back when that lease ends (or, held by another copy of the
+//! same message, this copy is dropped); otherwise the step is ours.
 //!
 //! A claim's lease outlives the Azure call it guards: it is never shorter than the ARM client's
 //! whole retry budget plus one request timeout (and a margin), so no takeover starts while the
@@ -8,7 +9,7 @@
 //! ([`update_holding`]); a writer that lost its claim writes nothing and leaves the step to its
 //! new holder (who adopts what the call started).
 
-use super::send::{claimant, redeliver_at};
+use super::send::{claimant, is_other_copy, redeliver_at};
 use super::{now, update, update_reporting, Operation, Reporting, WorkflowError};
 use crate::context::Context;
 use crate::domain::steps::{Claim, StepName, StepState};
@@ -136,7 +137,13 @@ pub async fn claim_step<O: Operation>(
     let name = step.as_str();
     match outcome {
         Claim::Acquired => Ok(Claimed::Go(op)),
-        Claim::HeldByOther { until } => {
+        // Another copy of this very message (sent twice, no duplicate detection between): the
+        // holder does the step and sends what follows; should it die, its own message comes back.
+        Claim::HeldByOther { by: holder, .. } if is_other_copy(&holder, delivery) => {
+            let line = format!("{id}: {name} held by another copy of this message ({holder}); this copy is dropped");
+            Ok(Claimed::Settled { op, line })
+        }
+        Claim::HeldByOther { until, .. } => {
             redeliver_at(ctx, delivery, until).await?;
             let line = format!("{id}: {name} in progress elsewhere until {until}; will look again");
             Ok(Claimed::Settled { op, line })

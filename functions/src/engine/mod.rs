@@ -22,6 +22,8 @@ pub use document::{
     create, load, load_existing, now, update, update_reporting, Failure, Operation, Reporting,
 };
 pub use error::{chain, ArmResultExt, WorkflowError};
-pub use poll::{fail_if_overdue, poll_step, poll_step_or_limit, PendingDetail, PollSpec, Polled};
+pub use poll::{
+    fail_if_overdue, poll_step, poll_step_handing_back, PendingDetail, PollSpec, Polled,
+};
 pub use send::{claimant, poll_delay, redeliver_at, send_json, Phase};
 pub use step::{phase_name, run_step, Workflow};

@@ -47,28 +47,29 @@ where
     O::Detail: PendingDetail,
     P: Phase<O>,
 {
-    match poll_inner(ctx, op, spec, poll, false).await? {
+    match poll_inner(ctx, op, spec, poll, |_| false).await? {
         Ok(polled) => Ok(polled),
         // Not asked for: `poll_inner` only hands back limits when told to.
         Err(e) => Err(WorkflowError::arm("polling", e)),
     }
 }
 
-/// Like [`poll_step`], but an operation that failed on a Recovery Services daily / absolute
-/// limit (`ArmError::is_service_limit`) is handed back (`Err`) instead of failing the step: the
-/// caller defers the step to when the window allows.
-pub async fn poll_step_or_limit<O, P>(
+/// Like [`poll_step`], but an operation that failed with an error `hand_back` picks (e.g. a
+/// Recovery Services daily limit, `ArmError::is_service_limit`) is handed back (`Err`) instead
+/// of failing the step: the caller settles it (defers the step, adopts a running job).
+pub async fn poll_step_handing_back<O, P>(
     ctx: &Context,
     op: &O,
     spec: PollSpec<O::Step, P>,
     poll: u32,
+    hand_back: fn(&ArmError) -> bool,
 ) -> Result<Result<Polled, ArmError>, WorkflowError>
 where
     O: Operation,
     O::Detail: PendingDetail,
     P: Phase<O>,
 {
-    poll_inner(ctx, op, spec, poll, true).await
+    poll_inner(ctx, op, spec, poll, hand_back).await
 }
 
 async fn poll_inner<O, P>(
@@ -76,7 +77,7 @@ async fn poll_inner<O, P>(
     op: &O,
     spec: PollSpec<O::Step, P>,
     poll: u32,
-    hand_back_limits: bool,
+    hand_back: fn(&ArmError) -> bool,
 ) -> Result<Result<Polled, ArmError>, WorkflowError>
 where
     O: Operation,
@@ -110,7 +111,7 @@ where
         }
         Ok(PollOutcome::Done(out)) => Ok(Ok(Polled::Finished(out))),
         Err(e) if e.is_transient() => Err(WorkflowError::arm(format!("polling {}", spec.what), e)),
-        Err(e) if hand_back_limits && e.is_service_limit() => Ok(Err(e)),
+        Err(e) if hand_back(&e) => Ok(Err(e)),
         Err(e) => {
             let failure = Failure {
                 code: e.code().unwrap_or(spec.failure_code),

@@ -4,9 +4,8 @@
 //! the local host restarts it as the Functions host would. [`run`] returns what the run's report
 //! says (simulator write counts, VM and ticket outcomes) and the time each restart took.
 
-use super::{ade_event, onboarding_fleet, Spread};
+use super::{ade_event, onboarding_fleet, restores, Spread};
 use crate::simulator::{rules_for, vm_id};
-use ade_backup_sim::fleet::Protection;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +65,9 @@ pub struct CrashReport {
     /// The simulator's successful writes (`writes` of its stats).
     pub writes: Value,
     pub dead_letters: usize,
+    /// Dead letters by `queue: reason`, with the first description of each (what to classify:
+    /// `MaxDeliveryCountExceeded` after repeated kills, or a product's poison verdict).
+    pub dead_letter_reasons: BTreeMap<String, (u64, String)>,
 }
 
 impl CrashReport {
@@ -171,43 +173,25 @@ fn project_dir() -> PathBuf {
 /// the scenario (an event per VM to onboard, then the restore requests), the allowlist.
 fn setup(run: &CrashRun) -> (ade_backup_sim::Fleet, Value, String) {
     let mut fleet = onboarding_fleet(run.subscriptions, run.vms + run.restores, run.seed);
-    let subs: Vec<String> = fleet.subscriptions.iter().map(|s| s.id.clone()).collect();
+    let requests = restores::protect_for_restore(&mut fleet, run.restores);
     let mut actions = Vec::new();
     let spread = 30.0 * run.time_scale / 60.0;
     let n = fleet.vms.len();
-    for (i, vm) in fleet.vms.iter_mut().enumerate() {
+    for (i, r) in requests.iter().enumerate() {
+        let at = spread * i as f64 / n as f64;
+        actions.push(json!({"atSeconds": at, "action": "sendMessage", "queue": restores::REQUEST_QUEUE, "body": r.body, "messageId": r.ticket}));
+    }
+    for (i, vm) in fleet.vms.iter().enumerate().skip(run.restores) {
         let id = vm_id(&vm.subscription, &vm.resource_group, &vm.name);
         let at = spread * i as f64 / n as f64;
-        if i < run.restores {
-            let s = subs.iter().position(|x| *x == vm.subscription).unwrap_or(0);
-            let ri = usize::from(vm.location != "westeurope");
-            vm.protection = Some(Protection {
-                vault: format!("rsv-{s}-{ri}"),
-                policy: "DefaultPolicy".into(),
-                recovery_point_ages_hours: vec![2],
-                excluded_disk_luns: vec![],
-            });
-            let ticket = format!("CHG{:07}", i + 1);
-            let staging = format!("/subscriptions/{}/resourceGroups/rg-backup/providers/Microsoft.Storage/storageAccounts/stgrestore{s}x{ri}", vm.subscription);
-            let body = json!({
-                "version": 1, "ticketId": ticket, "vmResourceId": id, "recoveryPoint": "latest",
-                "targetResourceGroup": format!("/subscriptions/{}/resourceGroups/rg-restore", vm.subscription),
-                "stagingStorageAccountId": staging, "requestedBy": "ops@contoso.com", "replyTo": "ticket-status"
-            });
-            actions.push(json!({"atSeconds": at, "action": "sendMessage", "queue": "restore-requests", "body": body, "messageId": ticket}));
-            continue;
-        }
         let event_id = uuid::Uuid::from_u128((u128::from(run.seed) << 64) | i as u128).to_string();
         let msg = ade_event(&id, &fleet.tenant_id, &event_id);
         let body: Value = serde_json::from_slice(&msg.body).unwrap_or(Value::Null);
         actions.push(json!({"atSeconds": at, "action": "sendMessage", "queue": msg.queue, "body": body, "messageId": event_id}));
     }
-    let entries: Vec<Value> = subs
-        .iter()
-        .map(|s| json!({"subscription": s, "sourceResourceGroups": ["*"], "resourceGroups": ["rg-restore", "rg-backup"], "subnetResourceGroups": ["*"]}))
-        .collect();
     let scenario = json!({"name": "reliability-crashes", "actions": actions});
-    (fleet, scenario, json!({ "entries": entries }).to_string())
+    let allowlist = restores::allowlist(&fleet);
+    (fleet, scenario, allowlist)
 }
 
 /// The `serve` children of process `pid`.
@@ -349,7 +333,31 @@ fn summarise(
         tickets_by_status,
         writes: report["azure"]["writes"].clone(),
         dead_letters: report["deadLetters"].as_array().map_or(0, Vec::len),
+        dead_letter_reasons: dead_letter_reasons(report),
     }
+}
+
+/// `queue: reason` → (count, the first description, its first 300 characters).
+fn dead_letter_reasons(report: &Value) -> BTreeMap<String, (u64, String)> {
+    let mut by = BTreeMap::new();
+    for d in report["deadLetters"].as_array().into_iter().flatten() {
+        let key = format!(
+            "{}: {}",
+            d["queue"].as_str().unwrap_or("?"),
+            d["reason"].as_str().unwrap_or("?")
+        );
+        let description = format!(
+            "{} (delivery {}): {}",
+            d["messageId"].as_str().unwrap_or("?"),
+            d["deliveryCount"],
+            d["description"].as_str().unwrap_or("")
+        );
+        let e = by
+            .entry(key)
+            .or_insert_with(|| (0, description.chars().take(300).collect()));
+        e.0 += 1;
+    }
+    by
 }
 
 impl std::fmt::Display for CrashReport {
@@ -370,6 +378,10 @@ impl std::fmt::Display for CrashReport {
         writeln!(f, "  VM records by status: {:?}", self.vms_by_status)?;
         writeln!(f, "  tickets by status: {:?}", self.tickets_by_status)?;
         writeln!(f, "  sim writes: {}", self.writes)?;
-        write!(f, "  dead-lettered: {}", self.dead_letters)
+        write!(f, "  dead-lettered: {}", self.dead_letters)?;
+        for (reason, (n, first)) in &self.dead_letter_reasons {
+            write!(f, "\n    {reason}: {n} (first: {first})")?;
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod crashes;
 pub mod onboarding;
+pub mod restores;
 
 use ade_backup_shared::messaging::OutboundMessage;
 use ade_backup_shared::state::MemoryStateStore;

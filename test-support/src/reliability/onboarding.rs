@@ -5,14 +5,16 @@
 //! time from event enqueued to backup-now accepted (with the ARM pacing wait inside it apart),
 //! the simulator's write counts, the VM records' census.
 
-use super::{access_policy_needs, ade_event, onboarding_fleet, vm_ids, vm_of, Census, Spread};
+use super::{
+    access_policy_needs, ade_event, onboarding_fleet, restores, vm_ids, vm_of, Census, Spread,
+};
 use crate::flaky_store::FlakyStore;
 use crate::pump::{PumpOptions, PumpReport, QueuePump};
 use crate::simulator::uniform_durations;
 use crate::sweep_harness::Harness;
 use ade_backup_functions::handlers::{Outcome, Registry};
 use ade_backup_shared::arm::ArmStats;
-use ade_backup_shared::messaging::MessageSender;
+use ade_backup_shared::messaging::{MessageSender, OutboundMessage};
 use ade_backup_sim::{FaultConfig, SimOptions, SimStats};
 use chrono::TimeDelta;
 use std::collections::{BTreeMap, HashMap};
@@ -25,12 +27,17 @@ use std::time::{Duration, Instant};
 pub struct OnboardingRun {
     pub subscriptions: usize,
     pub vms: usize,
+    /// Restore requests (of other VMs, protected with a recovery point), sent at the start.
+    pub restores: usize,
     /// Events per second (0: all at once).
     pub events_per_second: f64,
     /// Each event is delivered this many times (same event, distinct Service Bus message ids).
     pub copies: u32,
     /// Share of completed deliveries handed out again.
     pub redeliver_completed: f64,
+    /// Service Bus duplicate detection on every queue (as deployed); off, the product's own
+    /// same-id resends reach the handlers too.
+    pub duplicate_detection: bool,
     /// ARM faults the simulator injects for the whole run.
     pub faults: FaultConfig,
     /// Share of state writes that fail.
@@ -47,9 +54,11 @@ impl Default for OnboardingRun {
         Self {
             subscriptions: 4,
             vms: 100,
+            restores: 0,
             events_per_second: 0.0,
             copies: 1,
             redeliver_completed: 0.0,
+            duplicate_detection: true,
             faults: FaultConfig::default(),
             state_write_failures: 0.0,
             time_scale: 10.0,
@@ -81,6 +90,9 @@ pub struct OnboardingReport {
     pub pump: PumpReport,
     pub redelivered: u64,
     pub state_faults: u64,
+    /// Restore tickets sent, and their documents by status at the end.
+    pub tickets: usize,
+    pub tickets_by_status: BTreeMap<String, u64>,
     /// The operation documents of the VMs left unprotected (what to look at when one is).
     pub stuck: Vec<String>,
 }
@@ -99,9 +111,10 @@ impl OnboardingReport {
 
 /// Runs `run` (see the module docs).
 pub async fn run(run: &OnboardingRun) -> OnboardingReport {
-    let fleet = onboarding_fleet(run.subscriptions, run.vms, run.seed);
+    let mut fleet = onboarding_fleet(run.subscriptions, run.vms + run.restores, run.seed);
+    let requests = restores::protect_for_restore(&mut fleet, run.restores);
     let needs = access_policy_needs(&fleet);
-    let ids = vm_ids(&fleet);
+    let ids = vm_ids(&fleet).split_off(run.restores);
     let tenant = fleet.tenant_id.clone();
     let options = SimOptions {
         time_scale: run.time_scale,
@@ -111,7 +124,11 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
         varied_casing: true,
         ..SimOptions::default()
     };
-    let env = [("ADE_BACKUP_POLL_INTERVAL_MS", "1000".to_string())];
+    let env = [
+        ("ADE_BACKUP_POLL_INTERVAL_MS", "1000".to_string()),
+        ("ADE_BACKUP_RESTORE_ALLOWLIST", restores::allowlist(&fleet)),
+        ("ADE_BACKUP_REPLY_QUEUES", restores::REPLY_QUEUE.to_string()),
+    ];
     let mut h = Harness::start(fleet, options, &env).await;
     let pump = Arc::new(QueuePump::new(
         &Registry::production(),
@@ -119,7 +136,7 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
             // Duplicate detection on every queue, as infra/modules/app.bicep configures them
             // (the product's own follow-ups rely on it); the copies of an event carry distinct
             // message ids, so each reaches the handler (as copies outside the window would).
-            duplicate_window: Some(TimeDelta::MAX),
+            duplicate_window: run.duplicate_detection.then_some(TimeDelta::MAX),
             redelivery_delay: TimeDelta::zero(),
             redeliver_completed: run.redeliver_completed,
         },
@@ -134,6 +151,11 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
     let producing = AtomicBool::new(true);
     let started = Instant::now();
     let produce = async {
+        for r in &requests {
+            let m = OutboundMessage::json(restores::REQUEST_QUEUE, &r.ticket, &r.body)
+                .expect("a restore request serialises");
+            pump.send(m).await.expect("the pump accepts requests");
+        }
         for (i, vm) in ids.iter().enumerate() {
             if run.events_per_second > 0.0 {
                 let due = started + Duration::from_secs_f64(i as f64 / run.events_per_second);
@@ -193,6 +215,8 @@ pub async fn run(run: &OnboardingRun) -> OnboardingReport {
         pump: report,
         redelivered: pump.redelivered(),
         state_faults: flaky.injected(),
+        tickets: requests.len(),
+        tickets_by_status: restores::tickets_by_status(&h.store),
     }
 }
 
@@ -266,6 +290,13 @@ impl std::fmt::Display for OnboardingReport {
         )?;
         writeln!(f, "  records by status: {:?}", self.by_status)?;
         writeln!(f, "  unprotected: {}", self.unprotected.len())?;
+        if self.tickets > 0 {
+            writeln!(
+                f,
+                "  restore tickets: {} sent, by status {:?}; sim restore jobs {} deployments {}",
+                self.tickets, self.tickets_by_status, w.restores, w.deployments
+            )?;
+        }
         writeln!(
             f,
             "  enqueued -> backup-now accepted, excluding pacing: {}",
@@ -302,6 +333,13 @@ impl std::fmt::Display for OnboardingReport {
             self.pump.timed_out,
             self.state_faults
         )?;
+        for line in self.pump.dead_lettered.iter().take(10) {
+            write!(
+                f,
+                "\n  dead-lettered: {}",
+                line.chars().take(400).collect::<String>()
+            )?;
+        }
         for doc in &self.stuck {
             write!(f, "\n  stuck: {doc}")?;
         }

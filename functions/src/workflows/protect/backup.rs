@@ -5,13 +5,15 @@
 use super::{conclude, limits, track, BackupMessage, BackupPhase};
 use crate::context::Context;
 use crate::engine::{
-    self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, poll_step_or_limit,
+    self, claim_lost, claim_step, fail_if_overdue, poll_delay, poll_step, poll_step_handing_back,
     update_holding, ArmResultExt, Claimed, Phase, PollSpec, Polled, WorkflowError, Writer,
 };
 use crate::records::{ProtectDetail, ProtectStep, ProtectionOperation, ProtectionStatus as St};
 use crate::trigger::ServiceBusMessage;
 use ade_backup_shared::arm::recovery_services::BACKUP_POLICY_TYPE;
-use ade_backup_shared::arm::recovery_services::{protected_item_id, BackupJobFilter, JobOperation};
+use ade_backup_shared::arm::recovery_services::{
+    protected_item_id, BackupJobFilter, JobOperation, JobStatus,
+};
 use ade_backup_shared::arm::{ArmError, DiskSelection};
 use ade_backup_shared::ids::ResourceId;
 use serde_json::Value;
@@ -390,6 +392,7 @@ async fn backup_now(
             Ok(lost.unwrap_or_else(|| format!("{}: backup triggered", op.operation_id)))
         }
         Err(e) if e.is_service_limit() => limits::defer_after_refusal(ctx, (&op, writer), &e).await,
+        Err(e) if backup_in_progress(&e) => adopt_running_job(ctx, (op, writer), e).await,
         Err(e) if e.is_transient() => Err(WorkflowError::arm("triggering the backup", e)),
         Err(e) => {
             let code = e.code().unwrap_or("backup-failed").to_string();
@@ -410,6 +413,41 @@ async fn backup_now(
     }
 }
 
+/// Azure Backup's refusal of a backup while another backup of the item runs
+/// ([backup-azure-vms-troubleshoot](https://learn.microsoft.com/azure/backup/backup-azure-vms-troubleshoot):
+/// `UserErrorBackupOperationInProgress`, "wait for the previous backup operation to finish").
+fn backup_in_progress(e: &ArmError) -> bool {
+    e.code()
+        .is_some_and(|c| c.eq_ignore_ascii_case("UserErrorBackupOperationInProgress"))
+}
+
+/// Azure refused the backup because a backup of this VM is already running (another copy of this
+/// step, a scheduled backup, an operator's): that job is the first backup, so the step adopts
+/// it. When it already ended (between the refusal and the listing), a backup job of this VM
+/// since the step was claimed is adopted; with none, the refusal is retried (redelivery).
+async fn adopt_running_job(
+    ctx: &Context,
+    (op, writer): (ProtectionOperation, Writer<'_>),
+    refusal: ArmError,
+) -> Result<String, WorkflowError> {
+    let mut job = vm_backup_job(ctx, &op, Some(JobStatus::InProgress), None).await?;
+    if job.is_none() {
+        if let Some(since) = op.steps.claimed_at(ProtectStep::BackupNow) {
+            job = vm_backup_job(ctx, &op, None, Some(since)).await?;
+        }
+    }
+    match job {
+        Some(job) => {
+            let note = "adopted the backup job already running (Azure refused a second one)";
+            record_job(ctx, (op, writer), job, note).await
+        }
+        None => Err(WorkflowError::arm(
+            "triggering the backup (refused as in progress, and no backup job of the VM found)",
+            refusal,
+        )),
+    }
+}
+
 /// A backup job of this VM started since this step was first claimed (only on a retry).
 async fn adoptable_job(
     ctx: &Context,
@@ -422,10 +460,21 @@ async fn adoptable_job(
     if op.steps.attempts(step) <= 1 {
         return Ok(None);
     }
+    vm_backup_job(ctx, op, None, Some(since)).await
+}
+
+/// The first backup job of this VM in the operation's vault with `status`, started since
+/// `since` (less 5 minutes of clock skew), as Azure Backup lists them.
+async fn vm_backup_job(
+    ctx: &Context,
+    op: &ProtectionOperation,
+    status: Option<JobStatus>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<String>, WorkflowError> {
     let filter = BackupJobFilter {
         operation: Some(JobOperation::Backup),
-        status: None,
-        start_time: Some(since - chrono::Duration::minutes(5)),
+        status,
+        start_time: since.map(|t| t - chrono::Duration::minutes(5)),
         end_time: None,
     };
     let jobs = ctx
@@ -486,9 +535,13 @@ async fn backup_poll(
     };
     // The daily limit can also end the trigger's long-running operation: defer, as when the
     // trigger itself is refused.
-    let out = match poll_step_or_limit(ctx, &op, spec, poll).await? {
+    let hand_back = |e: &ArmError| e.is_service_limit() || backup_in_progress(e);
+    let out = match poll_step_handing_back(ctx, &op, spec, poll, hand_back).await? {
         Ok(Polled::Handled(line)) => return Ok(line),
         Ok(Polled::Finished(out)) => out,
+        Err(e) if backup_in_progress(&e) => {
+            return adopt_running_job(ctx, (op, Writer::Poll), e).await
+        }
         Err(limit) => return limits::defer_after_refusal(ctx, (&op, Writer::Poll), &limit).await,
     };
     let job = match out.job_id {
