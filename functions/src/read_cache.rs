@@ -87,12 +87,16 @@ mod tests {
         let cache = TtlCache::new(Duration::from_millis(50));
         let calls = AtomicUsize::new(0);
         for _ in 0..3 {
-            let v = cache.get_or_read("k", read(&calls, Some("westeurope"))).await;
+            let v = cache
+                .get_or_read("k", read(&calls, Some("westeurope")))
+                .await;
             assert_eq!(v, Ok(Some("westeurope".to_string())));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         std::thread::sleep(Duration::from_millis(60));
-        let _ = cache.get_or_read("k", read(&calls, Some("westeurope"))).await;
+        let _ = cache
+            .get_or_read("k", read(&calls, Some("westeurope")))
+            .await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -101,8 +105,9 @@ mod tests {
         let cache: TtlCache<String> = TtlCache::default();
         let calls = AtomicUsize::new(0);
         assert_eq!(cache.get_or_read("k", read(&calls, None)).await, Ok(None));
-        let failed: Result<Option<String>, String> =
-            cache.get_or_read("k", async { Err("boom".to_string()) }).await;
+        let failed: Result<Option<String>, String> = cache
+            .get_or_read("k", async { Err("boom".to_string()) })
+            .await;
         assert!(failed.is_err());
         assert_eq!(cache.get_or_read("k", read(&calls, None)).await, Ok(None));
         assert_eq!(calls.load(Ordering::SeqCst), 2, "each miss read again");

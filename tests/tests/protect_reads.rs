@@ -38,9 +38,21 @@ async fn the_second_vm_of_a_vault_costs_only_its_own_reads() {
     let n = |calls: &BTreeMap<String, u64>, op: &str| calls.get(op).copied().unwrap_or(0);
     assert_eq!(n(&first, "rs.vault.get"), 1, "{first:?}");
     assert_eq!(n(&first, "keyvault.get"), 1, "{first:?}");
-    assert_eq!(n(&second, "rs.vault.get"), 0, "vault location kept: {second:?}");
-    assert_eq!(n(&second, "keyvault.get"), 0, "Key Vault fact kept: {second:?}");
-    assert_eq!(n(&second, "vm.get"), 1, "the VM itself is always read: {second:?}");
+    assert_eq!(
+        n(&second, "rs.vault.get"),
+        0,
+        "vault location kept: {second:?}"
+    );
+    assert_eq!(
+        n(&second, "keyvault.get"),
+        0,
+        "Key Vault fact kept: {second:?}"
+    );
+    assert_eq!(
+        n(&second, "vm.get"),
+        1,
+        "the VM itself is always read: {second:?}"
+    );
     let total: u64 = second.values().sum();
     let first_total: u64 = first.values().sum();
     assert_eq!(first_total - total, 2, "first {first:?}, second {second:?}");

@@ -83,7 +83,11 @@ impl<W: Write + Send> PlanSink for PlanJson<W> {
     }
 
     fn plan(&mut self, plan: VmPlan) {
-        let sep: &[u8] = if self.plans == 0 { b"\n    " } else { b",\n    " };
+        let sep: &[u8] = if self.plans == 0 {
+            b"\n    "
+        } else {
+            b",\n    "
+        };
         self.plans += 1;
         self.write(|o| {
             o.write_all(sep)?;
@@ -140,7 +144,11 @@ mod tests {
             plans.into_iter().for_each(|p| sink.plan(p));
             let out = sink.finish(&whole).expect("written");
             let streamed: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
-            assert_eq!(streamed, serde_json::to_value(&whole).expect("whole"), "{n} plans");
+            assert_eq!(
+                streamed,
+                serde_json::to_value(&whole).expect("whole"),
+                "{n} plans"
+            );
         }
     }
 

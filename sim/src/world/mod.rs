@@ -172,8 +172,10 @@ pub struct World {
     /// Resource Graph result snapshots behind outstanding `$skipToken`s (see
     /// `routes::resource_graph`): continuation pages read the rows their first page matched (rendered page by page).
     #[serde(skip)]
-    pub graph_snapshots:
-        std::collections::VecDeque<(u64, std::sync::Arc<Vec<crate::routes::resource_graph::RowRef>>)>,
+    pub graph_snapshots: std::collections::VecDeque<(
+        u64,
+        std::sync::Arc<Vec<crate::routes::resource_graph::RowRef>>,
+    )>,
     /// When each protected item's on-demand backups were accepted (see `source_vm`).
     pub on_demand_backups: BTreeMap<String, Vec<DateTime<Utc>>>,
     /// Where a Backup now past the daily limit is refused: the trigger call (400, default) or,

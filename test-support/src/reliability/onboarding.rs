@@ -291,7 +291,11 @@ impl std::fmt::Display for OnboardingReport {
             self.sim.throttled,
             self.sim.faults_injected
         )?;
-        writeln!(f, "  sim calls per VM by operation: {}", self.calls_per_vm())?;
+        writeln!(
+            f,
+            "  sim calls per VM by operation: {}",
+            self.calls_per_vm()
+        )?;
         writeln!(f, "  client: {}", summary_line(&self.arm))?;
         write!(
             f,

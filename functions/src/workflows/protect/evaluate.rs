@@ -175,7 +175,12 @@ async fn select_target(
             Err(e) => Err(e),
         }
     };
-    match ctx.reads.vault_location.get_or_read(&vault.canonical(), read).await {
+    match ctx
+        .reads
+        .vault_location
+        .get_or_read(&vault.canonical(), read)
+        .await
+    {
         Ok(Some(location)) => Ok(Ok((selection, location))),
         Ok(None) => {
             let msg = format!(
@@ -210,7 +215,11 @@ async fn warnings(
                 }
             };
             let cache = &ctx.reads.key_vault_disk_encryption;
-            cache.get_or_read(&kv.canonical(), read).await.ok().flatten()
+            cache
+                .get_or_read(&kv.canonical(), read)
+                .await
+                .ok()
+                .flatten()
         }
     };
     if disk_encryption == Some(false) {

@@ -6,8 +6,8 @@
 
 mod table;
 
-pub use self::table::RowRef;
 use self::table::table_refs;
+pub use self::table::RowRef;
 use super::{route, Ctx, Reply, Route};
 use crate::world::{lc, World};
 use axum::http::{Method, StatusCode};
@@ -193,7 +193,9 @@ fn value_str(v: &Value) -> String {
 
 #[cfg(test)]
 fn matches(row: &Value, conds: &[Cond]) -> bool {
-    conds.iter().all(|c| cond_holds(c, lookup(row, cond_path(c))))
+    conds
+        .iter()
+        .all(|c| cond_holds(c, lookup(row, cond_path(c))))
 }
 
 /// Whether a condition holds for the value at its path (`None`: the row has no such property).
@@ -363,7 +365,9 @@ fn matching_refs(
             }
             by_row.is_empty()
                 || r.render(w, now).is_some_and(|row| {
-                    by_row.iter().all(|c| cond_holds(c, lookup(&row, cond_path(c))))
+                    by_row
+                        .iter()
+                        .all(|c| cond_holds(c, lookup(&row, cond_path(c))))
                 })
         })
         .collect()
@@ -380,7 +384,10 @@ fn project(row: Value, cols: Option<&[(String, String)]>) -> Value {
     let Some(cols) = cols else { return row };
     let mut m = Map::new();
     for (alias, p) in cols {
-        m.insert(alias.clone(), lookup(&row, p).cloned().unwrap_or(Value::Null));
+        m.insert(
+            alias.clone(),
+            lookup(&row, p).cloned().unwrap_or(Value::Null),
+        );
     }
     Value::Object(m)
 }
@@ -436,6 +443,40 @@ mod tests {
         assert!(parse("resources | summarize count()").is_err());
         assert!(parse("resources | where type == 'x'").is_err());
         assert!(parse("securityresources").is_err());
+    }
+
+    /// The lazy table gives what rendering every row and filtering would: the same rows, in
+    /// the same order, for a type-only query and for one with a property condition.
+    #[test]
+    fn lazy_matching_gives_the_rows_a_full_render_would() {
+        let fleet = crate::Fleet::generate(2, 30, 7);
+        let now = Utc::now();
+        let w = World::from_fleet(&fleet, now, Default::default());
+        let queries = [
+            "resources | where type =~ 'microsoft.compute/virtualmachines'",
+            "resources | where type =~ 'microsoft.compute/virtualmachines/extensions' and properties.publisher =~ 'Microsoft.Azure.Security'",
+            "resources | where type =~ 'microsoft.keyvault/vaults'",
+            "recoveryservicesresources | where type =~ 'microsoft.recoveryservices/vaults/backupfabrics/protectioncontainers/protecteditems'",
+        ];
+        for text in queries {
+            let q = parse(text).expect("parses");
+            let lazy: Vec<Value> = matching_refs(&w, &q, None, now)
+                .iter()
+                .filter_map(|r| r.render(&w, now))
+                .collect();
+            let full: Vec<Value> = table_refs(&w, &q.table)
+                .iter()
+                .filter_map(|r| r.render(&w, now))
+                .filter(|r| matches(r, &q.conds))
+                .collect();
+            assert!(!full.is_empty() || text.starts_with("recovery"), "{text}");
+            assert_eq!(lazy, full, "{text}");
+        }
+        let sub = lc(&fleet.subscriptions[0].id);
+        let q = parse(queries[0]).expect("parses");
+        let one = matching_refs(&w, &q, Some(BTreeSet::from([sub.clone()])), now);
+        assert!(one.iter().all(|r| r.subscription(&w).map(lc) == Some(sub.clone())));
+        assert!(!one.is_empty() && one.len() < matching_refs(&w, &q, None, now).len());
     }
 
     #[test]

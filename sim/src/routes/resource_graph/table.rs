@@ -74,7 +74,9 @@ impl RowRef {
     pub fn subscription<'a>(&self, w: &'a World) -> Option<&'a str> {
         let vault = |k: &String| w.rs_vaults.get(k).map(|v| v.subscription.as_str());
         match self {
-            RowRef::Vm(k) | RowRef::Extension(k, _) => w.vms.get(k).map(|v| v.subscription.as_str()),
+            RowRef::Vm(k) | RowRef::Extension(k, _) => {
+                w.vms.get(k).map(|v| v.subscription.as_str())
+            }
             RowRef::KeyVault(k) => w.key_vaults.get(k).map(|v| v.subscription.as_str()),
             RowRef::RsVault(k) => vault(k),
             RowRef::StorageAccount(k) => w.storage_accounts.get(k).map(|r| r.subscription.as_str()),
@@ -164,7 +166,15 @@ impl<'a> Rg<'a> {
 
 fn simple(w: &World, r: &crate::world::SimpleResource, this: &RowRef) -> Value {
     let rg = Rg::new(&r.location, &r.subscription, &r.resource_group);
-    row(w, &r.id, &r.name, this, &rg, json!({}), r.properties.clone())
+    row(
+        w,
+        &r.id,
+        &r.name,
+        this,
+        &rg,
+        json!({}),
+        r.properties.clone(),
+    )
 }
 
 /// A row in Resource Graph's column set.
