@@ -475,7 +475,9 @@ mod tests {
         let sub = lc(&fleet.subscriptions[0].id);
         let q = parse(queries[0]).expect("parses");
         let one = matching_refs(&w, &q, Some(BTreeSet::from([sub.clone()])), now);
-        assert!(one.iter().all(|r| r.subscription(&w).map(lc) == Some(sub.clone())));
+        assert!(one
+            .iter()
+            .all(|r| r.subscription(&w).map(lc) == Some(sub.clone())));
         assert!(!one.is_empty() && one.len() < matching_refs(&w, &q, None, now).len());
     }
 
