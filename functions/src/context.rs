@@ -58,6 +58,9 @@ pub struct Context {
     pub arm: Arc<ArmClient>,
     /// The Backup Management Service object id, looked up once per process when not configured.
     pub bms_object_id: Arc<tokio::sync::OnceCell<uuid::Uuid>>,
+    /// Rarely changing facts of shared resources (vault locations), kept per process for a
+    /// short time ([`crate::read_cache`]).
+    pub reads: Arc<crate::read_cache::ReadCache>,
 }
 
 impl std::fmt::Debug for Context {

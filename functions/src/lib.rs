@@ -31,6 +31,7 @@ pub mod host;
 pub mod local;
 #[cfg(feature = "local")]
 pub mod local_stack;
+pub mod read_cache;
 pub mod records;
 pub mod report;
 pub mod settings;

@@ -201,6 +201,16 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     let identity = wiring::identity_from_env(|k| std::env::var(k).ok())?;
     let ctx = wiring::context(settings, &identity)?;
     let progress = cli::progress::Progress::new();
+    if args.dry_run && matches!(args.output, OutputFormat::Json) {
+        // Streamed: each plan is written as it is made, none is kept (cli::plan_json).
+        progress.say("planning the sweep (Resource Graph)…");
+        let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+        let mut sink = cli::plan_json::PlanJson::new(stdout);
+        let report = sweep::plan_streamed(&ctx, &mut sink).await;
+        progress.done();
+        sink.finish(&report?)?;
+        return Ok(());
+    }
     if args.dry_run {
         progress.say("planning the sweep (Resource Graph)…");
         let report = sweep::plan_only(&ctx).await;

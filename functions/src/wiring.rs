@@ -117,5 +117,6 @@ pub fn context(settings: Settings, identity: &Identity) -> Result<Context, Wirin
         clock: Arc::new(SystemClock),
         arm: Arc::new(arm),
         bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
+        reads: Default::default(),
     })
 }

@@ -4,6 +4,7 @@
 
 pub mod drill;
 pub mod output;
+pub mod plan_json;
 pub mod progress;
 pub mod report;
 pub mod state;

@@ -139,17 +139,25 @@ pub fn stale_grace(rpo: Duration) -> Duration {
 /// The plan for the fleet: one [`VmPlan`] per ADE VM that has drift, work to do, or needs a
 /// human; healthy VMs, VMs without ADE and VMs still encrypting are left out.
 pub fn plan(rules: &ProtectionRules, inputs: &SweepInputs<'_>) -> Vec<VmPlan> {
+    let mut plans = Vec::new();
+    plan_each(rules, inputs, |p| plans.push(p));
+    plans
+}
+
+/// [`plan`], each VM's plan handed to `f` as it is made (none of them kept): what the dry run
+/// streams out.
+pub fn plan_each(rules: &ProtectionRules, inputs: &SweepInputs<'_>, mut f: impl FnMut(VmPlan)) {
     let now = inputs.now.unwrap_or_else(Utc::now);
     let items: HashMap<String, &ProtectedItemView> = inputs
         .protected_items
         .iter()
         .map(|p| (p.vm_id.canonical(), p))
         .collect();
-    inputs
-        .vms
-        .iter()
-        .filter_map(|vm| plan_vm(rules, inputs, &items, vm, now))
-        .collect()
+    for vm in inputs.vms {
+        if let Some(p) = plan_vm(rules, inputs, &items, vm, now) {
+            f(p);
+        }
+    }
 }
 
 /// One VM: its ADE state decides whether it is planned at all, then the plan of an unprotected

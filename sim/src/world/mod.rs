@@ -43,7 +43,6 @@ pub use source_vm::{daily_limit_body, GuestModel, DAILY_LIMIT_CODE, ON_DEMAND_BA
 
 use crate::fleet::{self, Fleet};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Error codes the simulator returns. Codes marked "sim" are not named by Azure's docs; Azure's
@@ -171,9 +170,12 @@ pub struct World {
     #[serde(skip)]
     counter: u64,
     /// Resource Graph result snapshots behind outstanding `$skipToken`s (see
-    /// `routes::resource_graph`): continuation pages read the snapshot their first page took.
+    /// `routes::resource_graph`): continuation pages read the rows their first page matched (rendered page by page).
     #[serde(skip)]
-    pub graph_snapshots: std::collections::VecDeque<(u64, std::sync::Arc<Vec<Value>>)>,
+    pub graph_snapshots: std::collections::VecDeque<(
+        u64,
+        std::sync::Arc<Vec<crate::routes::resource_graph::RowRef>>,
+    )>,
     /// When each protected item's on-demand backups were accepted (see `source_vm`).
     pub on_demand_backups: BTreeMap<String, Vec<DateTime<Utc>>>,
     /// Where a Backup now past the daily limit is refused: the trigger call (400, default) or,

@@ -322,6 +322,11 @@ impl std::fmt::Display for OnboardingReport {
             self.sim.throttled,
             self.sim.faults_injected
         )?;
+        writeln!(
+            f,
+            "  sim calls per VM by operation: {}",
+            self.calls_per_vm()
+        )?;
         writeln!(f, "  client: {}", summary_line(&self.arm))?;
         write!(
             f,
@@ -344,6 +349,22 @@ impl std::fmt::Display for OnboardingReport {
             write!(f, "\n  stuck: {doc}")?;
         }
         Ok(())
+    }
+}
+
+impl OnboardingReport {
+    /// The simulator's calls per onboarded VM, by operation (most first): reads and writes per
+    /// VM of the event path, fleet-wide calls (vault, policy) included.
+    pub fn calls_per_vm(&self) -> String {
+        let n = self.vm_ids.len().max(1) as f64;
+        let mut ops: Vec<(&String, &u64)> = self.sim.calls.iter().collect();
+        ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let total: u64 = ops.iter().map(|(_, c)| **c).sum();
+        let each: Vec<String> = ops
+            .iter()
+            .map(|(op, c)| format!("{op} {:.2}", **c as f64 / n))
+            .collect();
+        format!("{:.2} in all: {}", total as f64 / n, each.join(", "))
     }
 }
 

@@ -167,9 +167,22 @@ async fn select_target(
         return Ok(Ok((selection, f.vault_location.clone())));
     }
     let vault = &selection.target.vault_id;
-    match ctx.arm.get_recovery_services_vault(vault).await {
-        Ok(v) => Ok(Ok((selection, v.location.unwrap_or_default()))),
-        Err(e) if e.is_not_found() => {
+    // One read per vault per few minutes, not one per VM (read_cache).
+    let read = async {
+        match ctx.arm.get_recovery_services_vault(vault).await {
+            Ok(v) => Ok(Some(v.location.unwrap_or_default())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    match ctx
+        .reads
+        .vault_location
+        .get_or_read(&vault.canonical(), read)
+        .await
+    {
+        Ok(Some(location)) => Ok(Ok((selection, location))),
+        Ok(None) => {
             let msg = format!(
                 "the Recovery Services vault {vault} chosen by rule {} does not exist",
                 selection.rule
@@ -193,12 +206,21 @@ async fn warnings(
     let disk_encryption = match facts {
         Some(f) => f.key_vault_disk_encryption,
         // Access problems are the grant step's to report.
-        None => ctx
-            .arm
-            .get_key_vault(&settings.key_vault_resource_id)
-            .await
-            .ok()
-            .map(|kv| kv.enabled_for_disk_encryption()),
+        None => {
+            let kv = &settings.key_vault_resource_id;
+            let read = async {
+                match ctx.arm.get_key_vault(kv).await {
+                    Ok(v) => Ok(Some(v.enabled_for_disk_encryption())),
+                    Err(e) => Err(e),
+                }
+            };
+            let cache = &ctx.reads.key_vault_disk_encryption;
+            cache
+                .get_or_read(&kv.canonical(), read)
+                .await
+                .ok()
+                .flatten()
+        }
     };
     if disk_encryption == Some(false) {
         warnings.push(format!(

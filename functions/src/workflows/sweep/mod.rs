@@ -33,7 +33,8 @@
 //!    properties read — and release) and zero ARM writes.**
 //!
 //! [`plan_only`] (`ade-backup sweep --dry-run`) runs steps 2 and 3 only and writes nothing; the
-//! CLI prints its report with [`crate::sweep_table`].
+//! CLI prints its report with [`crate::sweep_table`]. [`plan_streamed`] is the same dry run with
+//! each plan handed on as it is made and none kept (`--output json` writes them out that way).
 //!
 //! Resource Graph query and row shapes: `Azure/azure-rest-api-specs` resourcegraph 2022-10-01
 //! examples `ResourcesFirstPageQuery.json` / `ResourcesNextPageQuery.json`, and docs/arm-surface.md
@@ -59,6 +60,7 @@ pub use crate::sweep_table::render_table;
 use self::lease::{Claim, Claimed, LeaseKeeper};
 use self::summary::CountingStore;
 use crate::context::Context;
+use crate::domain::sweep_plan::VmPlan;
 use ade_backup_shared::arm::ArmError;
 use ade_backup_shared::state::StateError;
 use chrono::{DateTime, Utc};
@@ -131,12 +133,38 @@ pub enum SweepOutcome {
 
 /// The dry run: discovery and plan, nothing written (state is only read, for in-flight work).
 pub async fn plan_only(ctx: &Context) -> Result<SweepPlanReport, SweepError> {
+    struct Collect(Vec<VmPlan>);
+    impl PlanSink for Collect {
+        fn begin(&mut self, _: &SweepPlanReport) {}
+        fn plan(&mut self, p: VmPlan) {
+            self.0.push(p);
+        }
+    }
+    let mut sink = Collect(Vec::new());
+    let report = plan_streamed(ctx, &mut sink).await?;
+    Ok(SweepPlanReport {
+        plans: sink.0,
+        ..report
+    })
+}
+
+/// Where a streamed dry run's report goes: its head (what discovery saw, `plans` and the
+/// counts still empty), then each plan as it is made.
+pub trait PlanSink {
+    fn begin(&mut self, head: &SweepPlanReport);
+    fn plan(&mut self, plan: VmPlan);
+}
+
+/// The dry run, streamed: no plan is kept (a 100,000-VM fleet's plans are tens of MB). Returns
+/// the report without its plans, with the counts and ARM usage filled in.
+pub async fn plan_streamed(
+    ctx: &Context,
+    sink: &mut (dyn PlanSink + Send),
+) -> Result<SweepPlanReport, SweepError> {
     let before = ctx.arm.stats();
     let now = ctx.clock.now();
     let d = discover(ctx).await?;
-    let plans = plan::plan_with_in_flight(ctx, &d, now).await?;
-    let (drift, actions) = plan::count_plans(&plans);
-    Ok(SweepPlanReport {
+    let mut report = SweepPlanReport {
         generated_at: now,
         scope: scope_text(ctx),
         subscriptions: d.subscriptions.iter().map(|s| s.to_string()).collect(),
@@ -145,12 +173,23 @@ pub async fn plan_only(ctx: &Context) -> Result<SweepPlanReport, SweepError> {
         protected_items: d.protected_items.len(),
         key_vaults: d.key_vaults,
         key_vaults_with_access: d.key_vaults_with_access.len(),
-        drift,
-        actions,
-        plans,
-        warnings: d.warnings,
-        arm: ArmUsage::between(&before, &ctx.arm.stats()),
+        drift: Default::default(),
+        actions: Default::default(),
+        plans: Vec::new(),
+        warnings: d.warnings.clone(),
+        arm: ArmUsage::default(),
+    };
+    sink.begin(&report);
+    let mut counts = plan::PlanCounts::default();
+    plan::plan_each_with_in_flight(ctx, &d, now, |p| {
+        counts.add(&p);
+        sink.plan(p);
     })
+    .await?;
+    report.drift = counts.drift;
+    report.actions = counts.actions;
+    report.arm = ArmUsage::between(&before, &ctx.arm.stats());
+    Ok(report)
 }
 
 /// One scheduled run (what the `PolicySweep` timer calls).

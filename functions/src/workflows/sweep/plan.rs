@@ -83,21 +83,48 @@ pub(super) async fn plan_with_in_flight(
     d: &Discovery,
     now: DateTime<Utc>,
 ) -> Result<Vec<VmPlan>, SweepError> {
+    let open = open_operations(ctx, d, now).await?;
+    Ok(sweep_plan::plan(
+        &ctx.settings.workflow.protection_rules,
+        &inputs(d, open, now),
+    ))
+}
+
+/// [`plan_with_in_flight`], each plan handed to `f` as it is made and none kept (the dry run
+/// streams them out): the first pass keeps only the ids of the VMs it would act on.
+pub(super) async fn plan_each_with_in_flight(
+    ctx: &Context,
+    d: &Discovery,
+    now: DateTime<Utc>,
+    f: impl FnMut(VmPlan),
+) -> Result<(), SweepError> {
+    let open = open_operations(ctx, d, now).await?;
+    sweep_plan::plan_each(
+        &ctx.settings.workflow.protection_rules,
+        &inputs(d, open, now),
+        f,
+    );
+    Ok(())
+}
+
+/// The VMs (canonical ids) with work in flight, among those a plan without that knowledge would
+/// act on (only their records are read).
+async fn open_operations(
+    ctx: &Context,
+    d: &Discovery,
+    now: DateTime<Utc>,
+) -> Result<HashSet<String>, SweepError> {
     let rules = &ctx.settings.workflow.protection_rules;
-    let first = sweep_plan::plan(rules, &inputs(d, HashSet::new(), now));
-    let to_check: Vec<ResourceId> = first
-        .iter()
-        .filter(|p| !p.actions.is_empty())
-        .map(|p| p.vm_id.clone())
-        .collect();
+    let mut to_check: Vec<ResourceId> = Vec::new();
+    sweep_plan::plan_each(rules, &inputs(d, HashSet::new(), now), |p| {
+        if !p.actions.is_empty() {
+            to_check.push(p.vm_id);
+        }
+    });
     if to_check.is_empty() {
-        return Ok(first);
+        return Ok(HashSet::new());
     }
-    let open = in_flight(ctx, to_check, now).await?;
-    if open.is_empty() {
-        return Ok(first);
-    }
-    Ok(sweep_plan::plan(rules, &inputs(d, open, now)))
+    in_flight(ctx, to_check, now).await
 }
 
 /// The VMs (canonical ids) among `vms` whose record says work is in progress and not stalled.
@@ -136,18 +163,28 @@ async fn in_flight(
 
 /// VMs per drift kind, and per action.
 pub(super) fn count_plans(plans: &[VmPlan]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-    let mut drift = BTreeMap::new();
-    let mut actions = BTreeMap::new();
-    for p in plans {
+    let mut counts = PlanCounts::default();
+    plans.iter().for_each(|p| counts.add(p));
+    (counts.drift, counts.actions)
+}
+
+/// VMs per drift kind, and per action, counted one plan at a time.
+#[derive(Debug, Default)]
+pub(super) struct PlanCounts {
+    pub drift: BTreeMap<String, u64>,
+    pub actions: BTreeMap<String, u64>,
+}
+
+impl PlanCounts {
+    pub fn add(&mut self, p: &VmPlan) {
         let kinds: BTreeSet<&str> = p.drift.iter().map(drift_kind).collect();
         for k in kinds {
-            *drift.entry(k.to_string()).or_insert(0) += 1;
+            *self.drift.entry(k.to_string()).or_insert(0) += 1;
         }
         for a in &p.actions {
-            *actions.entry(action_name(*a).to_string()).or_insert(0) += 1;
+            *self.actions.entry(action_name(*a).to_string()).or_insert(0) += 1;
         }
     }
-    (drift, actions)
 }
 
 /// Fingerprint of the drift picture (stable drift facts, actions, needs-human, in flight per VM).

@@ -4,6 +4,10 @@
 //! Shapes: resourcegraph examples `ResourcesBasicQuery.json`, `ResourcesFirstPageQuery.json`,
 //! `ResourcesNextPageQuery.json`.
 
+mod table;
+
+use self::table::table_refs;
+pub use self::table::RowRef;
 use super::{route, Ctx, Reply, Route};
 use crate::world::{lc, World};
 use axum::http::{Method, StatusCode};
@@ -187,201 +191,21 @@ fn value_str(v: &Value) -> String {
     }
 }
 
+#[cfg(test)]
 fn matches(row: &Value, conds: &[Cond]) -> bool {
-    conds.iter().all(|c| match c {
-        Cond::Eq(p, lit) => lookup(row, p).is_some_and(|v| value_str(v).eq_ignore_ascii_case(lit)),
-        Cond::In(p, lits) => lookup(row, p).is_some_and(|v| {
-            let s = value_str(v);
-            lits.iter().any(|l| l.eq_ignore_ascii_case(&s))
-        }),
-    })
+    conds
+        .iter()
+        .all(|c| cond_holds(c, lookup(row, cond_path(c))))
 }
 
-// One parameter per ARG row column keeps call sites readable against the row shape.
-#[allow(clippy::too_many_arguments)]
-fn row(
-    w: &World,
-    id: &str,
-    name: &str,
-    rtype: &str,
-    location: &str,
-    sub: &str,
-    rg: &str,
-    tags: Value,
-    properties: Value,
-) -> Value {
-    json!({
-        "id": id,
-        "name": name,
-        "type": lc(rtype),
-        "tenantId": w.tenant_id,
-        "kind": "",
-        "location": location,
-        "resourceGroup": lc(rg),
-        "subscriptionId": sub,
-        "managedBy": "",
-        "sku": null,
-        "plan": null,
-        "properties": properties,
-        "tags": tags,
-        "identity": null,
-        "zones": null,
-        "extendedLocation": null
-    })
-}
-
-/// The rows of a Resource Graph table, as the KQL subset sees them before filtering.
-pub fn table_rows(w: &World, table: &str, now: DateTime<Utc>) -> Vec<Value> {
-    match table {
-        "resources" => resources_rows(w, now),
-        "recoveryservicesresources" => recovery_services_rows(w, now),
-        "authorizationresources" => authorization_rows(w),
-        _ => Vec::new(),
+/// Whether a condition holds for the value at its path (`None`: the row has no such property).
+fn cond_holds(c: &Cond, v: Option<&Value>) -> bool {
+    let Some(v) = v else { return false };
+    let s = value_str(v);
+    match c {
+        Cond::Eq(_, lit) => s.eq_ignore_ascii_case(lit),
+        Cond::In(_, lits) => lits.iter().any(|l| l.eq_ignore_ascii_case(&s)),
     }
-}
-
-/// `resources`: VMs (with their power state) and their extensions, key vaults, Recovery
-/// Services vaults, storage accounts and virtual networks.
-fn resources_rows(w: &World, now: DateTime<Utc>) -> Vec<Value> {
-    let mut rows = Vec::new();
-    for vm in w.vms.values() {
-        let mut full = w.vm_json(vm, false, now);
-        full["properties"]["extended"] = json!({"instanceView": {"powerState": {"code": format!("PowerState/{}", vm.power_state.as_str()), "level": "Info", "displayStatus": format!("VM {}", vm.power_state.as_str())}}});
-        rows.push(row(
-            w,
-            &vm.id,
-            &vm.name,
-            "Microsoft.Compute/virtualMachines",
-            &vm.location,
-            &vm.subscription,
-            &vm.resource_group,
-            json!(vm.tags),
-            full["properties"].take(),
-        ));
-        for e in vm.extensions.values() {
-            let mut ej = w.extension_json(vm, e);
-            rows.push(row(
-                w,
-                &format!("{}/extensions/{}", vm.id, e.name),
-                &e.name,
-                "Microsoft.Compute/virtualMachines/extensions",
-                &vm.location,
-                &vm.subscription,
-                &vm.resource_group,
-                json!({}),
-                ej["properties"].take(),
-            ));
-        }
-    }
-    for kv in w.key_vaults.values() {
-        let mut j = w.kv_json(kv);
-        rows.push(row(
-            w,
-            &kv.id,
-            &kv.name,
-            "Microsoft.KeyVault/vaults",
-            &kv.location,
-            &kv.subscription,
-            &kv.resource_group,
-            json!({}),
-            j["properties"].take(),
-        ));
-    }
-    for v in w.rs_vaults.values() {
-        let mut j = w.rs_vault_json(v);
-        rows.push(row(
-            w,
-            &v.id,
-            &v.name,
-            "Microsoft.RecoveryServices/vaults",
-            &v.location,
-            &v.subscription,
-            &v.resource_group,
-            json!({}),
-            j["properties"].take(),
-        ));
-    }
-    for r in w
-        .storage_accounts
-        .values()
-        .chain(w.virtual_networks.values())
-    {
-        rows.push(row(
-            w,
-            &r.id,
-            &r.name,
-            r.rtype,
-            &r.location,
-            &r.subscription,
-            &r.resource_group,
-            json!({}),
-            r.properties.clone(),
-        ));
-    }
-    rows
-}
-
-/// `recoveryservicesresources`: protected items and backup jobs.
-fn recovery_services_rows(w: &World, now: DateTime<Utc>) -> Vec<Value> {
-    let mut rows = Vec::new();
-    for item in w.protected_items.values() {
-        let Some(v) = w.rs_vaults.get(&item.vault_key) else {
-            continue;
-        };
-        let mut j = w.protected_item_json(item);
-        rows.push(row(
-            w,
-            &w.protected_item_id(item),
-            &item.name,
-            "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems",
-            &v.location,
-            &v.subscription,
-            &v.resource_group,
-            json!({}),
-            j["properties"].take(),
-        ));
-    }
-    for job in w.jobs.values() {
-        let Some(v) = w.rs_vaults.get(&job.vault_key) else {
-            continue;
-        };
-        let mut j = w.job_json(job, false, now);
-        let id = j["id"].as_str().unwrap_or_default().to_string();
-        rows.push(row(
-            w,
-            &id,
-            &job.id,
-            "Microsoft.RecoveryServices/vaults/backupJobs",
-            &v.location,
-            &v.subscription,
-            &v.resource_group,
-            json!({}),
-            j["properties"].take(),
-        ));
-    }
-    rows
-}
-
-/// `authorizationresources`: role assignments.
-fn authorization_rows(w: &World) -> Vec<Value> {
-    let mut rows = Vec::new();
-    for ra in w.role_assignments.values() {
-        let sub = ra.scope.split('/').nth(2).unwrap_or_default().to_string();
-        let rg = ra.scope.split('/').nth(4).unwrap_or_default().to_string();
-        let mut j = ra.to_json(&w.our_object_id);
-        rows.push(row(
-            w,
-            &ra.id,
-            &ra.name,
-            "Microsoft.Authorization/roleAssignments",
-            "",
-            &sub,
-            &rg,
-            json!({}),
-            j["properties"].take(),
-        ));
-    }
-    rows
 }
 
 fn fnv(s: &str) -> u64 {
@@ -429,20 +253,23 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
         w.graph_snapshots
             .iter()
             .find(|(s, _)| *s == id)
-            .map(|(_, rows)| rows.clone())
+            .map(|(_, refs)| refs.clone())
     });
     let reused = cached.is_some();
-    let rows = match cached {
-        Some(rows) => rows,
-        None => Arc::new(query_rows(w, &q, query_subscriptions(w, &body), ctx.now)),
+    let refs = match cached {
+        Some(refs) => refs,
+        None => Arc::new(matching_refs(w, &q, query_subscriptions(w, &body), ctx.now)),
     };
-    let total = rows.len();
+    let total = refs.len();
     let end = (offset + top).min(total);
-    let page: Vec<Value> = rows
+    // Only this page's rows are rendered (a row whose resource went away since the first page
+    // is left out, as Resource Graph's own view lags deletions).
+    let page: Vec<Value> = refs
         .iter()
         .skip(offset)
         .take(end.saturating_sub(offset))
-        .cloned()
+        .filter_map(|r| r.render(w, ctx.now))
+        .map(|r| project(r, q.project.as_deref()))
         .collect();
     let mut out = json!({
         "totalRecords": total,
@@ -459,7 +286,7 @@ fn query(w: &mut World, ctx: &Ctx) -> Reply {
     } else {
         let snap = match snapshot.filter(|_| reused) {
             Some(id) => id,
-            None => keep_snapshot(w, rows),
+            None => keep_snapshot(w, refs),
         };
         out["$skipToken"] = json!(format!("{end}.{qhash:x}.{snap:x}"));
     }
@@ -512,42 +339,67 @@ fn page_start(opts: &Value, qhash: u64) -> Result<(usize, Option<u64>), Reply> {
     }
 }
 
-/// The query's result: the table's rows in `subs` that match its conditions, projected before
-/// they are kept (a snapshot holds only the columns asked for).
-fn query_rows(
+/// The query's result, unrendered: the table's rows in `subs` that match its conditions. The
+/// subscription and a `type` condition are decided without rendering the row; a row is
+/// rendered (and dropped again) only when another condition needs its properties.
+fn matching_refs(
     w: &World,
     q: &Query,
     subs: Option<BTreeSet<String>>,
     now: DateTime<Utc>,
-) -> Vec<Value> {
-    table_rows(w, &q.table, now)
+) -> Vec<RowRef> {
+    let (by_type, by_row): (Vec<&Cond>, Vec<&Cond>) =
+        q.conds.iter().partition(|c| cond_path(c) == "type");
+    table_refs(w, &q.table)
         .into_iter()
         .filter(|r| {
-            subs.as_ref()
-                .is_none_or(|s| s.contains(&lc(r["subscriptionId"].as_str().unwrap_or_default())))
-        })
-        .filter(|r| matches(r, &q.conds))
-        .map(|r| match &q.project {
-            None => r,
-            Some(cols) => {
-                let mut m = Map::new();
-                for (alias, p) in cols {
-                    m.insert(alias.clone(), lookup(&r, p).cloned().unwrap_or(Value::Null));
-                }
-                Value::Object(m)
+            let Some(sub) = r.subscription(w) else {
+                return false;
+            };
+            if subs.as_ref().is_some_and(|s| !s.contains(&lc(sub))) {
+                return false;
             }
+            let rtype = Value::String(r.rtype(w));
+            if !by_type.iter().all(|c| cond_holds(c, Some(&rtype))) {
+                return false;
+            }
+            by_row.is_empty()
+                || r.render(w, now).is_some_and(|row| {
+                    by_row
+                        .iter()
+                        .all(|c| cond_holds(c, lookup(&row, cond_path(c))))
+                })
         })
         .collect()
 }
 
+fn cond_path(c: &Cond) -> &str {
+    match c {
+        Cond::Eq(p, _) | Cond::In(p, _) => p,
+    }
+}
+
+/// A row's columns as the query's `project` names them (the whole row without one).
+fn project(row: Value, cols: Option<&[(String, String)]>) -> Value {
+    let Some(cols) = cols else { return row };
+    let mut m = Map::new();
+    for (alias, p) in cols {
+        m.insert(
+            alias.clone(),
+            lookup(&row, p).cloned().unwrap_or(Value::Null),
+        );
+    }
+    Value::Object(m)
+}
+
 /// Keep a result for its continuation pages; returns the snapshot's id. A few concurrent paged
 /// queries at most: older snapshots are recomputed if their continuation ever comes.
-fn keep_snapshot(w: &mut World, rows: Arc<Vec<Value>>) -> u64 {
+fn keep_snapshot(w: &mut World, refs: Arc<Vec<RowRef>>) -> u64 {
     let id = w.new_snapshot_id();
     if w.graph_snapshots.len() >= 16 {
         w.graph_snapshots.pop_front();
     }
-    w.graph_snapshots.push_back((id, rows));
+    w.graph_snapshots.push_back((id, refs));
     id
 }
 
@@ -591,6 +443,42 @@ mod tests {
         assert!(parse("resources | summarize count()").is_err());
         assert!(parse("resources | where type == 'x'").is_err());
         assert!(parse("securityresources").is_err());
+    }
+
+    /// The lazy table gives what rendering every row and filtering would: the same rows, in
+    /// the same order, for a type-only query and for one with a property condition.
+    #[test]
+    fn lazy_matching_gives_the_rows_a_full_render_would() {
+        let fleet = crate::Fleet::generate(2, 30, 7);
+        let now = Utc::now();
+        let w = World::from_fleet(&fleet, now, Default::default());
+        let queries = [
+            "resources | where type =~ 'microsoft.compute/virtualmachines'",
+            "resources | where type =~ 'microsoft.compute/virtualmachines/extensions' and properties.publisher =~ 'Microsoft.Azure.Security'",
+            "resources | where type =~ 'microsoft.keyvault/vaults'",
+            "recoveryservicesresources | where type =~ 'microsoft.recoveryservices/vaults/backupfabrics/protectioncontainers/protecteditems'",
+        ];
+        for text in queries {
+            let q = parse(text).expect("parses");
+            let lazy: Vec<Value> = matching_refs(&w, &q, None, now)
+                .iter()
+                .filter_map(|r| r.render(&w, now))
+                .collect();
+            let full: Vec<Value> = table_refs(&w, &q.table)
+                .iter()
+                .filter_map(|r| r.render(&w, now))
+                .filter(|r| matches(r, &q.conds))
+                .collect();
+            assert!(!full.is_empty() || text.starts_with("recovery"), "{text}");
+            assert_eq!(lazy, full, "{text}");
+        }
+        let sub = lc(&fleet.subscriptions[0].id);
+        let q = parse(queries[0]).expect("parses");
+        let one = matching_refs(&w, &q, Some(BTreeSet::from([sub.clone()])), now);
+        assert!(one
+            .iter()
+            .all(|r| r.subscription(&w).map(lc) == Some(sub.clone())));
+        assert!(!one.is_empty() && one.len() < matching_refs(&w, &q, None, now).len());
     }
 
     #[test]
