@@ -16,6 +16,7 @@ pub mod keyvault_data;
 pub mod recovery_services;
 pub mod resource_graph;
 pub mod resources;
+pub mod features;
 pub mod skus;
 
 use crate::faults::FaultOutcome;
@@ -148,6 +149,7 @@ pub fn all_routes() -> Vec<Route> {
     r.extend(compute::routes());
     r.extend(deletes::routes());
     r.extend(skus::routes());
+    r.extend(features::routes());
     r.extend(keyvault::routes());
     r.extend(authorization::routes());
     r.extend(graph::routes());
