@@ -8,9 +8,9 @@
 //! per distinct policy) and every recovery point of each protected VM
 //! ([`super::recovery_points`]).
 
+use super::recovery_points::VmRecoveryPoints;
 use crate::context::Context;
 use crate::records::VmRecord;
-use super::recovery_points::VmRecoveryPoints;
 use ade_backup_shared::arm::{
     queries, ArmClient, ArmError, BackupPolicy, FeatureState, SubscriptionId,
 };

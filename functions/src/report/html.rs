@@ -393,7 +393,11 @@ fn retirement(s: &mut String, r: &FleetReport) {
         s,
         "ret-points",
         "ADE recovery points",
-        &t.recovery_points.iter().map(|p| p.count).sum::<u64>().to_string(),
+        &t.recovery_points
+            .iter()
+            .map(|p| p.count)
+            .sum::<u64>()
+            .to_string(),
     );
     s.push_str("</div>");
     encryption_at_host(s, t);
@@ -454,7 +458,14 @@ fn recovery_points(s: &mut String, t: &Retirement) {
     table(
         s,
         "recovery-points",
-        &["VM", "points", "oldest", "newest", "last expires", "expiry from"],
+        &[
+            "VM",
+            "points",
+            "oldest",
+            "newest",
+            "last expires",
+            "expiry from",
+        ],
         t.recovery_points.iter().map(|p| {
             let from: Vec<String> = p
                 .expiry_sources

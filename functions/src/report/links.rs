@@ -98,10 +98,22 @@ mod tests {
             );
             assert!(!d.url.contains('"') && !d.url.contains('<') && !d.title.is_empty());
         }
-        assert_eq!(for_reason("unsupported", "kek-certificate"), ENCRYPTED_VM_TROUBLESHOOT);
-        assert_eq!(for_reason("unsupported", "vault-region-mismatch"), VM_BACKUP_PREPARE);
-        assert_eq!(for_reason("blocked", "vm-agent-not-ready"), VM_AGENT_WINDOWS);
-        assert_eq!(for_reason("unsupported", "ade-settings-invalid"), ENCRYPTED_VM_BACKUP);
+        assert_eq!(
+            for_reason("unsupported", "kek-certificate"),
+            ENCRYPTED_VM_TROUBLESHOOT
+        );
+        assert_eq!(
+            for_reason("unsupported", "vault-region-mismatch"),
+            VM_BACKUP_PREPARE
+        );
+        assert_eq!(
+            for_reason("blocked", "vm-agent-not-ready"),
+            VM_AGENT_WINDOWS
+        );
+        assert_eq!(
+            for_reason("unsupported", "ade-settings-invalid"),
+            ENCRYPTED_VM_BACKUP
+        );
         assert_eq!(for_reason("failed", "anything"), ENCRYPTED_VM_TROUBLESHOOT);
     }
 }

@@ -21,6 +21,7 @@ pub enum MoveReadiness {
     SizeUnsupported,
     /// The size is `NotAvailableForSubscription` in the region: once deallocated to change the
     /// encryption setting, the VM may not start again on that size.
+    #[serde(rename = "size-restricted-in-region")]
     SizeRestricted,
     /// `Microsoft.Compute/EncryptionAtHost` is not registered on the subscription.
     FeatureNotRegistered,
@@ -65,12 +66,13 @@ impl MoveReadiness {
     }
 }
 
-/// The verdict from what ARM said: the first blocker (size, then restriction, then feature).
+/// The verdict from what ARM said: the first blocker (size, then restriction, then feature). A
+/// VM no sweep has described yet is still blocked by its subscription's missing registration.
 pub fn readiness(vm: Option<&VmFacts>, feature: Option<FeatureState>) -> MoveReadiness {
-    let Some(vm) = vm else {
-        return MoveReadiness::Unknown;
-    };
-    match (vm.encryption_at_host_supported, vm.size_restricted, feature) {
+    let (supported, restricted) = vm.map_or((None, None), |v| {
+        (v.encryption_at_host_supported, v.size_restricted)
+    });
+    match (supported, restricted, feature) {
         (Some(false), _, _) => MoveReadiness::SizeUnsupported,
         (_, Some(true), _) => MoveReadiness::SizeRestricted,
         (_, _, Some(FeatureState::NotRegistered)) => MoveReadiness::FeatureNotRegistered,
@@ -128,15 +130,46 @@ mod tests {
         use MoveReadiness as M;
         let reg = Some(Registered);
         assert_eq!(readiness(None, reg), M::Unknown);
-        assert_eq!(readiness(Some(&vm(Some(false), Some(true))), Some(NotRegistered)), M::SizeUnsupported);
-        assert_eq!(readiness(Some(&vm(Some(true), Some(true))), Some(NotRegistered)), M::SizeRestricted);
-        assert_eq!(readiness(Some(&vm(Some(true), Some(false))), Some(NotRegistered)), M::FeatureNotRegistered);
-        assert_eq!(readiness(Some(&vm(Some(true), Some(false))), Some(Registering)), M::FeatureRegistering);
-        assert_eq!(readiness(Some(&vm(Some(true), Some(false))), reg), M::CanMove);
-        assert_eq!(readiness(Some(&vm(Some(true), Some(false))), None), M::Unknown);
+        assert_eq!(
+            readiness(None, Some(NotRegistered)),
+            M::FeatureNotRegistered
+        );
+        assert_eq!(
+            readiness(Some(&vm(Some(false), Some(true))), Some(NotRegistered)),
+            M::SizeUnsupported
+        );
+        assert_eq!(
+            readiness(Some(&vm(Some(true), Some(true))), Some(NotRegistered)),
+            M::SizeRestricted
+        );
+        assert_eq!(
+            readiness(Some(&vm(Some(true), Some(false))), Some(NotRegistered)),
+            M::FeatureNotRegistered
+        );
+        assert_eq!(
+            readiness(Some(&vm(Some(true), Some(false))), Some(Registering)),
+            M::FeatureRegistering
+        );
+        assert_eq!(
+            readiness(Some(&vm(Some(true), Some(false))), reg),
+            M::CanMove
+        );
+        assert_eq!(
+            readiness(Some(&vm(Some(true), Some(false))), None),
+            M::Unknown
+        );
         assert_eq!(readiness(Some(&vm(None, Some(false))), reg), M::Unknown);
-        for m in [M::CanMove, M::SizeUnsupported, M::SizeRestricted, M::FeatureNotRegistered, M::FeatureRegistering, M::Unknown] {
+        for m in [
+            M::CanMove,
+            M::SizeUnsupported,
+            M::SizeRestricted,
+            M::FeatureNotRegistered,
+            M::FeatureRegistering,
+            M::Unknown,
+        ] {
             assert!(!m.fix().is_empty() && m.doc().url.starts_with("https://learn.microsoft.com/"));
+            // JSON says what the table and CSV say.
+            assert_eq!(serde_json::to_value(m).expect("json"), m.as_str());
         }
     }
 }

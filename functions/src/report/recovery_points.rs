@@ -115,7 +115,8 @@ pub fn summarize(
             });
         }
     }
-    out.past_retirement.sort_by_key(|p| (p.time, p.name.clone()));
+    out.past_retirement
+        .sort_by_key(|p| (p.time, p.name.clone()));
     out
 }
 
@@ -142,9 +143,7 @@ pub async fn gather(arm: &ArmClient, records: &[VmRecord], facts: &mut FleetFact
         .collect();
     let answers: Vec<_> = futures::stream::iter(wanted)
         .map(|(key, vault, vm, retention)| async move {
-            let r = arm
-                .list_recovery_points_up_to(&vault, &vm, MAX_PAGES)
-                .await;
+            let r = arm.list_recovery_points_up_to(&vault, &vm, MAX_PAGES).await;
             (key, vm, retention, r)
         })
         .buffer_unordered(crate::workflows::sweep::DEFAULT_CONCURRENCY)
@@ -175,7 +174,8 @@ mod tests {
     use super::*;
 
     fn rp(name: &str, time: &str, expiry: Option<&str>) -> RecoveryPoint {
-        let mut props = serde_json::json!({"objectType": "IaasVMRecoveryPoint", "recoveryPointTime": time});
+        let mut props =
+            serde_json::json!({"objectType": "IaasVMRecoveryPoint", "recoveryPointTime": time});
         if let Some(e) = expiry {
             props["recoveryPointProperties"] = serde_json::json!({"expiryTime": e});
         }
@@ -192,18 +192,24 @@ mod tests {
         ];
         let s = summarize(&points, Some(728), false);
         assert_eq!(s.count, 4);
-        assert_eq!(s.oldest.map(|t| t.to_rfc3339()).as_deref(), Some("2026-10-01T22:00:00+00:00"));
-        assert_eq!(s.newest.map(|t| t.to_rfc3339()).as_deref(), Some("2026-12-01T22:00:00+00:00"));
+        assert_eq!(
+            s.oldest.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-10-01T22:00:00+00:00")
+        );
+        assert_eq!(
+            s.newest.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-12-01T22:00:00+00:00")
+        );
         assert_eq!(s.expiry_sources[&ExpirySource::RecoveryPoint], 2);
         assert_eq!(s.expiry_sources[&ExpirySource::PolicyRetention], 2);
-        // a (ARM: 2028-11-26) and c (2026-12-01 + 728 days = 2028-11-29) run past 15 Sep 2028;
-        // d (2026-10-01 + 728 = 2028-09-28) too; b does not.
+        // a (ARM: 2028-11-26) and c (2026-12-01 + 728 days = 2028-11-28) run past 15 Sep 2028;
+        // d (2026-10-01 + 728 = 2028-09-27) too; b does not.
         let names: Vec<_> = s.past_retirement.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["d", "a", "c"]);
         assert_eq!(s.past_retirement[1].source, ExpirySource::RecoveryPoint);
         assert_eq!(
             s.last_expiry.map(|t| t.to_rfc3339()).as_deref(),
-            Some("2028-11-29T22:00:00+00:00")
+            Some("2028-11-28T22:00:00+00:00")
         );
     }
 

@@ -76,7 +76,10 @@ fn eah_row(
 
 /// The VM's recovery points row and its points retained past the retirement date: from the
 /// sweep's list, else from the record's latest point. `None`: no recovery point known.
-fn vm_points(rec: &VmRecord, inputs: &ReportInputs) -> Option<(RecoveryPointsRow, Vec<RetentionRow>)> {
+fn vm_points(
+    rec: &VmRecord,
+    inputs: &ReportInputs,
+) -> Option<(RecoveryPointsRow, Vec<RetentionRow>)> {
     let vm_id = rec.vm_id.to_string();
     let row = |p: &VmRecoveryPoints, source: &str| RecoveryPointsRow {
         vm_id: vm_id.clone(),

@@ -48,7 +48,12 @@ pub enum FeatureState {
 
 impl FeatureResult {
     pub fn state(&self) -> FeatureState {
-        match self.properties.state.as_deref().map(str::to_ascii_lowercase) {
+        match self
+            .properties
+            .state
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+        {
             Some(s) if s == "registered" => FeatureState::Registered,
             Some(s) if s == "registering" || s == "pending" => FeatureState::Registering,
             _ => FeatureState::NotRegistered,
@@ -104,6 +109,9 @@ mod tests {
                     .expect("parses");
             assert_eq!(f.state(), want, "{s}");
         }
-        assert_eq!(FeatureResult::default().state(), FeatureState::NotRegistered);
+        assert_eq!(
+            FeatureResult::default().state(),
+            FeatureState::NotRegistered
+        );
     }
 }

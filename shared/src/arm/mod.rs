@@ -48,6 +48,7 @@ mod common;
 pub mod compute;
 pub mod delete;
 pub mod error;
+pub mod features;
 pub mod graph;
 pub mod keyvault;
 pub mod keyvault_objects;
@@ -58,7 +59,6 @@ pub mod resource_graph;
 pub mod resources;
 pub mod retry;
 pub mod scope;
-pub mod features;
 pub mod skus;
 pub mod storage;
 mod telemetry;
@@ -82,6 +82,7 @@ pub use compute::{
 };
 pub use delete::{DeletableKind, DeleteStarted};
 pub use error::ArmError;
+pub use features::{FeatureResult, FeatureState};
 pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};
 pub use keyvault::{
     AccessPolicyEntry, AccessPolicyUpdateResult, KeyVault, KeyVaultProperties, Permissions,
@@ -101,5 +102,4 @@ pub use resources::{Deployment, DeploymentError, DeploymentProperties, Deploymen
 pub use retry::RetryPolicy;
 pub use scope::{ManagementGroupId, ResourceGroupRef, SubscriptionId};
 pub use skus::{ResourceSku, SkuCapability, SkuRestriction};
-pub use features::{FeatureResult, FeatureState};
 pub use user_quota::QuotaShape;

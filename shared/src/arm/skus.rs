@@ -146,6 +146,9 @@ mod tests {
         }))
         .expect("parses");
         assert!(sku.restricted_in("WestEurope"));
-        assert!(!sku.restricted_in("northeurope"), "a zone restriction leaves the region usable");
+        assert!(
+            !sku.restricted_in("northeurope"),
+            "a zone restriction leaves the region usable"
+        );
     }
 }

@@ -10,13 +10,13 @@ pub mod backup_jobs;
 pub mod blob;
 pub mod compute;
 pub mod deletes;
+pub mod features;
 pub mod graph;
 pub mod keyvault;
 pub mod keyvault_data;
 pub mod recovery_services;
 pub mod resource_graph;
 pub mod resources;
-pub mod features;
 pub mod skus;
 
 use crate::faults::FaultOutcome;

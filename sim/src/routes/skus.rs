@@ -77,10 +77,7 @@ fn skus_list(w: &mut World, ctx: &Ctx) -> Reply {
                 })
                 .collect();
             let mut sku = sku_json(name, family, *eah, &regions);
-            sku["restrictions"] = restricted
-                .iter()
-                .map(|r| restriction_json(r))
-                .collect();
+            sku["restrictions"] = restricted.iter().map(|r| restriction_json(r)).collect();
             sku
         })
         .collect();
