@@ -6,9 +6,11 @@
 //! cargo bench -p ade-backup-tests --bench report_cost --profile dev -- 10k
 //! cargo bench -p ade-backup-tests --bench report_cost --profile dev -- 1k
 //! ```
-//! Phases, each measured as wall time and peak RSS growth (`VmHWM` reset through
-//! `/proc/self/clear_refs` before the phase, minus `VmRSS` at its start; the simulator runs in
-//! this process, so its allocations while answering count too):
+//! Phases, each measured as wall time, peak heap growth (a counting global allocator: the most
+//! bytes live at once during the phase above those live at its start) and peak RSS growth
+//! (`VmHWM` reset through `/proc/self/clear_refs`, minus `VmRSS` at the start; blind to pages the
+//! allocator already holds). The simulator runs in this process, so its allocations while
+//! answering count too (during the sweep and the facts; rendering calls no ARM):
 //! 1. the first sweep of a healthy fleet (it adopts every protected ADE VM: the 10k-VM state);
 //! 2. `report::publish`, what the sweep does after a run: load the state, gather the ARM facts
 //!    (Resource Graph, Resource SKUs per subscription and region, the EncryptionAtHost feature per
@@ -21,9 +23,48 @@ use ade_backup_functions::workflows::sweep::{self, SweepOutcome};
 use ade_backup_sim::SimOptions;
 use ade_backup_test_support::simulator::{healthy_fleet, uniform_durations};
 use ade_backup_test_support::sweep_harness::Harness;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const SEED: u64 = 20240501;
+
+/// The system allocator, counting live bytes and their peak since the last reset.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let now = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed)
+                    + (new_size - layout.size());
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -39,21 +80,26 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A measured phase: wall time and peak RSS growth over its start.
+/// A measured phase: wall time, peak heap growth and peak RSS growth over its start.
 struct Phase {
     wall: Duration,
+    heap_mib: f64,
     peak_kib: u64,
 }
 
-/// Resets the peak RSS (`echo 5 > /proc/self/clear_refs`, Linux ≥ 4.0) and notes the RSS now.
-fn start_phase() -> (Instant, u64) {
+/// Resets the peaks (heap counter; RSS through `echo 5 > /proc/self/clear_refs`, Linux ≥ 4.0)
+/// and notes where the phase starts.
+fn start_phase() -> (Instant, usize, u64) {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    (Instant::now(), status_kib("VmRSS:"))
+    let live = LIVE.load(Ordering::Relaxed);
+    PEAK.store(live, Ordering::Relaxed);
+    (Instant::now(), live, status_kib("VmRSS:"))
 }
 
-fn end_phase((t, rss): (Instant, u64)) -> Phase {
+fn end_phase((t, live, rss): (Instant, usize, u64)) -> Phase {
     Phase {
         wall: t.elapsed(),
+        heap_mib: PEAK.load(Ordering::Relaxed).saturating_sub(live) as f64 / 1048576.0,
         peak_kib: status_kib("VmHWM:").saturating_sub(rss),
     }
 }
@@ -106,10 +152,11 @@ async fn run(subs: usize, vms: usize) {
 
     println!("== fleet report: {vms} VMs over {subs} subscriptions, simulator in this process, throttling on");
     println!(
-        "sweep: ADE VMs {} | state writes {} | wall {:.2} s | peak RSS growth {:.1} MiB",
+        "sweep: ADE VMs {} | state writes {} | wall {:.2} s | peak heap growth {:.1} MiB | peak RSS growth {:.1} MiB",
         summary.ade_vms,
         summary.state_writes,
         sweep.wall.as_secs_f64(),
+        sweep.heap_mib,
         sweep.peak_kib as f64 / 1024.0
     );
     let points: u64 = published
@@ -119,8 +166,9 @@ async fn run(subs: usize, vms: usize) {
         .map(|p| p.count)
         .sum();
     println!(
-        "publish (facts + report, after the sweep): wall {:.2} s | peak RSS growth {:.1} MiB | {} ADE VMs, {} recovery points, {} past retirement | ARM calls {:?}",
+        "publish (facts + report, after the sweep): wall {:.2} s | peak heap growth {:.1} MiB | peak RSS growth {:.1} MiB | {} ADE VMs, {} recovery points, {} past retirement | ARM calls {:?}",
         publish.wall.as_secs_f64(),
+        publish.heap_mib,
         publish.peak_kib as f64 / 1024.0,
         published.coverage.ade_vms,
         points,
@@ -128,19 +176,20 @@ async fn run(subs: usize, vms: usize) {
         calls
     );
     println!(
-        "render only (load + build + HTML {:.1} MiB + JSON {:.1} MiB + CSV {:.1} MiB): wall {:.2} s | peak RSS growth {:.1} MiB",
+        "render only (load + build + HTML {:.1} MiB + JSON {:.1} MiB + CSV {:.1} MiB): wall {:.2} s | peak heap growth {:.1} MiB | peak RSS growth {:.1} MiB",
         html.len() as f64 / 1048576.0,
         json.len() as f64 / 1048576.0,
         csv.len() as f64 / 1048576.0,
         render.wall.as_secs_f64(),
+        render.heap_mib,
         render.peak_kib as f64 / 1024.0
     );
     println!(
-        "ratios to the sweep: publish time {} memory {} | render time {} memory {}",
+        "ratios to the sweep: publish time {} heap {} | render time {} heap {}",
         ratio(publish.wall.as_secs_f64(), sweep.wall.as_secs_f64()),
-        ratio(publish.peak_kib as f64, sweep.peak_kib as f64),
+        ratio(publish.heap_mib, sweep.heap_mib),
         ratio(render.wall.as_secs_f64(), sweep.wall.as_secs_f64()),
-        ratio(render.peak_kib as f64, sweep.peak_kib as f64)
+        ratio(render.heap_mib, sweep.heap_mib)
     );
 }
 
