@@ -100,6 +100,8 @@ pub async fn run(mut args: LocalStackArgs) -> Result<LocalOutcome, LocalError> {
     let done = scenario_run.done.clone();
     hooks.idle_check = Some(Box::new(move || done.load(Ordering::SeqCst)));
     let state_root = args.local.state_dir.join("state");
+    let progress_root = state_root.clone();
+    hooks.progress = Some(Box::new(move || progress_counts(&progress_root)));
     hooks.before_report = Some(Box::new(move |outcome: &mut LocalOutcome| {
         outcome.extras.insert(
             "azure".into(),
@@ -295,6 +297,26 @@ fn read_docs(dir: &Path) -> Vec<Value> {
 
 /// Report sections from the state directory: every VM's protection outcome, every restore
 /// ticket's outcome, sweep runs.
+/// The progress line's part from the state: VMs by outcome and restore tickets.
+fn progress_counts(state_root: &Path) -> String {
+    let count = |docs: &[Value], field: &str, values: &[&str]| {
+        docs.iter()
+            .filter(|d| d[field].as_str().is_some_and(|s| values.contains(&s)))
+            .count()
+    };
+    let vms = read_docs(&state_root.join("vms"));
+    let tickets = read_docs(&state_root.join("restores"));
+    format!(
+        "VMs {} protected, {} in progress, {} failed · tickets {} ({} completed, {} rejected or failed)",
+        count(&vms, "status", &["protected"]),
+        count(&vms, "status", &["in-progress"]),
+        count(&vms, "status", &["failed", "blocked", "unsupported"]),
+        tickets.len(),
+        count(&tickets, "status", &["completed"]),
+        count(&tickets, "status", &["rejected", "failed"]),
+    )
+}
+
 pub fn summarize_state(state_root: &Path) -> Vec<(String, Value)> {
     let mut vms: Vec<Value> = read_docs(&state_root.join("vms"))
         .into_iter()

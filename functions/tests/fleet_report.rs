@@ -27,10 +27,12 @@ fn sample_run() -> &'static (tempfile::TempDir, String) {
             .output()
             .expect("run ade-backup local");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        // stderr is a pipe here: no progress line (it is drawn on a terminal or with --progress).
         assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            !stderr.contains("\x1b[2K") && !stdout.contains("\x1b[2K"),
+            "{stderr}"
         );
         (dir, stdout)
     })
@@ -152,7 +154,14 @@ fn report_numbers_match_the_state() {
             .map(|v| format!("{} {} {}", v["vmId"], v["status"], v["reason"]))
             .collect::<Vec<_>>()
     );
-    assert!(r["needsHuman"].as_array().expect("nh").len() >= humans);
+    let nh = r["needsHuman"].as_array().expect("nh");
+    assert!(nh.len() >= humans);
+    assert!(
+        nh.iter().all(|n| n["doc"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://learn.microsoft.com/"))),
+        "every reason links its Learn page: {nh:?}"
+    );
     let protected = outcomes.get("protected").copied().unwrap_or(0) as usize;
     assert_eq!(r["freshness"].as_array().expect("fr").len(), protected);
     check_retirement(&r, &vms);
@@ -172,17 +181,13 @@ fn check_retirement(r: &Value, vms: &[Value]) {
         }
     }
     assert_eq!(t["keyVaults"].as_array().expect("kv").len(), kvs.len());
-    let with_rp = vms
-        .iter()
-        .filter(|v| v["azure"]["recoveryPointId"].is_string())
-        .count();
-    assert_eq!(t["vmsWithRecoveryPoints"], with_rp as u64);
     // Encryption at host: the sample's rg-legacy VMs are Standard_A2_v2 (no support, per the
     // simulated Resource SKUs API); the facts file is what the last sweep read from ARM.
     let facts: Value = serde_json::from_slice(
         &std::fs::read(state_dir().join("reports/facts.json")).expect("facts.json"),
     )
     .expect("facts");
+    let key = |v: &Value| v["vmId"].as_str().unwrap_or_default().to_ascii_lowercase();
     let eah = t["encryptionAtHost"].as_array().expect("eah");
     let not_supported: Vec<&str> = eah
         .iter()
@@ -191,22 +196,99 @@ fn check_retirement(r: &Value, vms: &[Value]) {
         .collect();
     assert_eq!(not_supported.len(), 2, "{not_supported:?}");
     assert!(not_supported.iter().all(|v| v.contains("/rg-legacy/")));
+    check_readiness(eah, &facts);
     let disks: u64 = vms
         .iter()
-        .filter_map(|v| {
-            facts["vms"][v["vmId"].as_str().unwrap_or_default().to_ascii_lowercase()]["disks"]
-                .as_u64()
-        })
+        .filter_map(|v| facts["vms"][key(v)]["disks"].as_u64())
         .sum();
     assert_eq!(t["adeDisks"], disks);
-    // db-lnx-01 keeps EnhancedPolicy (104 weekly points in the sample): its points outlive ADE.
-    let retained = t["retainedPastRetirement"].as_array().expect("retained");
-    assert!(
-        retained.iter().any(|x| x["vmId"]
+    check_recovery_points(t, vms, &facts);
+}
+
+/// Each VM's verdict recounted from the facts: size support, then the subscription's
+/// restriction, then the feature registration. The sample has every verdict but "registering".
+fn check_readiness(eah: &[Value], facts: &Value) {
+    let mut seen = std::collections::BTreeSet::new();
+    for e in eah {
+        let id = e["vmId"].as_str().expect("id").to_ascii_lowercase();
+        let f = &facts["vms"][&id];
+        let sub = id.split('/').nth(2).expect("sub");
+        let feature = &facts["encryptionAtHostFeature"][sub];
+        let want = if f["encryptionAtHostSupported"] == false {
+            "size-unsupported"
+        } else if f["sizeRestricted"] == true {
+            "size-restricted-in-region"
+        } else if feature == "not-registered" {
+            "feature-not-registered"
+        } else if f["encryptionAtHostSupported"] == true && feature == "registered" {
+            "can-move"
+        } else {
+            "unknown"
+        };
+        assert_eq!(e["readiness"], want, "{e} {f} {feature}");
+        assert!(e["doc"]["url"]
             .as_str()
-            .is_some_and(|v| v.ends_with("/db-lnx-01"))),
-        "{retained:?}"
+            .is_some_and(|u| u.starts_with("https://learn.microsoft.com/")));
+        seen.insert(want);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            "can-move",
+            "feature-not-registered",
+            "size-restricted-in-region",
+            "size-unsupported"
+        ],
+        "rg-legacy: A2_v2; rg-app-neu: D2s_v3 restricted in northeurope for prod-weu; prod-neu: feature not registered"
     );
+}
+
+/// The recovery points the sweep listed (facts) against the report: counts per VM, and every point
+/// retained past 15 Sep 2028 listed once, per VM.
+fn check_recovery_points(t: &Value, vms: &[Value], facts: &Value) {
+    let key = |v: &Value| v["vmId"].as_str().unwrap_or_default().to_ascii_lowercase();
+    let listed = facts["recoveryPoints"].as_object().expect("recoveryPoints");
+    let with_rp = vms
+        .iter()
+        .filter(|v| match listed.get(&key(v)) {
+            Some(p) => p["count"].as_u64() > Some(0),
+            None => v["azure"]["recoveryPointTime"].is_string(),
+        })
+        .count();
+    assert_eq!(t["vmsWithRecoveryPoints"], with_rp as u64);
+    let rows = t["recoveryPoints"].as_array().expect("rows");
+    let mut past = std::collections::BTreeSet::new();
+    for row in rows.iter().filter(|r| r["source"] == "list") {
+        let p = &listed[&key(row)];
+        assert_eq!(row["count"], p["count"], "{row}");
+        assert_eq!(row["oldest"], p["oldest"], "{row}");
+        for x in p["pastRetirement"].as_array().expect("past") {
+            past.insert((key(row), x["name"].as_str().expect("n").to_string()));
+        }
+    }
+    assert!(rows.iter().filter(|r| r["source"] == "list").count() >= 13);
+    let retained = t["retainedPastRetirement"].as_array().expect("retained");
+    let reported: std::collections::BTreeSet<_> = retained
+        .iter()
+        .map(|x| (key(x), x["recoveryPoint"].as_str().expect("rp").to_string()))
+        .collect();
+    assert_eq!(reported.len(), retained.len(), "each point once");
+    assert_eq!(reported, past);
+    // db-lnx-01 keeps EnhancedPolicy (104 weekly points): its 7 daily sample points include one
+    // Sunday, whose expiry Azure (the simulator) gives in recoveryPointProperties.expiryTime.
+    let db = rows
+        .iter()
+        .find(|r| {
+            r["vmId"]
+                .as_str()
+                .is_some_and(|v| v.ends_with("/db-lnx-01"))
+        })
+        .expect("db-lnx-01 row");
+    assert!(db["count"].as_u64() >= Some(7), "{db}");
+    assert!(retained.iter().any(|x| x["vmId"]
+        .as_str()
+        .is_some_and(|v| v.ends_with("/db-lnx-01"))
+        && x["expirySource"] == "recovery-point"));
     assert!(retained
         .iter()
         .all(|x| x["retainedUntil"].as_str() > Some("2028-09-15")));

@@ -344,6 +344,7 @@ async fn hooks_seed_through_the_endpoint_fan_out_and_extend_the_report() {
         before_report: Some(Box::new(|outcome| {
             outcome.extras.insert("simulator".into(), json!({"vms": 3}));
         })),
+        progress: None,
     };
     let outcome = local::run_with(args(&f), hooks).await.expect("run");
     assert_eq!(outcome.functions["FanOutIncoming"].completed, 1);

@@ -62,6 +62,15 @@ pub struct Subscription {
     /// ancestor): a Resource Graph query scoped to any of them sees the subscription.
     #[serde(default)]
     pub management_groups: Vec<String>,
+    /// The subscription registered `Microsoft.Compute/EncryptionAtHost` (Microsoft.Features).
+    /// Azure's default is not registered; the simulator's is registered so fleets that do not
+    /// care see VMs that can move, and a fleet says `false` to show the fix.
+    #[serde(default = "yes")]
+    pub encryption_at_host_registered: bool,
+    /// VM sizes the Resource SKUs API reports restricted for this subscription
+    /// (`NotAvailableForSubscription`), by region.
+    #[serde(default)]
+    pub restricted_sizes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -561,6 +570,8 @@ impl Fleet {
                 }
                 .to_string(),
             ],
+            encryption_at_host_registered: true,
+            restricted_sizes: BTreeMap::new(),
         });
         for (ri, region) in GENERATED_REGIONS.iter().enumerate() {
             let rg = format!("rg-sec-{ri}");

@@ -12,6 +12,7 @@
 
 mod child;
 pub mod dispatch;
+pub mod progress;
 pub mod project;
 pub mod queue;
 mod report;
@@ -72,6 +73,10 @@ pub struct LocalArgs {
     /// Send the handler's output to `<state-dir>/serve.log` instead of the terminal.
     #[arg(long)]
     pub quiet: bool,
+    /// Draw the progress line on stderr even when it is not a terminal (on a terminal it is
+    /// always drawn).
+    #[arg(long)]
+    pub progress: bool,
     /// Deliveries before a message is dead-lettered (Service Bus maxDeliveryCount).
     #[arg(long, default_value_t = 10)]
     pub max_delivery_count: u32,
@@ -116,6 +121,7 @@ impl Default for LocalArgs {
             report: None,
             max_runtime: None,
             quiet: false,
+            progress: false,
             max_delivery_count: 10,
             lock_duration: 60.0,
             duplicate_window: 600.0,
@@ -201,6 +207,8 @@ pub struct LocalHooks {
     pub idle_check: Option<IdleCheck>,
     /// Last look at the outcome before the report is written (add `extras` sections).
     pub before_report: Option<BeforeReportHook>,
+    /// What the progress line shows beside the deliveries (VMs, tickets).
+    pub progress: Option<progress::ProgressExtra>,
 }
 
 /// `ade-backup local`.
@@ -324,7 +332,14 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
         horizon: limits.idle_horizon,
         check: hooks.idle_check.as_ref(),
     });
-    let (exit_reason, fatal) = running.wait_for_exit(deadline, idle).await?;
+    let mut line = progress::enabled(args.progress)
+        .then(|| progress::ProgressLine::new(std::io::stderr(), hooks.progress.take()));
+    let waited = running.wait_for_exit(deadline, idle, line.as_mut()).await;
+    if let Some(l) = line.as_mut() {
+        l.tick(&running.deliveries(), true);
+        l.finish();
+    }
+    let (exit_reason, fatal) = waited?;
     let shared = running.shut_down(fatal).await?;
 
     let outcome = collect_outcome(exit_reason, started_at, clock, &shared, &restarts)?;
@@ -576,11 +591,15 @@ impl Running {
         &mut self,
         deadline: Option<tokio::time::Instant>,
         idle: Option<IdleRule<'_>>,
+        mut line: Option<&mut progress::ProgressLine<std::io::Stderr>>,
     ) -> Result<(ExitReason, Option<LocalError>), LocalError> {
         let mut ready_seen = self.ready.clone();
         let mut was_ready = ready_seen.borrow().is_some();
         let mut idle_streak = 0u32;
         loop {
+            if let Some(l) = line.as_deref_mut() {
+                l.tick(&self.deliveries(), false);
+            }
             if let Some(fatal) = self.reap_supervisor().await {
                 return Ok((ExitReason::Interrupted, Some(fatal)));
             }
@@ -603,6 +622,16 @@ impl Running {
                 _ = tokio::signal::ctrl_c() => return Ok((ExitReason::Interrupted, None)),
             }
         }
+    }
+
+    /// The deliveries so far, for the progress line.
+    fn deliveries(&self) -> String {
+        let reports = self
+            .shared
+            .reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        progress::deliveries(&reports)
     }
 
     /// Collects the supervisor once it has finished; its error, if it ended with one.

@@ -4,8 +4,8 @@
 use super::load::ReportInputs;
 use super::model::*;
 use crate::records::{ProtectionStatus, RestoreOperation, RestoreStatus, VmRecord};
-use chrono::{DateTime, Duration, NaiveTime, Utc};
-use std::collections::{BTreeMap, BTreeSet};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 
 /// How many sweeps the trend shows.
 pub const TREND_RUNS: usize = 12;
@@ -49,7 +49,7 @@ pub fn build(inputs: &ReportInputs, now: DateTime<Utc>) -> FleetReport {
                 description: d.description.clone(),
             })
             .collect(),
-        retirement: retirement(&ade, inputs, now),
+        retirement: super::retirement::build(&ade, inputs, now),
         drills: super::drills::build(&inputs.vms, &inputs.drills),
         warnings,
     }
@@ -137,6 +137,7 @@ fn needs_human(ade: &[&VmRecord], inputs: &ReportInputs) -> Vec<NeedsHumanRow> {
                 vm_id: rec.vm_id.to_string(),
                 status: status.as_str().into(),
                 fix: fix_for(status.as_str(), &reason).into(),
+                doc: super::links::for_reason(status.as_str(), &reason).into(),
                 reason,
                 message: rec.message.clone().unwrap_or_default(),
             },
@@ -150,6 +151,7 @@ fn needs_human(ade: &[&VmRecord], inputs: &ReportInputs) -> Vec<NeedsHumanRow> {
                     vm_id: n.vm_id.clone(),
                     status: "needs-human".into(),
                     fix: fix_for("", &n.reason).into(),
+                    doc: super::links::for_reason("", &n.reason).into(),
                     reason: n.reason.clone(),
                     message: String::new(),
                 });
@@ -244,67 +246,5 @@ fn restores(ops: &[RestoreOperation]) -> Restores {
         by_status,
         phases,
         failures,
-    }
-}
-
-fn retirement(ade: &[&VmRecord], inputs: &ReportInputs, now: DateTime<Utc>) -> Retirement {
-    let date = ade_retirement_date();
-    let deadline = date.and_time(NaiveTime::MIN).and_utc();
-    let mut key_vaults = BTreeSet::new();
-    let (mut disks, mut without) = (0u64, 0u64);
-    let mut eah = Vec::new();
-    let mut retained = Vec::new();
-    for rec in ade {
-        if let Some(a) = &rec.ade {
-            key_vaults.insert(a.key_vault_resource_id.canonical().to_ascii_lowercase());
-            if let Some(k) = &a.kek_vault_resource_id {
-                key_vaults.insert(k.canonical().to_ascii_lowercase());
-            }
-        }
-        let facts = inputs.facts.vm(&rec.vm_id.canonical());
-        match facts {
-            Some(f) => disks += f.disks,
-            None => without += 1,
-        }
-        eah.push(EncryptionAtHostRow {
-            vm_id: rec.vm_id.to_string(),
-            region: facts.map_or_else(|| "unknown".into(), |f| f.location.clone()),
-            size: facts.map_or_else(|| "unknown".into(), |f| f.size.clone()),
-            encryption_at_host: match facts.and_then(|f| f.encryption_at_host_supported) {
-                Some(true) => HostEncryption::Supported,
-                Some(false) => HostEncryption::NotSupported,
-                None => HostEncryption::Unknown,
-            },
-        });
-        let policy = rec.azure.policy_id.as_deref().unwrap_or_default();
-        let longest = inputs
-            .facts
-            .policy(policy)
-            .and_then(|p| p.longest_retention_days);
-        if let (Some(t), Some(days)) = (rec.azure.recovery_point_time, longest) {
-            let until = t + Duration::days(days);
-            if until > deadline {
-                retained.push(RetentionRow {
-                    vm_id: rec.vm_id.to_string(),
-                    recovery_point_time: t,
-                    longest_retention_days: days,
-                    retained_until: until,
-                });
-            }
-        }
-    }
-    Retirement {
-        retirement_date: date,
-        days_left: (date - now.date_naive()).num_days(),
-        ade_vms: ade.len() as u64,
-        ade_disks: disks,
-        vms_without_facts: without,
-        key_vaults: key_vaults.into_iter().collect(),
-        vms_with_recovery_points: ade
-            .iter()
-            .filter(|r| r.azure.recovery_point_id.is_some())
-            .count() as u64,
-        encryption_at_host: eah,
-        retained_past_retirement: retained,
     }
 }

@@ -2,12 +2,18 @@
 //! in `reports/facts.json` so a report built later from the state alone (`ade-backup report` on a
 //! state directory) needs no Azure: each VM's region, size and disk count (Resource Graph, one
 //! query page per 1,000 VMs), whether its size supports encryption at host in its region (the
-//! Resource SKUs API's `EncryptionAtHostSupported`, one call per subscription and region), and
-//! each backup policy's RPO and longest retention (one GET per distinct policy).
+//! Resource SKUs API's `EncryptionAtHostSupported` and `NotAvailableForSubscription` restrictions,
+//! one call per subscription and region), each subscription's `EncryptionAtHost` feature
+//! registration ([`super::readiness`]), each backup policy's RPO and longest retention (one GET
+//! per distinct policy) and every recovery point of each protected VM
+//! ([`super::recovery_points`]).
 
+use super::recovery_points::VmRecoveryPoints;
 use crate::context::Context;
 use crate::records::VmRecord;
-use ade_backup_shared::arm::{queries, ArmClient, ArmError, BackupPolicy, SubscriptionId};
+use ade_backup_shared::arm::{
+    queries, ArmClient, ArmError, BackupPolicy, FeatureState, SubscriptionId,
+};
 use ade_backup_shared::ids::ResourceId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,6 +32,12 @@ pub struct FleetFacts {
     /// By backup policy resource id, lower-cased.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyFacts>,
+    /// By VM resource id, lower-cased: the VM's recovery points as the sweep listed them.
+    #[serde(default)]
+    pub recovery_points: BTreeMap<String, VmRecoveryPoints>,
+    /// By subscription id, lower-cased: `Microsoft.Compute/EncryptionAtHost` registration.
+    #[serde(default)]
+    pub encryption_at_host_feature: BTreeMap<String, FeatureState>,
     /// What could not be read (the report shows these gaps instead of guessing).
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -39,6 +51,9 @@ pub struct VmFacts {
     pub disks: u64,
     /// `EncryptionAtHostSupported` of the size in the VM's region; `None`: ARM did not say.
     pub encryption_at_host_supported: Option<bool>,
+    /// The size is `NotAvailableForSubscription` in the VM's region; `None`: ARM did not say.
+    #[serde(default)]
+    pub size_restricted: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -55,6 +70,14 @@ impl FleetFacts {
     }
     pub fn policy(&self, id: &str) -> Option<&PolicyFacts> {
         self.policies.get(&id.to_ascii_lowercase())
+    }
+    pub fn recovery_points(&self, vm_id: &str) -> Option<&VmRecoveryPoints> {
+        self.recovery_points.get(&vm_id.to_ascii_lowercase())
+    }
+    /// The `EncryptionAtHost` registration of the VM's subscription.
+    pub fn feature_of(&self, vm_id: &str) -> Option<FeatureState> {
+        let sub = super::readiness::subscription_of(vm_id)?;
+        self.encryption_at_host_feature.get(&sub).copied()
     }
 }
 
@@ -111,6 +134,7 @@ fn vm_row(row: &Value) -> Option<(String, VmFacts)> {
             size: row.get("vmSize").and_then(Value::as_str)?.to_string(),
             disks: os + data,
             encryption_at_host_supported: None,
+            size_restricted: None,
         },
     ))
 }
@@ -138,11 +162,14 @@ pub async fn gather(ctx: &Context, records: &[VmRecord]) -> FleetFacts {
         }
     }
     host_encryption(&ctx.arm, &mut facts).await;
+    super::readiness::gather_features(&ctx.arm, &mut facts).await;
     policies(&ctx.arm, records, &mut facts).await;
+    super::recovery_points::gather(&ctx.arm, records, &mut facts).await;
     facts
 }
 
-/// `EncryptionAtHostSupported` per VM, from one SKU list per (subscription, region).
+/// `EncryptionAtHostSupported` and the subscription's restriction per VM, from one SKU list per
+/// (subscription, region).
 async fn host_encryption(arm: &ArmClient, facts: &mut FleetFacts) {
     let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
     for (id, vm) in &facts.vms {
@@ -153,8 +180,9 @@ async fn host_encryption(arm: &ArmClient, facts: &mut FleetFacts) {
             pairs.insert((sub, vm.location.clone()));
         }
     }
-    // (subscription, region) → size (lower-cased) → supported
-    let mut answers: BTreeMap<(String, String), BTreeMap<String, Option<bool>>> = BTreeMap::new();
+    // (subscription, region) → size (lower-cased) → (supported, restricted)
+    type Sizes = BTreeMap<String, (Option<bool>, bool)>;
+    let mut answers: BTreeMap<(String, String), Sizes> = BTreeMap::new();
     for (sub, location) in pairs {
         let Ok(sub_id) = sub.parse::<uuid::Uuid>().map(SubscriptionId::from_uuid) else {
             continue;
@@ -166,7 +194,10 @@ async fn host_encryption(arm: &ArmClient, facts: &mut FleetFacts) {
                     .filter(|s| s.is_virtual_machine())
                     .filter_map(|s| {
                         let name = s.name.as_deref()?.to_ascii_lowercase();
-                        Some((name, s.encryption_at_host_supported()))
+                        Some((
+                            name,
+                            (s.encryption_at_host_supported(), s.restricted_in(&location)),
+                        ))
                     })
                     .collect();
                 answers.insert((sub, location), sizes);
@@ -180,10 +211,11 @@ async fn host_encryption(arm: &ArmClient, facts: &mut FleetFacts) {
         let sub = ResourceId::parse(id)
             .map(|r| r.subscription().to_string())
             .unwrap_or_default();
-        vm.encryption_at_host_supported = answers
+        let answer = answers
             .get(&(sub, vm.location.clone()))
-            .and_then(|sizes| sizes.get(&vm.size.to_ascii_lowercase()).copied())
-            .flatten();
+            .and_then(|sizes| sizes.get(&vm.size.to_ascii_lowercase()).copied());
+        vm.encryption_at_host_supported = answer.and_then(|(supported, _)| supported);
+        vm.size_restricted = answer.map(|(_, restricted)| restricted);
     }
 }
 

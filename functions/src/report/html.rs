@@ -85,6 +85,15 @@ fn kpis(s: &mut String, r: &FleetReport) {
     s.push_str("</div>");
 }
 
+/// A link to a documentation page (`rel=noreferrer`: a click sends nothing about the report).
+fn doc_link(d: &DocLink) -> String {
+    format!(
+        r#"<a href="{}" rel="noreferrer">{}</a>"#,
+        esc(&d.url),
+        esc(&d.title)
+    )
+}
+
 /// A table from a header and rows of already-escaped cells.
 fn table(s: &mut String, id: &str, head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
     let _ = write!(s, r#"<table data-table="{}"><tr>"#, esc(id));
@@ -198,13 +207,14 @@ fn drift(s: &mut String, r: &FleetReport) {
     table(
         s,
         "needs-human",
-        &["VM", "status", "reason", "fix", "message"],
+        &["VM", "status", "reason", "fix", "how-to", "message"],
         r.needs_human.iter().map(|n| {
             vec![
                 vm_cell(&n.vm_id),
                 esc(&n.status),
                 esc(&n.reason),
                 esc(&n.fix),
+                doc_link(&n.doc),
                 esc(&n.message),
             ]
         }),
@@ -351,8 +361,10 @@ fn retirement(s: &mut String, r: &FleetReport) {
     let t = &r.retirement;
     let _ = write!(
         s,
-        "<h2>ADE retirement readiness</h2><p>Azure Disk Encryption retires on {}: <b data-kpi=\"days-left-detail\">{}</b> days left. After it, ADE disks fail to unlock on reboot and ADE VMs can no longer be backed up.</p>",
-        t.retirement_date, t.days_left
+        "<h2>ADE retirement readiness</h2><p>Azure Disk Encryption retires on {}: <b data-kpi=\"days-left-detail\">{}</b> days left. After it, ADE disks fail to unlock on reboot and ADE VMs can no longer be backed up. How to move: {}.</p>",
+        t.retirement_date,
+        t.days_left,
+        doc_link(&t.doc)
     );
     s.push_str("<div>");
     kpi(s, "ret-vms", "VMs on ADE", &t.ade_vms.to_string());
@@ -377,43 +389,98 @@ fn retirement(s: &mut String, r: &FleetReport) {
         "VMs with ADE recovery points",
         &t.vms_with_recovery_points.to_string(),
     );
+    kpi(
+        s,
+        "ret-points",
+        "ADE recovery points",
+        &t.recovery_points
+            .iter()
+            .map(|p| p.count)
+            .sum::<u64>()
+            .to_string(),
+    );
     s.push_str("</div>");
     encryption_at_host(s, t);
+    recovery_points(s, t);
     retained_past_retirement(s, t);
 }
 
-/// Which ADE VMs can move to encryption at host: a chart by support and the VMs that cannot (yet).
+/// Which ADE VMs can move to encryption at host: a chart by verdict and the VMs that cannot
+/// (yet), with the blocker, the fix and the page explaining it.
 fn encryption_at_host(s: &mut String, t: &Retirement) {
-    s.push_str("<h3>Can move to encryption at host</h3>");
+    use super::readiness::MoveReadiness as M;
+    s.push_str("<h3>Can move to encryption at host</h3><p>As ARM tells: the size's <code>EncryptionAtHostSupported</code> in the region, <code>NotAvailableForSubscription</code> restrictions, and the subscription's <code>Microsoft.Compute/EncryptionAtHost</code> registration.</p>");
     let rows: Vec<(String, f64)> = [
-        HostEncryption::Supported,
-        HostEncryption::NotSupported,
-        HostEncryption::Unknown,
+        M::CanMove,
+        M::SizeUnsupported,
+        M::SizeRestricted,
+        M::FeatureNotRegistered,
+        M::FeatureRegistering,
+        M::Unknown,
     ]
     .iter()
-    .map(|h| (h.as_str().to_string(), t.eah_count(*h) as f64))
+    .map(|m| (m.as_str().to_string(), t.readiness_count(*m) as f64))
     .collect();
     s.push_str(&svg::bars(
         "encryption-at-host",
-        "VM sizes supporting encryption at host",
+        "ADE VMs by readiness for encryption at host",
         &rows,
         "VMs",
     ));
     table(
         s,
         "encryption-at-host",
-        &["VM", "region", "size", "encryption at host"],
+        &["VM", "region", "size", "blocker", "fix", "how-to"],
         t.encryption_at_host
             .iter()
-            .filter(|e| e.encryption_at_host != HostEncryption::Supported)
+            .filter(|e| e.readiness != M::CanMove)
             .map(|e| {
                 vec![
                     vm_cell(&e.vm_id),
                     esc(&e.region),
                     esc(&e.size),
-                    esc(e.encryption_at_host.as_str()),
+                    esc(e.readiness.as_str()),
+                    esc(&e.fix),
+                    doc_link(&e.doc),
                 ]
             }),
+    );
+}
+
+fn day(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// Every ADE VM's recovery points: how many, oldest, newest, when the last one expires.
+fn recovery_points(s: &mut String, t: &Retirement) {
+    s.push_str("<h3>ADE recovery points per VM</h3><p>Listed by the last sweep; expiry from Azure's <code>expiryTime</code> of each point, else the point's time plus its policy's longest retention.</p>");
+    table(
+        s,
+        "recovery-points",
+        &[
+            "VM",
+            "points",
+            "oldest",
+            "newest",
+            "last expires",
+            "expiry from",
+        ],
+        t.recovery_points.iter().map(|p| {
+            let from: Vec<String> = p
+                .expiry_sources
+                .iter()
+                .map(|(k, v)| format!("{} {v}", esc(k)))
+                .collect();
+            vec![
+                vm_cell(&p.vm_id),
+                format!("{}{}", p.count, if p.truncated { "+" } else { "" }),
+                day(p.oldest),
+                day(p.newest),
+                day(p.last_expiry),
+                from.join(", "),
+            ]
+        }),
     );
 }
 
@@ -421,8 +488,9 @@ fn encryption_at_host(s: &mut String, t: &Retirement) {
 fn retained_past_retirement(s: &mut String, t: &Retirement) {
     let _ = write!(
         s,
-        "<h3>Recovery points retained past the retirement ({})</h3><p>Restoring these needs ADE.</p>",
-        t.retained_past_retirement.len()
+        "<h3>Recovery points retained past the retirement ({})</h3><p>Restoring these needs ADE. {}.</p>",
+        t.retained_past_retirement.len(),
+        doc_link(&t.doc)
     );
     table(
         s,
@@ -430,15 +498,17 @@ fn retained_past_retirement(s: &mut String, t: &Retirement) {
         &[
             "VM",
             "recovery point",
-            "longest retention (days)",
+            "taken",
             "retained until",
+            "expiry from",
         ],
         t.retained_past_retirement.iter().map(|x| {
             vec![
                 vm_cell(&x.vm_id),
-                x.recovery_point_time.format("%Y-%m-%d").to_string(),
-                x.longest_retention_days.to_string(),
+                esc(&x.recovery_point),
+                x.recovery_point_time.format("%Y-%m-%d %H:%M").to_string(),
                 x.retained_until.format("%Y-%m-%d").to_string(),
+                esc(x.expiry_source.as_str()),
             ]
         }),
     );

@@ -13,8 +13,12 @@ pub mod build;
 pub mod drills;
 pub mod facts;
 pub mod html;
+pub mod links;
 pub mod load;
 pub mod model;
+pub mod readiness;
+pub mod recovery_points;
+pub mod retirement;
 pub mod svg;
 pub mod text;
 

@@ -76,6 +76,25 @@ pub struct NeedsHumanRow {
     pub reason: String,
     pub message: String,
     pub fix: String,
+    /// The Microsoft Learn page explaining the fix.
+    pub doc: DocLink,
+}
+
+/// A documentation page (from [`super::links`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocLink {
+    pub title: String,
+    pub url: String,
+}
+
+impl From<super::links::Doc> for DocLink {
+    fn from(d: super::links::Doc) -> Self {
+        Self {
+            title: d.title.into(),
+            url: d.url.into(),
+        }
+    }
 }
 
 /// A protected VM's latest recovery point against its policy's RPO.
@@ -168,8 +187,31 @@ pub struct Retirement {
     /// ADE VMs with at least one recovery point (those points need ADE to restore).
     pub vms_with_recovery_points: u64,
     pub encryption_at_host: Vec<EncryptionAtHostRow>,
-    /// Recovery points whose retention runs past the retirement date.
+    /// Every ADE VM's recovery points as the last sweep listed them.
+    pub recovery_points: Vec<RecoveryPointsRow>,
+    /// Every recovery point whose retention runs past the retirement date, per VM.
     pub retained_past_retirement: Vec<RetentionRow>,
+    /// The page on migrating off ADE.
+    pub doc: DocLink,
+}
+
+/// One VM's recovery points (from the sweep's list; the latest point only when none was listed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryPointsRow {
+    pub vm_id: String,
+    pub count: u64,
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+    /// When the VM's last recovery point expires.
+    pub last_expiry: Option<DateTime<Utc>>,
+    /// How many points' expiry came from each source (`recovery-point`, `policy-retention`,
+    /// `unknown`).
+    pub expiry_sources: BTreeMap<String, u64>,
+    /// `list` (the sweep listed every point) or `record` (only the VM record's latest point).
+    pub source: String,
+    /// The list had more pages than the sweep reads per VM.
+    pub truncated: bool,
 }
 
 /// Whether a VM's size supports encryption at host in its region, as the Resource SKUs API says.
@@ -198,15 +240,23 @@ pub struct EncryptionAtHostRow {
     pub region: String,
     pub size: String,
     pub encryption_at_host: HostEncryption,
+    /// Can the VM move now, and if not, the first blocker.
+    pub readiness: super::readiness::MoveReadiness,
+    pub fix: String,
+    pub doc: DocLink,
 }
 
+/// A recovery point retained past the retirement date.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionRow {
     pub vm_id: String,
+    /// The recovery point's name (its id).
+    pub recovery_point: String,
     pub recovery_point_time: DateTime<Utc>,
-    pub longest_retention_days: i64,
     pub retained_until: DateTime<Utc>,
+    /// Azure's `expiryTime` of the point, or computed from the policy's retention.
+    pub expiry_source: super::recovery_points::ExpirySource,
 }
 
 impl Retirement {
@@ -214,6 +264,12 @@ impl Retirement {
         self.encryption_at_host
             .iter()
             .filter(|r| r.encryption_at_host == which)
+            .count() as u64
+    }
+    pub fn readiness_count(&self, which: super::readiness::MoveReadiness) -> u64 {
+        self.encryption_at_host
+            .iter()
+            .filter(|r| r.readiness == which)
             .count() as u64
     }
 }

@@ -25,21 +25,24 @@ fn tsv_cell(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
 }
 
-const VM_COLUMNS: [&str; 10] = [
+const VM_COLUMNS: [&str; 13] = [
     "vmId",
     "outcome",
     "reason",
     "region",
     "size",
     "encryptionAtHost",
+    "moveReadiness",
     "rpoHours",
     "lastRecoveryPoint",
     "freshness",
+    "recoveryPoints",
+    "pointsPastRetirement",
     "retainedPastRetirement",
 ];
 
 /// One row per ADE VM, the columns of [`VM_COLUMNS`].
-fn vm_rows(r: &FleetReport) -> Vec<[String; 10]> {
+fn vm_rows(r: &FleetReport) -> Vec<[String; 13]> {
     let fresh: BTreeMap<&str, &FreshnessRow> =
         r.freshness.iter().map(|f| (f.vm_id.as_str(), f)).collect();
     let human: BTreeMap<&str, &NeedsHumanRow> = r
@@ -47,11 +50,20 @@ fn vm_rows(r: &FleetReport) -> Vec<[String; 10]> {
         .iter()
         .map(|n| (n.vm_id.as_str(), n))
         .collect();
-    let retained: BTreeMap<&str, &RetentionRow> = r
+    // Per VM: how many points outlive the retirement, and the last of their expiries.
+    let mut retained: BTreeMap<&str, (u64, Option<&RetentionRow>)> = BTreeMap::new();
+    for x in &r.retirement.retained_past_retirement {
+        let e = retained.entry(x.vm_id.as_str()).or_default();
+        e.0 += 1;
+        if e.1.is_none_or(|l| l.retained_until < x.retained_until) {
+            e.1 = Some(x);
+        }
+    }
+    let points: BTreeMap<&str, u64> = r
         .retirement
-        .retained_past_retirement
+        .recovery_points
         .iter()
-        .map(|x| (x.vm_id.as_str(), x))
+        .map(|p| (p.vm_id.as_str(), p.count))
         .collect();
     r.retirement
         .encryption_at_host
@@ -75,14 +87,24 @@ fn vm_rows(r: &FleetReport) -> Vec<[String; 10]> {
                 e.region.clone(),
                 e.size.clone(),
                 e.encryption_at_host.as_str().into(),
+                e.readiness.as_str().into(),
                 f.map(|f| f.rpo_hours.to_string()).unwrap_or_default(),
                 f.and_then(|f| f.last_recovery_point)
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_default(),
                 f.map(|f| f.freshness.as_str().to_string())
                     .unwrap_or_default(),
+                points
+                    .get(e.vm_id.as_str())
+                    .map(u64::to_string)
+                    .unwrap_or_default(),
                 retained
                     .get(e.vm_id.as_str())
+                    .map(|x| x.0.to_string())
+                    .unwrap_or_default(),
+                retained
+                    .get(e.vm_id.as_str())
+                    .and_then(|x| x.1)
                     .map(|x| x.retained_until.to_rfc3339())
                     .unwrap_or_default(),
             ]
@@ -174,6 +196,22 @@ pub fn table(r: &FleetReport) -> String {
             ),
         ),
         (
+            "can move to enc. at host",
+            format!(
+                "{} of {}",
+                t.readiness_count(super::readiness::MoveReadiness::CanMove),
+                t.encryption_at_host.len()
+            ),
+        ),
+        (
+            "ADE recovery points",
+            t.recovery_points
+                .iter()
+                .map(|p| p.count)
+                .sum::<u64>()
+                .to_string(),
+        ),
+        (
             "retained past retirement",
             t.retained_past_retirement.len().to_string(),
         ),
@@ -182,7 +220,11 @@ pub fn table(r: &FleetReport) -> String {
         let _ = writeln!(s, "{k:<26} {v}");
     }
     for n in &r.needs_human {
-        let _ = writeln!(s, "  needs a human: {} — {} ({})", n.vm_id, n.reason, n.fix);
+        let _ = writeln!(
+            s,
+            "  needs a human: {} — {} ({}; {})",
+            n.vm_id, n.reason, n.fix, n.doc.url
+        );
     }
     for line in super::drills::table_lines(&r.drills) {
         let _ = writeln!(s, "{line}");

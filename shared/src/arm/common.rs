@@ -74,16 +74,35 @@ impl ArmClient {
         bucket: Bucket,
         graph: bool,
     ) -> Result<Vec<T>, ArmError> {
+        match self
+            .list_up_to(operation, first, bucket, graph, 10_000)
+            .await?
+        {
+            (out, false) => Ok(out),
+            (_, true) => Err(ArmError::decode(
+                operation,
+                "more than 10000 pages; nextLink loops",
+            )),
+        }
+    }
+
+    /// Like [`Self::list_all`], reading at most `max_pages` pages: the items and whether more
+    /// pages were left unread (a bounded read of a list that may be long).
+    pub(crate) async fn list_up_to<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        first: Url,
+        bucket: Bucket,
+        graph: bool,
+        max_pages: u32,
+    ) -> Result<(Vec<T>, bool), ArmError> {
         let mut out = Vec::new();
         let mut next = Some(first);
         let mut pages = 0u32;
         while let Some(url) = next.take() {
             pages += 1;
-            if pages > 10_000 {
-                return Err(ArmError::decode(
-                    operation,
-                    "more than 10000 pages; nextLink loops",
-                ));
+            if pages > max_pages {
+                return Ok((out, true));
             }
             let mut call = Call::new(operation, Method::GET, url.clone(), bucket);
             if graph {
@@ -112,7 +131,7 @@ impl ArmClient {
                 next = Some(u);
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 }
 

@@ -48,6 +48,7 @@ mod common;
 pub mod compute;
 pub mod delete;
 pub mod error;
+pub mod features;
 pub mod graph;
 pub mod keyvault;
 pub mod keyvault_objects;
@@ -81,6 +82,7 @@ pub use compute::{
 };
 pub use delete::{DeletableKind, DeleteStarted};
 pub use error::ArmError;
+pub use features::{FeatureResult, FeatureState};
 pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};
 pub use keyvault::{
     AccessPolicyEntry, AccessPolicyUpdateResult, KeyVault, KeyVaultProperties, Permissions,
@@ -99,5 +101,5 @@ pub use resource_graph::{queries, GraphRow, GraphScope, ResourceGraphPage};
 pub use resources::{Deployment, DeploymentError, DeploymentProperties, DeploymentRequest};
 pub use retry::RetryPolicy;
 pub use scope::{ManagementGroupId, ResourceGroupRef, SubscriptionId};
-pub use skus::{ResourceSku, SkuCapability};
+pub use skus::{ResourceSku, SkuCapability, SkuRestriction};
 pub use user_quota::QuotaShape;

@@ -27,8 +27,25 @@ pub struct ResourceSku {
     #[serde(deserialize_with = "null_vec")]
     pub capabilities: Vec<SkuCapability>,
     #[serde(deserialize_with = "null_vec")]
-    pub restrictions: Vec<serde_json::Value>,
+    pub restrictions: Vec<SkuRestriction>,
 }
+
+/// `ResourceSkuRestrictions`: where the SKU cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SkuRestriction {
+    /// `Location` or `Zone`.
+    #[serde(rename = "type")]
+    pub restriction_type: Option<String>,
+    /// The locations (or zones) the restriction applies to.
+    #[serde(deserialize_with = "null_vec")]
+    pub values: Vec<String>,
+    /// `QuotaId` or `NotAvailableForSubscription`.
+    pub reason_code: Option<String>,
+}
+
+/// The restriction reason meaning the subscription cannot deploy the size there.
+pub const NOT_AVAILABLE_FOR_SUBSCRIPTION: &str = "NotAvailableForSubscription";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -50,6 +67,20 @@ impl ResourceSku {
     pub fn encryption_at_host_supported(&self) -> Option<bool> {
         self.capability(ENCRYPTION_AT_HOST_SUPPORTED)
             .map(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// The size is restricted for this subscription in `location` (a `Location` restriction
+    /// naming it with `NotAvailableForSubscription`): it cannot be (re)allocated there.
+    pub fn restricted_in(&self, location: &str) -> bool {
+        self.restrictions.iter().any(|r| {
+            r.restriction_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("Location"))
+                && r.reason_code
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(NOT_AVAILABLE_FOR_SUBSCRIPTION))
+                && r.values.iter().any(|v| v.eq_ignore_ascii_case(location))
+        })
     }
 
     pub fn is_virtual_machine(&self) -> bool {
@@ -101,5 +132,23 @@ mod tests {
         assert!(page.value[0].is_virtual_machine());
         assert_eq!(page.value[1].encryption_at_host_supported(), None);
         assert!(!page.value[1].is_virtual_machine());
+        assert!(!page.value[0].restricted_in("westus"));
+    }
+
+    #[test]
+    fn a_location_restriction_for_the_subscription_restricts_the_size() {
+        let sku: ResourceSku = serde_json::from_value(serde_json::json!({
+            "resourceType": "virtualMachines", "name": "Standard_D2s_v3",
+            "restrictions": [
+                {"type": "Zone", "values": ["northeurope"], "restrictionInfo": {"locations": ["northeurope"], "zones": ["1"]}, "reasonCode": "NotAvailableForSubscription"},
+                {"type": "Location", "values": ["westeurope"], "restrictionInfo": {"locations": ["westeurope"]}, "reasonCode": "NotAvailableForSubscription"}
+            ]
+        }))
+        .expect("parses");
+        assert!(sku.restricted_in("WestEurope"));
+        assert!(
+            !sku.restricted_in("northeurope"),
+            "a zone restriction leaves the region usable"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod backup_jobs;
 pub mod blob;
 pub mod compute;
 pub mod deletes;
+pub mod features;
 pub mod graph;
 pub mod keyvault;
 pub mod keyvault_data;
@@ -148,6 +149,7 @@ pub fn all_routes() -> Vec<Route> {
     r.extend(compute::routes());
     r.extend(deletes::routes());
     r.extend(skus::routes());
+    r.extend(features::routes());
     r.extend(keyvault::routes());
     r.extend(authorization::routes());
     r.extend(graph::routes());

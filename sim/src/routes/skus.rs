@@ -40,13 +40,13 @@ fn filter_location(filter: &str) -> Option<String> {
 }
 
 fn skus_list(w: &mut World, ctx: &Ctx) -> Reply {
-    if !w.subscriptions.contains_key(&lc(ctx.param(0))) {
+    let Some(sub) = w.subscriptions.get(&lc(ctx.param(0))) else {
         return Reply::error(
             StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
             format!("The subscription '{}' could not be found.", ctx.param(0)),
         );
-    }
+    };
     let location = match ctx.query("$filter") {
         None => None,
         Some(f) => match filter_location(f) {
@@ -66,9 +66,32 @@ fn skus_list(w: &mut World, ctx: &Ctx) -> Reply {
     };
     let value: Vec<Value> = CATALOG
         .iter()
-        .map(|(name, family, eah)| sku_json(name, family, *eah, &regions))
+        .map(|(name, family, eah)| {
+            let restricted: Vec<&String> = regions
+                .iter()
+                .filter(|r| {
+                    sub.restricted_sizes.iter().any(|(region, sizes)| {
+                        region.eq_ignore_ascii_case(r)
+                            && sizes.iter().any(|s| s.eq_ignore_ascii_case(name))
+                    })
+                })
+                .collect();
+            let mut sku = sku_json(name, family, *eah, &regions);
+            sku["restrictions"] = restricted.iter().map(|r| restriction_json(r)).collect();
+            sku
+        })
         .collect();
     Reply::ok(json!({ "value": value }))
+}
+
+/// A `Location` restriction: the subscription cannot deploy the size in `region`.
+fn restriction_json(region: &str) -> Value {
+    json!({
+        "type": "Location",
+        "values": [region],
+        "restrictionInfo": {"locations": [region]},
+        "reasonCode": "NotAvailableForSubscription"
+    })
 }
 
 fn sku_json(name: &str, family: &str, eah: bool, regions: &[String]) -> Value {

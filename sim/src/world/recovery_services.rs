@@ -6,7 +6,7 @@
 
 use super::{lc, resource_id, ts, Disk, Encryption, Failure, JobKind, VmState, World};
 use crate::fleet::{self, OsType};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -400,6 +400,28 @@ impl World {
         })
     }
 
+    /// When `rp` expires under the item's policy: a Sunday point of a policy with weekly
+    /// retention lives `weekly_weeks` weeks, any other point `daily_days` days. `None` once
+    /// protection is stopped (retained data never expires) or the policy is unknown.
+    pub fn recovery_point_expiry(
+        &self,
+        item: &ProtectedItem,
+        rp: &RecoveryPoint,
+    ) -> Option<DateTime<Utc>> {
+        let policy = self
+            .rs_vaults
+            .get(&item.vault_key)?
+            .policies
+            .get(&lc(item.policy.as_deref()?))?;
+        let daily = Duration::days(i64::from(policy.retention.daily_days));
+        let weekly = policy
+            .retention
+            .weekly_weeks
+            .filter(|_| rp.time.weekday() == chrono::Weekday::Sun)
+            .map(|w| Duration::weeks(i64::from(w)));
+        Some(rp.time + weekly.map_or(daily, |w| w.max(daily)))
+    }
+
     pub fn recovery_point_json(
         &self,
         item: &ProtectedItem,
@@ -423,6 +445,10 @@ impl World {
             "securityType": "None",
             "isPrivateAccessEnabledOnAnyDisk": false
         });
+        if let Some(expiry) = self.recovery_point_expiry(item, rp) {
+            props["recoveryPointProperties"] =
+                json!({"expiryTime": ts(expiry), "isSoftDeleted": false});
+        }
         if let Some(e) = &rp.encryption {
             let mut kas = json!({
                 "bekDetails": {"secretUrl": e.secret_url, "secretVaultId": e.key_vault_id, "secretData": "<redacted>"},

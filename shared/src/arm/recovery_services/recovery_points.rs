@@ -39,6 +39,21 @@ pub struct RecoveryPointProperties {
     pub virtual_machine_size: Option<String>,
     pub is_managed_virtual_machine: Option<bool>,
     pub zones: Option<Vec<String>>,
+    /// `RecoveryPointProperties` (bms.json since 2021-12-01): when the point expires, the
+    /// retention rule that governs it, whether it is soft-deleted.
+    pub recovery_point_properties: Option<RecoveryPointLifecycle>,
+}
+
+/// `recoveryPointProperties` of a recovery point.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RecoveryPointLifecycle {
+    /// "Expiry time of Recovery Point in UTC."
+    #[serde(deserialize_with = "lenient_time")]
+    pub expiry_time: Option<DateTime<Utc>>,
+    /// "Rule name tagged on Recovery Point that governs life cycle."
+    pub rule_name: Option<String>,
+    pub is_soft_deleted: Option<bool>,
 }
 
 /// Which BEK/KEK the recovery point was taken with. The key/secret backup blobs
@@ -130,6 +145,13 @@ impl RecoveryPoint {
     pub fn is_encrypted(&self) -> bool {
         self.properties.is_source_vm_encrypted == Some(true)
     }
+    /// When Azure says the point expires (`recoveryPointProperties.expiryTime`), if it says.
+    pub fn expiry_time(&self) -> Option<DateTime<Utc>> {
+        self.properties
+            .recovery_point_properties
+            .as_ref()
+            .and_then(|p| p.expiry_time)
+    }
 }
 
 impl ArmClient {
@@ -144,6 +166,26 @@ impl ArmClient {
         let bucket = sub_bucket(vault)?;
         self.list_all("recoveryServices.recoveryPoints.list", url, bucket, false)
             .await
+    }
+
+    /// The same list, at most `max_pages` pages: the points read and whether pages were left.
+    pub async fn list_recovery_points_up_to(
+        &self,
+        vault: &ResourceId,
+        vm: &ResourceId,
+        max_pages: u32,
+    ) -> Result<(Vec<RecoveryPoint>, bool), ArmError> {
+        let item = protected_item_id(vault, vm)?;
+        let url = self.rs_url(&item, &["recoveryPoints"], &[])?;
+        let bucket = sub_bucket(vault)?;
+        self.list_up_to(
+            "recoveryServices.recoveryPoints.list",
+            url,
+            bucket,
+            false,
+            max_pages,
+        )
+        .await
     }
 }
 
@@ -168,5 +210,21 @@ mod tier_tests {
         assert_eq!(t[1].status.as_deref(), Some("Deleted"));
         assert_eq!(t[2].tier_type.as_deref(), Some("9"));
         assert_eq!(t[2].status, None);
+    }
+
+    #[test]
+    fn expiry_comes_from_recovery_point_properties() {
+        let rp: RecoveryPoint = serde_json::from_value(serde_json::json!({"name": "3",
+            "properties": {"objectType": "IaasVMRecoveryPoint",
+                "recoveryPointProperties": {"expiryTime": "2029-01-05T22:48:25.4353958Z",
+                    "ruleName": "WeeklyRule", "isSoftDeleted": false}}}))
+        .expect("parses");
+        assert_eq!(
+            rp.expiry_time().map(|t| t.to_rfc3339()).as_deref(),
+            Some("2029-01-05T22:48:25.435395800+00:00")
+        );
+        let none: RecoveryPoint =
+            serde_json::from_value(serde_json::json!({"properties": {}})).expect("parses");
+        assert_eq!(none.expiry_time(), None);
     }
 }
