@@ -40,7 +40,7 @@ enum Command {
     /// Run only the simulated Azure control plane.
     #[cfg(feature = "local")]
     Sim(ade_backup_sim::SimArgs),
-    /// Show what ade-backup knows about a VM (protection) or a restore ticket.
+    /// Show what ade-backup knows about a VM (protection, last drill), a restore ticket or a drill.
     Status(StatusArgs),
     /// Reconcile the fleet once (what the PolicySweep timer does); `--dry-run` only prints the plan.
     Sweep(SweepArgs),
@@ -70,7 +70,7 @@ struct SweepArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("subject").required(true).args(["vm", "ticket"]))]
+#[command(group = clap::ArgGroup::new("subject").required(true).args(["vm", "ticket", "drill"]))]
 struct StatusArgs {
     /// A VM resource id: its protection record and operation history.
     #[arg(long)]
@@ -78,6 +78,9 @@ struct StatusArgs {
     /// A restore ticket id: its status history.
     #[arg(long)]
     ticket: Option<String>,
+    /// A restore drill id: its result, RTO per step and clean-up.
+    #[arg(long)]
+    drill: Option<String>,
     /// State location (`fs:DIR` or a blob container URL); default: ADE_BACKUP_STATE, else
     /// fs:./.ade-backup/state (the local stack's).
     #[arg(long, env = "ADE_BACKUP_STATE")]
@@ -259,7 +262,28 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     if let Some(ticket) = args.ticket {
         return ticket_status(store.as_ref(), &ticket, args.output).await;
     }
-    anyhow::bail!("give --vm ID or --ticket ID")
+    if let Some(drill) = args.drill {
+        return drill_status(store.as_ref(), &drill, args.output).await;
+    }
+    anyhow::bail!("give --vm ID, --ticket ID or --drill ID")
+}
+
+/// `status --drill`: the drill's document.
+async fn drill_status(
+    store: &dyn StateStore,
+    drill: &str,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    use ade_backup_functions::status::drill as st;
+    let Some(d) = st::drill_status(store, drill).await? else {
+        anyhow::bail!("no restore drill {drill}");
+    };
+    match output {
+        OutputFormat::Json => print!("{}", cli::output::json(&d)?),
+        OutputFormat::Tsv => print!("{}", cli::output::tsv(&st::drill_tsv_rows(&d))),
+        OutputFormat::Table => print!("{}", st::render_drill_text(&d)),
+    }
+    Ok(())
 }
 
 /// `status --vm`: the VM's protection record and its current operation.
@@ -277,11 +301,20 @@ async fn vm_status(store: &dyn StateStore, vm: &str, output: OutputFormat) -> an
             .map(|(o, _)| o),
         None => None,
     };
-    let doc = serde_json::json!({ "vm": rec, "operation": op });
+    let drill = ade_backup_functions::status::drill::last_drill(store, &vm).await?;
+    let doc = serde_json::json!({ "vm": rec, "operation": op, "lastDrill": drill });
     match output {
         OutputFormat::Json => print!("{}", cli::output::json(&doc)?),
         OutputFormat::Tsv => print!("{}", cli::output::tsv(&doc["vm"])),
-        OutputFormat::Table => print_vm_status(&rec, op.as_ref()),
+        OutputFormat::Table => {
+            print_vm_status(&rec, op.as_ref());
+            if let Some(i) = &drill {
+                print!(
+                    "{}",
+                    ade_backup_functions::status::drill::render_last_drill(i)
+                );
+            }
+        }
     }
     Ok(())
 }

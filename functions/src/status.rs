@@ -1,5 +1,7 @@
 //! `ade-backup status --ticket ID`: what a restore ticket's document says, as JSON or as a
-//! readable history table.
+//! readable history table. `status --drill ID`: [`drill`].
+
+pub mod drill;
 
 use crate::records::{restore_key, RestoreOperation};
 use ade_backup_shared::ids::TicketId;
@@ -8,7 +10,7 @@ use std::fmt::Write as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("could not read the restore document {key}: {source}")]
+    #[error("could not read the state document {key}: {source}")]
     State {
         key: String,
         #[source]

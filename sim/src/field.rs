@@ -22,6 +22,9 @@ pub enum FieldFault {
     /// A VM of that name, once deployed, never has its guest agent report ready.
     #[serde(rename_all = "camelCase")]
     AgentNeverReady { vm_name: String },
+    /// A deployment of a VM of that name fails (`SkuNotAvailable`) before the VM is created.
+    #[serde(rename_all = "camelCase")]
+    DeploymentFails { vm_name: String },
     /// Delete every BEK secret (`secrets`) or key (`keys`) of a Key Vault.
     #[serde(rename_all = "camelCase")]
     DeleteKeyMaterial { key_vault: String, what: String },
@@ -66,6 +69,10 @@ impl Simulator {
             }
             FieldFault::AgentNeverReady { vm_name } => {
                 w.field.agent_never_ready.insert(world::lc(vm_name));
+                Ok(())
+            }
+            FieldFault::DeploymentFails { vm_name } => {
+                w.field.deployments_failing.insert(world::lc(vm_name));
                 Ok(())
             }
             FieldFault::DualPassAde { vm, aad_client_id } => {

@@ -379,6 +379,34 @@ impl Simulator {
         self.with_world(|w| w.vms.contains_key(&key) || w.attached.contains_key(&key))
     }
 
+    /// Replaces the tags of a VM, managed disk or NIC (what anyone with write access to the
+    /// resource group could do). `false`: no such resource.
+    pub fn set_tags(&self, id: &str, tags: &[(&str, &str)]) -> bool {
+        let key = world::lc(id);
+        let tags: std::collections::BTreeMap<String, String> = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.with_world(|w| match w.vms.get_mut(&key) {
+            Some(vm) => {
+                vm.tags = tags;
+                true
+            }
+            None => w.set_attached_tags(&key, tags),
+        })
+    }
+
+    /// The tags of a VM, managed disk or NIC.
+    pub fn tags_of(&self, id: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        let key = world::lc(id);
+        self.with_world(|w| {
+            w.vms
+                .get(&key)
+                .map(|v| v.tags.clone())
+                .or_else(|| w.attached.get(&key).map(|r| r.tags.clone()))
+        })
+    }
+
     /// Ids of every standalone disk and NIC (those of restored VMs).
     pub fn attached_resources(&self) -> Vec<String> {
         self.with_world(|w| w.attached.values().map(|r| r.id.clone()).collect())

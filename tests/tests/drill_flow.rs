@@ -319,3 +319,193 @@ async fn caps_and_in_flight_restores_are_honoured() {
     );
     assert_only_drill_group_touched(&stack);
 }
+
+#[tokio::test]
+async fn a_drill_whose_deployment_fails_still_deletes_its_tagged_restored_disks() {
+    let stack = SimStack::start_drills(&[]).await;
+    let vm = protected(&stack, "web-lnx-01").await;
+    let before: Vec<String> = stack.sim.attached_resources();
+    let name = ade_backup_functions::domain::drill_config::drill_vm_name(&vm);
+    let fails = FieldFault::DeploymentFails { vm_name: name };
+    stack.sim.field_fault(&fails).expect("fault");
+    let id = drill::start_drill(&stack.ctx, &vm, "cli")
+        .await
+        .expect("started");
+    // The restore job's disks exist, unattached, tagged with this drill before the deployment.
+    let deploy = format!("{id}-drill-cleanup-0");
+    stack.pump_until(5000, |m| m.message_id == deploy).await;
+    let restored: Vec<String> = stack
+        .sim
+        .attached_resources()
+        .into_iter()
+        .filter(|r| !before.contains(r))
+        .collect();
+    assert!(restored.len() >= 2, "OS and data disks: {restored:#?}");
+    for disk in &restored {
+        assert!(
+            disk.contains("/providers/Microsoft.Compute/disks/"),
+            "{disk}"
+        );
+        let tags = stack.sim.tags_of(disk).expect("tags");
+        assert_eq!(tags.get("ade-backup-drill"), Some(&id), "{disk}: {tags:?}");
+    }
+    stack.pump(5000).await;
+    let d = stack.drill(&id);
+    assert_eq!(d.status, DrillStatus::Done);
+    assert_eq!(d.result, Some(DrillResult::Failed));
+    assert_eq!(
+        d.reason.as_deref(),
+        Some("SkuNotAvailable"),
+        "{:#?}",
+        d.checks
+    );
+    assert!(d.restored_vm_id.is_none());
+    assert_eq!(d.cleanup.status, CleanupStatus::Done, "{:#?}", d.cleanup);
+    assert_eq!(
+        d.cleanup.items.len(),
+        restored.len(),
+        "{:#?}",
+        d.cleanup.items
+    );
+    for item in &d.cleanup.items {
+        assert_eq!(item.state, ItemState::Gone, "{item:#?}");
+        assert!(restored.iter().any(|r| r.eq_ignore_ascii_case(&item.id)));
+    }
+    assert_eq!(stack.sim.attached_resources(), before);
+    assert_only_drill_group_touched(&stack);
+    assert_eq!(stack.sim.deleted().len(), restored.len());
+}
+
+#[tokio::test]
+async fn a_resource_without_this_drill_s_tag_is_never_deleted_even_when_the_deployment_names_it() {
+    let stack = SimStack::start_drills(&[]).await;
+    let vm = protected(&stack, "web-lnx-01").await;
+    let id = drill::start_drill(&stack.ctx, &vm, "cli")
+        .await
+        .expect("started");
+    let verify = format!("{id}-drill-verify-0");
+    stack.pump_until(5000, |m| m.message_id == verify).await;
+    let restored = stack.drill(&id).restored_vm_id.expect("restored VM");
+    let nic = format!(
+        "{}/providers/Microsoft.Network/networkInterfaces/{}-nic",
+        restored.split("/providers/").next().expect("group"),
+        restored.rsplit('/').next().expect("name")
+    );
+    // The deployment tagged what it created with this drill (from the template).
+    for r in [&restored, &nic] {
+        let tags = stack.sim.tags_of(r).expect("tags");
+        assert_eq!(tags.get("ade-backup-drill"), Some(&id), "{r}: {tags:?}");
+    }
+    // Someone re-tags the VM for another drill and strips the NIC's tag.
+    assert!(stack.sim.set_tags(
+        &restored,
+        &[("ade-backup-drill", "drill-20240101-000000000000")]
+    ));
+    assert!(stack.sim.set_tags(&nic, &[("owner", "ops")]));
+    stack.pump(5000).await;
+    let d = stack.drill(&id);
+    assert_eq!(d.status, DrillStatus::Done);
+    assert_eq!(
+        d.cleanup.status,
+        CleanupStatus::NeedsHuman,
+        "{:#?}",
+        d.cleanup
+    );
+    let item = |x: &str| {
+        d.cleanup
+            .items
+            .iter()
+            .find(|i| i.id.eq_ignore_ascii_case(x))
+            .unwrap_or_else(|| panic!("{x} in {:#?}", d.cleanup.items))
+    };
+    let vm_item = item(&restored);
+    assert_eq!(vm_item.state, ItemState::Refused);
+    assert!(
+        vm_item
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("another drill")),
+        "{vm_item:#?}"
+    );
+    let nic_item = item(&nic);
+    assert_eq!(nic_item.state, ItemState::Refused);
+    assert!(
+        nic_item
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no ade-backup-drill tag")),
+        "{nic_item:#?}"
+    );
+    // The VM's disks are attached to a VM the drill does not delete: refused too.
+    let disks: Vec<_> = d
+        .cleanup
+        .items
+        .iter()
+        .filter(|i| i.id.contains("/disks/"))
+        .collect();
+    assert!(disks.len() >= 2, "{disks:#?}");
+    for disk in &disks {
+        assert_eq!(disk.state, ItemState::Refused, "{disk:#?}");
+        assert!(stack.sim.resource_exists(&disk.id));
+    }
+    // Nothing was deleted or even asked to be: no DELETE at all.
+    assert!(stack.sim.resource_exists(&restored) && stack.sim.resource_exists(&nic));
+    assert!(
+        stack.sim.delete_requests().is_empty(),
+        "{:#?}",
+        stack.sim.delete_requests()
+    );
+    assert!(stack.sim.deleted().is_empty());
+    assert_eq!(stack.sim.stats().writes.deletes, 0);
+    // Humans are told: the notification lists what was left.
+    let alerts = stack.unrouted_json("drill-alerts");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["cleanup"], "needs-human");
+    assert!(alerts[0]["leftBehind"]
+        .as_array()
+        .is_some_and(|l| l.len() == d.cleanup.items.len()));
+}
+
+#[tokio::test]
+async fn status_drill_shows_the_result_the_rto_and_the_clean_up() {
+    use ade_backup_functions::status::drill as st;
+    let stack = SimStack::start_drills(&[]).await;
+    let vm = protected(&stack, "web-lnx-01").await;
+    let id = drill::start_drill(&stack.ctx, &vm, "cli")
+        .await
+        .expect("started");
+    stack.pump(5000).await;
+    let d = st::drill_status(stack.state.as_ref(), &id)
+        .await
+        .expect("read")
+        .expect("the drill");
+    let text = st::render_drill_text(&d);
+    assert!(text.contains(&format!("drill:    {id}")), "{text}");
+    assert!(text.contains("result:   passed"), "{text}");
+    assert!(text.contains("clean-up: done after"), "{text}");
+    let total = d.rto.total_secs.expect("total");
+    assert!(text.contains(&format!("total {total} s")), "{text}");
+    let gone = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("gone "))
+        .count();
+    assert_eq!(gone, d.cleanup.items.len(), "{text}");
+    let rows = st::drill_tsv_rows(&d);
+    assert_eq!(rows.as_array().map(Vec::len), Some(d.cleanup.items.len()));
+    assert!(rows[0]["state"] == "gone");
+    // The VM's last drill, for `status --vm`.
+    let last = st::last_drill(stack.state.as_ref(), &vm)
+        .await
+        .expect("read")
+        .expect("indexed");
+    assert_eq!(last.last_drill_id, id);
+    let line = st::render_last_drill(&last);
+    assert!(
+        line.contains(&id) && line.contains("passed") && line.contains("clean-up done"),
+        "{line}"
+    );
+    assert!(st::drill_status(stack.state.as_ref(), "drill-none")
+        .await
+        .expect("read")
+        .is_none());
+}

@@ -3,6 +3,7 @@
 pub mod ade;
 pub mod backup_limits;
 pub mod drill_config;
+pub mod drill_tag;
 pub mod events;
 pub mod kv_access;
 pub mod restore_allowlist;

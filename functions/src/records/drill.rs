@@ -39,6 +39,10 @@ text_enum! {
         Done = "done",
         /// Retries ran out: some resources are left (listed); a human must delete them.
         Failed = "failed",
+        /// A resource the drill's records name was refused right before its delete (no drill
+        /// tag of this drill, or attached to a VM the drill does not delete): left as it is,
+        /// listed with why; a human must look at it. Everything else is done.
+        NeedsHuman = "needs-human",
     }
 }
 
@@ -46,10 +50,12 @@ text_enum! {
     pub enum ItemState {
         /// Not asked to be deleted yet (or asked again after a failure).
         Pending = "pending",
-        /// Delete accepted; following its operation.
+        /// Delete accepted (202); the next pass `GET`s it until it answers 404.
         Deleting = "deleting",
         /// Verified gone (`GET` answers 404).
         Gone = "gone",
+        /// Never deleted: the check before its delete failed (`error` says why).
+        Refused = "refused",
     }
 }
 
@@ -63,6 +69,9 @@ pub struct CleanupItem {
     pub pending: Option<PendingOperation>,
     #[serde(default)]
     pub failures: u32,
+    /// Passes it has been `deleting` (still there after its delete was accepted).
+    #[serde(default)]
+    pub waits: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -79,7 +88,8 @@ pub struct CleanupBlob {
 #[serde(rename_all = "camelCase")]
 pub struct DrillCleanup {
     pub status: CleanupStatus,
-    /// Whether the resources to delete were gathered (deployment outputs, restore record).
+    /// Whether the resources to delete were gathered (restore record, deployment outputs, the
+    /// drill resource group's disks carrying this drill's tag).
     #[serde(default)]
     pub gathered: bool,
     #[serde(default)]

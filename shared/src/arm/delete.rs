@@ -43,7 +43,7 @@ impl DeletableKind {
         }
     }
 
-    fn api_version(self) -> &'static str {
+    pub(crate) fn api_version(self) -> &'static str {
         match self {
             Self::VirtualMachine => VM_DELETE_API_VERSION,
             Self::Disk => DISK_API_VERSION,
@@ -51,7 +51,7 @@ impl DeletableKind {
         }
     }
 
-    fn operation(self, delete: bool) -> &'static str {
+    pub(crate) fn operation(self, delete: bool) -> &'static str {
         match (self, delete) {
             (Self::VirtualMachine, true) => "compute.vm.delete",
             (Self::VirtualMachine, false) => "compute.vm.get",
@@ -72,7 +72,7 @@ pub enum DeleteStarted {
     Pending(PendingOperation),
 }
 
-fn kind_of(id: &ResourceId) -> Result<DeletableKind, ArmError> {
+pub(crate) fn kind_of(id: &ResourceId) -> Result<DeletableKind, ArmError> {
     DeletableKind::of(id).ok_or_else(|| {
         ArmError::invalid(
             "resourceId",

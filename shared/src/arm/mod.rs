@@ -47,6 +47,7 @@ mod client;
 mod common;
 pub mod compute;
 pub mod delete;
+pub mod drill_resources;
 pub mod error;
 pub mod features;
 pub mod graph;
@@ -81,6 +82,7 @@ pub use compute::{
     VmInstanceView, VmProperties,
 };
 pub use delete::{DeletableKind, DeleteStarted};
+pub use drill_resources::TaggedResource;
 pub use error::ArmError;
 pub use features::{FeatureResult, FeatureState};
 pub use graph::{ServicePrincipal, BACKUP_MANAGEMENT_SERVICE_APP_ID};

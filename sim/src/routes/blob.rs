@@ -199,6 +199,21 @@ async fn delete_blob(
 
 /// The shape of a generated restore template: parameters the deployment fills, one VM.
 fn generated_template(r: &RestoredDisks) -> serde_json::Value {
+    // The VM attaches the managed disks the job created in the target resource group.
+    let disk = |name: &str| {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{name}",
+            r.target_subscription, r.target_rg
+        )
+    };
+    let os = r.disk_names.first().map(|n| disk(n)).unwrap_or_default();
+    let data: Vec<serde_json::Value> = r
+        .rp
+        .data_disks
+        .iter()
+        .zip(r.disk_names.iter().skip(1))
+        .map(|(d, n)| json!({"lun": d.lun.unwrap_or(0), "createOption": "Attach", "managedDisk": {"id": disk(n)}}))
+        .collect();
     json!({
         "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
         "contentVersion": "1.0.0.0",
@@ -212,7 +227,13 @@ fn generated_template(r: &RestoredDisks) -> serde_json::Value {
             "type": "Microsoft.Compute/virtualMachines",
             "apiVersion": "2024-07-01",
             "name": "[parameters('VirtualMachineName')]",
-            "location": "[resourceGroup().location]"
+            "location": "[resourceGroup().location]",
+            "properties": {
+                "storageProfile": {
+                    "osDisk": {"osType": r.rp.os_type.as_str(), "createOption": "Attach", "managedDisk": {"id": os}},
+                    "dataDisks": data
+                }
+            }
         }],
         "metadata": { RESTORE_MARKER: r.template_uri }
     })

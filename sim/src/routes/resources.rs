@@ -67,6 +67,7 @@ fn put(w: &mut World, ctx: &Ctx) -> Reply {
         state: DeploymentState::Running,
         correlation_id: uuid::Uuid::new_v4().to_string(),
         output_vm: None,
+        tags: vm_tags(&props["template"]),
     };
     let op = w.start_deployment(dep);
     let Some(d) = w.deployments.get(&lc(&id)) else {
@@ -78,6 +79,26 @@ fn put(w: &mut World, ctx: &Ctx) -> Reply {
             ctx.url(&format!("{id}/operationStatuses/{op}")),
         )
         .header("Retry-After", "5")
+}
+
+/// The tags an inline template gives its VM resource (string values only).
+fn vm_tags(template: &Value) -> std::collections::BTreeMap<String, String> {
+    let resources = template["resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let vm = resources.iter().find(|r| {
+        r["type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("Microsoft.Compute/virtualMachines"))
+    });
+    vm.and_then(|r| r["tags"].as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The restore-disks output a deployment's template names (inline, as read from the staging

@@ -91,6 +91,9 @@ pub struct RestoredDisks {
     pub target_subscription: String,
     pub target_rg: String,
     pub rp: RecoveryPoint,
+    /// The managed disks the job created in `target_rg` (OS disk first, then the data disks in
+    /// the recovery point's order), attached by the template's VM.
+    pub disk_names: Vec<String>,
 }
 
 impl World {
@@ -405,6 +408,7 @@ impl World {
         let base = format!("https://{storage_account}.blob.core.windows.net/{container}");
         let template_uri = format!("{base}/azuredeploy{guid}.json");
         let config_uri = format!("{base}/config{guid}.json");
+        let disk_names = self.create_restored_disks(&rp, job, (target_subscription, target_rg));
         // An encrypted VM's restore also leaves the backups of its BEK secret / KEK.
         let encryption_blob = rp.encryption.as_ref().map(|enc| {
             let name = format!("encryptioninfo{guid}.json");
@@ -428,6 +432,7 @@ impl World {
                 target_subscription: target_subscription.clone(),
                 target_rg: target_rg.clone(),
                 rp,
+                disk_names,
             },
         );
         if let Some(j) = self.jobs.get_mut(&job.id) {
@@ -442,6 +447,42 @@ impl World {
             bag.insert("Target resource group".into(), target_rg.clone());
         }
         Ok(())
+    }
+
+    /// The managed disks a restore-disks job creates in its target resource group:
+    /// `{vm}-osdisk-{yyyyMMdd}-{HHmmss}` and `{vm}-datadisk-{lun}-{yyyyMMdd}-{HHmmss}` (a name
+    /// already taken gets the job's id appended).
+    fn create_restored_disks(
+        &mut self,
+        rp: &RecoveryPoint,
+        job: &Job,
+        (sub, rg): (&str, &str),
+    ) -> Vec<String> {
+        let stamp = job.end_at.format("%Y%m%d-%H%M%S");
+        let vm = lc(&rp.vm_name);
+        let mut names = vec![format!("{vm}-osdisk-{stamp}")];
+        names.extend(
+            rp.data_disks
+                .iter()
+                .map(|d| format!("{vm}-datadisk-{}-{stamp}", d.lun.unwrap_or(0))),
+        );
+        let mut out = Vec::new();
+        for name in names {
+            let taken = self.attached.contains_key(&lc(&super::resource_id(
+                sub,
+                rg,
+                super::DISK_TYPE,
+                &name,
+            )));
+            let name = if taken {
+                format!("{name}-{}", &job.id[..8.min(job.id.len())])
+            } else {
+                name
+            };
+            self.add_restored_disk(sub, rg, &name, &rp.location);
+            out.push(name);
+        }
+        out
     }
 
     pub fn job_json(&self, job: &Job, extended: bool, now: DateTime<Utc>) -> Value {

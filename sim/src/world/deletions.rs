@@ -1,12 +1,14 @@
 //! What a restore drill cleans up, and the record of every delete asked for: the managed disks
-//! and network interface a restore deployment created next to its VM (registered as standalone
-//! resources when the deployment completes, `managed_by` the VM), and deletes of VMs, disks and
-//! NICs. As in Azure, a disk or NIC attached to an existing VM cannot be deleted (409
+//! a restore-disks job created in its target resource group (unattached until a deployment
+//! attaches them to its VM, `managed_by` the VM), the network interface the deployment created
+//! next to its VM, their tags (`PATCH` of a disk, the template's tags for the NIC), and deletes
+//! of VMs, disks and NICs. As in Azure, a disk or NIC attached to an existing VM cannot be deleted (409
 //! `OperationNotAllowed` / 400 `NicInUse`); the VM goes first. Every DELETE request's resource id
 //! is kept in `delete_requests` (whether or not something was there) and every actual deletion in
 //! `deleted`, so tests can prove nothing outside a drill's resource group was ever touched.
 
 use super::{lc, resource_id, Failure, VmState, World};
+use std::collections::BTreeMap;
 
 /// A managed disk or network interface, standalone in ARM (it outlives its VM unless deleted).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,6 +21,7 @@ pub struct AttachedResource {
     pub location: String,
     /// The VM it is attached to, while that VM exists.
     pub managed_by: Option<String>,
+    pub tags: BTreeMap<String, String>,
 }
 
 pub const DISK_TYPE: &str = "Microsoft.Compute/disks";
@@ -35,27 +38,46 @@ pub fn nic_id(vm: &VmState) -> String {
 }
 
 impl World {
-    /// A deployment created `vm`: its disks and NIC exist as resources of their own.
+    /// A deployment created `vm`: it attaches the disks the restore job created (a disk it names
+    /// that does not exist is created, as for a template that creates its disks), and its NIC
+    /// exists as a resource of its own, with the VM's tags (the template's).
     pub(super) fn register_vm_resources(&mut self, vm: &VmState) {
-        let mut add = |rtype: &'static str, id: String, name: String| {
-            self.attached.insert(
-                lc(&id),
-                AttachedResource {
-                    id,
-                    name,
-                    rtype,
-                    subscription: vm.subscription.clone(),
-                    resource_group: vm.resource_group.clone(),
-                    location: vm.location.clone(),
-                    managed_by: Some(vm.id.clone()),
-                },
-            );
-        };
         for d in std::iter::once(&vm.os_disk).chain(vm.data_disks.iter()) {
             let id = resource_id(&vm.subscription, &vm.resource_group, DISK_TYPE, &d.name);
-            add(DISK_TYPE, id, d.name.clone());
+            let entry = self
+                .attached
+                .entry(lc(&id))
+                .or_insert_with(|| attached(vm, DISK_TYPE, id, d.name.clone(), BTreeMap::new()));
+            entry.managed_by = Some(vm.id.clone());
         }
-        add(NIC_TYPE, nic_id(vm), format!("{}-nic", vm.name));
+        let mut nic = attached(
+            vm,
+            NIC_TYPE,
+            nic_id(vm),
+            format!("{}-nic", vm.name),
+            vm.tags.clone(),
+        );
+        nic.managed_by = Some(vm.id.clone());
+        self.attached.insert(lc(&nic.id), nic);
+    }
+
+    /// A restore-disks job created the managed disk `name` in its target resource group
+    /// (unattached, untagged).
+    pub(super) fn add_restored_disk(&mut self, sub: &str, rg: &str, name: &str, location: &str) {
+        let id = resource_id(sub, rg, DISK_TYPE, name);
+        self.attached.insert(
+            lc(&id),
+            AttachedResource {
+                id,
+                name: name.to_string(),
+                rtype: DISK_TYPE,
+                subscription: sub.to_string(),
+                resource_group: rg.to_string(),
+                location: location.to_string(),
+                managed_by: None,
+                tags: BTreeMap::new(),
+            },
+        );
     }
 
     /// Deletes a VM (its disks and NIC stay, detached). `false`: there was none.
@@ -71,6 +93,17 @@ impl World {
         }
         self.deleted.push(vm.id);
         true
+    }
+
+    /// `PATCH` of a disk's or NIC's tags: the tags given replace the resource's (as ARM does).
+    pub fn set_attached_tags(&mut self, key: &str, tags: BTreeMap<String, String>) -> bool {
+        match self.attached.get_mut(key) {
+            Some(r) => {
+                r.tags = tags;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Deletes a disk or NIC of type `rtype`. `Ok(false)`: there was none; `Err`: it is attached
@@ -102,5 +135,24 @@ impl World {
             self.deleted.push(r.id);
         }
         Ok(true)
+    }
+}
+
+fn attached(
+    vm: &VmState,
+    rtype: &'static str,
+    id: String,
+    name: String,
+    tags: BTreeMap<String, String>,
+) -> AttachedResource {
+    AttachedResource {
+        id,
+        name,
+        rtype,
+        subscription: vm.subscription.clone(),
+        resource_group: vm.resource_group.clone(),
+        location: vm.location.clone(),
+        managed_by: Some(vm.id.clone()),
+        tags,
     }
 }

@@ -30,6 +30,8 @@ pub struct Deployment {
     pub state: DeploymentState,
     pub correlation_id: String,
     pub output_vm: Option<String>,
+    /// The tags the template gives its VM (the VM and its NIC get them).
+    pub tags: BTreeMap<String, String>,
 }
 
 impl World {
@@ -75,6 +77,14 @@ impl World {
                 )),
                 None,
             );
+            return;
+        }
+        if self.field.deployments_failing.contains(&lc(&dep.vm_name)) {
+            let f = Failure::new(
+                "SkuNotAvailable",
+                format!("The requested VM size for resource '{id}' is currently not available in location '{}'. Please try another size or deploy to a different location or zones.", restored.rp.location),
+            );
+            self.set_deployment(key, DeploymentState::Failed(f), None);
             return;
         }
         let vm = restored_vm_state(&dep, &restored, id.clone());
@@ -133,7 +143,7 @@ fn output_resources(d: &Deployment) -> Vec<Value> {
     vec![json!({"id": vm}), json!({"id": nic})]
 }
 
-/// The VM a deployment creates (resource id `id`) from the restored recovery point's disks. It
+/// The VM a deployment creates (resource id `id`) from the disks the restore job created. It
 /// carries the recovery point's encryption as `restored_encryption`; a Linux VM's encrypted
 /// data disks are locked until ADE is reinstalled.
 fn restored_vm_state(dep: &Deployment, restored: &RestoredDisks, id: String) -> VmState {
@@ -152,23 +162,19 @@ fn restored_vm_state(dep: &Deployment, restored: &RestoredDisks, id: String) -> 
         vm_size: rp.vm_size.clone(),
         vm_id,
         os_disk: Disk {
-            name: format!("{}-osdisk-{}", dep.vm_name, rp.name),
+            name: restored.disk_names.first().cloned().unwrap_or_default(),
             ..rp.os_disk.clone()
         },
         data_disks: rp
             .data_disks
             .iter()
-            .map(|d| Disk {
-                name: format!(
-                    "{}-datadisk-{}-{}",
-                    dep.vm_name,
-                    d.lun.unwrap_or(0),
-                    rp.name
-                ),
+            .enumerate()
+            .map(|(i, d)| Disk {
+                name: restored.disk_names.get(i + 1).cloned().unwrap_or_default(),
                 ..d.clone()
             })
             .collect(),
-        tags: BTreeMap::new(),
+        tags: dep.tags.clone(),
         power_state: PowerState::Running,
         extensions: BTreeMap::new(),
         encryption: None,

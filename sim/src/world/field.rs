@@ -30,6 +30,8 @@ pub struct FieldSwitches {
     pub stale_snapshot_keys: BTreeSet<String>,
     /// VMs (lower-case names) whose guest agent never reports ready once deployed.
     pub agent_never_ready: BTreeSet<String>,
+    /// VMs (lower-case names) whose deployment fails before the VM is created.
+    pub deployments_failing: BTreeSet<String>,
 }
 
 impl Default for FieldSwitches {
@@ -39,6 +41,7 @@ impl Default for FieldSwitches {
             numeric_tiers: false,
             stale_snapshot_keys: BTreeSet::new(),
             agent_never_ready: BTreeSet::new(),
+            deployments_failing: BTreeSet::new(),
         }
     }
 }

@@ -1,33 +1,41 @@
 //! A drill's clean-up: deletes exactly what the drill created, and nothing else.
 //!
-//! What is deleted is gathered once, from the drill's own records: the restored VM and its disks
-//! (the restore document), and the resources the drill's deployment reports it created
-//! (`properties.outputResources`). Each id must be a VM, managed disk or NIC **inside the drill
-//! resource group** (checked when gathered and again before every DELETE); anything else the
-//! records name is listed as refused and never touched. The list is never widened: no listing of
-//! the resource group, no resource group delete. The VM goes first (its disks and NIC cannot be
-//! deleted while attached), then disks and NICs; each deletion is followed to its end and
-//! verified by a `GET` answering 404. Then the staging blobs of the drill's restore job (its
-//! template and config). A delete that fails is retried on the next pass (one pass per poll
-//! interval); after [`MAX_ITEM_FAILURES`] failures of one resource, or [`MAX_PASSES`] passes,
-//! the clean-up is `failed`, the resources left are reported, and a human is notified.
+//! What is deleted is gathered once ([`gather`]): the restored VM and its disks (the restore
+//! document), the resources the drill's deployment reports it created, and the drill resource
+//! group's disks carrying this drill's tag. Each id must be a VM, managed disk or NIC **inside
+//! the drill resource group** (checked when gathered); anything else the records name is listed
+//! as refused and never touched. The list is never widened: no resource group delete, no name
+//! patterns. Right before every DELETE the resource is read (`GET`): it must still be inside the
+//! drill resource group and carry the tag `ade-backup-drill` with this drill's id, and a disk or
+//! NIC must not be attached to a VM the drill does not delete; otherwise it is `refused` (why is
+//! recorded), never deleted, and the clean-up ends `needs-human`. The VM goes first (its disks
+//! and NIC cannot be deleted while attached), then disks and NICs. A deletion is confirmed by a
+//! `GET` of the resource answering 404, inside the drill resource group (the identity has no
+//! rights above it, so the subscription-scoped operation URL of a 202 is never polled): a 202 is
+//! `deleting` until a later pass sees the 404. Then the staging blobs of the drill's restore job.
+//! A delete that fails is retried on the next pass (one pass per poll interval); after
+//! [`MAX_ITEM_FAILURES`] failures of one resource, or [`MAX_PASSES`] passes, the clean-up is
+//! `failed`, the resources left are reported, and a human is notified.
 
-use super::{finish::finish, restore_of, send_phase, target_of, update, DrillPhase};
+mod gather;
+
+use super::{finish::finish, send_phase, target_of, update, DrillPhase};
 use crate::context::Context;
 use crate::domain::drill_config::DrillTarget;
+use crate::domain::drill_tag::may_delete;
 use crate::engine::WorkflowError;
 use crate::records::{
     CleanupBlob, CleanupItem, CleanupStatus, DrillCleanup, DrillRecord, DrillStatus, ItemState,
 };
-use ade_backup_shared::arm::{
-    DeletableKind, DeleteStarted, PollOutcome, ResourceGroupRef, SubscriptionId,
-};
+use ade_backup_shared::arm::{DeletableKind, DeleteStarted};
 use ade_backup_shared::ids::ResourceId;
 
 /// Failed deletes of one resource before the clean-up gives up on it.
 pub const MAX_ITEM_FAILURES: u32 = 5;
 /// Clean-up passes before the clean-up is declared failed.
 pub const MAX_PASSES: u32 = 200;
+/// Passes a resource may still be there after its delete was accepted before it is asked again.
+pub const MAX_WAITS: u32 = 10;
 
 /// Whether a drill may delete `id`: a VM, disk or NIC inside the drill resource group.
 pub fn deletable(target: &DrillTarget, id: &str) -> Option<ResourceId> {
@@ -62,69 +70,11 @@ fn is_vm(id: &str) -> bool {
         == Some(DeletableKind::VirtualMachine)
 }
 
-/// The ids the drill's restore created, from the restore document and the deployment.
-async fn gather(
-    ctx: &Context,
-    d: &DrillRecord,
-) -> Result<(Vec<String>, Vec<String>), WorkflowError> {
-    let Some(op) = restore_of(ctx, d).await? else {
-        return Ok((vec![], vec![]));
-    };
-    let mut ids: Vec<String> = op.azure.restored_vm_id.iter().cloned().collect();
-    ids.extend(op.azure.restored_disk_ids.iter().cloned());
-    if let (Some(name), Some(req)) = (&op.azure.deployment_name, &op.request) {
-        let rg = &req.target_resource_group;
-        let sub = SubscriptionId::parse(&rg.subscription)
-            .map_err(|e| WorkflowError::arm("reading the drill's deployment", e))?;
-        let rg = ResourceGroupRef::new(sub, &rg.name)
-            .map_err(|e| WorkflowError::arm("reading the drill's deployment", e))?;
-        match ctx.arm.get_deployment(&rg, name).await {
-            Ok(dep) => ids.extend(
-                dep.properties
-                    .output_resources
-                    .iter()
-                    .filter_map(|r| r.id.clone()),
-            ),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(WorkflowError::arm("reading the drill's deployment", e)),
-        }
-    }
-    if let Some(vm) = op
-        .azure
-        .restored_vm_id
-        .as_deref()
-        .and_then(|v| ResourceId::parse(v).ok())
-    {
-        match ctx.arm.get_virtual_machine(&vm).await {
-            Ok(v) => {
-                let disks = v
-                    .os_disk()
-                    .and_then(|d| d.managed_disk.as_ref())
-                    .and_then(|m| m.id.clone());
-                ids.extend(disks);
-                ids.extend(
-                    v.data_disks()
-                        .iter()
-                        .filter_map(|d| d.managed_disk.as_ref().and_then(|m| m.id.clone())),
-                );
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(WorkflowError::arm("reading the drilled VM", e)),
-        }
-    }
-    let blobs = [
-        &op.azure.template_blob_uri,
-        &op.azure.config_blob_uri,
-        &op.azure.encryption_info_blob_uri,
-    ]
-    .into_iter()
-    .flatten()
-    .cloned()
-    .collect();
-    Ok((ids, blobs))
+fn settled(i: &CleanupItem) -> bool {
+    matches!(i.state, ItemState::Gone | ItemState::Refused)
 }
 
-/// One pass over the clean-up: follow deletions, start the ones now allowed, then blobs.
+/// One pass over the clean-up: confirm deletions, start the ones now allowed, then blobs.
 pub(super) async fn cleanup(
     ctx: &Context,
     d: DrillRecord,
@@ -139,25 +89,12 @@ pub(super) async fn cleanup(
         first_pass(ctx, &d, &target, &mut c).await?;
     }
     c.passes += 1;
-    follow_deletions(ctx, &mut c).await?;
-    start_deletions(ctx, &target, &mut c).await?;
-    if c.items.iter().all(|i| i.state == ItemState::Gone) {
+    confirm_deletions(ctx, &mut c).await?;
+    start_deletions(ctx, &target, &d.drill_id, &mut c).await?;
+    if c.items.iter().all(settled) {
         delete_blobs(ctx, &mut c).await;
     }
-    let all_gone =
-        c.items.iter().all(|i| i.state == ItemState::Gone) && c.blobs.iter().all(|b| b.deleted);
-    let stuck = c
-        .items
-        .iter()
-        .any(|i| i.failures >= MAX_ITEM_FAILURES && i.state != ItemState::Gone)
-        || c.passes >= MAX_PASSES;
-    c.status = if all_gone {
-        CleanupStatus::Done
-    } else if stuck {
-        CleanupStatus::Failed
-    } else {
-        CleanupStatus::Running
-    };
+    c.status = status_of(&c);
     let status = c.status;
     let written = update(ctx, &d.drill_id, |r| {
         if r.status != DrillStatus::CleaningUp {
@@ -170,17 +107,35 @@ pub(super) async fn cleanup(
     if status == CleanupStatus::Running {
         let delay = Some(ctx.settings.workflow.poll_interval);
         send_phase(ctx, &d.drill_id, DrillPhase::Cleanup, poll + 1, delay).await?;
-        let left = c
-            .items
-            .iter()
-            .filter(|i| i.state != ItemState::Gone)
-            .count();
+        let left = c.items.iter().filter(|i| !settled(i)).count();
         return Ok(format!(
             "{}: clean-up pass {}: {left} resource(s) left",
             d.drill_id, c.passes
         ));
     }
     finish(ctx, written).await
+}
+
+/// Done, needs a human (something refused), failed (retries ran out), or running.
+fn status_of(c: &DrillCleanup) -> CleanupStatus {
+    let blobs_done = c.blobs.iter().all(|b| b.deleted);
+    if c.items.iter().all(settled) && blobs_done {
+        return if c.items.iter().any(|i| i.state == ItemState::Refused) {
+            CleanupStatus::NeedsHuman
+        } else {
+            CleanupStatus::Done
+        };
+    }
+    let stuck = c
+        .items
+        .iter()
+        .any(|i| i.failures >= MAX_ITEM_FAILURES && !settled(i))
+        || c.passes >= MAX_PASSES;
+    if stuck {
+        CleanupStatus::Failed
+    } else {
+        CleanupStatus::Running
+    }
 }
 
 /// The first pass: what to delete, fixed once (never widened afterwards).
@@ -190,7 +145,7 @@ async fn first_pass(
     target: &DrillTarget,
     c: &mut DrillCleanup,
 ) -> Result<(), WorkflowError> {
-    let (ids, blobs) = gather(ctx, d).await?;
+    let (ids, blobs) = gather::gather(ctx, d, target).await?;
     let (keep, refused) = plan(target, &ids);
     for r in &refused {
         tracing::warn!(security_event = true, drill = %d.drill_id, resource = %r, "a drill's records name a resource outside the drill resource group (or of a type a drill never deletes): refused, not deleted");
@@ -202,6 +157,7 @@ async fn first_pass(
             state: ItemState::Pending,
             pending: None,
             failures: 0,
+            waits: 0,
             error: None,
         })
         .collect();
@@ -218,87 +174,140 @@ async fn first_pass(
     Ok(())
 }
 
-/// Follows each accepted delete; a finished one is verified gone.
-async fn follow_deletions(ctx: &Context, c: &mut DrillCleanup) -> Result<(), WorkflowError> {
+/// Each accepted delete: `GET` answering 404 confirms it; still there after [`MAX_WAITS`]
+/// passes, it is asked again.
+async fn confirm_deletions(ctx: &Context, c: &mut DrillCleanup) -> Result<(), WorkflowError> {
     for item in c
         .items
         .iter_mut()
         .filter(|i| i.state == ItemState::Deleting)
     {
-        let Some(p) = item.pending.clone() else {
-            item.state = ItemState::Pending;
+        if !still_there(ctx, item).await? {
             continue;
-        };
-        match ctx.arm.poll_once(&p).await {
-            Ok(PollOutcome::Pending(next)) => item.pending = Some(next),
-            Ok(PollOutcome::Done(_)) => verify_gone(ctx, item).await?,
-            Err(e) if e.is_transient() => {
-                return Err(WorkflowError::arm("following a drill delete", e))
-            }
-            Err(e) => failed(item, &e.to_string()),
+        }
+        item.waits += 1;
+        if item.waits >= MAX_WAITS {
+            failed(item, "still there after its delete was accepted");
         }
     }
     Ok(())
 }
 
-/// Starts the deletes now allowed: VMs, then (once every VM is gone) disks and NICs.
-async fn start_deletions(
-    ctx: &Context,
-    target: &DrillTarget,
-    c: &mut DrillCleanup,
-) -> Result<(), WorkflowError> {
-    let vms_gone = c
-        .items
-        .iter()
-        .filter(|i| is_vm(&i.id))
-        .all(|i| i.state == ItemState::Gone);
-    for item in c.items.iter_mut() {
-        let allowed = is_vm(&item.id) || vms_gone;
-        if item.state != ItemState::Pending || !allowed || item.failures >= MAX_ITEM_FAILURES {
-            continue;
-        }
-        // Checked again right before the DELETE: nothing outside the drill group, ever.
-        let Some(id) = deletable(target, &item.id) else {
-            failed(item, "outside the drill resource group: refused");
-            item.failures = MAX_ITEM_FAILURES;
-            continue;
-        };
-        match ctx.arm.begin_delete_resource(&id).await {
-            Ok(DeleteStarted::Gone) => verify_gone(ctx, item).await?,
-            Ok(DeleteStarted::Pending(p)) => {
-                item.state = ItemState::Deleting;
-                item.pending = Some(p);
-            }
-            Err(e) if e.is_transient() => {
-                return Err(WorkflowError::arm("deleting a drill resource", e))
-            }
-            Err(e) => failed(item, &e.to_string()),
-        }
-    }
-    Ok(())
-}
-
-async fn verify_gone(ctx: &Context, item: &mut CleanupItem) -> Result<(), WorkflowError> {
+/// `GET` of the item: gone → `Gone`; `true` when it still exists.
+async fn still_there(ctx: &Context, item: &mut CleanupItem) -> Result<bool, WorkflowError> {
     let id = ResourceId::parse(&item.id)
         .map_err(|e| WorkflowError::poison("InvalidDrill", e.to_string()))?;
-    match ctx.arm.resource_exists(&id).await {
-        Ok(false) => {
+    match ctx.arm.get_tagged_resource(&id).await {
+        Ok(None) => {
             item.state = ItemState::Gone;
             item.pending = None;
             item.error = None;
+            Ok(false)
         }
-        Ok(true) => failed(item, "still there after its delete finished"),
+        Ok(Some(_)) => Ok(true),
+        Err(e) if e.is_transient() => Err(WorkflowError::arm("confirming a drill delete", e)),
+        Err(e) => {
+            failed(item, &e.to_string());
+            Ok(true)
+        }
+    }
+}
+
+/// Starts the deletes now allowed: VMs, then (once every VM is settled) disks and NICs.
+async fn start_deletions(
+    ctx: &Context,
+    target: &DrillTarget,
+    drill: &str,
+    c: &mut DrillCleanup,
+) -> Result<(), WorkflowError> {
+    let vms_settled = c.items.iter().filter(|i| is_vm(&i.id)).all(settled);
+    // What this drill deletes (a refused VM is not: what is attached to it is refused too).
+    let ours: Vec<String> = c
+        .items
+        .iter()
+        .filter(|i| i.state != ItemState::Refused)
+        .map(|i| i.id.to_ascii_lowercase())
+        .collect();
+    for item in c.items.iter_mut() {
+        let allowed = is_vm(&item.id) || vms_settled;
+        if item.state != ItemState::Pending || !allowed || item.failures >= MAX_ITEM_FAILURES {
+            continue;
+        }
+        delete_one(ctx, target, drill, &ours, item).await?;
+    }
+    Ok(())
+}
+
+/// The check right before the DELETE (group, tag, attachment), then the DELETE.
+async fn delete_one(
+    ctx: &Context,
+    target: &DrillTarget,
+    drill: &str,
+    ours: &[String],
+    item: &mut CleanupItem,
+) -> Result<(), WorkflowError> {
+    let Some(id) = deletable(target, &item.id) else {
+        refuse(drill, item, "outside the drill resource group");
+        return Ok(());
+    };
+    let found = match ctx.arm.get_tagged_resource(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            item.state = ItemState::Gone;
+            item.error = None;
+            return Ok(());
+        }
         Err(e) if e.is_transient() => {
-            return Err(WorkflowError::arm("verifying a drill delete", e))
+            return Err(WorkflowError::arm("reading a drill resource", e))
+        }
+        Err(e) => {
+            failed(item, &e.to_string());
+            return Ok(());
+        }
+    };
+    if let Err(why) = may_delete(target, drill, &id, &found) {
+        refuse(drill, item, &why);
+        return Ok(());
+    }
+    if let Some(vm) = found.attached_to() {
+        if !ours.contains(&vm.to_ascii_lowercase()) {
+            refuse(
+                drill,
+                item,
+                &format!("attached to {vm}, which this drill does not delete"),
+            );
+        }
+        // Attached to the drill's own VM, whose delete is not confirmed yet: next pass.
+        return Ok(());
+    }
+    match ctx.arm.begin_delete_resource(&id).await {
+        Ok(DeleteStarted::Gone) => {
+            still_there(ctx, item).await?;
+        }
+        Ok(DeleteStarted::Pending(_)) => {
+            item.state = ItemState::Deleting;
+            item.pending = None;
+            item.waits = 0;
+        }
+        Err(e) if e.is_transient() => {
+            return Err(WorkflowError::arm("deleting a drill resource", e))
         }
         Err(e) => failed(item, &e.to_string()),
     }
     Ok(())
 }
 
+fn refuse(drill: &str, item: &mut CleanupItem, why: &str) {
+    tracing::warn!(security_event = true, drill = %drill, resource = %item.id, why = %why, "a drill's clean-up refused to delete a resource; a human must look at it");
+    item.state = ItemState::Refused;
+    item.pending = None;
+    item.error = Some(format!("refused: {why}"));
+}
+
 fn failed(item: &mut CleanupItem, why: &str) {
     item.state = ItemState::Pending;
     item.pending = None;
+    item.waits = 0;
     item.failures += 1;
     item.error = Some(ade_backup_shared::telemetry::redact_owned(why.to_string()));
 }

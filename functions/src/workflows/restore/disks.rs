@@ -360,6 +360,8 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         Err(line) => return Ok(line),
     };
     let config = job.property("Config Blob Uri").map(strip_query);
+    // A drill's restored disks carry its tag from now on (found again by it if the deployment fails).
+    let drill_disks = super::drill_tags::tag_restored_disks(ctx, &op, &template).await?;
     let at = engine::now(ctx);
     // Pin the template as the job left it: its version now, and when the job ended.
     let detail = RestoreDetail {
@@ -386,6 +388,9 @@ async fn track(ctx: &Context, op: RestoreOperation, poll: u32) -> Result<String,
         o.azure.template_blob_uri = Some(template.clone());
         o.azure.config_blob_uri = config.clone();
         o.azure.encryption_info_blob_uri = encryption_info.clone();
+        if !drill_disks.is_empty() {
+            o.azure.restored_disk_ids = drill_disks.clone();
+        }
         let st = RestoreStatus::DisksRestored;
         *sent = Some(push(o, at, st, Some(step), message.clone(), Why::default()));
         true

@@ -26,6 +26,7 @@
 
 mod ade;
 mod disks;
+mod drill_tags;
 mod dual_pass;
 mod encryption_info;
 mod key_material;

@@ -159,10 +159,13 @@ async fn start_deployment(
     name: &str,
 ) -> Result<Result<String, String>, WorkflowError> {
     let (ticket, step) = (&op.ticket_id, RestoreStep::Deploy);
-    let content = match template::fetch_checked(ctx, op, req).await? {
+    let mut content = match template::fetch_checked(ctx, op, req).await? {
         Ok(t) => t,
         Err(line) => return Ok(Err(line)),
     };
+    // A drill's resources carry its tag; no other restore's ever do (whatever the template says).
+    let drill = super::drill_tags::drill_of(ctx, op).await?;
+    crate::domain::drill_tag::tag_template(&mut content, drill.as_deref());
     let request = DeploymentRequest::inline(content, Some(deployment_parameters(req)));
     match ctx.arm.begin_put_deployment(rg, name, &request).await {
         Ok(_) => Ok(Ok(format!("deployment {name} started"))),
