@@ -10,6 +10,7 @@
 
 mod support;
 
+use ade_backup_test_support::zip_package::unpack;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,36 +56,6 @@ fn package_zip(out: &Path) -> (PathBuf, bool) {
         String::from_utf8_lossy(&run.stderr)
     );
     (out.join("ade-backup.zip"), false)
-}
-
-/// The zip's entries with their Unix modes, and the zip unpacked into `dest` with those modes
-/// applied (as the Functions host does; Python's extractall would drop them).
-fn unpack(zip: &Path, dest: &Path) -> Vec<(String, u32)> {
-    let script = r#"
-import json, os, sys, zipfile
-zip, dest = sys.argv[1], sys.argv[2]
-entries = []
-with zipfile.ZipFile(zip) as z:
-    for info in z.infolist():
-        mode = (info.external_attr >> 16) & 0o7777
-        entries.append([info.filename, mode])
-        path = z.extract(info, dest)
-        if mode:
-            os.chmod(path, mode)
-print(json.dumps(entries))
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(zip)
-        .arg(dest)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("entries JSON")
 }
 
 struct Killed(Child);

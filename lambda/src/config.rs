@@ -7,7 +7,7 @@
 //! | `ADE_BACKUP_S3_STATE` | yes | `s3://{bucket}/` or `s3://{bucket}/{prefix}/` |
 //! | `ADE_BACKUP_SQS_QUEUES` | yes | JSON object: logical queue name → SQS queue URL ([`QueueMap`]) |
 //! | `ADE_BACKUP_SQS_DEAD_LETTER_QUEUES` | no | JSON object: logical queue name → its DLQ's URL; a queue without one leaves poison messages to its redrive policy |
-//! | `ADE_BACKUP_AZURE_SECRET_ARN` | one of these two | Secrets Manager secret holding the Entra app credential ([`crate::secrets`]) |
+//! | `ADE_BACKUP_AZURE_SECRET_ARN` | one of these two | Secrets Manager secret holding the Entra app client secret or certificate ([`crate::secrets`]) |
 //! | `ADE_BACKUP_CREDENTIAL` | | `static` (tests, the simulator) or `azure-cli`; managed identity does not exist on AWS |
 //! | `ADE_BACKUP_S3_FORCE_PATH_STYLE` | no | `true` for S3 emulators on loopback |
 //!

@@ -4,9 +4,11 @@
 //! - [`router`]: SQS batches (partial batch failures) and EventBridge schedules → the registry;
 //! - [`sqs_sender`]: `MessageSender` over SQS; [`delay`]: delays beyond 15 minutes as a chain;
 //! - [`s3_state`]: `StateStore` over S3 conditional writes, with leases in sidecar objects;
-//! - [`secrets`]: the Entra app credential from Secrets Manager;
+//! - [`secrets`]: the Entra app credential from Secrets Manager; [`cert_assertion`]: the client
+//!   assertion of a certificate credential (no OpenSSL);
 //! - [`queues`], [`config`]: the settings; [`wiring`]: builds the router from them.
 
+pub mod cert_assertion;
 pub mod config;
 pub mod delay;
 pub mod queues;

@@ -21,7 +21,9 @@
 
 use crate::delay;
 use crate::queues::QueueMap;
-use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
+use ade_backup_shared::messaging::{
+    Broker, BrokerSource, MessageSender, MessagingError, OutboundMessage,
+};
 use ade_backup_shared::telemetry::current_traceparent;
 use async_trait::async_trait;
 use aws_sdk_sqs::config::http::HttpResponse;
@@ -153,15 +155,34 @@ pub fn fifo_id(message_id: &str) -> String {
 
 fn send_error<E>(queue: &str, e: SdkError<E, HttpResponse>) -> MessagingError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let text = format!("SQS SendMessage to {queue}: {}", DisplayErrorContext(&e));
-    match (&e, status) {
-        (SdkError::ServiceError(_), Some(status)) if status < 500 && status != 429 => {
-            MessagingError::Rejected { status, body: text }
-        }
-        _ => MessagingError::Transient(text),
+    // Only an error the service answered with is classified by its status; anything else
+    // (dispatch, timeout, unparseable response) is transient.
+    let status = match &e {
+        SdkError::ServiceError(_) => e.raw_response().map(|r| r.status().as_u16()),
+        _ => None,
+    };
+    let detail = format!("SendMessage to {queue}: {}", DisplayErrorContext(&e));
+    let source = Some(Box::new(e) as BrokerSource);
+    let broker = Broker::Sqs;
+    match status {
+        Some(401 | 403) => MessagingError::Auth {
+            broker,
+            detail,
+            source,
+        },
+        Some(status) if status < 500 && status != 429 => MessagingError::Rejected {
+            broker,
+            status,
+            body: detail,
+            source,
+        },
+        _ => MessagingError::Transient {
+            broker,
+            detail,
+            source,
+        },
     }
 }
 

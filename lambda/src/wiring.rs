@@ -44,7 +44,11 @@ async fn identity(config: &LambdaConfig, sdk: &SdkConfig) -> Result<Identity, St
     match &config.credential {
         CredentialSource::SecretsManager { arn } => {
             let client = aws_sdk_secretsmanager::Client::new(sdk);
-            Ok(secrets::load(&client, arn).await?.credential()?)
+            let secret = secrets::load(&client, arn).await?;
+            Ok(secret.credential(
+                &secrets::authority_host_from_env(),
+                azure_core::http::ClientOptions::default(),
+            )?)
         }
         CredentialSource::Environment => {
             Ok(azure_wiring::identity_from_env(|k| std::env::var(k).ok())?)

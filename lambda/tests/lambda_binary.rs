@@ -180,3 +180,35 @@ async fn the_entra_credential_comes_from_secrets_manager() {
     assert!(log.contains("tenantId must be a GUID"), "{log}");
     assert!(!log.contains("s3cr3t-never-logged"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_secret_starts_and_a_malformed_one_stops_start_up() {
+    const TENANT: &str = "5b6f0c7e-3d1a-4c2b-9e8f-0a1b2c3d4e5f";
+    const CLIENT: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let pem = include_str!("fixtures/entra-cert.pem");
+    let secret = json!({"tenantId": TENANT, "clientId": CLIENT, "clientCertificate": pem});
+    let mut stack =
+        LambdaStack::start_with_secret(Path::new(BIN), &[], Some(&secret.to_string())).await;
+    match stack.invoke(json!({"Records": []})).await {
+        InvocationResult::Response(r) => assert_eq!(r, json!({"batchItemFailures": []})),
+        other => panic!("the runtime did not start with the certificate: {other:?}"),
+    }
+    assert!(!stack.process.log().contains("PRIVATE KEY"));
+
+    // A PEM whose base64 is broken: start-up fails naming the field, not showing the text.
+    let broken = pem.replacen("MII", "M!I", 1);
+    let secret = json!({"tenantId": TENANT, "clientId": CLIENT, "clientCertificate": broken});
+    let mut stack =
+        LambdaStack::start_with_secret(Path::new(BIN), &[], Some(&secret.to_string())).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack.process.running() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!stack.process.running(), "start-up must fail");
+    let log = stack.process.log();
+    assert!(log.contains("clientCertificate is not valid PEM"), "{log}");
+    assert!(
+        !log.contains("M!I") && !log.contains("PRIVATE KEY"),
+        "{log}"
+    );
+}

@@ -1,11 +1,11 @@
 //! `SqsSender` against moto: a follow-up due in 20 minutes waits the 15-minute maximum and
 //! carries its due time (the next hop happens on receipt, see `lambda_binary`), FIFO queues
 //! deduplicate by the deterministic id and refuse per-message delays, and a queue outside the
-//! map is a typed error.
+//! map is a typed error; SQS's own failures name SQS and keep the SDK's error as their source.
 
 use ade_backup_lambda::queues::QueueMap;
 use ade_backup_lambda::sqs_sender::{attr, SqsSender};
-use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
+use ade_backup_shared::messaging::{Broker, MessageSender, MessagingError, OutboundMessage};
 use ade_backup_test_support::moto::Moto;
 use ade_backup_test_support::sqs_event_source::{receive, sqs_client};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -98,4 +98,48 @@ async fn long_delays_wait_fifteen_minutes_and_fifo_queues_deduplicate() {
         sender.send(unknown).await,
         Err(MessagingError::InvalidQueue { .. })
     ));
+}
+
+/// The error names SQS (never Service Bus), says what was sent where, and keeps the SDK's error.
+fn assert_sqs_error(err: &MessagingError) {
+    assert_eq!(err.broker(), Some(Broker::Sqs), "{err:?}");
+    let text = err.to_string();
+    assert!(text.starts_with("SQS "), "{text}");
+    assert!(text.contains("SendMessage to backup-vm"), "{text}");
+    assert!(!text.contains("Service Bus"), "{text}");
+    assert!(std::error::Error::source(err).is_some(), "{err:?}");
+}
+
+#[tokio::test]
+async fn sqs_failures_name_sqs_and_keep_their_source() {
+    let moto = Moto::start();
+    let client = sqs_client(&moto);
+    // A mapped queue that does not exist: SQS answers with a client error.
+    let missing = format!("{}/123456789012/no-such-queue", moto.endpoint());
+    let map = QueueMap::parse(&json!({ "backup-vm": missing }).to_string()).expect("map");
+    let message = || OutboundMessage::json("backup-vm", "m-1", &json!({})).expect("json");
+    let err = SqsSender::new(client.clone(), map.clone())
+        .send(message())
+        .await
+        .expect_err("no such queue");
+    assert!(
+        matches!(err, MessagingError::Rejected { status: 400, .. }),
+        "{err:?}"
+    );
+    assert_sqs_error(&err);
+
+    // Nothing listening: a dispatch failure, transient.
+    let unreachable = aws_sdk_sqs::Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    );
+    let err = SqsSender::new(unreachable, map)
+        .send(message())
+        .await
+        .expect_err("unreachable");
+    assert!(matches!(err, MessagingError::Transient { .. }), "{err:?}");
+    assert_sqs_error(&err);
 }

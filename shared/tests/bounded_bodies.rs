@@ -423,7 +423,9 @@ async fn a_service_bus_error_body_over_the_cap_is_not_read() {
         OutboundMessage::json("backup-vm", "m-1", &serde_json::json!({"vm": "vm-1"})).expect("msg");
     let err = fails_promptly("send", sender.send(message)).await;
     match err {
-        MessagingError::Rejected { status: 400, body } => {
+        MessagingError::Rejected {
+            status: 400, body, ..
+        } => {
             assert!(body.contains("65536-byte limit"), "{body}")
         }
         other => panic!("expected a rejection, got {other:?}"),

@@ -5,7 +5,8 @@ use ade_backup_shared::credential::{
     AccessToken, CredentialError, StaticToken, TokenSource, SERVICE_BUS_SCOPE,
 };
 use ade_backup_shared::messaging::{
-    MessageSender, MessagingError, OutboundMessage, ServiceBusSender, ServiceBusSenderOptions,
+    Broker, MessageSender, MessagingError, OutboundMessage, ServiceBusSender,
+    ServiceBusSenderOptions,
 };
 use ade_backup_shared::telemetry::{self, invocation_span, TelemetryOptions};
 use async_trait::async_trait;
@@ -262,7 +263,11 @@ async fn unauthorized_maps_to_auth_without_the_token() {
         .expect_err("401 fails");
 
     match &err {
-        MessagingError::Auth(msg) => {
+        MessagingError::Auth {
+            broker: Broker::ServiceBus,
+            detail: msg,
+            ..
+        } => {
             assert!(msg.contains("401"), "{msg}");
             assert!(msg.contains("InvalidSignature"), "{msg}");
         }
@@ -288,7 +293,12 @@ async fn bad_request_maps_to_rejected_with_status_and_detail() {
         .expect_err("400 fails");
 
     match &err {
-        MessagingError::Rejected { status, body } => {
+        MessagingError::Rejected {
+            broker: Broker::ServiceBus,
+            status,
+            body,
+            ..
+        } => {
             assert_eq!(*status, 400);
             assert_eq!(
                 body,
@@ -333,7 +343,11 @@ async fn server_busy_and_throttling_are_transient() {
             .await
             .expect_err("fails");
         match err {
-            MessagingError::Transient(msg) => {
+            MessagingError::Transient {
+                broker: Broker::ServiceBus,
+                detail: msg,
+                ..
+            } => {
                 assert!(msg.contains(&status.to_string()), "{msg}");
                 assert!(msg.contains("Server busy"), "{msg}");
             }
@@ -366,7 +380,9 @@ async fn timeout_is_transient() {
         "timeout honoured"
     );
     match err {
-        MessagingError::Transient(msg) => assert!(msg.contains("no response within"), "{msg}"),
+        MessagingError::Transient { detail, .. } => {
+            assert!(detail.contains("no response within"), "{detail}")
+        }
         other => panic!("expected Transient, got {other:?}"),
     }
 }
@@ -392,7 +408,7 @@ async fn connection_refused_is_transient() {
         .send(sample_message())
         .await
         .expect_err("nothing listens");
-    assert!(matches!(err, MessagingError::Transient(_)), "{err:?}");
+    assert!(matches!(err, MessagingError::Transient { .. }), "{err:?}");
     drop(holder);
 }
 
@@ -451,14 +467,27 @@ async fn token_failure_is_auth_with_a_clear_message_and_no_request() {
         .await
         .expect_err("no token");
 
-    match err {
-        MessagingError::Auth(msg) => {
-            assert!(msg.contains("no Entra ID token for Service Bus"), "{msg}");
-            assert!(msg.contains(SERVICE_BUS_SCOPE), "{msg}");
-            assert!(msg.contains("no IMDS endpoint"), "{msg}");
-        }
-        other => panic!("expected Auth, got {other:?}"),
-    }
+    assert!(
+        matches!(err, MessagingError::Auth { .. }),
+        "expected Auth, got {err:?}"
+    );
+    // The message says which broker and what failed; the credential's error is the source.
+    let msg = error_chain(&err);
+    assert!(
+        msg.starts_with("Service Bus authentication failed: no Entra ID token"),
+        "{msg}"
+    );
+    assert!(msg.contains(SERVICE_BUS_SCOPE), "{msg}");
+    assert!(msg.contains("no IMDS endpoint"), "{msg}");
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+}
+
+/// `outer: source: …` (the whole chain, as the handler boundary logs it).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(err), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ pub mod simulator;
 #[cfg(feature = "aws")]
 pub mod sqs_event_source;
 pub mod sweep_harness;
+pub mod zip_package;
 
 pub use app::{serve, spawn_app, spawn_app_with, TestApp};
 pub use pump::QueuePump;

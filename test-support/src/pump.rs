@@ -26,7 +26,7 @@ use ade_backup_functions::context::{Context, ManualClock};
 use ade_backup_functions::handlers::{self, FunctionSpec, Outcome, Registry};
 use ade_backup_functions::host::protocol::{ServiceBusMessage, TriggerInput, TriggerSpec};
 use ade_backup_shared::arm::meter_paced_wait;
-use ade_backup_shared::messaging::{MessageSender, MessagingError, OutboundMessage};
+use ade_backup_shared::messaging::{Broker, MessageSender, MessagingError, OutboundMessage};
 use ade_backup_shared::telemetry;
 use ade_backup_sim::Simulator;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -239,8 +239,10 @@ impl MessageSender for QueuePump {
         let mut q = lock(&self.queues);
         if q.refused.contains(&message.queue) {
             return Err(MessagingError::Rejected {
+                broker: Broker::ServiceBus,
                 status: 404,
                 body: format!("queue {} does not exist", message.queue),
+                source: None,
             });
         }
         q.sent.push(message.clone());

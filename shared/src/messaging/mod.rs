@@ -56,18 +56,67 @@ impl OutboundMessage {
     }
 }
 
+/// The broker a sender talks to: every broker-side error names the one actually used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// Azure Service Bus (and the embedded local queue, which speaks its REST API).
+    ServiceBus,
+    /// Amazon SQS (the Lambda build).
+    Sqs,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ServiceBus => "Service Bus",
+            Self::Sqs => "SQS",
+        })
+    }
+}
+
+/// The error underneath a broker failure (the HTTP client's or the SDK's), kept as the source.
+pub type BrokerSource = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MessagingError {
     #[error("could not encode message: {0}")]
     Encode(String),
     #[error("invalid queue name {queue:?}: {rule}")]
     InvalidQueue { queue: String, rule: &'static str },
-    #[error("Service Bus authentication failed: {0}")]
-    Auth(String),
-    #[error("Service Bus rejected the message ({status}): {body}")]
-    Rejected { status: u16, body: String },
-    #[error("Service Bus unavailable (will be retried by the caller's delivery): {0}")]
-    Transient(String),
+    #[error("{broker} authentication failed: {detail}")]
+    Auth {
+        broker: Broker,
+        detail: String,
+        #[source]
+        source: Option<BrokerSource>,
+    },
+    #[error("{broker} rejected the message ({status}): {body}")]
+    Rejected {
+        broker: Broker,
+        status: u16,
+        body: String,
+        #[source]
+        source: Option<BrokerSource>,
+    },
+    #[error("{broker} unavailable (will be retried by the caller's delivery): {detail}")]
+    Transient {
+        broker: Broker,
+        detail: String,
+        #[source]
+        source: Option<BrokerSource>,
+    },
+}
+
+impl MessagingError {
+    /// The broker whose failure this is (`None` for encoding and queue-name errors).
+    pub fn broker(&self) -> Option<Broker> {
+        match self {
+            Self::Auth { broker, .. }
+            | Self::Rejected { broker, .. }
+            | Self::Transient { broker, .. } => Some(*broker),
+            Self::Encode(_) | Self::InvalidQueue { .. } => None,
+        }
+    }
 }
 
 #[async_trait]

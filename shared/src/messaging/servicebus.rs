@@ -33,7 +33,7 @@
 //! `MessageId` lets duplicate detection drop the repeat. Retrying inside the sender as well
 //! would multiply attempts and hold the peek-lock longer.
 
-use super::{MessageSender, MessagingError, OutboundMessage};
+use super::{Broker, MessageSender, MessagingError, OutboundMessage};
 use crate::credential::{TokenSource, SERVICE_BUS_SCOPE};
 use crate::http::read_bounded;
 use crate::telemetry::{current_traceparent, redact};
@@ -203,13 +203,20 @@ impl ServiceBusSender {
             .credential
             .token(SERVICE_BUS_SCOPE)
             .await
-            .map_err(|e| MessagingError::Auth(format!("no Entra ID token for Service Bus: {e}")))?;
+            .map_err(|e| MessagingError::Auth {
+                broker: Broker::ServiceBus,
+                detail: "no Entra ID token".to_string(),
+                source: Some(Box::new(e)),
+            })?;
         let mut auth =
             HeaderValue::from_str(&format!("Bearer {}", token.secret())).map_err(|_| {
-                MessagingError::Auth(
-                    "the token source returned a token that is not a valid HTTP header value"
-                        .to_string(),
-                )
+                MessagingError::Auth {
+                    broker: Broker::ServiceBus,
+                    detail:
+                        "the token source returned a token that is not a valid HTTP header value"
+                            .to_string(),
+                    source: None,
+                }
             })?;
         auth.set_sensitive(true);
         headers.insert(AUTHORIZATION, auth);
@@ -252,21 +259,33 @@ impl ServiceBusSender {
             "request failed".to_string()
         };
         // The URL in reqwest's message names only the endpoint and queue; redact anyway in case
-        // a proxy or endpoint override carries a query.
-        MessagingError::Transient(redact(&format!("{what}: {e}")).into_owned())
+        // a proxy or endpoint override carries a query. The kept source has no URL at all.
+        MessagingError::Transient {
+            broker: Broker::ServiceBus,
+            detail: redact(&format!("{what}: {e}")).into_owned(),
+            source: Some(Box::new(e.without_url())),
+        }
     }
 }
 
 fn classify_failure(status: StatusCode, body: &str) -> MessagingError {
     let detail = error_detail(body);
     match status.as_u16() {
-        401 | 403 => MessagingError::Auth(format!("Service Bus returned {status}: {detail}")),
-        429 | 500..=599 => {
-            MessagingError::Transient(format!("Service Bus returned {status}: {detail}"))
-        }
+        401 | 403 => MessagingError::Auth {
+            broker: Broker::ServiceBus,
+            detail: format!("returned {status}: {detail}"),
+            source: None,
+        },
+        429 | 500..=599 => MessagingError::Transient {
+            broker: Broker::ServiceBus,
+            detail: format!("returned {status}: {detail}"),
+            source: None,
+        },
         code => MessagingError::Rejected {
+            broker: Broker::ServiceBus,
             status: code,
             body: detail,
+            source: None,
         },
     }
 }
@@ -554,11 +573,11 @@ mod tests {
     fn status_classification() {
         assert!(matches!(
             classify_failure(StatusCode::UNAUTHORIZED, ""),
-            MessagingError::Auth(_)
+            MessagingError::Auth { .. }
         ));
         assert!(matches!(
             classify_failure(StatusCode::FORBIDDEN, ""),
-            MessagingError::Auth(_)
+            MessagingError::Auth { .. }
         ));
         for s in [400u16, 404, 410, 413, 409] {
             let status = StatusCode::from_u16(s).expect("status");
@@ -570,7 +589,10 @@ mod tests {
         for s in [429u16, 500, 503] {
             let status = StatusCode::from_u16(s).expect("status");
             assert!(
-                matches!(classify_failure(status, ""), MessagingError::Transient(_)),
+                matches!(
+                    classify_failure(status, ""),
+                    MessagingError::Transient { .. }
+                ),
                 "{s}"
             );
         }
