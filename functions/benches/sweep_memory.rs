@@ -26,17 +26,7 @@ impl Drop for Killed {
     }
 }
 
-use ade_backup_test_support::bench::free_port;
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
+use ade_backup_test_support::bench::{free_port, status_kib};
 
 fn sim_stats(base: &str) -> Option<Value> {
     let out = Command::new("curl")
@@ -122,11 +112,11 @@ fn measure_sweep(base: &str, fleet: &Fleet, state: &std::path::Path) -> Run {
     });
     let (mut peak, mut anon, mut file) = (0, 0, 0);
     loop {
-        if let Some(k) = status_kib(pid, "VmHWM:") {
+        if let Some(k) = status_kib(Some(pid), "VmHWM:") {
             peak = peak.max(k);
         }
-        anon = anon.max(status_kib(pid, "RssAnon:").unwrap_or(0));
-        file = file.max(status_kib(pid, "RssFile:").unwrap_or(0));
+        anon = anon.max(status_kib(Some(pid), "RssAnon:").unwrap_or(0));
+        file = file.max(status_kib(Some(pid), "RssFile:").unwrap_or(0));
         if child.try_wait().expect("wait").is_some() {
             break;
         }

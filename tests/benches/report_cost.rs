@@ -21,6 +21,7 @@
 use ade_backup_functions::report;
 use ade_backup_functions::workflows::sweep::{self, SweepOutcome};
 use ade_backup_sim::SimOptions;
+use ade_backup_test_support::bench::status_kib;
 use ade_backup_test_support::simulator::{healthy_fleet, uniform_durations};
 use ade_backup_test_support::sweep_harness::Harness;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -66,20 +67,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// A measured phase: wall time, peak heap growth and peak RSS growth over its start.
 struct Phase {
     wall: Duration,
@@ -93,14 +80,18 @@ fn start_phase() -> (Instant, usize, u64) {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let live = LIVE.load(Ordering::Relaxed);
     PEAK.store(live, Ordering::Relaxed);
-    (Instant::now(), live, status_kib("VmRSS:"))
+    (
+        Instant::now(),
+        live,
+        status_kib(None, "VmRSS:").unwrap_or(0),
+    )
 }
 
 fn end_phase((t, live, rss): (Instant, usize, u64)) -> Phase {
     Phase {
         wall: t.elapsed(),
         heap_mib: PEAK.load(Ordering::Relaxed).saturating_sub(live) as f64 / 1048576.0,
-        peak_kib: status_kib("VmHWM:").saturating_sub(rss),
+        peak_kib: status_kib(None, "VmHWM:").unwrap_or(0).saturating_sub(rss),
     }
 }
 

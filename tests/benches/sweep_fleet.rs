@@ -12,6 +12,7 @@
 
 use ade_backup_functions::workflows::sweep::{self, SweepOutcome};
 use ade_backup_sim::{SimOptions, SimStats, Simulator};
+use ade_backup_test_support::bench::status_kib;
 use ade_backup_test_support::pump::PumpReport;
 use ade_backup_test_support::simulator::{healthy_fleet, uniform_durations};
 use ade_backup_test_support::sweep_harness::Harness;
@@ -23,21 +24,11 @@ use tokio::task::JoinHandle;
 const SEED: u64 = 20240501;
 
 fn vm_hwm_kib() -> Option<u64> {
-    status_kib("VmHWM:")
+    status_kib(None, "VmHWM:")
 }
 
 fn vm_rss_kib() -> Option<u64> {
-    status_kib("VmRSS:")
-}
-
-fn status_kib(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    status_kib(None, "VmRSS:")
 }
 
 fn options() -> SimOptions {

@@ -410,17 +410,10 @@ fn retirement(s: &mut String, r: &FleetReport) {
 fn encryption_at_host(s: &mut String, t: &Retirement) {
     use super::readiness::MoveReadiness as M;
     s.push_str("<h3>Can move to encryption at host</h3><p>As ARM tells: the size's <code>EncryptionAtHostSupported</code> in the region, <code>NotAvailableForSubscription</code> restrictions, and the subscription's <code>Microsoft.Compute/EncryptionAtHost</code> registration.</p>");
-    let rows: Vec<(String, f64)> = [
-        M::CanMove,
-        M::SizeUnsupported,
-        M::SizeRestricted,
-        M::FeatureNotRegistered,
-        M::FeatureRegistering,
-        M::Unknown,
-    ]
-    .iter()
-    .map(|m| (m.as_str().to_string(), t.readiness_count(*m) as f64))
-    .collect();
+    let rows: Vec<(String, f64)> = M::ALL
+        .iter()
+        .map(|m| (m.as_str().to_string(), t.readiness_count(*m) as f64))
+        .collect();
     s.push_str(&svg::bars(
         "encryption-at-host",
         "ADE VMs by readiness for encryption at host",

@@ -32,6 +32,16 @@ pub enum MoveReadiness {
 }
 
 impl MoveReadiness {
+    /// Every verdict, in the order the report lists them.
+    pub const ALL: [Self; 6] = [
+        Self::CanMove,
+        Self::SizeUnsupported,
+        Self::SizeRestricted,
+        Self::FeatureNotRegistered,
+        Self::FeatureRegistering,
+        Self::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CanMove => "can-move",
@@ -159,14 +169,7 @@ mod tests {
             M::Unknown
         );
         assert_eq!(readiness(Some(&vm(None, Some(false))), reg), M::Unknown);
-        for m in [
-            M::CanMove,
-            M::SizeUnsupported,
-            M::SizeRestricted,
-            M::FeatureNotRegistered,
-            M::FeatureRegistering,
-            M::Unknown,
-        ] {
+        for m in M::ALL {
             assert!(!m.fix().is_empty() && m.doc().url.starts_with("https://learn.microsoft.com/"));
             // JSON says what the table and CSV say.
             assert_eq!(serde_json::to_value(m).expect("json"), m.as_str());
