@@ -140,7 +140,9 @@ fn vm_row(row: &Value) -> Option<(String, VmFacts)> {
 }
 
 /// Gathers the facts for the VMs the records name (see the module doc for the calls).
-pub async fn gather(ctx: &Context, records: &[VmRecord]) -> FleetFacts {
+/// `previous` is what the last sweep kept (recovery points are reused from it while a VM's
+/// latest point is unchanged: [`super::recovery_points::gather`]).
+pub async fn gather(ctx: &Context, records: &[VmRecord], previous: &FleetFacts) -> FleetFacts {
     let mut facts = FleetFacts {
         gathered_at: Some(ctx.clock.now()),
         ..FleetFacts::default()
@@ -164,7 +166,7 @@ pub async fn gather(ctx: &Context, records: &[VmRecord]) -> FleetFacts {
     host_encryption(&ctx.arm, &mut facts).await;
     super::readiness::gather_features(&ctx.arm, &mut facts).await;
     policies(&ctx.arm, records, &mut facts).await;
-    super::recovery_points::gather(&ctx.arm, records, &mut facts).await;
+    super::recovery_points::gather(&ctx.arm, records, previous, &mut facts).await;
     facts
 }
 

@@ -90,7 +90,9 @@ async fn put(store: &dyn StateStore, key: &str, body: &[u8]) -> Result<(), State
 pub async fn publish(ctx: &Context) -> Result<FleetReport, PublishError> {
     let store = ctx.state.as_ref();
     let mut inputs = load::load(store).await?;
-    inputs.facts = facts::gather(ctx, &inputs.vms).await;
+    // The last sweep's facts: a VM's recovery points are reused from them while unchanged.
+    let previous = std::mem::take(&mut inputs.facts);
+    inputs.facts = facts::gather(ctx, &inputs.vms, &previous).await;
     put(
         store,
         facts::FACTS_KEY,

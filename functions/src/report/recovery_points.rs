@@ -8,6 +8,13 @@
 //! A point's expiry is Azure's `recoveryPointProperties.expiryTime` when the list carries it;
 //! otherwise it is computed as the point's time plus its policy's longest retention (an upper
 //! bound: the policy does not say which schedule kept the point). Each expiry says which.
+//!
+//! Listing every protected VM's points costs one ARM read (or more) per VM per sweep: at 10,000
+//! VMs that was most of the report's cost (docs/reliability.md, scenario 7). So a VM's summary
+//! from the last sweep is reused, without a call, while it is still current: the VM record's
+//! latest recovery point is the summary's newest (no point was added) and the summary is less
+//! than [`REUSE_FOR`] old (points that aged out since are dropped at least daily). A summary
+//! cut at [`MAX_PAGES`] is always listed again.
 
 use super::facts::FleetFacts;
 use super::model::ade_retirement_date;
@@ -22,6 +29,9 @@ use std::collections::BTreeMap;
 /// Pages of recovery points read per VM (a daily policy keeping 9999 days lists far more than
 /// anyone restores from; the report says when a list was cut).
 pub const MAX_PAGES: u32 = 20;
+
+/// How long a VM's listed recovery points are reused while no new point appeared.
+pub const REUSE_FOR: Duration = Duration::hours(24);
 
 /// Where a recovery point's expiry comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,27 +130,65 @@ pub fn summarize(
     out
 }
 
-/// Lists the recovery points of every ADE VM with a vault (policies must be in `facts` already).
-pub async fn gather(arm: &ArmClient, records: &[VmRecord], facts: &mut FleetFacts) {
-    let wanted: Vec<(String, ResourceId, ResourceId, Option<i64>)> = records
+/// Whether `previous` (kept by the sweep at `gathered_at`) still describes a VM whose latest
+/// recovery point is `latest` at `now` (see the module docs).
+pub fn reusable(
+    previous: &VmRecoveryPoints,
+    gathered_at: Option<DateTime<Utc>>,
+    latest: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    !previous.truncated
+        && latest.is_some()
+        && previous.newest == latest
+        && gathered_at.is_some_and(|at| at <= now && now - at < REUSE_FOR)
+}
+
+/// Lists the recovery points of every ADE VM with a vault (policies must be in `facts` already),
+/// reusing `previous`'s summary of a VM while it is current.
+pub async fn gather(
+    arm: &ArmClient,
+    records: &[VmRecord],
+    previous: &FleetFacts,
+    facts: &mut FleetFacts,
+) {
+    let now = facts.gathered_at.unwrap_or_else(Utc::now);
+    let mut reused = 0usize;
+    let mut wanted: Vec<(String, ResourceId, ResourceId, Option<i64>)> = Vec::new();
+    for r in records
         .iter()
         .filter(|r| r.status != crate::records::ProtectionStatus::NotEncrypted)
-        .filter_map(|r| {
-            let vault = ResourceId::parse(r.azure.vault_id.as_deref()?).ok()?;
-            let retention = r
-                .azure
-                .policy_id
-                .as_deref()
-                .and_then(|p| facts.policy(p))
-                .and_then(|p| p.longest_retention_days);
-            Some((
-                r.vm_id.canonical().to_ascii_lowercase(),
-                vault,
-                r.vm_id.clone(),
-                retention,
-            ))
-        })
-        .collect();
+    {
+        let Some(vault) = r
+            .azure
+            .vault_id
+            .as_deref()
+            .and_then(|v| ResourceId::parse(v).ok())
+        else {
+            continue;
+        };
+        let key = r.vm_id.canonical().to_ascii_lowercase();
+        if let Some(prev) = previous
+            .recovery_points(&key)
+            .filter(|p| reusable(p, previous.gathered_at, r.azure.recovery_point_time, now))
+        {
+            facts.recovery_points.insert(key, prev.clone());
+            reused += 1;
+            continue;
+        }
+        let retention = r
+            .azure
+            .policy_id
+            .as_deref()
+            .and_then(|p| facts.policy(p))
+            .and_then(|p| p.longest_retention_days);
+        wanted.push((key, vault, r.vm_id.clone(), retention));
+    }
+    tracing::debug!(
+        listed = wanted.len(),
+        reused,
+        "recovery points for the report"
+    );
     let answers: Vec<_> = futures::stream::iter(wanted)
         .map(|(key, vault, vm, retention)| async move {
             let r = arm.list_recovery_points_up_to(&vault, &vm, MAX_PAGES).await;
@@ -172,6 +220,52 @@ pub async fn gather(arm: &ArmClient, records: &[VmRecord], facts: &mut FleetFact
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_summary_is_reused_only_while_no_point_was_added_and_for_a_day_at_most() {
+        let newest = at("2026-12-01T22:00:00Z");
+        let prev = VmRecoveryPoints {
+            count: 3,
+            newest: Some(newest),
+            ..VmRecoveryPoints::default()
+        };
+        let kept = Some(at("2026-12-02T01:00:00Z"));
+        let now = at("2026-12-02T05:00:00Z");
+        assert!(reusable(&prev, kept, Some(newest), now));
+        // A new point since: list again.
+        assert!(!reusable(
+            &prev,
+            kept,
+            Some(at("2026-12-02T04:00:00Z")),
+            now
+        ));
+        // The record names no point, or the summary is a day old, or was cut, or is from the future.
+        assert!(!reusable(&prev, kept, None, now));
+        assert!(!reusable(
+            &prev,
+            kept,
+            Some(newest),
+            at("2026-12-03T01:00:00Z")
+        ));
+        assert!(!reusable(&prev, None, Some(newest), now));
+        let cut = VmRecoveryPoints {
+            truncated: true,
+            ..prev.clone()
+        };
+        assert!(!reusable(&cut, kept, Some(newest), now));
+        assert!(!reusable(
+            &prev,
+            Some(at("2026-12-02T06:00:00Z")),
+            Some(newest),
+            now
+        ));
+    }
 
     fn rp(name: &str, time: &str, expiry: Option<&str>) -> RecoveryPoint {
         let mut props =
