@@ -37,5 +37,9 @@ async fn recovery_points_are_listed_again_only_when_a_point_was_added_or_a_day_p
     stack.sim.advance(Duration::from_secs(25 * 3600));
     stack.clock.set(stack.sim.now()); // the handlers' clock follows the simulator's
     let (third, _) = publish_counting(&stack).await;
-    assert_eq!(third, vms.len() as u64, "a day later every VM is listed again");
+    assert_eq!(
+        third,
+        vms.len() as u64,
+        "a day later every VM is listed again"
+    );
 }
