@@ -6,12 +6,15 @@
 //! - [`s3_state`]: `StateStore` over S3 conditional writes, with leases in sidecar objects;
 //! - [`secrets`]: the Entra app credential from Secrets Manager; [`cert_assertion`]: the client
 //!   assertion of a certificate credential (no OpenSSL);
-//! - [`queues`], [`config`]: the settings; [`wiring`]: builds the router from them.
+//! - [`queues`], [`config`]: the settings; [`wiring`]: builds the router from them;
+//! - [`relay`]: the Event Grid webhook → SQS relay (`ADE_BACKUP_LAMBDA_MODE=relay`, behind a
+//!   Lambda function URL).
 
 pub mod cert_assertion;
 pub mod config;
 pub mod delay;
 pub mod queues;
+pub mod relay;
 pub mod router;
 pub mod s3_state;
 pub mod secrets;
