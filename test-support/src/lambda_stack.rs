@@ -61,6 +61,21 @@ impl LambdaStack {
         extra: &[(&str, String)],
         secret: Option<&str>,
     ) -> Self {
+        Self::start_inner(bin, extra, secret, None).await
+    }
+
+    /// `bin` as the Event Grid relay (`ADE_BACKUP_LAMBDA_MODE=relay`), its shared secret
+    /// `{"sharedSecret": shared_secret}` stored in moto's Secrets Manager.
+    pub async fn start_relay(bin: &Path, shared_secret: &str) -> Self {
+        Self::start_inner(bin, &[], None, Some(shared_secret)).await
+    }
+
+    async fn start_inner(
+        bin: &Path,
+        extra: &[(&str, String)],
+        secret: Option<&str>,
+        relay_secret: Option<&str>,
+    ) -> Self {
         let moto = Moto::start();
         let sqs = sqs_client(&moto);
         let s3 = s3_client(&moto);
@@ -106,6 +121,20 @@ impl LambdaStack {
             });
             env.push((
                 "ADE_BACKUP_AZURE_SECRET_ARN",
+                out.arn().expect("secret ARN").to_string(),
+            ));
+        }
+        if let Some(shared) = relay_secret {
+            let out = crate::sqs_event_source::secrets_client(&moto)
+                .create_secret()
+                .name("ade-backup-relay")
+                .secret_string(serde_json::json!({"sharedSecret": shared}).to_string())
+                .send()
+                .await
+                .expect("create the relay secret");
+            env.push(("ADE_BACKUP_LAMBDA_MODE", "relay".into()));
+            env.push((
+                "ADE_BACKUP_RELAY_SECRET_ARN",
                 out.arn().expect("secret ARN").to_string(),
             ));
         }
@@ -177,4 +206,35 @@ impl LambdaStack {
         let bytes = out.body.collect().await.ok()?.into_bytes();
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// A Lambda function URL request event (payload format 2.0) with `headers` (names lower-case,
+/// as function URLs deliver them) and a text `body`.
+pub fn function_url_request(method: &str, headers: &[(&str, &str)], body: Option<&str>) -> Value {
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.to_string())))
+        .collect();
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "relayurlid",
+            "domainName": "relayurlid.lambda-url.eu-west-1.on.aws",
+            "domainPrefix": "relayurlid",
+            "http": {"method": method, "path": "/", "protocol": "HTTP/1.1",
+                     "sourceIp": "20.0.0.1", "userAgent": "aeg-system"},
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "02/Dec/2026:06:00:00 +0000",
+            "timeEpoch": 1_796_191_200_000_i64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
 }
