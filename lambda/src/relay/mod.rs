@@ -338,3 +338,105 @@ fn at_index(e: EventError, index: usize) -> EventError {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ade_backup_functions::handlers::Registry;
+    use ade_backup_test_support::lambda_stack::function_url_request;
+    use ade_backup_test_support::pump::{PumpOptions, QueuePump};
+
+    const SECRET: &str = "unit-relay-secret-0123456789abcdef";
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn relay() -> (Relay, Arc<QueuePump>) {
+        let pump = Arc::new(QueuePump::new(
+            &Registry::production(),
+            PumpOptions::service_bus(),
+        ));
+        let json = format!(r#"{{"sharedSecret":"{SECRET}"}}"#);
+        let key = RelayKey::parse("arn:r", &json).expect("key");
+        let sender: Arc<dyn MessageSender> = pump.clone();
+        (Relay { key, sender }, pump)
+    }
+
+    fn request(body: &[u8], base64: bool) -> LambdaFunctionUrlRequest {
+        let text = match base64 {
+            true => base64::engine::general_purpose::STANDARD.encode(body),
+            false => String::from_utf8(body.to_vec()).expect("utf-8"),
+        };
+        let mut v = function_url_request("POST", &[(KEY_HEADER, SECRET)], Some(&text));
+        v["isBase64Encoded"] = Value::Bool(base64);
+        serde_json::from_value(v).expect("a function URL request")
+    }
+
+    fn cloud_event(id: &str) -> Value {
+        let vm = "/subscriptions/3f2b6c1e-8a4d-4e6f-9b21-5c7d8e9fa011/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1";
+        json!({"specversion": "1.0", "id": id, "type": "Microsoft.Resources.ResourceWriteSuccess",
+               "source": "/subscriptions/3f2b6c1e-8a4d-4e6f-9b21-5c7d8e9fa011", "subject": vm,
+               "time": "2026-12-02T06:00:00Z", "traceparent": TP,
+               "data": {"resourceUri": vm, "status": "Succeeded"}})
+    }
+
+    #[tokio::test]
+    async fn a_base64_cloudevent_is_enqueued_with_its_own_traceparent() {
+        let (relay, pump) = relay();
+        let body = serde_json::to_vec(&cloud_event("ce-1")).expect("json");
+        let r = relay.handle(request(&body, true)).await;
+        assert_eq!(r.status_code, 200, "{:?}", r.body);
+        let sent = pump.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            (sent[0].queue.as_str(), sent[0].message_id.as_str()),
+            (EVENTS_QUEUE, "ce-1")
+        );
+        assert_eq!(
+            sent[0].properties.get("traceparent").map(String::as_str),
+            Some(TP)
+        );
+        assert_eq!(sent[0].body, body);
+    }
+
+    #[tokio::test]
+    async fn bodies_that_are_not_deliveries_are_refused_before_sending() {
+        let (relay, pump) = relay();
+        let mut bad_time = cloud_event("ce-2");
+        bad_time["time"] = json!("yesterday");
+        let mut bad_version = cloud_event("ce-3");
+        bad_version["specversion"] = json!("0.3");
+        let cases: Vec<(LambdaFunctionUrlRequest, i64, &str)> = vec![
+            (request(b"%%%", false), 400, "body"),
+            (
+                request(&serde_json::to_vec(&bad_time).expect("json"), false),
+                400,
+                "[0].time",
+            ),
+            (
+                request(&serde_json::to_vec(&bad_version).expect("json"), false),
+                400,
+                "[0].specversion",
+            ),
+            (
+                request(&vec![b' '; MAX_BODY_BYTES + 1], true),
+                413,
+                "larger",
+            ),
+            (
+                request(&vec![b' '; MAX_BODY_BYTES + 1], false),
+                413,
+                "larger",
+            ),
+        ];
+        for (req, status, needle) in cases {
+            let r = relay.handle(req).await;
+            let body = r.body.unwrap_or_default();
+            assert_eq!(r.status_code, status, "{body}");
+            assert!(body.contains(needle), "{needle}: {body}");
+        }
+        let mut not_b64 = request(b"[]", false);
+        not_b64.is_base64_encoded = true;
+        not_b64.body = Some("***".into());
+        assert_eq!(relay.handle(not_b64).await.status_code, 400);
+        assert!(pump.sent().is_empty());
+    }
+}
