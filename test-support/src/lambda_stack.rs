@@ -32,6 +32,20 @@ pub struct LambdaStack {
     pub api: RuntimeApi,
     pub process: LambdaProcess,
     pub source: SqsEventSource,
+    /// The environment `process` was started with.
+    pub env: Vec<(String, String)>,
+}
+
+/// Stores `{"sharedSecret": shared}` in moto's Secrets Manager; its ARN.
+async fn create_relay_secret(moto: &Moto, shared: &str) -> String {
+    let out = crate::sqs_event_source::secrets_client(moto)
+        .create_secret()
+        .name("ade-backup-relay")
+        .secret_string(serde_json::json!({"sharedSecret": shared}).to_string())
+        .send()
+        .await
+        .expect("create the relay secret");
+    out.arn().expect("secret ARN").to_string()
 }
 
 fn queue_names() -> Vec<String> {
@@ -125,18 +139,9 @@ impl LambdaStack {
             ));
         }
         if let Some(shared) = relay_secret {
-            let out = crate::sqs_event_source::secrets_client(&moto)
-                .create_secret()
-                .name("ade-backup-relay")
-                .secret_string(serde_json::json!({"sharedSecret": shared}).to_string())
-                .send()
-                .await
-                .expect("create the relay secret");
             env.push(("ADE_BACKUP_LAMBDA_MODE", "relay".into()));
-            env.push((
-                "ADE_BACKUP_RELAY_SECRET_ARN",
-                out.arn().expect("secret ARN").to_string(),
-            ));
+            let arn = create_relay_secret(&moto, shared).await;
+            env.push(("ADE_BACKUP_RELAY_SECRET_ARN", arn));
         }
         for (k, v) in extra {
             env.retain(|(e, _)| e != k);
@@ -146,6 +151,7 @@ impl LambdaStack {
         }
         let process = LambdaProcess::spawn(bin, &env);
         let source = SqsEventSource::new(sqs.clone(), queues.values().cloned().collect());
+        let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         Self {
             moto,
             sqs,
@@ -155,7 +161,30 @@ impl LambdaStack {
             api,
             process,
             source,
+            env,
         }
+    }
+
+    /// The Event Grid relay beside this stack's router: `bin` in relay mode with its own Runtime
+    /// API, on the same moto and queues, its secret `{"sharedSecret": shared_secret}`.
+    pub async fn start_relay_beside(
+        &self,
+        bin: &Path,
+        shared_secret: &str,
+    ) -> (RuntimeApi, LambdaProcess) {
+        let arn = create_relay_secret(&self.moto, shared_secret).await;
+        let api = RuntimeApi::start().await;
+        let mut env: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("AWS_LAMBDA_"))
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        env.extend(api.env());
+        env.push(("ADE_BACKUP_LAMBDA_MODE", "relay".into()));
+        env.push(("ADE_BACKUP_RELAY_SECRET_ARN", arn));
+        let process = LambdaProcess::spawn(bin, &env);
+        (api, process)
     }
 
     /// Invokes the function with `event`; panics with the process log if it is not running.
