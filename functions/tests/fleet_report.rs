@@ -231,16 +231,22 @@ fn check_readiness(eah: &[Value], facts: &Value) {
             .is_some_and(|u| u.starts_with("https://learn.microsoft.com/")));
         seen.insert(want);
     }
-    assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
-        [
-            "can-move",
-            "feature-not-registered",
-            "size-restricted-in-region",
-            "size-unsupported"
-        ],
-        "rg-legacy: A2_v2; rg-app-neu: D2s_v3 restricted in northeurope for prod-weu; prod-neu: feature not registered"
-    );
+    // Every verdict the sample fleet is built to show is shown. Each VM's verdict was checked
+    // against its facts above, so a VM whose size or region ARM had not reported when the facts
+    // were gathered (which VMs exist by then depends on how far the run got) is `unknown`
+    // consistently with its facts, and is allowed.
+    for verdict in [
+        "can-move",
+        "feature-not-registered",
+        "size-restricted-in-region",
+        "size-unsupported",
+    ] {
+        assert!(
+            seen.contains(verdict),
+            "{verdict} not shown ({seen:?}): rg-legacy: A2_v2; rg-app-neu: D2s_v3 restricted in \
+             northeurope for prod-weu; prod-neu: feature not registered"
+        );
+    }
 }
 
 /// The recovery points the sweep listed (facts) against the report: counts per VM, and every point

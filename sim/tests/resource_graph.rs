@@ -118,10 +118,14 @@ async fn other_tables_and_projection() {
     assert_eq!(ra["totalRecords"], 0);
 }
 
-/// Continuation pages come from the snapshot the first page took (Resource Graph pages one
-/// result), and the snapshot is dropped once its last page is served.
+/// Continuation pages page the rows the first page matched (the same `totalRecords`, no row
+/// skipped or repeated), each rendered as the resource is when its page is served: Resource Graph
+/// does not promise a snapshot across pages (learn.microsoft.com/azure/governance/resource-graph/
+/// concepts/paging-results, "Paging limitations": data changing between page calls), and the
+/// simulator renders rows lazily, page by page (issue 15, scenario 7). The row set is dropped once
+/// its last page is served.
 #[tokio::test]
-async fn continuation_pages_read_the_first_pages_snapshot() {
+async fn continuation_pages_page_the_first_pages_rows_as_they_are_now() {
     let fleet = Fleet::generate(1, 600, 9);
     let h = unthrottled(fleet).await;
     let q = "recoveryservicesresources | where type =~ 'microsoft.recoveryservices/vaults/backupfabrics/protectioncontainers/protecteditems'";
@@ -136,7 +140,7 @@ async fn continuation_pages_read_the_first_pages_snapshot() {
         let vm = row["properties"]["sourceResourceId"].as_str().expect("vm");
         h.sim.stop_protection(vm).expect("stop");
     }
-    // ... but the continuation still pages the first page's result.
+    // ... the continuation pages the same rows (same total, the next five), rendered as they are now.
     let (s, second) = query(
         &h,
         json!({"query": q, "options": {"$top": 5, "$skipToken": token}}),
@@ -144,11 +148,21 @@ async fn continuation_pages_read_the_first_pages_snapshot() {
     .await;
     assert_eq!(s, 200, "{second}");
     assert_eq!(second["totalRecords"].as_u64(), Some(total));
-    assert!(second["data"]
+    let rows = second["data"].as_array().expect("rows");
+    assert_eq!(rows.len(), 5, "{second}");
+    let first_ids: Vec<&Value> = first["data"]
         .as_array()
         .expect("rows")
         .iter()
-        .all(|r| r["properties"]["protectionState"] != "ProtectionStopped"));
+        .map(|r| &r["id"])
+        .collect();
+    assert!(
+        rows.iter().all(|r| !first_ids.contains(&&r["id"])),
+        "no row of the first page again"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["properties"]["protectionState"] == "ProtectionStopped"));
     // A new query sees the change.
     let (_, fresh) = query(&h, json!({"query": q, "options": {"$top": 5}})).await;
     assert!(fresh["data"]
