@@ -8,7 +8,9 @@
 //! cargo bench -p ade-backup-functions --bench sweep_memory --profile dev -- 10k
 //! cargo bench -p ade-backup-functions --bench sweep_memory --profile dev -- 100k
 //! ```
-//! `SWEEP_BIN=/path/to/other/ade-backup` measures another build's sweep against this simulator.
+//! `SWEEP_BIN=/path/to/other/ade-backup` measures another build's sweep against this simulator;
+//! `SWEEP_WRAPPER="heaptrack -o /tmp/sweep"` runs it under a profiler (its figures are then the
+//! wrapper's).
 
 use ade_backup_sim::Fleet;
 use ade_backup_test_support::simulator::rules_for;
@@ -82,7 +84,18 @@ fn measure_sweep(base: &str, fleet: &Fleet, state: &std::path::Path) -> Run {
     let t = Instant::now();
     // Another build of the sweep (e.g. main's, for a before/after figure) with SWEEP_BIN.
     let bin = std::env::var("SWEEP_BIN").unwrap_or_else(|_| BIN.to_string());
-    let mut child = Command::new(bin)
+    // A profiler around the sweep (e.g. `SWEEP_WRAPPER=heaptrack`): the figures are then the
+    // wrapper's, the profile is the point.
+    let mut command = match std::env::var("SWEEP_WRAPPER") {
+        Ok(w) if !w.trim().is_empty() => {
+            let mut words = w.split_whitespace();
+            let mut c = Command::new(words.next().unwrap_or_default());
+            c.args(words).arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    };
+    let mut child = command
         .args(["sweep", "--dry-run", "--output", "json"])
         .env("ADE_BACKUP_CREDENTIAL", "static")
         .env("ADE_BACKUP_STATIC_TOKEN", "t")

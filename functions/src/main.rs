@@ -107,6 +107,26 @@ fn main() -> ExitCode {
     code
 }
 
+/// The server and the local stack serve many invocations at once: a worker thread per core.
+/// The one-shot commands (sweep, report, status, drill) await their I/O one process at a time
+/// and run on the calling thread: no worker threads, so no per-thread allocator arenas holding
+/// freed pages (the 100,000-VM sweep's peak memory, docs/reliability.md, scenario 7).
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let serves = match command {
+        Command::Serve(_) => true,
+        #[cfg(feature = "local")]
+        Command::Local(_) | Command::Sim(_) => true,
+        _ => false,
+    };
+    if serves {
+        tokio::runtime::Runtime::new()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+}
+
 fn run(cli: Cli) -> ExitCode {
     let command = match cli.command {
         Some(c) => c,
@@ -126,7 +146,7 @@ fn run(cli: Cli) -> ExitCode {
             }
         },
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -40,14 +40,18 @@ fn valid_segment(s: &str) -> bool {
 /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/{Namespace}/{type}/{name}[/{childType}/{childName}]*`.
 ///
 /// Comparison is case-insensitive, as in ARM; `Display` keeps the original casing.
+///
+/// Held as one string in the form above (the keywords spelt as there, the segments as given):
+/// a sweep keeps several ids per VM of a 100,000-VM fleet, so one allocation per id, not five.
+/// Segments are validated at parse (no `/` inside one), so the parts are found by splitting.
 #[derive(Clone, Eq)]
 pub struct ResourceId {
-    subscription: String,
-    resource_group: String,
-    namespace: String,
-    /// (type, name) pairs, top-level first.
-    types: Vec<(String, String)>,
+    text: Box<str>,
 }
+
+/// Segments of `text` before the provider's first type: "", "subscriptions", sub,
+/// "resourceGroups", rg, "providers", namespace.
+const HEAD_SEGMENTS: usize = 7;
 
 impl ResourceId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
@@ -89,14 +93,19 @@ impl ResourceId {
         if uuid::Uuid::parse_str(sub).is_err() {
             return Err(id_err(FIELD, "subscription must be a GUID", s));
         }
+        let mut text = String::with_capacity(s.len());
+        text.push_str("/subscriptions/");
+        text.push_str(sub);
+        text.push_str("/resourceGroups/");
+        text.push_str(parts[3]);
+        text.push_str("/providers/");
+        text.push_str(parts[5]);
+        for segment in rest {
+            text.push('/');
+            text.push_str(segment);
+        }
         Ok(Self {
-            subscription: sub.to_string(),
-            resource_group: parts[3].to_string(),
-            namespace: parts[5].to_string(),
-            types: rest
-                .chunks(2)
-                .map(|c| (c[0].to_string(), c[1].to_string()))
-                .collect(),
+            text: text.into_boxed_str(),
         })
     }
 
@@ -119,19 +128,39 @@ impl ResourceId {
         Self::parse(&s)
     }
 
+    fn segment(&self, n: usize) -> &str {
+        self.text.split('/').nth(n).unwrap_or("")
+    }
+    /// The (type, name) pairs' segments, top-level first.
+    fn pair_segments(&self) -> impl Iterator<Item = &str> {
+        self.text.split('/').skip(HEAD_SEGMENTS)
+    }
+    /// The id cut after its first `pairs` (type, name) pairs.
+    fn truncated(&self, pairs: usize) -> ResourceId {
+        let keep = HEAD_SEGMENTS + 2 * pairs;
+        let end = self
+            .text
+            .match_indices('/')
+            .nth(keep - 1)
+            .map_or(self.text.len(), |(i, _)| i);
+        ResourceId {
+            text: self.text[..end].into(),
+        }
+    }
+
     pub fn subscription(&self) -> &str {
-        &self.subscription
+        self.segment(2)
     }
     pub fn resource_group(&self) -> &str {
-        &self.resource_group
+        self.segment(4)
     }
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.segment(6)
     }
     /// Full type, e.g. `Microsoft.Compute/virtualMachines/extensions`.
     pub fn full_type(&self) -> String {
-        let mut t = self.namespace.clone();
-        for (ty, _) in &self.types {
+        let mut t = self.namespace().to_string();
+        for (ty, _) in self.types() {
             t.push('/');
             t.push_str(ty);
         }
@@ -143,25 +172,24 @@ impl ResourceId {
     }
     /// Name of the last (deepest) resource.
     pub fn name(&self) -> &str {
-        self.types.last().map(|(_, n)| n.as_str()).unwrap_or("")
+        self.text.rsplit('/').next().unwrap_or("")
     }
     /// (type, name) pairs, top-level first.
-    pub fn types(&self) -> &[(String, String)] {
-        &self.types
+    pub fn types(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut segments = self.pair_segments();
+        std::iter::from_fn(move || Some((segments.next()?, segments.next()?)))
+    }
+    fn depth(&self) -> usize {
+        self.pair_segments().count() / 2
     }
     /// The top-level resource this one belongs to (itself when already top-level).
     pub fn top_level(&self) -> ResourceId {
-        let mut r = self.clone();
-        r.types.truncate(1);
-        r
+        self.truncated(1)
     }
     /// The parent resource, if this is a child.
     pub fn parent(&self) -> Option<ResourceId> {
-        (self.types.len() > 1).then(|| {
-            let mut r = self.clone();
-            r.types.pop();
-            r
-        })
+        let depth = self.depth();
+        (depth > 1).then(|| self.truncated(depth - 1))
     }
     /// A child resource id.
     pub fn child(&self, child_type: &str, child_name: &str) -> Result<ResourceId, IdError> {
@@ -172,47 +200,44 @@ impl ResourceId {
                 child_name,
             ));
         }
-        let mut r = self.clone();
-        r.types
-            .push((child_type.to_string(), child_name.to_string()));
-        Ok(r)
+        let text = format!("{}/{child_type}/{child_name}", self.text);
+        Ok(ResourceId {
+            text: text.into_boxed_str(),
+        })
     }
     /// Lower-cased canonical form, for map keys and deterministic ids.
     pub fn canonical(&self) -> String {
-        self.to_string().to_ascii_lowercase()
+        self.text.to_ascii_lowercase()
     }
     /// The resource group's own id.
     pub fn resource_group_id(&self) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}",
-            self.subscription, self.resource_group
+            self.subscription(),
+            self.resource_group()
         )
     }
 }
 
 impl PartialEq for ResourceId {
     fn eq(&self, other: &Self) -> bool {
-        self.canonical() == other.canonical()
+        self.text.eq_ignore_ascii_case(&other.text)
     }
 }
 
 impl std::hash::Hash for ResourceId {
+    /// Hashes the canonical form (as `PartialEq` compares), without building it.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.canonical().hash(state)
+        for b in self.text.bytes() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+        state.write_u8(0xff);
     }
 }
 
 impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "/subscriptions/{}/resourceGroups/{}/providers/{}",
-            self.subscription, self.resource_group, self.namespace
-        )?;
-        for (t, n) in &self.types {
-            write!(f, "/{t}/{n}")?;
-        }
-        Ok(())
+        f.write_str(&self.text)
     }
 }
 
@@ -475,6 +500,71 @@ mod tests {
             let err = ResourceId::parse(bad).expect_err(bad);
             assert_eq!(err.field, "resourceId");
         }
+    }
+
+    /// One string holds the id: every part, the parent, the top level and a child read back as
+    /// the parts parsed; the keywords are spelt one way whatever casing came in.
+    #[test]
+    fn parts_parent_and_children_read_back_from_the_one_string() {
+        let item = "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000001/resourcegroups/RG-b/PROVIDERS/Microsoft.RecoveryServices/vaults/rsv/backupFabrics/Azure/protectionContainers/c;1/protectedItems/vm;iaasvmcontainerv2;rg;vm1";
+        let id = ResourceId::parse(item).expect("valid");
+        assert_eq!(id.subscription(), "00000000-0000-0000-0000-000000000001");
+        assert_eq!(id.resource_group(), "RG-b");
+        assert_eq!(id.namespace(), "Microsoft.RecoveryServices");
+        assert_eq!(id.name(), "vm;iaasvmcontainerv2;rg;vm1");
+        assert_eq!(
+            id.types().collect::<Vec<_>>(),
+            vec![
+                ("vaults", "rsv"),
+                ("backupFabrics", "Azure"),
+                ("protectionContainers", "c;1"),
+                ("protectedItems", "vm;iaasvmcontainerv2;rg;vm1"),
+            ]
+        );
+        assert_eq!(
+            id.full_type(),
+            "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems"
+        );
+        assert!(id.to_string().starts_with(
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/RG-b/providers/"
+        ));
+        let vault = id.top_level();
+        assert_eq!(
+            vault.to_string(),
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/RG-b/providers/Microsoft.RecoveryServices/vaults/rsv"
+        );
+        assert_eq!(vault.top_level(), vault);
+        assert!(vault.parent().is_none());
+        let container = id.parent().expect("parent");
+        assert_eq!(container.name(), "c;1");
+        assert_eq!(
+            container.parent().and_then(|f| f.parent()),
+            Some(vault.clone())
+        );
+        let policy = vault
+            .child("backupPolicies", "DefaultPolicy")
+            .expect("child");
+        assert_eq!(policy.parent(), Some(vault.clone()));
+        assert_eq!(policy.name(), "DefaultPolicy");
+        assert!(vault.child("a/b", "x").is_err());
+        assert_eq!(
+            id.resource_group_id(),
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/RG-b"
+        );
+    }
+
+    /// Equal ids hash alike (map keys), whatever their casing; different ids do not collide on
+    /// a shared prefix.
+    #[test]
+    fn equal_ids_hash_alike() {
+        use std::collections::HashSet;
+        let a = ResourceId::parse(VM).expect("valid");
+        let b = ResourceId::parse(&VM.to_uppercase()).expect("valid");
+        let c = a.child("extensions", "ade").expect("child");
+        let set: HashSet<ResourceId> = [a.clone(), b, c.clone()].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&a) && set.contains(&c));
+        assert_eq!(a.canonical(), VM.to_ascii_lowercase());
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! `RELIABILITY_SUBSCRIPTIONS=<n>` the subscriptions of the latency run (default 10),
 //! `RELIABILITY_RESTORES`, `RELIABILITY_KILLS` and `RELIABILITY_MAX_RUNTIME` (seconds) size
 //! the crash run (50, 200, 2,400; restores also for the faults run), `RELIABILITY_KILL_GAP_MS`
-//! the mean gap between a restart and the next kill (300),
+//! the mean gap between a restart and the next kill (1,000; each gap is uniform in 0-2x), `RELIABILITY_HOST_LOG=<file>` keeps
+//! the crash run's local host log (every delivery and how it was settled),
 //! `RELIABILITY_DUPLICATE_DETECTION=off` turns Service Bus duplicate detection off in the
 //! duplicates run.
 
@@ -115,7 +116,8 @@ async fn crashes() {
         // Sized to the kill schedule: every kill costs a restart and the 5 s lock of each
         // message whose invocation died, on top of the onboarding itself.
         max_runtime: Duration::from_secs(env_or("RELIABILITY_MAX_RUNTIME", 2_400) as u64),
-        mean_gap: Duration::from_millis(env_or("RELIABILITY_KILL_GAP_MS", 300) as u64),
+        mean_gap: Duration::from_millis(env_or("RELIABILITY_KILL_GAP_MS", 1_000) as u64),
+        host_log: std::env::var_os("RELIABILITY_HOST_LOG").map(Into::into),
         ..CrashRun::default()
     };
     println!(

@@ -264,7 +264,6 @@ fn same_subnet(a: &ResourceId, b: &ResourceId) -> bool {
         && a.resource_group().eq_ignore_ascii_case(b.resource_group())
         && a.is_type(&b.full_type())
         && a.types()
-            .iter()
             .zip(b.types())
             .all(|((_, x), (_, y))| x.eq_ignore_ascii_case(y))
 }

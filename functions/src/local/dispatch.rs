@@ -32,6 +32,8 @@ const HOST_VERSION: &str = "4.0.0-ade-backup-local";
 /// Largest failed answer read from the handler: ade-backup's are a few KiB (`Logs` and the
 /// dead-letter request).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Longest wait, after a delivery found no handler, for the supervisor to mark it down.
+const UNREACHABLE_SETTLE: Duration = Duration::from_secs(2);
 /// Characters of the handler's first log line kept in an abandon reason.
 const MAX_LOG_CHARS: usize = 200;
 
@@ -51,6 +53,10 @@ pub struct FunctionReport {
     pub dead_lettered: u64,
     /// Timer invocations that did not answer 2xx (timers are not retried).
     pub failed: u64,
+    /// Completed messages by the delivery that completed them (`DeliveryCount`): how many
+    /// deliveries crashes and failures cost, against the queue's maxDeliveryCount.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub completed_at_delivery: BTreeMap<u32, u64>,
 }
 
 pub(crate) struct Shared {
@@ -87,6 +93,26 @@ impl Shared {
                 _ = stop.changed() => {}
             }
         }
+    }
+
+    /// After `url` gave no answer: waits until the supervisor has noticed (the handler is down
+    /// or another child is up), at most `max` (a handler given by URL is never replaced).
+    /// A delivery that failed because the child died is then settled, and nothing more is
+    /// handed to the dead child: a crash costs each in-flight message one delivery, as in the
+    /// Functions host, not one per retry during the restart.
+    async fn handler_replaced(&self, url: &str, max: Duration) {
+        let mut handler = self.handler.clone();
+        let replaced = async {
+            loop {
+                if handler.borrow_and_update().as_deref() != Some(url) {
+                    return;
+                }
+                if handler.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(max, replaced).await;
     }
 }
 
@@ -269,12 +295,13 @@ pub(crate) async fn run_queue_function(
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let Some(url) = shared.handler_url(&mut stop).await else {
-            break;
-        };
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.changed() => break,
+        };
+        // The handler as it is once a slot is free (waiting for the slot can outlast a child).
+        let Some(url) = shared.handler_url(&mut stop).await else {
+            break;
         };
         let q = shared.queue.clone();
         let name = queue_name.clone();
@@ -329,9 +356,9 @@ async fn invoke_message(
     let mut verdict = post(shared, url, function, &payload).await;
     renewer.abort();
     if let Verdict::Unreachable(why) = verdict {
-        // Give the supervisor time to notice a dead child before the message is offered again,
-        // so a crash does not burn several deliveries in a few milliseconds.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The message is offered again only once the supervisor has seen the child go, so
+        // no other delivery goes to the dead child in the meantime.
+        shared.handler_replaced(url, UNREACHABLE_SETTLE).await;
         verdict = Verdict::Abandon(why);
     }
 
@@ -355,7 +382,14 @@ async fn invoke_message(
         shared.update(function, |r| r.abandoned += 1);
         return;
     }
-    record_settled(shared, function, &head, ms, &verdict, settle);
+    record_settled(
+        shared,
+        function,
+        &head,
+        (ms, m.delivery_count),
+        &verdict,
+        settle,
+    );
 }
 
 /// Renews the message's lock while the function runs, up to maxAutoLockRenewalDuration, as the
@@ -414,13 +448,16 @@ fn record_settled(
     shared: &Shared,
     function: &str,
     head: &str,
-    ms: u128,
+    (ms, delivery): (u128, u32),
     verdict: &Verdict,
     settle: Result<Option<AbandonOutcome>, LocalQueueError>,
 ) {
     match (verdict, settle) {
         (Verdict::Complete, _) => {
-            shared.update(function, |r| r.completed += 1);
+            shared.update(function, |r| {
+                r.completed += 1;
+                *r.completed_at_delivery.entry(delivery).or_default() += 1;
+            });
             println!("{head} → completed ({ms} ms)");
         }
         (
@@ -594,6 +631,139 @@ mod tests {
         assert!(why.starts_with("HTTP 503: "), "{why}");
         assert!(!why.contains("abcdefghij"), "{why}");
         assert!(why.ends_with("Bearer [REDACTED]"), "{why}");
+    }
+
+    /// A child that died: messages in flight when it went cost one delivery each; nothing is
+    /// delivered until a new child is up, which then gets every message at delivery 2 at most.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_handler_costs_each_in_flight_message_one_delivery_and_is_sent_nothing_more() {
+        use super::super::queue::{LocalQueueOptions, NewMessage};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = LocalQueueOptions {
+            lock_duration: Duration::from_secs(30),
+            max_delivery_count: 10,
+            ..LocalQueueOptions::default()
+        };
+        let queue = LocalQueue::open(dir.path(), options).expect("queue");
+        queue.ensure_queue("q").expect("queue name");
+        for i in 0..6 {
+            let m = NewMessage {
+                message_id: Some(format!("m{i}")),
+                body: b"{}".to_vec(),
+                ..NewMessage::default()
+            };
+            queue.send("q", m).expect("send");
+        }
+        // A port nothing listens on: the child is gone.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dead_url = format!("http://{}", dead.local_addr().expect("addr"));
+        drop(dead);
+        let (handler_tx, handler_rx) = watch::channel(Some(dead_url));
+        let shared = Arc::new(Shared {
+            queue: queue.clone(),
+            client: reqwest::Client::new(),
+            handler: handler_rx,
+            reports: Mutex::new(BTreeMap::new()),
+            busy: AtomicUsize::new(0),
+            timer_next: Mutex::new(BTreeMap::new()),
+            function_timeout: Duration::from_secs(10),
+            max_auto_lock_renewal: Duration::from_secs(60),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = tokio::spawn(run_queue_function(
+            shared.clone(),
+            "F".into(),
+            "msg".into(),
+            "q".into(),
+            2,
+            stop_rx,
+        ));
+        let max_count = |q: &LocalQueue| {
+            q.messages("q")
+                .expect("messages")
+                .iter()
+                .map(|m| m.delivery_count)
+                .max()
+                .unwrap_or(0)
+        };
+        // The two deliveries in flight find no answer, and wait for the supervisor.
+        let until = Instant::now() + Duration::from_secs(10);
+        while shared
+            .reports
+            .lock()
+            .expect("reports")
+            .get("F")
+            .map_or(0, |r| r.invocations)
+            < 2
+        {
+            assert!(Instant::now() < until, "no delivery was attempted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The supervisor notices: down. The two are abandoned; nothing else is sent while down.
+        handler_tx.send(None).expect("watch");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let report = shared.reports.lock().expect("reports").get("F").cloned();
+        assert_eq!(
+            report.as_ref().map(|r| (r.invocations, r.abandoned)),
+            Some((2, 2))
+        );
+        assert_eq!(max_count(&queue), 1, "{:?}", queue.messages("q"));
+
+        // A new child answers: every message completes, none past its second delivery.
+        let seen = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let app = axum::Router::new().route(
+            "/F",
+            axum::routing::post({
+                let seen = seen.clone();
+                move |axum::Json(v): axum::Json<Value>| async move {
+                    let count = v["Metadata"]["DeliveryCount"]
+                        .as_str()
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    seen.lock().expect("seen").push(count);
+                    axum::Json(json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let live_url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        handler_tx.send(Some(live_url)).expect("watch");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !queue.messages("q").expect("messages").is_empty() {
+            assert!(
+                Instant::now() < until,
+                "messages left: {:?}",
+                queue.messages("q")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut seen = seen.lock().expect("seen").clone();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![1, 1, 1, 1, 2, 2]);
+        // The queue settles before the report counts the completion: wait for the count.
+        let completed = || {
+            let reports = shared.reports.lock().expect("reports");
+            reports.get("F").map_or(0, |r| r.completed)
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while completed() < 6 {
+            assert!(
+                Instant::now() < until,
+                "completions counted: {}",
+                completed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let report = shared.reports.lock().expect("reports").get("F").cloned();
+        assert_eq!(
+            report.map(|r| r.completed_at_delivery),
+            Some(BTreeMap::from([(1, 4), (2, 2)]))
+        );
+        stop_tx.send(true).expect("stop");
+        worker.await.expect("worker");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct CrashRun {
     pub time_scale: f64,
     pub max_runtime: Duration,
     pub seed: u64,
+    /// Where the local host's own log goes (each delivery and how it was settled); `None`:
+    /// nowhere.
+    pub host_log: Option<PathBuf>,
 }
 
 impl Default for CrashRun {
@@ -43,6 +46,7 @@ impl Default for CrashRun {
             time_scale: 60.0,
             max_runtime: Duration::from_secs(600),
             seed: 15,
+            host_log: None,
         }
     }
 }
@@ -68,7 +72,15 @@ pub struct CrashReport {
     /// Dead letters by `queue: reason`, with the first description of each (what to classify:
     /// `MaxDeliveryCountExceeded` after repeated kills, or a product's poison verdict).
     pub dead_letter_reasons: BTreeMap<String, (u64, String)>,
+    /// Completed messages by the delivery that completed them, over every function.
+    pub completed_at_delivery: BTreeMap<u32, u64>,
+    /// Completed messages that needed more than [`AZURE_DEFAULT_MAX_DELIVERY_COUNT`]
+    /// deliveries, by function: what Azure's default would have dead-lettered.
+    pub beyond_azure_default: BTreeMap<String, u64>,
 }
+
+/// Service Bus's default `maxDeliveryCount` (and infra/main.bicep's).
+pub const AZURE_DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
 
 impl CrashReport {
     pub fn write(&self, kind: &str) -> u64 {
@@ -144,7 +156,7 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
         .env("ADE_BACKUP_RESTORE_ALLOWLIST", allowlist)
         .env("ADE_BACKUP_REPLY_QUEUES", "ticket-status")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(host_log(run)?)
         .stderr(Stdio::null())
         .spawn()
         .map_err(io("starting ade-backup local"))?;
@@ -159,6 +171,16 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
     let report: Value =
         serde_json::from_str(&text).map_err(|e| CrashRunError::Report(e.to_string()))?;
     Ok(summarise(run, &report, kills, recovery, wall))
+}
+
+/// The local host's standard output: the run's `host_log` file, or nowhere.
+fn host_log(run: &CrashRun) -> Result<Stdio, CrashRunError> {
+    match &run.host_log {
+        Some(path) => Ok(std::fs::File::create(path)
+            .map_err(io("creating the host log"))?
+            .into()),
+        None => Ok(Stdio::null()),
+    }
 }
 
 /// The repository root (holds host.json and the function folders).
@@ -334,7 +356,42 @@ fn summarise(
         writes: report["azure"]["writes"].clone(),
         dead_letters: report["deadLetters"].as_array().map_or(0, Vec::len),
         dead_letter_reasons: dead_letter_reasons(report),
+        completed_at_delivery: completed_at_delivery(report),
+        beyond_azure_default: beyond_azure_default(report),
     }
+}
+
+/// The local host's `completedAtDelivery` per function, as (function, delivery, count).
+fn completions(report: &Value) -> impl Iterator<Item = (String, u32, u64)> + '_ {
+    report["functions"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(name, f)| {
+            f["completedAtDelivery"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(move |(d, n)| Some((name.clone(), d.parse().ok()?, n.as_u64()?)))
+        })
+}
+
+fn completed_at_delivery(report: &Value) -> BTreeMap<u32, u64> {
+    let mut by = BTreeMap::new();
+    for (_, delivery, n) in completions(report) {
+        *by.entry(delivery).or_default() += n;
+    }
+    by
+}
+
+fn beyond_azure_default(report: &Value) -> BTreeMap<String, u64> {
+    let mut by = BTreeMap::new();
+    for (function, delivery, n) in completions(report) {
+        if delivery > AZURE_DEFAULT_MAX_DELIVERY_COUNT {
+            *by.entry(function).or_default() += n;
+        }
+    }
+    by
 }
 
 /// `queue: reason` → (count, the first description, its first 300 characters).
@@ -378,6 +435,17 @@ impl std::fmt::Display for CrashReport {
         writeln!(f, "  VM records by status: {:?}", self.vms_by_status)?;
         writeln!(f, "  tickets by status: {:?}", self.tickets_by_status)?;
         writeln!(f, "  sim writes: {}", self.writes)?;
+        writeln!(
+            f,
+            "  completed messages by the delivery that completed them: {:?}",
+            self.completed_at_delivery
+        )?;
+        writeln!(
+            f,
+            "  completed after more than {AZURE_DEFAULT_MAX_DELIVERY_COUNT} deliveries (dead-lettered at Azure's default maxDeliveryCount): {} {:?}",
+            self.beyond_azure_default.values().sum::<u64>(),
+            self.beyond_azure_default
+        )?;
         write!(f, "  dead-lettered: {}", self.dead_letters)?;
         for (reason, (n, first)) in &self.dead_letter_reasons {
             write!(f, "\n    {reason}: {n} (first: {first})")?;

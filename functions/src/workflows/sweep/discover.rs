@@ -156,9 +156,14 @@ fn role_assignment_query(bms: uuid::Uuid) -> String {
     )
 }
 
+/// A VM's ADE extension rows, each kept as its compact JSON text until the VM's own row
+/// arrives: one allocation per extension instead of a parsed object's dozen or so (a
+/// 100,000-VM fleet has tens of thousands of them, all held while the VM rows stream).
+type ExtensionRows = HashMap<String, Vec<Box<str>>>;
+
 /// The ADE extensions by VM (canonical id), and the small results read alongside them.
 struct FirstRows {
-    exts_by_vm: HashMap<String, Vec<ExtensionObservation>>,
+    exts_by_vm: ExtensionRows,
     key_vaults: Vec<Value>,
     role_assignments: Vec<Value>,
 }
@@ -177,10 +182,13 @@ async fn first_rows(
     let g = discovery_error;
     let (exts_by_vm, key_vaults, role_assignments) = tokio::try_join!(
         async {
-            let mut by_vm: HashMap<String, Vec<ExtensionObservation>> = HashMap::new();
+            let mut by_vm = ExtensionRows::new();
             each_row(arm, scopes, &extension_query(), |e| {
                 if let Some(vm) = str_at(&e, &["id"]).and_then(extension_parent) {
-                    by_vm.entry(vm).or_default().push(extension_from_row(&e));
+                    by_vm
+                        .entry(vm)
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push(e.to_string().into_boxed_str());
                 }
             })
             .await
@@ -214,32 +222,44 @@ struct FleetRows {
     seen: usize,
 }
 
-/// Streams the VM rows (turning each ADE VM into a [`FleetVm`] as its page arrives) and the
+/// A VM's canonical id, hashed: the protected-item stream's filter (8 bytes a VM instead of
+/// its id; a collision only lets an item through to the exact filter in [`discover`]).
+fn id_hash(canonical: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    canonical.hash(&mut h);
+    h.finish()
+}
+
+/// Streams the VM rows (turning each ADE VM into a [`FleetVm`] as its page arrives, and
+/// dropping its extension rows then: the two never both exist for the whole fleet) and the
 /// protected items of the VMs with an ADE extension, at once.
 async fn fleet_rows(
     arm: &ArmClient,
     scopes: &[GraphScope],
     tags: &TagFilter,
-    exts_by_vm: &HashMap<String, Vec<ExtensionObservation>>,
+    mut exts_by_vm: ExtensionRows,
     warnings: &mut Vec<String>,
 ) -> Result<(FleetRows, Vec<ProtectedItemView>), SweepError> {
     let g = discovery_error;
+    let ade_vms: HashSet<u64> = exts_by_vm.keys().map(|k| id_hash(k)).collect();
     let ((fleet, vm_warnings), items) = tokio::try_join!(
         async {
             let mut fleet = FleetRows::default();
             let mut warnings = Vec::new();
             fleet.seen = each_row(arm, scopes, &vm_query(tags), |row| {
-                fleet_vm_row(&row, exts_by_vm, &mut fleet, &mut warnings)
+                fleet_vm_row(&row, &mut exts_by_vm, &mut fleet, &mut warnings)
             })
             .await
             .map_err(g("virtual machines"))?;
+            drop(exts_by_vm);
             Ok::<_, SweepError>((fleet, warnings))
         },
         async {
             let mut items = Vec::new();
             each_row(arm, scopes, &protected_item_query(), |row| {
                 if let Some(i) = protected_item_from_row(&row)
-                    .filter(|i| exts_by_vm.contains_key(&i.vm_id.canonical()))
+                    .filter(|i| ade_vms.contains(&id_hash(&i.vm_id.canonical())))
                 {
                     items.push(i);
                 }
@@ -264,11 +284,10 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
         &ctx.arm,
         &scopes,
         &ctx.settings.sweep_tags,
-        &first.exts_by_vm,
+        first.exts_by_vm,
         &mut warnings,
     )
     .await?;
-    drop(first.exts_by_vm);
     // Items of ADE VMs the tag filter left out are no concern of the sweep.
     let ade_vms: HashSet<String> = fleet.vms.iter().map(|v| v.id.canonical()).collect();
     protected_items.retain(|i| ade_vms.contains(&i.vm_id.canonical()));
@@ -293,7 +312,7 @@ pub async fn discover(ctx: &Context) -> Result<Discovery, SweepError> {
 /// [`FleetVm`]. A row without a valid id is a warning.
 fn fleet_vm_row(
     row: &Value,
-    exts_by_vm: &HashMap<String, Vec<ExtensionObservation>>,
+    exts_by_vm: &mut ExtensionRows,
     fleet: &mut FleetRows,
     warnings: &mut Vec<String>,
 ) {
@@ -308,8 +327,13 @@ fn fleet_vm_row(
         fleet.subs.insert(sub);
     }
     // Only VMs with an ADE extension can need anything; the rest cost no classification.
-    if let Some(exts) = exts_by_vm.get(&id.canonical()) {
-        fleet.vms.push(fleet_vm(id, row, exts));
+    if let Some(rows) = exts_by_vm.remove(&id.canonical()) {
+        let exts: Vec<ExtensionObservation> = rows
+            .iter()
+            .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+            .map(|e| extension_from_row(&e))
+            .collect();
+        fleet.vms.push(fleet_vm(id, row, &exts));
     }
 }
 
