@@ -70,6 +70,20 @@ fn ade_event(id: &str) -> serde_json::Value {
     })
 }
 
+/// The VM ends protected with one protection write and one first backup, and the router's log
+/// names `handled` (what shows the router, not something else, did it).
+async fn protected_once(stack: &LambdaStack, sim: &ade_backup_sim::Simulator, handled: &str) {
+    let record = until_protected(stack).await;
+    assert_eq!(record["status"], "protected", "{record}");
+    let stats = sim.stats();
+    assert_eq!(stats.writes.protection_puts, 1, "one protection write");
+    assert_eq!(stats.writes.backup_now_calls, 1, "one first backup");
+    assert!(
+        stack.process.log().contains(handled),
+        "the router handled it: no {handled:?} in its log"
+    );
+}
+
 /// Runs the event source until the VM's record says protected; the record.
 async fn until_protected(stack: &LambdaStack) -> serde_json::Value {
     let key = format!("vms/{S1}/rg-app-web/web-lnx-02.json");
@@ -100,15 +114,7 @@ async fn an_ade_event_on_sqs_protects_the_vm_through_the_lambda() {
         )
         .await;
 
-    let record = until_protected(&stack).await;
-    assert_eq!(record["status"], "protected", "{record}");
-    let stats = sim.stats();
-    assert_eq!(stats.writes.protection_puts, 1, "one protection write");
-    assert_eq!(stats.writes.backup_now_calls, 1, "one first backup");
-    assert!(
-        stack.process.log().contains("OnVmEncryptionEvent"),
-        "the Lambda handled it"
-    );
+    protected_once(&stack, &sim, "OnVmEncryptionEvent").await;
 }
 
 /// The whole AWS path from Event Grid: the webhook delivery (a function URL request) to the relay
@@ -129,13 +135,5 @@ async fn an_event_grid_delivery_through_the_relay_protects_the_vm() {
         ),
     }
 
-    let record = until_protected(&stack).await;
-    assert_eq!(record["status"], "protected", "{record}");
-    let stats = sim.stats();
-    assert_eq!(stats.writes.protection_puts, 1, "one protection write");
-    assert_eq!(stats.writes.backup_now_calls, 1, "one first backup");
-    assert!(
-        stack.process.log().contains("evt-relay-e2e"),
-        "the router handled the relayed event"
-    );
+    protected_once(&stack, &sim, "evt-relay-e2e").await;
 }
