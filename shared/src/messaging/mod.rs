@@ -4,7 +4,12 @@
 //! which also talks to the embedded local queue's Service-Bus-compatible endpoint in
 //! `ade-backup local`, so the wire format is the same everywhere.
 
+pub mod dead_letters;
 pub mod servicebus;
+pub use dead_letters::{
+    DeadLetterReceiver, DeadLetteredMessage, ServiceBusDeadLetters, DEAD_LETTER_DESCRIPTION,
+    DEAD_LETTER_REASON,
+};
 pub use servicebus::{ServiceBusConfigError, ServiceBusSender, ServiceBusSenderOptions};
 
 use async_trait::async_trait;
@@ -98,6 +103,10 @@ pub enum MessagingError {
         #[source]
         source: Option<BrokerSource>,
     },
+    /// The peek-lock is no longer held (expired, or settled by someone else): the message is
+    /// back in its queue for the next receiver.
+    #[error("{broker} lock lost: {detail}")]
+    LockLost { broker: Broker, detail: String },
     #[error("{broker} unavailable (will be retried by the caller's delivery): {detail}")]
     Transient {
         broker: Broker,
@@ -113,6 +122,7 @@ impl MessagingError {
         match self {
             Self::Auth { broker, .. }
             | Self::Rejected { broker, .. }
+            | Self::LockLost { broker, .. }
             | Self::Transient { broker, .. } => Some(*broker),
             Self::Encode(_) | Self::InvalidQueue { .. } => None,
         }
