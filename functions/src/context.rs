@@ -4,7 +4,7 @@
 
 use crate::settings::Settings;
 use ade_backup_shared::arm::ArmClient;
-use ade_backup_shared::messaging::MessageSender;
+use ade_backup_shared::messaging::{DeadLetterReceiver, MessageSender};
 use ade_backup_shared::state::StateStore;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
@@ -61,6 +61,9 @@ pub struct Context {
     /// Rarely changing facts of shared resources (vault locations), kept per process for a
     /// short time ([`crate::read_cache`]).
     pub reads: Arc<crate::read_cache::ReadCache>,
+    /// The queues' dead-letter sub-queues, for the redrive (`None`: no redrive, e.g. on AWS,
+    /// where SQS redrives by itself).
+    pub dead_letters: Option<Arc<dyn DeadLetterReceiver>>,
 }
 
 impl std::fmt::Debug for Context {

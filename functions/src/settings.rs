@@ -18,11 +18,13 @@
 //! variables (they might carry a secret the rule is there to refuse).
 
 mod keyvault;
+mod redrive;
 
 use crate::domain::kv_access::RbacRoleChoice;
 use crate::domain::restore_allowlist::RestoreAllowlist;
 use crate::domain::rules::ProtectionRules;
 pub use keyvault::KeyVaultSettings;
+pub use redrive::RedriveSettings;
 use std::path::PathBuf;
 use url::Url;
 
@@ -148,6 +150,8 @@ pub struct WorkflowSettings {
     pub arm_request_timeout: std::time::Duration,
     /// `ADE_BACKUP_RESTORE_KEY_MATERIAL`, `ADE_BACKUP_AAD_CLIENT_SECRET_URL`: see [`KeyVaultSettings`].
     pub key_vault: KeyVaultSettings,
+    /// `ADE_BACKUP_REDRIVE_*`: the dead-letter redrive, see [`RedriveSettings`].
+    pub redrive: RedriveSettings,
 }
 
 impl Default for WorkflowSettings {
@@ -169,6 +173,7 @@ impl Default for WorkflowSettings {
             arm_retry_budget: std::time::Duration::from_secs(120),
             arm_request_timeout: std::time::Duration::from_secs(60),
             key_vault: KeyVaultSettings::default(),
+            redrive: RedriveSettings::default(),
         }
     }
 }
@@ -311,6 +316,7 @@ fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettin
         arm_retry_budget: ms("ADE_BACKUP_ARM_RETRY_BUDGET_MS", d.arm_retry_budget)?,
         arm_request_timeout: ms("ADE_BACKUP_ARM_REQUEST_TIMEOUT_MS", d.arm_request_timeout)?,
         key_vault: keyvault::parse(get)?,
+        redrive: redrive::parse(get)?,
     })
 }
 

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `ADE_BACKUP_STATE=fs:DIR` | [`FsStateStore`] (embedded default) |
 //! | `ADE_BACKUP_STATE=https://…/container` | [`BlobStateStore`] with the process credential |
-//! | `ADE_BACKUP_SERVICEBUS_ENDPOINT` | [`ServiceBusSender`] (REST, Entra token) |
+//! | `ADE_BACKUP_SERVICEBUS_ENDPOINT` | [`ServiceBusSender`] and [`ServiceBusDeadLetters`] (REST, Entra token) |
 //! | `ADE_BACKUP_ARM_ENDPOINT`, `ADE_BACKUP_GRAPH_ENDPOINT` | [`ArmClient`] (and, when ARM is the loopback simulator, its Key Vault data plane at `{arm}/_keyvault/`) |
 //! | `ADE_BACKUP_CREDENTIAL` | `managed-identity` (default; `AZURE_CLIENT_ID` picks a user-assigned identity), `azure-cli`, or `static` (local stack and tests only: `ADE_BACKUP_STATIC_TOKEN`) |
 
@@ -13,7 +13,9 @@ use crate::settings::{Settings, StateLocation};
 use ade_backup_shared::arm::{ArmClient, ArmClientOptions};
 use ade_backup_shared::credential::TokenSource;
 use ade_backup_shared::identity::{self, CredentialKind};
-use ade_backup_shared::messaging::{ServiceBusSender, ServiceBusSenderOptions};
+use ade_backup_shared::messaging::{
+    ServiceBusDeadLetters, ServiceBusSender, ServiceBusSenderOptions,
+};
 use ade_backup_shared::state::{BlobStateStore, BlobStateStoreOptions, FsStateStore, StateStore};
 use std::sync::Arc;
 
@@ -109,6 +111,12 @@ pub fn context(settings: Settings, identity: &Identity) -> Result<Context, Wirin
         ServiceBusSenderOptions::default(),
     )
     .map_err(|e| WiringError::Client(e.to_string()))?;
+    let dead_letters = ServiceBusDeadLetters::new(
+        settings.servicebus_endpoint.clone(),
+        identity.tokens.clone(),
+        ServiceBusSenderOptions::default(),
+    )
+    .map_err(|e| WiringError::Client(e.to_string()))?;
     let arm = arm_client(&settings, identity)?;
     Ok(Context {
         state,
@@ -118,5 +126,6 @@ pub fn context(settings: Settings, identity: &Identity) -> Result<Context, Wirin
         arm: Arc::new(arm),
         bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
         reads: Default::default(),
+        dead_letters: Some(Arc::new(dead_letters)),
     })
 }

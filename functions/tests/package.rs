@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ade-backup");
-const FUNCTIONS: [&str; 9] = [
+const FUNCTIONS: [&str; 10] = [
     "BackupVm",
     "DrillSchedule",
     "DrillVm",
@@ -26,6 +26,7 @@ const FUNCTIONS: [&str; 9] = [
     "OnVmEncryptionEvent",
     "PolicySweep",
     "RedeployVm",
+    "RedriveDeadLetters",
     "RestoreVm",
 ];
 

@@ -20,8 +20,10 @@
 //!     the backstop;
 //!   - arrived before its `ade-due-at` (a delay chain hop, [`crate::delay`]) → sent on with the
 //!     rest of its delay, not handled.
-//! - An EventBridge Scheduler (or EventBridge rule) "Scheduled Event" → the registry's timer
-//!   function (the policy sweep).
+//! - An EventBridge Scheduler (or EventBridge rule) "Scheduled Event" → the timer function its
+//!   `detail.function` names ([`timer_function`]; `infra/aws/template.yaml`'s schedules set it),
+//!   the policy sweep when it names none. A name that is not one of the registry's timer functions
+//!   is refused.
 //!
 //! Anything else is an invocation error (nothing to acknowledge item by item).
 
@@ -38,6 +40,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+/// The timer function of a schedule event whose `detail` names none.
+pub const DEFAULT_SCHEDULED_FUNCTION: &str = "PolicySweep";
 /// EventBridge `detail-type` of schedule events.
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 /// A schedule event older than this counts as past due (`TimerInfo.is_past_due`).
@@ -51,8 +55,8 @@ pub enum RouterError {
     UnknownEvent(String),
     #[error("SQS record {index} has no messageId, so it cannot be reported alone")]
     RecordWithoutId { index: usize },
-    #[error("no function in the registry takes scheduled events")]
-    NoTimerFunction,
+    #[error("scheduled event: {0}")]
+    UnknownTimerFunction(String),
     #[error("the scheduled function {function} failed: {error}")]
     Timer {
         function: &'static str,
@@ -277,11 +281,7 @@ impl Router {
         event: EventBridgeEvent,
         request_id: &str,
     ) -> Result<Value, RouterError> {
-        let spec = self
-            .registry
-            .specs()
-            .find(|s| matches!(s.trigger, TriggerSpec::Timer { .. }))
-            .ok_or(RouterError::NoTimerFunction)?;
+        let spec = timer_function(&self.registry, &event.detail)?;
         let now = self.ctx.clock.now();
         let timer = TimerInfo {
             is_past_due: event.time.is_some_and(|t| now - t > PAST_DUE_AFTER),
@@ -306,6 +306,62 @@ impl Router {
                 function: spec.name,
                 error: error.to_string(),
             }),
+        }
+    }
+}
+
+/// The timer function a schedule event's `detail.function` names (see the module docs).
+pub fn timer_function<'r>(
+    registry: &'r Registry,
+    detail: &Value,
+) -> Result<&'r FunctionSpec, RouterError> {
+    let name = match detail.get("function") {
+        None | Some(Value::Null) => DEFAULT_SCHEDULED_FUNCTION,
+        Some(Value::String(name)) => name.as_str(),
+        Some(other) => {
+            return Err(RouterError::UnknownTimerFunction(format!(
+                "detail.function must be a string, got {other}"
+            )))
+        }
+    };
+    registry
+        .get(name)
+        .filter(|spec| matches!(spec.trigger, TriggerSpec::Timer { .. }))
+        .ok_or_else(|| {
+            let timers: Vec<&str> = registry
+                .specs()
+                .filter(|spec| matches!(spec.trigger, TriggerSpec::Timer { .. }))
+                .map(|spec| spec.name)
+                .collect();
+            RouterError::UnknownTimerFunction(format!(
+                "detail.function {name:?} is not a timer function of this app (one of {timers:?})"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_schedule_runs_the_timer_function_it_names_and_the_sweep_by_default() {
+        let registry = Registry::production();
+        let pick = |detail: Value| timer_function(&registry, &detail).map(|s| s.name);
+        assert_eq!(pick(json!({})).expect("default"), "PolicySweep");
+        assert_eq!(pick(json!({"function": null})).expect("null"), "PolicySweep");
+        assert_eq!(
+            pick(json!({"function": "DrillSchedule"})).expect("drills"),
+            "DrillSchedule"
+        );
+        // A queue-triggered function, an unknown name and a non-string are refused, by name.
+        for (detail, says) in [
+            (json!({"function": "BackupVm"}), "\"BackupVm\" is not a timer function"),
+            (json!({"function": "../x"}), "\"../x\" is not a timer function"),
+            (json!({"function": 7}), "must be a string, got 7"),
+        ] {
+            let err = pick(detail).expect_err("refused").to_string();
+            assert!(err.contains(says), "{err}");
         }
     }
 }

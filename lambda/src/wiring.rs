@@ -93,6 +93,7 @@ pub async fn router(config: LambdaConfig, sdk: &SdkConfig) -> Result<Router, Sta
         clock: Arc::new(SystemClock),
         arm: Arc::new(arm),
         bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
+        dead_letters: None,
         reads: Default::default(),
     };
     Ok(Router {

@@ -122,6 +122,7 @@ pub async fn spawn_app_with(registry: Registry) -> TestApp {
         clock: clock.clone(),
         arm: Arc::new(unreachable_arm()),
         bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
+        dead_letters: None,
         reads: Default::default(),
     };
     let served = serve(registry, ctx).await;

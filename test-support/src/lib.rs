@@ -24,6 +24,7 @@
 //!   clients for moto.
 
 pub mod app;
+pub mod dead_letters;
 pub mod bench;
 pub mod drills;
 pub mod flaky_store;

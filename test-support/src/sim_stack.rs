@@ -122,6 +122,7 @@ impl SimStack {
             clock: clock.clone(),
             arm: Arc::new(sim_arm_client(&base)),
             bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
+            dead_letters: None,
             reads: Default::default(),
         };
         SimStack {

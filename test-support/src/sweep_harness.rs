@@ -91,6 +91,7 @@ impl Harness {
             clock: Arc::new(SimClock(sim.clone())),
             arm: Arc::new(arm),
             bms_object_id: Arc::new(tokio::sync::OnceCell::new()),
+            dead_letters: None,
             reads: Default::default(),
         };
         Harness {

@@ -109,24 +109,40 @@ async fn faults() {
 }
 
 async fn crashes() {
+    // Azure's default maxDeliveryCount (and infra/main.bicep's), with the product's dead-letter
+    // redrive on a faster tick than its 5 minutes and its default backoff (5 min, then 10): the
+    // run then lasts --max-runtime, long enough for a second attempt after the kills.
+    // RELIABILITY_MAX_DELIVERY=50 RELIABILITY_REDRIVE=off: the runs before the redrive.
+    let redrive_every = match std::env::var("RELIABILITY_REDRIVE").as_deref() {
+        Ok("off") => None,
+        Ok(schedule) => Some(schedule.to_string()),
+        Err(_) => Some("*/30 * * * * *".to_string()),
+    };
+    let runtime_default = if redrive_every.is_some() { 900 } else { 2_400 };
     let run = CrashRun {
         vms: vms(1_000),
         restores: restores(),
         kills: env_or("RELIABILITY_KILLS", 200),
         // Sized to the kill schedule: every kill costs a restart and the 5 s lock of each
         // message whose invocation died, on top of the onboarding itself.
-        max_runtime: Duration::from_secs(env_or("RELIABILITY_MAX_RUNTIME", 2_400) as u64),
+        max_runtime: Duration::from_secs(
+            env_or("RELIABILITY_MAX_RUNTIME", runtime_default) as u64
+        ),
         mean_gap: Duration::from_millis(env_or("RELIABILITY_KILL_GAP_MS", 1_000) as u64),
         host_log: std::env::var_os("RELIABILITY_HOST_LOG").map(Into::into),
+        max_delivery_count: env_or("RELIABILITY_MAX_DELIVERY", 10) as u32,
+        redrive_every,
         ..CrashRun::default()
     };
     println!(
-        "3. crashes: {} VMs, {} restores, {} kills (mean gap {} ms), --max-runtime {} s",
+        "3. crashes: {} VMs, {} restores, {} kills (mean gap {} ms), --max-runtime {} s, maxDeliveryCount {}, redrive {:?}",
         run.vms,
         run.restores,
         run.kills,
         run.mean_gap.as_millis(),
-        run.max_runtime.as_secs()
+        run.max_runtime.as_secs(),
+        run.max_delivery_count,
+        run.redrive_every
     );
     match crashes::run(&run).await {
         Ok(r) => println!("3. crashes (kill -9 of the handler):\n{r}\n"),

@@ -45,6 +45,7 @@ pub mod on_restore_request;
 pub mod on_vm_encryption_event;
 pub mod policy_sweep;
 pub mod redeploy_vm;
+pub mod redrive_dead_letters;
 pub mod restore_vm;
 
 /// What a successful handler returns: log lines for the invocation log and an optional
@@ -237,6 +238,8 @@ pub const MESSAGE_BINDING: &str = "message";
 pub const TIMER_BINDING: &str = "timer";
 /// The policy sweep's NCRONTAB schedule (6 fields, seconds first).
 pub const POLICY_SWEEP_SCHEDULE: &str = "0 */30 * * * *";
+/// The dead-letter redrive's NCRONTAB schedule: every 5 minutes.
+pub const REDRIVE_SCHEDULE: &str = "0 */5 * * * *";
 /// The restore drills' NCRONTAB schedule: daily at 03:00 UTC (each run drills its share).
 pub const DRILL_SCHEDULE: &str = "0 0 3 * * *";
 
@@ -302,6 +305,14 @@ impl Registry {
                     binding: TIMER_BINDING,
                 },
                 handler: handler_fn!(drill_schedule::handle),
+            })
+            .with(FunctionSpec {
+                name: redrive_dead_letters::NAME,
+                trigger: TriggerSpec::Timer {
+                    schedule: REDRIVE_SCHEDULE,
+                    binding: TIMER_BINDING,
+                },
+                handler: handler_fn!(redrive_dead_letters::handle),
             })
     }
 
@@ -611,7 +622,7 @@ mod tests {
     fn function_json_files_match_the_registry() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let registry = Registry::production();
-        assert_eq!(registry.names().len(), 9);
+        assert_eq!(registry.names().len(), 10);
         for spec in registry.specs() {
             let doc = read_json(&root.join(spec.name).join("function.json"));
             let bindings = doc["bindings"].as_array().expect("bindings array");

@@ -6,6 +6,7 @@
 //! - `restores/{ticket}.json` — one restore request, its history and status
 //! - `runs/sweep/latest.json` — sweep guard + last summary; `runs/sweep/{runId}.json` — history
 //! - `deadletters/{queue}/{messageId}.json` — poison messages with their reason
+//! - `redrives/{queue}/{messageId}.json` — the dead-letter redrive's attempts at one message
 //! - `drills/{drillId}.json` — one restore drill; `drill-vms/{sub}/{rg}/{vm}.json` — a VM's latest drill
 //!
 //! The documents' types are in [`protection`] and [`restore`]; statuses and step names are enums
@@ -15,10 +16,12 @@
 mod text_enum;
 mod drill;
 mod protection;
+mod redrive;
 mod restore;
 
 pub use drill::*;
 pub use protection::*;
+pub use redrive::*;
 pub use restore::*;
 
 use crate::domain::ade::AdeSettings;
@@ -65,6 +68,15 @@ pub fn restore_key(ticket: &TicketId) -> String {
 pub fn dead_letter_key(queue: &str, message_id: &str) -> String {
     format!(
         "deadletters/{}/{}.json",
+        key_segment(queue),
+        key_segment(message_id)
+    )
+}
+
+/// `redrives/{queue}/{messageId}.json`: the redrive's attempts at one dead-lettered message.
+pub fn redrive_key(queue: &str, message_id: &str) -> String {
+    format!(
+        "redrives/{}/{}.json",
         key_segment(queue),
         key_segment(message_id)
     )

@@ -7,9 +7,11 @@
 //! - [`restore`]: a ticket's restore request: restore disks, redeploy, reinstall ADE, verify.
 //! - [`sweep`]: the scheduled reconciliation of the whole fleet, fanning out to `protect`.
 //! - [`drill`]: scheduled restore drills through the `restore` workflow, verified and cleaned up.
+//! - [`redrive`]: capped further attempts for messages dead-lettered after their deliveries ran out.
 
 pub mod drill;
 pub mod protect;
+pub mod redrive;
 pub mod restore;
 pub mod sweep;
 

@@ -32,6 +32,12 @@ pub struct CrashRun {
     /// Where the local host's own log goes (each delivery and how it was settled); `None`:
     /// nowhere.
     pub host_log: Option<PathBuf>,
+    /// The queues' `maxDeliveryCount` (and the handler's `ADE_BACKUP_MAX_DELIVERY_COUNT`).
+    pub max_delivery_count: u32,
+    /// Run the product's dead-letter redrive on this NCRONTAB schedule; the run then lasts
+    /// `max_runtime` (not until idle), so later attempts have their time. `None`: no redrive
+    /// runs and the run ends when idle.
+    pub redrive_every: Option<String>,
 }
 
 impl Default for CrashRun {
@@ -47,6 +53,8 @@ impl Default for CrashRun {
             max_runtime: Duration::from_secs(600),
             seed: 15,
             host_log: None,
+            max_delivery_count: 50,
+            redrive_every: None,
         }
     }
 }
@@ -77,6 +85,9 @@ pub struct CrashReport {
     /// Completed messages that needed more than [`AZURE_DEFAULT_MAX_DELIVERY_COUNT`]
     /// deliveries, by function: what Azure's default would have dead-lettered.
     pub beyond_azure_default: BTreeMap<String, u64>,
+    /// The redrive's records (`redrives/`) by last outcome, and their attempts in all.
+    pub redrives_by_outcome: BTreeMap<String, u64>,
+    pub redrive_attempts: u64,
 }
 
 /// Service Bus's default `maxDeliveryCount` (and infra/main.bicep's).
@@ -136,7 +147,16 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
     )?;
     write(&scenario_file, scenario.to_string())?;
     let started = Instant::now();
-    let mut local = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    let ending: &[&str] = match &run.redrive_every {
+        Some(every) => {
+            command.arg("--timer-schedule").arg(format!("RedriveDeadLetters={every}"));
+            &[]
+        }
+        None => &["--until-idle"],
+    };
+    let max_delivery = run.max_delivery_count.to_string();
+    let mut local = command
         .arg("local")
         .arg("--project-dir")
         .arg(project_dir())
@@ -148,9 +168,11 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
         .arg(&scenario_file)
         .arg("--report")
         .arg(&report_file)
-        .args(["--until-idle", "--quiet", "--sweep-every", "0"])
+        .args(ending)
+        .args(["--quiet", "--sweep-every", "0"])
         .args(["--time-scale", &run.time_scale.to_string()])
-        .args(["--lock-duration", "5", "--max-delivery-count", "50"])
+        .args(["--lock-duration", "5", "--max-delivery-count", &max_delivery])
+        .env("ADE_BACKUP_MAX_DELIVERY_COUNT", &max_delivery)
         .args(["--max-runtime", &run.max_runtime.as_secs().to_string()])
         .env("ADE_BACKUP_PROTECTION_RULES", rules)
         .env("ADE_BACKUP_RESTORE_ALLOWLIST", allowlist)
@@ -170,7 +192,30 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
         .map_err(|e| CrashRunError::Report(format!("{e} (local exited {status})")))?;
     let report: Value =
         serde_json::from_str(&text).map_err(|e| CrashRunError::Report(e.to_string()))?;
-    Ok(summarise(run, &report, kills, recovery, wall))
+    let mut summary = summarise(run, &report, kills, recovery, wall);
+    let redrives = dir.path().join("state-dir").join("state").join("redrives");
+    for record in json_files(&redrives) {
+        let outcome = record["lastOutcome"].as_str().unwrap_or("?").to_string();
+        *summary.redrives_by_outcome.entry(outcome).or_default() += 1;
+        summary.redrive_attempts += record["attempts"].as_u64().unwrap_or(0);
+    }
+    Ok(summary)
+}
+
+/// Every JSON document under `dir`, recursively (missing: none).
+fn json_files(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.is_dir() {
+            out.extend(json_files(&path));
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            out.extend(serde_json::from_str::<Value>(&text).ok());
+        }
+    }
+    out
 }
 
 /// The local host's standard output: the run's `host_log` file, or nowhere.
@@ -358,6 +403,8 @@ fn summarise(
         dead_letter_reasons: dead_letter_reasons(report),
         completed_at_delivery: completed_at_delivery(report),
         beyond_azure_default: beyond_azure_default(report),
+        redrives_by_outcome: BTreeMap::new(),
+        redrive_attempts: 0,
     }
 }
 
@@ -446,7 +493,14 @@ impl std::fmt::Display for CrashReport {
             self.beyond_azure_default.values().sum::<u64>(),
             self.beyond_azure_default
         )?;
-        write!(f, "  dead-lettered: {}", self.dead_letters)?;
+        writeln!(
+            f,
+            "  dead-letter redrive: {} messages, {} attempts; by last outcome {:?}",
+            self.redrives_by_outcome.values().sum::<u64>(),
+            self.redrive_attempts,
+            self.redrives_by_outcome
+        )?;
+        write!(f, "  dead-lettered at the end: {}", self.dead_letters)?;
         for (reason, (n, first)) in &self.dead_letter_reasons {
             write!(f, "\n    {reason}: {n} (first: {first})")?;
         }
