@@ -133,14 +133,7 @@ impl ServiceBusSender {
         options: ServiceBusSenderOptions,
     ) -> Result<Self, ServiceBusConfigError> {
         validate_endpoint(&endpoint)?;
-        let client = reqwest::Client::builder()
-            .timeout(options.request_timeout)
-            .user_agent(options.user_agent)
-            // A send is never redirected by Service Bus; following one could hand the bearer
-            // token to another origin.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ServiceBusConfigError::HttpClient(e.to_string()))?;
+        let client = http_client(&options)?;
         Ok(Self {
             endpoint,
             credential,
@@ -199,27 +192,10 @@ impl ServiceBusSender {
             );
         }
 
-        let token = self
-            .credential
-            .token(SERVICE_BUS_SCOPE)
-            .await
-            .map_err(|e| MessagingError::Auth {
-                broker: Broker::ServiceBus,
-                detail: "no Entra ID token".to_string(),
-                source: Some(Box::new(e)),
-            })?;
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", token.secret())).map_err(|_| {
-                MessagingError::Auth {
-                    broker: Broker::ServiceBus,
-                    detail:
-                        "the token source returned a token that is not a valid HTTP header value"
-                            .to_string(),
-                    source: None,
-                }
-            })?;
-        auth.set_sensitive(true);
-        headers.insert(AUTHORIZATION, auth);
+        headers.insert(
+            AUTHORIZATION,
+            bearer_header(self.credential.as_ref()).await?,
+        );
 
         tracing::debug!(
             queue = %message.queue,
@@ -234,41 +210,87 @@ impl ServiceBusSender {
             .body(message.body)
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| transport_error(e, self.request_timeout))?;
 
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        // The error body only explains the status: one that cannot be read (or is over the cap)
-        // is described instead, and the status still classifies the failure.
-        let body = match read_bounded(response, MAX_ERROR_BODY_BYTES).await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.is_too_large() => format!("({e})"),
-            Err(_) => String::new(),
-        };
+        let body = read_error_body(response).await;
         Err(classify_failure(status, &body))
-    }
-
-    fn transport_error(&self, e: reqwest::Error) -> MessagingError {
-        let what = if e.is_timeout() {
-            format!("no response within {:?}", self.request_timeout)
-        } else if e.is_connect() {
-            "could not connect".to_string()
-        } else {
-            "request failed".to_string()
-        };
-        // The URL in reqwest's message names only the endpoint and queue; redact anyway in case
-        // a proxy or endpoint override carries a query. The kept source has no URL at all.
-        MessagingError::Transient {
-            broker: Broker::ServiceBus,
-            detail: redact(&format!("{what}: {e}")).into_owned(),
-            source: Some(Box::new(e.without_url())),
-        }
     }
 }
 
-fn classify_failure(status: StatusCode, body: &str) -> MessagingError {
+/// The HTTP client of every Service Bus REST client here: whole-request timeout, our user agent,
+/// and no redirects (Service Bus never redirects these operations; following one could hand
+/// the bearer token to another origin).
+pub(super) fn http_client(
+    options: &ServiceBusSenderOptions,
+) -> Result<reqwest::Client, ServiceBusConfigError> {
+    reqwest::Client::builder()
+        .timeout(options.request_timeout)
+        .user_agent(options.user_agent.as_str())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ServiceBusConfigError::HttpClient(e.to_string()))
+}
+
+/// `Bearer <Entra token for SERVICE_BUS_SCOPE>`, marked sensitive (never printed by `Debug`).
+/// A fresh token per request: caching and refreshing are the token source's job.
+pub(super) async fn bearer_header(
+    credential: &dyn TokenSource,
+) -> Result<HeaderValue, MessagingError> {
+    let token = credential
+        .token(SERVICE_BUS_SCOPE)
+        .await
+        .map_err(|e| MessagingError::Auth {
+            broker: Broker::ServiceBus,
+            detail: "no Entra ID token".to_string(),
+            source: Some(Box::new(e)),
+        })?;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.secret())).map_err(|_| {
+        MessagingError::Auth {
+            broker: Broker::ServiceBus,
+            detail: "the token source returned a token that is not a valid HTTP header value"
+                .to_string(),
+            source: None,
+        }
+    })?;
+    auth.set_sensitive(true);
+    Ok(auth)
+}
+
+/// An error response's body, at most [`MAX_ERROR_BODY_BYTES`] of it. The body only explains the
+/// status: one that cannot be read (or is over the cap) is described instead, and the status
+/// still classifies the failure.
+pub(super) async fn read_error_body(response: reqwest::Response) -> String {
+    match read_bounded(response, MAX_ERROR_BODY_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.is_too_large() => format!("({e})"),
+        Err(_) => String::new(),
+    }
+}
+
+/// A request that got no HTTP response (timeout, connection refused or reset): transient.
+pub(super) fn transport_error(e: reqwest::Error, request_timeout: Duration) -> MessagingError {
+    let what = if e.is_timeout() {
+        format!("no response within {request_timeout:?}")
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    // The URL in reqwest's message names only the endpoint and queue; redact anyway in case
+    // a proxy or endpoint override carries a query. The kept source has no URL at all.
+    MessagingError::Transient {
+        broker: Broker::ServiceBus,
+        detail: redact(&format!("{what}: {e}")).into_owned(),
+        source: Some(Box::new(e.without_url())),
+    }
+}
+
+/// 401/403 → `Auth`; 429/5xx → `Transient`; any other status → `Rejected`.
+pub(super) fn classify_failure(status: StatusCode, body: &str) -> MessagingError {
     let detail = error_detail(body);
     match status.as_u16() {
         401 | 403 => MessagingError::Auth {
@@ -292,7 +314,7 @@ fn classify_failure(status: StatusCode, body: &str) -> MessagingError {
 
 /// The useful part of a Service Bus error body (`<Error><Code>..</Code><Detail>..</Detail>`),
 /// bounded and redacted.
-fn error_detail(body: &str) -> String {
+pub(super) fn error_detail(body: &str) -> String {
     let trimmed = body.trim();
     let text = match (trimmed.find("<Detail>"), trimmed.find("</Detail>")) {
         (Some(start), Some(end)) if start + "<Detail>".len() <= end => {
@@ -309,7 +331,7 @@ fn error_detail(body: &str) -> String {
     redact(&bounded).into_owned()
 }
 
-fn validate_endpoint(endpoint: &Url) -> Result<(), ServiceBusConfigError> {
+pub(super) fn validate_endpoint(endpoint: &Url) -> Result<(), ServiceBusConfigError> {
     let fail = |rule| ServiceBusConfigError::InvalidEndpoint {
         endpoint: endpoint.as_str().to_string(),
         rule,
