@@ -64,6 +64,14 @@ pub struct LocalArgs {
     /// Seconds ahead that --until-idle looks for scheduled messages and timers.
     #[arg(long, default_value_t = 5.0)]
     pub idle_horizon: f64,
+    /// With --until-idle, the run is also not idle while a triggered queue holds a dead letter
+    /// that Service Bus moved after the max delivery count (reason MaxDeliveryCountExceeded) and
+    /// the app has not decided about yet: a receiver holds it locked now, or none has unlocked it
+    /// on purpose. The app's RedriveDeadLetters timer either redrives it (deletes it from the
+    /// dead-letter sub-queue) or unlocks it to leave it; the run waits for that decision, so
+    /// keep that timer due within --idle-horizon or bound the run with --max-runtime.
+    #[arg(long)]
+    pub idle_awaits_redrive: bool,
     /// Write a JSON summary here at exit.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -118,6 +126,7 @@ impl Default for LocalArgs {
             handler_url: None,
             until_idle: false,
             idle_horizon: 5.0,
+            idle_awaits_redrive: false,
             report: None,
             max_runtime: None,
             quiet: false,
@@ -330,6 +339,7 @@ pub async fn run_with(args: LocalArgs, mut hooks: LocalHooks) -> Result<LocalOut
     let deadline = limits.max_runtime.map(|d| tokio::time::Instant::now() + d);
     let idle = args.until_idle.then_some(IdleRule {
         horizon: limits.idle_horizon,
+        awaits_redrive: args.idle_awaits_redrive,
         check: hooks.idle_check.as_ref(),
     });
     let mut line = progress::enabled(args.progress)
@@ -567,9 +577,11 @@ fn register_timer(
         .insert(function.to_string(), cron.after(&Utc::now()).next());
 }
 
-/// `--until-idle`: how far ahead to look, and the caller's extra condition.
+/// `--until-idle`: how far ahead to look, whether dead letters awaiting redrive keep the run
+/// busy (`--idle-awaits-redrive`), and the caller's extra condition.
 struct IdleRule<'a> {
     horizon: chrono::Duration,
+    awaits_redrive: bool,
     check: Option<&'a IdleCheck>,
 }
 
@@ -608,7 +620,7 @@ impl Running {
             }
             was_ready |= ready_seen.borrow_and_update().is_some();
             if let Some(rule) = idle.as_ref().filter(|_| was_ready) {
-                let idle = is_idle(&self.shared, &self.triggered_queues, rule.horizon)?
+                let idle = is_idle(&self.shared, &self.triggered_queues, rule)?
                     && rule.check.is_none_or(|f| f());
                 idle_streak = if idle { idle_streak + 1 } else { 0 };
                 // Three consecutive idle looks, 100 ms apart, so a message sent by an answer
@@ -675,15 +687,18 @@ impl Running {
 fn is_idle(
     shared: &Shared,
     triggered_queues: &[String],
-    horizon: chrono::Duration,
+    rule: &IdleRule<'_>,
 ) -> Result<bool, LocalError> {
     if shared.busy.load(Ordering::SeqCst) > 0 {
         return Ok(false);
     }
-    let until = Utc::now() + horizon;
+    let until = Utc::now() + rule.horizon;
     for q in triggered_queues {
         let s = shared.queue.stats(q)?;
         if s.active > 0 || s.locked > 0 || s.next_visible_at.is_some_and(|t| t <= until) {
+            return Ok(false);
+        }
+        if rule.awaits_redrive && s.dead_letters_awaiting_redrive > 0 {
             return Ok(false);
         }
     }
@@ -714,4 +729,52 @@ fn timer_override(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_awaits_redrive_of_exhausted_dead_letters_only_when_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = LocalQueueOptions {
+            max_delivery_count: 1,
+            ..LocalQueueOptions::default()
+        };
+        let queue = LocalQueue::open(dir.path(), options).expect("open");
+        queue
+            .send("work", queue::NewMessage::default())
+            .expect("send");
+        let r = queue.receive("work").expect("rx").expect("msg");
+        queue.abandon("work", r.lock_token).expect("dead-lettered");
+        let (_tx, handler) = watch::channel(None);
+        let shared = Shared {
+            queue: queue.clone(),
+            client: reqwest::Client::new(),
+            handler,
+            reports: Mutex::new(BTreeMap::new()),
+            busy: AtomicUsize::new(0),
+            timer_next: Mutex::new(BTreeMap::new()),
+            function_timeout: DEFAULT_FUNCTION_TIMEOUT,
+            max_auto_lock_renewal: Duration::from_secs(300),
+        };
+        let idle = |awaits_redrive| {
+            let rule = IdleRule {
+                horizon: chrono::Duration::seconds(5),
+                awaits_redrive,
+                check: None,
+            };
+            is_idle(&shared, &["work".to_string()], &rule).expect("idle check")
+        };
+        assert!(idle(false));
+        assert!(!idle(true), "not looked at yet");
+        let dl = queue.receive_dead_letter("work").expect("rx").expect("dl");
+        assert!(!idle(true), "locked: a decision is pending");
+        let seq = dl.dead_letter.message.sequence_number;
+        queue
+            .unlock_dead_letter("work", seq, dl.lock_token)
+            .expect("unlock");
+        assert!(idle(true), "left on purpose");
+    }
 }

@@ -12,6 +12,9 @@
 //! (its holder is gone). The delivery count, however, is persisted at the moment a lock is taken,
 //! so a crash mid-processing counts as a delivery, exactly as in Service Bus.
 //!
+//! The dead-letter list is a sub-queue with the same peek-lock semantics (`dead_letters.rs`):
+//! receive, then complete (delete) or unlock.
+//!
 //! Defaults follow the queues in `infra/main.bicep` and the Service Bus docs: lock 60 s,
 //! max delivery count 10, duplicate detection window 10 min.
 
@@ -24,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use uuid::Uuid;
+
+mod dead_letters;
+pub use dead_letters::ReceivedDeadLetter;
 
 /// Dead-letter reason Service Bus uses when the max delivery count is exceeded.
 pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
@@ -109,6 +115,13 @@ pub struct DeadLetter {
     pub reason: String,
     pub description: String,
     pub dead_lettered_at: DateTime<Utc>,
+    /// Peek-locks taken on it in the dead-letter sub-queue (its delivery count there).
+    #[serde(default)]
+    pub receive_count: u32,
+    /// A receiver peek-locked it and unlocked it on purpose (it decided to leave it); an expired
+    /// lock does not set it.
+    #[serde(default)]
+    pub left_by_receiver: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +152,9 @@ pub struct QueueStats {
     /// When the earliest not-yet-visible message becomes visible (scheduled time or lock expiry).
     pub next_visible_at: Option<DateTime<Utc>>,
     pub dead_lettered: usize,
+    /// Dead letters with reason [`MAX_DELIVERY_COUNT_EXCEEDED`] that a receiver holds locked now
+    /// or has not yet left on purpose (see [`DeadLetter::left_by_receiver`]).
+    pub dead_letters_awaiting_redrive: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +178,8 @@ struct QueueState {
     snapshot: Snapshot,
     /// sequence number → lock; in memory only (see module docs).
     locks: HashMap<u64, Lock>,
+    /// The same for the dead-letter sub-queue.
+    dead_letter_locks: HashMap<u64, Lock>,
 }
 
 struct Inner {
@@ -252,7 +270,7 @@ impl LocalQueue {
                 queue,
                 QueueState {
                     snapshot,
-                    locks: HashMap::new(),
+                    ..QueueState::default()
                 },
             );
         }
@@ -545,6 +563,7 @@ impl LocalQueue {
         };
         let mut stats = QueueStats {
             dead_lettered: state.snapshot.dead_letters.len(),
+            dead_letters_awaiting_redrive: state.dead_letters_awaiting_redrive(),
             ..QueueStats::default()
         };
         let mut earliest = |t: DateTime<Utc>| {
@@ -593,6 +612,8 @@ impl QueueState {
                 reason: reason.to_string(),
                 description: description.to_string(),
                 dead_lettered_at: now,
+                receive_count: 0,
+                left_by_receiver: false,
             });
         }
     }
@@ -628,6 +649,7 @@ impl Inner {
             return Ok(());
         };
         state.locks.retain(|_, l| l.until > now);
+        state.dead_letter_locks.retain(|_, l| l.until > now);
         let spent: Vec<u64> = state
             .snapshot
             .messages

@@ -302,3 +302,278 @@ fn renew_extends_lock() {
     std::thread::sleep(Duration::from_millis(350));
     assert!(q.renew_lock("work", r.lock_token).is_err());
 }
+
+/// Sends `ids` and moves each to the dead-letter list in that order: `exhaust` ones by abandoning
+/// them past the max delivery count of 1, the others with reason "Bad".
+fn dead_lettered(ids: &[(&str, bool)]) -> (tempfile::TempDir, LocalQueue) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = LocalQueue::open(dir.path(), options(1)).expect("open");
+    for (id, exhaust) in ids {
+        q.send_at("work", msg(id), t0()).expect("send");
+        let r = q.receive_at("work", t0()).expect("rx").expect("msg");
+        if *exhaust {
+            let outcome = q.abandon_at("work", r.lock_token, t0()).expect("abandon");
+            assert_eq!(outcome, AbandonOutcome::DeadLettered);
+        } else {
+            q.dead_letter_at("work", r.lock_token, "Bad", "why", t0())
+                .expect("dead-letter");
+        }
+    }
+    (dir, q)
+}
+
+#[test]
+fn dead_letter_receive_takes_oldest_unlocked_and_counts() {
+    let (_dir, q) = dead_lettered(&[("m1", true), ("m2", false)]);
+    let r1 = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m1");
+    assert_eq!(r1.dead_letter.message.message_id, "m1");
+    assert_eq!(r1.dead_letter.reason, MAX_DELIVERY_COUNT_EXCEEDED);
+    assert_eq!(r1.dead_letter.receive_count, 1);
+    assert!(!r1.dead_letter.left_by_receiver);
+    assert_eq!(r1.locked_until, t0() + secs(60));
+    // m1 is locked: skipped.
+    let r2 = q
+        .receive_dead_letter_at("work", t0() + secs(1))
+        .expect("rx")
+        .expect("m2");
+    assert_eq!(r2.dead_letter.message.message_id, "m2");
+    assert_eq!(r2.dead_letter.reason, "Bad");
+    assert!(q
+        .receive_dead_letter_at("work", t0() + secs(2))
+        .expect("rx")
+        .is_none());
+    assert_eq!(q.dead_letters("work").expect("dl")[0].receive_count, 1);
+    // An unknown queue has no dead letters.
+    assert!(q.receive_dead_letter("nothing").expect("rx").is_none());
+}
+
+#[test]
+fn complete_dead_letter_removes_it_and_needs_the_lock() {
+    let (_dir, q) = dead_lettered(&[("m1", true), ("m2", true)]);
+    let r = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m1");
+    let seq = r.dead_letter.message.sequence_number;
+    let lock_lost =
+        |res: Result<(), LocalQueueError>| matches!(res, Err(LocalQueueError::LockLost { .. }));
+    assert!(lock_lost(q.complete_dead_letter_at(
+        "work",
+        seq,
+        Uuid::new_v4(),
+        t0()
+    )));
+    assert!(lock_lost(q.complete_dead_letter_at(
+        "work",
+        seq + 1,
+        r.lock_token,
+        t0()
+    )));
+    q.complete_dead_letter_at("work", seq, r.lock_token, t0() + secs(1))
+        .expect("complete");
+    let left = q.dead_letters("work").expect("dl");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message.message_id, "m2");
+    // Gone: the same token no longer settles anything.
+    assert!(lock_lost(q.complete_dead_letter_at(
+        "work",
+        seq,
+        r.lock_token,
+        t0() + secs(2)
+    )));
+    assert!(lock_lost(q.unlock_dead_letter_at(
+        "work",
+        seq,
+        r.lock_token,
+        t0() + secs(2)
+    )));
+}
+
+#[test]
+fn unlock_dead_letter_keeps_it_marked_and_available() {
+    let (_dir, q) = dead_lettered(&[("m1", true)]);
+    let r = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m1");
+    let seq = r.dead_letter.message.sequence_number;
+    q.unlock_dead_letter_at("work", seq, r.lock_token, t0() + secs(1))
+        .expect("unlock");
+    assert!(matches!(
+        q.unlock_dead_letter_at("work", seq, r.lock_token, t0() + secs(1)),
+        Err(LocalQueueError::LockLost { .. })
+    ));
+    let dl = q.dead_letters("work").expect("dl");
+    assert_eq!(dl.len(), 1);
+    assert!(dl[0].left_by_receiver);
+    let again = q
+        .receive_dead_letter_at("work", t0() + secs(2))
+        .expect("rx")
+        .expect("m1 again");
+    assert_eq!(again.dead_letter.receive_count, 2);
+    assert!(again.dead_letter.left_by_receiver);
+    assert_ne!(again.lock_token, r.lock_token);
+}
+
+#[test]
+fn expired_dead_letter_lock_makes_it_available_unmarked() {
+    let (_dir, q) = dead_lettered(&[("m1", true)]);
+    let r = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m1");
+    let seq = r.dead_letter.message.sequence_number;
+    assert!(q
+        .receive_dead_letter_at("work", t0() + secs(59))
+        .expect("rx")
+        .is_none());
+    let again = q
+        .receive_dead_letter_at("work", t0() + secs(60))
+        .expect("rx")
+        .expect("visible after lock expiry");
+    assert_eq!(again.dead_letter.receive_count, 2);
+    assert!(!again.dead_letter.left_by_receiver, "expiry is no decision");
+    assert!(matches!(
+        q.unlock_dead_letter_at("work", seq, r.lock_token, t0() + secs(61)),
+        Err(LocalQueueError::LockLost { .. })
+    ));
+    assert!(!q.dead_letters("work").expect("dl")[0].left_by_receiver);
+}
+
+#[test]
+fn dead_letter_settlement_persists_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let q = LocalQueue::open(dir.path(), options(1)).expect("open");
+        for id in ["m1", "m2", "m3"] {
+            q.send_at("work", msg(id), t0()).expect("send");
+            let r = q.receive_at("work", t0()).expect("rx").expect("msg");
+            q.abandon_at("work", r.lock_token, t0()).expect("abandon");
+        }
+        let r1 = q
+            .receive_dead_letter_at("work", t0())
+            .expect("rx")
+            .expect("m1");
+        let r2 = q
+            .receive_dead_letter_at("work", t0())
+            .expect("rx")
+            .expect("m2");
+        let _r3 = q
+            .receive_dead_letter_at("work", t0())
+            .expect("rx")
+            .expect("m3");
+        q.complete_dead_letter_at(
+            "work",
+            r1.dead_letter.message.sequence_number,
+            r1.lock_token,
+            t0(),
+        )
+        .expect("complete");
+        q.unlock_dead_letter_at(
+            "work",
+            r2.dead_letter.message.sequence_number,
+            r2.lock_token,
+            t0(),
+        )
+        .expect("unlock");
+        // Dropped while m3 is locked.
+    }
+    let q = LocalQueue::open(dir.path(), options(1)).expect("reopen");
+    let dl = q.dead_letters("work").expect("dl");
+    let summary: Vec<(&str, u32, bool)> = dl
+        .iter()
+        .map(|d| {
+            (
+                d.message.message_id.as_str(),
+                d.receive_count,
+                d.left_by_receiver,
+            )
+        })
+        .collect();
+    assert_eq!(summary, vec![("m2", 1, true), ("m3", 1, false)]);
+    // The lock on m3 died with the process.
+    let r = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m2");
+    assert_eq!(r.dead_letter.receive_count, 2);
+    let r = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m3");
+    assert_eq!(r.dead_letter.receive_count, 2);
+}
+
+#[test]
+fn snapshot_without_dead_letter_receiver_fields_loads_with_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (old, q) = dead_lettered(&[("m1", true)]);
+        drop(q);
+        let file = old.path().join("work.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fs::read(&file).expect("read")).expect("json");
+        let dl = v["dead_letters"][0].as_object_mut().expect("dead letter");
+        assert!(dl.remove("receive_count").is_some());
+        assert!(dl.remove("left_by_receiver").is_some());
+        fs::write(dir.path().join("work.json"), v.to_string()).expect("write");
+    }
+    let q = LocalQueue::open(dir.path(), options(1)).expect("open old snapshot");
+    let dl = q.dead_letters("work").expect("dl");
+    assert_eq!((dl[0].receive_count, dl[0].left_by_receiver), (0, false));
+}
+
+#[test]
+fn stats_count_dead_letters_awaiting_redrive() {
+    let (_dir, q) = dead_lettered(&[("m1", true), ("poison", false), ("m2", true)]);
+    let awaiting = |at| {
+        q.stats_at("work", at)
+            .expect("stats")
+            .dead_letters_awaiting_redrive
+    };
+    // "poison" was dead-lettered by the app: nothing to redrive.
+    assert_eq!(awaiting(t0()), 2);
+    let r1 = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m1");
+    assert_eq!(awaiting(t0()), 2, "locked now: a decision is pending");
+    q.unlock_dead_letter_at(
+        "work",
+        r1.dead_letter.message.sequence_number,
+        r1.lock_token,
+        t0(),
+    )
+    .expect("unlock");
+    assert_eq!(awaiting(t0()), 1, "m1 left on purpose");
+    // m1 again (locked although left before), then poison, then m2.
+    let r1 = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m1");
+    assert_eq!(r1.dead_letter.message.message_id, "m1");
+    assert_eq!(awaiting(t0()), 2);
+    let _poison = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("poison");
+    let r2 = q
+        .receive_dead_letter_at("work", t0())
+        .expect("rx")
+        .expect("m2");
+    q.complete_dead_letter_at(
+        "work",
+        r2.dead_letter.message.sequence_number,
+        r2.lock_token,
+        t0(),
+    )
+    .expect("complete");
+    assert_eq!(awaiting(t0()), 1, "m1 still locked");
+    // m1's lock expires: left_by_receiver from the earlier unlock still holds.
+    assert_eq!(awaiting(t0() + secs(60)), 0);
+    let stats = q.stats_at("work", t0() + secs(60)).expect("stats");
+    assert_eq!(stats.dead_lettered, 2);
+}
