@@ -1,6 +1,5 @@
 //! The local Service Bus endpoint serves the REST runtime API on dead-letter sub-queues
 //! (`{queue}/$DeadLetterQueue`): peek-lock the head, delete, unlock.
-#![cfg(feature = "local")]
 
 use ade_backup_functions::local::queue::{LocalQueue, LocalQueueOptions, NewMessage};
 use ade_backup_functions::local::sb_endpoint::{self, parse_rfc1123};

@@ -349,15 +349,24 @@ mod tests {
         let registry = Registry::production();
         let pick = |detail: Value| timer_function(&registry, &detail).map(|s| s.name);
         assert_eq!(pick(json!({})).expect("default"), "PolicySweep");
-        assert_eq!(pick(json!({"function": null})).expect("null"), "PolicySweep");
+        assert_eq!(
+            pick(json!({"function": null})).expect("null"),
+            "PolicySweep"
+        );
         assert_eq!(
             pick(json!({"function": "DrillSchedule"})).expect("drills"),
             "DrillSchedule"
         );
         // A queue-triggered function, an unknown name and a non-string are refused, by name.
         for (detail, says) in [
-            (json!({"function": "BackupVm"}), "\"BackupVm\" is not a timer function"),
-            (json!({"function": "../x"}), "\"../x\" is not a timer function"),
+            (
+                json!({"function": "BackupVm"}),
+                "\"BackupVm\" is not a timer function",
+            ),
+            (
+                json!({"function": "../x"}),
+                "\"../x\" is not a timer function",
+            ),
             (json!({"function": 7}), "must be a string, got 7"),
         ] {
             let err = pick(detail).expect_err("refused").to_string();

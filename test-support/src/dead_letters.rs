@@ -67,7 +67,12 @@ impl DeadLetterQueues {
             .expect("receive")
             .expect("the message just sent");
         self.queue
-            .dead_letter(queue, received.lock_token, reason, "dead-lettered by the test")
+            .dead_letter(
+                queue,
+                received.lock_token,
+                reason,
+                "dead-lettered by the test",
+            )
             .expect("dead-letter");
     }
 

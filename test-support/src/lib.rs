@@ -24,8 +24,8 @@
 //!   clients for moto.
 
 pub mod app;
-pub mod dead_letters;
 pub mod bench;
+pub mod dead_letters;
 pub mod drills;
 pub mod flaky_store;
 pub mod fuzz;

@@ -125,9 +125,7 @@ async fn crashes() {
         kills: env_or("RELIABILITY_KILLS", 200),
         // Sized to the kill schedule: every kill costs a restart and the 5 s lock of each
         // message whose invocation died, on top of the onboarding itself.
-        max_runtime: Duration::from_secs(
-            env_or("RELIABILITY_MAX_RUNTIME", runtime_default) as u64
-        ),
+        max_runtime: Duration::from_secs(env_or("RELIABILITY_MAX_RUNTIME", runtime_default) as u64),
         mean_gap: Duration::from_millis(env_or("RELIABILITY_KILL_GAP_MS", 1_000) as u64),
         host_log: std::env::var_os("RELIABILITY_HOST_LOG").map(Into::into),
         max_delivery_count: env_or("RELIABILITY_MAX_DELIVERY", 10) as u32,

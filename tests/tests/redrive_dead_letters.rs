@@ -72,7 +72,12 @@ async fn a_restore_request_whose_deliveries_ran_out_is_redriven_once_and_the_tic
         json!({"targetVmName": "web-lnx-01-r"}),
     ))
     .expect("json");
-    dlq.dead_letter("restore-requests", "req-7001", &body, MAX_DELIVERY_COUNT_EXCEEDED);
+    dlq.dead_letter(
+        "restore-requests",
+        "req-7001",
+        &body,
+        MAX_DELIVERY_COUNT_EXCEEDED,
+    );
 
     let summary = redrive::run(&stack.ctx, Registry::production().specs()).await;
     assert_eq!(summary.examined, 1, "{summary:?}");
@@ -80,7 +85,10 @@ async fn a_restore_request_whose_deliveries_ran_out_is_redriven_once_and_the_tic
     assert!(summary.errors.is_empty(), "{summary:?}");
     assert!(dlq.dead_lettered("restore-requests").is_empty());
     let rec = record(&stack, "restore-requests", "req-7001").expect("record");
-    assert_eq!((rec.attempts, rec.last_outcome), (1, RedriveOutcome::Completed));
+    assert_eq!(
+        (rec.attempts, rec.last_outcome),
+        (1, RedriveOutcome::Completed)
+    );
     assert_eq!(rec.function, "OnRestoreRequest");
 
     // The redriven request started the ticket; the workers it fanned out to finish it.
@@ -115,14 +123,20 @@ async fn poison_verdicts_and_other_reasons_stay_dead_lettered_for_a_human() {
     assert_eq!(first.left.get("not-a-delivery-failure"), Some(&1));
     assert_eq!(first.left.get("poison"), Some(&1));
     let rec = record(&stack, "restore-requests", "bad-2").expect("record");
-    assert_eq!((rec.attempts, rec.last_outcome), (1, RedriveOutcome::Poison));
+    assert_eq!(
+        (rec.attempts, rec.last_outcome),
+        (1, RedriveOutcome::Poison)
+    );
     assert!(record(&stack, "backup-vm", "bad-1").is_none());
 
     // Both stay, unlocked, and the next run looks again without running the poison one again.
     let second = redrive::run(&stack.ctx, registry.specs()).await;
     assert_eq!(second.examined, 2, "{second:?}");
     assert_eq!(second.left.get("poison"), Some(&1));
-    assert_eq!(record(&stack, "restore-requests", "bad-2").map(|r| r.attempts), Some(1));
+    assert_eq!(
+        record(&stack, "restore-requests", "bad-2").map(|r| r.attempts),
+        Some(1)
+    );
     assert_eq!(dlq.dead_lettered("backup-vm"), ["bad-1"]);
     assert_eq!(dlq.dead_lettered("restore-requests"), ["bad-2"]);
 }
@@ -142,7 +156,10 @@ async fn attempts_back_off_and_stop_at_the_cap() {
     assert_eq!(first.failed, ["flaky-work/w-1"], "{first:?}");
     assert_eq!(calls(), 1);
     let rec = record(&stack, FLAKY_QUEUE, "w-1").expect("record");
-    assert_eq!((rec.attempts, rec.last_outcome), (1, RedriveOutcome::Failed));
+    assert_eq!(
+        (rec.attempts, rec.last_outcome),
+        (1, RedriveOutcome::Failed)
+    );
     assert!(
         rec.last_error
             .as_deref()
@@ -167,7 +184,10 @@ async fn attempts_back_off_and_stop_at_the_cap() {
     assert_eq!(spent.left.get("attempts-spent"), Some(&1), "{spent:?}");
     assert_eq!(calls(), 2);
     assert_eq!(dlq.dead_lettered(FLAKY_QUEUE), ["w-1"]);
-    assert_eq!(record(&stack, FLAKY_QUEUE, "w-1").map(|r| r.attempts), Some(2));
+    assert_eq!(
+        record(&stack, FLAKY_QUEUE, "w-1").map(|r| r.attempts),
+        Some(2)
+    );
 }
 
 #[tokio::test]
@@ -198,8 +218,15 @@ async fn a_crash_during_an_attempt_counts_and_a_lost_delete_is_finished_without_
     let summary = redrive::run(&stack.ctx, Registry::empty().with(flaky_spec()).specs()).await;
     assert_eq!(summary.left.get("attempts-spent"), Some(&1), "{summary:?}");
     assert_eq!(summary.completed, ["flaky-work/done"]);
-    assert_eq!((calls("crashed"), calls("done")), (0, 0), "nothing ran again");
-    assert_eq!(record(&stack, FLAKY_QUEUE, "crashed").map(|r| r.attempts), Some(3));
+    assert_eq!(
+        (calls("crashed"), calls("done")),
+        (0, 0),
+        "nothing ran again"
+    );
+    assert_eq!(
+        record(&stack, FLAKY_QUEUE, "crashed").map(|r| r.attempts),
+        Some(3)
+    );
     assert_eq!(dlq.dead_lettered(FLAKY_QUEUE), ["crashed"]);
 }
 
@@ -207,11 +234,17 @@ async fn a_crash_during_an_attempt_counts_and_a_lost_delete_is_finished_without_
 async fn without_a_receiver_or_with_zero_attempts_a_run_only_says_why() {
     let stack = SimStack::start().await;
     let summary = redrive::run(&stack.ctx, Registry::production().specs()).await;
-    assert_eq!(summary.skipped, Some("no dead-letter receiver is configured"));
+    assert_eq!(
+        summary.skipped,
+        Some("no dead-letter receiver is configured")
+    );
     let (stack, dlq) = stack_with_dead_letters(&[("ADE_BACKUP_REDRIVE_MAX_ATTEMPTS", "0")]).await;
     dlq.dead_letter("backup-vm", "m-1", b"{}", MAX_DELIVERY_COUNT_EXCEEDED);
     let summary = redrive::run(&stack.ctx, Registry::production().specs()).await;
-    assert_eq!(summary.skipped, Some("ADE_BACKUP_REDRIVE_MAX_ATTEMPTS is 0"));
+    assert_eq!(
+        summary.skipped,
+        Some("ADE_BACKUP_REDRIVE_MAX_ATTEMPTS is 0")
+    );
     assert_eq!(summary.examined, 0);
     assert_eq!(dlq.dead_lettered("backup-vm"), ["m-1"]);
 }

@@ -78,7 +78,10 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        assert_eq!(parse_map(&[]).expect("defaults"), RedriveSettings::default());
+        assert_eq!(
+            parse_map(&[]).expect("defaults"),
+            RedriveSettings::default()
+        );
         let s = parse_map(&[
             ("ADE_BACKUP_REDRIVE_MAX_ATTEMPTS", "0"),
             ("ADE_BACKUP_REDRIVE_BACKOFF_MS", "1500"),
@@ -99,7 +102,10 @@ mod tests {
         ] {
             let err = parse_map(&[(var, value)]).expect_err("out of range");
             let text = err.to_string();
-            assert!(text.contains(var) && text.contains("whole number"), "{text}");
+            assert!(
+                text.contains(var) && text.contains("whole number"),
+                "{text}"
+            );
         }
     }
 }

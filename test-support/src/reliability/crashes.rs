@@ -150,7 +150,9 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
     let mut command = Command::new(&bin);
     let ending: &[&str] = match &run.redrive_every {
         Some(every) => {
-            command.arg("--timer-schedule").arg(format!("RedriveDeadLetters={every}"));
+            command
+                .arg("--timer-schedule")
+                .arg(format!("RedriveDeadLetters={every}"));
             &[]
         }
         None => &["--until-idle"],
@@ -171,7 +173,12 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
         .args(ending)
         .args(["--quiet", "--sweep-every", "0"])
         .args(["--time-scale", &run.time_scale.to_string()])
-        .args(["--lock-duration", "5", "--max-delivery-count", &max_delivery])
+        .args([
+            "--lock-duration",
+            "5",
+            "--max-delivery-count",
+            &max_delivery,
+        ])
         .env("ADE_BACKUP_MAX_DELIVERY_COUNT", &max_delivery)
         .args(["--max-runtime", &run.max_runtime.as_secs().to_string()])
         .env("ADE_BACKUP_PROTECTION_RULES", rules)

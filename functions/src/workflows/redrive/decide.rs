@@ -161,7 +161,11 @@ mod tests {
 
     #[test]
     fn other_reasons_and_poison_verdicts_are_left_for_a_human() {
-        for reason in [None, Some("InvalidRestoreRequest"), Some("TTLExpiredException")] {
+        for reason in [
+            None,
+            Some("InvalidRestoreRequest"),
+            Some("TTLExpiredException"),
+        ] {
             assert_eq!(
                 decide(facts(reason, None, None), &settings(), t(0)),
                 Decision::Leave(Leave::NotADeliveryFailure),

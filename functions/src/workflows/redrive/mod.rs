@@ -186,7 +186,10 @@ impl QueueWalk<'_> {
         attempt: u32,
         summary: &mut RedriveSummary,
     ) -> Option<DeadLetteredMessage> {
-        if let Err(e) = self.record(&message, attempt, RedriveOutcome::Running, None).await {
+        if let Err(e) = self
+            .record(&message, attempt, RedriveOutcome::Running, None)
+            .await
+        {
             summary.errors.push(self.label(&message, &e));
             return Some(message);
         }
