@@ -256,6 +256,26 @@ fn parse_reply_queues(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String
         .collect()
 }
 
+/// A whole-number variable: `default` when unset, else a number in `min..=max`.
+fn whole_number(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, SettingsError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(SettingsError::Invalid {
+                var,
+                rule: format!("must be a whole number from {min} to {max}, got {v:?}"),
+            }),
+        },
+    }
+}
+
 fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettings, SettingsError> {
     let d = WorkflowSettings::default();
     let protection_rules = match json_setting(get, "ADE_BACKUP_PROTECTION_RULES")? {
@@ -273,19 +293,9 @@ fn parse_workflow(get: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowSettin
         })?,
     };
     let rbac_role = parse_rbac_role(get)?;
-    let number =
-        |var: &'static str, default: u64, min: u64, max: u64| -> Result<u64, SettingsError> {
-            match get(var) {
-                None => Ok(default),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => Err(SettingsError::Invalid {
-                        var,
-                        rule: format!("must be a whole number from {min} to {max}, got {v:?}"),
-                    }),
-                },
-            }
-        };
+    let number = |var: &'static str, default: u64, min: u64, max: u64| {
+        whole_number(get, var, default, min, max)
+    };
     let ms = |var: &'static str,
               default: std::time::Duration|
      -> Result<std::time::Duration, SettingsError> {

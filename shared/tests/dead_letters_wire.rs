@@ -1,21 +1,22 @@
 //! Wire-format and fault-injection tests for `ServiceBusDeadLetters` against a wiremock server
 //! standing in for the Service Bus REST endpoint (or the embedded local queue).
 
-use ade_backup_shared::credential::{AccessToken, CredentialError, TokenSource, SERVICE_BUS_SCOPE};
+mod support;
+
+use ade_backup_shared::credential::{TokenSource, SERVICE_BUS_SCOPE};
 use ade_backup_shared::messaging::dead_letters::DeadLetterOptions;
 use ade_backup_shared::messaging::{
     Broker, DeadLetterReceiver, DeadLetteredMessage, MessagingError, ServiceBusDeadLetters,
     DEAD_LETTER_DESCRIPTION, DEAD_LETTER_REASON,
 };
-use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use support::wire::{header_str, single_request, RecordingToken, TOKEN};
 use wiremock::matchers::{header, method, path, query_param};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const TOKEN: &str = "test-token-do-not-log";
 const QUEUE: &str = "protect-vm";
 const LOCK: &str = "7da9cfd5-40d5-4bb1-8d64-ec5a52e1c547";
 const SEQ: i64 = 1_234_567;
@@ -23,31 +24,6 @@ const HEAD_PATH: &str = "/protect-vm/$DeadLetterQueue/messages/head";
 
 fn lock_path() -> String {
     format!("/{QUEUE}/$DeadLetterQueue/messages/{SEQ}/{LOCK}")
-}
-
-/// Records which scopes were asked for, so tests can prove the client asked for the Service Bus
-/// scope, or never asked at all.
-struct RecordingToken {
-    scopes: Mutex<Vec<String>>,
-}
-
-impl RecordingToken {
-    fn ok() -> Arc<Self> {
-        Arc::new(Self {
-            scopes: Mutex::new(Vec::new()),
-        })
-    }
-    fn scopes(&self) -> Vec<String> {
-        self.scopes.lock().expect("lock").clone()
-    }
-}
-
-#[async_trait]
-impl TokenSource for RecordingToken {
-    async fn token(&self, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.scopes.lock().expect("lock").push(scope.to_string());
-        Ok(AccessToken::new(TOKEN))
-    }
 }
 
 fn client(server: &MockServer, token: Arc<dyn TokenSource>) -> ServiceBusDeadLetters {
@@ -61,16 +37,6 @@ fn client_with(
 ) -> ServiceBusDeadLetters {
     let endpoint = url::Url::parse(&format!("{}/", server.uri())).expect("endpoint url");
     ServiceBusDeadLetters::new(endpoint, token, options).expect("client")
-}
-
-fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-async fn single_request(server: &MockServer) -> Request {
-    let mut requests = server.received_requests().await.expect("recording on");
-    assert_eq!(requests.len(), 1, "exactly one HTTP request");
-    requests.remove(0)
 }
 
 fn broker_properties() -> serde_json::Value {
@@ -305,13 +271,7 @@ async fn server_errors_and_throttling_are_transient_and_not_retried() {
             .expect(1)
             .mount(&server)
             .await;
-        let c = client(&server, RecordingToken::ok());
-        let message = sample_message();
-        let errors = [
-            c.receive(QUEUE).await.map(|_| ()).expect_err("receive"),
-            c.complete(&message).await.expect_err("complete"),
-            c.unlock(&message).await.expect_err("unlock"),
-        ];
+        let errors = errors_of_every_call(&client(&server, RecordingToken::ok())).await;
         for err in errors {
             match err {
                 MessagingError::Transient {
@@ -329,6 +289,16 @@ async fn server_errors_and_throttling_are_transient_and_not_retried() {
     }
 }
 
+/// The error of each call (receive, complete, unlock) against a server that fails them all.
+async fn errors_of_every_call(c: &ServiceBusDeadLetters) -> [MessagingError; 3] {
+    let message = sample_message();
+    [
+        c.receive(QUEUE).await.map(|_| ()).expect_err("receive"),
+        c.complete(&message).await.expect_err("complete"),
+        c.unlock(&message).await.expect_err("unlock"),
+    ]
+}
+
 #[tokio::test]
 async fn unauthorized_and_forbidden_are_auth_without_the_token() {
     for status in [401u16, 403] {
@@ -339,12 +309,7 @@ async fn unauthorized_and_forbidden_are_auth_without_the_token() {
             )))
             .mount(&server)
             .await;
-        let c = client(&server, RecordingToken::ok());
-        let errors = [
-            c.receive(QUEUE).await.map(|_| ()).expect_err("receive"),
-            c.complete(&sample_message()).await.expect_err("complete"),
-            c.unlock(&sample_message()).await.expect_err("unlock"),
-        ];
+        let errors = errors_of_every_call(&client(&server, RecordingToken::ok())).await;
         for err in errors {
             assert!(
                 matches!(

@@ -1,6 +1,8 @@
 //! Wire-format and fault-injection tests for `ServiceBusSender` against a wiremock server
 //! standing in for the Service Bus REST endpoint (or the embedded local queue).
 
+mod support;
+
 use ade_backup_shared::credential::{
     AccessToken, CredentialError, StaticToken, TokenSource, SERVICE_BUS_SCOPE,
 };
@@ -12,53 +14,12 @@ use ade_backup_shared::telemetry::{self, invocation_span, TelemetryOptions};
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use support::wire::{header_str, single_request, RecordingToken, TOKEN};
 use tracing::Instrument;
 use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
-
-const TOKEN: &str = "test-token-do-not-log";
-
-/// Records which scopes were asked for, so tests can prove the sender asked for the Service Bus
-/// scope, or never asked at all.
-struct RecordingToken {
-    scopes: Mutex<Vec<String>>,
-    fail: bool,
-}
-
-impl RecordingToken {
-    fn ok() -> Arc<Self> {
-        Arc::new(Self {
-            scopes: Mutex::new(Vec::new()),
-            fail: false,
-        })
-    }
-    fn failing() -> Arc<Self> {
-        Arc::new(Self {
-            scopes: Mutex::new(Vec::new()),
-            fail: true,
-        })
-    }
-    fn scopes(&self) -> Vec<String> {
-        self.scopes.lock().expect("lock").clone()
-    }
-}
-
-#[async_trait]
-impl TokenSource for RecordingToken {
-    async fn token(&self, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.scopes.lock().expect("lock").push(scope.to_string());
-        if self.fail {
-            Err(CredentialError::Unavailable {
-                scope: scope.to_string(),
-                reason: "ManagedIdentityCredential: no IMDS endpoint".to_string(),
-            })
-        } else {
-            Ok(AccessToken::new(TOKEN))
-        }
-    }
-}
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn sender(server: &MockServer, token: Arc<dyn TokenSource>) -> ServiceBusSender {
     sender_with(server, token, ServiceBusSenderOptions::default())
@@ -71,10 +32,6 @@ fn sender_with(
 ) -> ServiceBusSender {
     let endpoint = url::Url::parse(&format!("{}/", server.uri())).expect("endpoint url");
     ServiceBusSender::new(endpoint, token, options).expect("sender")
-}
-
-fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn sample_message() -> OutboundMessage {
@@ -92,12 +49,6 @@ fn sample_message() -> OutboundMessage {
     )
     .with_property("ticket", "T-42")
     .with_property("kind", "say \"hi\"")
-}
-
-async fn single_request(server: &MockServer) -> Request {
-    let mut requests = server.received_requests().await.expect("recording on");
-    assert_eq!(requests.len(), 1, "exactly one HTTP request");
-    requests.remove(0)
 }
 
 #[tokio::test]

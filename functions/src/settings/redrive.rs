@@ -30,16 +30,7 @@ impl Default for RedriveSettings {
 pub(super) fn parse(
     get: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RedriveSettings, SettingsError> {
-    let number = |var: &'static str, default: u64, min: u64, max: u64| match get(var) {
-        None => Ok(default),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(SettingsError::Invalid {
-                var,
-                rule: format!("must be a whole number from {min} to {max}, got {v:?}"),
-            }),
-        },
-    };
+    let number = |var, default, min, max| super::whole_number(get, var, default, min, max);
     let d = RedriveSettings::default();
     Ok(RedriveSettings {
         max_attempts: number(
@@ -66,14 +57,14 @@ pub(super) fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn parse_map(pairs: &[(&str, &str)]) -> Result<RedriveSettings, SettingsError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        parse(&|k| map.get(k).cloned())
+        parse(&|k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]

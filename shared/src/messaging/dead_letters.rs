@@ -36,8 +36,8 @@
 //! expires.
 
 use super::servicebus::{
-    bearer_header, classify_failure, error_detail, http_client, read_error_body, transport_error,
-    validate_endpoint, validate_queue_name, ServiceBusConfigError, ServiceBusSenderOptions,
+    bearer_header, classify_failure, error_detail, read_error_body, transport_error,
+    validate_queue_name, Connection, ServiceBusConfigError, ServiceBusSenderOptions,
     BROKER_PROPERTIES_HEADER,
 };
 use super::{Broker, MessagingError};
@@ -50,7 +50,6 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::Instrument;
 use url::Url;
 
@@ -136,17 +135,12 @@ pub type DeadLetterOptions = ServiceBusSenderOptions;
 
 /// The Service Bus REST client for [`DeadLetterReceiver`] (see the module docs).
 pub struct ServiceBusDeadLetters {
-    endpoint: Url,
-    credential: Arc<dyn TokenSource>,
-    client: reqwest::Client,
-    request_timeout: Duration,
+    conn: Connection,
 }
 
 impl std::fmt::Debug for ServiceBusDeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceBusDeadLetters")
-            .field("endpoint", &self.endpoint.as_str())
-            .finish_non_exhaustive()
+        self.conn.debug(f, "ServiceBusDeadLetters")
     }
 }
 
@@ -167,26 +161,19 @@ impl Settle {
 }
 
 impl ServiceBusDeadLetters {
-    /// `endpoint` is the namespace URL (`https://{ns}.servicebus.windows.net/`) or the local
-    /// queue's loopback URL (`http://127.0.0.1:{port}/`). Plain http is accepted only for
-    /// loopback hosts, because every request carries a bearer token.
+    /// The endpoint rules are the sender's (`Connection::new`): https, or http on loopback.
     pub fn new(
         endpoint: Url,
         credential: Arc<dyn TokenSource>,
         options: DeadLetterOptions,
     ) -> Result<Self, ServiceBusConfigError> {
-        validate_endpoint(&endpoint)?;
-        let client = http_client(&options)?;
         Ok(Self {
-            endpoint,
-            credential,
-            client,
-            request_timeout: options.request_timeout,
+            conn: Connection::new(endpoint, credential, &options)?,
         })
     }
 
     pub fn endpoint(&self) -> &Url {
-        &self.endpoint
+        &self.conn.endpoint
     }
 
     /// `{endpoint}/{queue}/$DeadLetterQueue/messages/head?timeout=0`.
@@ -224,7 +211,7 @@ impl ServiceBusDeadLetters {
     /// segment, after validating the queue name.
     fn dead_letter_url(&self, queue: &str, rest: &[&str]) -> Result<Url, MessagingError> {
         validate_queue_name(queue)?;
-        let mut url = self.endpoint.clone();
+        let mut url = self.conn.endpoint.clone();
         {
             let mut segments =
                 url.path_segments_mut()
@@ -246,16 +233,17 @@ impl ServiceBusDeadLetters {
         queue: &str,
     ) -> Result<Option<DeadLetteredMessage>, MessagingError> {
         let url = self.receive_url(queue)?;
-        let auth = bearer_header(self.credential.as_ref()).await?;
+        let auth = bearer_header(self.conn.credential.as_ref()).await?;
         tracing::debug!(queue, "peek-locking a dead-lettered Service Bus message");
         let response = self
+            .conn
             .client
             .post(url)
             .header(AUTHORIZATION, auth)
             .header(reqwest::header::CONTENT_LENGTH, 0)
             .send()
             .await
-            .map_err(|e| transport_error(e, self.request_timeout))?;
+            .map_err(|e| transport_error(e, self.conn.request_timeout))?;
 
         let status = response.status();
         match status {
@@ -311,17 +299,17 @@ impl ServiceBusDeadLetters {
     ) -> Result<(), MessagingError> {
         // Everything that can be checked locally is checked before a token is requested.
         let url = self.lock_url(&message.queue, message.sequence_number, &message.lock_token)?;
-        let auth = bearer_header(self.credential.as_ref()).await?;
+        let auth = bearer_header(self.conn.credential.as_ref()).await?;
         let request = match how {
-            Settle::Complete => self.client.delete(url),
-            Settle::Unlock => self.client.put(url),
+            Settle::Complete => self.conn.client.delete(url),
+            Settle::Unlock => self.conn.client.put(url),
         };
         let response = request
             .header(AUTHORIZATION, auth)
             .header(reqwest::header::CONTENT_LENGTH, 0)
             .send()
             .await
-            .map_err(|e| transport_error(e, self.request_timeout))?;
+            .map_err(|e| transport_error(e, self.conn.request_timeout))?;
 
         let status = response.status();
         if status.is_success() {

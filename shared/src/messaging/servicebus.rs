@@ -108,48 +108,71 @@ pub enum ServiceBusConfigError {
     HttpClient(String),
 }
 
-pub struct ServiceBusSender {
-    endpoint: Url,
-    credential: Arc<dyn TokenSource>,
-    client: reqwest::Client,
-    request_timeout: Duration,
+/// What every Service Bus REST client here holds: the namespace endpoint (validated), the
+/// credential and one HTTP client with the request timeout.
+pub(super) struct Connection {
+    pub(super) endpoint: Url,
+    pub(super) credential: Arc<dyn TokenSource>,
+    pub(super) client: reqwest::Client,
+    pub(super) request_timeout: Duration,
 }
 
-impl std::fmt::Debug for ServiceBusSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceBusSender")
+impl Connection {
+    /// `endpoint` is the namespace URL (`https://{ns}.servicebus.windows.net/`) or the local
+    /// queue's loopback URL (`http://127.0.0.1:{port}/`). Plain http is accepted only for
+    /// loopback hosts, because every request carries a bearer token.
+    pub(super) fn new(
+        endpoint: Url,
+        credential: Arc<dyn TokenSource>,
+        options: &ServiceBusSenderOptions,
+    ) -> Result<Self, ServiceBusConfigError> {
+        validate_endpoint(&endpoint)?;
+        Ok(Self {
+            client: http_client(options)?,
+            endpoint,
+            credential,
+            request_timeout: options.request_timeout,
+        })
+    }
+
+    /// `Debug` for a client: its endpoint only (never the credential).
+    pub(super) fn debug(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
+        f.debug_struct(name)
             .field("endpoint", &self.endpoint.as_str())
             .finish_non_exhaustive()
     }
 }
 
+pub struct ServiceBusSender {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for ServiceBusSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.conn.debug(f, "ServiceBusSender")
+    }
+}
+
 impl ServiceBusSender {
-    /// `endpoint` is the namespace URL (`https://{ns}.servicebus.windows.net/`) or the local
-    /// queue's loopback URL (`http://127.0.0.1:{port}/`). Plain http is accepted only for
-    /// loopback hosts, because the request carries a bearer token.
+    /// See [`Connection::new`] for the endpoint rules.
     pub fn new(
         endpoint: Url,
         credential: Arc<dyn TokenSource>,
         options: ServiceBusSenderOptions,
     ) -> Result<Self, ServiceBusConfigError> {
-        validate_endpoint(&endpoint)?;
-        let client = http_client(&options)?;
         Ok(Self {
-            endpoint,
-            credential,
-            client,
-            request_timeout: options.request_timeout,
+            conn: Connection::new(endpoint, credential, &options)?,
         })
     }
 
     pub fn endpoint(&self) -> &Url {
-        &self.endpoint
+        &self.conn.endpoint
     }
 
     /// `{endpoint}/{queue}/messages`, built segment by segment after validating the name.
     pub fn messages_url(&self, queue: &str) -> Result<Url, MessagingError> {
         validate_queue_name(queue)?;
-        let mut url = self.endpoint.clone();
+        let mut url = self.conn.endpoint.clone();
         {
             let mut segments =
                 url.path_segments_mut()
@@ -194,7 +217,7 @@ impl ServiceBusSender {
 
         headers.insert(
             AUTHORIZATION,
-            bearer_header(self.credential.as_ref()).await?,
+            bearer_header(self.conn.credential.as_ref()).await?,
         );
 
         tracing::debug!(
@@ -204,13 +227,14 @@ impl ServiceBusSender {
             "sending Service Bus message"
         );
         let response = self
+            .conn
             .client
             .post(url)
             .headers(headers)
             .body(message.body)
             .send()
             .await
-            .map_err(|e| transport_error(e, self.request_timeout))?;
+            .map_err(|e| transport_error(e, self.conn.request_timeout))?;
 
         let status = response.status();
         if status.is_success() {

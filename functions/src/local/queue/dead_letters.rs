@@ -88,15 +88,9 @@ impl LocalQueue {
         lock_token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(), LocalQueueError> {
-        let queue = validate_queue_name(queue)?;
-        let mut inner = self.lock();
-        let state = inner.held_dead_letter(&queue, sequence_number, lock_token, now)?;
-        state.dead_letter_locks.remove(&sequence_number);
-        state
-            .snapshot
-            .dead_letters
-            .retain(|d| d.message.sequence_number != sequence_number);
-        inner.persist(&queue)
+        self.settle_dead_letter(queue, sequence_number, lock_token, now, |dead_letters| {
+            dead_letters.retain(|d| d.message.sequence_number != sequence_number)
+        })
     }
 
     /// Releases the lock on a dead letter, which stays in the sub-queue marked
@@ -117,18 +111,31 @@ impl LocalQueue {
         lock_token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(), LocalQueueError> {
+        self.settle_dead_letter(queue, sequence_number, lock_token, now, |dead_letters| {
+            let held = dead_letters
+                .iter_mut()
+                .find(|d| d.message.sequence_number == sequence_number);
+            if let Some(d) = held {
+                d.left_by_receiver = true;
+            }
+        })
+    }
+
+    /// Releases the lock `lock_token` holds on dead letter `sequence_number`, applies `change`
+    /// to the dead-letter list and persists it; `LockLost` when the token does not hold it.
+    fn settle_dead_letter(
+        &self,
+        queue: &str,
+        sequence_number: u64,
+        lock_token: Uuid,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&mut Vec<DeadLetter>),
+    ) -> Result<(), LocalQueueError> {
         let queue = validate_queue_name(queue)?;
         let mut inner = self.lock();
         let state = inner.held_dead_letter(&queue, sequence_number, lock_token, now)?;
         state.dead_letter_locks.remove(&sequence_number);
-        if let Some(d) = state
-            .snapshot
-            .dead_letters
-            .iter_mut()
-            .find(|d| d.message.sequence_number == sequence_number)
-        {
-            d.left_by_receiver = true;
-        }
+        change(&mut state.snapshot.dead_letters);
         inner.persist(&queue)
     }
 }
