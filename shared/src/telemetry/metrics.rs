@@ -13,6 +13,7 @@
 //! | `ade_backup.arm.paced_wait` | histogram, s | `subscription`, `class` |
 //! | `ade_backup.restore.step_duration` | histogram, s | `step`, `outcome` |
 //! | `ade_backup.dead_letters` | counter | `function`, `reason` |
+//! | `ade_backup.redrives` | counter | `function`, `outcome` (completed, failed, poison, left: why) |
 //! | `ade_backup.sweep.drift` | counter | `kind` |
 
 use opentelemetry::metrics::{Counter, Histogram, Meter};
@@ -33,6 +34,7 @@ pub struct Metrics {
     arm_paced_wait: Histogram<f64>,
     restore_step: Histogram<f64>,
     dead_letters: Counter<u64>,
+    redrives: Counter<u64>,
     sweep_drift: Counter<u64>,
 }
 
@@ -91,6 +93,10 @@ impl Metrics {
             dead_letters: counter(
                 "ade_backup.dead_letters",
                 "Messages dead-lettered (or failed on their last delivery), by reason",
+            ),
+            redrives: counter(
+                "ade_backup.redrives",
+                "Dead letters the redrive looked at, by function and what it did",
             ),
             sweep_drift: counter(
                 "ade_backup.sweep.drift",
@@ -157,6 +163,18 @@ impl Metrics {
             &[
                 KeyValue::new("function", function.to_string()),
                 KeyValue::new("reason", reason.to_string()),
+            ],
+        );
+    }
+
+    /// One dead letter the redrive handled: `outcome` is what its attempt did (`completed`,
+    /// `failed`, `poison`) or why it was left (`left:attempts-spent`, ...).
+    pub fn redrive(&self, function: &str, outcome: &str) {
+        self.redrives.add(
+            1,
+            &[
+                KeyValue::new("function", function.to_string()),
+                KeyValue::new("outcome", outcome.to_string()),
             ],
         );
     }

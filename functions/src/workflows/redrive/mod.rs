@@ -167,6 +167,7 @@ impl QueueWalk<'_> {
         match decision {
             Decision::Leave(why) => {
                 *summary.left.entry(why.as_str()).or_default() += 1;
+                self.count(&format!("left:{}", why.as_str()));
                 Some(message)
             }
             Decision::Delete => {
@@ -211,6 +212,7 @@ impl QueueWalk<'_> {
         if let Err(e) = self.record(&message, attempt, result, error).await {
             summary.errors.push(self.label(&message, &e));
         }
+        self.count(result.as_str());
         match result {
             RedriveOutcome::Completed => {
                 // A lost lock leaves the dead letter; the next run deletes it (`Decision::Delete`).
@@ -277,6 +279,10 @@ impl QueueWalk<'_> {
                 false
             }
         }
+    }
+
+    fn count(&self, outcome: &str) {
+        ade_backup_shared::telemetry::metrics().redrive(self.spec.name, outcome);
     }
 
     fn name(&self, message: &DeadLetteredMessage) -> String {
