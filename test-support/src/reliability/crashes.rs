@@ -147,18 +147,16 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
     )?;
     write(&scenario_file, scenario.to_string())?;
     let started = Instant::now();
-    let mut command = Command::new(&bin);
-    let ending: &[&str] = match &run.redrive_every {
-        Some(every) => {
-            command
-                .arg("--timer-schedule")
-                .arg(format!("RedriveDeadLetters={every}"));
-            &[]
-        }
-        None => &["--until-idle"],
+    // With the redrive, the run lasts --max-runtime (later attempts need their time).
+    let ending: Vec<String> = match &run.redrive_every {
+        Some(every) => vec![
+            "--timer-schedule".into(),
+            format!("RedriveDeadLetters={every}"),
+        ],
+        None => vec!["--until-idle".into()],
     };
     let max_delivery = run.max_delivery_count.to_string();
-    let mut local = command
+    let mut local = Command::new(&bin)
         .arg("local")
         .arg("--project-dir")
         .arg(project_dir())
@@ -170,7 +168,7 @@ pub async fn run(run: &CrashRun) -> Result<CrashReport, CrashRunError> {
         .arg(&scenario_file)
         .arg("--report")
         .arg(&report_file)
-        .args(ending)
+        .args(&ending)
         .args(["--quiet", "--sweep-every", "0"])
         .args(["--time-scale", &run.time_scale.to_string()])
         .args([
