@@ -243,7 +243,11 @@ async fn package_unpacks_into_a_runnable_functions_app() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(&format!("9 functions from {}", app.display())),
+        stdout.contains(&format!(
+            "{} functions from {}",
+            FUNCTIONS.len(),
+            app.display()
+        )),
         "{stdout}"
     );
     let r: Value =
