@@ -8,7 +8,7 @@
 //!   attempt a crash cuts short still counts: a message that kills the process cannot loop), then
 //!   the message is dispatched in this process to the function that reads its queue, exactly as a
 //!   delivery would be (same handler, same classification, the message's own trace context), with
-//!   a delivery count past the queue's. Completed: the dead letter is deleted. Failed again: it
+//!   a delivery count past every delivery the queue made. Completed: the dead letter is deleted. Failed again: it
 //!   is unlocked and stays, and the next attempt waits `backoff × 2^(attempts-1)`. Judged poison:
 //!   it stays for a human, with the verdict at `deadletters/`.
 //! - **leave**: unlocked at the end of the queue's walk (held until then so the walk moves on).
@@ -200,7 +200,8 @@ impl QueueWalk<'_> {
             attempt,
             "redriving a dead-lettered message"
         );
-        let input = TriggerInput::ServiceBus(as_delivery(&message, attempt));
+        let max_delivery_count = self.ctx.settings.workflow.max_delivery_count;
+        let input = TriggerInput::ServiceBus(as_delivery(&message, attempt, max_delivery_count));
         let outcome = dispatch_invocation(self.spec, input, self.ctx, None).await;
         let (result, error) = match &outcome {
             Outcome::Completed(_) => (RedriveOutcome::Completed, None),
@@ -302,8 +303,14 @@ enum Settle {
 
 /// The dead letter as the delivery its function expects: the original body, ids and
 /// application properties (the trace context among them), without the broker's dead-letter
-/// properties; the delivery count continues past the queue's so the attempt has its own.
-pub fn as_delivery(message: &DeadLetteredMessage, attempt: u32) -> ServiceBusMessage {
+/// properties. Its delivery count is past every delivery the queue made (`maxDeliveryCount`, or
+/// the count the broker reports if higher, plus the attempt), so the attempt's step claims
+/// (`{messageId}#{deliveryCount}@{sequence}`) are never an earlier delivery's.
+pub fn as_delivery(
+    message: &DeadLetteredMessage,
+    attempt: u32,
+    max_delivery_count: u32,
+) -> ServiceBusMessage {
     let user_properties = message
         .properties
         .iter()
@@ -317,7 +324,10 @@ pub fn as_delivery(message: &DeadLetteredMessage, attempt: u32) -> ServiceBusMes
         queue: message.queue.clone(),
         body: message.body.clone(),
         message_id: message.message_id.clone(),
-        delivery_count: message.delivery_count.saturating_add(attempt),
+        delivery_count: message
+            .delivery_count
+            .max(max_delivery_count)
+            .saturating_add(attempt),
         correlation_id: message.correlation_id.clone(),
         content_type: message.content_type.clone(),
         subject: None,
@@ -325,5 +335,57 @@ pub fn as_delivery(message: &DeadLetteredMessage, attempt: u32) -> ServiceBusMes
         expires_at: None,
         sequence_number: Some(message.sequence_number),
         user_properties,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_letter(delivery_count: u32) -> DeadLetteredMessage {
+        DeadLetteredMessage {
+            queue: "restore-requests".into(),
+            message_id: "req-1".into(),
+            sequence_number: 42,
+            lock_token: "7da9cfd5-40d5-4bb1-8d64-ec5a52e1c547".into(),
+            delivery_count,
+            correlation_id: Some("INC-1".into()),
+            content_type: Some("application/json".into()),
+            enqueued_time: None,
+            body: b"{}".to_vec(),
+            properties: [
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                ("deadletterreason", MAX_DELIVERY_COUNT_EXCEEDED),
+                ("DeadLetterErrorDescription", "ran out"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn an_attempt_is_the_original_delivery_past_every_count_the_queue_used() {
+        // The broker may report the dead-letter receive count (1) or the queue's (10).
+        for reported in [1, 10] {
+            let m = as_delivery(&dead_letter(reported), 2, 10);
+            assert_eq!(m.delivery_count, 12, "reported {reported}");
+        }
+        assert_eq!(as_delivery(&dead_letter(15), 1, 10).delivery_count, 16);
+        let m = as_delivery(&dead_letter(1), 1, 10);
+        assert_eq!(
+            (m.queue.as_str(), m.message_id.as_str(), m.sequence_number),
+            ("restore-requests", "req-1", Some(42))
+        );
+        assert_eq!(m.correlation_id.as_deref(), Some("INC-1"));
+        assert_eq!(m.body, b"{}");
+        // The trace context stays; the broker's dead-letter properties do not.
+        assert_eq!(
+            m.user_properties.keys().collect::<Vec<_>>(),
+            ["traceparent"]
+        );
     }
 }
