@@ -36,9 +36,8 @@
 //! expires.
 
 use super::servicebus::{
-    bearer_header, classify_failure, error_detail, read_error_body, transport_error,
-    validate_queue_name, Connection, ServiceBusConfigError, ServiceBusSenderOptions,
-    BROKER_PROPERTIES_HEADER,
+    classify_failure, error_detail, read_error_body, validate_queue_name, Connection,
+    ServiceBusConfigError, ServiceBusSenderOptions, BROKER_PROPERTIES_HEADER,
 };
 use super::{Broker, MessagingError};
 use crate::credential::TokenSource;
@@ -46,7 +45,7 @@ use crate::http::read_bounded;
 use crate::telemetry::redact;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -233,17 +232,8 @@ impl ServiceBusDeadLetters {
         queue: &str,
     ) -> Result<Option<DeadLetteredMessage>, MessagingError> {
         let url = self.receive_url(queue)?;
-        let auth = bearer_header(self.conn.credential.as_ref()).await?;
         tracing::debug!(queue, "peek-locking a dead-lettered Service Bus message");
-        let response = self
-            .conn
-            .client
-            .post(url)
-            .header(AUTHORIZATION, auth)
-            .header(reqwest::header::CONTENT_LENGTH, 0)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, self.conn.request_timeout))?;
+        let response = self.conn.send_empty(reqwest::Method::POST, url).await?;
 
         let status = response.status();
         match status {
@@ -299,17 +289,11 @@ impl ServiceBusDeadLetters {
     ) -> Result<(), MessagingError> {
         // Everything that can be checked locally is checked before a token is requested.
         let url = self.lock_url(&message.queue, message.sequence_number, &message.lock_token)?;
-        let auth = bearer_header(self.conn.credential.as_ref()).await?;
-        let request = match how {
-            Settle::Complete => self.conn.client.delete(url),
-            Settle::Unlock => self.conn.client.put(url),
+        let method = match how {
+            Settle::Complete => reqwest::Method::DELETE,
+            Settle::Unlock => reqwest::Method::PUT,
         };
-        let response = request
-            .header(AUTHORIZATION, auth)
-            .header(reqwest::header::CONTENT_LENGTH, 0)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, self.conn.request_timeout))?;
+        let response = self.conn.send_empty(method, url).await?;
 
         let status = response.status();
         if status.is_success() {

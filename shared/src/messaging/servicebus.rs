@@ -135,6 +135,23 @@ impl Connection {
         })
     }
 
+    /// An authorized request without a body (`Content-Length: 0`, which Service Bus expects on
+    /// the runtime API's bodyless POST, PUT and DELETE); a transport failure is transient.
+    pub(super) async fn send_empty(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+    ) -> Result<reqwest::Response, MessagingError> {
+        let auth = bearer_header(self.credential.as_ref()).await?;
+        self.client
+            .request(method, url)
+            .header(AUTHORIZATION, auth)
+            .header(reqwest::header::CONTENT_LENGTH, 0)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, self.request_timeout))
+    }
+
     /// `Debug` for a client: its endpoint only (never the credential).
     pub(super) fn debug(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
         f.debug_struct(name)
